@@ -1,0 +1,34 @@
+"""The generic actor runtime.
+
+An :class:`Actor` owns its state and handles its messages one at a time; an
+:class:`ActorRef` is the handle that sends to it; a :class:`Supervisor`, opened with
+:func:`open_supervisor`, spawns actors, restarts crashed ones under a
+:class:`RestartPolicy`, stops idle ones and shuts them all down cleanly.
+"""
+
+from ._actor import Actor
+from ._deadlines import DeadlineQueue
+from ._errors import (
+    ActorError,
+    ActorFailedError,
+    ActorStoppedError,
+    MailboxFullError,
+    ReentrantCallError,
+)
+from ._ref import ActorRef
+from ._supervisor import ActorFailure, RestartPolicy, Supervisor, open_supervisor
+
+__all__ = [
+    "Actor",
+    "ActorError",
+    "ActorFailedError",
+    "ActorFailure",
+    "ActorRef",
+    "ActorStoppedError",
+    "DeadlineQueue",
+    "MailboxFullError",
+    "ReentrantCallError",
+    "RestartPolicy",
+    "Supervisor",
+    "open_supervisor",
+]

@@ -1,0 +1,71 @@
+"""The :class:`Actor` base class: what a user subclasses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable
+from typing import Any, ClassVar, Generic, TypeVar
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+logger = logging.getLogger("triact.actors")
+
+
+class Actor(Generic[M, R]):
+    """An object that handles its messages one at a time.
+
+    Subclass it and define :meth:`receive`, as a plain ``def`` or an ``async def``.
+    The runtime never runs two of an actor's hooks or handlers at once, so the
+    actor's own attributes need no lock.
+
+    Optional hooks, each a plain or an async method:
+
+    * :meth:`on_start`: runs before the first message is handled (and again after
+      every restart), in the task that handles that message.
+    * :meth:`on_stop`: runs once when the actor stops normally (``stop()``, idle
+      timeout or supervisor shutdown) after its queued messages are handled.
+    * :meth:`on_error`: runs when a handler for a ``tell``/``send`` message raised;
+      there is no asker to give the exception to.
+
+    An exception from ``on_start``, or one of the types in :attr:`fatal_exceptions`
+    raised by ``receive``, is a *crash*: the supervisor replaces the instance with a
+    fresh one from the factory, under its :class:`RestartPolicy`.
+    """
+
+    #: Exception types that ``receive`` may raise to say "my state is broken":
+    #: the asker still gets the exception, then the actor restarts from its factory.
+    fatal_exceptions: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    # Computed once per class in __init_subclass__, so that the hot path reads a
+    # class attribute instead of inspecting functions on every message.
+    _triact_async_receive: ClassVar[bool] = False
+    _triact_has_start: ClassVar[bool] = False
+    _triact_has_stop: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._triact_async_receive = inspect.iscoroutinefunction(cls.receive)
+        cls._triact_has_start = cls.on_start is not Actor.on_start
+        cls._triact_has_stop = cls.on_stop is not Actor.on_stop
+
+    def receive(self, message: M) -> R | Awaitable[R]:
+        """Handle one message; the return value is the reply to ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__} must define receive()")
+
+    def on_start(self) -> Awaitable[None] | None:
+        """Prepare the actor; runs before its first message (and after a restart)."""
+        return None
+
+    def on_stop(self) -> Awaitable[None] | None:
+        """Release what the actor holds; runs once, after its last message."""
+        return None
+
+    def on_error(self, message: M, error: Exception) -> None:
+        """Called (synchronously) when handling a told message raised ``error``.
+
+        The error is counted in :attr:`ActorRef.errors` either way; the default
+        logs it. An exception raised here is logged and otherwise ignored.
+        """
+        logger.error("%s failed on a told message %r", type(self).__name__, message, exc_info=error)

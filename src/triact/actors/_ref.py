@@ -1,0 +1,480 @@
+"""ActorRef: an actor's mailbox and the rules for who handles its next message.
+
+An idle actor owns no task. Whoever needs a message handled runs the handler:
+
+* ``ask`` runs its own message in the asking task. If the actor is idle it does so
+  at once (no task switch at all); otherwise it queues and sleeps until the task
+  that finishes the message in front of it hands it the actor (the *baton*).
+* ``tell``/``send`` messages have no waiting task, so when one reaches the front of
+  the mailbox a short-lived *drainer* task is started in the supervisor's nursery;
+  it handles told messages until the mailbox is empty or an ask is at the front.
+
+Exactly one task holds the baton at a time (``_holder``), which is what makes
+handlers serial (DESIGN I1) without a lock (I10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import outcome
+import trio
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+from ._actor import Actor
+from ._errors import (
+    ActorError,
+    ActorFailedError,
+    ActorStoppedError,
+    MailboxFullError,
+    ReentrantCallError,
+)
+
+if TYPE_CHECKING:
+    from ._supervisor import Supervisor
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+logger = logging.getLogger("triact.actors")
+
+_OPEN = 0  # takes messages
+_STOPPING = 1  # intake closed; queued messages are still handled
+_STOPPED = 2  # gone
+
+# Marks the baton as taken by a drainer task that has been started but not yet run.
+_DRAINER: Any = object()
+
+
+class _Envelope:
+    __slots__ = ("message", "task")
+
+    def __init__(self, message: Any, task: Task | None) -> None:
+        self.message = message
+        self.task = task  # the asker, sleeping until its turn; None for tell/send
+
+
+class ActorRef(Generic[M, R]):
+    """The handle to a running actor: the only way to reach it.
+
+    Every message goes through the actor's bounded mailbox and is handled once, in
+    the order it was accepted, one at a time.
+    """
+
+    __slots__ = (
+        "_actor",
+        "_armed",
+        "_async",
+        "_factory",
+        "_failure",
+        "_fatal",
+        "_holder",
+        "_idle_deadline",
+        "_idle_timeout",
+        "_mailbox",
+        "_mailbox_size",
+        "_restarts",
+        "_room",
+        "_scope",
+        "_started",
+        "_state",
+        "_stopped",
+        "_sup",
+        "errors",
+        "name",
+    )
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        name: str,
+        factory: Callable[[], Actor[M, R]],
+        mailbox_size: int,
+        idle_timeout: float | None,
+    ) -> None:
+        self.name = name
+        #: How many told messages raised in their handler.
+        self.errors = 0
+        self._sup = sup
+        self._factory = factory
+        self._actor: Actor[M, R] = factory()
+        self._adopt(self._actor)
+        self._started = False
+        self._state = _OPEN
+        self._holder: Task | None = None
+        self._mailbox: deque[_Envelope] | None = None  # allocated on first queueing
+        self._mailbox_size = mailbox_size
+        self._room: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
+        self._scope: trio.CancelScope | None = None  # what a forced shutdown cancels
+        self._stopped: trio.Event | None = None
+        self._idle_timeout = idle_timeout
+        self._idle_deadline = 0.0
+        self._armed = False
+        self._restarts: deque[float] | None = None
+        self._failure: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = ("open", "stopping", "stopped")[self._state]
+        return f"<ActorRef {self.name!r} {state}, {self.queued} queued>"
+
+    @property
+    def queued(self) -> int:
+        """Messages accepted but not yet being handled."""
+        return len(self._mailbox) if self._mailbox else 0
+
+    @property
+    def stopped(self) -> bool:
+        """True once the actor has stopped for good (normally or by failure)."""
+        return self._state == _STOPPED
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The crash that made the actor give up, if it failed."""
+        return self._failure
+
+    # -- sending -------------------------------------------------------------------
+
+    def tell(self, message: M) -> None:
+        """Queue ``message`` and return at once; nobody waits for the reply.
+
+        Raises :class:`MailboxFullError` if the mailbox is full and
+        :class:`ActorStoppedError` if the actor takes no more messages. If the
+        handler raises, the actor's :meth:`Actor.on_error` hook gets the exception
+        and :attr:`errors` counts it.
+        """
+        self._check_open()
+        self._enqueue(_Envelope(message, None))
+        if self._holder is None:
+            self._start_drainer()
+
+    async def send(self, message: M) -> None:
+        """Like :meth:`tell`, but wait for room when the mailbox is full.
+
+        If cancelled, the message was not queued.
+        """
+        task = current_task()
+        await checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            if self.queued < self._mailbox_size:
+                self.tell(message)
+                await cancel_shielded_checkpoint()
+                return
+            if self._holder is task:
+                raise ReentrantCallError(
+                    f"actor {self.name!r} sent to its own full mailbox from its handler"
+                )
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
+            await self._room.park()
+
+    async def ask(self, message: M, *, timeout: float | None = None) -> R:
+        """Have ``message`` handled and return the handler's reply.
+
+        The handler's exception, if it raises, is raised here. Cancellation follows
+        Trio's rule: if this raises :class:`trio.Cancelled` (or
+        :class:`trio.TooSlowError` after ``timeout`` seconds) before the handler
+        started, the message was taken back out of the mailbox and never handled;
+        an async handler that had started is cancelled with the asker. If it
+        returns, the message was handled exactly once.
+
+        Raises :class:`MailboxFullError` at once if the mailbox is full (use
+        :meth:`send` for backpressure), :class:`ActorStoppedError` if the actor takes
+        no more messages, and :class:`ReentrantCallError` if called from the actor's
+        own handler.
+        """
+        if timeout is None:
+            return await self._ask(message)
+        with trio.fail_after(timeout):
+            return await self._ask(message)
+
+    async def _ask(self, message: M) -> R:
+        task = current_task()
+        if self._holder is None and not self._mailbox and self._state == _OPEN:
+            await checkpoint_if_cancelled()  # does not yield unless it raises
+            self._holder = task
+            reply = await self._handle(message)
+            await cancel_shielded_checkpoint()
+            return reply
+        self._check_open()
+        if self._holder is task:
+            raise ReentrantCallError(
+                f"actor {self.name!r} asked itself from its own handler; that ask could never run"
+            )
+        envelope = _Envelope(message, task)
+        self._enqueue(envelope)
+
+        def abort(_: Any) -> Abort:
+            # Still queued (a task given the baton is rescheduled, so is never
+            # aborted): take the message back out, so it is never handled.
+            assert self._mailbox is not None
+            self._mailbox.remove(envelope)
+            self._wake_sender()
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+        return await self._handle(message)
+
+    async def _handle(self, message: M) -> R:
+        """Run ``message`` in the current task, which holds the baton."""
+        try:
+            if not self._started:
+                await self._start()
+            actor = self._actor
+            if not self._async:
+                return cast(R, actor.receive(message))
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                reply = await cast(Awaitable[R], actor.receive(message))
+            self._scope = None
+            if scope.cancelled_caught:
+                raise ActorStoppedError(
+                    f"the supervisor of actor {self.name!r} shut down (grace period "
+                    "expired) while this message was being handled"
+                )
+            return reply
+        except self._fatal as exc:
+            self._crash(exc)
+            raise
+        finally:
+            self._release()
+
+    async def stop(self) -> None:
+        """Stop taking messages, handle those already queued, then stop.
+
+        Runs :meth:`Actor.on_stop` once the mailbox is empty and returns when the
+        actor is gone. Safe to call several times; if cancelled, the actor still
+        stops, only the wait is abandoned.
+        """
+        if self._holder is current_task():
+            raise ReentrantCallError(
+                f"actor {self.name!r} awaited its own stop from its handler; "
+                "call tell-style stop_soon() instead"
+            )
+        self.stop_soon()
+        if self._state == _STOPPED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._stopped is None:
+            self._stopped = trio.Event()
+        await self._stopped.wait()
+
+    def stop_soon(self) -> None:
+        """Close the mailbox now; the actor stops once what is queued is handled."""
+        if self._state != _OPEN:
+            return
+        self._state = _STOPPING
+        if self._room is not None:
+            self._room.unpark_all()  # waiting senders now get ActorStoppedError
+        if self._holder is None and not self._mailbox:
+            self._finish()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _adopt(self, actor: Actor[M, R]) -> None:
+        if not isinstance(actor, Actor):
+            raise TypeError(
+                f"actor factory for {self.name!r} returned {type(actor).__name__}, "
+                "not an Actor subclass instance"
+            )
+        cls = type(actor)
+        self._fatal = cls.fatal_exceptions
+        self._async = cls._triact_async_receive
+
+    def _check_open(self) -> None:
+        if self._state != _OPEN:
+            if self._failure is not None:
+                raise ActorFailedError(
+                    f"actor {self.name!r} failed and was stopped: {self._failure!r}"
+                ) from self._failure
+            raise ActorStoppedError(f"actor {self.name!r} is stopped; message refused")
+
+    def _enqueue(self, envelope: _Envelope) -> None:
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = deque()
+        elif len(mailbox) >= self._mailbox_size:
+            raise MailboxFullError(
+                f"actor {self.name!r} has {self._mailbox_size} messages queued "
+                "(mailbox_size); retry later or use send() to wait for room"
+            )
+        mailbox.append(envelope)
+
+    def _wake_sender(self) -> None:
+        if self._room:
+            self._room.unpark()
+
+    def _start_drainer(self) -> None:
+        self._holder = _DRAINER
+        self._sup._start_soon(self._drain)
+
+    def _release(self) -> None:
+        """Hand the baton to whoever owns the next message, or go idle."""
+        mailbox = self._mailbox
+        if mailbox:
+            task = mailbox[0].task
+            if task is None:
+                self._start_drainer()
+                return
+            mailbox.popleft()
+            self._wake_sender()
+            self._holder = task
+            reschedule(task)
+            return
+        self._holder = None
+        if self._state == _STOPPING:
+            self._finish()
+        elif self._idle_timeout is not None:
+            self._went_idle(self._idle_timeout)
+
+    def _went_idle(self, idle_timeout: float) -> None:
+        self._idle_deadline = trio.current_time() + idle_timeout
+        if not self._armed:
+            self._armed = True
+            self._sup._arm_idle(self)
+
+    async def _drain(self) -> None:
+        """Handle told messages from the front of the mailbox (a drainer task)."""
+        self._holder = current_task()
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                self._scope = scope
+                mailbox = self._mailbox
+                while mailbox and mailbox[0].task is None and self._state != _STOPPED:
+                    message = mailbox.popleft().message
+                    self._wake_sender()
+                    await self._handle_told(message)
+                    await trio.lowlevel.checkpoint()  # fairness between messages
+        finally:
+            self._scope = None
+            self._release()
+
+    async def _handle_told(self, message: M) -> None:
+        try:
+            if not self._started:
+                await self._start()
+            reply = self._actor.receive(message)
+            if self._async:
+                await cast(Awaitable[Any], reply)
+        except ActorFailedError:
+            return
+        except Exception as exc:
+            self.errors += 1
+            try:
+                self._actor.on_error(message, exc)
+            except Exception:
+                logger.exception("on_error of actor %r raised", self.name)
+            if isinstance(exc, self._fatal):
+                self._crash(exc)
+
+    async def _start(self) -> None:
+        while True:
+            try:
+                started = self._actor.on_start()
+                if started is not None:
+                    await started
+            except Exception as exc:
+                self._crash(exc)
+                if self._state == _STOPPED:
+                    raise ActorFailedError(
+                        f"actor {self.name!r} failed to start and was stopped: {exc!r}"
+                    ) from exc
+                continue
+            self._started = True
+            return
+
+    def _crash(self, exc: BaseException) -> None:
+        """Replace the broken instance with a fresh one, or give up."""
+        self._started = False
+        if not self._sup._may_restart(self):
+            self._fail(exc)
+            return
+        logger.warning("actor %r crashed (%r); restarting", self.name, exc)
+        try:
+            actor = self._factory()
+            self._adopt(actor)
+        except Exception as factory_exc:
+            factory_exc.__context__ = exc
+            self._fail(factory_exc)
+            return
+        self._actor = actor
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        self._sup._record_failure(self, exc)
+        self._close(
+            lambda: ActorFailedError(
+                f"actor {self.name!r} failed and was stopped before handling this message: {exc!r}"
+            )
+        )
+
+    def _close(self, error: Callable[[], ActorError]) -> None:
+        """Stop at once: fail queued asks with ``error()``, drop told messages."""
+        self._state = _STOPPED
+        mailbox, self._mailbox = self._mailbox, None
+        dropped = 0
+        for envelope in mailbox or ():
+            if envelope.task is None:
+                dropped += 1
+            else:
+                reschedule(envelope.task, outcome.Error(error()))
+        if mailbox is not None:
+            mailbox.clear()
+        if dropped:
+            logger.error("actor %r stopped with %d told messages unhandled", self.name, dropped)
+        if self._room is not None:
+            self._room.unpark_all()
+        if self._scope is not None:
+            self._scope.cancel()
+        self._gone()
+
+    def _finish(self) -> None:
+        """Idle and stopping: run on_stop, then go."""
+        if not (self._started and type(self._actor)._triact_has_stop):
+            self._gone()
+            return
+        try:
+            stopping = self._actor.on_stop()
+        except Exception as exc:
+            self._sup._record_failure(self, exc)
+            self._gone()
+            return
+        if stopping is None:
+            self._gone()
+        else:
+            self._holder = _DRAINER
+            self._sup._start_soon(self._await_stop, stopping)
+
+    async def _await_stop(self, stopping: Awaitable[None]) -> None:
+        self._holder = current_task()
+        if self._state == _STOPPED:  # closed by a forced shutdown before we ran
+            cast(Coroutine[Any, Any, None], stopping).close()
+            self._holder = None
+            return
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                self._scope = scope
+                await stopping
+        except Exception as exc:
+            self._sup._record_failure(self, exc)
+        finally:
+            self._scope = None
+            self._holder = None
+            self._gone()
+
+    def _gone(self) -> None:
+        self._state = _STOPPED
+        self._sup._forget(self)
+        if self._stopped is not None:
+            self._stopped.set()

@@ -1,0 +1,216 @@
+"""The supervisor: spawns actors, restarts crashed ones, reaps idle ones, shuts down."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from ._actor import Actor
+from ._deadlines import DeadlineQueue
+from ._errors import ActorStoppedError
+from ._ref import _OPEN, ActorRef
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+logger = logging.getLogger("triact.actors")
+
+_FAILURES_KEPT = 1000
+
+
+def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"RestartPolicy.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How often an actor may crash before its supervisor gives up on it (OTP's
+    restart intensity): more than ``max_restarts`` crashes within ``within`` seconds
+    stops the actor with :class:`ActorFailedError`."""
+
+    max_restarts: int = attrs.field(default=3, validator=_non_negative)
+    within: float = attrs.field(default=5.0, validator=_non_negative)
+
+
+@attrs.frozen
+class ActorFailure:
+    """A report of an actor that failed, or whose ``on_stop`` hook raised."""
+
+    name: str
+    error: BaseException
+    at: float  #: Trio clock time
+
+
+class Supervisor:
+    """Owns a set of actors and the nursery their background work runs in.
+
+    Open one with :func:`open_supervisor`.
+    """
+
+    def __init__(
+        self, nursery: trio.Nursery, restart: RestartPolicy, shutdown_grace: float
+    ) -> None:
+        self._nursery = nursery
+        self._restart = restart
+        self._grace = shutdown_grace
+        self._actors: dict[str, ActorRef[Any, Any]] = {}
+        self._idle: DeadlineQueue[ActorRef[Any, Any]] = DeadlineQueue()
+        self._failures: deque[ActorFailure] = deque(maxlen=_FAILURES_KEPT)
+        self._closing = False
+        self._all_gone: trio.Event | None = None
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        """How many actors are running (not yet stopped)."""
+        return len(self._actors)
+
+    @property
+    def failures(self) -> tuple[ActorFailure, ...]:
+        """Actors that crashed past their restart policy, and ``on_stop`` hooks that
+        raised, oldest first (the last 1,000 are kept)."""
+        return tuple(self._failures)
+
+    def spawn(
+        self,
+        factory: Callable[[], Actor[M, R]],
+        *,
+        name: str | None = None,
+        mailbox_size: int = 256,
+        idle_timeout: float | None = None,
+    ) -> ActorRef[M, R]:
+        """Create an actor from ``factory`` (called again on every restart).
+
+        ``name`` must be unique among running actors (one is made up if omitted);
+        ``mailbox_size`` bounds queued messages; with ``idle_timeout`` the actor is
+        stopped after that many seconds without a message. No task is started: an
+        idle actor costs only memory.
+        """
+        if self._closing:
+            raise ActorStoppedError("the supervisor is shutting down; spawn refused")
+        if mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be >= 1, got {mailbox_size!r}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
+        if name is None:
+            self._next_id += 1
+            name = f"{getattr(factory, '__name__', 'actor')}-{self._next_id}"
+        elif name in self._actors:
+            raise ValueError(f"an actor named {name!r} is already running here")
+        ref = ActorRef(self, name, factory, mailbox_size, idle_timeout)
+        self._actors[name] = ref
+        if idle_timeout is not None:
+            ref._went_idle(idle_timeout)
+        return ref
+
+    def get(self, name: str) -> ActorRef[Any, Any] | None:
+        """The running actor called ``name``, or None."""
+        return self._actors.get(name)
+
+    # -- called by ActorRef --------------------------------------------------------
+
+    def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self._nursery.start_soon(fn, *args)
+
+    def _arm_idle(self, ref: ActorRef[Any, Any]) -> None:
+        self._idle.push(ref._idle_deadline, ref)
+
+    def _may_restart(self, ref: ActorRef[Any, Any]) -> bool:
+        policy = self._restart
+        now = trio.current_time()
+        restarts = ref._restarts
+        if restarts is None:
+            restarts = ref._restarts = deque()
+        while restarts and restarts[0] <= now - policy.within:
+            restarts.popleft()
+        if len(restarts) >= policy.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+    def _record_failure(self, ref: ActorRef[Any, Any], error: BaseException) -> None:
+        logger.error("actor %r failed: %r", ref.name, error, exc_info=error)
+        self._failures.append(ActorFailure(ref.name, error, trio.current_time()))
+
+    def _forget(self, ref: ActorRef[Any, Any]) -> None:
+        if self._actors.get(ref.name) is ref:
+            del self._actors[ref.name]
+        if not self._actors and self._all_gone is not None:
+            self._all_gone.set()
+
+    # -- background work -----------------------------------------------------------
+
+    def _idle_due(self, ref: ActorRef[Any, Any], now: float) -> float | None:
+        if ref._state == _OPEN and ref._holder is None and not ref._mailbox:
+            if ref._idle_deadline > now:
+                return ref._idle_deadline  # it was busy since: re-arm, lazily
+            ref.stop_soon()
+        ref._armed = False  # a busy actor re-arms when it next goes idle
+        return None
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._grace
+            for i, ref in enumerate(list(self._actors.values())):
+                ref.stop_soon()
+                if i % 1024 == 1023:
+                    await trio.lowlevel.checkpoint()
+            if self._actors:
+                self._all_gone = trio.Event()
+                await self._all_gone.wait()
+        if self._actors:
+            logger.warning(
+                "supervisor shutdown: grace period of %ss expired with %d actors "
+                "still busy; stopping them",
+                self._grace,
+                len(self._actors),
+            )
+            for ref in list(self._actors.values()):
+                ref._close(
+                    lambda: ActorStoppedError(
+                        "the supervisor shut down (grace period expired) before "
+                        "this message was handled"
+                    )
+                )
+        self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_supervisor(
+    *,
+    restart: RestartPolicy | None = None,
+    shutdown_grace: float = 5.0,
+) -> AsyncIterator[Supervisor]:
+    """Open a supervisor for the duration of an ``async with`` block.
+
+    On leaving the block, whether normally or by an exception, the supervisor stops
+    taking messages, lets every actor handle what it has queued and run its
+    ``on_stop`` hook, for up to ``shutdown_grace`` seconds (even if the surrounding
+    code was cancelled), then stops what is left: queued askers get
+    :class:`ActorStoppedError` and in-flight async handlers are cancelled. No task
+    outlives the block. An exception from the block propagates as it is.
+    """
+    if not shutdown_grace >= 0 or math.isnan(shutdown_grace):
+        raise ValueError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        sup = Supervisor(nursery, restart or RestartPolicy(), shutdown_grace)
+        nursery.start_soon(sup._idle.run, sup._idle_due)
+        try:
+            yield sup
+        except BaseException as exc:
+            # Raised again below, outside the nursery, so that the caller sees the
+            # body's own exception rather than an ExceptionGroup wrapping it.
+            body_error = exc
+        finally:
+            await sup._shutdown()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,417 @@
+"""ActorRef: ask, tell, send, stop, ordering, errors, cancellation."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from triact.actors import (
+    Actor,
+    ActorStoppedError,
+    MailboxFullError,
+    ReentrantCallError,
+    open_supervisor,
+)
+
+
+class Recorder(Actor[object, object]):
+    """Records every message; replies with how many it has seen."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def receive(self, message: object) -> object:
+        self.seen.append(message)
+        return len(self.seen)
+
+
+class SlowRecorder(Recorder):
+    """Async handler that sleeps ``message[1]`` seconds and checks it runs alone."""
+
+    running = 0
+
+    async def receive(self, message: object) -> object:  # type: ignore[override]
+        SlowRecorder.running += 1
+        try:
+            assert SlowRecorder.running == 1, "two handlers ran at once"
+            assert isinstance(message, tuple)
+            await trio.sleep(message[1])
+            self.seen.append(message[0])
+            return len(self.seen)
+        finally:
+            SlowRecorder.running -= 1
+
+
+class Failing(Actor[object, object]):
+    def __init__(self) -> None:
+        self.errors_seen: list[tuple[object, Exception]] = []
+
+    def receive(self, message: object) -> object:
+        if message == "fail":
+            raise ValueError("handler failed")
+        return message
+
+    def on_error(self, message: object, error: Exception) -> None:
+        self.errors_seen.append((message, error))
+
+
+async def test_ask_returns_the_handler_reply() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder)
+        assert await ref.ask("a") == 1
+        assert await ref.ask("b") == 2
+
+
+async def test_async_handler_reply() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        assert await ref.ask(("a", 0.1)) == 1
+
+
+async def test_concurrent_asks_run_one_at_a_time_in_arrival_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(ref.ask, (i, 1.0))
+                await trio.testing.wait_all_tasks_blocked()
+        actor = ref._actor
+        assert isinstance(actor, SlowRecorder)
+        assert actor.seen == list(range(20))
+        assert trio.current_time() == pytest.approx(20.0)
+
+
+async def test_tells_are_handled_in_order_between_asks() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder)
+        for i in range(5):
+            ref.tell(i)
+        assert await ref.ask("last") == 6
+        assert ref._actor.seen == [0, 1, 2, 3, 4, "last"]  # type: ignore[attr-defined]
+
+
+async def test_slow_actor_does_not_delay_another(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        slow = sup.spawn(SlowRecorder)
+        fast = sup.spawn(Recorder)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow.ask, ("x", 100.0))
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            assert await fast.ask("y") == 1
+            assert trio.current_time() == start
+            nursery.cancel_scope.cancel()
+
+
+async def test_handler_exception_goes_to_asker_and_actor_keeps_serving() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Failing)
+        with pytest.raises(ValueError, match="handler failed"):
+            await ref.ask("fail")
+        assert await ref.ask("ok") == "ok"
+        assert ref.errors == 0  # errors counts told messages only
+
+
+async def test_told_exception_goes_to_on_error_and_is_counted() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Failing)
+        ref.tell("fail")
+        ref.tell("fine")
+        ref.tell("fail")
+        assert await ref.ask("ok") == "ok"
+        assert ref.errors == 2
+        actor = ref._actor
+        assert isinstance(actor, Failing)
+        assert [m for m, _ in actor.errors_seen] == ["fail", "fail"]
+        assert all(isinstance(e, ValueError) for _, e in actor.errors_seen)
+
+
+async def test_default_on_error_logs(caplog: pytest.LogCaptureFixture) -> None:
+    class Plain(Actor[object, object]):
+        def receive(self, message: object) -> object:
+            raise KeyError(message)
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Plain)
+        ref.tell("k")
+        await ref.stop()
+    assert ref.errors == 1
+    assert "Plain failed on a told message 'k'" in caplog.text
+
+
+async def test_tell_on_full_mailbox_raises_and_queues_nothing() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder, mailbox_size=3)
+        for i in range(3):
+            ref.tell(i)
+        with pytest.raises(MailboxFullError, match="3 messages queued"):
+            ref.tell("overflow")
+        assert ref.queued == 3
+        await ref.stop()
+        assert ref._actor.seen == [0, 1, 2]  # type: ignore[attr-defined]
+
+
+async def test_ask_on_full_mailbox_raises(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder, mailbox_size=1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, ("running", 1.0))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ref.ask, ("queued", 1.0))
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(MailboxFullError):
+                await ref.ask(("refused", 1.0))
+        assert ref._actor.seen == ["running", "queued"]  # type: ignore[attr-defined]
+
+
+async def test_send_waits_for_room(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder, mailbox_size=2)
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(ref.send, (i, 1.0))
+                await trio.testing.wait_all_tasks_blocked()
+            # one running, two queued, three waiting for room
+            assert ref.queued == 2
+        await ref.stop()
+        assert ref._actor.seen == list(range(6))  # type: ignore[attr-defined]
+
+
+async def test_cancelled_send_queues_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder, mailbox_size=1)
+        ref.tell(("first", 5.0))
+        await trio.testing.wait_all_tasks_blocked()
+        ref.tell(("second", 0.0))
+        with trio.move_on_after(1.0) as scope:
+            await ref.send(("never", 0.0))
+        assert scope.cancelled_caught
+        await ref.stop()
+        assert ref._actor.seen == ["first", "second"]  # type: ignore[attr-defined]
+
+
+async def test_send_to_stopped_actor_raises() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder)
+        await ref.stop()
+        with pytest.raises(ActorStoppedError, match="is stopped"):
+            await ref.send("x")
+        with pytest.raises(ActorStoppedError):
+            ref.tell("x")
+        with pytest.raises(ActorStoppedError):
+            await ref.ask("x")
+
+
+async def test_waiting_sender_is_refused_when_actor_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder, mailbox_size=1)
+        ref.tell(("running", 1.0))
+        await trio.testing.wait_all_tasks_blocked()
+        ref.tell(("queued", 1.0))
+        outcome: list[BaseException] = []
+
+        async def sender() -> None:
+            try:
+                await ref.send(("waiting", 0.0))
+            except ActorStoppedError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            ref.stop_soon()
+        assert len(outcome) == 1
+        await ref.stop()
+        assert ref._actor.seen == ["running", "queued"]  # type: ignore[attr-defined]
+
+
+async def test_cancelled_queued_ask_is_never_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, ("running", 2.0))
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(1.0) as scope:
+                await ref.ask(("cancelled", 0.0))
+            assert scope.cancelled_caught
+            assert ref.queued == 0
+        assert await ref.ask(("after", 0.0)) == 2
+        assert ref._actor.seen == ["running", "after"]  # type: ignore[attr-defined]
+
+
+async def test_ask_timeout_raises_too_slow_and_message_is_not_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, ("running", 5.0))
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.TooSlowError):
+                await ref.ask(("late", 0.0), timeout=1.0)
+        assert ref._actor.seen == ["running"]  # type: ignore[attr-defined]
+
+
+async def test_asker_cancels_its_running_async_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        with pytest.raises(trio.TooSlowError):
+            await ref.ask(("slow", 10.0), timeout=1.0)
+        assert trio.current_time() == pytest.approx(1.0)
+        assert ref._actor.seen == []  # type: ignore[attr-defined]
+        assert await ref.ask(("next", 0.0)) == 1
+
+
+async def test_ask_that_returns_was_handled_exactly_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A sync handler cannot be interrupted: an ask whose turn came returns, even if
+    # its caller was cancelled in the meantime.
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder)
+        replies = []
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await ref.ask("cancelled before it started")
+        replies.append(await ref.ask("handled"))
+        assert replies == [1]
+        assert ref._actor.seen == ["handled"]  # type: ignore[attr-defined]
+
+
+async def test_ask_is_a_checkpoint() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder)
+        with trio.testing.assert_checkpoints():
+            await ref.ask(1)
+        ref.tell(2)
+        with trio.testing.assert_checkpoints():
+            await ref.ask(3)
+        with trio.testing.assert_checkpoints():
+            await ref.send(4)
+
+
+async def test_ask_self_from_handler_raises_reentrant_error() -> None:
+    class Selfish(Actor[str, object]):
+        ref: object = None
+
+        async def receive(self, message: str) -> object:
+            assert self.ref is not None
+            return await self.ref.ask("again")  # type: ignore[attr-defined]
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Selfish, name="selfish")
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        with pytest.raises(ReentrantCallError, match="'selfish' asked itself"):
+            await ref.ask("go")
+        # told messages run in a drainer task: the same rule holds there
+        ref.tell("go")
+        await ref.stop()
+        assert ref.errors == 1
+
+
+async def test_stop_from_own_handler_raises_reentrant_error() -> None:
+    class Stopper(Actor[str, object]):
+        ref: object = None
+
+        async def receive(self, message: str) -> object:
+            await self.ref.stop()  # type: ignore[attr-defined]
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Stopper)
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        with pytest.raises(ReentrantCallError, match="stop_soon"):
+            await ref.ask("go")
+
+
+async def test_tell_to_self_from_handler_is_queued() -> None:
+    class Echo(Actor[int, object]):
+        ref: object = None
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def receive(self, message: int) -> object:
+            self.seen.append(message)
+            if message < 3:
+                self.ref.tell(message + 1)  # type: ignore[attr-defined]
+            return None
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Echo)
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        await ref.ask(0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref._actor.seen == [0, 1, 2, 3]  # type: ignore[attr-defined]
+
+
+async def test_stop_handles_queued_messages_then_runs_on_stop() -> None:
+    events: list[object] = []
+
+    class Hooked(Actor[int, None]):
+        async def on_start(self) -> None:
+            events.append("start")
+
+        def receive(self, message: int) -> None:
+            events.append(message)
+
+        async def on_stop(self) -> None:
+            await trio.lowlevel.checkpoint()
+            events.append("stop")
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Hooked, name="hooked")
+        for i in range(3):
+            ref.tell(i)
+        await ref.stop()
+        assert ref.stopped
+        assert sup.get("hooked") is None
+        await ref.stop()  # idempotent
+    assert events == ["start", 0, 1, 2, "stop"]
+
+
+async def test_on_stop_not_run_for_an_actor_never_started() -> None:
+    stopped = []
+
+    class Hooked(Recorder):
+        def on_stop(self) -> None:
+            stopped.append(True)
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Hooked)
+        await ref.stop()
+    assert stopped == []
+
+
+async def test_cancelled_stop_still_stops(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        ref.tell(("queued", 5.0))
+        with trio.move_on_after(1.0):
+            await ref.stop()
+        assert not ref.stopped
+        await trio.sleep(10)
+        assert ref.stopped
+        assert ref._actor.seen == ["queued"]  # type: ignore[attr-defined]
+
+
+def test_repr_names_the_actor_and_its_state() -> None:
+    async def main() -> None:
+        async with open_supervisor() as sup:
+            ref = sup.spawn(Recorder, name="r")
+            ref.tell(1)
+            assert repr(ref) == "<ActorRef 'r' open, 1 queued>"
+            await ref.stop()
+            assert repr(ref) == "<ActorRef 'r' stopped, 0 queued>"
+
+    trio.run(main)
