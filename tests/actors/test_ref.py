@@ -9,6 +9,7 @@ import trio.testing
 
 from triact.actors import (
     Actor,
+    ActorError,
     ActorStoppedError,
     MailboxFullError,
     ReentrantCallError,
@@ -415,3 +416,156 @@ def test_repr_names_the_actor_and_its_state() -> None:
             assert repr(ref) == "<ActorRef 'r' stopped, 0 queued>"
 
     trio.run(main)
+
+
+class Mixed(Actor[object, object]):
+    """A plain receive that returns a coroutine for the messages that must wait."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def receive(self, message: object) -> object:
+        if isinstance(message, float):
+            return self._slowly(message)
+        self.seen.append(message)
+        return message
+
+    async def _slowly(self, seconds: float) -> object:
+        await trio.sleep(seconds)
+        self.seen.append(seconds)
+        return seconds
+
+
+async def test_plain_receive_may_return_a_coroutine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Mixed)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, 2.0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await ref.ask("after") == "after"
+        assert ref._actor.seen == [2.0, "after"]  # type: ignore[attr-defined]
+        with pytest.raises(trio.TooSlowError):
+            await ref.ask(5.0, timeout=1.0)  # the asker can cancel the coroutine part
+
+
+class Batcher(Actor[object, object]):
+    """Takes everything queued behind its message and answers it as one batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[object]] = []
+        self.answer = True
+
+    async def receive(self, message: object) -> object:
+        await trio.sleep(1)
+        taken = self.ref.take_queued(100)  # type: ignore[attr-defined]
+        self.batches.append([message, *(q.message for q in taken)])
+        await trio.sleep(1)  # the "group commit"
+        for q in taken:
+            if not self.answer:
+                continue
+            if q.message == "bad":
+                q.fail(ValueError("bad in batch"))
+            else:
+                q.reply((q.message, len(self.batches)))
+        return (message, len(self.batches))
+
+
+async def _spawn_batcher(sup: object) -> object:
+    ref = sup.spawn(Batcher)  # type: ignore[attr-defined]
+    ref._actor.ref = ref
+    return ref
+
+
+async def test_take_queued_answers_a_batch(autojump_clock: trio.testing.MockClock) -> None:
+    results: dict[object, object] = {}
+
+    async def ask(ref: object, message: object) -> None:
+        try:
+            results[message] = await ref.ask(message)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            results[message] = str(exc)
+
+    async with open_supervisor() as sup:
+        ref = await _spawn_batcher(sup)
+        async with trio.open_nursery() as nursery:
+            for message in ["first", "a", "bad", "b"]:
+                nursery.start_soon(ask, ref, message)
+                await trio.testing.wait_all_tasks_blocked()
+        assert ref._actor.batches == [["first", "a", "bad", "b"]]  # type: ignore[attr-defined]
+        assert results == {
+            "first": ("first", 1),
+            "a": ("a", 1),
+            "bad": "bad in batch",
+            "b": ("b", 1),
+        }
+        assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_taken_ask_is_answered_even_if_its_asker_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = await _spawn_batcher(sup)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, "first")  # type: ignore[attr-defined]
+            await trio.testing.wait_all_tasks_blocked()
+            # taken at t=1, answered at t=2: the timeout at t=1.5 cannot withdraw it
+            reply = await ref.ask("second", timeout=1.5)  # type: ignore[attr-defined]
+        assert reply == ("second", 1)
+
+
+async def test_unanswered_taken_messages_fail(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_supervisor() as sup:
+        ref = await _spawn_batcher(sup)
+        ref._actor.answer = False  # type: ignore[attr-defined]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, "first")  # type: ignore[attr-defined]
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ActorError, match="ended without answering"):
+                await ref.ask("second")  # type: ignore[attr-defined]
+
+
+async def test_told_messages_in_a_batch_report_failures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = await _spawn_batcher(sup)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, "first")  # type: ignore[attr-defined]
+            await trio.testing.wait_all_tasks_blocked()
+            ref.tell("bad")  # type: ignore[attr-defined]
+            ref.tell("fine")  # type: ignore[attr-defined]
+        assert ref.errors == 1  # type: ignore[attr-defined]
+
+
+async def test_take_queued_outside_the_handler_is_refused() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder, name="r")
+        with pytest.raises(ActorError, match="outside its own handler"):
+            ref.take_queued(1)
+
+
+async def test_answering_twice_is_refused(autojump_clock: trio.testing.MockClock) -> None:
+    errors: list[Exception] = []
+
+    class Twice(Actor[object, object]):
+        async def receive(self, message: object) -> object:
+            await trio.sleep(1)
+            for q in ref.take_queued(10):
+                q.reply(1)
+                try:
+                    q.reply(2)
+                except ActorError as exc:
+                    errors.append(exc)
+            return 0
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Twice)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, "first")
+            await trio.testing.wait_all_tasks_blocked()
+            assert await ref.ask("second") == 1
+    assert len(errors) == 1
+    assert "already answered" in str(errors[0])

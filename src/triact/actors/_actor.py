@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -16,7 +15,9 @@ logger = logging.getLogger("triact.actors")
 class Actor(Generic[M, R]):
     """An object that handles its messages one at a time.
 
-    Subclass it and define :meth:`receive`, as a plain ``def`` or an ``async def``.
+    Subclass it and define :meth:`receive`, as a plain ``def`` or an ``async def``
+    (a plain ``receive`` may also return a coroutine for the messages that need to
+    wait for something: it is awaited as part of handling that message).
     The runtime never runs two of an actor's hooks or handlers at once, so the
     actor's own attributes need no lock.
 
@@ -37,18 +38,6 @@ class Actor(Generic[M, R]):
     #: Exception types that ``receive`` may raise to say "my state is broken":
     #: the asker still gets the exception, then the actor restarts from its factory.
     fatal_exceptions: ClassVar[tuple[type[BaseException], ...]] = ()
-
-    # Computed once per class in __init_subclass__, so that the hot path reads a
-    # class attribute instead of inspecting functions on every message.
-    _triact_async_receive: ClassVar[bool] = False
-    _triact_has_start: ClassVar[bool] = False
-    _triact_has_stop: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._triact_async_receive = inspect.iscoroutinefunction(cls.receive)
-        cls._triact_has_start = cls.on_start is not Actor.on_start
-        cls._triact_has_stop = cls.on_stop is not Actor.on_stop
 
     def receive(self, message: M) -> R | Awaitable[R]:
         """Handle one message; the return value is the reply to ``ask``."""

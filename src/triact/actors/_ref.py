@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import outcome
@@ -55,14 +56,48 @@ _STOPPED = 2  # gone
 
 # Marks the baton as taken by a drainer task that has been started but not yet run.
 _DRAINER: Any = object()
+# What a queued asker is woken with when it is its turn to run its own message.
+_YOUR_TURN: Any = object()
 
 
-class _Envelope:
-    __slots__ = ("message", "task")
+class Queued(Generic[M, R]):
+    """A message in an actor's mailbox.
 
-    def __init__(self, message: Any, task: Task | None) -> None:
+    A handler that calls :meth:`ActorRef.take_queued` gets these and must answer each
+    one exactly once, with :meth:`reply` or :meth:`fail`, before it returns (any left
+    unanswered then fail with :class:`ActorError`).
+    """
+
+    __slots__ = ("_ref", "_taken", "message", "task")
+
+    def __init__(self, ref: ActorRef[M, R], message: M, task: Task | None) -> None:
+        self._ref = ref
+        self._taken = False
         self.message = message
         self.task = task  # the asker, sleeping until its turn; None for tell/send
+
+    @property
+    def asked(self) -> bool:
+        """True if a caller waits for the reply (``ask``), False for ``tell``/``send``."""
+        return self.task is not None
+
+    def reply(self, value: R) -> None:
+        """Answer the asker with ``value`` (nothing to do for a told message)."""
+        self._answer(outcome.Value(value))
+
+    def fail(self, error: Exception) -> None:
+        """Raise ``error`` to the asker; for a told message, report it to ``on_error``."""
+        self._answer(outcome.Error(error))
+
+    def _answer(self, result: outcome.Outcome[Any]) -> None:
+        if not self._taken:
+            raise ActorError("this message was already answered, or never taken")
+        self._taken = False
+        self._ref._taken_count -= 1
+        if self.task is not None:
+            reschedule(self.task, result)
+        elif isinstance(result, outcome.Error):
+            self._ref._told_failed(self.message, cast(Exception, result.error))
 
 
 class ActorRef(Generic[M, R]):
@@ -75,7 +110,6 @@ class ActorRef(Generic[M, R]):
     __slots__ = (
         "_actor",
         "_armed",
-        "_async",
         "_factory",
         "_failure",
         "_fatal",
@@ -91,6 +125,8 @@ class ActorRef(Generic[M, R]):
         "_state",
         "_stopped",
         "_sup",
+        "_taken",
+        "_taken_count",
         "errors",
         "name",
     )
@@ -113,7 +149,9 @@ class ActorRef(Generic[M, R]):
         self._started = False
         self._state = _OPEN
         self._holder: Task | None = None
-        self._mailbox: deque[_Envelope] | None = None  # allocated on first queueing
+        self._mailbox: deque[Queued[M, R]] | None = None  # allocated on first queueing
+        self._taken: list[Queued[M, R]] | None = None  # see take_queued
+        self._taken_count = 0
         self._mailbox_size = mailbox_size
         self._room: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
         self._scope: trio.CancelScope | None = None  # what a forced shutdown cancels
@@ -154,7 +192,7 @@ class ActorRef(Generic[M, R]):
         and :attr:`errors` counts it.
         """
         self._check_open()
-        self._enqueue(_Envelope(message, None))
+        self._enqueue(Queued(self, message, None))
         if self._holder is None:
             self._start_drainer()
 
@@ -212,43 +250,52 @@ class ActorRef(Generic[M, R]):
             raise ReentrantCallError(
                 f"actor {self.name!r} asked itself from its own handler; that ask could never run"
             )
-        envelope = _Envelope(message, task)
-        self._enqueue(envelope)
+        queued = Queued(self, message, task)
+        self._enqueue(queued)
 
         def abort(_: Any) -> Abort:
-            # Still queued (a task given the baton is rescheduled, so is never
+            if queued._taken:
+                return Abort.FAILED  # a handler is working on it and will answer
+            # Still queued (a task handed the baton was rescheduled, so is never
             # aborted): take the message back out, so it is never handled.
             assert self._mailbox is not None
-            self._mailbox.remove(envelope)
+            self._mailbox.remove(queued)
             self._wake_sender()
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
-        return await self._handle(message)
+        answer = await wait_task_rescheduled(abort)
+        if answer is _YOUR_TURN:
+            return await self._handle(message)
+        return cast(R, answer)
 
     async def _handle(self, message: M) -> R:
         """Run ``message`` in the current task, which holds the baton."""
         try:
             if not self._started:
                 await self._start()
-            actor = self._actor
-            if not self._async:
-                return cast(R, actor.receive(message))
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                reply = await cast(Awaitable[R], actor.receive(message))
-            self._scope = None
-            if scope.cancelled_caught:
-                raise ActorStoppedError(
-                    f"the supervisor of actor {self.name!r} shut down (grace period "
-                    "expired) while this message was being handled"
-                )
-            return reply
-        except self._fatal as exc:
-            self._crash(exc)
+            reply = self._actor.receive(message)
+            if type(reply) is CoroutineType:
+                reply = await self._finish_reply(reply)
+        except BaseException as exc:
+            if isinstance(exc, self._fatal):
+                self._crash(exc)
+            self._release(exc)
             raise
-        finally:
-            self._release()
+        self._release()
+        return cast(R, reply)
+
+    async def _finish_reply(self, reply: Coroutine[Any, Any, R]) -> R:
+        # An async handler runs in a scope that a forced shutdown can cancel.
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            result = await reply
+        self._scope = None
+        if scope.cancelled_caught:
+            raise ActorStoppedError(
+                f"the supervisor of actor {self.name!r} shut down (grace period "
+                "expired) while this message was being handled"
+            )
+        return result
 
     async def stop(self) -> None:
         """Stop taking messages, handle those already queued, then stop.
@@ -288,9 +335,7 @@ class ActorRef(Generic[M, R]):
                 f"actor factory for {self.name!r} returned {type(actor).__name__}, "
                 "not an Actor subclass instance"
             )
-        cls = type(actor)
-        self._fatal = cls.fatal_exceptions
-        self._async = cls._triact_async_receive
+        self._fatal = type(actor).fatal_exceptions
 
     def _check_open(self) -> None:
         if self._state != _OPEN:
@@ -300,7 +345,7 @@ class ActorRef(Generic[M, R]):
                 ) from self._failure
             raise ActorStoppedError(f"actor {self.name!r} is stopped; message refused")
 
-    def _enqueue(self, envelope: _Envelope) -> None:
+    def _enqueue(self, queued: Queued[M, R]) -> None:
         mailbox = self._mailbox
         if mailbox is None:
             mailbox = self._mailbox = deque()
@@ -309,7 +354,7 @@ class ActorRef(Generic[M, R]):
                 f"actor {self.name!r} has {self._mailbox_size} messages queued "
                 "(mailbox_size); retry later or use send() to wait for room"
             )
-        mailbox.append(envelope)
+        mailbox.append(queued)
 
     def _wake_sender(self) -> None:
         if self._room:
@@ -319,8 +364,57 @@ class ActorRef(Generic[M, R]):
         self._holder = _DRAINER
         self._sup._start_soon(self._drain)
 
-    def _release(self) -> None:
+    def take_queued(self, limit: int) -> list[Queued[M, R]]:
+        """Take up to ``limit`` messages from the front of the mailbox.
+
+        Only the actor's own handler may call this, while it handles a message: it
+        lets a handler work on several messages at once (to commit them in one
+        write, say). The handler must answer every message it took (see
+        :class:`Queued`); they leave the mailbox in order, and their askers can no
+        longer withdraw them by cancelling.
+        """
+        if self._holder is not current_task():
+            raise ActorError(f"take_queued() on actor {self.name!r} outside its own handler")
+        mailbox = self._mailbox
+        taken: list[Queued[M, R]] = []
+        while mailbox and len(taken) < limit:
+            queued = mailbox.popleft()
+            queued._taken = True
+            taken.append(queued)
+            self._wake_sender()
+        if taken:
+            self._taken_count += len(taken)
+            if self._taken is None:
+                self._taken = taken
+            else:
+                self._taken.extend(taken)
+        return taken
+
+    def _answer_left_over(self, error: BaseException | None) -> None:
+        """Fail what a handler took with take_queued() and did not answer."""
+        taken, self._taken = self._taken, None
+        if not self._taken_count or taken is None:
+            return
+        for queued in taken:
+            if queued._taken:
+                failure = ActorError(
+                    f"the handler of actor {self.name!r} that took this message "
+                    f"ended without answering it ({error!r})"
+                )
+                failure.__cause__ = error
+                queued.fail(failure)
+
+    def _told_failed(self, message: M, exc: Exception) -> None:
+        self.errors += 1
+        try:
+            self._actor.on_error(message, exc)
+        except Exception:
+            logger.exception("on_error of actor %r raised", self.name)
+
+    def _release(self, error: BaseException | None = None) -> None:
         """Hand the baton to whoever owns the next message, or go idle."""
+        if self._taken is not None:
+            self._answer_left_over(error)
         mailbox = self._mailbox
         if mailbox:
             task = mailbox[0].task
@@ -330,7 +424,7 @@ class ActorRef(Generic[M, R]):
             mailbox.popleft()
             self._wake_sender()
             self._holder = task
-            reschedule(task)
+            reschedule(task, outcome.Value(_YOUR_TURN))
             return
         self._holder = None
         if self._state == _STOPPING:
@@ -361,22 +455,23 @@ class ActorRef(Generic[M, R]):
             self._release()
 
     async def _handle_told(self, message: M) -> None:
+        error: Exception | None = None
         try:
             if not self._started:
                 await self._start()
             reply = self._actor.receive(message)
-            if self._async:
-                await cast(Awaitable[Any], reply)
+            if type(reply) is CoroutineType:
+                await reply
         except ActorFailedError:
             return
         except Exception as exc:
-            self.errors += 1
-            try:
-                self._actor.on_error(message, exc)
-            except Exception:
-                logger.exception("on_error of actor %r raised", self.name)
+            error = exc
+            self._told_failed(message, exc)
             if isinstance(exc, self._fatal):
                 self._crash(exc)
+        finally:
+            if self._taken is not None:
+                self._answer_left_over(error)
 
     async def _start(self) -> None:
         while True:
@@ -441,7 +536,7 @@ class ActorRef(Generic[M, R]):
 
     def _finish(self) -> None:
         """Idle and stopping: run on_stop, then go."""
-        if not (self._started and type(self._actor)._triact_has_stop):
+        if not self._started:
             self._gone()
             return
         try:
