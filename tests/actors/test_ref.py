@@ -569,3 +569,42 @@ async def test_answering_twice_is_refused(autojump_clock: trio.testing.MockClock
             assert await ref.ask("second") == 1
     assert len(errors) == 1
     assert "already answered" in str(errors[0])
+
+
+async def test_take_queued_stops_at_the_first_message_while_rejects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    batches: list[list[object]] = []
+
+    class Picky(Actor[object, object]):
+        async def receive(self, message: object) -> object:
+            await trio.sleep(1)
+            taken = ref.take_queued(10, while_=lambda m: isinstance(m, int))
+            batches.append([message, *(q.message for q in taken)])
+            for q in taken:
+                q.reply(q.message)
+            return message
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Picky)
+        async with trio.open_nursery() as nursery:
+            for message in ["first", 1, 2, "stop", 3]:
+                nursery.start_soon(ref.ask, message)
+                await trio.testing.wait_all_tasks_blocked()
+    assert batches == [["first", 1, 2], ["stop", 3]]
+
+
+async def test_busy_and_accepting_follow_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        assert ref.accepting
+        assert not ref.busy
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.ask, ("x", 1.0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert ref.busy
+        assert not ref.busy
+        await ref.stop()
+        assert not ref.accepting

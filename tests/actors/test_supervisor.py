@@ -403,3 +403,16 @@ async def test_outer_cancellation_still_gets_the_grace_period(
     assert trio.current_time() == pytest.approx(3.0)
     assert ref.stopped
     assert replies == []
+
+
+async def test_start_soon_runs_a_task_and_is_refused_once_closing() -> None:
+    ran = trio.Event()
+
+    async def task() -> None:
+        ran.set()
+
+    async with open_supervisor() as sup:
+        sup.start_soon(task)
+        await ran.wait()
+    with pytest.raises(ActorStoppedError, match="shutting down"):
+        sup.start_soon(task)

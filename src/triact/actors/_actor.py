@@ -35,6 +35,8 @@ class Actor(Generic[M, R]):
     fresh one from the factory, under its :class:`RestartPolicy`.
     """
 
+    __slots__ = ()
+
     #: Exception types that ``receive`` may raise to say "my state is broken":
     #: the asker still gets the exception, then the actor restarts from its factory.
     fatal_exceptions: ClassVar[tuple[type[BaseException], ...]] = ()

@@ -172,6 +172,16 @@ class ActorRef(Generic[M, R]):
         return len(self._mailbox) if self._mailbox else 0
 
     @property
+    def accepting(self) -> bool:
+        """True while the actor takes new messages (not stopping or stopped)."""
+        return self._state == _OPEN
+
+    @property
+    def busy(self) -> bool:
+        """True while a message is being handled or waits in the mailbox."""
+        return self._holder is not None or bool(self._mailbox)
+
+    @property
     def stopped(self) -> bool:
         """True once the actor has stopped for good (normally or by failure)."""
         return self._state == _STOPPED
@@ -364,8 +374,11 @@ class ActorRef(Generic[M, R]):
         self._holder = _DRAINER
         self._sup._start_soon(self._drain)
 
-    def take_queued(self, limit: int) -> list[Queued[M, R]]:
-        """Take up to ``limit`` messages from the front of the mailbox.
+    def take_queued(
+        self, limit: int, *, while_: Callable[[M], bool] | None = None
+    ) -> list[Queued[M, R]]:
+        """Take up to ``limit`` messages from the front of the mailbox, stopping at
+        the first one for which ``while_(message)`` is false, if given.
 
         Only the actor's own handler may call this, while it handles a message: it
         lets a handler work on several messages at once (to commit them in one
@@ -378,6 +391,8 @@ class ActorRef(Generic[M, R]):
         mailbox = self._mailbox
         taken: list[Queued[M, R]] = []
         while mailbox and len(taken) < limit:
+            if while_ is not None and not while_(mailbox[0].message):
+                break
             queued = mailbox.popleft()
             queued._taken = True
             taken.append(queued)

@@ -114,6 +114,15 @@ class Supervisor:
         """The running actor called ``name``, or None."""
         return self._actors.get(name)
 
+    def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a background task of the supervisor.
+
+        It is cancelled when the supervisor has finished shutting its actors down.
+        """
+        if self._closing:
+            raise ActorStoppedError("the supervisor is shutting down; task refused")
+        self._nursery.start_soon(fn, *args)
+
     # -- called by ActorRef --------------------------------------------------------
 
     def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
