@@ -1,0 +1,84 @@
+"""Sessions: state, the session actor, the SessionManager and the stores.
+
+Open a manager with :func:`open_session_manager`; each session is an actor that
+owns its :class:`SessionState` and handles its calls one at a time.
+"""
+
+from ._codec import SCHEMA_VERSION, decode_state, encode_state, structure_state, unstructure_state
+from ._config import RateLimit, SessionConfig
+from ._errors import (
+    RequestNotFoundError,
+    SessionBusyError,
+    SessionClosedError,
+    SessionConcurrencyError,
+    SessionDataError,
+    SessionError,
+    SessionLimitError,
+    SessionNotFoundError,
+    SessionRateLimitError,
+    SessionReentrancyError,
+    SessionSecurityError,
+    SessionStoreError,
+)
+from ._events import EventKind, SessionEvent, Subscription
+from ._manager import (
+    LatencySummary,
+    ManagerStats,
+    Session,
+    SessionManager,
+    SessionStats,
+    open_session_manager,
+)
+from ._state import (
+    AnalysisRecord,
+    ClientBinding,
+    RequestRecord,
+    SecurityEvent,
+    SessionMetrics,
+    SessionState,
+    Thread,
+    ThreadMessage,
+)
+from ._store import IndexEntry, MemoryStore, SessionStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnalysisRecord",
+    "ClientBinding",
+    "EventKind",
+    "IndexEntry",
+    "LatencySummary",
+    "ManagerStats",
+    "MemoryStore",
+    "RateLimit",
+    "RequestNotFoundError",
+    "RequestRecord",
+    "SecurityEvent",
+    "Session",
+    "SessionBusyError",
+    "SessionClosedError",
+    "SessionConcurrencyError",
+    "SessionConfig",
+    "SessionDataError",
+    "SessionError",
+    "SessionEvent",
+    "SessionLimitError",
+    "SessionManager",
+    "SessionMetrics",
+    "SessionNotFoundError",
+    "SessionRateLimitError",
+    "SessionReentrancyError",
+    "SessionSecurityError",
+    "SessionState",
+    "SessionStats",
+    "SessionStore",
+    "SessionStoreError",
+    "Subscription",
+    "Thread",
+    "ThreadMessage",
+    "decode_state",
+    "encode_state",
+    "open_session_manager",
+    "structure_state",
+    "unstructure_state",
+]

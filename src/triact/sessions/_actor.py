@@ -1,0 +1,345 @@
+"""The session actor: owns one session's state and commits its changes.
+
+With an immediate store (memory) a change is applied and committed in the calling
+task, with no task switch. With a durable store the actor group-commits: the task
+that writes takes the plain changes queued behind it, applies them in order, and
+commits them all in one store write; every caller is answered only once its change
+is durable.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+from collections import deque
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..actors import Actor
+from ._errors import (
+    SessionClosedError,
+    SessionConcurrencyError,
+    SessionError,
+    SessionRateLimitError,
+    SessionSecurityError,
+    SessionStoreError,
+)
+from ._ops import Change, End, Op, Read, Validate
+from ._state import SecurityEvent, SessionMetrics, SessionState
+
+if TYPE_CHECKING:
+    from ._manager import SessionManager, _Entry
+
+_LATENCIES_KEPT = 256
+
+
+def _groupable(op: Op) -> bool:
+    """Whether a queued op can join a group commit without waiting on anything."""
+    return type(op) is Change and not inspect.iscoroutinefunction(op.transform)
+
+
+class SessionActor(Actor[Op, Any]):
+    __slots__ = (
+        "_bucket",
+        "_entry",
+        "_failures",
+        "_latencies",
+        "_locked_until",
+        "_manager",
+        "errors",
+        "max_latency",
+        "operations",
+        "total_latency",
+    )
+
+    def __init__(self, manager: SessionManager, entry: _Entry) -> None:
+        state = entry.state
+        assert state is not None, "a session actor starts from a loaded state"
+        self._manager = manager
+        self._entry = entry
+        self.operations = state.metrics.operations
+        self.errors = state.metrics.errors
+        self.total_latency = state.metrics.total_latency
+        self.max_latency = state.metrics.max_latency
+        self._latencies: deque[float] | None = None
+        self._failures: deque[float] | None = None  # failed token checks (Trio clock)
+        self._locked_until = 0.0
+        self._bucket: _TokenBucket | None = None
+
+    # -- the handler ---------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """The last committed state (kept on the manager's entry, so that a restarted
+        actor starts from it)."""
+        return self._entry.state  # type: ignore[return-value]
+
+    def receive(self, op: Op) -> Any:
+        entry = self._entry
+        if entry.gone is not None:
+            raise SessionClosedError(
+                f"session {entry.id!r} {entry.gone} before this call ran; start a new session"
+            )
+        start = trio.current_time()
+        limit = self._manager.config.rate_limit
+        if limit is not None:
+            if self._bucket is None:
+                self._bucket = _TokenBucket(limit.rate, limit.burst, start)
+            wait = self._bucket.take(start)
+            if wait:
+                self._account(start, failed=True)
+                raise SessionRateLimitError(
+                    f"session {self.state.id!r} is over its rate limit of "
+                    f"{limit.rate}/s; retry in {wait:.3f} s",
+                    retry_after=wait,
+                )
+        try:
+            kind = type(op)
+            if kind is Change:
+                reply = self._change(op)  # type: ignore[arg-type]
+            elif kind is Read:
+                reply = attrs.evolve(self.state, metrics=self.metrics())
+            elif kind is Validate:
+                reply = self._validate(op)  # type: ignore[arg-type]
+            else:
+                reply = self._end(op)  # type: ignore[arg-type]
+        except Exception:
+            self._account(start, failed=True)
+            raise
+        if type(reply) is CoroutineType:
+            return self._finish(reply, start)
+        self._account(start, failed=False)
+        return reply
+
+    async def _finish(self, pending: Any, start: float) -> Any:
+        try:
+            reply = await pending
+        except Exception:
+            self._account(start, failed=True)
+            raise
+        self._account(start, failed=False)
+        return reply
+
+    def on_stop(self) -> None:
+        self._manager._actor_stopped(self._entry, self)
+
+    # -- metrics -------------------------------------------------------------------
+
+    def _account(self, start: float, *, failed: bool) -> None:
+        latency = trio.current_time() - start
+        self.operations += 1
+        self.errors += failed
+        self.total_latency += latency
+        if latency > self.max_latency:
+            self.max_latency = latency
+        if self._latencies is None:
+            self._latencies = deque(maxlen=_LATENCIES_KEPT)
+        self._latencies.append(latency)
+        self._manager._account(latency, failed)
+
+    def metrics(self) -> SessionMetrics:
+        return SessionMetrics(self.operations, self.errors, self.total_latency, self.max_latency)
+
+    def latencies(self) -> list[float]:
+        return list(self._latencies or ())
+
+    # -- changes -------------------------------------------------------------------
+
+    def _change(self, op: Change) -> Any:
+        state = self.state
+        _check_version(state, op.expected_version)
+        result = op.transform(state)
+        if type(result) is CoroutineType:
+            return self._change_async(result)
+        return self._commit(self._stamp(state, result))
+
+    async def _change_async(self, pending: Any) -> SessionState:
+        result = await pending  # cancelled or raising here: nothing committed (I2)
+        committed = self._commit(self._stamp(self.state, result))
+        if type(committed) is CoroutineType:
+            committed = await committed
+        return committed  # type: ignore[no-any-return]
+
+    def _stamp(self, state: SessionState, result: Any) -> SessionState:
+        if not isinstance(result, SessionState):
+            raise TypeError(
+                f"an update of session {state.id!r} returned {type(result).__name__}, "
+                "not a SessionState (use attrs.evolve(state, ...))"
+            )
+        if result.id != state.id:
+            raise ValueError(f"an update of session {state.id!r} may not change its id")
+        return attrs.evolve(
+            result,
+            version=state.version + 1,
+            last_used=self._manager.wall_clock(),
+            metrics=self.metrics(),
+        )
+
+    def _commit(self, new: SessionState) -> Any:
+        entry = self._entry
+        if entry.gone is not None:  # removed while an async update was awaiting
+            raise SessionClosedError(
+                f"session {entry.id!r} {entry.gone} before this change was committed; "
+                "nothing was saved"
+            )
+        store = self._manager.store
+        if store.immediate:
+            store.write_now(new, previous_version=self.state.version)
+            entry.state = new
+            self._manager._publish("updated", new)
+            return new
+        return self._commit_durably(new)
+
+    async def _commit_durably(self, new: SessionState) -> SessionState:
+        """Commit ``new`` and the plain changes queued behind it in one write."""
+        manager = self._manager
+        ref = self._entry.ref
+        assert ref is not None
+        committed = [new]
+        answers = []
+        for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=_groupable):
+            op = queued.message
+            assert isinstance(op, Change)
+            start = trio.current_time()
+            try:
+                _check_version(committed[-1], op.expected_version)
+                result = op.transform(committed[-1])
+                if type(result) is CoroutineType:  # a plain function returned a coroutine
+                    result = await result
+                committed.append(self._stamp(committed[-1], result))
+            except Exception as exc:
+                self._account(start, failed=True)
+                queued.fail(exc)
+                continue
+            self._account(start, failed=False)
+            answers.append((queued, committed[-1]))
+        with trio.CancelScope(shield=True):  # once begun, the write is seen through
+            try:
+                await manager.store.write(committed[-1], previous_version=self.state.version)
+            except Exception as exc:
+                for queued, _ in answers:  # each caller gets its own exception object
+                    failure = SessionStoreError(
+                        f"session {self.state.id!r}: the store failed to commit this "
+                        f"change (grouped with {len(committed) - 1} others): {exc!r}"
+                    )
+                    failure.__cause__ = exc
+                    queued.fail(failure)
+                raise _store_error(self.state.id, exc) from exc
+        if self._entry.gone is None:
+            self._entry.state = committed[-1]
+        for state in committed:
+            manager._publish("updated", state)
+        for queued, state in answers:
+            queued.reply(state)
+        return new
+
+    # -- security ------------------------------------------------------------------
+
+    def _validate(self, op: Validate) -> Any:
+        state = self.state
+        binding = state.client_binding
+        if binding is None:
+            return None
+        manager = self._manager
+        now = trio.current_time()
+        if now < self._locked_until:
+            manager.security_failures += 1
+            raise SessionSecurityError(
+                f"session {state.id!r} is locked after repeated invalid tokens; "
+                f"try again in {self._locked_until - now:.0f} s"
+            )
+        token = op.token
+        if token is not None and hmac.compare_digest(
+            manager._token_digest(token), binding.token_hmac
+        ):
+            return None
+        manager.security_failures += 1
+        config = manager.config
+        failures = self._failures
+        if failures is None:
+            failures = self._failures = deque()
+        while failures and failures[0] <= now - config.security_window:
+            failures.popleft()
+        failures.append(now)
+        kind = "missing_token" if token is None else "invalid_token"
+        what = "no token" if token is None else "an invalid token"
+        message = f"session {state.id!r} refused {what}"
+        if len(failures) >= config.security_max_failures:
+            self._locked_until = now + config.security_window
+            failures.clear()
+            kind = "locked"
+            message += (
+                f"; locked for {config.security_window:.0f} s after "
+                f"{config.security_max_failures} failures"
+            )
+        event = SecurityEvent(kind, manager.wall_clock(), op.tool_name, message)
+        events = (*state.security_events, event)[-config.max_security_events :]
+        error = SessionSecurityError(message)
+        committed = self._commit(self._stamp(state, attrs.evolve(state, security_events=events)))
+        if type(committed) is CoroutineType:
+            return _raise_after(committed, error)
+        raise error
+
+    # -- ending --------------------------------------------------------------------
+
+    def _end(self, op: End) -> Any:
+        final = attrs.evolve(self.state, metrics=self.metrics())
+        manager = self._manager
+        manager._session_gone(self._entry, op.reason, final)
+        if manager.store.immediate:
+            manager.store.discard(final.id)
+            return final
+        return self._delete_durably(final)
+
+    async def _delete_durably(self, final: SessionState) -> SessionState:
+        with trio.CancelScope(shield=True):
+            try:
+                await self._manager.store.delete(final.id)
+            except Exception as exc:
+                raise _store_error(final.id, exc) from exc
+        return final
+
+
+async def _raise_after(pending: Any, error: SessionError) -> None:
+    await pending
+    raise error
+
+
+def _check_version(state: SessionState, expected: int | None) -> None:
+    if expected is not None and expected != state.version:
+        raise SessionConcurrencyError(
+            f"session {state.id!r} is at version {state.version}, not {expected}; "
+            "read it again and retry against the current version",
+            expected=expected,
+            actual=state.version,
+        )
+
+
+def _store_error(session_id: str, exc: Exception) -> SessionError:
+    if isinstance(exc, SessionError):
+        return exc
+    return SessionStoreError(f"session {session_id!r}: the store failed: {exc!r}")
+
+
+class _TokenBucket:
+    """``rate`` tokens per second up to ``burst``, on Trio's clock."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """Take a token: 0.0 if one was there, else the seconds until one will be."""
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate

@@ -1,0 +1,59 @@
+"""SessionState to JSON and back, through one configured cattrs converter."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from ._errors import SessionDataError
+from ._state import SessionState
+
+#: Bumped whenever the stored shape changes; records from a newer schema are refused.
+SCHEMA_VERSION = 1
+
+converter = make_converter(forbid_extra_keys=True)
+
+
+def unstructure_state(state: SessionState) -> dict[str, Any]:
+    """The state as plain JSON-ready data, with its schema version."""
+    return {"schema": SCHEMA_VERSION, "state": converter.unstructure(state)}
+
+
+def encode_state(state: SessionState) -> str:
+    """The state as compact JSON text."""
+    return json.dumps(unstructure_state(state), separators=(",", ":"), ensure_ascii=False)
+
+
+def structure_state(record: Any, *, where: str = "session record") -> SessionState:
+    """Rebuild a state from :func:`unstructure_state` output; SessionDataError if bad."""
+    if not isinstance(record, dict) or "schema" not in record or "state" not in record:
+        raise SessionDataError(f"{where} is not a triact session record")
+    schema = record["schema"]
+    if not isinstance(schema, int) or schema < 1:
+        raise SessionDataError(f"{where} has an invalid schema version {schema!r}")
+    if schema > SCHEMA_VERSION:
+        raise SessionDataError(
+            f"{where} was written with schema version {schema}, newer than this "
+            f"triact understands ({SCHEMA_VERSION}); upgrade triact to read it"
+        )
+    try:
+        return converter.structure(record["state"], SessionState)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        problems = (
+            "; ".join(cattrs.transform_error(exc, path="state"))
+            if isinstance(exc, cattrs.BaseValidationError)
+            else str(exc)
+        )
+        raise SessionDataError(f"{where} is malformed: {problems}") from exc
+
+
+def decode_state(text: str | bytes, *, where: str = "session record") -> SessionState:
+    """Parse :func:`encode_state` output; SessionDataError if it is not valid."""
+    try:
+        record = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SessionDataError(f"{where} is not valid JSON: {exc}") from exc
+    return structure_state(record, where=where)

@@ -1,0 +1,80 @@
+"""SessionConfig: every knob of a session manager, validated at construction."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._store import SessionStore
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"SessionConfig.{attribute.name} must be > 0, got {value!r}")
+
+
+def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"SessionConfig.{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"SessionConfig.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """A token bucket: ``rate`` calls per second on average, bursts up to ``burst``."""
+
+    rate: float = attrs.field(validator=_positive)
+    burst: int = attrs.field(default=10, validator=_at_least_one)
+
+
+@attrs.frozen(kw_only=True)
+class SessionConfig:
+    """How a :class:`SessionManager` behaves. All times are seconds on Trio's clock."""
+
+    #: Seconds without an accepted message before a session expires.
+    idle_ttl: float = attrs.field(default=7200.0, validator=_positive)
+    #: Optional absolute lifetime of a session.
+    max_lifetime: float | None = attrs.field(default=None, validator=_positive)
+    #: Optional: seconds idle before a session's actor leaves memory (state stays in
+    #: the store; the next call brings it back transparently).
+    passivate_after: float | None = attrs.field(default=None, validator=_positive)
+    #: Sessions that may exist at once (in memory or passivated).
+    max_sessions: int = attrs.field(default=10_000, validator=_at_least_one)
+    #: Calls that may queue per session before SessionBusyError.
+    mailbox_size: int = attrs.field(default=256, validator=_at_least_one)
+    #: Where states live; None means a new MemoryStore.
+    store: SessionStore | None = None
+    #: Key for the HMAC of client tokens; None generates one per manager (tokens
+    #: then do not survive a restart: set it when the store is durable).
+    secret_key: bytes | None = attrs.field(default=None, repr=False)
+    #: Bounds of the histories kept in each state (oldest dropped first).
+    max_threads: int = attrs.field(default=100, validator=_at_least_one)
+    max_thread_messages: int = attrs.field(default=1000, validator=_at_least_one)
+    max_analyses: int = attrs.field(default=100, validator=_at_least_one)
+    max_security_events: int = attrs.field(default=100, validator=_at_least_one)
+    max_completed_requests: int = attrs.field(default=100, validator=_at_least_one)
+    #: Failed token checks within ``security_window`` seconds that lock a session
+    #: until the window has passed.
+    security_max_failures: int = attrs.field(default=5, validator=_at_least_one)
+    security_window: float = attrs.field(default=300.0, validator=_positive)
+    #: Optional per-session rate limit.
+    rate_limit: RateLimit | None = None
+    #: Optional cap of live sessions per client id (``create_session(client_id=)``).
+    max_sessions_per_client: int | None = attrs.field(default=None, validator=_at_least_one)
+    #: Events a subscriber may fall behind by before the oldest are dropped.
+    event_buffer: int = attrs.field(default=1000, validator=_at_least_one)
+    #: Seconds that in-flight calls get to finish when the manager closes.
+    shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
+    #: Most queued changes one durable write may commit together (group commit).
+    group_commit_max: int = attrs.field(default=256, validator=_at_least_one)
+    #: The wall clock for timestamps stored in states (DESIGN I8): inject a fake one
+    #: in tests. Timing itself always uses Trio's clock.
+    wall_clock: Callable[[], float] = time.time

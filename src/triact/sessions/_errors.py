@@ -1,0 +1,72 @@
+"""The session layer's exceptions: one base, one subclass per cause."""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of every error the session layer raises."""
+
+
+class SessionNotFoundError(SessionError):
+    """No session has that id: it never existed, expired, ended or was removed."""
+
+
+class SessionSecurityError(SessionError):
+    """A bound session refused a missing or wrong token, or is locked after too many
+    failures."""
+
+
+class SessionConcurrencyError(SessionError):
+    """An update named an ``expected_version`` that is not the current version.
+
+    Nothing changed. Read the session again and retry against its current version.
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class SessionLimitError(SessionError):
+    """A configured limit (``max_sessions``, sessions per client) refused a creation."""
+
+
+class SessionBusyError(SessionError):
+    """The session's mailbox is full: it has ``mailbox_size`` calls queued already.
+
+    Nothing was queued. Retry later.
+    """
+
+
+class SessionRateLimitError(SessionBusyError):
+    """The session's rate limit refused the call; ``retry_after`` seconds from now one
+    call will be allowed again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionClosedError(SessionError):
+    """The session ended, or the manager is shutting down, before the call ran."""
+
+
+class SessionReentrancyError(SessionError):
+    """Code running inside a session's handler called the same session again.
+
+    The session handles one call at a time, so that call would wait for itself
+    forever. Work on the state passed to your function instead.
+    """
+
+
+class SessionStoreError(SessionError):
+    """The store failed to save or load a session; the change was not committed."""
+
+
+class SessionDataError(SessionStoreError):
+    """A stored session record is malformed, or was written by a newer triact."""
+
+
+class RequestNotFoundError(SessionError):
+    """The session has no active request with that id (never begun, or finished)."""

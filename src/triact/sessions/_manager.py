@@ -1,0 +1,695 @@
+"""The SessionManager: the supervisor of session actors, their TTLs and their store.
+
+A session is an :class:`_Entry` in the manager's index from creation to expiry. Its
+actor exists only while the session is in use: it is spawned on the first call
+(from the state in memory, or loaded from the store after passivation) and leaves
+memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
+the reaper's work grows with the sessions that expire, not with those that exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import os
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from ..actors import (
+    ActorFailedError,
+    ActorRef,
+    ActorStoppedError,
+    DeadlineQueue,
+    MailboxFullError,
+    ReentrantCallError,
+    Supervisor,
+    open_supervisor,
+)
+from . import _ops as ops
+from ._actor import SessionActor
+from ._config import SessionConfig
+from ._errors import (
+    SessionBusyError,
+    SessionClosedError,
+    SessionError,
+    SessionLimitError,
+    SessionNotFoundError,
+    SessionReentrancyError,
+)
+from ._events import EventKind, SessionEvent, Subscription
+from ._state import ClientBinding, RequestRecord, SessionState
+from ._store import MemoryStore, SessionStore
+
+logger = logging.getLogger("triact.sessions")
+
+Update = Callable[[SessionState], Any]
+GoneReason = Literal["ended", "expired", "removed", "failed"]
+
+# A busy session is looked at again this often by the reaper (it never expires busy).
+_BUSY_RECHECK = 1.0
+_LATENCIES_KEPT = 4096
+
+
+class _Entry:
+    """The manager's record of one live session."""
+
+    __slots__ = ("activating", "client_id", "created", "gone", "id", "last_active", "ref", "state")
+
+    def __init__(
+        self, session_id: str, state: SessionState | None, now: float, client_id: str | None
+    ) -> None:
+        self.id = session_id
+        #: The last committed state; None while passivated with a durable store.
+        self.state = state
+        self.ref: ActorRef[ops.Op, Any] | None = None
+        self.created = now  # Trio clock
+        self.last_active = now  # Trio clock
+        self.client_id = client_id
+        #: Why the session is gone ("ended", "expired", ...), None while it lives.
+        self.gone: GoneReason | None = None
+        self.activating: trio.Event | None = None
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+@attrs.frozen
+class LatencySummary:
+    """Latency percentiles in seconds over recent calls (Trio clock)."""
+
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> LatencySummary:
+        ordered = sorted(samples)
+        if not ordered:
+            return cls()
+        return cls(
+            _percentile(ordered, 0.50),
+            _percentile(ordered, 0.95),
+            _percentile(ordered, 0.99),
+            ordered[-1],
+        )
+
+
+@attrs.frozen
+class SessionStats:
+    """One session's figures, from :meth:`Session.stats`."""
+
+    session_id: str
+    version: int
+    operations: int
+    errors: int
+    error_rate: float
+    latency: LatencySummary
+    threads: int
+    analyses: int
+    active_requests: int
+    completed_requests: int
+    failed_requests: int
+
+
+@attrs.frozen
+class ManagerStats:
+    """Manager-wide figures, from :meth:`SessionManager.stats`."""
+
+    sessions: int  #: live sessions (in memory or passivated)
+    active_actors: int  #: sessions whose actor is in memory
+    created: int
+    expired: int
+    ended: int
+    removed: int
+    passivated: int
+    activations: int
+    operations: int
+    errors: int
+    error_rate: float
+    busy_rejections: int
+    security_failures: int
+    latency: LatencySummary
+    store: str
+
+
+class Session:
+    """A handle to one session. Every call goes through the session's actor, so calls
+    are handled one at a time in arrival order (DESIGN I1).
+
+    Handles are cheap; :meth:`SessionManager.get_session` makes a new one each time.
+    """
+
+    __slots__ = ("_entry", "_manager", "id", "token")
+
+    def __init__(self, manager: SessionManager, entry: _Entry, token: str | None = None) -> None:
+        self._manager = manager
+        self._entry = entry
+        self.id = entry.id
+        #: The client token of a bound session: only on the handle create_session
+        #: returned; the state keeps only its HMAC.
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id!r}{' ' + self._entry.gone if self._entry.gone else ''}>"
+
+    async def _call(self, op: ops.Op) -> Any:
+        manager = self._manager
+        entry = self._entry
+        while True:
+            ref = entry.ref
+            if ref is None or not ref.accepting:
+                ref = await manager._activate(entry)
+            entry.last_active = trio.current_time()
+            try:
+                return await ref.ask(op)
+            except MailboxFullError:
+                manager._busy_rejections += 1
+                raise SessionBusyError(
+                    f"session {self.id!r} has {manager.config.mailbox_size} calls queued "
+                    "(mailbox_size); retry later"
+                ) from None
+            except ReentrantCallError:
+                raise SessionReentrancyError(
+                    f"session {self.id!r} was called from inside its own handler; that "
+                    "call would wait for itself forever. Work on the state passed to "
+                    "your update function instead"
+                ) from None
+            except ActorFailedError as exc:
+                manager._session_failed(entry, exc)
+                raise SessionError(
+                    f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
+                ) from exc
+            except ActorStoppedError:
+                # Passivated (or shut down) between our look and the ask: go round.
+                if manager._closing or entry.gone is not None:
+                    raise manager._refusal(entry) from None
+                continue
+            finally:
+                entry.last_active = trio.current_time()
+
+    async def snapshot(self) -> SessionState:
+        """The current state, with live metrics. Never changes the version."""
+        return await self._call(ops.READ)  # type: ignore[no-any-return]
+
+    async def update(self, fn: Update, expected_version: int | None = None) -> SessionState:
+        """Apply ``fn(state) -> state`` inside the session's actor and commit the
+        result whole, with version + 1 (DESIGN I2, I3); return the committed state.
+
+        ``fn`` may be a plain or an async function. If it raises or is cancelled,
+        nothing changes. With ``expected_version``, the update is refused with
+        :class:`SessionConcurrencyError` unless the session is at that version.
+        """
+        return await self._call(ops.Change(fn, expected_version))  # type: ignore[no-any-return]
+
+    async def set_working_directory(self, path: str | os.PathLike[str]) -> SessionState:
+        """Set the working directory: an absolute path to an existing directory."""
+        checked = await trio.to_thread.run_sync(ops.check_working_directory, path)
+        return await self.update(ops.set_working_directory(checked))
+
+    async def add_thread(self, name: str, system_prompt: str | None = None) -> SessionState:
+        """Add a named thread (a perspective with its own history)."""
+        config, now = self._manager.config, self._manager.wall_clock()
+        return await self.update(ops.add_thread(config, now, name, system_prompt))
+
+    async def add_thread_message(self, thread: str, role: str, content: str) -> SessionState:
+        """Append a message to a thread's history (oldest dropped past the bound)."""
+        config, now = self._manager.config, self._manager.wall_clock()
+        return await self.update(ops.add_thread_message(config, now, thread, role, content))
+
+    async def record_analysis(
+        self,
+        prompt: str,
+        responses: Mapping[str, str] | Sequence[str],
+        response_time: float | None = None,
+    ) -> SessionState:
+        """Record an analysis: its prompt, its responses and how long it took."""
+        config, now = self._manager.config, self._manager.wall_clock()
+        return await self.update(ops.record_analysis(config, now, prompt, responses, response_time))
+
+    async def begin_request(
+        self, conversation_id: str = "default", tool_name: str | None = None
+    ) -> RequestRecord:
+        """Start tracking a request; its id is
+        ``session:conversation:counter:timestamp:random``."""
+        now = self._manager.wall_clock()
+        state = await self.update(ops.begin_request(now, conversation_id, tool_name))
+        return state.active_requests[-1]
+
+    async def complete_request(self, request_id: str) -> SessionState:
+        """Mark an active request completed."""
+        config, now = self._manager.config, self._manager.wall_clock()
+        return await self.update(ops.finish_request(config, now, request_id, None))
+
+    async def fail_request(self, request_id: str, error: str) -> SessionState:
+        """Mark an active request failed, with what went wrong."""
+        config, now = self._manager.config, self._manager.wall_clock()
+        return await self.update(ops.finish_request(config, now, request_id, str(error)))
+
+    async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
+        """Check ``token`` against the session's client binding (a no-op for an
+        unbound session). A refusal raises :class:`SessionSecurityError` and is
+        recorded; after ``security_max_failures`` within ``security_window`` the
+        session refuses every token until the window has passed."""
+        await self._call(ops.Validate(token, tool_name))
+
+    async def end(self) -> SessionState:
+        """End the session after the calls queued before this one: return its final
+        state and remove it from memory and the store."""
+        return await self._call(ops.End("ended"))  # type: ignore[no-any-return]
+
+    async def stats(self) -> SessionStats:
+        """This session's counters and latency percentiles."""
+        state = await self.snapshot()
+        ref = self._entry.ref
+        actor = ref._actor if ref is not None else None
+        latencies = actor.latencies() if isinstance(actor, SessionActor) else []
+        metrics = state.metrics
+        failed = sum(r.status == "failed" for r in state.completed_requests)
+        return SessionStats(
+            session_id=state.id,
+            version=state.version,
+            operations=metrics.operations,
+            errors=metrics.errors,
+            error_rate=metrics.errors / metrics.operations if metrics.operations else 0.0,
+            latency=LatencySummary.of(latencies),
+            threads=len(state.threads),
+            analyses=len(state.analyses),
+            active_requests=len(state.active_requests),
+            completed_requests=len(state.completed_requests) - failed,
+            failed_requests=failed,
+        )
+
+
+class SessionManager:
+    """Creates sessions, routes calls to their actors, reaps them by TTL.
+
+    Open one with :func:`open_session_manager`.
+    """
+
+    def __init__(self, config: SessionConfig, store: SessionStore, sup: Supervisor) -> None:
+        self.config = config
+        self.store = store
+        self.wall_clock = config.wall_clock
+        self._sup = sup
+        self._key = config.secret_key or secrets.token_bytes(32)
+        self._sessions: dict[str, _Entry] = {}
+        self._reserved = 0  # creations admitted and not yet in _sessions
+        self._per_client: dict[str, int] = {}
+        self._ttl: DeadlineQueue[_Entry] = DeadlineQueue()
+        self._subscriptions: list[Subscription] = []
+        self._closing = False
+        self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self._counts = dict.fromkeys(
+            ("created", "expired", "ended", "removed", "failed", "passivated", "activations"), 0
+        )
+        self._operations = 0
+        self._errors = 0
+        self._busy_rejections = 0
+        #: Refused tokens, all sessions together.
+        self.security_failures = 0
+
+    # -- creating and finding sessions ---------------------------------------------
+
+    @property
+    def session_count(self) -> int:
+        """Live sessions, in memory or passivated."""
+        return len(self._sessions)
+
+    async def create_session(
+        self,
+        topic: str | None = None,
+        working_directory: str | os.PathLike[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        bind_client: bool = False,
+        *,
+        client_id: str | None = None,
+        config_path: str | None = None,
+        project_id: str | None = None,
+    ) -> Session:
+        """Create a session and return its handle.
+
+        With ``bind_client=True`` the handle's :attr:`Session.token` is the client's
+        token, returned only here; calls are then checked with
+        :meth:`Session.validate_security`. ``client_id`` names the client for the
+        ``max_sessions_per_client`` cap. Raises :class:`SessionLimitError` past
+        ``max_sessions`` or the per-client cap.
+        """
+        self._check_open()
+        config = self.config
+        if len(self._sessions) + self._reserved >= config.max_sessions:
+            raise SessionLimitError(
+                f"the manager already holds {config.max_sessions} sessions "
+                "(max_sessions); end or remove some first"
+            )
+        cap = config.max_sessions_per_client
+        if cap is not None and client_id is not None and self._per_client.get(client_id, 0) >= cap:
+            raise SessionLimitError(
+                f"client {client_id!r} already holds {cap} sessions "
+                "(max_sessions_per_client); end one first"
+            )
+        if working_directory is not None:
+            working_directory = await trio.to_thread.run_sync(
+                ops.check_working_directory, working_directory
+            )
+        else:
+            await trio.lowlevel.checkpoint()
+        self._check_open()  # it may have closed while we checked the directory
+        now = self.wall_clock()
+        session_id = secrets.token_urlsafe(16)  # 128 bits of randomness (DESIGN I7)
+        token = binding = None
+        if bind_client:
+            token = secrets.token_urlsafe(32)
+            binding = ClientBinding(self._token_digest(token), now, client_id)
+        state = SessionState(
+            id=session_id,
+            version=1,
+            created_at=now,
+            last_used=now,
+            topic=topic,
+            working_directory=working_directory,
+            config_path=config_path,
+            project_id=project_id,
+            client_binding=binding,
+            metadata=dict(metadata) if metadata else {},
+        )
+        if self.store.immediate:
+            self.store.write_now(state, previous_version=None)
+        else:
+            self._reserved += 1
+            try:
+                with trio.CancelScope(shield=True):  # a cancelled create leaves no row
+                    await self.store.write(state, previous_version=None)
+            finally:
+                self._reserved -= 1
+        entry = self._admit(session_id, state, trio.current_time(), client_id)
+        self._counts["created"] += 1
+        self._publish("created", state)
+        return Session(self, entry, token)
+
+    def _admit(
+        self, session_id: str, state: SessionState | None, now: float, client_id: str | None
+    ) -> _Entry:
+        entry = _Entry(session_id, state, now, client_id)
+        self._sessions[session_id] = entry
+        if client_id is not None:
+            self._per_client[client_id] = self._per_client.get(client_id, 0) + 1
+        self._ttl.push(self._deadline(entry), entry)
+        return entry
+
+    async def get_session(self, session_id: str) -> Session:
+        """The handle of a live session; :class:`SessionNotFoundError` if there is none."""
+        await trio.lowlevel.checkpoint()
+        entry = self._sessions.get(session_id)
+        if entry is None:
+            raise SessionNotFoundError(
+                f"no session {session_id!r}: it never existed, or it expired, ended "
+                "or was removed; create a new one"
+            )
+        return Session(self, entry)
+
+    def session_ids(self) -> list[str]:
+        """The ids of the live sessions, oldest first."""
+        return list(self._sessions)
+
+    async def remove_session(self, session_id: str) -> bool:
+        """Remove a session at once; True if it existed.
+
+        Calls already queued for it get :class:`SessionClosedError`; a call in
+        progress finishes, but its change is not committed.
+        """
+        entry = self._sessions.get(session_id)
+        if entry is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._session_gone(entry, "removed", entry.state)
+        if self.store.immediate:
+            self.store.discard(session_id)
+            await trio.lowlevel.checkpoint()
+        else:
+            with trio.CancelScope(shield=True):
+                await self.store.delete(session_id)
+        return True
+
+    @asynccontextmanager
+    async def session(self, topic: str | None = None, **kwargs: Any) -> AsyncIterator[Session]:
+        """A temporary session, removed on exit whatever happens inside."""
+        session = await self.create_session(topic, **kwargs)
+        try:
+            yield session
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.remove_session(session.id)
+
+    def subscribe(self, buffer: int | None = None) -> Subscription:
+        """A stream of lifecycle events (created, updated, expired, ended, removed).
+
+        Publishing never waits: a subscriber more than ``buffer`` events behind
+        (default ``SessionConfig.event_buffer``) loses the oldest, counted in
+        :attr:`Subscription.dropped`. Close it when done; closing the manager ends it.
+        """
+        subscription = Subscription(buffer or self.config.event_buffer, self._unsubscribe)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def stats(self) -> ManagerStats:
+        """Manager-wide figures."""
+        await trio.lowlevel.checkpoint()
+        counts = self._counts
+        return ManagerStats(
+            sessions=len(self._sessions),
+            active_actors=len(self._sup),
+            created=counts["created"],
+            expired=counts["expired"],
+            ended=counts["ended"],
+            removed=counts["removed"],
+            passivated=counts["passivated"],
+            activations=counts["activations"],
+            operations=self._operations,
+            errors=self._errors,
+            error_rate=self._errors / self._operations if self._operations else 0.0,
+            busy_rejections=self._busy_rejections,
+            security_failures=self.security_failures,
+            latency=LatencySummary.of(self._latencies),
+            store=self.store.kind,
+        )
+
+    # -- actors ---------------------------------------------------------------------
+
+    async def _activate(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
+        """The session's running actor, spawning it (and loading its state) if needed."""
+        while True:
+            if entry.gone is not None or self._closing:
+                await trio.lowlevel.checkpoint()
+                raise self._refusal(entry)
+            ref = entry.ref
+            if ref is not None and ref.accepting:
+                return ref
+            if entry.activating is not None:  # another call is loading it
+                await entry.activating.wait()
+            elif ref is not None and not ref.stopped:
+                await ref.stop()  # let the old actor finish going
+            elif entry.state is None:
+                await self._load(entry)
+            else:
+                return self._spawn(entry)
+
+    async def _load(self, entry: _Entry) -> None:
+        """Bring a passivated session's state back from the store."""
+        entry.activating = trio.Event()
+        try:
+            with trio.CancelScope(shield=True):  # other callers wait on this load
+                state = await self.store.load(entry.id)
+        finally:
+            entry.activating.set()
+            entry.activating = None
+        if entry.gone is not None:
+            return
+        if state is None:
+            self._session_gone(entry, "expired", None)
+            raise SessionNotFoundError(
+                f"session {entry.id!r} is no longer in the store; create a new one"
+            )
+        entry.state = state
+
+    def _spawn(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
+        ref: ActorRef[ops.Op, Any] = self._sup.spawn(
+            lambda: SessionActor(self, entry),
+            name=entry.id,
+            mailbox_size=self.config.mailbox_size,
+            idle_timeout=self.config.passivate_after,
+        )
+        entry.ref = ref
+        self._counts["activations"] += 1
+        return ref
+
+    def _actor_stopped(self, entry: _Entry, actor: SessionActor) -> None:
+        """Called by a session actor's on_stop: passivated, expired, ended or shut down."""
+        ref = entry.ref
+        if ref is None or ref._actor is not actor:
+            return
+        entry.ref = None
+        if entry.gone is None and not self._closing:
+            self._counts["passivated"] += 1
+            if not self.store.immediate:
+                entry.state = None  # it lives on in the store
+
+    def _session_failed(self, entry: _Entry, error: BaseException) -> None:
+        if entry.gone is None:
+            logger.error("session %r failed for good: %r", entry.id, error)
+            self._session_gone(entry, "failed", entry.state)
+
+    def _refusal(self, entry: _Entry) -> SessionError:
+        if entry.gone is not None:
+            return SessionNotFoundError(f"session {entry.id!r} {entry.gone}; create a new session")
+        return SessionClosedError(
+            f"the session manager is shutting down; session {entry.id!r} takes no more calls"
+        )
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise SessionClosedError("the session manager is shutting down; call refused")
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _token_digest(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
+
+    def _account(self, latency: float, failed: bool) -> None:
+        self._operations += 1
+        self._errors += failed
+        self._latencies.append(latency)
+
+    def _publish(self, kind: EventKind, state: SessionState) -> None:
+        if self._subscriptions:
+            event = SessionEvent(kind, state.id, state.version, self.wall_clock())
+            for subscription in self._subscriptions:
+                subscription._publish(event)
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _session_gone(self, entry: _Entry, reason: GoneReason, final: SessionState | None) -> None:
+        """Forget a session: it ended, expired, was removed or failed."""
+        if entry.gone is not None:
+            return
+        entry.gone = reason
+        if self._sessions.get(entry.id) is entry:
+            del self._sessions[entry.id]
+        client_id = entry.client_id
+        if client_id is not None:
+            left = self._per_client[client_id] - 1
+            if left:
+                self._per_client[client_id] = left
+            else:
+                del self._per_client[client_id]
+        self._counts[reason] += 1
+        if self._subscriptions:
+            kind: EventKind = "ended" if reason == "failed" else reason
+            version = final.version if final is not None else 0
+            event = SessionEvent(kind, entry.id, version, self.wall_clock())
+            for subscription in self._subscriptions:
+                subscription._publish(event)
+        entry.state = None  # free it; the caller holds the final state if it needs it
+        if entry.ref is not None:
+            entry.ref.stop_soon()  # queued calls get SessionClosedError, then it goes
+
+    # -- time -----------------------------------------------------------------------
+
+    def _deadline(self, entry: _Entry) -> float:
+        deadline = entry.last_active + self.config.idle_ttl
+        if self.config.max_lifetime is not None:
+            deadline = min(deadline, entry.created + self.config.max_lifetime)
+        return deadline
+
+    def _ttl_due(self, entry: _Entry, now: float) -> float | None:
+        if entry.gone is not None:
+            return None
+        ref = entry.ref
+        if (ref is not None and ref.busy) or entry.activating is not None:
+            return now + _BUSY_RECHECK  # a session with work never expires (I5)
+        deadline = self._deadline(entry)
+        if deadline > now:
+            return deadline  # it was used since it was armed: re-arm, lazily
+        self._session_gone(entry, "expired", entry.state)
+        self.store.discard(entry.id)
+        return None
+
+    async def _load_index(self) -> None:
+        """Adopt the sessions of a store that already holds some."""
+        stored = await self.store.index()
+        if not stored:
+            return
+        wall, now = self.wall_clock(), trio.current_time()
+        config = self.config
+        expired = 0
+        for i, item in enumerate(stored):
+            idle = max(0.0, wall - item.last_used)
+            age = max(0.0, wall - item.created_at)
+            lifetime_left = math.inf if config.max_lifetime is None else config.max_lifetime - age
+            if idle >= config.idle_ttl or lifetime_left <= 0:
+                self.store.discard(item.id)
+                expired += 1
+            else:
+                entry = _Entry(item.id, None, now, item.client_id)
+                entry.last_active = now - idle
+                entry.created = now - age
+                self._sessions[item.id] = entry
+                if item.client_id is not None:
+                    self._per_client[item.client_id] = self._per_client.get(item.client_id, 0) + 1
+                self._ttl.push(self._deadline(entry), entry)
+            if i % 1024 == 1023:
+                await trio.lowlevel.checkpoint()
+        logger.info(
+            "session store %s: adopted %d sessions, discarded %d expired",
+            self.store.kind,
+            len(self._sessions),
+            expired,
+        )
+
+    def _close_subscriptions(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+
+@asynccontextmanager
+async def open_session_manager(
+    config: SessionConfig | None = None,
+) -> AsyncIterator[SessionManager]:
+    """Open a :class:`SessionManager` for the duration of an ``async with`` block.
+
+    Opens the store (adopting the sessions it already holds, minus those whose TTL
+    has passed), and on exit stops intake, lets in-flight and queued calls finish
+    within ``shutdown_grace`` seconds, flushes the store, ends every subscription
+    and leaves no task behind (DESIGN I9). An exception from the block propagates
+    as it is.
+    """
+    config = config or SessionConfig()
+    store = config.store if config.store is not None else MemoryStore()
+    body_error: BaseException | None = None
+    async with store.open():
+        async with open_supervisor(shutdown_grace=config.shutdown_grace) as sup:
+            manager = SessionManager(config, store, sup)
+            try:
+                await manager._load_index()
+                sup.start_soon(manager._ttl.run, manager._ttl_due)
+                yield manager
+            except BaseException as exc:
+                body_error = exc  # raised again below, outside the nurseries, unwrapped
+            finally:
+                manager._closing = True
+        manager._close_subscriptions()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,187 @@
+"""The messages a session actor handles, and the pure state transforms behind them.
+
+Every operation that changes a session is a function ``SessionState -> SessionState``
+applied inside the session's actor; the actor stamps the result with the next
+version and commits it whole (DESIGN I2, I3).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+
+from ._config import SessionConfig
+from ._errors import RequestNotFoundError
+from ._state import (
+    AnalysisRecord,
+    RequestRecord,
+    SessionState,
+    Thread,
+    ThreadMessage,
+)
+
+Transform = Callable[[SessionState], "SessionState | Awaitable[SessionState]"]
+
+
+class Change:
+    """Apply ``transform`` to the current state and commit the result."""
+
+    __slots__ = ("expected_version", "transform")
+
+    def __init__(self, transform: Transform, expected_version: int | None = None) -> None:
+        self.transform = transform
+        self.expected_version = expected_version
+
+
+class Read:
+    """Return the current state (with live metrics); changes nothing."""
+
+    __slots__ = ()
+
+
+class Validate:
+    """Check a client token against the session's binding."""
+
+    __slots__ = ("token", "tool_name")
+
+    def __init__(self, token: str | None, tool_name: str | None) -> None:
+        self.token = token
+        self.tool_name = tool_name
+
+
+class End:
+    """End the session: its final state is returned and it is removed."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Literal["ended", "removed"]) -> None:
+        self.reason = reason
+
+
+Op = Change | Read | Validate | End
+READ = Read()
+
+
+def _bounded(items: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
+    return items if len(items) <= limit else items[len(items) - limit :]
+
+
+def check_working_directory(path: str | os.PathLike[str]) -> str:
+    """An absolute path to an existing directory, as str; ValueError otherwise."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or not os.path.isabs(text):
+        raise ValueError(f"working_directory must be an absolute path, got {text!r}")
+    if not os.path.isdir(text):
+        raise ValueError(f"working_directory {text!r} does not exist or is not a directory")
+    return os.path.normpath(text)
+
+
+def set_working_directory(path: str) -> Transform:
+    return lambda state: attrs.evolve(state, working_directory=path)
+
+
+def add_thread(
+    config: SessionConfig, now: float, name: str, system_prompt: str | None
+) -> Transform:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"thread name must be a non-empty string, got {name!r}")
+
+    def transform(state: SessionState) -> SessionState:
+        if state.thread(name) is not None:
+            raise ValueError(f"session {state.id!r} already has a thread named {name!r}")
+        threads = (*state.threads, Thread(name, now, system_prompt))
+        return attrs.evolve(state, threads=_bounded(threads, config.max_threads))
+
+    return transform
+
+
+def add_thread_message(
+    config: SessionConfig, now: float, name: str, role: str, content: str
+) -> Transform:
+    def transform(state: SessionState) -> SessionState:
+        thread = state.thread(name)
+        if thread is None:
+            raise ValueError(f"session {state.id!r} has no thread named {name!r}")
+        messages = (*thread.messages, ThreadMessage(role, content, now))
+        updated = attrs.evolve(thread, messages=_bounded(messages, config.max_thread_messages))
+        threads = tuple(updated if t is thread else t for t in state.threads)
+        return attrs.evolve(state, threads=threads)
+
+    return transform
+
+
+def record_analysis(
+    config: SessionConfig,
+    now: float,
+    prompt: str,
+    responses: Mapping[str, str] | Sequence[str],
+    response_time: float | None,
+) -> Transform:
+    if isinstance(responses, Mapping):
+        by_name = {str(k): str(v) for k, v in responses.items()}
+    elif isinstance(responses, Sequence) and not isinstance(responses, str):
+        by_name = {f"response_{i}": str(r) for i, r in enumerate(responses, 1)}
+    else:
+        raise TypeError(
+            f"responses must be a mapping or a list of strings, got {type(responses).__name__}"
+        )
+    if response_time is not None and not response_time >= 0:
+        raise ValueError(f"response_time must be >= 0 seconds, got {response_time!r}")
+    record = AnalysisRecord(str(prompt), by_name, now, response_time)
+
+    def transform(state: SessionState) -> SessionState:
+        analyses = _bounded((*state.analyses, record), config.max_analyses)
+        return attrs.evolve(state, analyses=analyses)
+
+    return transform
+
+
+def begin_request(now: float, conversation_id: str, tool_name: str | None) -> Transform:
+    if not conversation_id or ":" in conversation_id:
+        raise ValueError(
+            f"conversation_id must be non-empty and contain no ':', got {conversation_id!r}"
+        )
+
+    def transform(state: SessionState) -> SessionState:
+        counter = state.request_counter + 1
+        request_id = (
+            f"{state.id}:{conversation_id}:{counter}:{int(now * 1000)}:{secrets.token_hex(4)}"
+        )
+        record = RequestRecord(request_id, conversation_id, now, tool_name=tool_name)
+        return attrs.evolve(
+            state,
+            request_counter=counter,
+            active_requests=(*state.active_requests, record),
+        )
+
+    return transform
+
+
+def finish_request(
+    config: SessionConfig, now: float, request_id: str, error: str | None
+) -> Transform:
+    def transform(state: SessionState) -> SessionState:
+        for record in state.active_requests:
+            if record.id == request_id:
+                break
+        else:
+            raise RequestNotFoundError(f"session {state.id!r} has no active request {request_id!r}")
+        done = attrs.evolve(
+            record,
+            status="failed" if error is not None else "completed",
+            finished_at=now,
+            error=error,
+        )
+        return attrs.evolve(
+            state,
+            active_requests=tuple(r for r in state.active_requests if r is not record),
+            completed_requests=_bounded(
+                (*state.completed_requests, done), config.max_completed_requests
+            ),
+        )
+
+    return transform

@@ -1,0 +1,117 @@
+"""Session state: small frozen values. A change is a new value (``attrs.evolve``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+RequestStatus = Literal["active", "completed", "failed"]
+
+
+@attrs.frozen
+class ThreadMessage:
+    """One message in a thread's history."""
+
+    role: str
+    content: str
+    at: float  #: wall-clock time (seconds since the epoch)
+
+
+@attrs.frozen
+class Thread:
+    """A named perspective within a session, with its own system prompt and history."""
+
+    name: str
+    created_at: float
+    system_prompt: str | None = None
+    messages: tuple[ThreadMessage, ...] = ()
+
+
+@attrs.frozen
+class AnalysisRecord:
+    """One analysis: the prompt, the responses (by perspective), how long it took."""
+
+    prompt: str
+    responses: dict[str, str]
+    timestamp: float
+    response_time: float | None = None
+
+
+@attrs.frozen
+class ClientBinding:
+    """The binding of a session to a client: an HMAC-SHA256 of its token, never the
+    token itself."""
+
+    token_hmac: str  #: hex digest
+    created_at: float
+    client_id: str | None = None
+
+
+@attrs.frozen
+class SecurityEvent:
+    """A refused token, or a lockout."""
+
+    kind: str  #: "invalid_token", "missing_token" or "locked"
+    at: float
+    tool_name: str | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class SessionMetrics:
+    """Counters of the calls a session has handled.
+
+    Kept live by the session's actor; :meth:`Session.snapshot` returns the current
+    figures, and every committed change stores them with the state.
+    """
+
+    operations: int = 0
+    errors: int = 0
+    total_latency: float = 0.0  #: seconds, summed over operations
+    max_latency: float = 0.0
+
+
+@attrs.frozen
+class RequestRecord:
+    """A tracked request. Its id is ``session:conversation:counter:timestamp:random``."""
+
+    id: str
+    conversation_id: str
+    started_at: float
+    status: RequestStatus = "active"
+    tool_name: str | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+
+@attrs.frozen
+class SessionState:
+    """Everything a session holds. Frozen: the session's actor swaps whole values,
+    which is what makes a change atomic (DESIGN I2)."""
+
+    id: str
+    version: int
+    created_at: float  #: wall-clock
+    last_used: float  #: wall-clock time of the last committed change
+    topic: str | None = None
+    working_directory: str | None = None
+    config_path: str | None = None
+    project_id: str | None = None
+    threads: tuple[Thread, ...] = ()
+    analyses: tuple[AnalysisRecord, ...] = ()
+    data: dict[str, Any] = attrs.field(factory=dict)
+    metrics: SessionMetrics = SessionMetrics()
+    client_binding: ClientBinding | None = None
+    security_events: tuple[SecurityEvent, ...] = ()
+    active_requests: tuple[RequestRecord, ...] = ()
+    completed_requests: tuple[RequestRecord, ...] = ()
+    request_counter: int = 0
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def thread(self, name: str) -> Thread | None:
+        """The thread called ``name``, or None."""
+        for thread in self.threads:
+            if thread.name == name:
+                return thread
+        return None
