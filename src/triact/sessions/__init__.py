@@ -21,14 +21,8 @@ from ._errors import (
     SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
-from ._manager import (
-    LatencySummary,
-    ManagerStats,
-    Session,
-    SessionManager,
-    SessionStats,
-    open_session_manager,
-)
+from ._manager import SessionManager, open_session_manager
+from ._session import Session
 from ._state import (
     AnalysisRecord,
     ClientBinding,
@@ -39,6 +33,7 @@ from ._state import (
     Thread,
     ThreadMessage,
 )
+from ._stats import LatencySummary, ManagerStats, SessionStats
 from ._store import IndexEntry, MemoryStore, SessionStore
 
 __all__ = [

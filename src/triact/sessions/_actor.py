@@ -31,7 +31,8 @@ from ._ops import Change, End, Op, Read, Validate
 from ._state import SecurityEvent, SessionMetrics, SessionState
 
 if TYPE_CHECKING:
-    from ._manager import SessionManager, _Entry
+    from ._manager import SessionManager
+    from ._session import _Entry
 
 _LATENCIES_KEPT = 256
 

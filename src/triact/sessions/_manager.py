@@ -16,280 +16,34 @@ import math
 import os
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
-import attrs
 import trio
 
-from ..actors import (
-    ActorFailedError,
-    ActorRef,
-    ActorStoppedError,
-    DeadlineQueue,
-    MailboxFullError,
-    ReentrantCallError,
-    Supervisor,
-    open_supervisor,
-)
+from ..actors import ActorRef, DeadlineQueue, Supervisor, open_supervisor
 from . import _ops as ops
 from ._actor import SessionActor
 from ._config import SessionConfig
 from ._errors import (
-    SessionBusyError,
     SessionClosedError,
     SessionError,
     SessionLimitError,
     SessionNotFoundError,
-    SessionReentrancyError,
 )
 from ._events import EventKind, SessionEvent, Subscription
-from ._state import ClientBinding, RequestRecord, SessionState
+from ._session import GoneReason, Session, _Entry
+from ._state import ClientBinding, SessionState
+from ._stats import LatencySummary, ManagerStats
 from ._store import MemoryStore, SessionStore
 
 logger = logging.getLogger("triact.sessions")
 
-Update = Callable[[SessionState], Any]
-GoneReason = Literal["ended", "expired", "removed", "failed"]
 
 # A busy session is looked at again this often by the reaper (it never expires busy).
 _BUSY_RECHECK = 1.0
 _LATENCIES_KEPT = 4096
-
-
-class _Entry:
-    """The manager's record of one live session."""
-
-    __slots__ = ("activating", "client_id", "created", "gone", "id", "last_active", "ref", "state")
-
-    def __init__(
-        self, session_id: str, state: SessionState | None, now: float, client_id: str | None
-    ) -> None:
-        self.id = session_id
-        #: The last committed state; None while passivated with a durable store.
-        self.state = state
-        self.ref: ActorRef[ops.Op, Any] | None = None
-        self.created = now  # Trio clock
-        self.last_active = now  # Trio clock
-        self.client_id = client_id
-        #: Why the session is gone ("ended", "expired", ...), None while it lives.
-        self.gone: GoneReason | None = None
-        self.activating: trio.Event | None = None
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-@attrs.frozen
-class LatencySummary:
-    """Latency percentiles in seconds over recent calls (Trio clock)."""
-
-    p50: float = 0.0
-    p95: float = 0.0
-    p99: float = 0.0
-    max: float = 0.0
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> LatencySummary:
-        ordered = sorted(samples)
-        if not ordered:
-            return cls()
-        return cls(
-            _percentile(ordered, 0.50),
-            _percentile(ordered, 0.95),
-            _percentile(ordered, 0.99),
-            ordered[-1],
-        )
-
-
-@attrs.frozen
-class SessionStats:
-    """One session's figures, from :meth:`Session.stats`."""
-
-    session_id: str
-    version: int
-    operations: int
-    errors: int
-    error_rate: float
-    latency: LatencySummary
-    threads: int
-    analyses: int
-    active_requests: int
-    completed_requests: int
-    failed_requests: int
-
-
-@attrs.frozen
-class ManagerStats:
-    """Manager-wide figures, from :meth:`SessionManager.stats`."""
-
-    sessions: int  #: live sessions (in memory or passivated)
-    active_actors: int  #: sessions whose actor is in memory
-    created: int
-    expired: int
-    ended: int
-    removed: int
-    passivated: int
-    activations: int
-    operations: int
-    errors: int
-    error_rate: float
-    busy_rejections: int
-    security_failures: int
-    latency: LatencySummary
-    store: str
-
-
-class Session:
-    """A handle to one session. Every call goes through the session's actor, so calls
-    are handled one at a time in arrival order (DESIGN I1).
-
-    Handles are cheap; :meth:`SessionManager.get_session` makes a new one each time.
-    """
-
-    __slots__ = ("_entry", "_manager", "id", "token")
-
-    def __init__(self, manager: SessionManager, entry: _Entry, token: str | None = None) -> None:
-        self._manager = manager
-        self._entry = entry
-        self.id = entry.id
-        #: The client token of a bound session: only on the handle create_session
-        #: returned; the state keeps only its HMAC.
-        self.token = token
-
-    def __repr__(self) -> str:
-        return f"<Session {self.id!r}{' ' + self._entry.gone if self._entry.gone else ''}>"
-
-    async def _call(self, op: ops.Op) -> Any:
-        manager = self._manager
-        entry = self._entry
-        while True:
-            ref = entry.ref
-            if ref is None or not ref.accepting:
-                ref = await manager._activate(entry)
-            entry.last_active = trio.current_time()
-            try:
-                return await ref.ask(op)
-            except MailboxFullError:
-                manager._busy_rejections += 1
-                raise SessionBusyError(
-                    f"session {self.id!r} has {manager.config.mailbox_size} calls queued "
-                    "(mailbox_size); retry later"
-                ) from None
-            except ReentrantCallError:
-                raise SessionReentrancyError(
-                    f"session {self.id!r} was called from inside its own handler; that "
-                    "call would wait for itself forever. Work on the state passed to "
-                    "your update function instead"
-                ) from None
-            except ActorFailedError as exc:
-                manager._session_failed(entry, exc)
-                raise SessionError(
-                    f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
-                ) from exc
-            except ActorStoppedError:
-                # Passivated (or shut down) between our look and the ask: go round.
-                if manager._closing or entry.gone is not None:
-                    raise manager._refusal(entry) from None
-                continue
-            finally:
-                entry.last_active = trio.current_time()
-
-    async def snapshot(self) -> SessionState:
-        """The current state, with live metrics. Never changes the version."""
-        return await self._call(ops.READ)  # type: ignore[no-any-return]
-
-    async def update(self, fn: Update, expected_version: int | None = None) -> SessionState:
-        """Apply ``fn(state) -> state`` inside the session's actor and commit the
-        result whole, with version + 1 (DESIGN I2, I3); return the committed state.
-
-        ``fn`` may be a plain or an async function. If it raises or is cancelled,
-        nothing changes. With ``expected_version``, the update is refused with
-        :class:`SessionConcurrencyError` unless the session is at that version.
-        """
-        return await self._call(ops.Change(fn, expected_version))  # type: ignore[no-any-return]
-
-    async def set_working_directory(self, path: str | os.PathLike[str]) -> SessionState:
-        """Set the working directory: an absolute path to an existing directory."""
-        checked = await trio.to_thread.run_sync(ops.check_working_directory, path)
-        return await self.update(ops.set_working_directory(checked))
-
-    async def add_thread(self, name: str, system_prompt: str | None = None) -> SessionState:
-        """Add a named thread (a perspective with its own history)."""
-        config, now = self._manager.config, self._manager.wall_clock()
-        return await self.update(ops.add_thread(config, now, name, system_prompt))
-
-    async def add_thread_message(self, thread: str, role: str, content: str) -> SessionState:
-        """Append a message to a thread's history (oldest dropped past the bound)."""
-        config, now = self._manager.config, self._manager.wall_clock()
-        return await self.update(ops.add_thread_message(config, now, thread, role, content))
-
-    async def record_analysis(
-        self,
-        prompt: str,
-        responses: Mapping[str, str] | Sequence[str],
-        response_time: float | None = None,
-    ) -> SessionState:
-        """Record an analysis: its prompt, its responses and how long it took."""
-        config, now = self._manager.config, self._manager.wall_clock()
-        return await self.update(ops.record_analysis(config, now, prompt, responses, response_time))
-
-    async def begin_request(
-        self, conversation_id: str = "default", tool_name: str | None = None
-    ) -> RequestRecord:
-        """Start tracking a request; its id is
-        ``session:conversation:counter:timestamp:random``."""
-        now = self._manager.wall_clock()
-        state = await self.update(ops.begin_request(now, conversation_id, tool_name))
-        return state.active_requests[-1]
-
-    async def complete_request(self, request_id: str) -> SessionState:
-        """Mark an active request completed."""
-        config, now = self._manager.config, self._manager.wall_clock()
-        return await self.update(ops.finish_request(config, now, request_id, None))
-
-    async def fail_request(self, request_id: str, error: str) -> SessionState:
-        """Mark an active request failed, with what went wrong."""
-        config, now = self._manager.config, self._manager.wall_clock()
-        return await self.update(ops.finish_request(config, now, request_id, str(error)))
-
-    async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
-        """Check ``token`` against the session's client binding (a no-op for an
-        unbound session). A refusal raises :class:`SessionSecurityError` and is
-        recorded; after ``security_max_failures`` within ``security_window`` the
-        session refuses every token until the window has passed."""
-        await self._call(ops.Validate(token, tool_name))
-
-    async def end(self) -> SessionState:
-        """End the session after the calls queued before this one: return its final
-        state and remove it from memory and the store."""
-        return await self._call(ops.End("ended"))  # type: ignore[no-any-return]
-
-    async def stats(self) -> SessionStats:
-        """This session's counters and latency percentiles."""
-        state = await self.snapshot()
-        ref = self._entry.ref
-        actor = ref._actor if ref is not None else None
-        latencies = actor.latencies() if isinstance(actor, SessionActor) else []
-        metrics = state.metrics
-        failed = sum(r.status == "failed" for r in state.completed_requests)
-        return SessionStats(
-            session_id=state.id,
-            version=state.version,
-            operations=metrics.operations,
-            errors=metrics.errors,
-            error_rate=metrics.errors / metrics.operations if metrics.operations else 0.0,
-            latency=LatencySummary.of(latencies),
-            threads=len(state.threads),
-            analyses=len(state.analyses),
-            active_requests=len(state.active_requests),
-            completed_requests=len(state.completed_requests) - failed,
-            failed_requests=failed,
-        )
 
 
 class SessionManager:
