@@ -23,6 +23,7 @@ from ._errors import (
 from ._events import EventKind, SessionEvent, Subscription
 from ._manager import SessionManager, open_session_manager
 from ._session import Session
+from ._sqlite import SqliteStore
 from ._state import (
     AnalysisRecord,
     ClientBinding,
@@ -68,6 +69,7 @@ __all__ = [
     "SessionStats",
     "SessionStore",
     "SessionStoreError",
+    "SqliteStore",
     "Subscription",
     "Thread",
     "ThreadMessage",

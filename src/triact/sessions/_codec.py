@@ -17,14 +17,38 @@ SCHEMA_VERSION = 1
 converter = make_converter(forbid_extra_keys=True)
 
 
+def _exactly(*kinds: type) -> Any:
+    """A structure hook that accepts only values of ``kinds`` (no coercion: cattrs
+    would otherwise turn 5 into "5" and "1.5" into 1.5)."""
+
+    def structure(value: Any, wanted: type) -> Any:
+        if type(value) not in kinds:
+            raise TypeError(f"expected {wanted.__name__}, got {type(value).__name__} {value!r}")
+        return wanted(value)
+
+    return structure
+
+
+converter.register_structure_hook(str, _exactly(str))
+converter.register_structure_hook(int, _exactly(int))
+converter.register_structure_hook(float, _exactly(float, int))
+converter.register_structure_hook(bool, _exactly(bool))
+
+
 def unstructure_state(state: SessionState) -> dict[str, Any]:
     """The state as plain JSON-ready data, with its schema version."""
     return {"schema": SCHEMA_VERSION, "state": converter.unstructure(state)}
 
 
 def encode_state(state: SessionState) -> str:
-    """The state as compact JSON text."""
-    return json.dumps(unstructure_state(state), separators=(",", ":"), ensure_ascii=False)
+    """The state as compact JSON text; SessionDataError if it holds a value JSON cannot
+    carry (an object in ``data``, a NaN)."""
+    try:
+        return json.dumps(
+            unstructure_state(state), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise SessionDataError(f"session {state.id!r} cannot be stored as JSON: {exc}") from exc
 
 
 def structure_state(record: Any, *, where: str = "session record") -> SessionState:
@@ -32,7 +56,7 @@ def structure_state(record: Any, *, where: str = "session record") -> SessionSta
     if not isinstance(record, dict) or "schema" not in record or "state" not in record:
         raise SessionDataError(f"{where} is not a triact session record")
     schema = record["schema"]
-    if not isinstance(schema, int) or schema < 1:
+    if type(schema) is not int or schema < 1:
         raise SessionDataError(f"{where} has an invalid schema version {schema!r}")
     if schema > SCHEMA_VERSION:
         raise SessionDataError(
@@ -54,6 +78,6 @@ def decode_state(text: str | bytes, *, where: str = "session record") -> Session
     """Parse :func:`encode_state` output; SessionDataError if it is not valid."""
     try:
         record = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise SessionDataError(f"{where} is not valid JSON: {exc}") from exc
     return structure_state(record, where=where)

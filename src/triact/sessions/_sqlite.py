@@ -1,0 +1,489 @@
+"""Session states in a SQLite file: one row per session, group-committed off the event
+loop by a single task that owns the connection."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import trio
+
+from ._codec import decode_state, encode_state
+from ._errors import SessionConcurrencyError, SessionDataError, SessionStoreError
+from ._state import SessionState
+from ._store import IndexEntry, SessionStore
+
+#: Version of the file's layout (tables and columns), kept in its ``meta`` table.
+#: Files from a newer layout are refused. Not the record schema of ``_codec``.
+STORE_SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
+_Kind = Literal["read", "write", "delete", "discard"]
+_Row = tuple[str, int, float, float, str | None, str]
+
+_CREATE_TABLES = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+    "created_at REAL NOT NULL, last_used REAL NOT NULL, client_id TEXT, state TEXT NOT NULL)",
+)
+
+
+class _Job(Generic[_T]):
+    """One request to the db task; ``run`` executes in its thread (changes inside the
+    batch's transaction), and the outcome is left in ``value`` or ``error``."""
+
+    __slots__ = ("done", "error", "kind", "run", "session_id", "taken", "value", "withdrawn")
+
+    def __init__(
+        self,
+        kind: _Kind,
+        session_id: str | None,
+        run: Callable[[sqlite3.Connection], _T],
+    ) -> None:
+        self.kind = kind
+        self.session_id = session_id
+        self.run = run
+        self.done = None if kind == "discard" else trio.Event()  # nobody waits on a discard
+        self.taken = False  # handed to the db task: it will run, whatever the caller does
+        self.withdrawn = False  # its caller was cancelled before it was taken
+        self.value: _T | None = None
+        self.error: BaseException | None = None
+
+
+class SqliteStore(SessionStore):
+    """Keeps each session as a row of a SQLite file (WAL mode), so states survive the
+    process.
+
+    Every operation is carried out by one task that owns the connection: the jobs that
+    callers queue while it is busy are run together in one worker-thread call, and the
+    writes and deletes among them in one transaction (group commit across sessions).
+    Each write is a compare-and-set on the stored version; a conflict fails only that
+    write. A caller is answered once the transaction has committed; if it fails, every
+    write and delete of that batch fails with :class:`SessionStoreError` and none of
+    them is stored.
+
+    Cancellation: a call cancelled while its job is still queued is withdrawn and has
+    no effect. Once the db task has taken the job it cannot be withdrawn, so the call
+    waits for it and returns its result (the cancellation is delivered at the caller's
+    next checkpoint), as :func:`trio.to_thread.run_sync` does.
+
+    :attr:`transactions` counts committed transactions and :attr:`writes` the session
+    writes they held; ``transactions < writes`` shows group commit at work.
+    """
+
+    immediate = False
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 5.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        fspath = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+        if not isinstance(fspath, str):
+            raise TypeError(f"SqliteStore path must be a str or os.PathLike[str], not {path!r}")
+        if not fspath:
+            raise ValueError("SqliteStore path must not be empty")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"SqliteStore timeout must be a number of seconds, not {timeout!r}")
+        if not math.isfinite(timeout) or timeout < 0:
+            raise ValueError(f"SqliteStore timeout must be finite and >= 0, not {timeout!r}")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(
+                f"SqliteStore synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+            )
+        self._path = fspath
+        self._timeout = float(timeout)
+        self._synchronous = synchronous
+        #: Transactions committed since this store was created.
+        self.transactions = 0
+        #: Session writes committed since this store was created.
+        self.writes = 0
+        self._phase: Literal["closed", "opening", "open", "closing"] = "closed"
+        self._pending: list[_Job[Any]] = []
+        self._wakeup = trio.Event()
+        # Discards whose transaction failed; retried with the next batch and at close.
+        self._unflushed: list[_Job[Any]] = []
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a transaction waits for another connection's lock (busy timeout)."""
+        return self._timeout
+
+    @property
+    def synchronous(self) -> Literal["FULL", "NORMAL"]:
+        """SQLite's ``synchronous`` setting: FULL survives power loss, NORMAL a crash."""
+        return self._synchronous
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r})"
+
+    # -- the interface ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Open the file (creating it if needed) for the block; on exit, carry out
+        every queued job, discards included, then close it.
+
+        A store opens once at a time. SessionStoreError if the file cannot be opened or
+        is not a triact store; SessionDataError if a newer triact wrote it.
+        """
+        if self._phase != "closed":
+            raise SessionStoreError(f"{self!r} is already open; a store opens once at a time")
+        self._phase = "opening"
+        try:
+            conn = await trio.to_thread.run_sync(self._connect)
+        except BaseException:
+            self._phase = "closed"
+            raise
+        body_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve, conn)
+                self._phase = "open"
+                try:
+                    yield
+                except BaseException as exc:
+                    # Re-raised below, after the nursery, so that it keeps its type.
+                    body_error = exc
+                finally:
+                    self._phase = "closing"
+                    self._wakeup.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close, conn)
+            self._phase = "closed"
+            self._wakeup = trio.Event()
+        self._raise_unflushed(body_error)
+        if body_error is not None:
+            raise body_error
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """The stored state, or None. SessionDataError if its row is not a valid record
+        (the store keeps serving others)."""
+        row = await self._call(_Job("read", session_id, partial(_select, session_id=session_id)))
+        if row is None:
+            return None
+        where = f"session {session_id!r} in {self._path}"
+        text, version = row
+        if not isinstance(text, str | bytes):
+            raise SessionDataError(f"{where} holds a {type(text).__name__}, not a JSON record")
+        state = decode_state(text, where=where)
+        if state.id != session_id or state.version != version:
+            raise SessionDataError(
+                f"{where} holds session {state.id!r} at version {state.version}, "
+                f"but its row says version {version!r}"
+            )
+        return state
+
+    async def write(self, state: SessionState, *, previous_version: int | None) -> None:
+        """Store ``state`` if the stored version is still ``previous_version`` (None:
+        not stored yet), else SessionConcurrencyError. Returns once committed."""
+        try:
+            text = encode_state(state)
+        except (TypeError, ValueError) as exc:
+            await trio.lowlevel.checkpoint()
+            raise SessionStoreError(f"session {state.id!r} cannot be stored: {exc}") from exc
+        binding = state.client_binding
+        row: _Row = (
+            state.id,
+            state.version,
+            state.created_at,
+            state.last_used,
+            binding.client_id if binding is not None else None,
+            text,
+        )
+        put = partial(_put, row=row, previous_version=previous_version)
+        await self._call(_Job("write", state.id, put))
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the session; True if it was stored. Returns once committed."""
+        job = _Job("delete", session_id, partial(_delete, session_id=session_id))
+        return await self._call(job)
+
+    def discard(self, session_id: str) -> None:
+        """Queue the removal of the session and return at once. It commits with the
+        next batch, and at the latest before :meth:`open` exits (which raises
+        SessionStoreError if it could not)."""
+        self._check_open()
+        self._enqueue(_Job("discard", session_id, partial(_delete, session_id=session_id)))
+
+    async def index(self) -> list[IndexEntry]:
+        """Every stored session, without decoding the states."""
+        return await self._call(_Job("read", None, _index))
+
+    # -- callers' side ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._phase == "closing":
+            raise SessionStoreError(f"{self!r} is closing; use it only inside its `open()` block")
+        if self._phase != "open":
+            raise SessionStoreError(f"{self!r} is not open; use `async with store.open():`")
+
+    def _enqueue(self, job: _Job[Any]) -> None:
+        self._pending.append(job)
+        self._wakeup.set()
+
+    async def _call(self, job: _Job[_T]) -> _T:
+        try:
+            self._check_open()
+        except SessionStoreError:
+            await trio.lowlevel.checkpoint()
+            raise
+        await trio.lowlevel.checkpoint_if_cancelled()  # already cancelled: never queued
+        self._enqueue(job)
+        assert job.done is not None
+        try:
+            await job.done.wait()
+        except trio.Cancelled:
+            if not job.taken:
+                job.withdrawn = True
+                raise
+            # Taken: the job will run anyway, so report what it did rather than
+            # pretend it was cancelled.
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return cast(_T, job.value)
+
+    # -- the db task, which owns the connection -----------------------------------
+
+    async def _serve(self, conn: sqlite3.Connection) -> None:
+        # Shielded: accepted jobs are carried out even when the open() block is
+        # cancelled; the block's exit waits for them (bounded by the busy timeout).
+        with trio.CancelScope(shield=True):
+            try:
+                while self._pending or self._phase != "closing":
+                    if not self._pending:
+                        await self._wakeup.wait()
+                        self._wakeup = trio.Event()
+                        continue
+                    await self._run_batch(conn)
+                if self._unflushed:
+                    await self._run_batch(conn)
+            finally:
+                for job in self._pending:
+                    job.error = SessionStoreError(f"{self!r} closed before it ran this call")
+                    if job.done is not None:
+                        job.done.set()
+                self._pending = []
+
+    async def _run_batch(self, conn: sqlite3.Connection) -> None:
+        batch = [*self._unflushed, *(job for job in self._pending if not job.withdrawn)]
+        self._pending = []
+        self._unflushed = []
+        if not batch:
+            return
+        for job in batch:
+            job.taken = True
+        try:
+            committed, writes = await trio.to_thread.run_sync(self._execute, conn, batch)
+        except BaseException as exc:
+            for job in batch:
+                job.error = SessionStoreError(f"{self!r}: its worker thread failed: {exc!r}")
+            raise
+        finally:
+            for job in batch:
+                if job.done is not None:
+                    job.done.set()
+        self.transactions += committed
+        self.writes += writes
+        self._unflushed = [job for job in batch if job.kind == "discard" and job.error is not None]
+
+    def _raise_unflushed(self, body_error: BaseException | None) -> None:
+        if not self._unflushed:
+            return
+        ids = ", ".join(repr(job.session_id) for job in self._unflushed)
+        error = SessionStoreError(
+            f"{self!r} closed without removing sessions {ids}: {self._unflushed[0].error}"
+        )
+        self._unflushed = []
+        if body_error is None:
+            raise error
+        body_error.add_note(str(error))
+
+    # -- in the worker thread -----------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
+        try:
+            self._prepare(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._open_error(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_error(self, exc: sqlite3.Error) -> SessionStoreError:
+        hint = ""
+        directory = os.path.dirname(os.path.abspath(self._path))
+        if self._path != ":memory:" and not os.path.isdir(directory):
+            hint = f" (directory {directory!r} does not exist)"
+        return SessionStoreError(f"cannot open session store {self._path!r}: {exc}{hint}")
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {round(self._timeout * 1000)}")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal" and self._path != ":memory:":
+            raise SessionStoreError(
+                f"session store {self._path!r} cannot use WAL journal mode (got {mode!r})"
+            )
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # Checking an existing file only reads, so it opens while another connection
+        # writes; creating the tables takes the write lock.
+        if not _transact(conn, "BEGIN", self._has_layout):
+            _transact(conn, "BEGIN IMMEDIATE", self._create_layout)
+
+    def _create_layout(self, conn: sqlite3.Connection) -> None:
+        if self._has_layout(conn):  # another connection was first
+            return
+        for statement in _CREATE_TABLES:
+            conn.execute(statement)
+        query = "INSERT INTO meta (key, value) VALUES ('schema', ?)"
+        conn.execute(query, (str(STORE_SCHEMA_VERSION),))
+
+    def _has_layout(self, conn: sqlite3.Connection) -> bool:
+        """True if the file holds a store this triact can use, False if it holds
+        neither of the store's tables; SessionDataError otherwise."""
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        tables = {name for (name,) in conn.execute(query)}
+        if "meta" not in tables and "sessions" not in tables:
+            return False
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            schema = int(row[0])
+        except (TypeError, ValueError, sqlite3.Error):
+            schema = 0
+        if schema < 1 or "sessions" not in tables:
+            raise SessionDataError(
+                f"{self._path!r} is not a triact session store (no valid store schema "
+                "record, or no sessions table)"
+            )
+        if schema > STORE_SCHEMA_VERSION:
+            raise SessionDataError(
+                f"session store {self._path!r} has store schema version {schema}, newer than "
+                f"this triact understands ({STORE_SCHEMA_VERSION}); upgrade triact to open it"
+            )
+        return True
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> tuple[int, int]:
+        """Run a batch: reads first, then every change in one transaction. Returns the
+        number of transactions committed (0 or 1) and of writes among them."""
+        changes = []
+        for job in batch:
+            if job.kind != "read":
+                changes.append(job)
+                continue
+            try:
+                job.value = job.run(conn)
+            except Exception as exc:
+                job.error = self._failure(job, "could not be read", exc)
+        if not changes:
+            return 0, 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in changes:
+                job.error = None  # a retried discard carries its last failure
+                try:
+                    job.value = job.run(conn)
+                except SessionConcurrencyError as exc:
+                    job.error = exc
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as rollback_exc:
+                    exc.add_note(f"rolling back failed too: {rollback_exc!r}")
+            for job in changes:
+                job.value = None
+                what = "was not stored" if job.kind == "write" else "was not removed"
+                job.error = self._failure(job, f"{what}: the transaction failed", exc)
+            return 0, 0
+        return 1, sum(job.kind == "write" and job.error is None for job in changes)
+
+    def _failure(self, job: _Job[Any], what: str, exc: Exception) -> SessionStoreError:
+        subject = "the session index" if job.session_id is None else f"session {job.session_id!r}"
+        error = SessionStoreError(f"{subject} {what} in {self._path}: {exc!r}")
+        error.__cause__ = exc
+        return error
+
+    def _close(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.close()
+        except sqlite3.Error as exc:
+            raise SessionStoreError(f"closing session store {self._path!r} failed: {exc}") from exc
+
+
+def _transact(conn: sqlite3.Connection, begin: str, step: Callable[[sqlite3.Connection], _T]) -> _T:
+    conn.execute(begin)
+    try:
+        result = step(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _select(conn: sqlite3.Connection, *, session_id: str) -> tuple[Any, Any] | None:
+    query = "SELECT state, version FROM sessions WHERE id = ?"
+    row = conn.execute(query, (session_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _index(conn: sqlite3.Connection) -> list[IndexEntry]:
+    query = "SELECT id, created_at, last_used, client_id FROM sessions"
+    return [IndexEntry(*row) for row in conn.execute(query)]
+
+
+def _put(conn: sqlite3.Connection, *, row: _Row, previous_version: int | None) -> None:
+    """Compare-and-set within the caller's transaction."""
+    session_id, version, created_at, last_used, client_id, text = row
+    if previous_version is None:
+        cursor = conn.execute(
+            "INSERT INTO sessions (id, version, created_at, last_used, client_id, state) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            row,
+        )
+    else:
+        cursor = conn.execute(
+            "UPDATE sessions SET version = ?, created_at = ?, last_used = ?, client_id = ?, "
+            "state = ? WHERE id = ? AND version = ?",
+            (version, created_at, last_used, client_id, text, session_id, previous_version),
+        )
+    if cursor.rowcount == 1:
+        return
+    stored = conn.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    actual = None if stored is None else stored[0]
+    raise SessionConcurrencyError(
+        f"session {session_id!r}: store holds version {actual}, "
+        f"expected {previous_version}; another writer got there first",
+        expected=-1 if previous_version is None else previous_version,
+        actual=-1 if actual is None else actual,
+    )
+
+
+def _delete(conn: sqlite3.Connection, *, session_id: str) -> bool:
+    return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0

@@ -1,0 +1,607 @@
+"""SqliteStore on a real SQLite file: round trips, compare-and-set, group commit,
+failures, cancellation, reopening."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from triact.sessions._codec import encode_state
+from triact.sessions._errors import (
+    SessionConcurrencyError,
+    SessionDataError,
+    SessionError,
+    SessionStoreError,
+)
+from triact.sessions._sqlite import SqliteStore
+from triact.sessions._state import (
+    AnalysisRecord,
+    ClientBinding,
+    RequestRecord,
+    SecurityEvent,
+    SessionMetrics,
+    SessionState,
+    Thread,
+    ThreadMessage,
+)
+from triact.sessions._store import IndexEntry
+
+
+def make_state(session_id: str = "s1", version: int = 1, **changes: Any) -> SessionState:
+    return SessionState(
+        id=session_id, version=version, created_at=1000.0, last_used=1000.5, **changes
+    )
+
+
+def rich_state() -> SessionState:
+    return make_state(
+        "rich",
+        7,
+        topic="naming things",
+        working_directory="/srv/project",
+        project_id="p-9",
+        threads=(
+            Thread(
+                "critic",
+                1000.1,
+                "Be harsh.",
+                (
+                    ThreadMessage("user", "hello ✓", 1000.2),
+                    ThreadMessage("assistant", "no", 1000.3),
+                ),
+            ),
+        ),
+        analyses=(AnalysisRecord("why?", {"critic": "because"}, 1000.4, 0.25),),
+        data={"nested": {"list": [1, 2.5, None, "x"]}, "flag": True},
+        metrics=SessionMetrics(operations=3, errors=1, total_latency=0.75, max_latency=0.5),
+        client_binding=ClientBinding("ab" * 32, 1000.0, "client-1"),
+        security_events=(SecurityEvent("invalid_token", 1000.2, "tool", "refused"),),
+        active_requests=(RequestRecord("rich:c:1:1000:abc", "c", 1000.3, tool_name="tool"),),
+        completed_requests=(
+            RequestRecord("rich:c:0:999:def", "c", 999.0, "failed", None, 999.5, "boom"),
+        ),
+        request_counter=2,
+        metadata={"origin": "test"},
+    )
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection of the test's own, in autocommit mode."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Hold the database's write lock from another connection until the block ends
+    (or the test runs ROLLBACK on the connection)."""
+    with raw(path) as conn:
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+
+def creating(store: SqliteStore, state: SessionState) -> Callable[[], Awaitable[None]]:
+    """A call that stores ``state`` as a new session."""
+    return lambda: store.write(state, previous_version=None)
+
+
+async def attempt(
+    results: dict[str, object], key: str, call: Callable[[], Awaitable[object]]
+) -> None:
+    try:
+        results[key] = await call()
+    except SessionError as exc:
+        results[key] = exc
+
+
+async def run_in_one_batch(
+    store: SqliteStore, path: Path, calls: dict[str, Callable[[], Awaitable[object]]]
+) -> dict[str, object]:
+    """Queue ``calls`` in order while the db task is stalled on a lock, so that they
+    all land in its next batch; the outcome (result or SessionError) of each."""
+    results: dict[str, object] = {}
+    async with trio.open_nursery() as nursery:
+        with write_lock(path) as lock:
+            store.discard("stall")  # this batch's transaction waits for the lock
+            await trio.testing.wait_all_tasks_blocked()
+            for key, call in calls.items():
+                nursery.start_soon(attempt, results, key, call)
+                await trio.testing.wait_all_tasks_blocked()
+            lock.execute("ROLLBACK")
+    return results
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+async def test_write_then_load_round_trips_a_rich_state(path: Path) -> None:
+    store = SqliteStore(path)
+    state = rich_state()
+    async with store.open():
+        await store.write(state, previous_version=None)
+        loaded = await store.load("rich")
+    assert loaded == state
+    assert store.writes == 1
+    assert store.transactions == 1
+
+
+async def test_load_of_unknown_session_is_none(path: Path) -> None:
+    async with (store := SqliteStore(path)).open():
+        assert await store.load("nobody") is None
+
+
+async def test_update_with_the_right_previous_version_replaces_the_row(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(version=1), previous_version=None)
+        await store.write(make_state(version=2, topic="later"), previous_version=1)
+        loaded = await store.load("s1")
+    assert loaded is not None
+    assert (loaded.version, loaded.topic) == (2, "later")
+
+
+async def test_write_with_a_stale_previous_version_is_a_conflict(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(version=1), previous_version=None)
+        with pytest.raises(
+            SessionConcurrencyError, match="store holds version 1, expected 5"
+        ) as info:
+            await store.write(make_state(version=6, topic="lost"), previous_version=5)
+        assert (info.value.expected, info.value.actual) == (5, 1)
+        loaded = await store.load("s1")
+    assert loaded is not None
+    assert loaded.topic is None
+    assert store.writes == 1
+
+
+async def test_creating_a_stored_session_again_is_a_conflict(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(version=1), previous_version=None)
+        with pytest.raises(SessionConcurrencyError, match="expected None") as info:
+            await store.write(make_state(version=1, topic="dup"), previous_version=None)
+        assert (info.value.expected, info.value.actual) == (-1, 1)
+
+
+async def test_updating_a_session_that_is_not_stored_is_a_conflict(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        with pytest.raises(SessionConcurrencyError, match="store holds version None") as info:
+            await store.write(make_state(version=2), previous_version=1)
+        assert info.value.actual == -1
+        assert await store.load("s1") is None
+
+
+async def test_concurrent_writes_of_many_sessions_share_transactions(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(creating(store, make_state(f"s{i}", topic=f"t{i}")))
+        loaded = [await store.load(f"s{i}") for i in range(50)]
+    assert [s.topic if s else None for s in loaded] == [f"t{i}" for i in range(50)]
+    assert store.writes == 50
+    assert store.transactions < store.writes
+
+
+async def test_writes_of_one_session_in_one_batch_apply_in_order(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        before = store.transactions
+        results = await run_in_one_batch(
+            store,
+            path,
+            {
+                "create": lambda: store.write(make_state(version=1), previous_version=None),
+                "update": lambda: store.write(make_state(version=2, topic="b"), previous_version=1),
+                "again": lambda: store.write(make_state(version=3, topic="c"), previous_version=2),
+            },
+        )
+        loaded = await store.load("s1")
+    assert results == {"create": None, "update": None, "again": None}
+    assert loaded is not None
+    assert (loaded.version, loaded.topic) == (3, "c")
+    assert store.transactions == before + 2  # the stalled discard's, and this batch's
+
+
+async def test_a_conflict_in_a_batch_fails_only_that_write(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        results = await run_in_one_batch(
+            store,
+            path,
+            {
+                "first": lambda: store.write(make_state(topic="first"), previous_version=None),
+                "second": lambda: store.write(make_state(topic="second"), previous_version=None),
+                "other": lambda: store.write(make_state("s2"), previous_version=None),
+            },
+        )
+        loaded = await store.load("s1")
+        other = await store.load("s2")
+    assert isinstance(results["second"], SessionConcurrencyError)
+    assert results["first"] is None
+    assert results["other"] is None
+    assert loaded is not None
+    assert loaded.topic == "first"
+    assert other is not None
+    assert store.writes == 2
+
+
+async def test_a_write_is_visible_to_other_connections_once_it_returns(path: Path) -> None:
+    store = SqliteStore(path, synchronous="NORMAL")
+    async with store.open():
+        await store.write(make_state(version=4), previous_version=None)
+        with raw(path) as conn:
+            rows = conn.execute("SELECT id, version FROM sessions").fetchall()
+    assert rows == [("s1", 4)]
+
+
+async def test_delete_reports_whether_the_session_was_stored(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+        assert await store.delete("s1") is True
+        assert await store.delete("s1") is False
+        assert await store.load("s1") is None
+
+
+async def test_index_lists_sessions_with_their_client_ids(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(rich_state(), previous_version=None)
+        await store.write(make_state("plain"), previous_version=None)
+        await store.write(make_state("gone"), previous_version=None)
+        await store.delete("gone")
+        entries = sorted(await store.index(), key=lambda e: e.id)
+    assert entries == [
+        IndexEntry("plain", 1000.0, 1000.5, None),
+        IndexEntry("rich", 1000.0, 1000.5, "client-1"),
+    ]
+
+
+async def test_discards_are_durable_when_open_exits(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        for i in range(3):
+            await store.write(make_state(f"s{i}"), previous_version=None)
+    async with store.open():
+        store.discard("s0")
+        store.discard("s2")
+        store.discard("never-stored")
+    with raw(path) as conn:
+        assert conn.execute("SELECT id FROM sessions").fetchall() == [("s1",)]
+
+
+async def test_state_survives_closing_and_a_new_store_on_the_same_file(path: Path) -> None:
+    async with (first := SqliteStore(path)).open():
+        await first.write(rich_state(), previous_version=None)
+    second = SqliteStore(str(path))
+    async with second.open():
+        loaded = await second.load("rich")
+        await second.write(attrs.evolve(rich_state(), version=8), previous_version=7)
+    assert loaded == rich_state()
+    async with second.open():  # a store can be opened again after closing
+        again = await second.load("rich")
+    assert again is not None
+    assert again.version == 8
+
+
+async def test_the_file_is_in_wal_mode_with_a_store_schema_record(path: Path) -> None:
+    async with SqliteStore(path).open():
+        pass
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+
+
+async def test_a_corrupt_row_is_a_data_error_and_the_store_keeps_serving(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state("bad"), previous_version=None)
+        await store.write(make_state("good"), previous_version=None)
+        with raw(path) as conn:
+            conn.execute("UPDATE sessions SET state = '{not json' WHERE id = 'bad'")
+        with pytest.raises(SessionDataError, match=r"session 'bad' in .*sessions\.db") as info:
+            await store.load("bad")
+        assert "not valid JSON" in str(info.value)
+        assert await store.load("good") == make_state("good")
+        await store.write(make_state("good", version=2), previous_version=1)
+        assert len(await store.index()) == 2
+
+
+async def test_a_record_from_a_newer_schema_is_refused_with_upgrade_advice(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+        record = json.loads(encode_state(make_state()))
+        record["schema"] = 99
+        with raw(path) as conn:
+            conn.execute("UPDATE sessions SET state = ? WHERE id = 's1'", (json.dumps(record),))
+        with pytest.raises(SessionDataError, match="upgrade triact"):
+            await store.load("s1")
+
+
+async def test_a_row_holding_another_sessions_record_is_a_data_error(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state("s1"), previous_version=None)
+        await store.write(make_state("s2"), previous_version=None)
+        with raw(path) as conn:
+            conn.execute(
+                "UPDATE sessions SET state = ? WHERE id = 's1'", (encode_state(make_state("s2")),)
+            )
+        with pytest.raises(SessionDataError, match="holds session 's2'"):
+            await store.load("s1")
+
+
+async def test_a_file_from_a_newer_store_schema_is_refused(path: Path) -> None:
+    async with SqliteStore(path).open():
+        pass
+    with raw(path) as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    store = SqliteStore(path)
+    with pytest.raises(SessionStoreError, match=r"store schema version 2.*upgrade triact"):
+        async with store.open():
+            pytest.fail("opened a store from a newer triact")
+    with pytest.raises(SessionStoreError, match="not open"):
+        await store.load("s1")
+
+
+async def test_a_foreign_sessions_table_is_refused(path: Path) -> None:
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE sessions (id TEXT, payload BLOB)")
+    with pytest.raises(SessionStoreError, match="not a triact session store"):
+        async with SqliteStore(path).open():
+            pass
+
+
+async def test_a_locked_database_fails_the_batch_and_the_store_recovers(path: Path) -> None:
+    store = SqliteStore(path, timeout=0)
+    async with store.open():
+        await store.write(make_state("kept"), previous_version=None)
+        results: dict[str, object] = {}
+        with write_lock(path):
+            async with trio.open_nursery() as nursery:
+                for key in ("a", "b"):
+                    call = creating(store, make_state(key))
+                    nursery.start_soon(attempt, results, key, call)
+            assert await store.load("kept") == make_state("kept")  # reads still served
+        for key in ("a", "b"):
+            error = results[key]
+            assert isinstance(error, SessionStoreError)
+            assert f"session {key!r}" in str(error)
+            assert "database is locked" in str(error)
+        assert store.transactions == 1
+        assert await store.load("a") is None
+        await store.write(make_state("a"), previous_version=None)
+        assert await store.load("a") == make_state("a")
+    assert store.transactions == 2
+
+
+async def test_a_transaction_failing_midway_commits_none_of_its_batch(path: Path) -> None:
+    async with SqliteStore(path).open():
+        pass
+    with raw(path) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions WHEN NEW.id = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        )
+    store = SqliteStore(path)
+    async with store.open():
+        results = await run_in_one_batch(
+            store,
+            path,
+            {
+                "good": creating(store, make_state("good")),
+                "bad": creating(store, make_state("bad")),
+            },
+        )
+        assert await store.load("good") is None
+        await store.write(make_state("good"), previous_version=None)
+        assert await store.load("good") == make_state("good")
+    for key in ("good", "bad"):
+        error = results[key]
+        assert isinstance(error, SessionStoreError)
+        assert f"session {key!r}" in str(error)
+        assert "refused by the test trigger" in str(error)
+    assert store.writes == 1
+
+
+async def test_a_discard_whose_transaction_failed_is_retried_at_close(path: Path) -> None:
+    store = SqliteStore(path, timeout=0)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+        with write_lock(path):
+            store.discard("s1")
+            # Answered only after the discard's batch ran, all of it under the lock.
+            with pytest.raises(SessionStoreError, match="database is locked"):
+                await store.write(make_state("s2"), previous_version=None)
+        with raw(path) as conn:
+            assert conn.execute("SELECT id FROM sessions").fetchall() == [("s1",)]
+    with raw(path) as conn:
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+
+
+async def test_a_discard_that_cannot_be_committed_fails_the_close(path: Path) -> None:
+    store = SqliteStore(path, timeout=0)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+    with write_lock(path):
+        with pytest.raises(SessionStoreError, match="closed without removing sessions 's1'"):
+            async with store.open():
+                store.discard("s1")
+        with pytest.raises(ValueError, match="body failed") as info:
+            async with store.open():
+                store.discard("s1")
+                raise ValueError("body failed")
+    assert "closed without removing sessions 's1'" in "".join(info.value.__notes__)
+    async with store.open():
+        assert await store.load("s1") is not None
+
+
+async def test_a_call_cancelled_while_queued_is_withdrawn(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open(), trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def writer() -> None:
+            with scope:
+                await store.write(make_state(), previous_version=None)
+
+        with write_lock(path) as lock:
+            store.discard("stall")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            lock.execute("ROLLBACK")
+        assert scope.cancelled_caught
+        assert await store.load("s1") is None
+        assert store.writes == 0
+
+
+async def test_a_call_cancelled_after_its_job_was_taken_completes(path: Path) -> None:
+    store = SqliteStore(path)
+    returned = False
+    async with store.open(), trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def writer() -> None:
+            nonlocal returned
+            with scope:
+                await store.write(make_state(), previous_version=None)
+                returned = True
+
+        with write_lock(path) as lock:
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()  # taken; its transaction waits
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            lock.execute("ROLLBACK")
+    assert returned
+    assert not scope.cancelled_caught
+    assert store.writes == 1
+
+
+async def test_calls_are_checkpoints(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+        for call in (
+            lambda: store.load("s1"),
+            lambda: store.index(),
+            lambda: store.delete("s1"),
+        ):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await call()
+            assert scope.cancelled_caught
+        assert await store.load("s1") is not None  # the cancelled delete was withdrawn
+
+
+async def test_calls_on_a_store_that_is_not_open_fail(path: Path) -> None:
+    store = SqliteStore(path)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.load("s1"),
+        lambda: store.write(make_state(), previous_version=None),
+        lambda: store.delete("s1"),
+        lambda: store.index(),
+    ]
+    for call in calls:
+        with pytest.raises(SessionStoreError, match=r"not open; use `async with store.open\(\):`"):
+            await call()
+    with pytest.raises(SessionStoreError, match="not open"):
+        store.discard("s1")
+    async with store.open():
+        pass
+    with pytest.raises(SessionStoreError, match="not open"):
+        await store.load("s1")
+
+
+async def test_opening_an_open_store_again_fails(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        with pytest.raises(SessionStoreError, match="already open"):
+            async with store.open():
+                pytest.fail("opened twice")
+        await store.write(make_state(), previous_version=None)
+    assert store.writes == 1
+
+
+async def test_an_error_in_the_block_propagates_as_is_after_flushing(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+    with pytest.raises(ValueError, match="body failed"):
+        async with store.open():
+            store.discard("s1")
+            raise ValueError("body failed")
+    with raw(path) as conn:
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+    async with store.open():  # closed cleanly: opens again
+        assert await store.load("s1") is None
+
+
+async def test_a_missing_directory_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "sessions.db"
+    with pytest.raises(SessionStoreError, match="does not exist") as info:
+        async with SqliteStore(path).open():
+            pytest.fail("opened a file in a missing directory")
+    assert str(path) in str(info.value)
+
+
+@pytest.fixture
+def not_a_database(path: Path) -> Path:
+    path.write_bytes(b"this is not a SQLite database, " * 100)
+    return path
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(not_a_database: Path) -> None:
+    path = not_a_database
+    with pytest.raises(SessionStoreError, match="not a database") as info:
+        async with SqliteStore(path).open():
+            pytest.fail("opened a file that is not a database")
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (("",), {}, ValueError, "must not be empty"),
+        ((b"bytes.db",), {}, TypeError, "path"),
+        (("x.db",), {"timeout": -1}, ValueError, "timeout"),
+        (("x.db",), {"timeout": float("nan")}, ValueError, "timeout"),
+        (("x.db",), {"timeout": True}, TypeError, "timeout"),
+        (("x.db",), {"synchronous": "OFF"}, ValueError, "synchronous"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        SqliteStore(*args, **kwargs)
+
+
+def test_settings_are_exposed(path: Path) -> None:
+    store = SqliteStore(path, timeout=2, synchronous="NORMAL")
+    assert (store.path, store.timeout, store.synchronous) == (str(path), 2.0, "NORMAL")
+    assert (store.kind, store.immediate) == ("sqlite", False)
+    assert (store.transactions, store.writes) == (0, 0)
