@@ -90,8 +90,8 @@ class SessionActor(Actor[Op, Any]):
             if self._bucket is None:
                 self._bucket = _TokenBucket(limit.rate, limit.burst, start)
             wait = self._bucket.take(start)
-            if wait:
-                self._account(start, failed=True)
+            if wait:  # refused, not handled: counted as a busy rejection
+                self._manager._busy_rejections += 1
                 raise SessionRateLimitError(
                     f"session {self.state.id!r} is over its rate limit of "
                     f"{limit.rate}/s; retry in {wait:.3f} s",
@@ -130,7 +130,12 @@ class SessionActor(Actor[Op, Any]):
     # -- metrics -------------------------------------------------------------------
 
     def _account(self, start: float, *, failed: bool) -> None:
-        latency = trio.current_time() - start
+        now = trio.current_time()
+        # Idle time counts from the end of a call: set before the actor is released,
+        # so that the reaper never sees a session that just finished as idle since
+        # the call began.
+        self._entry.last_active = now
+        latency = now - start
         self.operations += 1
         self.errors += failed
         self.total_latency += latency
@@ -159,10 +164,18 @@ class SessionActor(Actor[Op, Any]):
 
     async def _change_async(self, pending: Any) -> SessionState:
         result = await pending  # cancelled or raising here: nothing committed (I2)
+        self._check_live("this change was committed")
         committed = self._commit(self._stamp(self.state, result))
         if type(committed) is CoroutineType:
             committed = await committed
         return committed  # type: ignore[no-any-return]
+
+    def _check_live(self, before: str) -> None:
+        entry = self._entry
+        if entry.gone is not None:  # removed while an async update was awaiting
+            raise SessionClosedError(
+                f"session {entry.id!r} {entry.gone} before {before}; nothing was saved"
+            )
 
     def _stamp(self, state: SessionState, result: Any) -> SessionState:
         if not isinstance(result, SessionState):
@@ -176,16 +189,15 @@ class SessionActor(Actor[Op, Any]):
             result,
             version=state.version + 1,
             last_used=self._manager.wall_clock(),
-            metrics=self.metrics(),
+            # Counts the operation being committed, which _account adds once it ends.
+            metrics=SessionMetrics(
+                self.operations + 1, self.errors, self.total_latency, self.max_latency
+            ),
         )
 
     def _commit(self, new: SessionState) -> Any:
         entry = self._entry
-        if entry.gone is not None:  # removed while an async update was awaiting
-            raise SessionClosedError(
-                f"session {entry.id!r} {entry.gone} before this change was committed; "
-                "nothing was saved"
-            )
+        self._check_live("this change was committed")
         store = self._manager.store
         if store.immediate:
             store.write_now(new, previous_version=self.state.version)
@@ -246,8 +258,10 @@ class SessionActor(Actor[Op, Any]):
             return None
         manager = self._manager
         now = trio.current_time()
+        if self._failures is None:
+            self._failures = self._recent_failures(state, now)
         if now < self._locked_until:
-            manager.security_failures += 1
+            manager._security_failures += 1
             raise SessionSecurityError(
                 f"session {state.id!r} is locked after repeated invalid tokens; "
                 f"try again in {self._locked_until - now:.0f} s"
@@ -257,11 +271,9 @@ class SessionActor(Actor[Op, Any]):
             manager._token_digest(token), binding.token_hmac
         ):
             return None
-        manager.security_failures += 1
+        manager._security_failures += 1
         config = manager.config
         failures = self._failures
-        if failures is None:
-            failures = self._failures = deque()
         while failures and failures[0] <= now - config.security_window:
             failures.popleft()
         failures.append(now)
@@ -283,6 +295,24 @@ class SessionActor(Actor[Op, Any]):
         if type(committed) is CoroutineType:
             return _raise_after(committed, error)
         raise error
+
+    def _recent_failures(self, state: SessionState, now: float) -> deque[float]:
+        """Rebuild the lockout and the failures that count towards it from the
+        recorded security events, so that neither passivation nor a restart lifts
+        them. Event times are wall-clock; they are mapped onto Trio's clock."""
+        window = self._manager.config.security_window
+        wall = self._manager.wall_clock()
+        failures: deque[float] = deque()
+        for event in state.security_events:
+            age = wall - event.at
+            if age >= window:
+                continue
+            if event.kind == "locked":
+                self._locked_until = now + window - age
+                failures.clear()
+            else:
+                failures.append(now - age)
+        return failures
 
     # -- ending --------------------------------------------------------------------
 

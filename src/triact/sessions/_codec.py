@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.preconf.json import make_converter
 
 from ._errors import SessionDataError
@@ -29,6 +30,39 @@ def _exactly(*kinds: type) -> Any:
     return structure
 
 
+def _json_array_as_tuple(wanted: Any) -> Any:
+    """A structure hook for ``tuple[X, ...]`` that accepts only a JSON array (cattrs
+    would take any iterable: a string, or an object's keys), keeping cattrs' error
+    paths (``state.threads[0].created_at``)."""
+    (item_type, _) = get_args(wanted)
+
+    def structure(value: Any, _: Any) -> tuple[Any, ...]:
+        if type(value) is not list:
+            raise TypeError(f"expected a JSON array, got {type(value).__name__}")
+        item = converter.get_structure_hook(item_type)
+        items, errors = [], []
+        for index, element in enumerate(value):
+            try:
+                items.append(item(element, item_type))
+            except Exception as exc:  # collected and raised together, as cattrs does
+                exc.add_note(
+                    IterableValidationNote(
+                        f"Structuring {wanted} @ index {index}", index, item_type
+                    )
+                )
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {wanted!r}", errors, wanted)
+        return tuple(items)
+
+    return structure
+
+
+def _is_variadic_tuple(wanted: Any) -> bool:
+    return get_origin(wanted) is tuple and get_args(wanted)[1:] == (...,)
+
+
+converter.register_structure_hook_factory(_is_variadic_tuple, _json_array_as_tuple)
 converter.register_structure_hook(str, _exactly(str))
 converter.register_structure_hook(int, _exactly(int))
 converter.register_structure_hook(float, _exactly(float, int))
@@ -63,6 +97,8 @@ def structure_state(record: Any, *, where: str = "session record") -> SessionSta
             f"{where} was written with schema version {schema}, newer than this "
             f"triact understands ({SCHEMA_VERSION}); upgrade triact to read it"
         )
+    if not isinstance(record["state"], dict):
+        raise SessionDataError(f"{where} is malformed: state is not a JSON object")
     try:
         return converter.structure(record["state"], SessionState)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:

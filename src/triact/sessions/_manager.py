@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from ..actors import ActorRef, DeadlineQueue, Supervisor, open_supervisor
@@ -71,8 +72,7 @@ class SessionManager:
         self._operations = 0
         self._errors = 0
         self._busy_rejections = 0
-        #: Refused tokens, all sessions together.
-        self.security_failures = 0
+        self._security_failures = 0
 
     # -- creating and finding sessions ---------------------------------------------
 
@@ -101,70 +101,85 @@ class SessionManager:
         ``max_sessions`` or the per-client cap.
         """
         self._check_open()
-        config = self.config
-        if len(self._sessions) + self._reserved >= config.max_sessions:
-            raise SessionLimitError(
-                f"the manager already holds {config.max_sessions} sessions "
-                "(max_sessions); end or remove some first"
+        self._reserve(client_id)  # before any await: concurrent creations see it
+        try:
+            if working_directory is not None:
+                working_directory = await trio.to_thread.run_sync(
+                    ops.check_working_directory, working_directory
+                )
+            else:
+                await trio.lowlevel.checkpoint()
+            self._check_open()  # it may have closed while we checked the directory
+            now = self.wall_clock()
+            token = binding = None
+            if bind_client:
+                token = secrets.token_urlsafe(32)
+                binding = ClientBinding(self._token_digest(token), now, client_id)
+            state = SessionState(
+                id=secrets.token_urlsafe(16),  # 128 bits of randomness (DESIGN I7)
+                version=1,
+                created_at=now,
+                last_used=now,
+                topic=topic,
+                working_directory=working_directory,
+                config_path=config_path,
+                project_id=project_id,
+                client_binding=binding,
+                metadata=metadata or {},
             )
-        cap = config.max_sessions_per_client
-        if cap is not None and client_id is not None and self._per_client.get(client_id, 0) >= cap:
-            raise SessionLimitError(
-                f"client {client_id!r} already holds {cap} sessions "
-                "(max_sessions_per_client); end one first"
-            )
-        if working_directory is not None:
-            working_directory = await trio.to_thread.run_sync(
-                ops.check_working_directory, working_directory
-            )
-        else:
-            await trio.lowlevel.checkpoint()
-        self._check_open()  # it may have closed while we checked the directory
-        now = self.wall_clock()
-        session_id = secrets.token_urlsafe(16)  # 128 bits of randomness (DESIGN I7)
-        token = binding = None
-        if bind_client:
-            token = secrets.token_urlsafe(32)
-            binding = ClientBinding(self._token_digest(token), now, client_id)
-        state = SessionState(
-            id=session_id,
-            version=1,
-            created_at=now,
-            last_used=now,
-            topic=topic,
-            working_directory=working_directory,
-            config_path=config_path,
-            project_id=project_id,
-            client_binding=binding,
-            metadata=dict(metadata) if metadata else {},
-        )
-        if self.store.immediate:
-            self.store.write_now(state, previous_version=None)
-        else:
-            self._reserved += 1
-            try:
-                with trio.CancelScope(shield=True):  # a cancelled create leaves no row
+            if self.store.immediate:
+                self.store.write_now(state, previous_version=None)
+            else:
+                with trio.CancelScope(shield=True):  # once begun, seen through
                     await self.store.write(state, previous_version=None)
-            finally:
-                self._reserved -= 1
-        entry = self._admit(session_id, state, trio.current_time(), client_id)
+        finally:
+            self._release(client_id)
+        entry = self._admit(_Entry(state.id, state, trio.current_time(), client_id))
         self._counts["created"] += 1
         self._publish("created", state)
         return Session(self, entry, token)
 
-    def _admit(
-        self, session_id: str, state: SessionState | None, now: float, client_id: str | None
-    ) -> _Entry:
-        entry = _Entry(session_id, state, now, client_id)
-        self._sessions[session_id] = entry
+    def _reserve(self, client_id: str | None) -> None:
+        config = self.config
+        if len(self._sessions) + self._reserved >= config.max_sessions:
+            raise SessionLimitError(
+                f"the manager holds its limit of {config.max_sessions} sessions "
+                "(max_sessions); end or remove some first"
+            )
+        cap = config.max_sessions_per_client
+        if client_id is not None and cap is not None and self._per_client.get(client_id, 0) >= cap:
+            raise SessionLimitError(
+                f"client {client_id!r} holds its limit of {cap} sessions "
+                "(max_sessions_per_client); end one first"
+            )
+        self._reserved += 1
         if client_id is not None:
             self._per_client[client_id] = self._per_client.get(client_id, 0) + 1
+
+    def _release(self, client_id: str | None) -> None:
+        """Undo :meth:`_reserve` (a created session is counted by :meth:`_admit`)."""
+        self._reserved -= 1
+        if client_id is not None:
+            self._drop_client(client_id)
+
+    def _drop_client(self, client_id: str) -> None:
+        left = self._per_client[client_id] - 1
+        if left:
+            self._per_client[client_id] = left
+        else:
+            del self._per_client[client_id]
+
+    def _admit(self, entry: _Entry) -> _Entry:
+        self._sessions[entry.id] = entry
+        if entry.client_id is not None:
+            self._per_client[entry.client_id] = self._per_client.get(entry.client_id, 0) + 1
         self._ttl.push(self._deadline(entry), entry)
         return entry
 
     async def get_session(self, session_id: str) -> Session:
         """The handle of a live session; :class:`SessionNotFoundError` if there is none."""
         await trio.lowlevel.checkpoint()
+        self._check_open()
         entry = self._sessions.get(session_id)
         if entry is None:
             raise SessionNotFoundError(
@@ -183,6 +198,7 @@ class SessionManager:
         Calls already queued for it get :class:`SessionClosedError`; a call in
         progress finishes, but its change is not committed.
         """
+        self._check_open()
         entry = self._sessions.get(session_id)
         if entry is None:
             await trio.lowlevel.checkpoint()
@@ -213,7 +229,11 @@ class SessionManager:
         (default ``SessionConfig.event_buffer``) loses the oldest, counted in
         :attr:`Subscription.dropped`. Close it when done; closing the manager ends it.
         """
-        subscription = Subscription(buffer or self.config.event_buffer, self._unsubscribe)
+        if buffer is None:
+            buffer = self.config.event_buffer
+        elif type(buffer) is not int or buffer < 1:
+            raise ValueError(f"subscribe(buffer=) must be an int >= 1, got {buffer!r}")
+        subscription = Subscription(buffer, self._unsubscribe)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -234,7 +254,7 @@ class SessionManager:
             errors=self._errors,
             error_rate=self._errors / self._operations if self._operations else 0.0,
             busy_rejections=self._busy_rejections,
-            security_failures=self.security_failures,
+            security_failures=self._security_failures,
             latency=LatencySummary.of(self._latencies),
             store=self.store.kind,
         )
@@ -298,6 +318,8 @@ class SessionManager:
             self._counts["passivated"] += 1
             if not self.store.immediate:
                 entry.state = None  # it lives on in the store
+            elif entry.state is not None:  # keep the counts of reads since the last commit
+                entry.state = attrs.evolve(entry.state, metrics=actor.metrics())
 
     def _session_failed(self, entry: _Entry, error: BaseException) -> None:
         if entry.gone is None:
@@ -342,13 +364,8 @@ class SessionManager:
         entry.gone = reason
         if self._sessions.get(entry.id) is entry:
             del self._sessions[entry.id]
-        client_id = entry.client_id
-        if client_id is not None:
-            left = self._per_client[client_id] - 1
-            if left:
-                self._per_client[client_id] = left
-            else:
-                del self._per_client[client_id]
+        if entry.client_id is not None:
+            self._drop_client(entry.client_id)
         self._counts[reason] += 1
         if self._subscriptions:
             kind: EventKind = "ended" if reason == "failed" else reason
@@ -400,10 +417,7 @@ class SessionManager:
                 entry = _Entry(item.id, None, now, item.client_id)
                 entry.last_active = now - idle
                 entry.created = now - age
-                self._sessions[item.id] = entry
-                if item.client_id is not None:
-                    self._per_client[item.client_id] = self._per_client.get(item.client_id, 0) + 1
-                self._ttl.push(self._deadline(entry), entry)
+                self._admit(entry)
             if i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
         logger.info(

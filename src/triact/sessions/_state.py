@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
 
 RequestStatus = Literal["active", "completed", "failed"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of a private copy of ``value`` (a state's mappings are part of
+    its value: writing into them would change a committed state behind its actor).
+
+    Nested lists and dicts are not copied: treat them as read-only too.
+    """
+    if type(value) is MappingProxyType:
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
+    return MappingProxyType(dict(value)) if value else _EMPTY
 
 
 @attrs.frozen
@@ -33,7 +50,7 @@ class AnalysisRecord:
     """One analysis: the prompt, the responses (by perspective), how long it took."""
 
     prompt: str
-    responses: dict[str, str]
+    responses: Mapping[str, str] = attrs.field(converter=frozen_mapping)
     timestamp: float
     response_time: float | None = None
 
@@ -100,14 +117,14 @@ class SessionState:
     project_id: str | None = None
     threads: tuple[Thread, ...] = ()
     analyses: tuple[AnalysisRecord, ...] = ()
-    data: dict[str, Any] = attrs.field(factory=dict)
+    data: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=frozen_mapping)
     metrics: SessionMetrics = SessionMetrics()
     client_binding: ClientBinding | None = None
     security_events: tuple[SecurityEvent, ...] = ()
     active_requests: tuple[RequestRecord, ...] = ()
     completed_requests: tuple[RequestRecord, ...] = ()
     request_counter: int = 0
-    metadata: dict[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=frozen_mapping)
 
     def thread(self, name: str) -> Thread | None:
         """The thread called ``name``, or None."""
