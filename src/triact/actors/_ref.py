@@ -442,6 +442,7 @@ class ActorRef(Generic[M, R]):
             reschedule(task, outcome.Value(_YOUR_TURN))
             return
         self._holder = None
+        self._mailbox = None  # an idle actor keeps no deque (about 700 bytes)
         if self._state == _STOPPING:
             self._finish()
         elif self._idle_timeout is not None:
