@@ -1,0 +1,336 @@
+"""The timed workloads of ``sessions.py``: each runs inside a fresh event loop (Trio
+or asyncio), against triact or one of the baselines, and returns one figure.
+
+Both sides of a comparison do the same work: the same callers, the same sessions in
+the same order, the same change (triact's ``fn`` evolves a frozen state; the
+baseline's mutates its session in place, as today's layer does), and both are
+checked afterwards for lost updates. triact's callers hold session handles, as its
+API invites; the baseline's callers pass a session id, as its API requires (its
+lookup under the global lock is part of the design measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+import trio
+import trio.testing
+from baselines._model import Session as BaselineSession
+from baselines.asyncio_lock_manager import open_asyncio_lock_manager
+from baselines.asyncio_sqlite_manager import open_asyncio_sqlite_manager
+from baselines.trio_lock_manager import open_trio_lock_manager
+
+import triact
+from triact import SessionConfig, SessionState, open_session_manager
+
+# -- the updates -------------------------------------------------------------------
+
+
+def bump(state: SessionState) -> SessionState:
+    return attrs.evolve(state, data={**state.data, "n": state.data.get("n", 0) + 1})
+
+
+async def bump_after_checkpoint(state: SessionState) -> SessionState:
+    await trio.lowlevel.checkpoint()  # a handler doing I/O waits at least once
+    return bump(state)
+
+
+def bump_in_place(session: BaselineSession) -> BaselineSession:
+    session.data["n"] = session.data.get("n", 0) + 1
+    return session
+
+
+async def bump_in_place_after_sleep(session: BaselineSession) -> BaselineSession:
+    await asyncio.sleep(0)
+    return bump_in_place(session)
+
+
+async def bump_in_place_after_checkpoint(session: BaselineSession) -> BaselineSession:
+    await trio.lowlevel.checkpoint()
+    return bump_in_place(session)
+
+
+@attrs.frozen
+class Plan:
+    """Who updates what: ``picks[c]`` lists the sessions caller ``c`` updates, in order."""
+
+    sessions: int
+    picks: list[list[int]]
+
+    @property
+    def updates(self) -> int:
+        return sum(len(picks) for picks in self.picks)
+
+    def lost(self, counts: list[int], versions: list[int], first_version: int) -> int:
+        """Updates missing from (or extra in) each session's count or its version."""
+        expected = [0] * self.sessions
+        for picks in self.picks:
+            for i in picks:
+                expected[i] += 1
+        return sum(
+            abs(e - c) + abs(e - (v - first_version))
+            for e, c, v in zip(expected, counts, versions, strict=True)
+        )
+
+
+def plan_updates(callers: int, sessions: int, per_caller: int, seed: int = 0) -> Plan:
+    rng = random.Random(seed)
+    picks = [[rng.randrange(sessions) for _ in range(per_caller)] for _ in range(callers)]
+    return Plan(sessions, picks)
+
+
+def rate(count: int, start_ns: int) -> float:
+    return count / (time.perf_counter_ns() - start_ns) * 1e9
+
+
+async def triact_updates(
+    plan: Plan, fn: Callable[[SessionState], Any], lost: list[int], store: Any = None
+) -> float:
+    """Updates per second through ``session.update``; appends what was lost to ``lost``."""
+    config = SessionConfig(max_sessions=max(plan.sessions, 10_000), store=store)
+    async with open_session_manager(config) as manager:
+        sessions = [await manager.create_session() for _ in range(plan.sessions)]
+
+        async def caller(picks: list[int]) -> None:
+            for i in picks:
+                await sessions[i].update(fn)
+
+        start = time.perf_counter_ns()
+        async with trio.open_nursery() as nursery:
+            for picks in plan.picks:
+                nursery.start_soon(caller, picks)
+        result = rate(plan.updates, start)
+        states: list[SessionState | None] = [await session.snapshot() for session in sessions]
+    if store is not None:  # what the file holds, read back through a fresh store
+        reopened = type(store)(store.path)
+        async with reopened.open():
+            states = [await reopened.load(session.id) for session in sessions]
+    counts = [0 if s is None else s.data.get("n", 0) for s in states]  # None: all lost
+    lost.append(plan.lost(counts, [1 if s is None else s.version for s in states], 1))
+    return result
+
+
+async def asyncio_updates(
+    plan: Plan,
+    fn: Callable[[BaselineSession], Any],
+    lost: list[int],
+    path: str | None = None,
+    synchronous: Literal["FULL", "NORMAL"] = "FULL",
+) -> float:
+    """Updates per second through today's ``atomic_update`` on asyncio (durable, in
+    the SQLite file ``path``, if given)."""
+    max_sessions = max(plan.sessions, 10_000)
+    opened = (
+        open_asyncio_lock_manager(max_sessions=max_sessions)
+        if path is None
+        else open_asyncio_sqlite_manager(path, synchronous=synchronous, max_sessions=max_sessions)
+    )
+    async with opened as manager:
+        ids = [(await manager.create_session())[0].session_id for _ in range(plan.sessions)]
+
+        async def caller(picks: list[int]) -> None:
+            for i in picks:
+                await manager.atomic_update(ids[i], fn)
+
+        start = time.perf_counter_ns()
+        async with asyncio.TaskGroup() as group:
+            for picks in plan.picks:
+                group.create_task(caller(picks))
+        result = rate(plan.updates, start)
+        if path is None:
+            states = [(await manager.get_session(i)).to_dict() for i in ids]
+        else:  # what the file holds; a missing row counts as every update lost
+            empty = {"data": {}, "version": 1}
+            states = [manager.stored(i) or empty for i in ids]  # type: ignore[attr-defined]
+    lost.append(
+        plan.lost([s["data"].get("n", 0) for s in states], [s["version"] for s in states], 1)
+    )
+    return result
+
+
+async def trio_lock_updates(
+    plan: Plan, fn: Callable[[BaselineSession], Any], lost: list[int]
+) -> float:
+    """Updates per second through today's ``atomic_update`` moved to Trio."""
+    async with open_trio_lock_manager(max_sessions=max(plan.sessions, 10_000)) as manager:
+        ids = [(await manager.create_session())[0].session_id for _ in range(plan.sessions)]
+
+        async def caller(picks: list[int]) -> None:
+            for i in picks:
+                await manager.atomic_update(ids[i], fn)
+
+        start = time.perf_counter_ns()
+        async with trio.open_nursery() as nursery:
+            for picks in plan.picks:
+                nursery.start_soon(caller, picks)
+        result = rate(plan.updates, start)
+        sessions = [await manager.get_session(i) for i in ids]
+    lost.append(plan.lost([s.data.get("n", 0) for s in sessions], [s.version for s in sessions], 1))
+    return result
+
+
+# -- create_session and validate_security ------------------------------------------
+
+
+async def triact_create(n: int, *, bind_client: bool) -> float:
+    """Sessions created per second, one after another."""
+    async with open_session_manager(SessionConfig(max_sessions=n + 1)) as manager:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await manager.create_session(bind_client=bind_client)
+        return rate(n, start)
+
+
+async def asyncio_create(n: int, *, bind_client: bool) -> float:
+    async with open_asyncio_lock_manager(max_sessions=n + 1) as manager:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await manager.create_session(bind_client=bind_client)
+        return rate(n, start)
+
+
+async def triact_validate(n: int) -> float:
+    """Microseconds per successful ``validate_security``, one after another."""
+    async with open_session_manager() as manager:
+        session = await manager.create_session(bind_client=True)
+        token = session.token
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await session.validate_security(token)
+        return (time.perf_counter_ns() - start) / n / 1e3
+
+
+async def asyncio_validate(n: int) -> float:
+    async with open_asyncio_lock_manager() as manager:
+        session, token = await manager.create_session(bind_client=True)
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await manager.validate_security(session.session_id, token)
+        return (time.perf_counter_ns() - start) / n / 1e3
+
+
+# -- memory per idle session -------------------------------------------------------
+
+
+def _start_tracing() -> None:
+    gc.collect()
+    tracemalloc.start()
+
+
+def _traced_per(n: int) -> float:
+    """Bytes still allocated since tracing began, per ``n``; stops tracing."""
+    gc.collect()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return current / n
+
+
+async def triact_memory(n: int) -> float:
+    """Bytes per idle session with default state, the manager's own overhead included."""
+    _start_tracing()
+    async with open_session_manager(SessionConfig(max_sessions=n)) as manager:
+        for _ in range(n):
+            await manager.create_session()
+        return _traced_per(n)
+
+
+async def asyncio_memory(n: int) -> float:
+    _start_tracing()
+    async with open_asyncio_lock_manager(max_sessions=n) as manager:
+        for _ in range(n):
+            await manager.create_session()
+        return _traced_per(n)
+
+
+# -- mass expiry -------------------------------------------------------------------
+
+
+class Ticker:
+    """A task that sleeps 1 ms in a loop and keeps the longest gap between two of its
+    wake-ups, in real time (``longest``) and in this thread's CPU time
+    (``longest_cpu``). A real-time gap much longer than its CPU gap is the OS running
+    another process, not the event loop being kept busy."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.longest_cpu = 0.0
+
+    async def run(self) -> None:
+        last, last_cpu = time.perf_counter(), time.thread_time()
+        while True:
+            await trio.sleep(0.001)
+            now, cpu = time.perf_counter(), time.thread_time()
+            self.longest = max(self.longest, now - last)
+            self.longest_cpu = max(self.longest_cpu, cpu - last_cpu)
+            last, last_cpu = now, cpu
+
+
+@attrs.define
+class Expiry:
+    """What a mass-expiry run saw besides its longest real-time gap."""
+
+    longest_cpu_ms: list[float] = attrs.field(factory=list)
+    #: The longest gap the same ticker sees afterwards, as long, with nothing to do:
+    #: the machine's own noise.
+    idle_longest_ms: list[float] = attrs.field(factory=list)
+    expired_in_ms: list[float] = attrs.field(factory=list)
+    created_in_s: list[float] = attrs.field(factory=list)
+    expired_during_creation: list[int] = attrs.field(factory=list)
+
+
+async def _expire_all(
+    manager: triact.SessionManager, seen: Expiry, start: Callable[[], None] = lambda: None
+) -> float:
+    """Run a ticker until every session has expired; return its longest gap (ms)."""
+    ticker = Ticker()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker.run)
+        await trio.sleep(0.01)
+        began = time.perf_counter()
+        start()
+        # Polled rather than subscribed to: a subscription adds work to every expiry.
+        while manager.session_count:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+        took = time.perf_counter() - began
+        nursery.cancel_scope.cancel()
+    idle = Ticker()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(idle.run)
+        await trio.sleep(max(took, 0.1))
+        nursery.cancel_scope.cancel()
+    seen.expired_in_ms.append(took * 1e3)
+    seen.longest_cpu_ms.append(ticker.longest_cpu * 1e3)
+    seen.idle_longest_ms.append(idle.longest * 1e3)
+    return ticker.longest * 1e3
+
+
+async def triact_expiry_at_once(n: int, clock: trio.testing.MockClock, seen: Expiry) -> float:
+    """Longest gap (ms) seen while ``n`` sessions expire at the same instant.
+
+    Trio's clock runs at real speed (``MockClock(rate=1)``); once every session exists,
+    it jumps past their TTL, so that all of them come due at once.
+    """
+    ttl = 3600.0
+    async with open_session_manager(SessionConfig(idle_ttl=ttl, max_sessions=n)) as manager:
+        for _ in range(n):
+            await manager.create_session()
+        return await _expire_all(manager, seen, lambda: clock.jump(ttl))
+
+
+async def triact_expiry_real_clock(n: int, ttl: float, seen: Expiry) -> float:
+    """Longest gap (ms) seen from the last creation until all ``n`` sessions, created
+    with ``idle_ttl=ttl`` on Trio's own clock, have expired."""
+    async with open_session_manager(SessionConfig(idle_ttl=ttl, max_sessions=n)) as manager:
+        start = time.perf_counter()
+        for _ in range(n):
+            await manager.create_session()
+        seen.created_in_s.append(time.perf_counter() - start)
+        seen.expired_during_creation.append(n - manager.session_count)
+        return await _expire_all(manager, seen)
