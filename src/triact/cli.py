@@ -5,10 +5,96 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from ._version import __version__
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the MCP server on stdin/stdout",
+        description=(
+            "Serve triact sessions over MCP on stdin/stdout (newline-delimited JSON-RPC; "
+            "logs on stderr). Speaks the initialize-handshake revisions 2024-11-05 to "
+            "2025-11-25 and the stateless revision 2026-07-28. Stops on end of input, "
+            "SIGTERM or SIGINT, after letting calls in flight finish."
+        ),
+    )
+    serve.add_argument(
+        "--store",
+        metavar="memory|sqlite[:PATH]",
+        default=None,
+        help="where sessions live (default: sqlite in $XDG_STATE_HOME/triact/sessions.db, "
+        "else ~/.local/state/triact/sessions.db)",
+    )
+    serve.add_argument(
+        "--idle-ttl",
+        metavar="S",
+        type=_positive_float,
+        default=7200.0,
+        help="seconds without calls before a session expires (default: 7200)",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        metavar="N",
+        type=_positive_int,
+        default=10_000,
+        help="sessions that may exist at once (default: 10000)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        default="warning",
+        help="level of the logs written to stderr (default: warning)",
+    )
+    serve.add_argument(
+        "--max-line-bytes",
+        metavar="N",
+        type=_positive_int,
+        default=4 * 1024 * 1024,
+        help="longest message accepted, in bytes (default: 4 MiB)",
+    )
+    serve.add_argument(
+        "--secret-key-file",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="file holding the hex key that signs session tokens, created (mode 0600) "
+        "if missing (default: <db>.key next to a SQLite store; none for memory)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        metavar="S",
+        type=_non_negative_float,
+        default=5.0,
+        help="seconds calls in flight get to finish when stopping (default: 5)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -18,6 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"triact {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(commands)
     commands.add_parser(
         "demo",
         help="run a short demonstration of the actor runtime",
@@ -26,10 +113,31 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .transport import ServeConfig, ServeConfigError, run_serve
+
+    config = ServeConfig(
+        store=args.store,
+        idle_ttl=args.idle_ttl,
+        max_sessions=args.max_sessions,
+        log_level=args.log_level,
+        max_line_bytes=args.max_line_bytes,
+        secret_key_file=args.secret_key_file,
+        shutdown_grace=args.shutdown_grace,
+    )
+    try:
+        return run_serve(config)
+    except ServeConfigError as exc:
+        print(f"triact serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``triact`` console script."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "demo":
         from ._demo import demo
 

@@ -1,0 +1,215 @@
+"""Tool arguments: one attrs class per tool, structured from JSON by one cattrs converter
+that coerces nothing and names the field path of every problem."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.preconf.json import make_converter
+
+from ._jsonrpc import TransportError
+from ._schema import Spec, constraint_problems
+
+converter = make_converter(forbid_extra_keys=True)
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in (
+        (bool, "a boolean"),
+        (str, "a string"),
+        (int, "an integer"),
+        (float, "a number"),
+        (dict, "an object"),
+        (list, "an array"),
+    ):
+        if type(value) is kind:
+            return name
+    return type(value).__name__
+
+
+def _exactly(*kinds: type) -> Any:
+    def structure(value: Any, wanted: type) -> Any:
+        if type(value) not in kinds:
+            raise TypeError(f"expected {_JSON_NAMES[wanted]}, got {_type_name(value)}")
+        return value  # an int stays an int where a number is wanted
+
+    return structure
+
+
+converter.register_structure_hook(str, _exactly(str))
+converter.register_structure_hook(int, _exactly(int))
+converter.register_structure_hook(float, _exactly(float, int))
+converter.register_structure_hook(bool, _exactly(bool))
+
+
+def _structure_str_list(value: Any, _: Any) -> list[str]:
+    # cattrs would turn any iterable (a string too) into a list.
+    if type(value) is not list:
+        raise TypeError(f"expected an array of strings, got {_type_name(value)}")
+    for index, item in enumerate(value):
+        if type(item) is not str:
+            raise TypeError(f"[{index}]: expected a string, got {_type_name(item)}")
+    return value
+
+
+converter.register_structure_hook_func(lambda tp: tp == list[str], _structure_str_list)
+
+
+Responses = dict[str, str] | list[str]
+
+
+def _structure_responses(value: Any, _: Any) -> Responses:
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(item) is not str:
+                raise TypeError(f"[{key!r}]: expected a string, got {_type_name(item)}")
+        return value
+    if type(value) is list:
+        for index, item in enumerate(value):
+            if type(item) is not str:
+                raise TypeError(f"[{index}]: expected a string, got {_type_name(item)}")
+        return value
+    raise TypeError(
+        f"expected an object of strings or an array of strings, got {_type_name(value)}"
+    )
+
+
+converter.register_structure_hook_func(lambda tp: tp == Responses, _structure_responses)
+
+
+class ArgumentError(TransportError):
+    """A tool's arguments did not fit its input schema; ``problems`` name each field."""
+
+    def __init__(self, tool: str, problems: list[str]) -> None:
+        super().__init__(f"invalid arguments for {tool}: {'; '.join(problems)}")
+        self.tool = tool
+        self.problems = problems
+
+
+def _describe(exc: BaseException, _wanted: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        allowed = ", ".join(f.name for f in attrs.fields(exc.cl)) or "none"
+        return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}; allowed: {allowed}"
+    if isinstance(exc, AttributeError) and "'items'" in str(exc):
+        return "expected an object"  # cattrs's dict hook met a non-mapping
+    if isinstance(exc, TypeError | ValueError) and exc.args:
+        return str(exc)
+    return cattrs.v.format_exception(exc, _wanted)
+
+
+def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) -> Any:
+    """``arguments`` as an instance of ``cls``; :class:`ArgumentError` if they do not fit."""
+    try:
+        instance = converter.structure(arguments, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = []
+        for problem in cattrs.transform_error(exc, path="arguments", format_exception=_describe):
+            what, _, where = problem.rpartition(" @ ")
+            problems.append(f"{where}{what}" if what.startswith("[") else f"{where}: {what}")
+        raise ArgumentError(tool, problems) from None
+    problems = constraint_problems(instance, "arguments")
+    if problems:
+        raise ArgumentError(tool, problems)
+    return instance
+
+
+_SESSION_ID = (
+    "The session's id, from session_create. Under the handshake protocol revisions it may "
+    "be left out to use this connection's default session (created on first use)."
+)
+_TOKEN = "The session's token: required for sessions created with bind_client=true."
+
+
+@attrs.frozen(kw_only=True)
+class SessionArgs:
+    session_id: Annotated[str | None, Spec(_SESSION_ID, minLength=1)] = None
+    token: Annotated[str | None, Spec(_TOKEN)] = None
+
+
+@attrs.frozen(kw_only=True)
+class CreateArgs:
+    topic: Annotated[str | None, Spec("What the session is about.")] = None
+    working_directory: Annotated[
+        str | None, Spec("An absolute path to an existing directory the session works in.")
+    ] = None
+    metadata: Annotated[
+        dict[str, Any] | None, Spec("Free-form JSON metadata kept with the session.")
+    ] = None
+    bind_client: Annotated[
+        bool,
+        Spec(
+            "Bind the session to you: the result carries a token (shown only once) that "
+            "every later call on this session must pass."
+        ),
+    ] = False
+    client_id: Annotated[str | None, Spec("Your client id, for the per-client session cap.")] = None
+    config_path: Annotated[str | None, Spec("A configuration file path to record.")] = None
+    project_id: Annotated[str | None, Spec("A project id to record.")] = None
+
+
+@attrs.frozen(kw_only=True)
+class UpdateArgs(SessionArgs):
+    set: Annotated[
+        dict[str, Any] | None,
+        Spec("Keys of the session's data object to set to these JSON values."),
+    ] = None
+    increment: Annotated[
+        dict[str, float] | None,
+        Spec("Keys of the data object to add these numbers to (a missing key counts as 0)."),
+    ] = None
+    delete: Annotated[list[str] | None, Spec("Keys of the data object to remove.")] = None
+    expected_version: Annotated[
+        int | None,
+        Spec(
+            "Apply the update only if the session is at this version (optimistic "
+            "concurrency); otherwise the call fails with code 'conflict' and nothing changes.",
+            minimum=1,
+        ),
+    ] = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkingDirectoryArgs(SessionArgs):
+    path: Annotated[str, Spec("An absolute path to an existing directory.", minLength=1)]
+
+
+@attrs.frozen(kw_only=True)
+class AddThreadArgs(SessionArgs):
+    name: Annotated[
+        str, Spec("The thread's name, unique within the session.", minLength=1, maxLength=200)
+    ]
+    system_prompt: Annotated[str | None, Spec("The thread's system prompt.")] = None
+
+
+@attrs.frozen(kw_only=True)
+class RecordAnalysisArgs(SessionArgs):
+    prompt: Annotated[str, Spec("The prompt that was analysed.")]
+    responses: Annotated[
+        Responses,
+        Spec("The responses: an object of perspective name to text, or an array of texts."),
+    ]
+    response_time: Annotated[
+        float | None, Spec("How long the analysis took, in seconds.", minimum=0)
+    ] = None
+
+
+@attrs.frozen(kw_only=True)
+class ListArgs:
+    cursor: Annotated[
+        str | None, Spec("The next_cursor of the previous page; omit for the first.")
+    ] = None
+    limit: Annotated[int, Spec("Sessions per page.", minimum=1, maximum=500)] = 50
+
+
+@attrs.frozen(kw_only=True)
+class NoArgs:
+    pass

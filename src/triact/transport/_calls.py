@@ -1,0 +1,365 @@
+"""Tool calls as concurrent tasks: arrival order per session, the default session,
+cancellation, progress and log notifications."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..sessions import Session, SessionManager, SessionNotFoundError
+from . import _protocol as p
+from ._args import ArgumentError, structure_arguments
+from ._jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    JsonRpcError,
+    RequestId,
+    error_line,
+    notification_line,
+    result_line,
+)
+from ._lanes import Lanes, Turn
+from ._tools import TOOLS, Tool, ToolError, domain_error, failure, success
+
+logger = logging.getLogger("triact.transport")
+
+#: The lane of this connection's default session (no session id can look like it).
+_DEFAULT_LANE = "\x00default"
+#: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
+_KNOWN_MAX = 65_536
+
+
+class _Known:
+    """What the server has learnt about one session."""
+
+    __slots__ = ("handle", "unbound", "warm")
+
+    def __init__(self, handle: Session, unbound: bool = False) -> None:
+        self.handle = handle
+        self.unbound = unbound  # needs no token: skip the check
+        self.warm = False  # its actor has answered us (and, without passivation, stays)
+
+
+class ToolCalls:
+    """The tool calls of one connection. :meth:`start` runs under the reading task, in
+    arrival order; each call then runs as a task of ``nursery``.
+
+    Guarantees: calls for one session are issued to it in arrival order; a call is
+    answered exactly once (through ``emit``) unless it is cancelled before it completed,
+    in which case its change did not happen and it gets no answer.
+    """
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        emit: Callable[[bytes], None],
+        handshake: p.HandshakeState,
+        *,
+        max_in_flight: int,
+        default_session: bool,
+        max_line_bytes: int,
+    ) -> None:
+        self.manager = manager
+        self.default_session_id: str | None = None
+        #: Set once no more calls will start; then ``drained`` is set when none run.
+        self.closing = False
+        self.drained = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        self._emit = emit
+        self._handshake = handshake
+        self._max_in_flight = max_in_flight
+        self._default_session_allowed = default_session
+        self._max_line_bytes = max_line_bytes
+        self._default_creating: trio.Event | None = None
+        self._known: dict[str, _Known] = {}
+        # Without passivation an actor, once in memory, stays there until its session
+        # is gone; with it, "warm" cannot be known and quiet lanes always warm up.
+        self._stays_warm = manager.config.passivate_after is None
+        self._in_flight: dict[RequestId, trio.CancelScope] = {}
+        self._lanes = Lanes(manager.config.mailbox_size)
+        self._started = trio.current_time()
+
+    def __len__(self) -> int:
+        """Calls in flight."""
+        return len(self._in_flight)
+
+    def __contains__(self, request_id: RequestId) -> bool:
+        return request_id in self._in_flight
+
+    def close(self) -> None:
+        """No more calls will start."""
+        self.closing = True
+        if not self._in_flight:
+            self.drained.set()
+
+    def cancel(self, request_id: Any, reason: Any) -> None:
+        """Cancel the call with this request id, if it is in flight."""
+        scope = None
+        if type(request_id) is str or type(request_id) is int:
+            scope = self._in_flight.get(request_id)
+        if scope is None:
+            logger.debug("cancel of %r: not in flight", request_id)
+            return
+        logger.info("cancelling request %r: %s", request_id, reason)
+        scope.cancel()
+
+    def start(self, request_id: RequestId, ctx: p.RequestContext, params: dict[str, Any]) -> None:
+        """Begin a tools/call, synchronously, so that calls join their session's lane in
+        arrival order: answer at once what needs no task (bad arguments, busy), start a
+        task for the rest. Raises JsonRpcError for a protocol error."""
+        name = params.get("name")
+        if type(name) is not str:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: tools/call needs a string 'name'")
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif type(arguments) is not dict:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
+        tool = TOOLS.get(name)
+        if tool is None:
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                f"Unknown tool: {name}",
+                {"known": list(TOOLS)},
+            )
+        try:
+            args = structure_arguments(name, arguments, tool.arguments)
+        except ArgumentError as exc:
+            if not ctx.argument_errors_as_results:
+                raise JsonRpcError(
+                    INVALID_PARAMS,
+                    f"Invalid params: {exc}",
+                    {"code": "invalid_arguments", "problems": exc.problems},
+                ) from None
+            self._reply_tool(request_id, ctx, failure(ToolError("invalid_arguments", str(exc))))
+            return
+        turn = None
+        if tool.session != "none":
+            try:
+                turn = self._join_lane(ctx, tool, args)
+            except ToolError as exc:
+                self._reply_tool(request_id, ctx, failure(exc))
+                return
+        if len(self._in_flight) >= self._max_in_flight:
+            if turn is not None:
+                self._lanes.finish(turn)
+            error = ToolError(
+                "busy",
+                f"the server is handling {self._max_in_flight} calls already; retry later",
+            )
+            self._reply_tool(request_id, ctx, failure(error))
+            return
+        scope = self._in_flight[request_id] = trio.CancelScope()
+        assert self.nursery is not None
+        self.nursery.start_soon(self._run_call, request_id, ctx, tool, args, turn, scope)
+
+    def _join_lane(self, ctx: p.RequestContext, tool: Tool, args: Any) -> Turn | None:
+        session_id = args.session_id
+        if session_id is None:
+            if ctx.stateless or not self._default_session_allowed:
+                if tool.session == "optional":
+                    return None
+                raise ToolError(
+                    "invalid_arguments",
+                    f"{tool.name} needs session_id"
+                    + (
+                        f" under protocol revision {ctx.version}, which has no connection session"
+                        if ctx.stateless
+                        else ""
+                    )
+                    + "; create a session with session_create and pass its session_id",
+                )
+            if (
+                tool.session == "optional"
+                and self.default_session_id is None
+                and self._default_creating is None
+            ):
+                return None
+            key = _DEFAULT_LANE
+        else:
+            key = _DEFAULT_LANE if session_id == self.default_session_id else session_id
+        turn = self._lanes.join(key)
+        if turn is None:
+            raise ToolError(
+                "busy",
+                f"session {session_id or self.default_session_id!r} has "
+                f"{self.manager.config.mailbox_size} calls waiting (mailbox_size); retry later",
+            )
+        return turn
+
+    async def _run_call(
+        self,
+        request_id: RequestId,
+        ctx: p.RequestContext,
+        tool: Tool,
+        args: Any,
+        turn: Turn | None,
+        scope: trio.CancelScope,
+    ) -> None:
+        started = trio.current_time()
+        try:
+            with scope:
+                result = await self._execute(ctx, tool, args, turn)
+            if scope.cancelled_caught:
+                logger.info("request %r (%s) was cancelled; not answered", request_id, tool.name)
+                return
+            self._progress(ctx, 1, "done")
+            self._log_call(ctx, tool, result, trio.current_time() - started)
+            self._reply_tool(request_id, ctx, result)
+        except Exception as exc:
+            logger.exception("tool %s failed (request %r)", tool.name, request_id)
+            self._emit(
+                error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}"))
+            )
+        finally:
+            if turn is not None:
+                self._lanes.finish(turn)
+            del self._in_flight[request_id]
+            if not self._in_flight and self.closing:
+                self.drained.set()
+
+    async def _execute(
+        self, ctx: p.RequestContext, tool: Tool, args: Any, turn: Turn | None
+    ) -> dict[str, Any]:
+        try:
+            if tool.session == "none":
+                return success(await tool.run(self, args))
+            known = await self._session_for(args, tool, turn)
+            session = known.handle if known is not None else None
+            if known is not None and (args.token is not None or not known.unbound):
+                await known.handle.validate_security(args.token, tool.name)
+            if tool.prepare is not None:
+                args = await tool.prepare(args)
+            if turn is not None:
+                quiet = await self._lanes.wait(turn)
+                if quiet and known is not None and not (known.warm and self._stays_warm):
+                    # Bring the actor into memory before issuing (see _lanes).
+                    await known.handle.validate_security(args.token, tool.name)
+                    known.warm = True
+                self._lanes.issue(turn)  # the session call below is queued before we suspend
+            self._progress(ctx, 0, "running")
+            value = await tool.run(self, session, args)
+            if known is not None:
+                known.warm = True
+            return success(value)
+        except ToolError as exc:
+            return failure(exc)
+        except Exception as exc:
+            error = domain_error(exc)
+            if error is None:
+                raise
+            if error.code in ("not_found", "closed") and args.session_id is not None:
+                self._known.pop(args.session_id, None)
+            return failure(error)
+
+    async def _session_for(self, args: Any, tool: Tool, turn: Turn | None) -> _Known | None:
+        session_id = args.session_id
+        if session_id is not None:
+            known = self._known.get(session_id)
+            if known is None:
+                # First contact: learn whether it needs a token (a binding is fixed
+                # when a session is created), bringing its actor into memory too.
+                session = await self.manager.get_session(session_id)
+                state = await session.snapshot()
+                known = self._remember(session, unbound=state.client_binding is None)
+                known.warm = True
+            return known
+        if turn is None:
+            return None
+        default = await self._default_session(create=tool.session == "required")
+        if default is None:
+            return None
+        return self._known.get(default.id) or self._remember(default, unbound=True)
+
+    def _remember(self, session: Session, *, unbound: bool = False) -> _Known:
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()  # a cache: what is forgotten is looked up again
+        known = self._known[session.id] = _Known(session, unbound)
+        return known
+
+    async def _default_session(self, *, create: bool) -> Session | None:
+        """This connection's default session, created on first use (and again if it
+        expired or ended)."""
+        while True:
+            if self.default_session_id is not None:
+                try:
+                    return await self.manager.get_session(self.default_session_id)
+                except SessionNotFoundError:
+                    logger.info("default session %r is gone", self.default_session_id)
+                    self.session_gone(self.default_session_id)
+            if self._default_creating is not None:
+                await self._default_creating.wait()
+                continue
+            if not create:
+                return None
+            creating = self._default_creating = trio.Event()
+            try:
+                session = await self.manager.create_session(
+                    "default", metadata={"default_session": True}
+                )
+                self.default_session_id = session.id
+                self._remember(session, unbound=True)
+                logger.info("created the default session %r", session.id)
+                return session
+            finally:
+                self._default_creating = None
+                creating.set()
+
+    def _reply_tool(
+        self, request_id: RequestId, ctx: p.RequestContext, result: dict[str, Any]
+    ) -> None:
+        try:
+            line = result_line(request_id, p.shape(ctx, result))
+        except (TypeError, ValueError) as exc:  # a value JSON cannot carry
+            logger.exception("result of request %r cannot be encoded", request_id)
+            line = error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
+        self._emit(line)
+
+    def _progress(self, ctx: p.RequestContext, progress: int, message: str) -> None:
+        if ctx.progress_token is not None:
+            params = {
+                "progressToken": ctx.progress_token,
+                "progress": progress,
+                "total": 1,
+                "message": message,
+            }
+            self._emit(notification_line("notifications/progress", params))
+
+    def _log_call(
+        self, ctx: p.RequestContext, tool: Tool, result: dict[str, Any], elapsed: float
+    ) -> None:
+        threshold = ctx.log_level if ctx.stateless else self._handshake.log_level
+        if threshold is None:
+            return
+        error = result["structuredContent"].get("error") if result["isError"] else None
+        level = "warning" if error else "debug"
+        if p.LOG_RANK[level] < p.LOG_RANK[threshold]:
+            return
+        data = {
+            "tool": tool.name,
+            "outcome": error["code"] if error else "ok",
+            "seconds": round(elapsed, 6),
+        }
+        if error:
+            data["message"] = error["message"]
+        params = {"level": level, "logger": "triact", "data": data}
+        self._emit(notification_line("notifications/message", params))
+
+    def session_created(self, session: Session, bound: bool) -> None:
+        self._remember(session, unbound=not bound)
+
+    def session_gone(self, session_id: str) -> None:
+        self._known.pop(session_id, None)
+        if session_id == self.default_session_id:
+            self.default_session_id = None
+
+    def health(self) -> tuple[float, int, int, bool]:
+        return (
+            trio.current_time() - self._started,
+            len(self._in_flight),
+            self._max_line_bytes,
+            self.closing,
+        )

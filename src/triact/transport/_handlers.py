@@ -1,0 +1,222 @@
+"""What each tool does with the sessions API.
+
+A tool that names a session has a ``run(env, session, args)`` whose first suspension
+is its one call to the session (an ask into the session's mailbox): the server relies
+on this to issue the calls for one session in arrival order (see ``_lanes``). Work that
+must suspend before that (checking a directory in a thread) goes in a ``prepare``
+function, which runs before the call takes its turn.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+import trio
+
+from .._version import __version__
+from ..sessions import (
+    Session,
+    SessionClosedError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionState,
+)
+from . import _args as a
+from . import _results as r
+from ._protocol import SUPPORTED_VERSIONS
+
+
+class ToolEnv(Protocol):
+    """What the tools need from the server that runs them."""
+
+    manager: SessionManager
+    default_session_id: str | None
+
+    def session_created(self, session: Session, bound: bool) -> None: ...
+    def session_gone(self, session_id: str) -> None: ...
+    def health(self) -> tuple[float, int, int, bool]: ...  # uptime, in flight, line max, closing
+
+
+async def create(env: ToolEnv, args: a.CreateArgs) -> r.CreateResult:
+    session = await env.manager.create_session(
+        args.topic,
+        args.working_directory,
+        args.metadata,
+        args.bind_client,
+        client_id=args.client_id,
+        config_path=args.config_path,
+        project_id=args.project_id,
+    )
+    env.session_created(session, args.bind_client)
+    state = await session.snapshot()
+    return r.CreateResult(session.id, session.token, r.SessionView.of(state))
+
+
+async def get(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.GetResult:
+    return r.GetResult(r.SessionView.of(await session.snapshot()))
+
+
+def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
+    set_, increment, delete = args.set or {}, args.increment or {}, args.delete or []
+    named = [*set_, *increment, *delete]
+    if not named:
+        raise ValueError("session_update needs at least one key in set, increment or delete")
+    if len(set(named)) != len(named):
+        twice = sorted({key for key in named if named.count(key) > 1})
+        raise ValueError(
+            f"keys {twice} appear more than once across set, increment and delete; "
+            "name each key once"
+        )
+
+    def update(state: SessionState) -> SessionState:
+        data = dict(state.data)
+        for key in delete:
+            data.pop(key, None)
+        data.update(set_)
+        for key, delta in increment.items():
+            old = data.get(key, 0)
+            if type(old) not in (int, float):
+                raise ValueError(
+                    f"session {state.id!r}: data[{key!r}] holds {type(old).__name__} "
+                    f"{old!r}, which cannot be incremented; set it to a number first"
+                )
+            new = old + delta
+            if not math.isfinite(new):
+                raise ValueError(f"session {state.id!r}: data[{key!r}] would overflow to {new}")
+            data[key] = new
+        return attrs.evolve(state, data=data)
+
+    return update
+
+
+async def update(env: ToolEnv, session: Session, args: a.UpdateArgs) -> r.UpdateResult:
+    state = await session.update(updater(args), expected_version=args.expected_version)
+    return r.UpdateResult(state.id, state.version, state.data)
+
+
+def check_directory(path: str) -> str:
+    if not os.path.isabs(path):
+        raise ValueError(f"path must be an absolute path, got {path!r}")
+    if not os.path.isdir(path):
+        raise ValueError(f"path {path!r} does not exist or is not a directory")
+    return os.path.normpath(path)
+
+
+async def check_path(args: a.WorkingDirectoryArgs) -> a.WorkingDirectoryArgs:
+    return attrs.evolve(args, path=await trio.to_thread.run_sync(check_directory, args.path))
+
+
+async def set_directory(
+    env: ToolEnv, session: Session, args: a.WorkingDirectoryArgs
+) -> r.WorkingDirectoryResult:
+    # Not Session.set_working_directory: it checks the path in a thread before its
+    # ask, which would let a later call to this session overtake this one.
+    path = args.path
+    state = await session.update(lambda state: attrs.evolve(state, working_directory=path))
+    return r.WorkingDirectoryResult(state.id, state.version, state.working_directory)
+
+
+async def get_directory(
+    env: ToolEnv, session: Session, args: a.SessionArgs
+) -> r.WorkingDirectoryResult:
+    state = await session.snapshot()
+    return r.WorkingDirectoryResult(state.id, state.version, state.working_directory)
+
+
+async def add_thread(env: ToolEnv, session: Session, args: a.AddThreadArgs) -> r.ThreadResult:
+    state = await session.add_thread(args.name, args.system_prompt)
+    thread = state.thread(args.name)
+    assert thread is not None
+    return r.ThreadResult(state.id, state.version, thread, len(state.threads))
+
+
+async def record_analysis(
+    env: ToolEnv, session: Session, args: a.RecordAnalysisArgs
+) -> r.AnalysisResult:
+    state = await session.record_analysis(args.prompt, args.responses, args.response_time)
+    return r.AnalysisResult(state.id, state.version, state.analyses[-1], len(state.analyses))
+
+
+async def end(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.EndResult:
+    final = await session.end()
+    env.session_gone(final.id)
+    return r.EndResult(final.id, True, r.SessionView.of(final))
+
+
+def _encode_cursor(after: str, at: int) -> str:
+    raw = json.dumps({"after": after, "at": at}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_start(cursor: str, ids: list[str]) -> int:
+    """Where the page after ``cursor`` starts; the last id shown wins over the offset
+    (sessions that ended meanwhile shift offsets)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+        after, at = position["after"], position["at"]
+        if type(after) is not str or type(at) is not int or at < 0:
+            raise ValueError(cursor)
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"cursor {cursor!r} is not a next_cursor from session_list; "
+            "leave it out to start from the first page"
+        ) from None
+    if 0 < at <= len(ids) and ids[at - 1] == after:
+        return at
+    try:
+        return ids.index(after) + 1
+    except ValueError:
+        return min(at, len(ids))  # that session is gone: best effort
+
+
+async def list_sessions(env: ToolEnv, args: a.ListArgs) -> r.ListResult:
+    manager = env.manager
+    ids = manager.session_ids()
+    start = _cursor_start(args.cursor, ids) if args.cursor is not None else 0
+    page = ids[start : start + args.limit]
+    summaries = []
+    for session_id in page:
+        try:
+            state = await (await manager.get_session(session_id)).snapshot()
+        except (SessionNotFoundError, SessionClosedError):
+            continue  # ended while we listed
+        bound = state.client_binding is not None
+        summaries.append(
+            r.SessionSummary(
+                state.id, None if bound else state.topic, state.version, state.last_used, bound
+            )
+        )
+    end = start + len(page)
+    next_cursor = _encode_cursor(page[-1], end) if page and end < len(ids) else None
+    return r.ListResult(tuple(summaries), next_cursor, len(ids), env.default_session_id)
+
+
+async def stats(env: ToolEnv, session: Session | None, args: a.SessionArgs) -> r.StatsResult:
+    session_stats = await session.stats() if session is not None else None
+    return r.StatsResult(await env.manager.stats(), session_stats)
+
+
+async def health(env: ToolEnv, args: a.NoArgs) -> r.HealthResult:
+    manager = env.manager
+    manager_stats = await manager.stats()
+    uptime, in_flight, max_line_bytes, closing = env.health()
+    return r.HealthResult(
+        "shutting_down" if closing else "ok",
+        "triact",
+        __version__,
+        uptime,
+        manager_stats.sessions,
+        manager_stats.active_actors,
+        manager_stats.store,
+        in_flight,
+        SUPPORTED_VERSIONS,
+        max_line_bytes,
+    )

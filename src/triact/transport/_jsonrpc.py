@@ -1,0 +1,194 @@
+"""JSON-RPC 2.0 messages, one per line: parsing with the spec's error codes, and encoding.
+
+Parsing never raises: a line that is not a usable message becomes an :class:`Invalid`
+carrying the error to answer with, so the caller can answer every bad line and keep
+serving. A line that is not JSON, or not a valid Request object, is answered with
+``"id": null`` (JSON-RPC 2.0, section 5); a valid Request that MCP refuses (``params``
+an array) keeps its id.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: Invalid JSON was received.
+PARSE_ERROR = -32700
+#: The JSON sent is not a valid request object.
+INVALID_REQUEST = -32600
+#: The method does not exist or is not available.
+METHOD_NOT_FOUND = -32601
+#: Invalid method parameters.
+INVALID_PARAMS = -32602
+#: Internal JSON-RPC error.
+INTERNAL_ERROR = -32603
+#: MCP 2026-07-28: the request's protocol version is not supported.
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+
+RequestId = str | int
+
+
+class TransportError(Exception):
+    """Base class of the errors the transport layer raises."""
+
+
+class JsonRpcError(TransportError):
+    """A request failed at the protocol level; it is answered with a JSON-RPC error
+    object (``code``, ``message`` and optional ``data``)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class Request:
+    """A call that must be answered exactly once."""
+
+    __slots__ = ("id", "method", "params")
+
+    def __init__(self, id: RequestId, method: str, params: dict[str, Any]) -> None:
+        self.id = id
+        self.method = method
+        self.params = params
+
+
+class Notification:
+    """A one-way message: never answered."""
+
+    __slots__ = ("method", "params")
+
+    def __init__(self, method: str, params: dict[str, Any] | None) -> None:
+        self.method = method
+        self.params = params
+
+
+class Response:
+    """A response from the peer; this server sends no requests, so it is unsolicited."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: Any) -> None:
+        self.id = id
+
+
+class Invalid:
+    """A line that is answered with ``error`` (``id`` is None when it could not be read)."""
+
+    __slots__ = ("error", "id")
+
+    def __init__(self, id: RequestId | None, error: JsonRpcError) -> None:
+        self.id = id
+        self.error = error
+
+
+Message = Request | Notification | Response | Invalid
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _valid_id(value: Any) -> bool:
+    # MCP: a string or an integer, never null; JSON-RPC discourages fractions.
+    return type(value) is str or type(value) is int
+
+
+def parse_line(line: bytes) -> Message:
+    """Classify one line (without its newline) as a JSON-RPC message."""
+    try:
+        obj = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        return Invalid(None, JsonRpcError(PARSE_ERROR, "Parse error: the line is not UTF-8 text"))
+    except (ValueError, RecursionError) as exc:
+        return Invalid(None, JsonRpcError(PARSE_ERROR, f"Parse error: {exc}"))
+    if type(obj) is not dict:
+        if type(obj) is list:
+            return Invalid(
+                None,
+                JsonRpcError(
+                    INVALID_REQUEST,
+                    "Invalid Request: batches (JSON arrays) are not supported; "
+                    "send one message per line",
+                ),
+            )
+        return Invalid(
+            None, JsonRpcError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+        )
+    if "method" not in obj:
+        if "result" in obj or "error" in obj:
+            return Response(obj.get("id"))
+        return Invalid(
+            None,
+            JsonRpcError(
+                INVALID_REQUEST, "Invalid Request: neither a request (no 'method') nor a response"
+            ),
+        )
+    has_id = "id" in obj
+    request_id: RequestId | None = obj.get("id")
+    if has_id and not _valid_id(request_id):
+        return Invalid(
+            None,
+            JsonRpcError(
+                INVALID_REQUEST,
+                f"Invalid Request: 'id' must be a string or an integer, got {request_id!r}",
+            ),
+        )
+    if obj.get("jsonrpc") != "2.0":
+        return Invalid(
+            None,
+            JsonRpcError(
+                INVALID_REQUEST,
+                f"Invalid Request: 'jsonrpc' must be \"2.0\", got {obj.get('jsonrpc')!r}",
+            ),
+        )
+    method = obj["method"]
+    if type(method) is not str:
+        return Invalid(
+            None,
+            JsonRpcError(INVALID_REQUEST, "Invalid Request: 'method' must be a string"),
+        )
+    params = obj.get("params")
+    if params is not None and type(params) is not dict:
+        if type(params) is not list:
+            return Invalid(
+                None,
+                JsonRpcError(INVALID_REQUEST, "Invalid Request: 'params' must be an object"),
+            )
+        if not has_id:  # a structurally valid notification: never answered
+            return Notification(method, None)
+        return Invalid(
+            request_id,
+            JsonRpcError(INVALID_PARAMS, "Invalid params: MCP 'params' must be an object"),
+        )
+    if not has_id:
+        return Notification(method, params)
+    assert request_id is not None
+    return Request(request_id, method, params if params is not None else {})
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One line of compact JSON (ASCII, so any string survives), newline included.
+
+    Raises ValueError or TypeError if ``message`` holds a value JSON cannot carry.
+    """
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def result_line(request_id: RequestId, result: dict[str, Any]) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def error_line(request_id: RequestId | None, error: JsonRpcError) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})
+
+
+def notification_line(method: str, params: dict[str, Any]) -> bytes:
+    return encode({"jsonrpc": "2.0", "method": method, "params": params})

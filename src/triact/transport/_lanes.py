@@ -1,0 +1,112 @@
+"""Arrival order per session, for calls that run as concurrent tasks.
+
+Trio does not run tasks in the order they were started (each scheduling batch is
+reversed at random, on purpose), so "start one task per call, in arrival order" does
+not make the calls reach a session's mailbox in arrival order. A call therefore
+joins its session's lane when it arrives, in the reading task, and may issue its
+session call only at the head of the lane; issuing leaves the lane and lets the next
+call go. The session's actor then handles the calls in mailbox order (DESIGN I1).
+
+Issuing must be followed at once, without a checkpoint, by the session call that
+puts the message into the mailbox: the next call is woken, but cannot run before the
+issuing task suspends, and by then its message is queued. That holds while the
+session's actor is in memory. A session call made while the actor is not (never
+loaded, or passivated) suspends to load it *before* queueing, and every call waiting
+for that load would then queue in random order. So a call that reaches the head of
+a *quiet* lane (no call of the lane issued and unfinished) first makes one call to
+the session and waits for its answer, which brings the actor into memory; while
+calls are in flight the actor has work, so it stays in memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+
+class Turn:
+    """One call's place in its session's lane."""
+
+    __slots__ = ("_ready", "_state", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._ready: trio.Event | None = None
+        self._state = 0  # 0 waiting, 1 issued, 2 finished
+
+
+class _Lane:
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: deque[Turn] = deque()
+        self.running = 0  # issued and not finished
+
+
+class Lanes:
+    """The lanes of the sessions that have calls waiting or running.
+
+    ``limit`` bounds the calls waiting in one lane: a call that would make it longer is
+    refused, as a full mailbox refuses a message (waiting calls hold no mailbox slot).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lanes: dict[str, _Lane] = {}
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    def join(self, key: str) -> Turn | None:
+        """A new turn at the back of ``key``'s lane, or None if too many are waiting."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        elif len(lane.waiting) >= self._limit:
+            return None
+        turn = Turn(key)
+        lane.waiting.append(turn)
+        return turn
+
+    async def wait(self, turn: Turn) -> bool:
+        """Return when ``turn`` is at the head of its lane: True if the lane is quiet
+        (the caller must then make a session call and await it before issuing)."""
+        lane = self._lanes[turn.key]
+        if lane.waiting[0] is not turn:
+            turn._ready = trio.Event()
+            await turn._ready.wait()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        return lane.running == 0
+
+    def issue(self, turn: Turn) -> None:
+        """Leave the head of the lane, waking the next turn. The caller must put its
+        message into the mailbox before its next checkpoint."""
+        lane = self._lanes[turn.key]
+        assert lane.waiting[0] is turn, "issue() before wait() returned"
+        lane.waiting.popleft()
+        lane.running += 1
+        turn._state = 1
+        self._wake_head(lane)
+
+    def finish(self, turn: Turn) -> None:
+        """The call is over (answered, failed or cancelled); safe to repeat."""
+        if turn._state == 2:
+            return
+        lane = self._lanes[turn.key]
+        if turn._state == 1:
+            lane.running -= 1
+        else:
+            head = lane.waiting[0] is turn
+            lane.waiting.remove(turn)
+            if head:
+                self._wake_head(lane)
+        turn._state = 2
+        if not lane.waiting and not lane.running:
+            del self._lanes[turn.key]
+
+    @staticmethod
+    def _wake_head(lane: _Lane) -> None:
+        if lane.waiting and lane.waiting[0]._ready is not None:
+            lane.waiting[0]._ready.set()

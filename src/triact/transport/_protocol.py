@@ -1,0 +1,243 @@
+"""The MCP protocol revisions this server speaks, and the era of each request.
+
+Two eras share one process (2026-07-28 "Versioning and Compatibility", dual-era):
+
+* the handshake era (2024-11-05 ... 2025-11-25): ``initialize`` negotiates a version
+  for the whole stdio connection; ``ping``, ``logging/setLevel``, and requests other
+  than ``initialize``/``ping`` are refused until it has happened;
+* the stateless era (2026-07-28): no handshake; every request carries its protocol
+  version, client info and capabilities in ``params._meta``; results carry
+  ``resultType`` and the server's identity in ``_meta``.
+
+A request carrying the ``io.modelcontextprotocol/protocolVersion`` key is served
+statelessly at the version it names; any other request (``initialize`` always) is
+served in the handshake era.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .._version import __version__
+from ._jsonrpc import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    JsonRpcError,
+)
+
+HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+STATELESS_VERSIONS: Final = ("2026-07-28",)
+#: Every revision served, newest first (the order of the unsupported-version error).
+SUPPORTED_VERSIONS: Final = (*reversed(STATELESS_VERSIONS), *reversed(HANDSHAKE_VERSIONS))
+LATEST_HANDSHAKE_VERSION: Final = HANDSHAKE_VERSIONS[-1]
+#: Revisions in which tool input validation errors are tool results (``isError``)
+#: rather than JSON-RPC errors: 2025-11-25 moved them ("Tool Execution Errors").
+ARGUMENT_ERRORS_AS_RESULTS: Final = frozenset({"2025-11-25", "2026-07-28"})
+
+PROTOCOL_VERSION_KEY: Final = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_KEY: Final = "io.modelcontextprotocol/clientInfo"
+LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
+SERVER_INFO_KEY: Final = "io.modelcontextprotocol/serverInfo"
+
+#: RFC 5424 severities, least severe first.
+LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+LOG_RANK: Final = {level: rank for rank, level in enumerate(LOG_LEVELS)}
+
+HANDSHAKE_METHODS: Final = frozenset(
+    {"initialize", "ping", "tools/list", "tools/call", "logging/setLevel"}
+)
+STATELESS_METHODS: Final = frozenset({"server/discover", "tools/list", "tools/call"})
+KNOWN_METHODS: Final = HANDSHAKE_METHODS | STATELESS_METHODS
+
+#: How long a stateless client may cache tools/list and server/discover (ms).
+CACHE_TTL_MS: Final = 300_000
+
+SERVER_INFO: Final = {"name": "triact", "title": "triact sessions", "version": __version__}
+INSTRUCTIONS: Final = (
+    "triact keeps session state for you. Create a session with session_create and pass "
+    "its session_id to the other session_* tools (and its token, if you created it with "
+    "bind_client). Under the handshake protocol revisions session_id may be left out to "
+    "use this connection's default session. session_update changes the session's data "
+    "object (set, increment, delete keys) atomically; expected_version guards against "
+    "lost updates. Idle sessions expire."
+)
+CAPABILITIES: Final = {"tools": {"listChanged": False}, "logging": {}}
+
+
+class HandshakeState:
+    """The handshake era's per-connection state, set by ``initialize``."""
+
+    __slots__ = ("client_info", "initialized", "log_level", "version")
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.client_info: Any = None
+        self.initialized = False  # notifications/initialized seen
+        self.log_level: str | None = None  # set by logging/setLevel
+
+
+class RequestContext:
+    """What one request was sent under: its revision and the per-request options."""
+
+    __slots__ = ("client_info", "log_level", "progress_token", "stateless", "version")
+
+    def __init__(
+        self,
+        version: str,
+        stateless: bool,
+        progress_token: str | int | None,
+        log_level: str | None,
+        client_info: Any,
+    ) -> None:
+        self.version = version
+        self.stateless = stateless
+        self.progress_token = progress_token
+        self.log_level = log_level
+        self.client_info = client_info
+
+    @property
+    def argument_errors_as_results(self) -> bool:
+        return self.version in ARGUMENT_ERRORS_AS_RESULTS
+
+
+def _progress_token(meta: dict[str, Any]) -> str | int | None:
+    token = meta.get("progressToken")
+    return token if type(token) is str or type(token) is int else None
+
+
+def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) -> RequestContext:
+    """The era and revision a request is served under, or the JSON-RPC error to send."""
+    if method not in KNOWN_METHODS:
+        raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}", {"method": method})
+    meta = params.get("_meta")
+    if type(meta) is not dict:
+        meta = {}
+    if method != "initialize" and PROTOCOL_VERSION_KEY in meta:
+        return _stateless_context(method, meta)
+    if method == "server/discover":
+        raise JsonRpcError(
+            INVALID_PARAMS,
+            f"server/discover needs params._meta with {PROTOCOL_VERSION_KEY!r} and "
+            f"{CLIENT_CAPABILITIES_KEY!r}",
+        )
+    version = handshake.version
+    if version is None:
+        if method not in ("initialize", "ping"):
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                f"{method} before initialization: send initialize first (protocol revisions "
+                f"{', '.join(HANDSHAKE_VERSIONS)}), or carry params._meta with "
+                f"{PROTOCOL_VERSION_KEY!r} (revision {', '.join(STATELESS_VERSIONS)})",
+            )
+        version = LATEST_HANDSHAKE_VERSION
+    return RequestContext(version, False, _progress_token(meta), None, handshake.client_info)
+
+
+def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:
+    # The order of the checks follows the spec's per-request fields: missing required
+    # fields are invalid params; a version we do not serve is the dedicated error.
+    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
+    if missing:
+        raise JsonRpcError(
+            INVALID_PARAMS,
+            f"params._meta is missing the required key(s): {', '.join(missing)}",
+        )
+    version = meta[PROTOCOL_VERSION_KEY]
+    if type(version) is not str:
+        raise JsonRpcError(
+            INVALID_PARAMS, f"params._meta[{PROTOCOL_VERSION_KEY!r}] must be a string"
+        )
+    if version not in STATELESS_VERSIONS:
+        raise JsonRpcError(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            {"supported": list(SUPPORTED_VERSIONS), "requested": version},
+        )
+    if type(meta[CLIENT_CAPABILITIES_KEY]) is not dict:
+        raise JsonRpcError(
+            INVALID_PARAMS, f"params._meta[{CLIENT_CAPABILITIES_KEY!r}] must be an object"
+        )
+    log_level = meta.get(LOG_LEVEL_KEY)
+    if log_level is not None and log_level not in LOG_RANK:
+        raise JsonRpcError(
+            INVALID_PARAMS,
+            f"params._meta[{LOG_LEVEL_KEY!r}] must be one of {', '.join(LOG_LEVELS)}",
+        )
+    if method not in STATELESS_METHODS:
+        raise JsonRpcError(
+            METHOD_NOT_FOUND,
+            f"Method not found: {method} is not part of protocol revision {version}",
+            {"method": method},
+        )
+    return RequestContext(
+        version, True, _progress_token(meta), log_level, meta.get(CLIENT_INFO_KEY)
+    )
+
+
+def shape(
+    ctx: RequestContext, result: dict[str, Any], *, cacheable: bool = False
+) -> dict[str, Any]:
+    """Add what the request's revision requires on every result."""
+    if ctx.stateless:
+        result["resultType"] = "complete"
+        result["_meta"] = {SERVER_INFO_KEY: dict(SERVER_INFO)}
+        if cacheable:
+            result["ttlMs"] = CACHE_TTL_MS
+            result["cacheScope"] = "public"
+    return result
+
+
+def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, Any]:
+    """Negotiate a handshake-era version: the client's if we speak it, else our latest."""
+    requested = params.get("protocolVersion")
+    if type(requested) is not str:
+        raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
+    if type(params.get("capabilities")) is not dict:
+        raise JsonRpcError(INVALID_PARAMS, "initialize needs params.capabilities (an object)")
+    client_info = params.get("clientInfo")
+    if type(client_info) is not dict or type(client_info.get("name")) is not str:
+        raise JsonRpcError(
+            INVALID_PARAMS, "initialize needs params.clientInfo with a name and a version"
+        )
+    version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE_VERSION
+    handshake.version = version
+    handshake.client_info = client_info
+    return {
+        "protocolVersion": version,
+        "capabilities": CAPABILITIES,
+        "serverInfo": dict(SERVER_INFO),
+        "instructions": INSTRUCTIONS,
+    }
+
+
+def discover(ctx: RequestContext) -> dict[str, Any]:
+    return shape(
+        ctx,
+        {
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+            "capabilities": CAPABILITIES,
+            "instructions": INSTRUCTIONS,
+        },
+        cacheable=True,
+    )
+
+
+def set_level(params: dict[str, Any], handshake: HandshakeState) -> dict[str, Any]:
+    level = params.get("level")
+    if level not in LOG_RANK:
+        raise JsonRpcError(
+            INVALID_PARAMS, f"logging/setLevel needs params.level, one of {', '.join(LOG_LEVELS)}"
+        )
+    handshake.log_level = level
+    return {}

@@ -1,0 +1,168 @@
+"""What the tools return (``structuredContent``), as attrs classes: their output schemas
+are derived from these, and cattrs turns them into JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from ..sessions import (
+    AnalysisRecord,
+    ManagerStats,
+    RequestRecord,
+    SecurityEvent,
+    SessionMetrics,
+    SessionState,
+    SessionStats,
+    Thread,
+)
+
+
+@attrs.frozen
+class SessionView:
+    """A session's state as the tools show it: everything but the token's HMAC."""
+
+    session_id: str
+    version: int = attrs.field(
+        metadata={"description": "Incremented by exactly 1 by every committed change."}
+    )
+    created_at: float = attrs.field(metadata={"description": "Seconds since the epoch."})
+    last_used: float = attrs.field(
+        metadata={"description": "Seconds since the epoch of the last committed change."}
+    )
+    topic: str | None
+    working_directory: str | None
+    config_path: str | None
+    project_id: str | None
+    bound: bool = attrs.field(metadata={"description": "True if calls need the session's token."})
+    data: Mapping[str, Any] = attrs.field(
+        metadata={"description": "The session's application data (a JSON object)."}
+    )
+    metadata: Mapping[str, Any]
+    threads: tuple[Thread, ...]
+    analyses: tuple[AnalysisRecord, ...]
+    metrics: SessionMetrics
+    security_events: tuple[SecurityEvent, ...]
+    active_requests: tuple[RequestRecord, ...]
+    completed_requests: tuple[RequestRecord, ...]
+
+    @classmethod
+    def of(cls, state: SessionState) -> SessionView:
+        return cls(
+            session_id=state.id,
+            version=state.version,
+            created_at=state.created_at,
+            last_used=state.last_used,
+            topic=state.topic,
+            working_directory=state.working_directory,
+            config_path=state.config_path,
+            project_id=state.project_id,
+            bound=state.client_binding is not None,
+            data=state.data,
+            metadata=state.metadata,
+            threads=state.threads,
+            analyses=state.analyses,
+            metrics=state.metrics,
+            security_events=state.security_events,
+            active_requests=state.active_requests,
+            completed_requests=state.completed_requests,
+        )
+
+
+@attrs.frozen
+class CreateResult:
+    session_id: str
+    token: str | None = attrs.field(
+        metadata={
+            "description": "Only for bind_client=true: pass it as 'token' on every call to "
+            "this session. It is shown only here."
+        }
+    )
+    session: SessionView
+
+
+@attrs.frozen
+class GetResult:
+    session: SessionView
+
+
+@attrs.frozen
+class UpdateResult:
+    session_id: str
+    version: int
+    data: Mapping[str, Any]
+
+
+@attrs.frozen
+class WorkingDirectoryResult:
+    session_id: str
+    version: int
+    working_directory: str | None
+
+
+@attrs.frozen
+class ThreadResult:
+    session_id: str
+    version: int
+    thread: Thread
+    thread_count: int
+
+
+@attrs.frozen
+class AnalysisResult:
+    session_id: str
+    version: int
+    analysis: AnalysisRecord
+    analysis_count: int
+
+
+@attrs.frozen
+class EndResult:
+    session_id: str
+    ended: bool
+    session: SessionView = attrs.field(metadata={"description": "The session's final state."})
+
+
+@attrs.frozen
+class SessionSummary:
+    session_id: str
+    topic: str | None = attrs.field(metadata={"description": "Hidden (null) for bound sessions."})
+    version: int
+    last_used: float
+    bound: bool
+
+
+@attrs.frozen
+class ListResult:
+    sessions: tuple[SessionSummary, ...]
+    next_cursor: str | None = attrs.field(
+        metadata={"description": "Pass as 'cursor' for the next page; null on the last."}
+    )
+    total: int = attrs.field(metadata={"description": "Live sessions when this page was read."})
+    default_session_id: str | None = attrs.field(
+        metadata={"description": "This connection's default session, if created."}
+    )
+
+
+@attrs.frozen
+class StatsResult:
+    manager: ManagerStats
+    session: SessionStats | None = attrs.field(
+        metadata={"description": "The named (or default) session's figures, if any."}
+    )
+
+
+@attrs.frozen
+class HealthResult:
+    status: Literal["ok", "shutting_down"]
+    server: str
+    version: str
+    uptime: float = attrs.field(metadata={"description": "Seconds since the server started."})
+    sessions: int
+    active_actors: int
+    store: str
+    in_flight: int = attrs.field(metadata={"description": "Tool calls being handled now."})
+    protocol_versions: tuple[str, ...]
+    max_line_bytes: int

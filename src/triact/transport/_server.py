@@ -1,0 +1,253 @@
+"""The MCP server for one connection: reading lines, answering requests (tool calls go
+to ``_calls``), writing answers, and shutting down."""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import cache
+from typing import Any
+
+import attrs
+import trio
+
+from ..sessions import SessionManager
+from . import _protocol as p
+from ._calls import ToolCalls
+from ._framing import DEFAULT_MAX_LINE_BYTES, LineReader, LineTooLong
+from ._jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    Invalid,
+    JsonRpcError,
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    error_line,
+    parse_line,
+    result_line,
+)
+from ._tools import tool_definitions
+
+logger = logging.getLogger("triact.transport")
+
+
+def _at_least(minimum: float) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value >= minimum:
+            raise ValueError(f"ServerOptions.{attribute.name} must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class ServerOptions:
+    """How an :class:`McpServer` serves its connection."""
+
+    #: Longest message accepted, newline excluded; longer lines are refused.
+    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_at_least(1))
+    #: Seconds that calls in flight get to finish after input ends or stop() is called.
+    shutdown_grace: float = attrs.field(default=5.0, validator=_at_least(0))
+    #: Tool calls handled at once; beyond, calls are answered with code 'busy'.
+    max_in_flight: int = attrs.field(default=10_000, validator=_at_least(1))
+    #: Let handshake-era calls leave out session_id to use a per-connection session.
+    default_session: bool = True
+
+
+@cache
+def _definitions(stateless: bool) -> list[dict[str, Any]]:
+    return tool_definitions(stateless=stateless)
+
+
+class McpServer:
+    """Serves MCP (both protocol eras) over one connection, for one session manager.
+
+    Guarantees: every request gets exactly one response, except calls cancelled by the
+    client before they completed (which get none, and whose changes did not happen);
+    only JSON-RPC messages are written; calls for different sessions run concurrently,
+    calls for one session reach it in the order they arrived.
+    """
+
+    def __init__(self, manager: SessionManager, options: ServerOptions | None = None) -> None:
+        self.manager = manager
+        self.options = options = options or ServerOptions()
+        self._handshake = p.HandshakeState()
+        self._out_send, self._out_receive = trio.open_memory_channel[bytes](math.inf)
+        #: The tool calls in flight.
+        self.calls = ToolCalls(
+            manager,
+            self._emit,
+            self._handshake,
+            max_in_flight=options.max_in_flight,
+            default_session=options.default_session,
+            max_line_bytes=options.max_line_bytes,
+        )
+        self._read_scope = trio.CancelScope()
+        self._served = False
+
+    # -- running -------------------------------------------------------------------
+
+    async def serve(self, receive: trio.abc.ReceiveStream, send: trio.abc.SendStream) -> None:
+        """Serve until ``receive`` ends or :meth:`stop` is called; then let the calls in
+        flight finish within ``shutdown_grace`` seconds (cancelling the rest), write
+        what is left to ``send`` and return. Neither stream is closed."""
+        if self._served:
+            raise RuntimeError("an McpServer serves one connection; make a new one")
+        self._served = True
+        writer_done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop, send, writer_done)
+            try:
+                async with trio.open_nursery() as calls:
+                    self.calls.nursery = calls
+                    with self._read_scope:
+                        await self._read_loop(receive)
+                    self.calls.close()
+                    with trio.move_on_after(self.options.shutdown_grace):
+                        await self.calls.drained.wait()
+                    if self.calls:
+                        logger.warning(
+                            "cancelling %d call(s) still running after the %s s grace period",
+                            len(self.calls),
+                            self.options.shutdown_grace,
+                        )
+                    calls.cancel_scope.cancel()
+            finally:
+                self.calls.close()
+                self._out_send.close()
+                with trio.move_on_after(self.options.shutdown_grace):
+                    await writer_done.wait()
+                nursery.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        """Stop reading; calls in flight get the grace period to finish."""
+        self._read_scope.cancel()
+
+    async def _read_loop(self, receive: trio.abc.ReceiveStream) -> None:
+        reader = LineReader(receive, self.options.max_line_bytes)
+        while True:
+            try:
+                lines = await reader.receive_lines()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                logger.info("input closed: %r", exc)
+                return
+            if lines is None:
+                logger.info("end of input")
+                return
+            for line in lines:
+                self._handle_line(line)
+
+    async def _write_loop(self, send: trio.abc.SendStream, done: trio.Event) -> None:
+        try:
+            async for first in self._out_receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._out_receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await send.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.warning("output closed (%r): the client is gone; stopping", exc)
+            self.stop()
+        finally:
+            self._out_receive.close()
+            done.set()
+
+    def _emit(self, line: bytes) -> None:
+        try:
+            self._out_send.send_nowait(line)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            logger.debug("dropped output after shutdown: %.200r", line)
+
+    def _reply(self, request_id: RequestId, result: dict[str, Any]) -> None:
+        try:
+            line = result_line(request_id, result)
+        except (TypeError, ValueError) as exc:  # a value JSON cannot carry
+            logger.exception("result of request %r cannot be encoded", request_id)
+            line = error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
+        self._emit(line)
+
+    # -- messages ------------------------------------------------------------------
+
+    def _handle_line(self, line: bytes | LineTooLong) -> None:
+        if type(line) is LineTooLong:
+            self._emit(
+                error_line(
+                    None,
+                    JsonRpcError(
+                        INVALID_REQUEST,
+                        f"Invalid Request: message longer than {line.limit} bytes; it was "
+                        "discarded (see --max-line-bytes)",
+                    ),
+                )
+            )
+            return
+        assert type(line) is bytes
+        message = parse_line(line)
+        kind = type(message)
+        if kind is Request:
+            self._handle_request(message)  # type: ignore[arg-type]
+        elif kind is Notification:
+            self._handle_notification(message)  # type: ignore[arg-type]
+        elif kind is Invalid:
+            assert isinstance(message, Invalid)
+            logger.info("invalid message: %s", message.error.message)
+            self._emit(error_line(message.id, message.error))
+        else:
+            assert isinstance(message, Response)
+            logger.warning("ignored a response to request %r: this server sends none", message.id)
+
+    def _handle_request(self, request: Request) -> None:
+        request_id, method, params = request.id, request.method, request.params
+        try:
+            if request_id in self.calls:
+                raise JsonRpcError(
+                    INVALID_REQUEST,
+                    f"Invalid Request: request id {request_id!r} is already in flight; "
+                    "use a new id for every request",
+                )
+            if method.startswith("notifications/"):
+                raise JsonRpcError(
+                    INVALID_REQUEST,
+                    f"Invalid Request: {method} is a notification; send it without an id",
+                )
+            ctx = p.context_for(method, params, self._handshake)
+            if method == "tools/call":
+                self.calls.start(request_id, ctx, params)
+                return
+            self._reply(request_id, self._answer(ctx, method, params))
+        except JsonRpcError as exc:
+            self._emit(error_line(request_id, exc))
+        except Exception as exc:  # a bug: answer it and keep serving
+            logger.exception("request %r (%s) failed", request_id, method)
+            self._emit(
+                error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}"))
+            )
+
+    def _answer(self, ctx: p.RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "tools/list":
+            if params.get("cursor") is not None:
+                raise JsonRpcError(
+                    INVALID_PARAMS, "Invalid params: unknown cursor (tools/list has one page)"
+                )
+            return p.shape(ctx, {"tools": _definitions(ctx.stateless)}, cacheable=True)
+        if method == "initialize":
+            return p.initialize(params, self._handshake)
+        if method == "server/discover":
+            return p.discover(ctx)
+        if method == "logging/setLevel":
+            return p.set_level(params, self._handshake)
+        assert method == "ping"
+        return {}
+
+    def _handle_notification(self, notification: Notification) -> None:
+        method, params = notification.method, notification.params or {}
+        if method == "notifications/cancelled":
+            self.calls.cancel(params.get("requestId"), params.get("reason"))
+        elif method == "notifications/initialized":
+            self._handshake.initialized = True
+        else:
+            logger.debug("ignored notification %s", method)

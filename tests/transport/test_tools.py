@@ -1,0 +1,349 @@
+"""Every tool, its results and its errors, over an in-memory connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import triact
+from triact.transport import ERROR_CODES
+
+from .conftest import Peer, connect, envelope
+
+
+async def create(peer: Peer, **arguments: Any) -> dict[str, Any]:
+    result: dict[str, Any] = await peer.ok("session_create", arguments)
+    return result
+
+
+async def test_create_returns_the_session(peer: Peer) -> None:
+    created = await create(peer, topic="review", metadata={"k": [1]}, project_id="p")
+    session = created["session"]
+    assert created["token"] is None
+    assert session["session_id"] == created["session_id"]
+    assert (session["topic"], session["metadata"], session["project_id"]) == (
+        "review",
+        {"k": [1]},
+        "p",
+    )
+    assert (session["version"], session["bound"], session["data"]) == (1, False, {})
+
+
+async def test_get_update_and_text_rendering(peer: Peer) -> None:
+    session_id = (await create(peer))["session_id"]
+    result = await peer.call(
+        "session_update", {"session_id": session_id, "set": {"a": {"b": [1, 2]}, "c": "x"}}
+    )
+    assert result["structuredContent"] == {
+        "session_id": session_id,
+        "version": 2,
+        "data": {"a": {"b": [1, 2]}, "c": "x"},
+    }
+    assert result["content"][0]["type"] == "text"
+    assert '"version":2' in result["content"][0]["text"]
+    got = await peer.ok("session_get", {"session_id": session_id})
+    assert got["session"]["data"] == {"a": {"b": [1, 2]}, "c": "x"}
+    assert got["session"]["version"] == 2
+
+
+async def test_update_set_increment_delete_at_once(peer: Peer) -> None:
+    session_id = (await create(peer))["session_id"]
+    await peer.ok("session_update", {"session_id": session_id, "set": {"n": 1, "gone": True}})
+    result = await peer.ok(
+        "session_update",
+        {
+            "session_id": session_id,
+            "increment": {"n": 2, "f": 0.5},
+            "delete": ["gone", "never-there"],
+            "set": {"s": "t"},
+        },
+    )
+    assert result["data"] == {"n": 3, "f": 0.5, "s": "t"}
+    assert result["version"] == 3
+
+
+async def test_expected_version_conflict_changes_nothing(peer: Peer) -> None:
+    session_id = (await create(peer))["session_id"]
+    ok = await peer.ok(
+        "session_update", {"session_id": session_id, "set": {"a": 1}, "expected_version": 1}
+    )
+    assert ok["version"] == 2
+    error = await peer.fails(
+        "session_update", {"session_id": session_id, "set": {"a": 2}, "expected_version": 1}
+    )
+    assert error["code"] == "conflict"
+    assert (error["expected_version"], error["actual_version"]) == (1, 2)
+    assert session_id in error["message"]
+    got = await peer.ok("session_get", {"session_id": session_id})
+    assert (got["session"]["version"], got["session"]["data"]) == (2, {"a": 1})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({}, "at least one key"),
+        ({"set": {"a": 1}, "delete": ["a"]}, "more than once"),
+    ],
+)
+async def test_update_refuses_meaningless_changes(
+    peer: Peer, arguments: dict[str, Any], fragment: str
+) -> None:
+    error = await peer.fails("session_update", arguments)
+    assert error["code"] == "invalid_arguments"
+    assert fragment in error["message"]
+
+
+async def test_increment_of_a_non_number_changes_nothing(peer: Peer) -> None:
+    await peer.ok("session_update", {"set": {"s": "text"}})
+    error = await peer.fails("session_update", {"increment": {"s": 1}, "set": {"other": 1}})
+    assert error["code"] == "invalid_arguments"
+    assert "cannot be incremented" in error["message"]
+    session = (await peer.ok("session_get"))["session"]
+    assert (session["version"], session["data"]) == (2, {"s": "text"})
+
+
+async def test_increment_overflow_is_refused(peer: Peer) -> None:
+    await peer.ok("session_update", {"set": {"x": 1e308}})
+    assert (await peer.fails("session_update", {"increment": {"x": 1e308}}))["code"] == (
+        "invalid_arguments"
+    )
+
+
+async def test_working_directory(peer: Peer, tmp_path: Path) -> None:
+    assert (await peer.ok("session_get_working_directory"))["working_directory"] is None
+    result = await peer.ok("session_set_working_directory", {"path": str(tmp_path / ".")})
+    assert result["working_directory"] == str(tmp_path)
+    got = await peer.ok("session_get_working_directory")
+    assert (got["working_directory"], got["version"]) == (str(tmp_path), result["version"])
+
+
+@pytest.mark.parametrize("path", ["relative/dir", "/no/such/directory/anywhere"])
+async def test_working_directory_must_be_an_existing_absolute_dir(peer: Peer, path: str) -> None:
+    error = await peer.fails("session_set_working_directory", {"path": path})
+    assert error["code"] == "invalid_arguments"
+
+
+async def test_create_with_a_bad_working_directory(peer: Peer) -> None:
+    error = await peer.fails("session_create", {"working_directory": "relative"})
+    assert error["code"] == "invalid_arguments"
+
+
+async def test_threads(peer: Peer) -> None:
+    result = await peer.ok("session_add_thread", {"name": "critic", "system_prompt": "Be harsh."})
+    assert result["thread"]["name"] == "critic"
+    assert result["thread"]["system_prompt"] == "Be harsh."
+    assert result["thread_count"] == 1
+    error = await peer.fails("session_add_thread", {"name": "critic"})
+    assert error["code"] == "invalid_arguments"
+    assert "already has a thread named 'critic'" in error["message"]
+
+
+async def test_record_analysis_by_name_or_list(peer: Peer) -> None:
+    by_name = await peer.ok(
+        "session_record_analysis",
+        {"prompt": "p", "responses": {"critic": "bad", "fan": "good"}, "response_time": 1.5},
+    )
+    assert by_name["analysis"]["responses"] == {"critic": "bad", "fan": "good"}
+    assert by_name["analysis"]["response_time"] == 1.5
+    listed = await peer.ok("session_record_analysis", {"prompt": "q", "responses": ["a", "b"]})
+    assert listed["analysis"]["responses"] == {"response_1": "a", "response_2": "b"}
+    assert listed["analysis_count"] == 2
+
+
+async def test_end_then_not_found(peer: Peer) -> None:
+    session_id = (await create(peer))["session_id"]
+    ended = await peer.ok("session_end", {"session_id": session_id})
+    assert ended["ended"] is True
+    assert ended["session"]["session_id"] == session_id
+    error = await peer.fails("session_get", {"session_id": session_id})
+    assert error["code"] == "not_found"
+    assert session_id in error["message"]
+
+
+async def test_default_session_is_created_once_and_reused(peer: Peer) -> None:
+    first = await peer.ok("session_update", {"increment": {"n": 1}})
+    second = await peer.ok("session_update", {"increment": {"n": 1}})
+    assert first["session_id"] == second["session_id"]
+    assert second["data"] == {"n": 2}
+    same = await peer.ok("session_get", {"session_id": first["session_id"]})
+    assert same["session"]["data"] == {"n": 2}
+
+
+async def test_ending_the_default_session_makes_a_new_one_on_next_use(peer: Peer) -> None:
+    old = (await peer.ok("session_get"))["session"]["session_id"]
+    await peer.ok("session_end")
+    new = (await peer.ok("session_get"))["session"]["session_id"]
+    assert new != old
+    listed = await peer.ok("session_list")
+    assert listed["default_session_id"] == new
+
+
+async def test_concurrent_first_calls_share_one_default_session(peer: Peer) -> None:
+    messages = [peer.call_message("session_update", {"increment": {"n": 1}}) for _ in range(20)]
+    for message in messages:
+        await peer.send(message)
+    results = [(await peer.response(m["id"]))["result"] for m in messages]
+    assert len({r["structuredContent"]["session_id"] for r in results}) == 1
+    assert (await peer.ok("session_get"))["session"]["data"] == {"n": 20}
+
+
+async def test_stateless_calls_need_a_session_id(manager: triact.SessionManager) -> None:
+    async with connect(manager) as peer:
+        error = await peer.fails("session_get", {}, meta=envelope())
+        assert error["code"] == "invalid_arguments"
+        assert "session_id" in error["message"]
+        created = await peer.ok("session_create", {}, meta=envelope())
+        got = await peer.ok("session_get", {"session_id": created["session_id"]}, meta=envelope())
+        assert got["session"]["version"] == 1
+        stats = await peer.ok("session_stats", {}, meta=envelope())
+        assert stats["session"] is None
+
+
+async def test_bound_sessions_need_their_token(peer: Peer) -> None:
+    created = await create(peer, bind_client=True, topic="secret")
+    session_id, token = created["session_id"], created["token"]
+    assert token
+    assert created["session"]["bound"] is True
+    missing = await peer.fails("session_get", {"session_id": session_id})
+    wrong = await peer.fails("session_get", {"session_id": session_id, "token": "wrong"})
+    assert missing["code"] == wrong["code"] == "unauthorized"
+    for tool, extra in [
+        ("session_get", {}),
+        ("session_update", {"set": {"a": 1}}),
+        ("session_add_thread", {"name": "t"}),
+        ("session_get_working_directory", {}),
+    ]:
+        await peer.ok(tool, {"session_id": session_id, "token": token, **extra})
+    failed = (await peer.ok("session_get", {"session_id": session_id, "token": token}))["session"]
+    assert [event["kind"] for event in failed["security_events"]] == [
+        "missing_token",
+        "invalid_token",
+    ]
+    listed = await peer.ok("session_list")
+    summary = next(s for s in listed["sessions"] if s["session_id"] == session_id)
+    assert summary["bound"] is True
+    assert summary["topic"] is None
+
+
+async def test_list_pages_with_a_cursor(peer: Peer) -> None:
+    ids = [(await create(peer, topic=f"t{i}"))["session_id"] for i in range(7)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        arguments: dict[str, Any] = {"limit": 3}
+        if cursor is not None:
+            arguments["cursor"] = cursor
+        page = await peer.ok("session_list", arguments)
+        assert page["total"] == 7
+        seen += [s["session_id"] for s in page["sessions"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    assert pages == 3
+
+
+async def test_list_cursor_survives_ended_sessions(peer: Peer) -> None:
+    ids = [(await create(peer))["session_id"] for _ in range(6)]
+    first = await peer.ok("session_list", {"limit": 3})
+    await peer.ok("session_end", {"session_id": ids[0]})
+    second = await peer.ok("session_list", {"limit": 3, "cursor": first["next_cursor"]})
+    assert [s["session_id"] for s in second["sessions"]] == ids[3:]
+
+
+async def test_list_refuses_a_made_up_cursor(peer: Peer) -> None:
+    error = await peer.fails("session_list", {"cursor": "not-a-cursor"})
+    assert error["code"] == "invalid_arguments"
+
+
+async def test_stats(peer: Peer) -> None:
+    none_yet = await peer.ok("session_stats")
+    assert none_yet["session"] is None
+    await peer.ok("session_update", {"set": {"a": 1}})
+    stats = await peer.ok("session_stats")
+    assert stats["manager"]["sessions"] == 1
+    assert stats["manager"]["store"] == "memory"
+    assert stats["session"]["version"] == 2
+    assert stats["session"]["operations"] >= 1
+
+
+async def test_health_check(peer: Peer) -> None:
+    health = await peer.ok("health_check")
+    assert health["status"] == "ok"
+    assert health["version"] == triact.__version__
+    assert health["protocol_versions"][0] == "2026-07-28"
+    assert health["in_flight"] == 1
+
+
+async def test_session_limit() -> None:
+    config = triact.SessionConfig(max_sessions=1)
+    async with (
+        triact.open_session_manager(config) as small,
+        connect(small, initialize="2025-11-25") as peer,
+    ):
+        await create(peer)
+        assert (await peer.fails("session_create"))["code"] == "limit_exceeded"
+
+
+# -- argument errors, per revision ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (
+            {"expected_version": "3", "set": {"a": 1}},
+            "arguments.expected_version: expected an integer",
+        ),
+        ({"set": [1]}, "arguments.set: expected an object"),
+        ({"delete": "abc"}, "arguments.delete: expected an array of strings"),
+        ({"increment": {"n": "1"}}, "arguments.increment['n']: expected a number"),
+        ({"sett": {"a": 1}}, "unknown field(s) sett"),
+        ({"expected_version": 0, "set": {"a": 1}}, "arguments.expected_version: must be >= 1"),
+    ],
+)
+async def test_bad_arguments_are_tool_errors_from_2025_11_25(
+    peer: Peer, arguments: dict[str, Any], fragment: str
+) -> None:
+    error = await peer.fails("session_update", arguments)
+    assert error["code"] == "invalid_arguments"
+    assert fragment in error["message"]
+
+
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18"])
+async def test_bad_arguments_are_invalid_params_before_2025_11_25(
+    manager: triact.SessionManager, version: str
+) -> None:
+    async with connect(manager, initialize=version) as peer:
+        response = await peer.request(
+            "tools/call", {"name": "session_add_thread", "arguments": {"name": 5}}
+        )
+    error = response["error"]
+    assert error["code"] == -32602
+    assert error["data"]["code"] == "invalid_arguments"
+    assert error["data"]["problems"] == ["arguments.name: expected a string, got an integer"]
+
+
+async def test_bad_arguments_in_2026_are_tool_errors(manager: triact.SessionManager) -> None:
+    async with connect(manager) as peer:
+        error = await peer.fails("session_add_thread", {"session_id": "x"}, meta=envelope())
+    assert error["message"].endswith("arguments.name: required field missing")
+
+
+def test_error_codes_are_stable() -> None:
+    assert ERROR_CODES == (
+        "not_found",
+        "unauthorized",
+        "conflict",
+        "rate_limited",
+        "busy",
+        "limit_exceeded",
+        "closed",
+        "store_error",
+        "session_error",
+        "invalid_arguments",
+    )
