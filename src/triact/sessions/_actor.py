@@ -23,6 +23,7 @@ from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
     SessionError,
+    SessionNotFoundError,
     SessionRateLimitError,
     SessionSecurityError,
     SessionStoreError,
@@ -57,14 +58,13 @@ class SessionActor(Actor[Op, Any]):
     )
 
     def __init__(self, manager: SessionManager, entry: _Entry) -> None:
-        state = entry.state
-        assert state is not None, "a session actor starts from a loaded state"
         self._manager = manager
         self._entry = entry
-        self.operations = state.metrics.operations
-        self.errors = state.metrics.errors
-        self.total_latency = state.metrics.total_latency
-        self.max_latency = state.metrics.max_latency
+        metrics = entry.state.metrics if entry.state is not None else SessionMetrics()
+        self.operations = metrics.operations
+        self.errors = metrics.errors
+        self.total_latency = metrics.total_latency
+        self.max_latency = metrics.max_latency
         self._latencies: deque[float] | None = None
         self._failures: deque[float] | None = None  # failed token checks (Trio clock)
         self._locked_until = 0.0
@@ -84,6 +84,8 @@ class SessionActor(Actor[Op, Any]):
             raise SessionClosedError(
                 f"session {entry.id!r} {entry.gone} before this call ran; start a new session"
             )
+        if entry.state is None:  # passivated with a durable store
+            return self._load_then(op)
         start = trio.current_time()
         limit = self._manager.config.rate_limit
         if limit is not None:
@@ -113,6 +115,35 @@ class SessionActor(Actor[Op, Any]):
         if type(reply) is CoroutineType:
             return self._finish(reply, start)
         self._account(start, failed=False)
+        return reply
+
+    async def _load_then(self, op: Op) -> Any:
+        """Bring the state back from the store, then handle ``op``.
+
+        The load runs in the handler, so calls that arrive meanwhile queue behind it
+        in arrival order. If it fails, this call gets the error and the next one
+        tries again.
+        """
+        entry = self._entry
+        try:
+            state = await self._manager.store.load(entry.id)
+        except Exception as exc:
+            raise _store_error(entry.id, exc) from exc
+        if entry.gone is not None:
+            return self.receive(op)  # raises: it went while we loaded
+        if state is None:
+            self._manager._session_gone(entry, "expired", None)
+            raise SessionNotFoundError(
+                f"session {entry.id!r} is no longer in the store (another process ended "
+                "it, or it expired); create a new one"
+            )
+        entry.state = state
+        metrics = state.metrics
+        self.operations, self.errors = metrics.operations, metrics.errors
+        self.total_latency, self.max_latency = metrics.total_latency, metrics.max_latency
+        reply = self.receive(op)
+        if type(reply) is CoroutineType:
+            reply = await reply
         return reply
 
     async def _finish(self, pending: Any, start: float) -> Any:

@@ -262,7 +262,12 @@ class SessionManager:
     # -- actors ---------------------------------------------------------------------
 
     async def _activate(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
-        """The session's running actor, spawning it (and loading its state) if needed."""
+        """The session's running actor, spawned if needed (a passivated session's
+        actor loads its state as it handles its first call).
+
+        Returns without a schedule point once the actor is there, so that calls
+        reach the mailbox in the order they were made.
+        """
         while True:
             if entry.gone is not None or self._closing:
                 await trio.lowlevel.checkpoint()
@@ -270,32 +275,10 @@ class SessionManager:
             ref = entry.ref
             if ref is not None and ref.accepting:
                 return ref
-            if entry.activating is not None:  # another call is loading it
-                await entry.activating.wait()
-            elif ref is not None and not ref.stopped:
+            if ref is not None and not ref.stopped:
                 await ref.stop()  # let the old actor finish going
-            elif entry.state is None:
-                await self._load(entry)
-            else:
-                return self._spawn(entry)
-
-    async def _load(self, entry: _Entry) -> None:
-        """Bring a passivated session's state back from the store."""
-        entry.activating = trio.Event()
-        try:
-            with trio.CancelScope(shield=True):  # other callers wait on this load
-                state = await self.store.load(entry.id)
-        finally:
-            entry.activating.set()
-            entry.activating = None
-        if entry.gone is not None:
-            return
-        if state is None:
-            self._session_gone(entry, "expired", None)
-            raise SessionNotFoundError(
-                f"session {entry.id!r} is no longer in the store; create a new one"
-            )
-        entry.state = state
+                continue
+            return self._spawn(entry)
 
     def _spawn(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
         ref: ActorRef[ops.Op, Any] = self._sup.spawn(
@@ -389,7 +372,7 @@ class SessionManager:
         if entry.gone is not None:
             return None
         ref = entry.ref
-        if (ref is not None and ref.busy) or entry.activating is not None:
+        if ref is not None and ref.busy:
             return now + _BUSY_RECHECK  # a session with work never expires (I5)
         deadline = self._deadline(entry)
         if deadline > now:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
+import trio
 
 from ._config import SessionConfig
 from ._errors import RequestNotFoundError
@@ -80,8 +81,15 @@ def check_working_directory(path: str | os.PathLike[str]) -> str:
     return os.path.normpath(text)
 
 
-def set_working_directory(path: str) -> Transform:
-    return lambda state: attrs.evolve(state, working_directory=path)
+def set_working_directory(path: str | os.PathLike[str]) -> Transform:
+    """Checked inside the actor (in a worker thread: it touches the disk), so that the
+    change keeps its place in the session's order of calls."""
+
+    async def transform(state: SessionState) -> SessionState:
+        checked = await trio.to_thread.run_sync(check_working_directory, path)
+        return attrs.evolve(state, working_directory=checked)
+
+    return transform
 
 
 def add_thread(

@@ -31,7 +31,7 @@ GoneReason = Literal["ended", "expired", "removed", "failed"]
 class _Entry:
     """The manager's record of one live session."""
 
-    __slots__ = ("activating", "client_id", "created", "gone", "id", "last_active", "ref", "state")
+    __slots__ = ("client_id", "created", "gone", "id", "last_active", "ref", "state")
 
     def __init__(
         self, session_id: str, state: SessionState | None, now: float, client_id: str | None
@@ -45,7 +45,6 @@ class _Entry:
         self.client_id = client_id
         #: Why the session is gone ("ended", "expired", ...), None while it lives.
         self.gone: GoneReason | None = None
-        self.activating: trio.Event | None = None
 
 
 class Session:
@@ -119,8 +118,7 @@ class Session:
 
     async def set_working_directory(self, path: str | os.PathLike[str]) -> SessionState:
         """Set the working directory: an absolute path to an existing directory."""
-        checked = await trio.to_thread.run_sync(ops.check_working_directory, path)
-        return await self.update(ops.set_working_directory(checked))
+        return await self.update(ops.set_working_directory(path))
 
     async def add_thread(self, name: str, system_prompt: str | None = None) -> SessionState:
         """Add a named thread (a perspective with its own history)."""
