@@ -29,7 +29,7 @@ from ._errors import (
     SessionStoreError,
 )
 from ._ops import Change, End, Op, Read, Validate
-from ._state import SecurityEvent, SessionMetrics, SessionState
+from ._state import SecurityEvent, SessionMetrics, SessionState, stamped
 
 if TYPE_CHECKING:
     from ._manager import SessionManager
@@ -216,14 +216,12 @@ class SessionActor(Actor[Op, Any]):
             )
         if result.id != state.id:
             raise ValueError(f"an update of session {state.id!r} may not change its id")
-        return attrs.evolve(
+        return stamped(
             result,
-            version=state.version + 1,
-            last_used=self._manager.wall_clock(),
+            state.version + 1,
+            self._manager.wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
-            metrics=SessionMetrics(
-                self.operations + 1, self.errors, self.total_latency, self.max_latency
-            ),
+            SessionMetrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
         )
 
     def _commit(self, new: SessionState) -> Any:

@@ -74,6 +74,8 @@ class Session:
             ref = entry.ref
             if ref is None or not ref.accepting:
                 ref = await manager._activate(entry)
+            # Activity counts from a call's start and from its end (set by the actor
+            # before it lets the next call in, and below for calls that raised).
             entry.last_active = trio.current_time()
             try:
                 return await ref.ask(op)
@@ -100,7 +102,7 @@ class Session:
                     raise manager._refusal(entry) from None
                 continue
             finally:
-                entry.last_active = trio.current_time()
+                entry.last_active = trio.current_time()  # cancelled calls count too
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
