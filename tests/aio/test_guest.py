@@ -1,0 +1,403 @@
+"""The guest run behind triact.aio: cancellation from asyncio follows Trio's rule,
+errors keep their types, and leaving the block ends the Trio run (DESIGN I9)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import triact
+import triact.aio
+
+from .conftest import RunAio
+
+Update = Callable[[triact.SessionState], Any]
+
+
+def bump(state: triact.SessionState) -> triact.SessionState:
+    return attrs.evolve(state, data={**state.data, "n": state.data.get("n", 0) + 1})
+
+
+def started_then_forever(started: asyncio.Future[None], seen: list[str] | None = None) -> Update:
+    """An async update that tells asyncio it runs, then waits until cancelled.
+
+    It is a Trio coroutine run in a step of the guest run, on the loop's thread, so
+    it may resolve an asyncio future directly."""
+
+    async def fn(state: triact.SessionState) -> triact.SessionState:
+        started.set_result(None)
+        try:
+            await trio.sleep_forever()
+        finally:
+            if seen is not None:
+                seen.append("trio side cancelled")
+        raise AssertionError("unreachable")
+
+    return fn
+
+
+async def until_queued(session: triact.aio.Session) -> None:
+    """Wait until a call waits in the session's mailbox (a look at the Trio side's
+    internals: nothing signals it)."""
+    while True:
+        ref = session._session._entry.ref
+        if ref is not None and ref.queued:
+            return
+        await asyncio.sleep(0)
+
+
+# -- cancellation -----------------------------------------------------------------------
+
+
+def test_cancelling_the_caller_cancels_a_running_async_update(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            seen: list[str] = []
+            call = asyncio.create_task(session.update(started_then_forever(started, seen)))
+            await started
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert seen == ["trio side cancelled"]
+            assert (await session.snapshot()).version == 1  # it did not happen
+
+    aio_run(main)
+
+
+def test_a_call_cancelled_while_queued_never_runs(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            blocker = asyncio.create_task(session.update(started_then_forever(started)))
+            await started
+            ran: list[int] = []
+            waiting = asyncio.create_task(session.update(lambda s: ran.append(1) or bump(s)))
+            await until_queued(session)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            blocker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocker
+            assert ran == []
+            assert (await session.snapshot()).version == 1
+            assert (await session.update(bump)).version == 2  # and it still serves
+
+    aio_run(main)
+
+
+def test_a_call_that_completed_before_the_cancel_arrived_returns_its_result(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            callers: list[asyncio.Task[None]] = []
+            seen: list[object] = []
+
+            def bump_and_cancel_my_caller(state: triact.SessionState) -> triact.SessionState:
+                callers[0].cancel()  # the cancel arrives while the change commits
+                return bump(state)
+
+            async def caller() -> None:
+                state = await session.update(bump_and_cancel_my_caller)
+                seen.append(state.version)  # it happened, so it is reported
+                await asyncio.sleep(0)  # ... and the cancellation is delivered here
+                seen.append("not reached")
+
+            callers.append(asyncio.create_task(caller()))
+            with pytest.raises(asyncio.CancelledError):
+                await callers[0]
+            assert seen == [2]
+            assert (await session.snapshot()).version == 2
+
+    aio_run(main)
+
+
+def test_a_late_timeout_withdrawn_on_leaving_its_block_is_not_delivered(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            async with asyncio.timeout(None) as timeout:
+
+                def bump_and_expire(state: triact.SessionState) -> triact.SessionState:
+                    timeout.reschedule(loop.time())  # fires while the change commits
+                    return bump(state)
+
+                state = await session.update(bump_and_expire)
+            assert timeout.expired()
+            await asyncio.sleep(0)  # no stray cancellation left behind
+            current = asyncio.current_task()
+            assert current is not None
+            assert current.cancelling() == 0
+            assert state.version == 2 == (await session.snapshot()).version
+
+    aio_run(main)
+
+
+def test_a_late_timeout_is_delivered_at_the_next_await_in_its_block(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            seen: list[int] = []
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(None) as timeout:
+
+                    def bump_and_expire(state: triact.SessionState) -> triact.SessionState:
+                        timeout.reschedule(loop.time())
+                        return bump(state)
+
+                    seen.append((await session.update(bump_and_expire)).version)
+                    await asyncio.sleep(0)
+                    seen.append(-1)  # not reached
+            assert seen == [2]
+            assert (await session.snapshot()).version == 2
+
+    aio_run(main)
+
+
+def test_timeouts_racing_calls_report_exactly_what_happened(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        rng = random.Random(6)
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            done = 0
+            for _ in range(300):
+                try:
+                    async with asyncio.timeout(rng.uniform(0, 0.0003)):
+                        state = await session.update(bump)
+                except TimeoutError:
+                    pass
+                else:
+                    done += 1
+                    assert state.data["n"] == done
+                await asyncio.sleep(0)  # a late cancellation never leaks out of its block
+            assert (await session.snapshot()).data.get("n", 0) == done
+
+    aio_run(main)
+
+
+def test_cancelled_temporary_session_is_still_removed(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            entered = asyncio.Event()
+
+            async def use() -> None:
+                async with manager.session(topic="scratch"):
+                    entered.set()
+                    await asyncio.Event().wait()
+
+            task = asyncio.create_task(use())
+            await entered.wait()
+            assert manager.session_count == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert manager.session_count == 0
+
+    aio_run(main)
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_errors_reach_asyncio_callers_with_their_types(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        config = triact.SessionConfig(max_sessions=2)
+        async with triact.aio.open_session_manager(config) as manager:
+            session = await manager.create_session()
+            with pytest.raises(triact.SessionNotFoundError, match="no session 'nope'"):
+                await manager.get_session("nope")
+            with pytest.raises(triact.SessionConcurrencyError) as stale:
+                await session.update(bump, expected_version=7)
+            assert (stale.value.expected, stale.value.actual) == (7, 1)
+            problem = ValueError("bad input")
+
+            def fail(state: triact.SessionState) -> triact.SessionState:
+                raise problem
+
+            with pytest.raises(ValueError, match="bad input") as raised:
+                await session.update(fail)
+            assert raised.value is problem
+            bound = await manager.create_session(bind_client=True)
+            with pytest.raises(triact.SessionSecurityError):
+                await bound.validate_security("wrong")
+            with pytest.raises(triact.SessionLimitError):
+                await manager.create_session()
+            assert (await session.snapshot()).version == 1
+
+    aio_run(main)
+
+
+def test_a_full_mailbox_is_a_busy_error(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager(triact.SessionConfig(mailbox_size=1)) as m:
+            session = await m.create_session()
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            blocker = asyncio.create_task(session.update(started_then_forever(started)))
+            await started
+            waiting = asyncio.create_task(session.update(bump))
+            await until_queued(session)
+            with pytest.raises(triact.SessionBusyError):
+                await session.update(bump)
+            blocker.cancel()
+            assert (await waiting).version == 2
+
+    aio_run(main)
+
+
+def test_an_update_awaiting_asyncio_directly_fails_and_changes_nothing(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+
+            async def asyncio_code_in_trio(state: triact.SessionState) -> triact.SessionState:
+                await asyncio.sleep(0.001)  # an asyncio awaitable in a Trio coroutine
+                return bump(state)
+
+            with pytest.raises(TypeError, match="asyncio"):
+                await session.update(asyncio_code_in_trio)
+            assert (await session.snapshot()).version == 1
+
+    aio_run(main)
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+
+def test_leaving_the_block_ends_the_trio_run_and_refuses_later_calls(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            assert trio.lowlevel.in_trio_run()  # the guest run shares this thread
+            session = await manager.create_session()
+        assert not trio.lowlevel.in_trio_run()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        with pytest.raises(triact.SessionClosedError):
+            await session.snapshot()
+        with pytest.raises(triact.SessionClosedError):
+            await manager.create_session()
+
+    aio_run(main)
+
+
+def test_calls_in_flight_at_exit_finish_within_the_grace_period(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def slow_bump(state: triact.SessionState) -> triact.SessionState:
+            started.set_result(None)
+            await trio.sleep(0.05)
+            return bump(state)
+
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            call = asyncio.create_task(session.update(slow_bump))
+            await started
+        assert (await call).version == 2
+
+    aio_run(main)
+
+
+def test_calls_still_running_after_the_grace_period_get_a_closed_error(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        config = triact.SessionConfig(shutdown_grace=0.01)
+        async with triact.aio.open_session_manager(config) as manager:
+            session = await manager.create_session()
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            call = asyncio.create_task(session.update(started_then_forever(started)))
+            await started
+        with pytest.raises(triact.SessionClosedError):
+            await call
+
+    aio_run(main)
+
+
+def test_cancelling_the_host_task_shuts_triact_down(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        opened = asyncio.Event()
+
+        async def app() -> None:
+            async with triact.aio.open_session_manager() as manager:
+                await manager.create_session()
+                opened.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(app())
+        await opened.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not trio.lowlevel.in_trio_run()
+
+    aio_run(main)
+
+
+def test_cancelled_while_opening_it_stops_the_run_first(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async def app() -> None:
+            async with triact.aio.open_session_manager():
+                raise AssertionError("not reached")
+
+        task = asyncio.create_task(app())
+        await asyncio.sleep(0)  # the task has started the guest run and waits for it
+        assert trio.lowlevel.in_trio_run()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not trio.lowlevel.in_trio_run()
+
+    aio_run(main)
+
+
+def test_an_error_opening_the_manager_is_raised_unwrapped(
+    aio_run: RunAio[None], tmp_path: Any
+) -> None:
+    store = triact.SqliteStore(str(tmp_path / "missing" / "sessions.db"))
+
+    async def main() -> None:
+        with pytest.raises(triact.SessionStoreError, match="cannot open session store"):
+            async with triact.aio.open_session_manager(triact.SessionConfig(store=store)):
+                raise AssertionError("not reached")
+
+    aio_run(main)
+
+
+def test_one_manager_per_thread(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager():
+            with pytest.raises(RuntimeError, match="one run per thread"):
+                async with triact.aio.open_session_manager():
+                    raise AssertionError("not reached")
+
+    aio_run(main)
+
+
+def test_an_error_in_the_block_propagates_as_it_is(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        with pytest.raises(KeyError, match="mine"):
+            async with triact.aio.open_session_manager():
+                raise KeyError("mine")
+        assert not trio.lowlevel.in_trio_run()
+
+    aio_run(main)
