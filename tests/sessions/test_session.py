@@ -824,3 +824,21 @@ async def test_calls_queued_behind_end_get_closed_error(
         assert isinstance(error, triact.SessionClosedError), name
         assert session.id in str(error)
         assert "ended" in str(error)
+
+
+async def test_session_stats_counts_the_calls_queued_ahead(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def slow(state: triact.SessionState) -> triact.SessionState:
+        await trio.sleep(1)
+        return state
+
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):  # one runs, two wait
+                nursery.start_soon(session.update, slow)
+                await trio.testing.wait_all_tasks_blocked()
+            stats = await session.stats()
+        assert stats.queued == 2
+        assert (await session.stats()).queued == 0

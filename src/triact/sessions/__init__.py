@@ -22,7 +22,7 @@ from ._errors import (
 )
 from ._events import EventKind, SessionEvent, Subscription
 from ._manager import SessionManager, open_session_manager
-from ._session import Session
+from ._session import Session, Update
 from ._sqlite import SqliteStore
 from ._state import (
     AnalysisRecord,
@@ -73,6 +73,7 @@ __all__ = [
     "Subscription",
     "Thread",
     "ThreadMessage",
+    "Update",
     "decode_state",
     "encode_state",
     "open_session_manager",

@@ -24,6 +24,8 @@ from ._stats import LatencySummary, SessionStats
 if TYPE_CHECKING:
     from ._manager import SessionManager
 
+#: What :meth:`Session.update` takes: a plain or async function of the current state
+#: that returns the next one.
 Update = Callable[[SessionState], Any]
 GoneReason = Literal["ended", "expired", "removed", "failed"]
 
@@ -175,6 +177,8 @@ class Session:
 
     async def stats(self) -> SessionStats:
         """This session's counters and latency percentiles."""
+        ref = self._entry.ref
+        queued = ref.queued if ref is not None else 0  # ahead of this call
         state = await self.snapshot()
         ref = self._entry.ref
         actor = ref._actor if ref is not None else None
@@ -193,4 +197,5 @@ class Session:
             active_requests=len(state.active_requests),
             completed_requests=len(state.completed_requests) - failed,
             failed_requests=failed,
+            queued=queued,
         )

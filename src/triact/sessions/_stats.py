@@ -51,6 +51,7 @@ class SessionStats:
     active_requests: int
     completed_requests: int
     failed_requests: int
+    queued: int = 0  #: calls waiting in the session's mailbox when stats() was called
 
 
 @attrs.frozen
