@@ -1,8 +1,7 @@
 """SessionState through the codec: every state round-trips through JSON exactly, and
 every bad record is refused with a SessionDataError that says where it is bad.
 
-The strategies are module-level values so that other tests (and later
-``triact.testing``) can reuse them.
+The strategies come from ``triact.testing``.
 """
 
 from __future__ import annotations
@@ -29,100 +28,7 @@ from triact import (
     Thread,
     ThreadMessage,
 )
-
-# -- strategies ---------------------------------------------------------------------
-
-#: Finite floats: JSON has no NaN or infinity, and finite floats round-trip exactly.
-finite_floats = st.floats(allow_nan=False, allow_infinity=False)
-timestamps = finite_floats
-durations = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
-optional_text = st.none() | st.text()
-
-json_scalars = st.none() | st.booleans() | st.integers() | finite_floats | st.text()
-#: Any JSON value (lists, not tuples: a JSON array comes back as a list).
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-#: A JSON object, as ``SessionState.data`` and ``metadata`` hold.
-json_objects = st.dictionaries(st.text(), json_values, max_size=5)
-
-thread_messages = st.builds(ThreadMessage, role=st.text(), content=st.text(), at=timestamps)
-threads = st.builds(
-    Thread,
-    name=st.text(),
-    created_at=timestamps,
-    system_prompt=optional_text,
-    messages=st.lists(thread_messages, max_size=3).map(tuple),
-)
-analysis_records = st.builds(
-    AnalysisRecord,
-    prompt=st.text(),
-    responses=st.dictionaries(st.text(), st.text(), max_size=3),
-    timestamp=timestamps,
-    response_time=st.none() | durations,
-)
-client_bindings = st.builds(
-    ClientBinding,
-    token_hmac=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
-    created_at=timestamps,
-    client_id=optional_text,
-)
-security_events = st.builds(
-    SecurityEvent,
-    kind=st.sampled_from(["invalid_token", "missing_token", "locked"]),
-    at=timestamps,
-    tool_name=optional_text,
-    detail=st.text(),
-)
-session_metrics = st.builds(
-    SessionMetrics,
-    operations=st.integers(min_value=0),
-    errors=st.integers(min_value=0),
-    total_latency=durations,
-    max_latency=durations,
-)
-request_records = st.builds(
-    RequestRecord,
-    id=st.text(),
-    conversation_id=st.text(),
-    started_at=timestamps,
-    status=st.sampled_from(["active", "completed", "failed"]),
-    tool_name=optional_text,
-    finished_at=st.none() | timestamps,
-    error=optional_text,
-)
-
-
-def _tuples(elements: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
-    return st.lists(elements, max_size=3).map(tuple)
-
-
-session_states = st.builds(
-    SessionState,
-    id=st.text(),
-    version=st.integers(min_value=1),
-    created_at=timestamps,
-    last_used=timestamps,
-    topic=optional_text,
-    working_directory=optional_text,
-    config_path=optional_text,
-    project_id=optional_text,
-    threads=_tuples(threads),
-    analyses=_tuples(analysis_records),
-    data=json_objects,
-    metrics=session_metrics,
-    client_binding=st.none() | client_bindings,
-    security_events=_tuples(security_events),
-    active_requests=_tuples(request_records),
-    completed_requests=_tuples(request_records),
-    request_counter=st.integers(min_value=0),
-    metadata=json_objects,
-)
-
+from triact.testing import json_values, session_states
 
 # -- round trips --------------------------------------------------------------------
 

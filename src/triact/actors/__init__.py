@@ -15,7 +15,7 @@ from ._errors import (
     MailboxFullError,
     ReentrantCallError,
 )
-from ._ref import ActorRef
+from ._ref import ActorRef, Queued
 from ._supervisor import ActorFailure, RestartPolicy, Supervisor, open_supervisor
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ActorStoppedError",
     "DeadlineQueue",
     "MailboxFullError",
+    "Queued",
     "ReentrantCallError",
     "RestartPolicy",
     "Supervisor",

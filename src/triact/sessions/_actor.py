@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..actors import Actor
+from ..actors import Actor, Queued
 from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
@@ -236,12 +236,19 @@ class SessionActor(Actor[Op, Any]):
         return self._commit_durably(new)
 
     async def _commit_durably(self, new: SessionState) -> SessionState:
-        """Commit ``new`` and the plain changes queued behind it in one write."""
+        """Commit ``new`` and the plain changes queued behind it in one write.
+
+        The queued changes run against the group's uncommitted states, so none of
+        their callers is answered, success or refusal, before the write is through:
+        if it fails, nothing of the group happened and each gets the store's error.
+        """
         manager = self._manager
-        ref = self._entry.ref
+        entry = self._entry
+        ref = entry.ref
         assert ref is not None
+        previous = self.state.version
         committed = [new]
-        answers = []
+        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
         for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=_groupable):
             op = queued.message
             assert isinstance(op, Change)
@@ -254,29 +261,44 @@ class SessionActor(Actor[Op, Any]):
                 committed.append(self._stamp(committed[-1], result))
             except Exception as exc:
                 self._account(start, failed=True)
-                queued.fail(exc)
+                outcomes.append((queued, exc))
                 continue
             self._account(start, failed=False)
-            answers.append((queued, committed[-1]))
+            outcomes.append((queued, committed[-1]))
         with trio.CancelScope(shield=True):  # once begun, the write is seen through
             try:
-                await manager.store.write(committed[-1], previous_version=self.state.version)
+                await manager.store.write(committed[-1], previous_version=previous)
             except Exception as exc:
-                for queued, _ in answers:  # each caller gets its own exception object
-                    failure = SessionStoreError(
-                        f"session {self.state.id!r}: the store failed to commit this "
-                        f"change (grouped with {len(committed) - 1} others): {exc!r}"
-                    )
-                    failure.__cause__ = exc
-                    queued.fail(failure)
-                raise _store_error(self.state.id, exc) from exc
-        if self._entry.gone is None:
-            self._entry.state = committed[-1]
+                for queued, _ in outcomes:  # each caller gets its own exception object
+                    queued.fail(self._group_failure(exc, len(committed)))
+                if entry.gone is not None:
+                    self._check_live("this change was committed")
+                raise _store_error(entry.id, exc) from exc
+        if entry.gone is None:
+            entry.state = committed[-1]
         for state in committed:
             manager._publish("updated", state)
-        for queued, state in answers:
-            queued.reply(state)
+        for queued, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                queued.fail(outcome)
+            else:
+                queued.reply(outcome)
         return new
+
+    def _group_failure(self, exc: Exception, group: int) -> SessionError:
+        entry = self._entry
+        if entry.gone is not None:
+            failure: SessionError = SessionClosedError(
+                f"session {entry.id!r} {entry.gone} before this change was committed; "
+                "nothing was saved"
+            )
+        else:
+            failure = SessionStoreError(
+                f"session {entry.id!r}: the store failed to commit the write this change "
+                f"was grouped in ({group} changes, none saved): {exc!r}"
+            )
+        failure.__cause__ = exc
+        return failure
 
     # -- security ------------------------------------------------------------------
 
@@ -348,18 +370,21 @@ class SessionActor(Actor[Op, Any]):
     def _end(self, op: End) -> Any:
         final = attrs.evolve(self.state, metrics=self.metrics())
         manager = self._manager
-        manager._session_gone(self._entry, op.reason, final)
         if manager.store.immediate:
             manager.store.discard(final.id)
+            manager._session_gone(self._entry, op.reason, final)
             return final
-        return self._delete_durably(final)
+        return self._end_durably(final, op)
 
-    async def _delete_durably(self, final: SessionState) -> SessionState:
+    async def _end_durably(self, final: SessionState, op: End) -> SessionState:
+        """Delete the stored session, then let it go: if the store fails, the session
+        lives on, whole, and the caller gets the error."""
         with trio.CancelScope(shield=True):
             try:
                 await self._manager.store.delete(final.id)
             except Exception as exc:
                 raise _store_error(final.id, exc) from exc
+        self._manager._session_gone(self._entry, op.reason, final)
         return final
 
 

@@ -32,6 +32,7 @@ from ._errors import (
     SessionError,
     SessionLimitError,
     SessionNotFoundError,
+    SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
 from ._session import GoneReason, Session, _Entry
@@ -209,7 +210,14 @@ class SessionManager:
             await trio.lowlevel.checkpoint()
         else:
             with trio.CancelScope(shield=True):
-                await self.store.delete(session_id)
+                try:
+                    await self.store.delete(session_id)
+                except Exception as exc:
+                    self.store.discard(session_id)  # the store retries it, at close at last
+                    raise SessionStoreError(
+                        f"session {session_id!r} was removed from memory, but the store "
+                        f"failed to delete it ({exc!r}); the deletion will be retried"
+                    ) from exc
         return True
 
     @asynccontextmanager

@@ -1,0 +1,420 @@
+"""``triact stress``: a random load against a manager (in process, or a ``triact serve``
+subprocess over MCP), its history checked at the end."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, TextIO
+
+import attrs
+import trio
+
+from ..sessions import SessionError
+from ._checker import HistoryViolation, find_violations
+from ._faults import InjectedError
+from ._history import HistoryRecorder, Operation, Outcome
+from ._model import DataChange
+from ._targets import StdioServerError, StressTarget, open_target
+
+TargetFactory = Callable[[], AbstractAsyncContextManager[StressTarget]]
+
+
+@attrs.frozen
+class StressOptions:
+    """What ``triact stress`` runs; the defaults are the command's."""
+
+    sessions: int = 16
+    clients: int = 8
+    duration: float = 10.0
+    store: str = "memory"
+    faults: float = 0.0  #: rate of injected faults (store faults, failing and cancelled calls)
+    target: Literal["inproc", "stdio"] = "inproc"
+    seed: int | None = None
+    server_command: tuple[str, ...] | None = None  #: stdio: how to start the server
+
+
+@attrs.define
+class StressReport:
+    """What a stress run did, and what the checker found."""
+
+    options: StressOptions
+    seed: int
+    description: str
+    operations: int
+    elapsed: float
+    latencies: list[float]
+    outcomes: Counter[str]
+    faults: dict[str, int]
+    violations: list[HistoryViolation]
+    unexpected: list[Operation]
+
+    @property
+    def throughput(self) -> float:
+        return self.operations / self.elapsed if self.elapsed > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.violations or self.unexpected)
+
+    def rows(self) -> list[tuple[str, str]]:
+        errors = {k: v for k, v in sorted(self.outcomes.items()) if k != "ok"}
+        return [
+            ("operations", f"{self.operations:,}"),
+            ("throughput", f"{self.throughput:,.0f} ops/s"),
+            (
+                "latency p50 / p99",
+                f"{self.percentile(0.5) * 1000:.2f} ms / {self.percentile(0.99) * 1000:.2f} ms",
+            ),
+            ("errors by kind", _counts(errors)),
+            ("faults injected", _counts(self.faults)),
+            ("unexpected outcomes", str(len(self.unexpected))),
+            ("invariant violations", str(len(self.violations))),
+        ]
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+
+class _Load:
+    """The clients: each picks a session and a call at random, and records it."""
+
+    def __init__(self, options: StressOptions, target: StressTarget, seed: int) -> None:
+        self.options = options
+        self.target = target
+        self.seed = seed
+        self.recorder = HistoryRecorder()
+        self.slots: list[str] = []
+        self.allowed: dict[int, set[Outcome]] = {}
+        self.stopped: str | None = None
+        self.last: dict[str, Operation] = {}  # each task's latest call
+        self.done = 0  #: calls made by the clients
+        self.errors = 0  #: of which did not return normally
+        base: set[Outcome] = {"ok", "gone", "closed"}
+        if options.faults:
+            base.add("store_error")
+        self.base = base
+
+    async def setup(self) -> None:
+        for _ in range(self.options.sessions):
+            self.slots.append(await self.create("setup"))
+
+    async def create(self, task: str) -> str:
+        with self.recorder.call(task, None, "create") as call:
+            self.allowed[call.op.id] = self.base
+            session_id = await self.target.create(call)
+        # "label" holds a string, so that a failing update can try to increment it.
+        label = DataChange(set={"label": "stress"})
+        with self.recorder.call(task, session_id, "update", change=label) as call:
+            self.allowed[call.op.id] = self.base
+            await self.target.update(call, session_id, label, None, fails=False, slow=0.0)
+        return session_id
+
+    async def client(self, index: int, deadline: float) -> None:
+        rng = random.Random(f"{self.seed}:{index}")
+        seen: dict[str, int] = {}
+        task = f"c{index}"
+        count = 0
+        while trio.current_time() < deadline and self.stopped is None:
+            count += 1
+            slot = rng.randrange(len(self.slots))
+            try:
+                await self.step(rng, task, f"{index}.{count}", slot, seen)
+            except (SessionError, InjectedError):
+                pass  # recorded; the checker judges it
+            except StdioServerError as exc:
+                self.stopped = str(exc)
+            op = self.last[task]
+            self.done += 1
+            self.errors += op.outcome != "ok"
+            if op.outcome == "ok" and op.version is not None and op.session_id is not None:
+                seen[op.session_id] = op.version
+            gone = op.outcome in ("gone", "closed") or (op.kind == "end" and op.outcome != "busy")
+            if gone and self.slots[slot] == op.session_id and self.stopped is None:
+                await self.replace(task, slot)
+
+    async def replace(self, task: str, slot: int) -> None:
+        """Put a new session in ``slot``, whose session is gone."""
+        try:
+            self.slots[slot] = await self.create(task)
+        except (SessionError, InjectedError):
+            pass  # recorded; tried again when the slot's session is next found gone
+        except StdioServerError as exc:
+            self.stopped = str(exc)
+
+    async def step(
+        self, rng: random.Random, task: str, marker: str, slot: int, seen: dict[str, int]
+    ) -> None:
+        session_id = self.slots[slot]
+        roll = rng.random()
+        allowed = set(self.base)
+        if roll < 0.35:
+            with self.recorder.call(task, session_id, "read") as call:
+                self.last[task] = call.op
+                self.allowed[call.op.id] = allowed
+                await self.target.read(call, session_id)
+        elif roll < 0.997:
+            await self.update(rng, task, marker, session_id, seen, allowed)
+        else:
+            with self.recorder.call(task, session_id, "end") as call:
+                self.last[task] = call.op
+                self.allowed[call.op.id] = allowed
+                await self.target.end(call, session_id)
+
+    async def update(
+        self,
+        rng: random.Random,
+        task: str,
+        marker: str,
+        session_id: str,
+        seen: dict[str, int],
+        allowed: set[Outcome],
+    ) -> None:
+        faults = self.options.faults
+        if rng.random() < 0.5:
+            change = DataChange(increment={"n": 1}, set={"by": marker})
+        else:
+            change = DataChange(set={f"k{rng.randrange(4)}": rng.randrange(100), "by": marker})
+        expected = None
+        if session_id in seen and rng.random() < 0.3:
+            expected = seen[session_id] - (rng.random() < 0.2)
+            allowed.add("conflict")
+        fails = rng.random() < faults
+        if fails:
+            allowed.add("raised")
+        timeout = None
+        if self.options.target == "inproc" and rng.random() < faults:
+            timeout = rng.uniform(0.0, 0.01)
+            allowed.add("cancelled")
+        with self.recorder.call(
+            task, session_id, "update", change=change, expected_version=expected
+        ) as call:
+            self.last[task] = call.op
+            self.allowed[call.op.id] = allowed
+            slow = 0.005 if timeout is not None else 0.0
+            with trio.move_on_after(timeout if timeout is not None else float("inf")):
+                await self.target.update(call, session_id, change, expected, fails=fails, slow=slow)
+            if not call.op.done:
+                call.failed("cancelled", f"cancelled after {timeout:.4f} s")
+
+    def unexpected(self) -> list[Operation]:
+        return [
+            op
+            for op in self.recorder.operations
+            if op.done and op.outcome not in self.allowed.get(op.id, {"ok"})
+        ]
+
+
+async def stress(
+    options: StressOptions,
+    target: TargetFactory | None = None,
+    progress: Callable[[float, _Load], None] | None = None,
+) -> StressReport:
+    """Run the load for ``options.duration`` seconds and check its history."""
+    seed = options.seed if options.seed is not None else random.randrange(2**32)
+    if target is None:
+        command = list(options.server_command) if options.server_command else None
+
+        def target() -> AbstractAsyncContextManager[StressTarget]:
+            return open_target(options.target, options.store, options.faults, seed, command)
+
+    async with target() as system:
+        load = _Load(options, system, seed)
+        system.arm(False)
+        await load.setup()
+        system.arm(True)
+        start = trio.current_time()
+        deadline = start + options.duration
+        async with trio.open_nursery() as nursery:
+            if progress is not None:
+                nursery.start_soon(_report_progress, progress, start, load)
+            async with trio.open_nursery() as clients:
+                for index in range(options.clients):
+                    clients.start_soon(load.client, index, deadline)
+            nursery.cancel_scope.cancel()
+        elapsed = trio.current_time() - start
+        faults = dict(system.faults())
+        description = system.description
+    ops = [op for op in load.recorder.operations if op.task not in ("setup",)]
+    violations = find_violations(load.recorder)
+    if load.stopped is not None:
+        violations.append(HistoryViolation("server failed", load.stopped, []))
+    return StressReport(
+        options=options,
+        seed=seed,
+        description=description,
+        operations=len(ops),
+        elapsed=elapsed,
+        latencies=[op.returned_at - op.called_at for op in ops if op.returned_at is not None],
+        outcomes=Counter(str(op.outcome) for op in ops),
+        faults=faults,
+        violations=violations,
+        unexpected=load.unexpected(),
+    )
+
+
+async def _report_progress(
+    progress: Callable[[float, _Load], None], start: float, load: _Load
+) -> None:
+    while True:
+        await trio.sleep(0.25)
+        progress(trio.current_time() - start, load)
+
+
+# -- the command --------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be within [0, 0.5], got {text}")
+    return value
+
+
+def _store(text: str) -> str:
+    kind, _, path = text.partition(":")
+    if (kind == "memory" and not path) or kind == "sqlite":
+        return text
+    raise argparse.ArgumentTypeError(f"must be memory or sqlite[:PATH], got {text}")
+
+
+def add_stress_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``triact stress`` to a CLI's subcommands; run it with :func:`stress_main`."""
+    parser = subparsers.add_parser(
+        "stress",
+        help="drive a random load against sessions and check the history",
+        description=(
+            "Drive a random concurrent load (reads, updates with and without "
+            "expected_version, ends) against an in-process session manager or a "
+            "`triact serve` subprocess over MCP, record every call, and check that one "
+            "serial order per session explains every result. Prints a summary; exits "
+            "1 on any invariant violation."
+        ),
+    )
+    parser.add_argument(
+        "--sessions",
+        metavar="N",
+        type=_positive_int,
+        default=16,
+        help="sessions kept live at once (default: 16)",
+    )
+    parser.add_argument(
+        "--clients",
+        metavar="C",
+        type=_positive_int,
+        default=8,
+        help="concurrent clients (default: 8)",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="S",
+        type=_positive_float,
+        default=10.0,
+        help="seconds of load (default: 10)",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="memory|sqlite[:PATH]",
+        type=_store,
+        default="memory",
+        help="the store (default: memory; sqlite without a path: a temporary file)",
+    )
+    parser.add_argument(
+        "--faults",
+        metavar="RATE",
+        type=_rate,
+        default=0.0,
+        help="fault rate in [0, 0.5]: store failures, stalls and "
+        "corrupt loads (inproc), failing and cancelled updates "
+        "(default: 0)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("inproc", "stdio"),
+        default="inproc",
+        help="an in-process manager, or `triact serve` over MCP (default: inproc)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the load (default: random, printed)"
+    )
+    parser.add_argument(
+        "--server-command",
+        metavar="CMD",
+        default=None,
+        help="stdio target: the command that starts the server "
+        "(default: this Python running `triact serve --store STORE`)",
+    )
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> StressOptions:
+    command = tuple(shlex.split(args.server_command)) if args.server_command else None
+    return StressOptions(
+        sessions=args.sessions,
+        clients=args.clients,
+        duration=args.duration,
+        store=args.store,
+        faults=args.faults,
+        target=args.target,
+        seed=args.seed,
+        server_command=command,
+    )
+
+
+def stress_main(args: argparse.Namespace) -> int:
+    """Run ``triact stress`` with parsed arguments; the exit code."""
+    return trio.run(run_stress, options_from_args(args))
+
+
+async def run_stress(
+    options: StressOptions,
+    *,
+    target: TargetFactory | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run a stress load, show its progress on ``err`` (live with rich on a terminal,
+    plain lines otherwise) and its summary on ``out``. Exit code: 0 if every check
+    passed, 1 on any violation, 2 if the target could not be started."""
+    from ._display import Display
+
+    display = Display(options, out or sys.stdout, err or sys.stderr)
+    report = None
+    try:
+        report = await stress(options, target, display.progress)
+    except* (StdioServerError, OSError) as group:
+        display.error(group.exceptions[0])
+    finally:
+        display.stop()
+    if report is None:
+        return 2
+    display.summary(report)
+    return 1 if report.failed else 0

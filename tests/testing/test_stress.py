@@ -1,0 +1,167 @@
+"""``triact stress``: a short real-time load finds nothing wrong with a correct
+manager, and a broken target gives violations and exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from triact.testing._display import Display
+from triact.testing._history import Call
+from triact.testing._model import DataChange
+from triact.testing._stress import (
+    StressOptions,
+    add_stress_parser,
+    options_from_args,
+    run_stress,
+    stress,
+)
+from triact.testing._targets import InprocTarget, StressTarget, open_inproc
+
+
+async def test_a_short_inproc_run_checks_out() -> None:
+    report = await stress(StressOptions(duration=2.0, seed=5))
+    assert report.operations > 1000
+    assert report.violations == []
+    assert report.unexpected == []
+    assert report.outcomes["ok"] > report.operations // 2
+    assert report.percentile(0.5) <= report.percentile(0.99)
+
+
+async def test_run_stress_prints_a_summary_and_exits_0() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    options = StressOptions(sessions=4, clients=4, duration=1.5, store="sqlite", seed=3)
+    assert await run_stress(options, out=out, err=err) == 0
+    summary = out.getvalue()
+    assert "in-process manager, sqlite store; 4 sessions, 4 clients" in summary
+    for row in (
+        "operations",
+        "throughput",
+        "latency p50 / p99",
+        "errors by kind",
+        "faults injected",
+        "invariant violations  0",
+    ):
+        assert row in summary, summary
+    assert "triact stress: 1.0/1.5 s" in err.getvalue()  # plain progress lines
+
+
+class LossyTarget(InprocTarget):
+    """Acknowledges every tenth update without committing it: a lost update."""
+
+    updates = 0
+
+    async def update(
+        self,
+        call: Call,
+        session_id: str,
+        change: DataChange,
+        expected_version: int | None,
+        *,
+        fails: bool,
+        slow: float,
+    ) -> None:
+        self.updates += 1
+        if self.updates % 10 or fails:
+            await super().update(call, session_id, change, expected_version, fails=fails, slow=slow)
+            return
+        state = await self.handles[session_id].snapshot()
+        call.ok_version(state.version + 1, change.apply(state.data))
+
+
+async def test_a_broken_target_gives_violations_and_exit_code_1() -> None:
+    @asynccontextmanager
+    async def lossy() -> AsyncIterator[StressTarget]:
+        async with open_inproc("memory", 0.0, 0) as target:
+            yield LossyTarget(target.manager, None)
+
+    out = io.StringIO()
+    options = StressOptions(sessions=2, clients=4, duration=1.0, seed=1)
+    assert await run_stress(options, target=lossy, out=out, err=io.StringIO()) == 1
+    summary = out.getvalue()
+    assert "invariant violations  0" not in summary
+    assert "I1/I3" in summary or "I3 versioned" in summary
+
+
+def _server_available() -> bool:
+    try:
+        from triact.transport import run_serve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _server_available(), reason="triact serve is not built yet")
+async def test_a_short_stdio_run_against_triact_serve_checks_out() -> None:
+    options = StressOptions(sessions=4, clients=4, duration=1.5, target="stdio", faults=0.1, seed=2)
+    report = await stress(options)
+    assert report.operations > 100
+    assert report.violations == []
+    assert report.unexpected == []
+    assert report.outcomes["raised"] > 0  # failing updates, refused by the server
+
+
+def test_the_stress_parser() -> None:
+    parser = argparse.ArgumentParser(prog="triact")
+    add_stress_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "stress",
+            "--sessions",
+            "3",
+            "--store",
+            "sqlite:/tmp/x.db",
+            "--faults",
+            "0.1",
+            "--target",
+            "stdio",
+            "--seed",
+            "9",
+            "--server-command",
+            "triact serve --store memory",
+        ]
+    )
+    assert options_from_args(args) == StressOptions(
+        sessions=3,
+        store="sqlite:/tmp/x.db",
+        faults=0.1,
+        target="stdio",
+        seed=9,
+        server_command=("triact", "serve", "--store", "memory"),
+    )
+    for bad in (["--store", "redis"], ["--faults", "0.9"], ["--clients", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["stress", *bad])
+
+
+async def test_the_live_display_draws_with_rich() -> None:
+    options = StressOptions(duration=0.5, seed=1)
+    err, out = io.StringIO(), io.StringIO()
+    display = Display(options, out, err, live=True)
+    report = await stress(options, progress=display.progress)
+    display.stop()
+    display.summary(report)
+    assert "triact stress" in err.getvalue()
+    assert "invariant violations  0" in out.getvalue()
+
+
+def test_triact_testing_works_without_hypothesis_except_for_its_strategies() -> None:
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "import triact.testing as t\n"
+        "t.HistoryRecorder(); t.ReferenceModel(); t.check_history(t.History([]))\n"
+        "try:\n"
+        "    t.session_states\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'triact[testing]'" in result.stdout
