@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import triact
+from triact import _demo
+from triact.transport import TOOLS
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,12 +43,56 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert "invalid choice: 'frobnicate'" in result.stderr
 
 
-def test_demo_runs_and_reports() -> None:
+def test_demo_drives_the_server_as_an_mcp_client() -> None:
     result = run("demo")
     assert result.returncode == 0, result.stderr
-    assert "total = 1000" in result.stdout
-    assert "flaky gave up" in result.stdout
-    assert "sleepy after 0.1 s idle: None" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == "$ python -m triact serve --store memory"
+    assert "-> initialize (protocol 2025-11-25)" in lines
+    assert f"<- triact {triact.__version__}, protocol 2025-11-25, capabilities: tools, logging" in (
+        lines
+    )
+    listed = next(line for line in lines if line.startswith("<- ") and " tools: " in line)
+    for tool in TOOLS:
+        assert tool in listed
+    created = next(line for line in lines if line.startswith("<- session "))
+    session_id = created.split()[2].rstrip(",")
+    assert created == f"<- session {session_id}, version 1"
+    steps = [
+        '-> session_update {"set": {"draft": "intro"}}',
+        '<- version 2, data {"draft": "intro"}',
+        '-> session_update {"increment": {"edits": 1}, "expected_version": 2}',
+        '<- version 3, data {"draft": "intro", "edits": 1}',
+        '-> session_update {"set": {"draft": "lost?"}, "expected_version": 2}',
+        f"<- conflict: session {session_id!r} is at version 3, not 2; read it again and retry "
+        "against the current version",
+        "   (expected_version 2 was stale: nothing changed)",
+        '-> session_update {"increment": {"edits": 1}} x 10, sent at once',
+        "<- versions 4, 5, 6, 7, 8, 9, 10, 11, 12, 13: one at a time, in the order sent",
+        "-> session_get",
+        '<- version 13, data {"draft": "intro", "edits": 11}',
+        "-> session_stats",
+    ]
+    start = lines.index(steps[0])
+    assert lines[start : start + len(steps)] == steps
+    assert lines[start + len(steps)].startswith("<- session: ")
+    assert "store memory" in lines[start + len(steps)]
+    assert lines[start + len(steps) + 1 :] == [
+        "-> session_end",
+        "<- ended: True, final version 13",
+        "-> session_get",
+        f"<- not_found: no session {session_id!r}: it never existed, or it expired, ended or "
+        "was removed; create a new one",
+        "   the server stopped at end of input, exit status 0",
+    ]
+
+
+async def test_demo_reports_a_server_that_dies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_demo, "SERVE", (sys.executable, "-c", "pass"))
+    assert await _demo.demo() == 1
+    assert "demo failed: " in capsys.readouterr().err
 
 
 def test_help_lists_serve() -> None:

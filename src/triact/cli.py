@@ -107,8 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     commands.add_parser(
         "demo",
-        help="run a short demonstration of the actor runtime",
-        description="Spawn a few actors and show ordering, errors, restarts and reaping.",
+        help="start 'triact serve' and drive it as an MCP client, printing each exchange",
+        description=(
+            "Start 'triact serve --store memory' as a subprocess, talk to it as an MCP "
+            "client would (initialize, tools/list, session tools: updates, a version "
+            "conflict, a burst of pipelined calls), and print what happened."
+        ),
     )
     return parser
 
@@ -141,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import demo
 
-        trio.run(demo)
-        return 0
+        return trio.run(demo)
     parser.print_help()
     return 0
 

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 import triact
+from triact.transport import TOOLS
 
 from .conftest import Peer, connect, serving
 
@@ -308,3 +310,114 @@ async def test_stop_ends_reading(peer: Peer) -> None:
     peer.server.stop()
     await trio.testing.wait_all_tasks_blocked()
     assert peer.server.calls.health()[3] is True  # closing
+
+
+async def test_a_call_cancelled_before_a_worker_took_it_never_runs(peer: Peer) -> None:
+    message = peer.call_message("session_update", {"set": {"cancelled": True}})
+    cancel = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": message["id"]},
+    }
+    # One write: the reader starts the call and cancels it before any worker runs.
+    await peer.send_raw(b"".join(json.dumps(m).encode() + b"\n" for m in (message, cancel)))
+    assert (await peer.request("ping"))["result"] == {}
+    await trio.testing.wait_all_tasks_blocked()
+    assert message["id"] not in peer.server.calls
+    assert message["id"] not in peer.responses
+    assert (await peer.ok("session_get"))["session"]["data"] == {}
+
+
+async def test_each_call_gets_a_worker_and_idle_workers_are_bounded(
+    manager: triact.SessionManager,
+) -> None:
+    async with connect(manager, initialize="2025-11-25") as peer:
+        session_id = (await peer.ok("session_create"))["session_id"]
+        calls = [
+            peer.call_message("session_update", {"session_id": session_id, "increment": {"n": 1}})
+            for _ in range(200)
+        ]
+        async with holding(manager, session_id):
+            await send_in_chunks(peer, calls, 5)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery = peer.server.calls.nursery
+            assert nursery is not None
+            assert len(nursery.child_tasks) >= 200  # no call waits for another's worker
+        versions = [
+            (await peer.response(m["id"]))["result"]["structuredContent"]["version"] for m in calls
+        ]
+        assert versions == list(range(3, 203))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) <= 64
+
+
+async def test_workers_go_on_after_a_cancelled_call(manager: triact.SessionManager) -> None:
+    async with connect(manager, initialize="2025-11-25") as peer:
+        session_id = (await peer.ok("session_create"))["session_id"]
+        other = (await peer.ok("session_create"))["session_id"]
+        for _ in range(3):
+            async with holding(manager, session_id):
+                message = peer.call_message(
+                    "session_update", {"session_id": session_id, "set": {"x": 1}}
+                )
+                await peer.send(message)
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.send(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": message["id"]},
+                    }
+                )
+                await trio.testing.wait_all_tasks_blocked()
+            # Calls after it, on whichever worker (one ran the cancelled call), all run.
+            for _ in range(5):
+                await peer.ok("session_update", {"session_id": other, "increment": {"n": 1}})
+        assert (await peer.ok("session_get", {"session_id": other}))["session"]["data"] == {"n": 15}
+        assert (await peer.ok("session_get", {"session_id": session_id}))["session"]["data"] == {}
+
+
+async def test_a_call_that_completes_despite_its_cancellation_is_answered(
+    manager: triact.SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call whose last wait is shielded, as an ask's is once its change is committed.
+    started, release = trio.Event(), trio.Event()
+    health = TOOLS["health_check"]
+
+    async def shielded(env: Any, args: Any) -> Any:
+        result = await health.run(env, args)
+        with trio.CancelScope(shield=True):
+            started.set()
+            await release.wait()
+        return result
+
+    monkeypatch.setitem(TOOLS, "health_check", attrs.evolve(health, run=shielded))
+    async with connect(manager, initialize="2025-11-25") as peer:
+        message = peer.call_message("health_check")
+        await peer.send(message)
+        await started.wait()
+        await peer.send(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": message["id"]},
+            }
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        assert (await peer.response(message["id"]))["result"]["isError"] is False
+        # The worker it ran on serves the next calls uncancelled.
+        for _ in range(3):
+            assert (await peer.ok("health_check"))["status"] == "ok"
+
+
+async def test_stats_pipelined_behind_the_first_default_session_call_sees_it(
+    peer: Peer,
+) -> None:
+    update = peer.call_message("session_update", {"set": {"a": 1}})
+    stats = peer.call_message("session_stats")
+    await peer.send_raw(b"".join(json.dumps(m).encode() + b"\n" for m in (update, stats)))
+    updated = (await peer.response(update["id"]))["result"]["structuredContent"]
+    session = (await peer.response(stats["id"]))["result"]["structuredContent"]["session"]
+    assert session is not None
+    assert (session["session_id"], session["version"]) == (updated["session_id"], 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,9 @@ import pytest
 
 import triact
 from triact.transport import ERROR_CODES
+from triact.transport._jsonrpc import encode
+from triact.transport._protocol import SERVER_INFO
+from triact.transport._tools import ToolResult
 
 from .conftest import Peer, connect, envelope
 
@@ -347,3 +351,52 @@ def test_error_codes_are_stable() -> None:
         "session_error",
         "invalid_arguments",
     )
+
+
+def old_encoding(
+    request_id: Any, structured: dict[str, Any], *, error: bool, stateless: bool
+) -> bytes:
+    """The response as one dict encoded whole: what ToolResult.line must write."""
+    if error:
+        text = f"{structured['error']['code']}: {structured['error']['message']}"
+    else:
+        text = json.dumps(structured, ensure_ascii=False, separators=(",", ":"))
+    result: dict[str, Any] = {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": structured,
+        "isError": error,
+    }
+    if stateless:
+        result["resultType"] = "complete"
+        result["_meta"] = {"io.modelcontextprotocol/serverInfo": dict(SERVER_INFO)}
+    return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+@pytest.mark.parametrize("request_id", [7, 'req-\u00e9"1'])
+@pytest.mark.parametrize(
+    "result",
+    [
+        ToolResult({"session_id": "s", "version": 2, "data": {"a": [1, 2.5, None, True]}}),
+        ToolResult({"data": {"snow": "\u2603", "lone": "\ud800", "slash": "\\u0041"}}),
+        ToolResult(
+            {"error": {"code": "conflict", "message": "at 3, not \u00e9", "actual": 3}}, error=True
+        ),
+    ],
+    ids=["plain", "non-ascii", "error"],
+)
+def test_a_result_is_encoded_as_the_whole_message_would_be(
+    result: ToolResult, request_id: Any, stateless: bool
+) -> None:
+    line = result.line(request_id, stateless=stateless)
+    assert line == old_encoding(
+        request_id, result.structured, error=result.error, stateless=stateless
+    )
+    assert line.isascii()
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+
+
+def test_a_result_json_cannot_carry_is_refused() -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        ToolResult({"x": float("inf")}).line(1, stateless=False)

@@ -1,9 +1,10 @@
-"""Tool calls as concurrent tasks: arrival order per session, the default session,
-cancellation, progress and log notifications."""
+"""Tool calls run concurrently by a pool of worker tasks: arrival order per session,
+the default session, cancellation, progress and log notifications."""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +20,9 @@ from ._jsonrpc import (
     RequestId,
     error_line,
     notification_line,
-    result_line,
 )
 from ._lanes import Lanes, Turn
-from ._tools import TOOLS, Tool, ToolError, domain_error, failure, success
+from ._tools import TOOLS, Tool, ToolError, ToolResult, domain_error, failure, success
 
 logger = logging.getLogger("triact.transport")
 
@@ -30,6 +30,8 @@ logger = logging.getLogger("triact.transport")
 _DEFAULT_LANE = "\x00default"
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
 _KNOWN_MAX = 65_536
+#: Idle worker tasks kept for the next calls; more than this many idle ones exit.
+_IDLE_WORKERS_MAX = 64
 
 
 class _Known:
@@ -43,9 +45,30 @@ class _Known:
         self.warm = False  # its actor has answered us (and, without passivation, stays)
 
 
+class _Call:
+    """One tools/call, from its arrival to its answer."""
+
+    __slots__ = ("args", "cancelled", "ctx", "request_id", "scope", "tool", "turn")
+
+    def __init__(
+        self, request_id: RequestId, ctx: p.RequestContext, tool: Tool, args: Any, turn: Turn | None
+    ) -> None:
+        self.request_id = request_id
+        self.ctx = ctx
+        self.tool = tool
+        self.args = args
+        self.turn = turn
+        #: The scope of the worker running it; None while it waits for a worker.
+        self.scope: trio.CancelScope | None = None
+        self.cancelled = False
+
+
 class ToolCalls:
     """The tool calls of one connection. :meth:`start` runs under the reading task, in
-    arrival order; each call then runs as a task of ``nursery``.
+    arrival order; each call then runs in one of a pool of worker tasks in ``nursery``,
+    one call per worker at a time, so calls run as concurrently as if each had a task
+    of its own (a worker is woken or started for every call), without the cost of
+    starting one.
 
     Guarantees: calls for one session are issued to it in arrival order; a call is
     answered exactly once (through ``emit``) unless it is cancelled before it completed,
@@ -78,7 +101,9 @@ class ToolCalls:
         # Without passivation an actor, once in memory, stays there until its session
         # is gone; with it, "warm" cannot be known and quiet lanes always warm up.
         self._stays_warm = manager.config.passivate_after is None
-        self._in_flight: dict[RequestId, trio.CancelScope] = {}
+        self._in_flight: dict[RequestId, _Call] = {}
+        self._queue: deque[_Call] = deque()  # calls no worker has taken yet
+        self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
         self._lanes = Lanes(manager.config.mailbox_size)
         self._started = trio.current_time()
 
@@ -97,14 +122,16 @@ class ToolCalls:
 
     def cancel(self, request_id: Any, reason: Any) -> None:
         """Cancel the call with this request id, if it is in flight."""
-        scope = None
+        call = None
         if type(request_id) is str or type(request_id) is int:
-            scope = self._in_flight.get(request_id)
-        if scope is None:
+            call = self._in_flight.get(request_id)
+        if call is None:
             logger.debug("cancel of %r: not in flight", request_id)
             return
         logger.info("cancelling request %r: %s", request_id, reason)
-        scope.cancel()
+        call.cancelled = True
+        if call.scope is not None:
+            call.scope.cancel()
 
     def start(self, request_id: RequestId, ctx: p.RequestContext, params: dict[str, Any]) -> None:
         """Begin a tools/call, synchronously, so that calls join their session's lane in
@@ -152,9 +179,13 @@ class ToolCalls:
             )
             self._reply_tool(request_id, ctx, failure(error))
             return
-        scope = self._in_flight[request_id] = trio.CancelScope()
-        assert self.nursery is not None
-        self.nursery.start_soon(self._run_call, request_id, ctx, tool, args, turn, scope)
+        call = self._in_flight[request_id] = _Call(request_id, ctx, tool, args, turn)
+        self._queue.append(call)
+        if self._idle:
+            self._idle.unpark()
+        else:
+            assert self.nursery is not None
+            self.nursery.start_soon(self._work)
 
     def _join_lane(self, ctx: p.RequestContext, tool: Tool, args: Any) -> Turn | None:
         session_id = args.session_id
@@ -176,6 +207,7 @@ class ToolCalls:
                 tool.session == "optional"
                 and self.default_session_id is None
                 and self._default_creating is None
+                and _DEFAULT_LANE not in self._lanes
             ):
                 return None
             key = _DEFAULT_LANE
@@ -190,44 +222,68 @@ class ToolCalls:
             )
         return turn
 
-    async def _run_call(
-        self,
-        request_id: RequestId,
-        ctx: p.RequestContext,
-        tool: Tool,
-        args: Any,
-        turn: Turn | None,
-        scope: trio.CancelScope,
-    ) -> None:
-        started = trio.current_time()
+    async def _work(self) -> None:
+        """A worker: run queued calls one at a time; park when there are none.
+
+        Each call runs inside the worker's cancel scope, which cancels only that call:
+        a worker whose scope was cancelled leaves it after the call and opens a new one.
+        """
+        while True:
+            call = None
+            with trio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    if not self._queue:
+                        if len(self._idle) >= _IDLE_WORKERS_MAX:
+                            return
+                        await self._idle.park()
+                        continue
+                    call = self._queue.popleft()
+                    call.scope = scope
+                    await self._run(call)
+                    call = None
+            if call is not None:
+                logger.info(
+                    "request %r (%s) was cancelled; not answered", call.request_id, call.tool.name
+                )
+
+    async def _run(self, call: _Call) -> None:
+        """Run one call and answer it, unless it is cancelled first."""
+        ctx, tool = call.ctx, call.tool
         try:
-            with scope:
-                result = await self._execute(ctx, tool, args, turn)
-            if scope.cancelled_caught:
-                logger.info("request %r (%s) was cancelled; not answered", request_id, tool.name)
+            if call.cancelled:  # before it started: it never runs
+                logger.info("request %r (%s) was cancelled; not run", call.request_id, tool.name)
                 return
+            started = trio.current_time()
+            result = await self._execute(ctx, tool, call.args, call.turn)
             self._progress(ctx, 1, "done")
             self._log_call(ctx, tool, result, trio.current_time() - started)
-            self._reply_tool(request_id, ctx, result)
+            self._reply_tool(call.request_id, ctx, result)
         except Exception as exc:
-            logger.exception("tool %s failed (request %r)", tool.name, request_id)
+            logger.exception("tool %s failed (request %r)", tool.name, call.request_id)
             self._emit(
-                error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}"))
+                error_line(
+                    call.request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}")
+                )
             )
         finally:
-            if turn is not None:
-                self._lanes.finish(turn)
-            del self._in_flight[request_id]
+            if call.turn is not None:
+                self._lanes.finish(call.turn)
+            del self._in_flight[call.request_id]
             if not self._in_flight and self.closing:
                 self.drained.set()
 
     async def _execute(
         self, ctx: p.RequestContext, tool: Tool, args: Any, turn: Turn | None
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         try:
             if tool.session == "none":
                 return success(await tool.run(self, args))
-            known = await self._session_for(args, tool, turn)
+            known = self._known.get(args.session_id) if args.session_id is not None else None
+            if known is None:
+                if turn is not None and tool.session == "optional" and args.session_id is None:
+                    # Which default session it reads is up to the calls before it.
+                    await self._lanes.wait(turn)
+                known = await self._session_for(args, tool, turn)
             session = known.handle if known is not None else None
             if known is not None and (args.token is not None or not known.unbound):
                 await known.handle.validate_security(args.token, tool.name)
@@ -308,11 +364,9 @@ class ToolCalls:
                 self._default_creating = None
                 creating.set()
 
-    def _reply_tool(
-        self, request_id: RequestId, ctx: p.RequestContext, result: dict[str, Any]
-    ) -> None:
+    def _reply_tool(self, request_id: RequestId, ctx: p.RequestContext, result: ToolResult) -> None:
         try:
-            line = result_line(request_id, p.shape(ctx, result))
+            line = result.line(request_id, stateless=ctx.stateless)
         except (TypeError, ValueError) as exc:  # a value JSON cannot carry
             logger.exception("result of request %r cannot be encoded", request_id)
             line = error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
@@ -329,12 +383,12 @@ class ToolCalls:
             self._emit(notification_line("notifications/progress", params))
 
     def _log_call(
-        self, ctx: p.RequestContext, tool: Tool, result: dict[str, Any], elapsed: float
+        self, ctx: p.RequestContext, tool: Tool, result: ToolResult, elapsed: float
     ) -> None:
         threshold = ctx.log_level if ctx.stateless else self._handshake.log_level
         if threshold is None:
             return
-        error = result["structuredContent"].get("error") if result["isError"] else None
+        error = result.structured["error"] if result.error else None
         level = "warning" if error else "debug"
         if p.LOG_RANK[level] < p.LOG_RANK[threshold]:
             return

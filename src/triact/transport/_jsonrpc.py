@@ -101,10 +101,16 @@ def _valid_id(value: Any) -> bool:
     return type(value) is str or type(value) is int
 
 
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+#: Compact JSON, ASCII only (so that any string survives, lone surrogates too).
+#: Raises ValueError or TypeError for a value JSON cannot carry.
+encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def parse_line(line: bytes) -> Message:
     """Classify one line (without its newline) as a JSON-RPC message."""
     try:
-        obj = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+        obj = _decoder.decode(line.decode("utf-8"))
     except UnicodeDecodeError:
         return Invalid(None, JsonRpcError(PARSE_ERROR, "Parse error: the line is not UTF-8 text"))
     except (ValueError, RecursionError) as exc:
@@ -179,7 +185,7 @@ def encode(message: dict[str, Any]) -> bytes:
 
     Raises ValueError or TypeError if ``message`` holds a value JSON cannot carry.
     """
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return encode_json(message).encode() + b"\n"
 
 
 def result_line(request_id: RequestId, result: dict[str, Any]) -> bytes:

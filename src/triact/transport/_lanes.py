@@ -1,11 +1,11 @@
 """Arrival order per session, for calls that run as concurrent tasks.
 
-Trio does not run tasks in the order they were started (each scheduling batch is
-reversed at random, on purpose), so "start one task per call, in arrival order" does
-not make the calls reach a session's mailbox in arrival order. A call therefore
-joins its session's lane when it arrives, in the reading task, and may issue its
-session call only at the head of the lane; issuing leaves the lane and lets the next
-call go. The session's actor then handles the calls in mailbox order (DESIGN I1).
+Trio does not run tasks in the order they were started or woken (each scheduling
+batch is reversed at random, on purpose), so "hand each call to a task, in arrival
+order" does not make the calls reach a session's mailbox in arrival order. A call
+therefore joins its session's lane when it arrives, in the reading task, and may issue
+its session call only at the head of the lane; issuing leaves the lane and lets the
+next call go. The session's actor then handles the calls in mailbox order (DESIGN I1).
 
 Issuing must be followed at once, without a checkpoint, by the session call that
 puts the message into the mailbox: the next call is woken, but cannot run before the
@@ -57,6 +57,10 @@ class Lanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def __contains__(self, key: str) -> bool:
+        """True while ``key``'s lane has calls waiting or running."""
+        return key in self._lanes
 
     def join(self, key: str) -> Turn | None:
         """A new turn at the back of ``key``'s lane, or None if too many are waiting."""

@@ -24,6 +24,7 @@ from ._jsonrpc import (
     METHOD_NOT_FOUND,
     UNSUPPORTED_PROTOCOL_VERSION,
     JsonRpcError,
+    encode_json,
 )
 
 HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -73,6 +74,11 @@ INSTRUCTIONS: Final = (
     "lost updates. Idle sessions expire."
 )
 CAPABILITIES: Final = {"tools": {"listChanged": False}, "logging": {}}
+#: The members :func:`shape` adds to a stateless result that is not cacheable, encoded,
+#: for results encoded piece by piece (``ToolResult.line``).
+STATELESS_MEMBERS: Final = ',"resultType":"complete","_meta":' + encode_json(
+    {SERVER_INFO_KEY: SERVER_INFO}
+)
 
 
 class HandshakeState:

@@ -4,7 +4,6 @@ to ``_calls``), writing answers, and shutting down."""
 from __future__ import annotations
 
 import logging
-import math
 from functools import cache
 from typing import Any
 
@@ -74,7 +73,9 @@ class McpServer:
         self.manager = manager
         self.options = options = options or ServerOptions()
         self._handshake = p.HandshakeState()
-        self._out_send, self._out_receive = trio.open_memory_channel[bytes](math.inf)
+        self._out: list[bytes] = []  # lines for the writer, in order
+        self._out_ready: trio.Event | None = None  # set to wake the writer
+        self._out_closed = False
         #: The tool calls in flight.
         self.calls = ToolCalls(
             manager,
@@ -116,7 +117,7 @@ class McpServer:
                     calls.cancel_scope.cancel()
             finally:
                 self.calls.close()
-                self._out_send.close()
+                self._close_output()
                 with trio.move_on_after(self.options.shutdown_grace):
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()
@@ -140,27 +141,42 @@ class McpServer:
                 self._handle_line(line)
 
     async def _write_loop(self, send: trio.abc.SendStream, done: trio.Event) -> None:
+        """Write what was emitted, every line written so far in one write, until the
+        output is closed and nothing is left."""
         try:
-            async for first in self._out_receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(self._out_receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+            while True:
+                if not self._out:
+                    if self._out_closed:
+                        return
+                    self._out_ready = trio.Event()
+                    await self._out_ready.wait()
+                    continue
+                batch, self._out = self._out, []
                 await send.send_all(b"".join(batch))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.warning("output closed (%r): the client is gone; stopping", exc)
             self.stop()
         finally:
-            self._out_receive.close()
+            self._close_output()
             done.set()
 
     def _emit(self, line: bytes) -> None:
-        try:
-            self._out_send.send_nowait(line)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        if self._out_closed:
             logger.debug("dropped output after shutdown: %.200r", line)
+            return
+        self._out.append(line)
+        self._wake_writer()
+
+    def _close_output(self) -> None:
+        """Nothing more will be written; the writer writes what is left and returns."""
+        self._out_closed = True
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        ready = self._out_ready
+        if ready is not None:
+            self._out_ready = None
+            ready.set()
 
     def _reply(self, request_id: RequestId, result: dict[str, Any]) -> None:
         try:

@@ -23,6 +23,8 @@ from ..sessions import (
 from . import _args as a
 from . import _handlers as h
 from . import _results as r
+from ._jsonrpc import RequestId, encode_json
+from ._protocol import STATELESS_MEMBERS
 from ._schema import object_schema
 
 SessionUse = Literal["none", "required", "optional"]
@@ -115,25 +117,51 @@ def domain_error(exc: Exception) -> ToolError | None:
     return ToolError(code, str(exc), **details)
 
 
-def tool_result(structured: dict[str, Any], *, error: bool = False) -> dict[str, Any]:
-    """A CallToolResult: structured content plus its text rendering."""
-    if error:
-        text = f"{structured['error']['code']}: {structured['error']['message']}"
-    else:
-        text = json.dumps(structured, ensure_ascii=False, separators=(",", ":"))
-    return {
-        "content": [{"type": "text", "text": text}],
-        "structuredContent": structured,
-        "isError": error,
-    }
+class ToolResult:
+    """A CallToolResult before encoding: its structured content, and whether it reports
+    an error; its text rendering is made when it is encoded (:meth:`line`)."""
+
+    __slots__ = ("error", "structured")
+
+    def __init__(self, structured: dict[str, Any], *, error: bool = False) -> None:
+        self.structured = structured
+        self.error = error
+
+    def text(self) -> str:
+        """The text block: ``"<code>: <message>"`` for an error, else the structured
+        content as compact JSON."""
+        if self.error:
+            failure = self.structured["error"]
+            return f"{failure['code']}: {failure['message']}"
+        return json.dumps(self.structured, ensure_ascii=False, separators=(",", ":"))
+
+    def line(self, request_id: RequestId, *, stateless: bool) -> bytes:
+        """The response carrying this result, shaped for the request's era: encoded as
+        a whole message would be, but with the structured content encoded once and
+        reused for the text block when they are the same JSON.
+
+        Raises ValueError or TypeError if the content holds a value JSON cannot carry.
+        """
+        structured = encode_json(self.structured)
+        if self.error or "\\u" in structured:  # the text differs: readable characters
+            text = encode_json(self.text())
+        else:
+            text = encode_json(structured)
+        id_json = str(request_id) if type(request_id) is int else encode_json(request_id)
+        return (
+            f'{{"jsonrpc":"2.0","id":{id_json},"result":{{"content":'
+            f'[{{"type":"text","text":{text}}}],"structuredContent":{structured},'
+            f'"isError":{"true" if self.error else "false"}'
+            f"{STATELESS_MEMBERS if stateless else ''}}}}}\n"
+        ).encode()
 
 
-def success(value: Any) -> dict[str, Any]:
-    return tool_result(a.converter.unstructure(value))
+def success(value: Any) -> ToolResult:
+    return ToolResult(a.converter.unstructure(value))
 
 
-def failure(error: ToolError) -> dict[str, Any]:
-    return tool_result(error.payload(), error=True)
+def failure(error: ToolError) -> ToolResult:
+    return ToolResult(error.payload(), error=True)
 
 
 _EXPIRY = "Sessions expire after a period without calls (2 hours unless configured)."
