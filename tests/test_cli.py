@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,23 @@ def test_serve_exits_0_at_end_of_input_and_writes_only_json(tmp_path: Path) -> N
     assert responses[1]["result"]["structuredContent"]["store"] == "sqlite"
     assert "end of input" in result.stderr
     assert (tmp_path / "triact" / "sessions.db").exists()
+
+
+@pytest.mark.parametrize("target", ["inproc", "stdio"])
+def test_stress_runs_a_short_load_and_finds_no_violation(target: str) -> None:
+    result = run(
+        "stress", "--duration", "1", "--sessions", "4", "--clients", "8", "--target", target
+    )
+    assert result.returncode == 0, result.stderr
+    violations = re.search(r"invariant violations\s+(\d+)", result.stdout)
+    operations = re.search(r"operations\s+([\d,]+)", result.stdout)
+    assert violations is not None, result.stdout
+    assert operations is not None, result.stdout
+    assert violations.group(1) == "0"
+    assert int(operations.group(1).replace(",", "")) > 0
+
+
+def test_stress_refuses_a_bad_option() -> None:
+    result = run("stress", "--sessions", "0")
+    assert result.returncode == 2
+    assert "--sessions" in result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from ._version import __version__
+from .testing._stress import add_stress_parser, stress_main
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -114,6 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "conflict, a burst of pipelined calls), and print what happened."
         ),
     )
+    add_stress_parser(commands)
     return parser
 
 
@@ -146,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import demo
 
         return trio.run(demo)
+    if args.command == "stress":
+        return stress_main(args)
     parser.print_help()
     return 0
 

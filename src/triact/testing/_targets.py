@@ -318,8 +318,8 @@ def server_command(store: str) -> list[str]:
     """This Python running ``triact serve --store STORE``."""
     return [
         sys.executable,
-        "-c",
-        "import sys; from triact.cli import main; sys.exit(main())",
+        "-m",
+        "triact",
         "serve",
         "--store",
         store,
