@@ -23,8 +23,10 @@ from ._store import IndexEntry, SessionStore
 STORE_SCHEMA_VERSION = 1
 
 _T = TypeVar("_T")
-_Kind = Literal["read", "write", "delete", "discard"]
+_Kind = Literal["read", "write", "delete", "discard", "query", "apply"]
 _Row = tuple[str, int, float, float, str | None, str]
+
+_NOT_DONE = {"write": "was not stored", "apply": "was not applied"}
 
 _CREATE_TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -224,6 +226,30 @@ class SqliteStore(SessionStore):
         """Every stored session, without decoding the states."""
         return await self._call(_Job("read", None, _index))
 
+    # -- for the layers built on the store ----------------------------------------
+
+    async def run(self, fn: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
+        """Run ``fn(connection)`` in the db task's worker thread, with the session jobs
+        of its batch, and return what it returns: the way a layer built on the store
+        (:mod:`triact.work`) keeps tables of its own in the same file, through the
+        same single connection. Create such tables with ``CREATE ... IF NOT EXISTS``
+        on first use; the store's own tables are not yours to change.
+
+        With ``write=False``, ``fn`` runs before the batch's transaction, outside any
+        transaction: it sees what is committed and must change nothing. With
+        ``write=True`` it runs inside the batch's transaction, in a savepoint of its
+        own: if it raises, its changes are rolled back and the call raises, and the
+        other jobs of the batch are not affected; otherwise the call returns once the
+        transaction has committed (if that fails, nothing of ``fn`` is stored and the
+        call raises SessionStoreError). ``fn`` must not begin, commit or roll back,
+        nor keep the connection; it should be quick (the batch waits for it).
+
+        An ``sqlite3.Error`` from ``fn`` is raised as SessionStoreError; any other
+        exception as it is. Cancellation is as for every call: withdrawn while queued,
+        seen through once taken.
+        """
+        return await self._call(_Job("apply" if write else "query", None, fn))
+
     # -- callers' side ------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -391,6 +417,12 @@ class SqliteStore(SessionStore):
         number of transactions committed (0 or 1) and of writes among them."""
         changes = []
         for job in batch:
+            if job.kind == "query":
+                try:
+                    job.value = job.run(conn)
+                except Exception as exc:
+                    job.error = self._extension_error(job, exc)
+                continue
             if job.kind != "read":
                 changes.append(job)
                 continue
@@ -404,6 +436,9 @@ class SqliteStore(SessionStore):
             conn.execute("BEGIN IMMEDIATE")
             for job in changes:
                 job.error = None  # a retried discard carries its last failure
+                if job.kind == "apply":
+                    self._apply(conn, job)
+                    continue
                 try:
                     job.value = job.run(conn)
                 except SessionConcurrencyError as exc:
@@ -417,13 +452,36 @@ class SqliteStore(SessionStore):
                     exc.add_note(f"rolling back failed too: {rollback_exc!r}")
             for job in changes:
                 job.value = None
-                what = "was not stored" if job.kind == "write" else "was not removed"
+                what = _NOT_DONE.get(job.kind, "was not removed")
                 job.error = self._failure(job, f"{what}: the transaction failed", exc)
             return 0, 0
         return 1, sum(job.kind == "write" and job.error is None for job in changes)
 
+    def _apply(self, conn: sqlite3.Connection, job: _Job[Any]) -> None:
+        """Run an extension's write in a savepoint, so that its failure undoes its own
+        changes only. (A failure to roll back propagates: the transaction fails.)"""
+        conn.execute("SAVEPOINT triact_apply")
+        try:
+            job.value = job.run(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO triact_apply")
+            conn.execute("RELEASE triact_apply")
+            job.error = self._extension_error(job, exc)
+            return
+        conn.execute("RELEASE triact_apply")
+
+    def _extension_error(self, job: _Job[Any], exc: Exception) -> Exception:
+        if isinstance(exc, sqlite3.Error):
+            return self._failure(job, "failed", exc)
+        return exc
+
     def _failure(self, job: _Job[Any], what: str, exc: Exception) -> SessionStoreError:
-        subject = "the session index" if job.session_id is None else f"session {job.session_id!r}"
+        if job.kind in ("query", "apply"):
+            subject = "an extension's call"
+        elif job.session_id is None:
+            subject = "the session index"
+        else:
+            subject = f"session {job.session_id!r}"
         error = SessionStoreError(f"{subject} {what} in {self._path}: {exc!r}")
         error.__cause__ = exc
         return error

@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import attrs
 import trio
@@ -39,6 +39,17 @@ class SessionStore(abc.ABC):
     immediate: ClassVar[bool] = False
     #: Short name for logs and stats ("memory", "sqlite", ...).
     kind: ClassVar[str] = "store"
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """Per-store objects of the layers built on the sessions (such as
+        :mod:`triact.work`), by a key each layer chooses (its module name).
+
+        They live exactly as long as this store object: a layer keeps here what it
+        attaches to the store (with :class:`MemoryStore`, its data itself). The
+        sessions layer never reads them.
+        """
+        return cast(dict[str, Any], self.__dict__.setdefault("_extensions", {}))
 
     @abc.abstractmethod
     def open(self) -> AbstractAsyncContextManager[None]:

@@ -299,3 +299,11 @@ TOOLS: dict[str, Tool] = {
 def tool_definitions(*, stateless: bool) -> list[dict[str, Any]]:
     """The tools/list entries, in a fixed order."""
     return [tool.definition(stateless=stateless) for tool in TOOLS.values()]
+
+
+# The work-session tools (triact.work) are built on Tool in _work_tools, so they are
+# imported last. Their session_end (with write_handoff and a handoff) replaces the
+# entry above, keeping its place.
+from ._work_tools import WORK_TOOLS  # noqa: E402
+
+TOOLS.update((tool.name, tool) for tool in WORK_TOOLS)

@@ -1,0 +1,265 @@
+"""The work-session tools (session_start, session_checkpoint, session_status, the new
+session_end with its handoff, trust_*, reflection_*): their handlers and definitions,
+on :mod:`triact.work` (their arguments and results are in ``_work_args``). They reach
+the work layer through the manager (:func:`triact.work.work_sessions`), so the server
+needs nothing more to offer them.
+
+As in ``_handlers``, a tool that names a session makes its one session call first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
+from ..sessions import Session
+from ..work import (
+    Handoff,
+    StoredReflection,
+    TrustState,
+    WorkError,
+    WorkSessions,
+    render_handoff,
+    work_sessions,
+)
+from ._args import SessionArgs
+from ._handlers import ToolEnv
+from ._results import SessionView
+from ._tools import Tool, ToolError
+from ._work_args import (
+    CheckpointArgs,
+    CheckpointResult,
+    EndArgs,
+    EndResult,
+    ReflectionSearchArgs,
+    ReflectionStoreArgs,
+    SearchResult,
+    StartArgs,
+    StartResult,
+    StatusResult,
+    TrustGrantArgs,
+    TrustRevokeArgs,
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+def _reporting(
+    handler: Callable[Concatenate[ToolEnv, _P], Awaitable[_R]],
+) -> Callable[Concatenate[ToolEnv, _P], Awaitable[_R]]:
+    """Report the work layer's errors under their stable codes."""
+
+    async def run(env: ToolEnv, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await handler(env, *args, **kwargs)
+        except WorkError as exc:
+            raise ToolError(exc.code, str(exc)) from None
+
+    return run
+
+
+def _work(env: ToolEnv) -> WorkSessions:
+    return work_sessions(env.manager)
+
+
+def _markdown(handoff: Handoff | None) -> str | None:
+    return None if handoff is None else render_handoff(handoff)
+
+
+@_reporting
+async def start(env: ToolEnv, args: StartArgs) -> StartResult:
+    started = await _work(env).start(
+        args.working_directory,
+        project=args.project,
+        token=args.token,
+        bind_client=args.bind_client,
+        client_id=args.client_id,
+    )
+    session = started.session
+    if started.created:
+        env.session_created(session, args.bind_client)
+    report = started.report
+    return StartResult(
+        session.id, session.token, started.created, report, _markdown(report.previous_handoff)
+    )
+
+
+@_reporting
+async def status(env: ToolEnv, session: Session, args: SessionArgs) -> StatusResult:
+    report = await _work(env).status(session)
+    return StatusResult(session.id, report, _markdown(report.previous_handoff))
+
+
+@_reporting
+async def checkpoint(env: ToolEnv, session: Session, args: CheckpointArgs) -> CheckpointResult:
+    point = await _work(env).checkpoint(session, args.note, commit=args.commit)
+    return CheckpointResult(session.id, point)
+
+
+@_reporting
+async def end(env: ToolEnv, session: Session, args: EndArgs) -> EndResult:
+    ended = await _work(env).end(session, write_handoff=args.write_handoff)
+    final = ended.final
+    env.session_gone(final.id)
+    return EndResult(
+        final.id,
+        True,
+        SessionView.of(final),
+        ended.handoff,
+        render_handoff(ended.handoff),
+        ended.stored,
+        ended.file_error,
+        ended.store_error,
+    )
+
+
+@_reporting
+async def trust_grant(env: ToolEnv, session: Session, args: TrustGrantArgs) -> TrustState:
+    return await _work(env).grant(session, args.operation, expires_in=args.expires_in)
+
+
+@_reporting
+async def trust_revoke(env: ToolEnv, session: Session, args: TrustRevokeArgs) -> TrustState:
+    return await _work(env).revoke(session, args.operation)
+
+
+@_reporting
+async def trust_list(env: ToolEnv, session: Session, args: SessionArgs) -> TrustState:
+    return await _work(env).trusted(session)
+
+
+@_reporting
+async def reflection_store(env: ToolEnv, args: ReflectionStoreArgs) -> StoredReflection:
+    return await _work(env).store_reflection(
+        args.content, tags=args.tags or (), project=args.project
+    )
+
+
+@_reporting
+async def reflection_search(env: ToolEnv, args: ReflectionSearchArgs) -> SearchResult:
+    found = await _work(env).search_reflections(
+        args.query, project=args.project, tags=args.tags or (), limit=args.limit
+    )
+    return SearchResult.of(found)
+
+
+# -- definitions -----------------------------------------------------------------------
+
+_SESSION_ERRORS = "Errors: not_found, unauthorized, busy."
+
+WORK_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "session_start",
+        "Start or resume a work session",
+        "Start work in a directory: resumes that directory's live session, or creates one. "
+        "Reports the project's state (git repository?, branch, HEAD, uncommitted files), the "
+        "session's checkpoints and trusted operations, and the handoff the previous session "
+        "in this directory left. Use the returned session_id with the other tools. "
+        "Errors: invalid_arguments (directory missing, relative or not allowed), "
+        "unauthorized (the directory's live session is bound: pass its token).",
+        StartArgs,
+        StartResult,
+        "none",
+        start,
+    ),
+    Tool(
+        "session_checkpoint",
+        "Record a checkpoint",
+        "Record a checkpoint in the session: the time, a note, and git's HEAD, branch and "
+        "uncommitted files. With commit: true, first commit every change in the working "
+        "directory as a checkpoint commit. Errors: not_a_git_repository (commit: true "
+        "outside a git repository), git_failed, git_timeout, invalid_arguments; nothing is "
+        "recorded then. " + _SESSION_ERRORS,
+        CheckpointArgs,
+        CheckpointResult,
+        "required",
+        checkpoint,
+    ),
+    Tool(
+        "session_end",
+        "End a session",
+        "End the session: it is removed and its final state returned, with a handoff "
+        "(checkpoints, threads, analyses, requests, errors, git state) kept for the next "
+        "session_start in its directory; with write_handoff: true also written as Markdown "
+        "in the directory. Later calls naming it fail with code 'not_found'.",
+        EndArgs,
+        EndResult,
+        "required",
+        end,
+        destructive=True,
+    ),
+    Tool(
+        "session_status",
+        "Work session status",
+        "The same report as session_start (project and git state, checkpoints, trusted "
+        "operations, previous handoff), changing nothing. " + _SESSION_ERRORS,
+        SessionArgs,
+        StatusResult,
+        "required",
+        status,
+        read_only=True,
+    ),
+    Tool(
+        "trust_grant",
+        "Trust an operation",
+        "Record that the user approved an operation for this session (its client binding, "
+        "when bound), until revoked or for expires_in seconds. Granting again replaces the "
+        "expiry. Returns the operations trusted now. " + _SESSION_ERRORS,
+        TrustGrantArgs,
+        TrustState,
+        "required",
+        trust_grant,
+    ),
+    Tool(
+        "trust_revoke",
+        "Revoke a trusted operation",
+        "Stop trusting an operation; 'changed' says whether it was trusted. Returns the "
+        "operations trusted now. " + _SESSION_ERRORS,
+        TrustRevokeArgs,
+        TrustState,
+        "required",
+        trust_revoke,
+        destructive=True,
+        idempotent=True,
+    ),
+    Tool(
+        "trust_list",
+        "List trusted operations",
+        "The operations this session (its client binding, when bound) trusts now, with "
+        "when each was granted and when it expires. " + _SESSION_ERRORS,
+        SessionArgs,
+        TrustState,
+        "required",
+        trust_list,
+        read_only=True,
+        idempotent=True,
+    ),
+    Tool(
+        "reflection_store",
+        "Store a reflection",
+        "Keep a reflection (a lesson, a decision, an observation) to search later, with "
+        "tags and a project. Each project keeps its newest 1000 (configurable); the oldest "
+        "are dropped. Errors: invalid_arguments (too long, too many tags).",
+        ReflectionStoreArgs,
+        StoredReflection,
+        "none",
+        reflection_store,
+    ),
+    Tool(
+        "reflection_search",
+        "Search reflections",
+        "Find stored reflections by words, best match first (newest first among equal "
+        "matches), optionally of one project and with given tags. 'method' says what "
+        "ranked them: 'fts5-bm25' (SQLite store) or 'text-match' (memory store).",
+        ReflectionSearchArgs,
+        SearchResult,
+        "none",
+        reflection_search,
+        read_only=True,
+        idempotent=True,
+    ),
+)

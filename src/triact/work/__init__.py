@@ -1,0 +1,83 @@
+"""Work sessions: a layer on the session runtime that follows a working session from
+start to end (checkpoints, git state, a handoff for the next session in the same
+directory), remembers the operations a user trusts, and keeps reflections to search.
+
+Open it on a manager with :func:`open_work_sessions`; see ``docs/work.md``.
+"""
+
+from ._backend import MemoryWorkStore, WorkStore
+from ._config import WorkConfig
+from ._errors import (
+    GitError,
+    GitTimeoutError,
+    NotAGitRepositoryError,
+    WorkDataError,
+    WorkDirectoryError,
+    WorkError,
+    WorkLimitError,
+    WorkStoreError,
+)
+from ._handoff import render_handoff
+from ._records import (
+    WORK_DATA_KEY,
+    Checkpoint,
+    FailedRequest,
+    GitState,
+    Handoff,
+    Reflection,
+    ReflectionHit,
+    ReflectionSearch,
+    RequestSummary,
+    SearchMethod,
+    StoredReflection,
+    ThreadSummary,
+    TrustGrant,
+    WorkRecord,
+    work_record,
+)
+from ._reports import Ended, Started, TrustState, WorkReport
+from ._sqlite import SqliteWorkStore
+from ._trust import TrustScope, active_grants, is_trusted, scope_of
+from ._work import WorkSessions, open_work_sessions, work_sessions
+
+__all__ = [
+    "WORK_DATA_KEY",
+    "Checkpoint",
+    "Ended",
+    "FailedRequest",
+    "GitError",
+    "GitState",
+    "GitTimeoutError",
+    "Handoff",
+    "MemoryWorkStore",
+    "NotAGitRepositoryError",
+    "Reflection",
+    "ReflectionHit",
+    "ReflectionSearch",
+    "RequestSummary",
+    "SearchMethod",
+    "SqliteWorkStore",
+    "Started",
+    "StoredReflection",
+    "ThreadSummary",
+    "TrustGrant",
+    "TrustScope",
+    "TrustState",
+    "WorkConfig",
+    "WorkDataError",
+    "WorkDirectoryError",
+    "WorkError",
+    "WorkLimitError",
+    "WorkRecord",
+    "WorkReport",
+    "WorkSessions",
+    "WorkStore",
+    "WorkStoreError",
+    "active_grants",
+    "is_trusted",
+    "open_work_sessions",
+    "render_handoff",
+    "scope_of",
+    "work_record",
+    "work_sessions",
+]

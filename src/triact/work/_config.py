@@ -1,0 +1,93 @@
+"""WorkConfig: the work layer's knobs, validated at construction."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+
+
+def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"WorkConfig.{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ValueError(
+            f"WorkConfig.{attribute.name} must be a number of seconds > 0, got {value!r}"
+        )
+
+
+def _file_name(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or "/" in value
+        or (os.sep in value)
+        or (os.altsep is not None and os.altsep in value)
+        or "\x00" in value
+    ):
+        raise ValueError(
+            f"WorkConfig.{attribute.name} must be a plain file name (no directory), got {value!r}"
+        )
+
+
+def _roots(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        value = (value,)
+    roots = []
+    for root in value:
+        text = os.fspath(root)
+        if not isinstance(text, str) or not os.path.isabs(text):
+            raise ValueError(f"WorkConfig.allowed_roots must hold absolute paths, got {root!r}")
+        roots.append(os.path.realpath(text))
+    return tuple(roots)
+
+
+def _author(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, str]) -> None:
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(part, str) and part.strip() and "\n" not in part for part in value)
+    ):
+        raise ValueError(f"WorkConfig.{attribute.name} must be (name, email), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class WorkConfig:
+    """How a :class:`~triact.work.WorkSessions` behaves."""
+
+    #: The git executable (a name looked up on PATH, or a path).
+    git: str = "git"
+    #: Seconds one git command may take before it is killed (GitTimeoutError).
+    git_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Name of the Markdown handoff file written in the working directory by
+    #: ``end(write_handoff=True)``.
+    handoff_file: str = attrs.field(default=".triact-handoff.md", validator=_file_name)
+    #: If set, working directories must be inside one of these (resolved) directories.
+    allowed_roots: tuple[str, ...] | None = attrs.field(default=None, converter=_roots)
+    #: Author and committer of checkpoint commits, used only when the repository's git
+    #: configuration names none (user.name / user.email).
+    checkpoint_author: tuple[str, str] = attrs.field(
+        default=("triact", "triact@localhost"), validator=_author
+    )
+    #: Checkpoints kept per session (oldest dropped first).
+    max_checkpoints: int = attrs.field(default=100, validator=_at_least_one)
+    #: Longest checkpoint note, in characters.
+    max_note_chars: int = attrs.field(default=2000, validator=_at_least_one)
+    #: Uncommitted paths listed in a git report or checkpoint (all are counted).
+    max_dirty_files: int = attrs.field(default=200, validator=_at_least_one)
+    #: Operations one session (or client binding) may trust at once.
+    max_trusted_operations: int = attrs.field(default=100, validator=_at_least_one)
+    #: Longest reflection, in characters.
+    max_reflection_chars: int = attrs.field(default=10_000, validator=_at_least_one)
+    #: Reflections kept per project (oldest dropped first).
+    max_reflections_per_project: int = attrs.field(default=1000, validator=_at_least_one)
+    #: Tags per reflection.
+    max_reflection_tags: int = attrs.field(default=16, validator=_at_least_one)
+    #: Most results one search returns.
+    max_search_limit: int = attrs.field(default=100, validator=_at_least_one)

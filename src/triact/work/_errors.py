@@ -1,0 +1,61 @@
+"""The work layer's exceptions: one base, one subclass per cause, each with the stable
+code the MCP tools report it under."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class WorkError(Exception):
+    """Base class of every error the work layer raises (session errors, such as
+    :class:`~triact.SessionNotFoundError`, pass through as they are)."""
+
+    #: The stable error code of the MCP tools.
+    code: ClassVar[str] = "work_error"
+
+
+class WorkDirectoryError(WorkError, ValueError):
+    """A working directory is refused: not absolute, missing, not a directory, outside
+    the allowed roots, or the session has none."""
+
+    code = "invalid_arguments"
+
+
+class WorkLimitError(WorkError, ValueError):
+    """A value exceeds a configured bound (a reflection's size, a note's length, the
+    number of trusted operations)."""
+
+    code = "invalid_arguments"
+
+
+class NotAGitRepositoryError(WorkError):
+    """A checkpoint commit was asked for in a directory that is not the top of a git
+    repository."""
+
+    code = "not_a_git_repository"
+
+
+class GitError(WorkError):
+    """git could not be run, or failed."""
+
+    code = "git_failed"
+
+
+class GitTimeoutError(GitError):
+    """git did not finish within ``WorkConfig.git_timeout``; it was killed."""
+
+    code = "git_timeout"
+
+
+class WorkDataError(WorkError):
+    """The work record kept in a session's data is malformed (it was overwritten), or a
+    newer triact wrote it."""
+
+    code = "data_error"
+
+
+class WorkStoreError(WorkError):
+    """The store cannot keep the work layer's data (no FTS5 in this SQLite, a store
+    kind it does not know, or tables from a newer triact)."""
+
+    code = "store_error"

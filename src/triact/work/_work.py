@@ -1,0 +1,387 @@
+"""WorkSessions: the work-session lifecycle (start, checkpoint, status, end with a
+handoff), trusted operations and reflections, on a SessionManager."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from ..sessions import (
+    MemoryStore,
+    Session,
+    SessionManager,
+    SessionNotFoundError,
+    SessionSecurityError,
+    SessionState,
+    SqliteStore,
+)
+from . import _search as search
+from . import _trust as trust
+from ._backend import MemoryWorkStore, WorkStore
+from ._config import WorkConfig
+from ._errors import WorkLimitError
+from ._git import check_directory, checkpoint_git, report, resolve
+from ._handoff import hand_off
+from ._records import (
+    Checkpoint,
+    ReflectionHit,
+    ReflectionSearch,
+    StoredReflection,
+    with_work_record,
+    work_record,
+)
+from ._reports import Ended, Started, TrustState, WorkReport
+from ._sqlite import SqliteWorkStore
+
+logger = logging.getLogger("triact.work")
+
+#: Where a manager's shared WorkSessions is kept, in its store's ``extensions``.
+_EXTENSION = "triact.work"
+_MEMORY_EXTENSION = "triact.work.memory"
+
+
+class WorkSessions:
+    """The work layer of one :class:`~triact.SessionManager`.
+
+    Open it with :func:`open_work_sessions`, or take the manager's shared one with
+    :func:`work_sessions` (the MCP tools do). Calls that act on a session take its
+    handle; like the session API they do not check tokens (``start``, which finds a
+    session by its directory, does).
+    """
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        config: WorkConfig | None = None,
+        store: WorkStore | None = None,
+    ) -> None:
+        self.manager = manager
+        self.config = config or WorkConfig()
+        self.store = store or _store_for(manager)
+        # Starts in progress, by directory: a second start for a directory waits for
+        # the first, so that one directory never gets two sessions.
+        self._starting: dict[str, trio.Event] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(
+        self,
+        working_directory: str | os.PathLike[str],
+        *,
+        project: str | None = None,
+        token: str | None = None,
+        bind_client: bool = False,
+        client_id: str | None = None,
+    ) -> Started:
+        """Resume the live session of ``working_directory``, or create one; record the
+        start (and ``project``, if given) in it, and report its state, the project's
+        git state and the handoff of the session that last ended there.
+
+        A bound session is resumed only with its ``token`` (SessionSecurityError);
+        ``bind_client`` and ``client_id`` apply to a session this call creates.
+        WorkDirectoryError for a directory that is refused.
+        """
+        if project is not None:
+            project = search.check_project(project)
+        directory = await trio.to_thread.run_sync(check_directory, working_directory, self.config)
+        session, created = await self._session_of(directory, project, token, bind_client, client_id)
+        now = self.manager.wall_clock()
+
+        def record_start(state: SessionState) -> SessionState:
+            record = work_record(state)
+            first = now if record.started_at is None else record.started_at
+            record = attrs.evolve(record, started_at=first, starts=record.starts + 1)
+            if project is not None:
+                state = attrs.evolve(state, project_id=project)
+            return with_work_record(state, record)
+
+        state = await session.update(record_start)
+        return Started(session, created, await self._report(state))
+
+    async def _session_of(
+        self,
+        directory: str,
+        project: str | None,
+        token: str | None,
+        bind_client: bool,
+        client_id: str | None,
+    ) -> tuple[Session, bool]:
+        while (pending := self._starting.get(directory)) is not None:
+            await pending.wait()
+        done = self._starting[directory] = trio.Event()
+        try:
+            session = await self._live_session(directory, token)
+            if session is not None:
+                return session, False
+            session = await self.manager.create_session(
+                f"work: {os.path.basename(directory) or directory}",
+                directory,
+                bind_client=bind_client,
+                client_id=client_id,
+                project_id=project,
+            )
+            try:
+                await self.store.remember(directory, session.id, self.manager.wall_clock())
+            except BaseException:
+                with trio.CancelScope(shield=True):  # no session nobody can find
+                    await self.manager.remove_session(session.id)
+                raise
+            return session, True
+        finally:
+            del self._starting[directory]
+            done.set()
+
+    async def _live_session(self, directory: str, token: str | None) -> Session | None:
+        session_id = await self.store.session_for(directory)
+        if session_id is None:
+            return None
+        try:
+            session = await self.manager.get_session(session_id)
+            state = await session.snapshot()
+        except SessionNotFoundError:
+            return None  # it expired or ended: the index is mended by the new session
+        if state.working_directory != directory:
+            return None  # it moved to another directory since
+        if state.client_binding is not None:
+            try:
+                await session.validate_security(token, "session_start")
+            except SessionSecurityError as exc:
+                raise SessionSecurityError(
+                    f"{exc} (it is the live session of {directory!r}: pass its token to "
+                    "resume it, or end it first)"
+                ) from exc
+        return session
+
+    async def status(self, session: Session) -> WorkReport:
+        """The report of :meth:`start`, for a session, without changing anything."""
+        return await self._report(await session.snapshot())
+
+    async def _report(self, state: SessionState) -> WorkReport:
+        record = work_record(state)
+        git = handoff = None
+        directory = state.working_directory
+        if directory is not None:
+            resolved, problem = await resolve(directory, self.config)
+            git = await report(resolved, problem, self.config)
+            handoff = await self.store.handoff(resolved or directory)
+        return WorkReport(
+            session_id=state.id,
+            version=state.version,
+            working_directory=directory,
+            project=state.project_id,
+            topic=state.topic,
+            bound=state.client_binding is not None,
+            started_at=record.started_at,
+            starts=record.starts,
+            git=git,
+            checkpoint_count=record.checkpoint_count,
+            last_checkpoint=record.checkpoints[-1] if record.checkpoints else None,
+            trusted=trust.active_grants(state, self.manager.wall_clock()),
+            previous_handoff=handoff,
+        )
+
+    async def checkpoint(
+        self, session: Session, note: str | None = None, *, commit: bool = False
+    ) -> Checkpoint:
+        """Record a checkpoint in the session: the time, ``note``, and its directory's
+        git HEAD, branch and uncommitted paths; with ``commit``, first commit every
+        change in the directory (``git add -A``) as a checkpoint commit.
+
+        It runs inside the session's actor, after the calls queued before it and
+        before those queued after. NotAGitRepositoryError if ``commit`` and the
+        directory is not the top of a git repository; GitError / GitTimeoutError if
+        git fails; WorkDirectoryError if the directory went away (or for ``commit``
+        without one). Then nothing is recorded. If the call is cancelled after the
+        commit was made, the commit stays and the checkpoint is not recorded.
+        """
+        config = self.config
+        if note is not None and len(note) > config.max_note_chars:
+            raise WorkLimitError(
+                f"a checkpoint note has at most {config.max_note_chars} characters "
+                "(WorkConfig.max_note_chars)"
+            )
+        clock = self.manager.wall_clock
+
+        async def take(state: SessionState) -> SessionState:
+            record = work_record(state)  # refuse a malformed record before git runs
+            number = record.checkpoint_count + 1
+            git, made = await checkpoint_git(state, note, number, commit, config)
+            point = Checkpoint(
+                number,
+                clock(),
+                note,
+                git.repository,
+                git.branch,
+                git.head,
+                git.dirty,
+                git.dirty_count,
+                made,
+            )
+            kept = (*record.checkpoints, point)[-config.max_checkpoints :]
+            record = attrs.evolve(record, checkpoints=kept, checkpoint_count=number)
+            return with_work_record(state, record)
+
+        state = await session.update(take)
+        return work_record(state).checkpoints[-1]
+
+    async def end(self, session: Session, *, write_handoff: bool = False) -> Ended:
+        """End the session (after the calls queued before this one) and write its
+        handoff: into the store, for the next :meth:`start` in its directory, and with
+        ``write_handoff`` also as Markdown in the directory (``WorkConfig.handoff_file``).
+
+        Once the session has ended the handoff is seen through even if the caller is
+        cancelled, and its failures are reported rather than raised (the session has
+        ended all the same): a file that cannot be written in ``file_error``, a store
+        that cannot keep it in ``store_error``.
+        """
+        final = await session.end()
+        with trio.CancelScope(shield=True):
+            ended = await hand_off(
+                final, self.manager.wall_clock(), self.config, self.store, write_handoff
+            )
+        return ended  # noqa: RET504 (returned from inside the scope, mypy sees no return)
+
+    # -- trusted operations ---------------------------------------------------------
+
+    async def grant(
+        self, session: Session, operation: str, *, expires_in: float | None = None
+    ) -> TrustState:
+        """Trust ``operation`` in this session (its client binding, when bound) for
+        ``expires_in`` seconds of wall-clock time, or until revoked. Granting again
+        replaces the expiry."""
+        now = self.manager.wall_clock()
+        state = await session.update(trust.grant(self.config, now, operation, expires_in))
+        return self._trust_state(state, now, operation, changed=True)
+
+    async def revoke(self, session: Session, operation: str) -> TrustState:
+        """Stop trusting ``operation``; ``changed`` says whether it was trusted."""
+        now = self.manager.wall_clock()
+        change = trust.revoke(now, operation)
+        found: list[bool] = []
+
+        def transform(state: SessionState) -> SessionState:
+            found[:] = [trust.is_trusted(state, operation, now)]
+            return change(state)
+
+        state = await session.update(transform)
+        return self._trust_state(state, now, operation, changed=found[0])
+
+    async def trusted(self, session: Session) -> TrustState:
+        """The operations trusted now (a read: changes nothing)."""
+        state = await session.snapshot()
+        return self._trust_state(state, self.manager.wall_clock(), None, changed=False)
+
+    async def is_trusted(self, session: Session, operation: str) -> bool:
+        """Whether ``operation`` is trusted now (a read: changes nothing). A tool that
+        holds the session's state already can ask :func:`triact.work.is_trusted`."""
+        state = await session.snapshot()
+        return trust.is_trusted(state, operation, self.manager.wall_clock())
+
+    def _trust_state(
+        self, state: SessionState, now: float, operation: str | None, *, changed: bool
+    ) -> TrustState:
+        grants = trust.active_grants(state, now)
+        return TrustState(
+            state.id, state.version, trust.scope_of(state), grants, operation, changed
+        )
+
+    # -- reflections ----------------------------------------------------------------
+
+    async def store_reflection(
+        self, content: str, *, tags: Iterable[str] = (), project: str | None = None
+    ) -> StoredReflection:
+        """Keep a reflection (at most ``max_reflection_chars``); its project keeps its
+        newest ``max_reflections_per_project``, the oldest are dropped."""
+        content, clean_tags, project = search.check_reflection(self.config, content, tags, project)
+        reflection, kept, dropped = await self.store.add_reflection(
+            content,
+            clean_tags,
+            project,
+            self.manager.wall_clock(),
+            self.config.max_reflections_per_project,
+        )
+        return StoredReflection(reflection, kept, dropped)
+
+    async def search_reflections(
+        self,
+        query: str,
+        *,
+        project: str | None = None,
+        tags: Iterable[str] = (),
+        limit: int = 10,
+    ) -> ReflectionSearch:
+        """The reflections matching any word of ``query``, best first (newest first
+        among equals), with every tag in ``tags``, of ``project`` (None: of every
+        project). ``method`` says what ranked them: "fts5-bm25" (SqliteStore) or
+        "text-match" (memory)."""
+        terms = search.query_terms(query)
+        clean_tags = search.check_tags(self.config, tags)
+        project = search.check_project(project)
+        limit = search.check_limit(self.config, limit)
+        found = await self.store.search(
+            terms, project, clean_tags, limit, all_projects=project is None
+        )
+        hits = tuple(ReflectionHit(reflection, score) for reflection, score in found)
+        return ReflectionSearch(self.store.search_method, query, hits)
+
+
+def _store_for(manager: SessionManager) -> WorkStore:
+    """The WorkStore that goes with the manager's store: its tables in a SqliteStore's
+    file; otherwise memory kept with the store object (for a store kind this layer does
+    not know, such as a wrapper or a RedisStore, that is not durable: said once, at
+    warning level; pass ``store=`` to do better)."""
+    store = manager.store
+    if isinstance(store, SqliteStore):
+        return SqliteWorkStore(store)
+    memory = store.extensions.get(_MEMORY_EXTENSION)
+    if memory is None:
+        memory = store.extensions[_MEMORY_EXTENSION] = MemoryWorkStore()
+        if not isinstance(store, MemoryStore):
+            logger.warning(
+                "the work layer keeps directory records, handoffs and reflections in "
+                "memory for this %s (checkpoints and trust stay in the sessions); pass "
+                "WorkSessions(manager, store=...) a WorkStore to keep them durably",
+                type(store).__name__,
+            )
+    assert isinstance(memory, MemoryWorkStore)
+    return memory
+
+
+def work_sessions(manager: SessionManager) -> WorkSessions:
+    """The manager's shared WorkSessions: the one :func:`open_work_sessions` opened, or
+    one with the default WorkConfig, made on first use and kept with the manager's
+    store."""
+    shared = manager.store.extensions.get(_EXTENSION)
+    if not isinstance(shared, WorkSessions) or shared.manager is not manager:
+        shared = manager.store.extensions[_EXTENSION] = WorkSessions(manager)
+    return shared
+
+
+@asynccontextmanager
+async def open_work_sessions(
+    manager: SessionManager,
+    config: WorkConfig | None = None,
+    *,
+    store: WorkStore | None = None,
+) -> AsyncIterator[WorkSessions]:
+    """A :class:`WorkSessions` for ``manager``, ready (tables created: WorkStoreError
+    here if SQLite lacks FTS5), and the manager's shared one for the block (the MCP
+    tools use it); the previous shared one is restored on exit."""
+    work = WorkSessions(manager, config, store)
+    await work.store.prepare()
+    extensions = manager.store.extensions
+    previous = extensions.get(_EXTENSION)
+    extensions[_EXTENSION] = work
+    try:
+        yield work
+    finally:
+        if extensions.get(_EXTENSION) is work:
+            if previous is None:
+                del extensions[_EXTENSION]
+            else:
+                extensions[_EXTENSION] = previous

@@ -1,0 +1,337 @@
+"""WorkSessions: start, checkpoint, status, end with a handoff."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+import triact
+from triact.work import (
+    WORK_DATA_KEY,
+    NotAGitRepositoryError,
+    WorkConfig,
+    WorkDataError,
+    WorkDirectoryError,
+    WorkLimitError,
+    WorkSessions,
+    work_record,
+    work_sessions,
+)
+
+from .conftest import Clock, git, opened
+
+
+async def test_start_creates_a_session_and_reports_the_project(
+    work: WorkSessions, repo: Path, clock: Clock
+) -> None:
+    started = await work.start(repo, project="alpha")
+    assert started.created
+    report = started.report
+    assert report.working_directory == str(repo)
+    assert (report.project, report.started_at, report.starts) == ("alpha", clock.now, 1)
+    assert report.git is not None
+    assert (report.git.repository, report.git.branch, report.git.dirty) == (
+        True,
+        "main",
+        ("README.md",),
+    )
+    assert report.previous_handoff is None
+    state = await started.session.snapshot()
+    assert (state.working_directory, state.project_id, state.version) == (str(repo), "alpha", 2)
+
+
+async def test_start_again_resumes_the_live_session(work: WorkSessions, repo: Path) -> None:
+    first = await work.start(repo)
+    again = await work.start(str(repo) + "/.", project="beta")
+    assert not again.created
+    assert again.session.id == first.session.id
+    assert (again.report.starts, again.report.project) == (2, "beta")
+    assert work.manager.session_count == 1
+
+
+async def test_concurrent_starts_for_one_directory_make_one_session(
+    work: WorkSessions, repo: Path
+) -> None:
+    ids: list[str] = []
+
+    async def start() -> None:
+        ids.append((await work.start(repo)).session.id)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(start)
+    assert len(set(ids)) == 1
+    assert work.manager.session_count == 1
+
+
+async def test_start_refuses_bad_directories(work: WorkSessions, tmp_path: Path) -> None:
+    with pytest.raises(WorkDirectoryError, match="does not exist"):
+        await work.start(tmp_path / "missing")
+    with pytest.raises(WorkDirectoryError, match="absolute"):
+        await work.start("relative")
+    assert work.manager.session_count == 0
+
+
+async def test_start_refuses_a_directory_outside_the_allowed_roots(
+    clock: Clock, tmp_path: Path
+) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    async with opened(clock, WorkConfig(allowed_roots=(allowed,))) as (manager, work):
+        await work.start(allowed)
+        with pytest.raises(WorkDirectoryError, match="outside the allowed roots"):
+            await work.start(outside)
+        assert manager.session_count == 1
+
+
+async def test_a_bound_session_resumes_only_with_its_token(work: WorkSessions, repo: Path) -> None:
+    started = await work.start(repo, bind_client=True)
+    token = started.session.token
+    assert token is not None
+    with pytest.raises(triact.SessionSecurityError, match="pass its token"):
+        await work.start(repo)
+    resumed = await work.start(repo, token=token)
+    assert resumed.session.id == started.session.id
+    assert resumed.session.token is None  # a token is shown once, at creation
+
+
+async def test_an_expired_session_is_replaced(clock: Clock, repo: Path) -> None:
+    async with opened(clock, idle_ttl=60) as (manager, work):
+        first = await work.start(repo)
+        await manager.remove_session(first.session.id)
+        second = await work.start(repo)
+        assert second.created
+        assert second.session.id != first.session.id
+
+
+async def test_checkpoints_record_note_time_and_git_state(
+    work: WorkSessions, repo: Path, clock: Clock
+) -> None:
+    session = (await work.start(repo)).session
+    clock.now += 60
+    first = await work.checkpoint(session, "looked around")
+    assert (first.number, first.at, first.note, first.commit) == (
+        1,
+        clock.now,
+        "looked around",
+        None,
+    )
+    assert (first.repository, first.branch, first.head, first.dirty) == (
+        True,
+        "main",
+        None,
+        ("README.md",),
+    )
+    second = await work.checkpoint(session, "saved", commit=True)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    assert (second.number, second.commit, second.head) == (2, head, head)
+    assert second.dirty == ("README.md",)  # what the commit took in
+    assert git(repo, "log", "-1", "--format=%s") == "triact checkpoint 2: saved\n"
+    assert session.id in git(repo, "log", "-1", "--format=%b")
+    record = work_record(await session.snapshot())
+    assert [c.number for c in record.checkpoints] == [1, 2]
+
+
+async def test_checkpoints_are_bounded(clock: Clock, tmp_path: Path) -> None:
+    async with opened(clock, WorkConfig(max_checkpoints=2)) as (_, work):
+        session = (await work.start(tmp_path)).session
+        for i in range(4):
+            await work.checkpoint(session, f"n{i}")
+        record = work_record(await session.snapshot())
+        assert [c.note for c in record.checkpoints] == ["n2", "n3"]
+        assert record.checkpoint_count == 4
+
+
+async def test_checkpoint_commit_outside_a_repository_records_nothing(
+    work: WorkSessions, tmp_path: Path
+) -> None:
+    session = (await work.start(tmp_path)).session
+    before = await session.snapshot()
+    with pytest.raises(NotAGitRepositoryError, match="not a git repository"):
+        await work.checkpoint(session, "nope", commit=True)
+    after = await session.snapshot()
+    assert after.version == before.version
+    plain = await work.checkpoint(session, "fine")  # without commit it is recorded
+    assert (plain.repository, plain.head) == (False, None)
+
+
+async def test_checkpoint_without_a_directory(work: WorkSessions) -> None:
+    session = await work.manager.create_session("plain")
+    point = await work.checkpoint(session, "no directory")
+    assert not point.repository
+    with pytest.raises(WorkDirectoryError, match="no working directory"):
+        await work.checkpoint(session, commit=True)
+
+
+async def test_checkpoint_note_is_bounded(clock: Clock, tmp_path: Path) -> None:
+    async with opened(clock, WorkConfig(max_note_chars=5)) as (_, work):
+        session = (await work.start(tmp_path)).session
+        with pytest.raises(WorkLimitError, match="max_note_chars"):
+            await work.checkpoint(session, "too long")
+
+
+async def test_a_clobbered_work_record_is_reported(work: WorkSessions, tmp_path: Path) -> None:
+    session = (await work.start(tmp_path)).session
+    await session.update(lambda state: attrs.evolve(state, data={WORK_DATA_KEY: "junk"}))
+    with pytest.raises(WorkDataError, match="delete the key"):
+        await work.checkpoint(session)
+
+
+async def test_status_reports_without_changing_anything(work: WorkSessions, repo: Path) -> None:
+    session = (await work.start(repo)).session
+    await work.checkpoint(session, "one")
+    version = (await session.snapshot()).version
+    report = await work.status(session)
+    assert (report.version, report.checkpoint_count) == (version, 1)
+    assert report.last_checkpoint is not None
+    assert report.last_checkpoint.note == "one"
+    assert (await session.snapshot()).version == version
+
+
+async def test_end_writes_a_handoff_that_the_next_start_shows(
+    work: WorkSessions, repo: Path, clock: Clock
+) -> None:
+    session = (await work.start(repo, project="alpha")).session
+    await work.checkpoint(session, "first")
+    await session.add_thread("critic")
+    await session.record_analysis("is it good?", ["yes"])
+    request = await session.begin_request("c1", tool_name="build")
+    await session.fail_request(request.id, "compiler exploded")
+    clock.now += 600
+    ended = await work.end(session, write_handoff=True)
+    assert ended.stored
+    assert ended.file_error is None
+    handoff = ended.handoff
+    assert handoff.file == str(repo / ".triact-handoff.md")
+    assert (handoff.ended_at, handoff.project, handoff.analyses) == (clock.now, "alpha", 1)
+    assert [c.note for c in handoff.checkpoints] == ["first"]
+    assert [(t.name, t.messages) for t in handoff.threads] == [("critic", 0)]
+    assert (handoff.requests.failed, handoff.failed_requests[0].error) == (1, "compiler exploded")
+    text = (repo / ".triact-handoff.md").read_text()
+    assert "# Handoff: alpha" in text
+    assert "compiler exploded" in text
+    assert "first" in text
+    with pytest.raises(triact.SessionNotFoundError):
+        await session.snapshot()
+
+    again = await work.start(repo)
+    assert again.created
+    assert again.session.id != session.id
+    previous = again.report.previous_handoff
+    assert previous is not None
+    assert previous.session_id == session.id
+    assert previous == handoff
+
+
+async def test_end_without_the_file_still_stores_the_handoff(
+    work: WorkSessions, repo: Path
+) -> None:
+    session = (await work.start(repo)).session
+    ended = await work.end(session)
+    assert ended.stored
+    assert ended.handoff.file is None
+    assert not (repo / ".triact-handoff.md").exists()
+    report = (await work.start(repo)).report
+    assert report.previous_handoff is not None
+    assert report.previous_handoff.session_id == session.id
+
+
+async def test_an_unwritable_handoff_file_is_reported_not_raised(
+    work: WorkSessions, repo: Path
+) -> None:
+    session = (await work.start(repo)).session
+    (repo / ".triact-handoff.md").mkdir()  # a directory where the file should go
+    ended = await work.end(session, write_handoff=True)
+    assert ended.stored
+    assert ended.file_error is not None
+    assert "not written" in ended.file_error
+    assert sorted(os.listdir(repo)) == [".git", ".triact-handoff.md", "README.md"]  # no leftovers
+
+
+async def test_a_symlinked_handoff_file_is_replaced_not_followed(
+    work: WorkSessions, repo: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "outside.md"
+    target.write_text("keep me\n")
+    (repo / ".triact-handoff.md").symlink_to(target)
+    await work.end((await work.start(repo)).session, write_handoff=True)
+    assert target.read_text() == "keep me\n"
+    assert not (repo / ".triact-handoff.md").is_symlink()
+
+
+async def test_handoffs_survive_a_restart_with_sqlite(
+    clock: Clock, repo: Path, sqlite_path: Path
+) -> None:
+    store = triact.SqliteStore(sqlite_path)
+    async with opened(clock, store=store) as (_, work):
+        first = await work.start(repo)
+        await work.checkpoint(first.session, "before the restart")
+    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+        resumed = await work.start(repo)  # the session survived, and so did the index
+        assert not resumed.created
+        assert resumed.session.id == first.session.id
+        assert resumed.report.last_checkpoint is not None
+        await work.end(resumed.session)
+    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+        report = (await work.start(repo)).report
+        assert report.previous_handoff is not None
+        assert report.previous_handoff.checkpoints[0].note == "before the restart"
+
+
+async def test_work_sessions_is_shared_per_manager(clock: Clock) -> None:
+    async with opened(clock) as (manager, work):
+        assert work_sessions(manager) is work
+    async with triact.open_session_manager() as manager:
+        shared = work_sessions(manager)
+        assert work_sessions(manager) is shared
+        assert shared.manager is manager
+
+
+async def test_other_store_kinds_keep_the_work_data_in_memory(
+    clock: Clock, repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from triact.testing import FaultyStore
+
+    async with opened(clock, store=FaultyStore(triact.MemoryStore())) as (_, work):
+        session = (await work.start(repo)).session
+        ended = await work.end(session)
+        assert ended.stored
+        report = (await work.start(repo)).report
+        assert report.previous_handoff is not None
+    assert "keeps directory records, handoffs and reflections in memory" in caplog.text
+
+
+async def test_a_handoff_the_store_cannot_keep_is_reported_after_the_end(
+    clock: Clock, tmp_path: Path, sqlite_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triact.work import _sqlite as work_sqlite
+
+    monkeypatch.setattr(work_sqlite, "FTS_MODULE", "fts_nope")  # the tables cannot be made
+    config = triact.SessionConfig(store=triact.SqliteStore(sqlite_path), wall_clock=clock)
+    async with triact.open_session_manager(config) as manager:
+        session = await manager.create_session("plain", tmp_path)
+        ended = await work_sessions(manager).end(session, write_handoff=True)
+        assert not ended.stored
+        assert ended.store_error is not None
+        assert "FTS5" in ended.store_error
+        assert ended.handoff.file == str(tmp_path / ".triact-handoff.md")  # the file is there
+        assert manager.session_count == 0
+
+
+async def test_a_handoff_is_found_through_a_symlinked_directory(
+    work: WorkSessions, repo: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(repo)
+    session = await work.manager.create_session("made by hand", link)
+    assert (await session.snapshot()).working_directory == str(link)  # kept unresolved
+    await work.end(session, write_handoff=True)
+    report = (await work.start(repo)).report
+    assert report.previous_handoff is not None
+    assert report.previous_handoff.session_id == session.id
+    assert report.previous_handoff.file == str(repo / ".triact-handoff.md")
