@@ -384,6 +384,7 @@ class SessionActor(Actor[Op, Any]):
                 await self._manager.store.delete(final.id)
             except Exception as exc:
                 raise _store_error(final.id, exc) from exc
+        self._check_live("it could end")  # a removal during the delete came first
         self._manager._session_gone(self._entry, op.reason, final)
         return final
 
