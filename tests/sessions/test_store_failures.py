@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import triact
 
@@ -55,3 +56,33 @@ async def test_a_removal_whose_delete_fails_is_retried_by_the_store(tmp_path: Pa
         with pytest.raises(triact.SessionNotFoundError):
             await manager.get_session(session.id)
     assert stored_ids(tmp_path / "s.db") == []  # the store's discard got it by close
+
+
+class SlowDeletes(triact.SqliteStore):
+    async def delete(self, session_id: str) -> bool:
+        await trio.sleep(1)
+        return await super().delete(session_id)
+
+
+async def test_a_removal_during_an_ends_delete_wins(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = SlowDeletes(tmp_path / "s.db")
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session()
+        events = manager.subscribe()
+        outcome: list[object] = []
+
+        async def end() -> None:
+            try:
+                outcome.append(await session.end())
+            except triact.SessionError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(end)
+            await trio.sleep(0.5)
+            assert await manager.remove_session(session.id)
+        assert isinstance(outcome[0], triact.SessionClosedError)
+        events.close()
+        assert [e.kind async for e in events] == ["removed"]  # gone once, not twice
