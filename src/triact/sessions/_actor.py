@@ -1,10 +1,10 @@
 """The session actor: owns one session's state and commits its changes.
 
 With an immediate store (memory) a change is applied and committed in the calling
-task, with no task switch. With a durable store the actor group-commits: the task
-that writes takes the plain changes queued behind it, applies them in order, and
-commits them all in one store write; every caller is answered only once its change
-is durable.
+task, without waiting on anything (the call's one schedule point is ``ask``'s own).
+With a durable store the actor group-commits: the task that writes takes the plain
+changes queued behind it, applies them in order, and commits them all in one store
+write; every caller is answered only once its change is durable.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A session is an :class:`_Entry` in the manager's index from creation to expiry. Its
 actor exists only while the session is in use: it is spawned on the first call
-(from the state in memory, or loaded from the store after passivation) and leaves
-memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
+(after passivation with a durable store, it loads the state inside that call) and
+leaves memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
 the reaper's work grows with the sessions that expire, not with those that exist.
 """
 
