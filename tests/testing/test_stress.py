@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -49,7 +50,8 @@ async def test_run_stress_prints_a_summary_and_exits_0() -> None:
         "invariant violations  0",
     ):
         assert row in summary, summary
-    assert "triact stress: 1.0/1.5 s" in err.getvalue()  # plain progress lines
+    # plain progress lines, about once a second (when exactly depends on the load)
+    assert re.search(r"triact stress: \d\.\d/1\.5 s  [\d,]+ ops", err.getvalue()), err.getvalue()
 
 
 class LossyTarget(InprocTarget):
