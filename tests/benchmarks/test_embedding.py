@@ -3,26 +3,13 @@ with its baseline and ratio. Timings are not asserted: machines are noisy."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "embedding.py"
+from ._run import run_quick
 
 
 def test_quick_run_prints_one_json_figure_per_line() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    lines = run_quick("embedding.py", timeout=60)
     assert [line["bench"] for line in lines] == [
         "aio_update_round_trip",
         "aio_snapshot_round_trip",

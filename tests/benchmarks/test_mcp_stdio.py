@@ -3,24 +3,10 @@ prints one JSON object per line with the keys every figure has. No timing is ass
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
+from ._run import FIGURE_KEYS, run_quick
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mcp_stdio.py"
-KEYS = {
-    "bench",
-    "unit",
-    "median",
-    "runs",
-    "baseline",
-    "baseline_median",
+KEYS = FIGURE_KEYS | {
     "baseline_runs",
-    "ratio",
-    "target",
-    "ok",
     "concurrency",
     "protocol",
     "errors",
@@ -37,15 +23,7 @@ BENCHES = [
 
 
 def test_quick_run_prints_one_json_figure_per_line() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines: list[dict[str, Any]] = [json.loads(line) for line in done.stdout.splitlines()]
+    lines = run_quick("mcp_stdio.py")
     assert [line["bench"] for line in lines] == BENCHES
     for line in lines:
         assert line.keys() >= KEYS, line

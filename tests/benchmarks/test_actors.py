@@ -3,25 +3,8 @@ with the keys every figure has. Timings are not asserted: machines are noisy."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
+from ._run import FIGURE_KEYS, run_quick
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "actors.py"
-KEYS = {
-    "bench",
-    "unit",
-    "median",
-    "runs",
-    "baseline",
-    "baseline_median",
-    "baseline_runs",
-    "ratio",
-    "target",
-    "ok",
-}
 BENCHES = [
     "ask_round_trip",
     "memory_per_idle_actor",
@@ -34,23 +17,11 @@ BENCHES = [
 ]
 
 
-def run_quick() -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
-
-
 def test_quick_run_prints_one_json_figure_per_line() -> None:
-    lines = run_quick()
+    lines = run_quick("actors.py", timeout=60)
     assert [line["bench"] for line in lines] == BENCHES
     for line in lines:
-        assert line.keys() >= KEYS, line
+        assert line.keys() >= FIGURE_KEYS | {"baseline_runs"}, line
         assert len(line["runs"]) == 1
         assert line["median"] > 0
         assert line["baseline_median"] > 0
