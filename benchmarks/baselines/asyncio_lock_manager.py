@@ -92,7 +92,11 @@ class AsyncioLockManager:
             session.version += 1
             session.last_accessed = now()
             session.metrics.operations += 1
+            self._committed(session)
             return result
+
+    def _committed(self, session: Session) -> None:
+        """Called under the session's lock after each change (the durable variant saves)."""
 
     async def validate_security(
         self, session_id: str, token: str | None, tool_name: str | None = None

@@ -8,14 +8,13 @@ event loop while the session's lock is held, in WAL mode with SQLite's default
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 
-from ._model import Session, SessionConcurrencyError, now
+from ._model import Session
 from .asyncio_lock_manager import AsyncioLockManager
 
 _SCHEMA = (
@@ -50,27 +49,8 @@ class AsyncioSqliteManager(AsyncioLockManager):
             self._save(session)
         return session, token
 
-    async def atomic_update(
-        self,
-        session_id: str,
-        fn: Callable[[Session], Any],
-        expected_version: int | None = None,
-    ) -> Any:
-        session = await self.get_session(session_id)
-        async with session.lock:
-            if expected_version is not None and session.version != expected_version:
-                raise SessionConcurrencyError(
-                    f"session {session_id}: expected version {expected_version}, "
-                    f"found {session.version}"
-                )
-            result = fn(session)
-            if inspect.isawaitable(result):
-                result = await result
-            session.version += 1
-            session.last_accessed = now()
-            session.metrics.operations += 1
-            self._save(session)
-            return result
+    def _committed(self, session: Session) -> None:
+        self._save(session)
 
     def stored(self, session_id: str) -> dict[str, Any] | None:
         """The session as the file holds it (for checking the benchmark's counts)."""
