@@ -37,12 +37,11 @@ _IDLE_WORKERS_MAX = 64
 class _Known:
     """What the server has learnt about one session."""
 
-    __slots__ = ("handle", "unbound", "warm")
+    __slots__ = ("handle", "unbound")
 
     def __init__(self, handle: Session, unbound: bool = False) -> None:
         self.handle = handle
         self.unbound = unbound  # needs no token: skip the check
-        self.warm = False  # its actor has answered us (and, without passivation, stays)
 
 
 class _Call:
@@ -98,9 +97,6 @@ class ToolCalls:
         self._max_line_bytes = max_line_bytes
         self._default_creating: trio.Event | None = None
         self._known: dict[str, _Known] = {}
-        # Without passivation an actor, once in memory, stays there until its session
-        # is gone; with it, "warm" cannot be known and quiet lanes always warm up.
-        self._stays_warm = manager.config.passivate_after is None
         self._in_flight: dict[RequestId, _Call] = {}
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
@@ -290,17 +286,10 @@ class ToolCalls:
             if tool.prepare is not None:
                 args = await tool.prepare(args)
             if turn is not None:
-                quiet = await self._lanes.wait(turn)
-                if quiet and known is not None and not (known.warm and self._stays_warm):
-                    # Bring the actor into memory before issuing (see _lanes).
-                    await known.handle.validate_security(args.token, tool.name)
-                    known.warm = True
+                await self._lanes.wait(turn)
                 self._lanes.issue(turn)  # the session call below is queued before we suspend
             self._progress(ctx, 0, "running")
-            value = await tool.run(self, session, args)
-            if known is not None:
-                known.warm = True
-            return success(value)
+            return success(await tool.run(self, session, args))
         except ToolError as exc:
             return failure(exc)
         except Exception as exc:
@@ -317,11 +306,10 @@ class ToolCalls:
             known = self._known.get(session_id)
             if known is None:
                 # First contact: learn whether it needs a token (a binding is fixed
-                # when a session is created), bringing its actor into memory too.
+                # when a session is created).
                 session = await self.manager.get_session(session_id)
                 state = await session.snapshot()
                 known = self._remember(session, unbound=state.client_binding is None)
-                known.warm = True
             return known
         if turn is None:
             return None

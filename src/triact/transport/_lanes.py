@@ -9,13 +9,9 @@ next call go. The session's actor then handles the calls in mailbox order (DESIG
 
 Issuing must be followed at once, without a checkpoint, by the session call that
 puts the message into the mailbox: the next call is woken, but cannot run before the
-issuing task suspends, and by then its message is queued. That holds while the
-session's actor is in memory. A session call made while the actor is not (never
-loaded, or passivated) suspends to load it *before* queueing, and every call waiting
-for that load would then queue in random order. So a call that reaches the head of
-a *quiet* lane (no call of the lane issued and unfinished) first makes one call to
-the session and waits for its answer, which brings the actor into memory; while
-calls are in flight the actor has work, so it stays in memory.
+issuing task suspends, and by then its message is queued. The sessions layer queues a
+call without a schedule point even when the session's actor must first be brought back
+into memory (the actor loads its state inside that call), so this holds always.
 """
 
 from __future__ import annotations
@@ -73,16 +69,14 @@ class Lanes:
         lane.waiting.append(turn)
         return turn
 
-    async def wait(self, turn: Turn) -> bool:
-        """Return when ``turn`` is at the head of its lane: True if the lane is quiet
-        (the caller must then make a session call and await it before issuing)."""
+    async def wait(self, turn: Turn) -> None:
+        """Return when ``turn`` is at the head of its lane."""
         lane = self._lanes[turn.key]
         if lane.waiting[0] is not turn:
             turn._ready = trio.Event()
             await turn._ready.wait()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        return lane.running == 0
 
     def issue(self, turn: Turn) -> None:
         """Leave the head of the lane, waking the next turn. The caller must put its
