@@ -9,31 +9,15 @@ from pathlib import Path
 
 import trio
 
+from ._cli_args import (
+    add_stress_parser,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from ._version import __version__
-from .testing._stress import add_stress_parser, stress_main
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,14 +41,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--idle-ttl",
         metavar="S",
-        type=_positive_float,
+        type=positive_float,
         default=7200.0,
         help="seconds without calls before a session expires (default: 7200)",
     )
     serve.add_argument(
         "--max-sessions",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="sessions that may exist at once (default: 10000)",
     )
@@ -77,7 +61,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--max-line-bytes",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=4 * 1024 * 1024,
         help="longest message accepted, in bytes (default: 4 MiB)",
     )
@@ -92,7 +76,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--shutdown-grace",
         metavar="S",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=5.0,
         help="seconds calls in flight get to finish when stopping (default: 5)",
     )
@@ -149,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return trio.run(demo)
     if args.command == "stress":
+        from .testing._stress import stress_main
+
         return stress_main(args)
     parser.print_help()
     return 0

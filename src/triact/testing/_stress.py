@@ -15,6 +15,7 @@ from typing import Literal, TextIO
 import attrs
 import trio
 
+from .._cli_args import add_stress_parser as add_stress_parser  # its parser, re-exported
 from ..sessions import SessionError
 from ._checker import HistoryViolation, find_violations
 from ._faults import InjectedError
@@ -274,105 +275,6 @@ async def _report_progress(
 
 
 # -- the command --------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be within [0, 0.5], got {text}")
-    return value
-
-
-def _store(text: str) -> str:
-    kind, _, path = text.partition(":")
-    if (kind == "memory" and not path) or kind == "sqlite":
-        return text
-    raise argparse.ArgumentTypeError(f"must be memory or sqlite[:PATH], got {text}")
-
-
-def add_stress_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``triact stress`` to a CLI's subcommands; run it with :func:`stress_main`."""
-    parser = subparsers.add_parser(
-        "stress",
-        help="drive a random load against sessions and check the history",
-        description=(
-            "Drive a random concurrent load (reads, updates with and without "
-            "expected_version, ends) against an in-process session manager or a "
-            "`triact serve` subprocess over MCP, record every call, and check that one "
-            "serial order per session explains every result. Prints a summary; exits "
-            "1 on any invariant violation."
-        ),
-    )
-    parser.add_argument(
-        "--sessions",
-        metavar="N",
-        type=_positive_int,
-        default=16,
-        help="sessions kept live at once (default: 16)",
-    )
-    parser.add_argument(
-        "--clients",
-        metavar="C",
-        type=_positive_int,
-        default=8,
-        help="concurrent clients (default: 8)",
-    )
-    parser.add_argument(
-        "--duration",
-        metavar="S",
-        type=_positive_float,
-        default=10.0,
-        help="seconds of load (default: 10)",
-    )
-    parser.add_argument(
-        "--store",
-        metavar="memory|sqlite[:PATH]",
-        type=_store,
-        default="memory",
-        help="the store (default: memory; sqlite without a path: a temporary file)",
-    )
-    parser.add_argument(
-        "--faults",
-        metavar="RATE",
-        type=_rate,
-        default=0.0,
-        help="fault rate in [0, 0.5]: store failures, stalls and "
-        "corrupt loads (inproc), failing and cancelled updates "
-        "(default: 0)",
-    )
-    parser.add_argument(
-        "--target",
-        choices=("inproc", "stdio"),
-        default="inproc",
-        help="an in-process manager, or `triact serve` over MCP (default: inproc)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="seed of the load (default: random, printed)"
-    )
-    parser.add_argument(
-        "--server-command",
-        metavar="CMD",
-        default=None,
-        help="stdio target: the command that starts the server "
-        "(default: this Python running `triact serve --store STORE`)",
-    )
-    return parser
 
 
 def options_from_args(args: argparse.Namespace) -> StressOptions:
