@@ -656,3 +656,29 @@ def test_config_refuses_bad_values(field: str, value: object) -> None:
 def test_rate_limit_refuses_bad_values(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         triact.RateLimit(rate=rate, burst=burst)
+
+
+async def test_a_session_actor_that_fails_for_good_ends_its_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Session actors declare no fatal exception; make one so, to drive the path where
+    # the actor runtime gives up on an actor past its restart policy (I6).
+    from triact.sessions._actor import SessionActor
+
+    monkeypatch.setattr(SessionActor, "fatal_exceptions", (ZeroDivisionError,))
+
+    def crash(state: triact.SessionState) -> triact.SessionState:
+        raise ZeroDivisionError("broken state")
+
+    async with triact.open_session_manager() as manager:
+        session = await manager.create_session()
+        with manager.subscribe() as events:
+            for _ in range(4):  # the default policy restarts 3 times
+                with pytest.raises(ZeroDivisionError):
+                    await session.update(crash)
+            with pytest.raises(triact.SessionError, match=f"{session.id}.*failed"):
+                await session.snapshot()
+            with pytest.raises(triact.SessionNotFoundError):
+                await manager.get_session(session.id)
+            assert (await manager.stats()).sessions == 0
+        assert [e.kind async for e in events] == ["ended"]

@@ -283,6 +283,9 @@ class SessionManager:
             ref = entry.ref
             if ref is not None and ref.accepting:
                 return ref
+            if ref is not None and ref.failure is not None:
+                self._session_failed(entry, ref.failure)  # past its restart policy
+                continue
             if ref is not None and not ref.stopped:
                 await ref.stop()  # let the old actor finish going
                 continue
