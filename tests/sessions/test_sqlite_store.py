@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+import triact
 from triact.sessions._codec import encode_state
 from triact.sessions._errors import (
     SessionConcurrencyError,
@@ -459,23 +460,54 @@ async def test_a_discard_that_cannot_be_committed_fails_the_close(path: Path) ->
 async def test_a_call_cancelled_while_queued_is_withdrawn(path: Path) -> None:
     store = SqliteStore(path)
     async with store.open(), trio.open_nursery() as nursery:
+        await store.write(make_state(), previous_version=None)
         scope = trio.CancelScope()
 
-        async def writer() -> None:
+        async def deleter() -> None:
             with scope:
-                await store.write(make_state(), previous_version=None)
+                await store.delete("s1")
 
         with write_lock(path) as lock:
             store.discard("stall")
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(writer)
+            nursery.start_soon(deleter)
             await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
             await trio.testing.wait_all_tasks_blocked()
             lock.execute("ROLLBACK")
         assert scope.cancelled_caught
-        assert await store.load("s1") is None
-        assert store.writes == 0
+        assert await store.load("s1") == make_state()  # the delete never ran
+
+
+async def test_a_write_cancelled_while_queued_is_still_carried_out(path: Path) -> None:
+    # Writes are never withdrawn (writes_see_through): a session actor that began
+    # one must learn its outcome, so it needs no shielded scope of its own.
+    assert SqliteStore.writes_see_through
+    store = SqliteStore(path)
+    returned = False
+    scope = trio.CancelScope()
+
+    async def writer() -> None:
+        nonlocal returned
+        with scope:
+            await store.write(make_state(), previous_version=None)
+            returned = True
+            await trio.lowlevel.checkpoint()  # where the cancellation arrives
+
+    async with store.open():
+        async with trio.open_nursery() as nursery:
+            with write_lock(path) as lock:
+                store.discard("stall")
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(writer)
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                lock.execute("ROLLBACK")
+        assert returned
+        assert scope.cancelled_caught
+        assert await store.load("s1") == make_state()
+        assert store.writes == 1
 
 
 async def test_a_call_cancelled_after_its_job_was_taken_completes(path: Path) -> None:
@@ -605,3 +637,73 @@ def test_settings_are_exposed(path: Path) -> None:
     assert (store.path, store.timeout, store.synchronous) == (str(path), 2.0, "NORMAL")
     assert (store.kind, store.immediate) == ("sqlite", False)
     assert (store.transactions, store.writes) == (0, 0)
+
+
+def set_n(state: SessionState) -> SessionState:
+    return attrs.evolve(state, data={"n": 1})
+
+
+async def test_an_update_cancelled_during_its_write_is_committed(path: Path) -> None:
+    # The write is seen through: the caller's update returns, and the state in memory
+    # and in the file agree.
+    store = SqliteStore(path)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session()
+        scope = trio.CancelScope()
+        results: list[SessionState] = []
+
+        async def updater() -> None:
+            with scope:
+                results.append(await session.update(set_n))
+
+        async with trio.open_nursery() as nursery:
+            with write_lock(path) as lock:
+                nursery.start_soon(updater)
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                lock.execute("ROLLBACK")
+        assert [state.version for state in results] == [2]
+        assert (await session.snapshot()).data == {"n": 1}
+        assert (await store.load(session.id)) == results[0]
+
+
+class CancellableWrites(SqliteStore):
+    """A store whose writes may be cancelled halfway, as a third-party store's might:
+    each write waits for ``release`` first."""
+
+    writes_see_through = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = trio.Event()
+
+    async def write(self, state: SessionState, *, previous_version: int | None) -> None:
+        await self.release.wait()
+        await super().write(state, previous_version=previous_version)
+
+
+async def test_a_write_that_does_not_see_itself_through_is_shielded(path: Path) -> None:
+    store = CancellableWrites(path)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        store.release.set()
+        session = await manager.create_session()
+        store.release = trio.Event()
+        scope = trio.CancelScope()
+        results: list[SessionState] = []
+
+        async def updater() -> None:
+            with scope:
+                results.append(await session.update(set_n))
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(updater)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            store.release.set()
+        assert scope.cancelled_caught
+        assert [state.version for state in results] == [2]
+        assert (await store.load(session.id)) == results[0]
+        assert (await session.snapshot()).data == {"n": 1}

@@ -265,15 +265,14 @@ class SessionActor(Actor[Op, Any]):
                 continue
             self._account(start, failed=False)
             outcomes.append((queued, committed[-1]))
-        with trio.CancelScope(shield=True):  # once begun, the write is seen through
-            try:
-                await manager.store.write(committed[-1], previous_version=previous)
-            except Exception as exc:
-                for queued, _ in outcomes:  # each caller gets its own exception object
-                    queued.fail(self._group_failure(exc, len(committed)))
-                if entry.gone is not None:
-                    self._check_live("this change was committed")
-                raise _store_error(entry.id, exc) from exc
+        try:
+            await self._write(committed[-1], previous)
+        except Exception as exc:
+            for queued, _ in outcomes:  # each caller gets its own exception object
+                queued.fail(self._group_failure(exc, len(committed)))
+            if entry.gone is not None:
+                self._check_live("this change was committed")
+            raise _store_error(entry.id, exc) from exc
         if entry.gone is None:
             entry.state = committed[-1]
         for state in committed:
@@ -284,6 +283,16 @@ class SessionActor(Actor[Op, Any]):
             else:
                 queued.reply(outcome)
         return new
+
+    async def _write(self, new: SessionState, previous: int) -> None:
+        """Write ``new``; once begun, the write is seen through, even if the task
+        running this handler is cancelled meanwhile."""
+        store = self._manager.store
+        if store.writes_see_through:
+            await store.write(new, previous_version=previous)
+        else:
+            with trio.CancelScope(shield=True):
+                await store.write(new, previous_version=previous)
 
     def _group_failure(self, exc: Exception, group: int) -> SessionError:
         entry = self._entry

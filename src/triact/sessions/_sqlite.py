@@ -72,13 +72,15 @@ class SqliteStore(SessionStore):
     Cancellation: a call cancelled while its job is still queued is withdrawn and has
     no effect. Once the db task has taken the job it cannot be withdrawn, so the call
     waits for it and returns its result (the cancellation is delivered at the caller's
-    next checkpoint), as :func:`trio.to_thread.run_sync` does.
+    next checkpoint), as :func:`trio.to_thread.run_sync` does. :meth:`write` is never
+    withdrawn (:attr:`~SessionStore.writes_see_through`): it is always carried out.
 
     :attr:`transactions` counts committed transactions and :attr:`writes` the session
     writes they held; ``transactions < writes`` shows group commit at work.
     """
 
     immediate = False
+    writes_see_through = True
     kind = "sqlite"
 
     def __init__(
@@ -208,7 +210,7 @@ class SqliteStore(SessionStore):
             text,
         )
         put = partial(_put, row=row, previous_version=previous_version)
-        await self._call(_Job("write", state.id, put))
+        await self._call(_Job("write", state.id, put), withdrawable=False)
 
     async def delete(self, session_id: str) -> bool:
         """Remove the session; True if it was stored. Returns once committed."""
@@ -262,23 +264,24 @@ class SqliteStore(SessionStore):
         self._pending.append(job)
         self._wakeup.set()
 
-    async def _call(self, job: _Job[_T]) -> _T:
+    async def _call(self, job: _Job[_T], *, withdrawable: bool = True) -> _T:
         try:
             self._check_open()
         except SessionStoreError:
             await trio.lowlevel.checkpoint()
             raise
-        await trio.lowlevel.checkpoint_if_cancelled()  # already cancelled: never queued
+        if withdrawable:
+            await trio.lowlevel.checkpoint_if_cancelled()  # already cancelled: never queued
         self._enqueue(job)
         assert job.done is not None
         try:
             await job.done.wait()
         except trio.Cancelled:
-            if not job.taken:
+            if withdrawable and not job.taken:
                 job.withdrawn = True
                 raise
-            # Taken: the job will run anyway, so report what it did rather than
-            # pretend it was cancelled.
+            # Taken (or never withdrawn): the job will run anyway, so report what it
+            # did rather than pretend it was cancelled.
             with trio.CancelScope(shield=True):
                 await job.done.wait()
         if job.error is not None:

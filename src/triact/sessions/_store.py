@@ -37,6 +37,12 @@ class SessionStore(abc.ABC):
     #: True when :meth:`write_now` commits without waiting (nothing to wait for, as
     #: in memory): session actors then commit without a schedule point of their own.
     immediate: ClassVar[bool] = False
+    #: True when :meth:`write` is seen through even if its caller is cancelled: once
+    #: called, the write is carried out and its outcome returned or raised, and the
+    #: cancellation arrives at the caller's next checkpoint. Session actors need that
+    #: (a write they began must not vanish halfway); for stores without it they wrap
+    #: each write in a shielded cancel scope, which costs more per write.
+    writes_see_through: ClassVar[bool] = False
     #: Short name for logs and stats ("memory", "sqlite", ...).
     kind: ClassVar[str] = "store"
 
