@@ -12,7 +12,9 @@ from triact.actors import (
     ActorFailedError,
     ActorStoppedError,
     RestartPolicy,
+    SeeThrough,
     open_supervisor,
+    see_through,
 )
 
 
@@ -353,6 +355,68 @@ async def test_shutdown_past_grace_stops_what_is_left(
         assert told.stopped
     assert len(results) == 2
     assert all("shut down" in str(r) for r in results), results
+
+
+class Writer(Actor[float, float]):
+    """Replies after sleeping ``message`` seconds, in a reply seen through."""
+
+    def __init__(self) -> None:
+        self.finished: list[float] = []
+
+    def receive(self, message: float) -> SeeThrough[float]:
+        return see_through(self._write(message))
+
+    async def _write(self, seconds: float) -> float:
+        await trio.sleep(seconds)
+        self.finished.append(seconds)
+        return seconds
+
+
+async def test_a_reply_seen_through_outlasts_a_forced_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    writer = Writer()
+    replies: list[float] = []
+
+    async def ask(ref: object) -> None:
+        replies.append(await ref.ask(20.0))  # type: ignore[attr-defined]
+
+    async with trio.open_nursery() as nursery:
+        async with open_supervisor(shutdown_grace=5.0) as sup:
+            ref = sup.spawn(lambda: writer)
+            nursery.start_soon(ask, ref)
+            await trio.testing.wait_all_tasks_blocked()
+        # The supervisor stopped the actor at the end of its grace, without
+        # cancelling the reply or waiting for it.
+        assert trio.current_time() == pytest.approx(5.0)
+        assert ref.stopped
+        assert replies == []
+    assert replies == [20.0]  # it finished in its asker's task
+    assert trio.current_time() == pytest.approx(20.0)
+
+
+async def test_a_told_reply_seen_through_is_waited_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    writer = Writer()
+    async with open_supervisor(shutdown_grace=5.0) as sup:
+        sup.spawn(lambda: writer).tell(20.0)
+        await trio.testing.wait_all_tasks_blocked()
+    assert writer.finished == [20.0]
+    assert trio.current_time() == pytest.approx(20.0)
+
+
+async def test_the_askers_own_cancellation_reaches_a_reply_seen_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    writer = Writer()
+    async with open_supervisor() as sup:
+        ref = sup.spawn(lambda: writer)
+        with pytest.raises(trio.TooSlowError):
+            await ref.ask(20.0, timeout=1.0)
+        assert writer.finished == []
+        assert await ref.ask(0.5) == 0.5  # and the actor serves on
+        assert await see_through(writer._write(0.25)) == 0.25  # awaitable as it is
 
 
 async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockClock) -> None:

@@ -6,7 +6,7 @@ An :class:`Actor` owns its state and handles its messages one at a time; an
 :class:`RestartPolicy`, stops idle ones and shuts them all down cleanly.
 """
 
-from ._actor import Actor
+from ._actor import Actor, SeeThrough, see_through
 from ._deadlines import DeadlineQueue
 from ._errors import (
     ActorError,
@@ -30,6 +30,8 @@ __all__ = [
     "Queued",
     "ReentrantCallError",
     "RestartPolicy",
+    "SeeThrough",
     "Supervisor",
     "open_supervisor",
+    "see_through",
 ]

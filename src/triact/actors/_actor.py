@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, ClassVar, Generic, TypeVar
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -33,6 +33,9 @@ class Actor(Generic[M, R]):
     An exception from ``on_start``, or one of the types in :attr:`fatal_exceptions`
     raised by ``receive``, is a *crash*: the supervisor replaces the instance with a
     fresh one from the factory, under its :class:`RestartPolicy`.
+
+    A coroutine that ``receive`` returns is cancelled when a supervisor shutdown
+    runs out of grace; one returned wrapped in :func:`see_through` is not.
     """
 
     __slots__ = ()
@@ -60,3 +63,33 @@ class Actor(Generic[M, R]):
         logs it. An exception raised here is logged and otherwise ignored.
         """
         logger.error("%s failed on a told message %r", type(self).__name__, message, exc_info=error)
+
+
+class SeeThrough(Generic[R]):
+    """A reply coroutine that a forced shutdown does not cancel: see
+    :func:`see_through`. Awaiting it awaits the coroutine."""
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, R]) -> None:
+        self.coroutine = coroutine
+
+    def __await__(self) -> Generator[Any, Any, R]:
+        return self.coroutine.__await__()
+
+
+def see_through(coroutine: Coroutine[Any, Any, R]) -> SeeThrough[R]:
+    """Mark a reply coroutine, returned by a plain ``receive``, as one to see through.
+
+    An async reply normally runs in a cancel scope that a supervisor's shutdown
+    cancels once its grace period has run out. Wrapped in ``see_through``, it runs
+    without that scope (which also spares a scope per message), so the shutdown
+    does not cancel it: an asked message's reply finishes in its asker's task,
+    which gets its outcome (the supervisor stops the actor without waiting for it),
+    and a told one's in the actor's task, which the supervisor waits for. The
+    asker's own cancellation still reaches it.
+
+    Use it for work that finishes on its own and must not be abandoned halfway,
+    such as a write to a store that has begun; not for work of unbounded length.
+    """
+    return SeeThrough(coroutine)

@@ -33,7 +33,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from ._actor import Actor
+from ._actor import Actor, SeeThrough
 from ._errors import (
     ActorError,
     ActorFailedError,
@@ -286,6 +286,8 @@ class ActorRef(Generic[M, R]):
             reply = self._actor.receive(message)
             if type(reply) is CoroutineType:
                 reply = await self._finish_reply(reply)
+            elif type(reply) is SeeThrough:
+                reply = await reply.coroutine
         except BaseException as exc:
             if isinstance(exc, self._fatal):
                 self._crash(exc)
@@ -478,6 +480,9 @@ class ActorRef(Generic[M, R]):
             reply = self._actor.receive(message)
             if type(reply) is CoroutineType:
                 await reply
+            elif type(reply) is SeeThrough:
+                with trio.CancelScope(shield=True):  # from the drainer's scope
+                    await reply.coroutine
         except ActorFailedError:
             return
         except Exception as exc:
