@@ -7,7 +7,11 @@ The strategies come from ``triact.testing``.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
+import enum
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +58,101 @@ def test_unstructure_then_structure_gives_the_same_state(state: SessionState) ->
     assert record["schema"] == triact.SCHEMA_VERSION
     assert json.loads(json.dumps(record)) == record  # plain JSON data only
     assert triact.structure_state(record) == state
+
+
+# -- the fast lane (orjson) writes what json writes ----------------------------------
+
+
+def json_text(state: SessionState) -> str:
+    """The record as the standard library's json writes it, in canonical form."""
+    record = triact.unstructure_state(state)
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical(text: str) -> str:
+    """The same JSON values, written one way (orjson writes 1e-05 as 0.00001)."""
+    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+
+
+def with_data(value: Any) -> SessionState:
+    return SessionState(id="s", version=1, created_at=1.5, last_used=2.5, data={"v": value})
+
+
+@given(session_states)
+def test_encoding_writes_the_values_json_writes(state: SessionState) -> None:
+    assert canonical(triact.encode_state(state)) == json_text(state)
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**70,  # past orjson's 64 bits
+        {"deep": [1, -(2**65)]},
+        Level.HIGH,  # subclasses: json's way
+        Name("x"),
+        {1: "a", 2.5: "b"},  # keys json turns into strings
+        (1, 2),
+        "null",  # looks like what orjson writes for NaN; is not
+        [None, {"null": None}],
+        "\u2028 \U0001f600 \x00",
+    ],
+    ids=repr,
+)
+def test_unusual_data_is_written_as_json_writes_it(value: Any) -> None:
+    state = with_data(value)
+    text = triact.encode_state(state)
+    assert canonical(text) == json_text(state)
+    assert triact.decode_state(text).data == json.loads(text)["state"]["data"]
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,  # orjson would write null
+        -math.inf,
+        [1.0, math.inf],
+        {"deep": {"x": math.nan}},
+        datetime.datetime(2026, 1, 1),  # orjson (and cattrs) would write a string
+        {1, 2},  # cattrs would write a list
+        b"bytes",
+        Point(1),  # orjson would write an object
+        {(1, 2): "tuple key"},
+        object(),
+    ],
+    ids=repr,
+)
+def test_data_json_cannot_carry_is_refused(value: Any) -> None:
+    with pytest.raises(triact.SessionDataError, match="cannot be stored as JSON"):
+        triact.encode_state(with_data(value))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"created_at": math.nan},
+        {"last_used": math.inf},
+        {"metrics": SessionMetrics(total_latency=math.nan)},
+        {"threads": (Thread("t", 1.0, messages=(ThreadMessage("user", "hi", -math.inf),)),)},
+    ],
+    ids=repr,
+)
+def test_a_typed_float_that_is_not_finite_is_refused(change: dict[str, Any]) -> None:
+    state = attrs.evolve(with_data(1), **change)
+    with pytest.raises(triact.SessionDataError, match="not JSON compliant"):
+        triact.encode_state(state)
 
 
 # -- the places in a record where a field can be made bad ----------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..actors import Actor, Queued
+from ..actors import Actor, Queued, SeeThrough, see_through
 from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._session import _Entry
 
 _LATENCIES_KEPT = 256
+_AWAITED = (CoroutineType, SeeThrough)  # the replies of receive() that are awaitables
 
 
 def _groupable(op: Op) -> bool:
@@ -112,7 +113,10 @@ class SessionActor(Actor[Op, Any]):
         except Exception:
             self._account(start, failed=True)
             raise
-        if type(reply) is CoroutineType:
+        kind = type(reply)
+        if kind is SeeThrough:  # a durable commit: a forced shutdown waits for it
+            return see_through(self._finish(reply.coroutine, start))
+        if kind is CoroutineType:
             return self._finish(reply, start)
         self._account(start, failed=False)
         return reply
@@ -142,7 +146,7 @@ class SessionActor(Actor[Op, Any]):
         self.operations, self.errors = metrics.operations, metrics.errors
         self.total_latency, self.max_latency = metrics.total_latency, metrics.max_latency
         reply = self.receive(op)
-        if type(reply) is CoroutineType:
+        if type(reply) in _AWAITED:
             reply = await reply
         return reply
 
@@ -197,7 +201,7 @@ class SessionActor(Actor[Op, Any]):
         result = await pending  # cancelled or raising here: nothing committed (I2)
         self._check_live("this change was committed")
         committed = self._commit(self._stamp(self.state, result))
-        if type(committed) is CoroutineType:
+        if type(committed) is SeeThrough:
             committed = await committed
         return committed  # type: ignore[no-any-return]
 
@@ -233,7 +237,8 @@ class SessionActor(Actor[Op, Any]):
             entry.state = new
             self._manager._publish("updated", new)
             return new
-        return self._commit_durably(new)
+        # Seen through: a forced shutdown must not abandon a write once begun.
+        return see_through(self._commit_durably(new))
 
     async def _commit_durably(self, new: SessionState) -> SessionState:
         """Commit ``new`` and the plain changes queued behind it in one write.
@@ -352,8 +357,8 @@ class SessionActor(Actor[Op, Any]):
         events = (*state.security_events, event)[-config.max_security_events :]
         error = SessionSecurityError(message)
         committed = self._commit(self._stamp(state, attrs.evolve(state, security_events=events)))
-        if type(committed) is CoroutineType:
-            return _raise_after(committed, error)
+        if type(committed) is SeeThrough:
+            return see_through(_raise_after(committed, error))
         raise error
 
     def _recent_failures(self, state: SessionState, now: float) -> deque[float]:
@@ -383,7 +388,7 @@ class SessionActor(Actor[Op, Any]):
             manager.store.discard(final.id)
             manager._session_gone(self._entry, op.reason, final)
             return final
-        return self._end_durably(final, op)
+        return see_through(self._end_durably(final, op))
 
     async def _end_durably(self, final: SessionState, op: End) -> SessionState:
         """Delete the stored session, then let it go: if the store fails, the session

@@ -1,11 +1,22 @@
-"""SessionState to JSON and back, through one configured cattrs converter."""
+"""SessionState to JSON and back, through one configured cattrs converter.
+
+Encoding is on the path of every durable commit, so it has a fast lane: cattrs
+unstructures into orjson (fragments for the free-form ``data`` and ``metadata``),
+about twice as fast as the standard library's json. Anything orjson would write
+differently from ``json.dumps`` (a NaN, which it writes as null; a subclass; a
+datetime) goes the standard library's way, so both lanes store the same text or
+refuse the same states.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from typing import Any, get_args, get_origin
 
 import cattrs
+import orjson
 from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.preconf.json import make_converter
 
@@ -69,18 +80,72 @@ converter.register_structure_hook(float, _exactly(float, int))
 converter.register_structure_hook(bool, _exactly(bool))
 
 
+def _is_free_form(wanted: Any) -> bool:
+    return bool(wanted == Mapping[str, Any])  # ``data`` and ``metadata``
+
+
+def _as_they_are(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` and ``metadata`` hold JSON values, written as they are: a value that is
+    not one (a datetime, a set) is refused when encoded, not turned into something
+    that would not decode to it."""
+    return dict(value)
+
+
+converter.register_unstructure_hook_func(_is_free_form, _as_they_are)
+
+
 def unstructure_state(state: SessionState) -> dict[str, Any]:
     """The state as plain JSON-ready data, with its schema version."""
     return {"schema": SCHEMA_VERSION, "state": converter.unstructure(state)}
 
 
+_json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Types orjson would write although json refuses them, or write otherwise, go to
+# _not_plain instead, which sends the whole value to json.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_ORJSON_OPTIONS |= orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+class _NotPlain(Exception):
+    """Raised out of orjson when a value is not plain JSON data: json decides."""
+
+
+def _not_plain(value: Any) -> Any:
+    raise _NotPlain
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return value
+
+
+def _free_form(value: Mapping[str, Any]) -> orjson.Fragment:
+    """``data`` or ``metadata`` as a JSON fragment, the text json would give."""
+    plain = dict(value)
+    try:
+        text = orjson.dumps(plain, default=_not_plain, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, _NotPlain):  # a big int, a subclass, a str key...
+        return orjson.Fragment(_json_encoder.encode(plain))
+    if b"null" in text:  # orjson writes NaN and infinities as null: json refuses them
+        _json_encoder.encode(plain)
+    return orjson.Fragment(text)
+
+
+_fast = converter.copy()
+_fast.register_unstructure_hook(float, _finite)
+_fast.register_unstructure_hook_func(_is_free_form, _free_form)
+
+
 def encode_state(state: SessionState) -> str:
     """The state as compact JSON text; SessionDataError if it holds a value JSON cannot
-    carry (an object in ``data``, a NaN)."""
+    carry (an object or a datetime in ``data``, a NaN)."""
     try:
-        return json.dumps(
-            unstructure_state(state), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        try:
+            record = {"schema": SCHEMA_VERSION, "state": _fast.unstructure(state)}
+            return orjson.dumps(record, default=_not_plain, option=_ORJSON_OPTIONS).decode()
+        except (orjson.JSONEncodeError, _NotPlain):  # a typed field holds a surprise
+            return _json_encoder.encode(unstructure_state(state))
     except (TypeError, ValueError) as exc:
         raise SessionDataError(f"session {state.id!r} cannot be stored as JSON: {exc}") from exc
 
