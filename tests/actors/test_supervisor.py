@@ -417,6 +417,8 @@ async def test_the_askers_own_cancellation_reaches_a_reply_seen_through(
         assert writer.finished == []
         assert await ref.ask(0.5) == 0.5  # and the actor serves on
         assert await see_through(writer._write(0.25)) == 0.25  # awaitable as it is
+        with trio.testing.assert_checkpoints():  # the reply's own checkpoint
+            await ref.ask(0.0)
 
 
 async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockClock) -> None:

@@ -707,3 +707,14 @@ async def test_a_write_that_does_not_see_itself_through_is_shielded(path: Path) 
         assert [state.version for state in results] == [2]
         assert (await store.load(session.id)) == results[0]
         assert (await session.snapshot()).data == {"n": 1}
+
+
+async def test_a_durable_update_is_a_checkpoint(path: Path) -> None:
+    # Its wait for the commit is its schedule point (ask adds none after a reply
+    # seen through).
+    async with triact.open_session_manager(
+        triact.SessionConfig(store=SqliteStore(path))
+    ) as manager:
+        session = await manager.create_session()
+        with trio.testing.assert_checkpoints():
+            await session.update(set_n)

@@ -91,5 +91,7 @@ def see_through(coroutine: Coroutine[Any, Any, R]) -> SeeThrough[R]:
 
     Use it for work that finishes on its own and must not be abandoned halfway,
     such as a write to a store that has begun; not for work of unbounded length.
+    The coroutine must be a checkpoint, as Trio expects of every async function:
+    ``ask`` adds no schedule point of its own after it.
     """
     return SeeThrough(coroutine)

@@ -252,9 +252,7 @@ class ActorRef(Generic[M, R]):
         if self._holder is None and not self._mailbox and self._state == _OPEN:
             await checkpoint_if_cancelled()  # does not yield unless it raises
             self._holder = task
-            reply = await self._handle(message)
-            await cancel_shielded_checkpoint()
-            return reply
+            return await self._handle(message, schedule_point=True)
         self._check_open()
         if self._holder is task:
             raise ReentrantCallError(
@@ -278,8 +276,9 @@ class ActorRef(Generic[M, R]):
             return await self._handle(message)
         return cast(R, answer)
 
-    async def _handle(self, message: M) -> R:
-        """Run ``message`` in the current task, which holds the baton."""
+    async def _handle(self, message: M, *, schedule_point: bool = False) -> R:
+        """Run ``message`` in the current task, which holds the baton; then, with
+        ``schedule_point``, let the other tasks run before returning."""
         try:
             if not self._started:
                 await self._start()
@@ -288,12 +287,15 @@ class ActorRef(Generic[M, R]):
                 reply = await self._finish_reply(reply)
             elif type(reply) is SeeThrough:
                 reply = await reply.coroutine
+                schedule_point = False  # a reply seen through is a checkpoint itself
         except BaseException as exc:
             if isinstance(exc, self._fatal):
                 self._crash(exc)
             self._release(exc)
             raise
         self._release()
+        if schedule_point:
+            await cancel_shielded_checkpoint()
         return cast(R, reply)
 
     async def _finish_reply(self, reply: Coroutine[Any, Any, R]) -> R:

@@ -39,7 +39,7 @@ class _Job(Generic[_T]):
     """One request to the db task; ``run`` executes in its thread (changes inside the
     batch's transaction), and the outcome is left in ``value`` or ``error``."""
 
-    __slots__ = ("done", "error", "kind", "run", "session_id", "taken", "value", "withdrawn")
+    __slots__ = ("error", "kind", "run", "session_id", "taken", "value", "waiter", "withdrawn")
 
     def __init__(
         self,
@@ -50,11 +50,17 @@ class _Job(Generic[_T]):
         self.kind = kind
         self.session_id = session_id
         self.run = run
-        self.done = None if kind == "discard" else trio.Event()  # nobody waits on a discard
+        self.waiter: trio.lowlevel.Task | None = None  # the caller, parked until done
         self.taken = False  # handed to the db task: it will run, whatever the caller does
         self.withdrawn = False  # its caller was cancelled before it was taken
         self.value: _T | None = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """Wake the caller (if one waits: nobody waits on a discard)."""
+        if self.waiter is not None:
+            trio.lowlevel.reschedule(self.waiter)
+            self.waiter = None
 
 
 class SqliteStore(SessionStore):
@@ -273,17 +279,18 @@ class SqliteStore(SessionStore):
         if withdrawable:
             await trio.lowlevel.checkpoint_if_cancelled()  # already cancelled: never queued
         self._enqueue(job)
-        assert job.done is not None
-        try:
-            await job.done.wait()
-        except trio.Cancelled:
+        job.waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
             if withdrawable and not job.taken:
                 job.withdrawn = True
-                raise
-            # Taken (or never withdrawn): the job will run anyway, so report what it
-            # did rather than pretend it was cancelled.
-            with trio.CancelScope(shield=True):
-                await job.done.wait()
+                job.waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+            # Taken (or never withdrawn): the job will run anyway, so the call reports
+            # what it did, and the cancellation arrives at the caller's next checkpoint.
+            return trio.lowlevel.Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         if job.error is not None:
             raise job.error
         return cast(_T, job.value)
@@ -306,8 +313,7 @@ class SqliteStore(SessionStore):
             finally:
                 for job in self._pending:
                     job.error = SessionStoreError(f"{self!r} closed before it ran this call")
-                    if job.done is not None:
-                        job.done.set()
+                    job.finish()
                 self._pending = []
 
     async def _run_batch(self, conn: sqlite3.Connection) -> None:
@@ -326,8 +332,7 @@ class SqliteStore(SessionStore):
             raise
         finally:
             for job in batch:
-                if job.done is not None:
-                    job.done.set()
+                job.finish()
         self.transactions += committed
         self.writes += writes
         self._unflushed = [job for job in batch if job.kind == "discard" and job.error is not None]
