@@ -26,6 +26,9 @@ _T = TypeVar("_T")
 _Kind = Literal["read", "write", "delete", "discard", "query", "apply"]
 _Row = tuple[str, int, float, float, str | None, str]
 
+#: The most scheduler rounds a batch waits for more jobs (see SqliteStore._gather).
+_GATHER_ROUNDS = 4
+
 _NOT_DONE = {"write": "was not stored", "apply": "was not applied"}
 
 _CREATE_TABLES = (
@@ -68,8 +71,9 @@ class SqliteStore(SessionStore):
     process.
 
     Every operation is carried out by one task that owns the connection: the jobs that
-    callers queue while it is busy are run together in one worker-thread call, and the
-    writes and deletes among them in one transaction (group commit across sessions).
+    callers queue while it is busy, or while other tasks are still queueing theirs,
+    are run together in one worker-thread call, and the writes and deletes among them
+    in one transaction (group commit across sessions).
     Each write is a compare-and-set on the stored version; a conflict fails only that
     write. A caller is answered once the transaction has committed; if it fails, every
     write and delete of that batch fails with :class:`SessionStoreError` and none of
@@ -307,6 +311,7 @@ class SqliteStore(SessionStore):
                         await self._wakeup.wait()
                         self._wakeup = trio.Event()
                         continue
+                    await self._gather()
                     await self._run_batch(conn)
                 if self._unflushed:
                     await self._run_batch(conn)
@@ -315,6 +320,21 @@ class SqliteStore(SessionStore):
                     job.error = SessionStoreError(f"{self!r} closed before it ran this call")
                     job.finish()
                 self._pending = []
+
+    async def _gather(self) -> None:
+        """Let the batch grow while the event loop is still queueing jobs.
+
+        While other tasks are runnable, a transaction begun now would mostly wait for
+        them anyway (its thread needs the GIL between statements), and their jobs
+        would need a transaction, and an fsync, of their own. So pass a few rounds of
+        the scheduler, as long as each one added jobs: under load that lets the tasks
+        the last commit woke queue their next changes, at the cost of a task switch.
+        """
+        for _ in range(_GATHER_ROUNDS):
+            queued = len(self._pending)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            if len(self._pending) == queued:
+                return
 
     async def _run_batch(self, conn: sqlite3.Connection) -> None:
         batch = [*self._unflushed, *(job for job in self._pending if not job.withdrawn)]
