@@ -120,8 +120,13 @@ def _finite(value: float) -> float:
     return value
 
 
+_EMPTY_OBJECT = orjson.Fragment(b"{}")
+
+
 def _free_form(value: Mapping[str, Any]) -> orjson.Fragment:
     """``data`` or ``metadata`` as a JSON fragment, the text json would give."""
+    if not value:
+        return _EMPTY_OBJECT
     plain = dict(value)
     try:
         text = orjson.dumps(plain, default=_not_plain, option=_ORJSON_OPTIONS)
@@ -135,6 +140,43 @@ def _free_form(value: Mapping[str, Any]) -> orjson.Fragment:
 _fast = converter.copy()
 _fast.register_unstructure_hook(float, _finite)
 _fast.register_unstructure_hook_func(_is_free_form, _free_form)
+_unstructure_part = _fast.unstructure
+
+
+def _parts(values: tuple[Any, ...]) -> list[Any]:
+    return [_unstructure_part(value) for value in values] if values else []
+
+
+def _fast_record(state: SessionState) -> dict[str, Any]:
+    """``_fast.unstructure(state)``, spelled out for the fields every commit writes
+    (twice as fast); the parts go through cattrs. A test holds it to cattrs' output."""
+    metrics = state.metrics
+    binding = state.client_binding
+    return {
+        "id": state.id,
+        "version": state.version,
+        "created_at": _finite(state.created_at),
+        "last_used": _finite(state.last_used),
+        "topic": state.topic,
+        "working_directory": state.working_directory,
+        "config_path": state.config_path,
+        "project_id": state.project_id,
+        "threads": _parts(state.threads),
+        "analyses": _parts(state.analyses),
+        "data": _free_form(state.data),
+        "metrics": {
+            "operations": metrics.operations,
+            "errors": metrics.errors,
+            "total_latency": _finite(metrics.total_latency),
+            "max_latency": _finite(metrics.max_latency),
+        },
+        "client_binding": None if binding is None else _unstructure_part(binding),
+        "security_events": _parts(state.security_events),
+        "active_requests": _parts(state.active_requests),
+        "completed_requests": _parts(state.completed_requests),
+        "request_counter": state.request_counter,
+        "metadata": _free_form(state.metadata),
+    }
 
 
 def encode_state(state: SessionState) -> str:
@@ -142,7 +184,7 @@ def encode_state(state: SessionState) -> str:
     carry (an object or a datetime in ``data``, a NaN)."""
     try:
         try:
-            record = {"schema": SCHEMA_VERSION, "state": _fast.unstructure(state)}
+            record = {"schema": SCHEMA_VERSION, "state": _fast_record(state)}
             return orjson.dumps(record, default=_not_plain, option=_ORJSON_OPTIONS).decode()
         except (orjson.JSONEncodeError, _NotPlain):  # a typed field holds a surprise
             return _json_encoder.encode(unstructure_state(state))
