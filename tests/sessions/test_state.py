@@ -32,6 +32,7 @@ from triact import (
     Thread,
     ThreadMessage,
 )
+from triact.sessions._state import stamped
 from triact.testing import json_values, session_states
 
 # -- round trips --------------------------------------------------------------------
@@ -388,3 +389,15 @@ def test_a_value_of_the_wrong_json_type_is_not_coerced(field: str, value: Any) -
     record = triact.unstructure_state(SessionState(id="s", version=3, created_at=0, last_used=0))
     record["state"][field] = value
     assert_refused_at(record, f"state.{field}")
+
+
+@given(session_states, st.integers(min_value=1), st.floats(allow_nan=False))
+def test_stamped_is_evolve_of_version_last_used_and_metrics(
+    state: SessionState, version: int, last_used: float
+) -> None:
+    metrics = SessionMetrics(operations=3, errors=1, total_latency=0.5, max_latency=0.25)
+    new = stamped(state, version, last_used, metrics)
+    assert new == attrs.evolve(state, version=version, last_used=last_used, metrics=metrics)
+    assert type(new) is SessionState
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        new.version = 1  # type: ignore[misc]
