@@ -282,6 +282,59 @@ async def test_a_conflict_in_a_batch_fails_only_that_write(path: Path) -> None:
     assert store.writes == 2
 
 
+async def stored_sessions(store: SqliteStore, *ids: str) -> None:
+    for session_id in ids:
+        await store.write(make_state(session_id), previous_version=None)
+
+
+def updating(store: SqliteStore, session_id: str, version: int, topic: str) -> Any:
+    """A call that stores version ``version`` over ``version - 1``."""
+    state = make_state(session_id, version, topic=topic)
+    return lambda: store.write(state, previous_version=version - 1)
+
+
+async def test_updates_in_a_batch_commit_together_in_order(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await stored_sessions(store, "a", "b")
+        before = store.transactions
+        results = await run_in_one_batch(
+            store,
+            path,
+            {
+                "a2": updating(store, "a", 2, "a2"),
+                "b2": updating(store, "b", 2, "b2"),
+                "a3": updating(store, "a", 3, "a3"),  # over the a2 of this same batch
+            },
+        )
+        loaded = [await store.load(i) for i in ("a", "b")]
+    assert results == {"a2": None, "b2": None, "a3": None}
+    assert [(s.version, s.topic) for s in loaded if s] == [(3, "a3"), (2, "b2")]
+    assert store.transactions == before + 2  # the stall's, and this batch's
+
+
+async def test_a_stale_update_in_a_batch_fails_only_that_write(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await stored_sessions(store, "a", "b", "c")
+        results = await run_in_one_batch(
+            store,
+            path,
+            {
+                "a2": updating(store, "a", 2, "a2"),
+                "b5": updating(store, "b", 5, "stale"),  # b is at version 1
+                "c2": updating(store, "c", 2, "c2"),
+            },
+        )
+        loaded = [await store.load(i) for i in ("a", "b", "c")]
+    assert results["a2"] is None
+    assert results["c2"] is None
+    conflict = results["b5"]
+    assert isinstance(conflict, SessionConcurrencyError)
+    assert "store holds version 1, expected 4" in str(conflict)
+    assert [(s.version, s.topic) for s in loaded if s] == [(2, "a2"), (1, None), (2, "c2")]
+
+
 async def test_a_write_is_visible_to_other_connections_once_it_returns(path: Path) -> None:
     store = SqliteStore(path, synchronous="NORMAL")
     async with store.open():
