@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
+import triact.actors._ref
 from triact.actors import (
     Actor,
     ActorError,
@@ -291,7 +294,7 @@ async def test_ask_that_returns_was_handled_exactly_once(
 
 
 async def test_ask_is_a_checkpoint() -> None:
-    async with open_supervisor() as sup:
+    async with open_supervisor(schedule_slice=0) as sup:
         ref = sup.spawn(Recorder)
         with trio.testing.assert_checkpoints():
             await ref.ask(1)
@@ -300,6 +303,74 @@ async def test_ask_is_a_checkpoint() -> None:
             await ref.ask(3)
         with trio.testing.assert_checkpoints():
             await ref.send(4)
+
+
+class FakeTime:
+    """A stand-in for the perf_counter that times askers' slices."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step  # how far it moves at each reading
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def count_turns(asks: int, *, slice_: float) -> int:
+    """How many turns another runnable task gets while one task asks an idle actor
+    ``asks`` times."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with open_supervisor(schedule_slice=slice_) as sup, trio.open_nursery() as nursery:
+        ref = sup.spawn(Recorder)
+        await ref.ask("warm up")  # the first ask of a supervisor yields
+        nursery.start_soon(other)  # runnable from now on, at every turn it gets
+        for i in range(asks):
+            await ref.ask(i)
+        seen = turns
+        nursery.cancel_scope.cancel()
+    return seen
+
+
+async def test_asks_within_the_slice_cost_no_task_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(triact.actors._ref, "perf_counter", FakeTime(step=0.0001))
+    assert await count_turns(50, slice_=1.0) == 0
+
+
+async def test_askers_yield_once_their_slice_is_used_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triact.actors._ref, "perf_counter", FakeTime(step=0.4))
+    # Every third ask yields. (The other task's turn after the last yield comes
+    # before or after the asker's, at random: Trio's scheduler picks the order.)
+    assert await count_turns(30, slice_=1.0) in (9, 10)
+    # With no slice, every ask yields.
+    assert await count_turns(30, slice_=0) in (29, 30)
+
+
+async def test_an_ask_within_the_slice_is_still_a_cancel_point() -> None:
+    async with open_supervisor(schedule_slice=1000.0) as sup:
+        ref = sup.spawn(Recorder)
+        await ref.ask("first")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await ref.ask("never handled")
+        assert ref._actor.seen == ["first"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan])
+async def test_a_bad_schedule_slice_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="schedule_slice must be a finite number"):
+        async with open_supervisor(schedule_slice=bad):
+            pass
 
 
 async def test_ask_self_from_handler_raises_reentrant_error() -> None:

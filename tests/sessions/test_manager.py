@@ -645,6 +645,9 @@ async def test_shutdown_with_no_grace_cancels_in_flight_updates_at_once(
         ("security_window", 0.0),
         ("max_sessions_per_client", 0),
         ("shutdown_grace", -1.0),
+        ("schedule_slice", -0.001),
+        ("schedule_slice", float("inf")),
+        ("schedule_slice", float("nan")),
     ],
 )
 def test_config_refuses_bad_values(field: str, value: object) -> None:

@@ -842,3 +842,32 @@ async def test_session_stats_counts_the_calls_queued_ahead(
             stats = await session.stats()
         assert stats.queued == 2
         assert (await session.stats()).queued == 0
+
+
+async def turns_during_updates(open_manager: OpenManager, schedule_slice: float) -> int:
+    """How many turns another runnable task gets during 20 in-memory updates."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with open_manager(schedule_slice=schedule_slice) as manager:
+        session = await manager.create_session()
+        await session.update(put("n", 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            for _ in range(20):
+                await session.update(put("n", 1))
+            seen = turns
+            nursery.cancel_scope.cancel()
+    return seen
+
+
+async def test_updates_yield_within_the_schedule_slice_only(open_manager: OpenManager) -> None:
+    # A long slice: 20 quick updates run without a task switch (each is still a
+    # cancel point). No slice: each one yields.
+    assert await turns_during_updates(open_manager, 1000.0) == 0
+    assert await turns_during_updates(open_manager, 0.0) >= 19

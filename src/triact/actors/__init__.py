@@ -16,9 +16,16 @@ from ._errors import (
     ReentrantCallError,
 )
 from ._ref import ActorRef, Queued
-from ._supervisor import ActorFailure, RestartPolicy, Supervisor, open_supervisor
+from ._supervisor import (
+    DEFAULT_SCHEDULE_SLICE,
+    ActorFailure,
+    RestartPolicy,
+    Supervisor,
+    open_supervisor,
+)
 
 __all__ = [
+    "DEFAULT_SCHEDULE_SLICE",
     "Actor",
     "ActorError",
     "ActorFailedError",

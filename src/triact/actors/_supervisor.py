@@ -40,6 +40,10 @@ class RestartPolicy:
     within: float = attrs.field(default=5.0, validator=_non_negative)
 
 
+#: How long askers may go without a schedule point, by default (see open_supervisor).
+DEFAULT_SCHEDULE_SLICE = 0.001
+
+
 @attrs.frozen
 class ActorFailure:
     """A report of an actor that failed, or whose ``on_stop`` hook raised."""
@@ -56,11 +60,19 @@ class Supervisor:
     """
 
     def __init__(
-        self, nursery: trio.Nursery, restart: RestartPolicy, shutdown_grace: float
+        self,
+        nursery: trio.Nursery,
+        restart: RestartPolicy,
+        shutdown_grace: float,
+        schedule_slice: float,
     ) -> None:
         self._nursery = nursery
         self._restart = restart
         self._grace = shutdown_grace
+        self._slice = schedule_slice
+        # When an ask of this supervisor last yielded at its schedule point
+        # (time.perf_counter: CPU time that passed, whatever Trio's clock says).
+        self._yielded_at = -math.inf
         self._actors: dict[str, ActorRef[Any, Any]] = {}
         self._idle: DeadlineQueue[ActorRef[Any, Any]] = DeadlineQueue()
         self._failures: deque[ActorFailure] = deque(maxlen=_FAILURES_KEPT)
@@ -197,6 +209,7 @@ async def open_supervisor(
     *,
     restart: RestartPolicy | None = None,
     shutdown_grace: float = 5.0,
+    schedule_slice: float = DEFAULT_SCHEDULE_SLICE,
 ) -> AsyncIterator[Supervisor]:
     """Open a supervisor for the duration of an ``async with`` block.
 
@@ -206,12 +219,24 @@ async def open_supervisor(
     code was cancelled), then stops what is left: queued askers get
     :class:`ActorStoppedError` and in-flight async handlers are cancelled. No task
     outlives the block. An exception from the block propagates as it is.
+
+    ``schedule_slice`` (seconds) is how long askers may go without yielding to the
+    scheduler. An ``ask`` that runs its handler at once, in the asker's task (the
+    actor was idle), is always a cancel point, but a schedule point only if no such
+    ask of this supervisor yielded in the last ``schedule_slice`` seconds (the idea
+    of python-trio/trio#1757): so it costs no task switch, and no task runs longer
+    than that between schedule points for its asks. ``0`` makes every ask a schedule
+    point, as ``trio.testing.assert_checkpoints`` expects.
     """
     if not shutdown_grace >= 0 or math.isnan(shutdown_grace):
         raise ValueError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
+    if not 0 <= schedule_slice < math.inf:
+        raise ValueError(
+            f"schedule_slice must be a finite number of seconds >= 0, got {schedule_slice!r}"
+        )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        sup = Supervisor(nursery, restart or RestartPolicy(), shutdown_grace)
+        sup = Supervisor(nursery, restart or RestartPolicy(), shutdown_grace, schedule_slice)
         nursery.start_soon(sup._idle.run, sup._idle_due)
         try:
             yield sup

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from ..actors import DEFAULT_SCHEDULE_SLICE
 from ._store import SessionStore
 
 
@@ -25,6 +26,11 @@ def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int | None) ->
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"SessionConfig.{attribute.name} must be >= 0, got {value!r}")
+
+
+def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"SessionConfig.{attribute.name} must be finite, got {value!r}")
 
 
 @attrs.frozen
@@ -75,6 +81,11 @@ class SessionConfig:
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     #: Most queued changes one durable write may commit together (group commit).
     group_commit_max: int = attrs.field(default=256, validator=_at_least_one)
+    #: Seconds a task may make calls to idle sessions without yielding to the
+    #: scheduler (see :func:`triact.actors.open_supervisor`); 0: every call yields.
+    schedule_slice: float = attrs.field(
+        default=DEFAULT_SCHEDULE_SLICE, validator=[_non_negative, _finite]
+    )
     #: The wall clock for timestamps stored in states (DESIGN I8): inject a fake one
     #: in tests. Timing itself always uses Trio's clock.
     wall_clock: Callable[[], float] = time.time

@@ -442,7 +442,9 @@ async def open_session_manager(
     store = config.store if config.store is not None else MemoryStore()
     body_error: BaseException | None = None
     async with store.open():
-        async with open_supervisor(shutdown_grace=config.shutdown_grace) as sup:
+        async with open_supervisor(
+            shutdown_grace=config.shutdown_grace, schedule_slice=config.schedule_slice
+        ) as sup:
             manager = SessionManager(config, store, sup)
             try:
                 await manager._load_index()
