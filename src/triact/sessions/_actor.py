@@ -87,7 +87,7 @@ class SessionActor(Actor[Op, Any]):
             )
         if entry.state is None:  # passivated with a durable store
             return self._load_then(op)
-        start = trio.current_time()
+        start = self._manager.now()
         limit = self._manager.config.rate_limit
         if limit is not None:
             if self._bucket is None:
@@ -165,7 +165,7 @@ class SessionActor(Actor[Op, Any]):
     # -- metrics -------------------------------------------------------------------
 
     def _account(self, start: float, *, failed: bool) -> None:
-        now = trio.current_time()
+        now = self._manager.now()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
         # the call began.
@@ -257,7 +257,7 @@ class SessionActor(Actor[Op, Any]):
         for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=_groupable):
             op = queued.message
             assert isinstance(op, Change)
-            start = trio.current_time()
+            start = manager.now()
             try:
                 _check_version(committed[-1], op.expected_version)
                 result = op.transform(committed[-1])

@@ -58,6 +58,9 @@ class SessionManager:
         self.config = config
         self.store = store
         self.wall_clock = config.wall_clock
+        #: ``trio.current_time``, without its two indirections (actors read it on
+        #: every call).
+        self.now = trio.lowlevel.current_clock().current_time
         self._sup = sup
         self._key = config.secret_key or secrets.token_bytes(32)
         self._sessions: dict[str, _Entry] = {}

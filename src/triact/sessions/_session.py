@@ -6,8 +6,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import trio
-
 from ..actors import (
     ActorFailedError,
     ActorRef,
@@ -76,35 +74,35 @@ class Session:
             ref = entry.ref
             if ref is None or not ref.accepting:
                 ref = await manager._activate(entry)
-            # Activity counts from a call's start and from its end (set by the actor
-            # before it lets the next call in, and below for calls that raised).
-            entry.last_active = trio.current_time()
             try:
                 return await ref.ask(op)
-            except MailboxFullError:
-                manager._busy_rejections += 1
-                raise SessionBusyError(
-                    f"session {self.id!r} has {manager.config.mailbox_size} calls queued "
-                    "(mailbox_size); retry later"
-                ) from None
-            except ReentrantCallError:
-                raise SessionReentrancyError(
-                    f"session {self.id!r} was called from inside its own handler; that "
-                    "call would wait for itself forever. Work on the state passed to "
-                    "your update function instead"
-                ) from None
-            except ActorFailedError as exc:
-                manager._session_failed(entry, exc)
-                raise SessionError(
-                    f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
-                ) from exc
-            except ActorStoppedError:
+            except BaseException as exc:
+                # Idleness counts from a call's end: the actor stamps the calls it
+                # handled, and a busy session never expires; this stamps the others
+                # (refused, cancelled).
+                entry.last_active = manager.now()
+                if isinstance(exc, MailboxFullError):
+                    manager._busy_rejections += 1
+                    raise SessionBusyError(
+                        f"session {self.id!r} has {manager.config.mailbox_size} calls "
+                        "queued (mailbox_size); retry later"
+                    ) from None
+                if isinstance(exc, ReentrantCallError):
+                    raise SessionReentrancyError(
+                        f"session {self.id!r} was called from inside its own handler; that "
+                        "call would wait for itself forever. Work on the state passed to "
+                        "your update function instead"
+                    ) from None
+                if isinstance(exc, ActorFailedError):
+                    manager._session_failed(entry, exc)
+                    raise SessionError(
+                        f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
+                    ) from exc
+                if not isinstance(exc, ActorStoppedError):
+                    raise
                 # Passivated (or shut down) between our look and the ask: go round.
                 if manager._closing or entry.gone is not None:
                     raise manager._refusal(entry) from None
-                continue
-            finally:
-                entry.last_active = trio.current_time()  # cancelled calls count too
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
