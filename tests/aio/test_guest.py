@@ -302,16 +302,22 @@ def test_leaving_the_block_ends_the_trio_run_and_refuses_later_calls(
 def test_calls_in_flight_at_exit_finish_within_the_grace_period(aio_run: RunAio[None]) -> None:
     async def main() -> None:
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        seen_closing = False
 
         async def slow_bump(state: triact.SessionState) -> triact.SessionState:
+            nonlocal seen_closing
             started.set_result(None)
-            await trio.sleep(0.05)
+            while not manager.closing:  # still in flight when the app's exit begins
+                await trio.lowlevel.checkpoint()
+            seen_closing = True
             return bump(state)
 
         async with triact.aio.open_session_manager() as manager:
+            assert not manager.closing
             session = await manager.create_session()
             call = asyncio.create_task(session.update(slow_bump))
             await started
+        assert seen_closing
         assert (await call).version == 2
 
     aio_run(main)

@@ -685,3 +685,25 @@ async def test_a_session_actor_that_fails_for_good_ends_its_session(
                 await manager.get_session(session.id)
             assert (await manager.stats()).sessions == 0
         assert [e.kind async for e in events] == ["ended"]
+
+
+async def test_closing_says_when_the_managers_block_has_begun_to_close(
+    open_manager: OpenManager,
+) -> None:
+    seen: list[bool] = []
+    started = trio.Event()
+
+    async def wait_for_close(state: triact.SessionState) -> triact.SessionState:
+        started.set()
+        while not manager.closing:
+            await trio.lowlevel.checkpoint()
+        seen.append(manager.closing)
+        return state
+
+    async with trio.open_nursery() as nursery, open_manager() as manager:
+        assert not manager.closing
+        session = await manager.create_session()
+        nursery.start_soon(session.update, wait_for_close)
+        await started.wait()
+    assert seen == [True]
+    assert manager.closing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +351,18 @@ def test_error_codes_are_stable() -> None:
         "store_error",
         "session_error",
         "invalid_arguments",
+        "not_a_git_repository",
+        "git_failed",
+        "git_timeout",
+        "data_error",
     )
+
+
+def test_docs_describe_every_error_code_and_no_other() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "mcp.md").read_text()
+    table = docs[docs.index("| Code | When |") : docs.index("Which revisions report")]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(ERROR_CODES)
 
 
 def old_encoding(

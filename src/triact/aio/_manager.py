@@ -79,6 +79,12 @@ class SessionManager:
         """Live sessions, in memory or passivated."""
         return self._manager.session_count
 
+    @property
+    def closing(self) -> bool:
+        """True once the manager's block has begun to close (see
+        :attr:`triact.SessionManager.closing`)."""
+        return self._manager.closing
+
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
         return self._manager.session_ids()

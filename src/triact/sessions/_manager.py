@@ -85,6 +85,13 @@ class SessionManager:
         """Live sessions, in memory or passivated."""
         return len(self._sessions)
 
+    @property
+    def closing(self) -> bool:
+        """True once the manager's block has begun to close: it takes no new calls,
+        and those in flight have ``shutdown_grace`` seconds to finish (a long update
+        may check this to finish early)."""
+        return self._closing
+
     async def create_session(
         self,
         topic: str | None = None,

@@ -88,7 +88,7 @@ _ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
     (ValueError, "invalid_arguments"),
     (TypeError, "invalid_arguments"),
 )
-ERROR_CODES = tuple(dict.fromkeys(code for _, code in _ERROR_CODES))
+_SESSION_ERROR_CODES = tuple(dict.fromkeys(code for _, code in _ERROR_CODES))
 
 
 class ToolError(Exception):
@@ -166,7 +166,7 @@ def failure(error: ToolError) -> ToolResult:
 
 _EXPIRY = "Sessions expire after a period without calls (2 hours unless configured)."
 
-TOOLS: dict[str, Tool] = {
+_SESSION_TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
         Tool(
@@ -246,17 +246,7 @@ TOOLS: dict[str, Tool] = {
             "required",
             h.record_analysis,
         ),
-        Tool(
-            "session_end",
-            "End a session",
-            "End the session: it is removed and its final state returned. Later calls "
-            "naming it fail with code 'not_found'.",
-            a.SessionArgs,
-            r.EndResult,
-            "required",
-            h.end,
-            destructive=True,
-        ),
+        # session_end: the work layer's (with its handoff), in this place; see below.
         Tool(
             "session_list",
             "List sessions",
@@ -302,8 +292,21 @@ def tool_definitions(*, stateless: bool) -> list[dict[str, Any]]:
 
 
 # The work-session tools (triact.work) are built on Tool in _work_tools, so they are
-# imported last. Their session_end (with write_handoff and a handoff) replaces the
-# entry above, keeping its place.
-from ._work_tools import WORK_TOOLS  # noqa: E402
+# imported last.
+from ._work_tools import WORK_ERROR_CODES, WORK_TOOLS  # noqa: E402
 
-TOOLS.update((tool.name, tool) for tool in WORK_TOOLS)
+
+def _in_order() -> dict[str, Tool]:
+    work = {tool.name: tool for tool in WORK_TOOLS}
+    tools: dict[str, Tool] = {}
+    for name, tool in _SESSION_TOOLS.items():
+        if name == "session_list":  # session_end (the work layer's) goes before it
+            tools["session_end"] = work.pop("session_end")
+        tools[name] = tool
+    return tools | work
+
+
+#: Every tool by name, in the order tools/list gives them.
+TOOLS = _in_order()
+#: Every error code a tool result can carry (docs/mcp.md describes each).
+ERROR_CODES = tuple(dict.fromkeys((*_SESSION_ERROR_CODES, *WORK_ERROR_CODES)))

@@ -14,11 +14,18 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from ..sessions import Session
 from ..work import (
+    GitError,
+    GitTimeoutError,
     Handoff,
+    NotAGitRepositoryError,
     StoredReflection,
     TrustState,
+    WorkDataError,
+    WorkDirectoryError,
     WorkError,
+    WorkLimitError,
     WorkSessions,
+    WorkStoreError,
     render_handoff,
     work_sessions,
 )
@@ -150,6 +157,22 @@ async def reflection_search(env: ToolEnv, args: ReflectionSearchArgs) -> SearchR
 # -- definitions -----------------------------------------------------------------------
 
 _SESSION_ERRORS = "Errors: not_found, unauthorized, busy."
+
+#: The error codes of the work layer's errors (some are the session tools' too).
+WORK_ERROR_CODES = tuple(
+    dict.fromkeys(
+        kind.code
+        for kind in (
+            WorkDirectoryError,
+            WorkLimitError,
+            NotAGitRepositoryError,
+            GitError,
+            GitTimeoutError,
+            WorkDataError,
+            WorkStoreError,
+        )
+    )
+)
 
 WORK_TOOLS: tuple[Tool, ...] = (
     Tool(
