@@ -808,3 +808,27 @@ async def test_a_durable_update_is_a_checkpoint(path: Path) -> None:
         session = await manager.create_session()
         with trio.testing.assert_checkpoints():
             await session.update(set_n)
+
+
+def fail_update(state: SessionState) -> SessionState:
+    raise RuntimeError("refused by the update")
+
+
+async def test_durable_calls_are_counted_once_each(path: Path) -> None:
+    # Durable commits account for their own calls (no wrapper does it for them).
+    store = SqliteStore(path)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session(bind_client=True)
+        for _ in range(3):
+            await session.update(set_n)  # 3 operations
+        with pytest.raises(RuntimeError):
+            await session.update(fail_update)  # 1 operation, 1 error
+        await session.validate_security(session.token)  # 1 operation
+        with pytest.raises(triact.SessionSecurityError):
+            await session.validate_security("wrong")  # 1 operation, 1 error (committed)
+        stats = await session.stats()  # 1 operation, counted once it returns
+        assert (stats.operations, stats.errors) == (6, 2)
+        assert (await store.load(session.id)).metrics.operations == 6  # type: ignore[union-attr]
+        await session.end()  # 1 operation
+        totals = await manager.stats()
+        assert (totals.operations, totals.errors) == (8, 2)

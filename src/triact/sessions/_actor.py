@@ -103,19 +103,19 @@ class SessionActor(Actor[Op, Any]):
         try:
             kind = type(op)
             if kind is Change:
-                reply = self._change(op)  # type: ignore[arg-type]
+                reply = self._change(op, start)  # type: ignore[arg-type]
             elif kind is Read:
                 reply = attrs.evolve(self.state, metrics=self.metrics())
             elif kind is Validate:
-                reply = self._validate(op)  # type: ignore[arg-type]
+                reply = self._validate(op, start)  # type: ignore[arg-type]
             else:
-                reply = self._end(op)  # type: ignore[arg-type]
+                reply = self._end(op, start)  # type: ignore[arg-type]
         except Exception:
             self._account(start, failed=True)
             raise
         kind = type(reply)
-        if kind is SeeThrough:  # a durable commit: a forced shutdown waits for it
-            return see_through(self._finish(reply.coroutine, start))
+        if kind is SeeThrough:  # a durable commit: it accounts for its call itself
+            return reply
         if kind is CoroutineType:
             return self._finish(reply, start)
         self._account(start, failed=False)
@@ -189,18 +189,18 @@ class SessionActor(Actor[Op, Any]):
 
     # -- changes -------------------------------------------------------------------
 
-    def _change(self, op: Change) -> Any:
+    def _change(self, op: Change, start: float) -> Any:
         state = self.state
         _check_version(state, op.expected_version)
         result = op.transform(state)
         if type(result) is CoroutineType:
             return self._change_async(result)
-        return self._commit(self._stamp(state, result))
+        return self._commit(self._stamp(state, result), start)
 
     async def _change_async(self, pending: Any) -> SessionState:
         result = await pending  # cancelled or raising here: nothing committed (I2)
         self._check_live("this change was committed")
-        committed = self._commit(self._stamp(self.state, result))
+        committed = self._commit(self._stamp(self.state, result), None)
         if type(committed) is SeeThrough:
             committed = await committed
         return committed  # type: ignore[no-any-return]
@@ -228,7 +228,9 @@ class SessionActor(Actor[Op, Any]):
             SessionMetrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
         )
 
-    def _commit(self, new: SessionState) -> Any:
+    def _commit(self, new: SessionState, start: float | None) -> Any:
+        """Commit ``new`` now (immediate store), or return the durable commit as a
+        reply seen through; with ``start``, that reply accounts for the call."""
         entry = self._entry
         self._check_live("this change was committed")
         store = self._manager.store
@@ -238,9 +240,9 @@ class SessionActor(Actor[Op, Any]):
             self._manager._publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
-        return see_through(self._commit_durably(new))
+        return see_through(self._commit_durably(new, start))
 
-    async def _commit_durably(self, new: SessionState) -> SessionState:
+    async def _commit_durably(self, new: SessionState, start: float | None) -> SessionState:
         """Commit ``new`` and the plain changes queued behind it in one write.
 
         The queued changes run against the group's uncommitted states, so none of
@@ -257,7 +259,7 @@ class SessionActor(Actor[Op, Any]):
         for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=_groupable):
             op = queued.message
             assert isinstance(op, Change)
-            start = manager.now()
+            queued_start = manager.now()
             try:
                 _check_version(committed[-1], op.expected_version)
                 result = op.transform(committed[-1])
@@ -265,16 +267,23 @@ class SessionActor(Actor[Op, Any]):
                     result = await result
                 committed.append(self._stamp(committed[-1], result))
             except Exception as exc:
-                self._account(start, failed=True)
+                self._account(queued_start, failed=True)
                 outcomes.append((queued, exc))
                 continue
-            self._account(start, failed=False)
+            self._account(queued_start, failed=False)
             outcomes.append((queued, committed[-1]))
+        store = manager.store
         try:
-            await self._write(committed[-1], previous)
+            if store.writes_see_through:
+                await store.write(committed[-1], previous_version=previous)
+            else:  # once begun, the write is seen through, even if we are cancelled
+                with trio.CancelScope(shield=True):
+                    await store.write(committed[-1], previous_version=previous)
         except Exception as exc:
             for queued, _ in outcomes:  # each caller gets its own exception object
                 queued.fail(self._group_failure(exc, len(committed)))
+            if start is not None:
+                self._account(start, failed=True)
             if entry.gone is not None:
                 self._check_live("this change was committed")
             raise _store_error(entry.id, exc) from exc
@@ -287,17 +296,9 @@ class SessionActor(Actor[Op, Any]):
                 queued.fail(outcome)
             else:
                 queued.reply(outcome)
+        if start is not None:
+            self._account(start, failed=False)
         return new
-
-    async def _write(self, new: SessionState, previous: int) -> None:
-        """Write ``new``; once begun, the write is seen through, even if the task
-        running this handler is cancelled meanwhile."""
-        store = self._manager.store
-        if store.writes_see_through:
-            await store.write(new, previous_version=previous)
-        else:
-            with trio.CancelScope(shield=True):
-                await store.write(new, previous_version=previous)
 
     def _group_failure(self, exc: Exception, group: int) -> SessionError:
         entry = self._entry
@@ -316,7 +317,7 @@ class SessionActor(Actor[Op, Any]):
 
     # -- security ------------------------------------------------------------------
 
-    def _validate(self, op: Validate) -> Any:
+    def _validate(self, op: Validate, start: float) -> Any:
         state = self.state
         binding = state.client_binding
         if binding is None:
@@ -356,9 +357,11 @@ class SessionActor(Actor[Op, Any]):
         event = SecurityEvent(kind, manager.wall_clock(), op.tool_name, message)
         events = (*state.security_events, event)[-config.max_security_events :]
         error = SessionSecurityError(message)
-        committed = self._commit(self._stamp(state, attrs.evolve(state, security_events=events)))
+        committed = self._commit(
+            self._stamp(state, attrs.evolve(state, security_events=events)), None
+        )
         if type(committed) is SeeThrough:
-            return see_through(_raise_after(committed, error))
+            return see_through(self._refuse_after(committed, error, start))
         raise error
 
     def _recent_failures(self, state: SessionState, now: float) -> deque[float]:
@@ -381,31 +384,43 @@ class SessionActor(Actor[Op, Any]):
 
     # -- ending --------------------------------------------------------------------
 
-    def _end(self, op: End) -> Any:
+    def _end(self, op: End, start: float) -> Any:
         final = attrs.evolve(self.state, metrics=self.metrics())
         manager = self._manager
         if manager.store.immediate:
             manager.store.discard(final.id)
             manager._session_gone(self._entry, op.reason, final)
             return final
-        return see_through(self._end_durably(final, op))
+        return see_through(self._end_durably(final, op, start))
 
-    async def _end_durably(self, final: SessionState, op: End) -> SessionState:
+    async def _end_durably(self, final: SessionState, op: End, start: float) -> SessionState:
         """Delete the stored session, then let it go: if the store fails, the session
-        lives on, whole, and the caller gets the error."""
+        lives on, whole, and the caller gets the error. Accounts for the call."""
         with trio.CancelScope(shield=True):
             try:
                 await self._manager.store.delete(final.id)
             except Exception as exc:
+                self._account(start, failed=True)
                 raise _store_error(final.id, exc) from exc
-        self._check_live("it could end")  # a removal during the delete came first
+        try:
+            self._check_live("it could end")  # a removal during the delete came first
+        except SessionClosedError:
+            self._account(start, failed=True)
+            raise
         self._manager._session_gone(self._entry, op.reason, final)
+        self._account(start, failed=False)
         return final
 
-
-async def _raise_after(pending: Any, error: SessionError) -> None:
-    await pending
-    raise error
+    async def _refuse_after(self, committed: Any, error: SessionError, start: float) -> None:
+        """Await the commit of a refusal's security event, then raise ``error``.
+        Accounts for the call (refused, so failed)."""
+        try:
+            await committed
+        except Exception:
+            self._account(start, failed=True)
+            raise
+        self._account(start, failed=True)
+        raise error
 
 
 def _check_version(state: SessionState, expected: int | None) -> None:
