@@ -7,12 +7,14 @@ from ._run import FIGURE_KEYS, run_quick
 
 BENCHES = [
     "ask_round_trip",
+    "ask_round_trip_every_ask_yields",
     "memory_per_idle_actor",
     "memory_per_idle_actor_after_one_ask",
     "memory_per_idle_actor_after_one_tell",
     "memory_per_idle_actor_with_idle_timeout",
     "spawn_rate",
     "fanin_sync_handler",
+    "fanin_sync_handler_every_ask_yields",
     "fanin_async_handler",
 ]
 
