@@ -4,6 +4,7 @@ brings it back inside the actor, so calls keep their arrival order."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
@@ -12,6 +13,7 @@ import trio
 import trio.testing
 
 import triact
+from triact.testing import FaultyStore
 
 
 def appended(index: int) -> object:
@@ -104,3 +106,42 @@ async def test_set_working_directory_keeps_its_place_in_the_order(tmp_path: Path
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(session.update, read_directory)
     assert seen == [str(tmp_path)]
+
+
+async def test_events_of_a_passivated_session_carry_its_stored_version(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(triact.MemoryStore())  # a durable store, without threads
+    settings = triact.SessionConfig(idle_ttl=100.0, passivate_after=10.0, store=store)
+    async with triact.open_session_manager(settings) as manager:
+        with manager.subscribe() as events:
+            session = await manager.create_session()
+            await session.update(appended(1))
+            await session.update(appended(2))  # version 3
+            await trio.sleep(50.0)  # passivated at 10 s
+            assert (await manager.stats()).active_actors == 0
+            await trio.sleep(100.0)  # expired at 110 s
+            assert manager.session_count == 0
+            seen = [(event.kind, event.version) async for event in _until_expired(events)]
+    assert seen[-1] == ("expired", 3)
+
+
+async def _until_expired(events: triact.Subscription) -> AsyncIterator[triact.SessionEvent]:
+    async for event in events:
+        yield event
+        if event.kind == "expired":
+            return
+
+
+async def test_a_restarted_manager_reports_the_stored_version_of_what_it_adopted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with triact.open_session_manager(config(triact.SqliteStore(path))) as manager:
+        session = await manager.create_session()
+        await session.update(appended(1))  # version 2
+    async with triact.open_session_manager(config(triact.SqliteStore(path))) as manager:
+        with manager.subscribe() as events:
+            assert await manager.remove_session(session.id)
+            event = await events.__anext__()
+    assert (event.kind, event.session_id, event.version) == ("removed", session.id, 2)

@@ -320,7 +320,8 @@ class SessionManager:
         entry.ref = None
         if entry.gone is None and not self._closing:
             self._counts["passivated"] += 1
-            if not self.store.immediate:
+            if not self.store.immediate and entry.state is not None:
+                entry.version = entry.state.version
                 entry.state = None  # it lives on in the store
             elif entry.state is not None:  # keep the counts of reads since the last commit
                 entry.state = attrs.evolve(entry.state, metrics=actor.metrics())
@@ -373,7 +374,7 @@ class SessionManager:
         self._counts[reason] += 1
         if self._subscriptions:
             kind: EventKind = "ended" if reason == "failed" else reason
-            version = final.version if final is not None else 0
+            version = final.version if final is not None else entry.version
             event = SessionEvent(kind, entry.id, version, self.wall_clock())
             for subscription in self._subscriptions:
                 subscription._publish(event)
@@ -419,6 +420,7 @@ class SessionManager:
                 expired += 1
             else:
                 entry = _Entry(item.id, None, now, item.client_id)
+                entry.version = item.version
                 entry.last_active = now - idle
                 entry.created = now - age
                 self._admit(entry)

@@ -31,7 +31,7 @@ GoneReason = Literal["ended", "expired", "removed", "failed"]
 class _Entry:
     """The manager's record of one live session."""
 
-    __slots__ = ("client_id", "created", "gone", "id", "last_active", "ref", "state")
+    __slots__ = ("client_id", "created", "gone", "id", "last_active", "ref", "state", "version")
 
     def __init__(
         self, session_id: str, state: SessionState | None, now: float, client_id: str | None
@@ -39,6 +39,9 @@ class _Entry:
         self.id = session_id
         #: The last committed state; None while passivated with a durable store.
         self.state = state
+        #: The version of the state in the store, kept while ``state`` is None (for
+        #: the events of a passivated session).
+        self.version = 0 if state is None else state.version
         self.ref: ActorRef[ops.Op, Any] | None = None
         self.created = now  # Trio clock
         self.last_active = now  # Trio clock

@@ -568,7 +568,7 @@ def _select(conn: sqlite3.Connection, *, session_id: str) -> tuple[Any, Any] | N
 
 
 def _index(conn: sqlite3.Connection) -> list[IndexEntry]:
-    query = "SELECT id, created_at, last_used, client_id FROM sessions"
+    query = "SELECT id, created_at, last_used, client_id, version FROM sessions"
     return [IndexEntry(*row) for row in conn.execute(query)]
 
 

@@ -23,6 +23,7 @@ class IndexEntry:
     created_at: float  #: wall-clock
     last_used: float  #: wall-clock
     client_id: str | None = None
+    version: int = 0  #: the stored version (0: the store does not say)
 
 
 class SessionStore(abc.ABC):
@@ -145,6 +146,7 @@ class MemoryStore(SessionStore):
                 s.created_at,
                 s.last_used,
                 s.client_binding.client_id if s.client_binding else None,
+                s.version,
             )
             for s in self._states.values()
         ]
