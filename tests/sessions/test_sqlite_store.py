@@ -353,7 +353,7 @@ async def test_delete_reports_whether_the_session_was_stored(path: Path) -> None
         assert await store.load("s1") is None
 
 
-async def test_index_lists_sessions_with_their_client_ids(path: Path) -> None:
+async def test_index_lists_sessions_with_their_client_ids_and_versions(path: Path) -> None:
     store = SqliteStore(path)
     async with store.open():
         await store.write(rich_state(), previous_version=None)
@@ -362,8 +362,8 @@ async def test_index_lists_sessions_with_their_client_ids(path: Path) -> None:
         await store.delete("gone")
         entries = sorted(await store.index(), key=lambda e: e.id)
     assert entries == [
-        IndexEntry("plain", 1000.0, 1000.5, None),
-        IndexEntry("rich", 1000.0, 1000.5, "client-1"),
+        IndexEntry("plain", 1000.0, 1000.5, None, version=1),
+        IndexEntry("rich", 1000.0, 1000.5, "client-1", version=rich_state().version),
     ]
 
 
