@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,10 @@ def test_serve_help_lists_its_options() -> None:
         "--max-line-bytes",
         "--secret-key-file",
         "--shutdown-grace",
+        "--allowed-root",
+        "--git-timeout",
+        "--max-reflections-per-project",
+        "--max-reflection-chars",
     ):
         assert option in result.stdout
 
@@ -135,6 +140,60 @@ def test_serve_refuses_a_zero_line_bound() -> None:
     result = run("serve", "--max-line-bytes", "0")
     assert result.returncode == 2
     assert "must be >= 1" in result.stderr
+
+
+def test_serve_refuses_a_relative_allowed_root() -> None:
+    result = run("serve", "--store", "memory", "--allowed-root", "projects")
+    assert result.returncode == 2
+    assert "allowed_roots must hold absolute paths, got 'projects'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "project").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"]
+    command += ["--allowed-root", str(allowed), "--max-reflections-per-project", "2"]
+    command += ["--max-reflection-chars", "10"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdin is not None
+        assert server.stdout is not None
+
+        def call(name: str, arguments: dict[str, object]) -> dict[str, Any]:
+            """One tools/call, answered before the next is sent."""
+            params = {"name": name, "arguments": arguments}
+            request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            answer: dict[str, Any] = json.loads(server.stdout.readline())["result"]
+            return answer
+
+        server.stdin.write(
+            '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+            '"2025-11-25","capabilities":{},"clientInfo":{"name":"cli","version":"0"}}}\n'
+        )
+        server.stdin.flush()
+        assert "result" in json.loads(server.stdout.readline())
+
+        outside = call("session_start", {"working_directory": str(tmp_path / "elsewhere")})
+        assert outside["structuredContent"]["error"]["code"] == "invalid_arguments"
+        assert "outside the allowed roots" in outside["structuredContent"]["error"]["message"]
+        assert (
+            call("session_start", {"working_directory": str(allowed / "project")})["isError"]
+            is False
+        )
+        for i in range(3):
+            stored = call("reflection_store", {"content": f"note {i}", "tags": [], "project": "p"})
+            assert stored["isError"] is False
+        found = call("reflection_search", {"query": "note", "project": "p"})["structuredContent"]
+        assert sorted(hit["content"] for hit in found["results"]) == ["note 1", "note 2"]
+        too_long = call("reflection_store", {"content": "x" * 11, "tags": [], "project": "p"})
+        assert too_long["structuredContent"]["error"]["code"] == "invalid_arguments"
+        server.stdin.close()
+        assert server.wait(timeout=60) == 0
 
 
 def test_serve_exits_0_at_end_of_input_and_writes_only_json(tmp_path: Path) -> None:

@@ -80,6 +80,37 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=5.0,
         help="seconds calls in flight get to finish when stopping (default: 5)",
     )
+    work = serve.add_argument_group("work tools (session_start, checkpoints, reflections)")
+    work.add_argument(
+        "--allowed-root",
+        metavar="PATH",
+        action="append",
+        dest="allowed_roots",
+        default=None,
+        help="absolute directory working directories must be inside; repeat for several "
+        "(default: any directory)",
+    )
+    work.add_argument(
+        "--git-timeout",
+        metavar="S",
+        type=positive_float,
+        default=None,
+        help="seconds one git command may take before it is killed (default: 10)",
+    )
+    work.add_argument(
+        "--max-reflections-per-project",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="reflections kept per project, the oldest dropped first (default: 1000)",
+    )
+    work.add_argument(
+        "--max-reflection-chars",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="longest reflection, in characters (default: 10000)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -114,6 +145,16 @@ def _serve(args: argparse.Namespace) -> int:
         max_line_bytes=args.max_line_bytes,
         secret_key_file=args.secret_key_file,
         shutdown_grace=args.shutdown_grace,
+        work={
+            name: value
+            for name in (
+                "allowed_roots",
+                "git_timeout",
+                "max_reflections_per_project",
+                "max_reflection_chars",
+            )
+            if (value := getattr(args, name)) is not None
+        },
     )
     try:
         return run_serve(config)

@@ -55,6 +55,7 @@ def test_responses_are_recognised(line: bytes) -> None:
         (b'{"jsonrpc":"2.0","id":1,"method":"ping"', PARSE_ERROR),
         (b"\xff\xfe\x00garbage", PARSE_ERROR),
         (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"n":NaN}}', PARSE_ERROR),
+        (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"n":-Infinity}}', PARSE_ERROR),
         (b"[" * 100_000 + b"]" * 100_000, PARSE_ERROR),
         (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', INVALID_REQUEST),
         (b"[]", INVALID_REQUEST),

@@ -20,6 +20,7 @@ from ..sessions import (
     SqliteStore,
     open_session_manager,
 )
+from ..work import WorkConfig, WorkStoreError, open_work_sessions
 from ._framing import DEFAULT_MAX_LINE_BYTES
 from ._jsonrpc import TransportError
 from ._server import ServerOptions
@@ -59,6 +60,9 @@ class ServeConfig:
     #: By default a SQLite store keeps one next to its database, "<db>.key".
     secret_key_file: Path | None = None
     shutdown_grace: float = 5.0
+    #: The work tools' settings (``--allowed-root``, ``--git-timeout``, ...), as keyword
+    #: arguments of :class:`~triact.work.WorkConfig`; checked by :meth:`work_config`.
+    work: dict[str, object] = attrs.field(factory=dict)
 
     def open_store(self) -> tuple[SessionStore, Path | None]:
         """The store, and the key file that goes with it by default (None for memory)."""
@@ -92,6 +96,12 @@ class ServeConfig:
                 shutdown_grace=self.shutdown_grace,
             )
         except ValueError as exc:
+            raise ServeConfigError(str(exc)) from exc
+
+    def work_config(self) -> WorkConfig:
+        try:
+            return WorkConfig(**self.work)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
             raise ServeConfigError(str(exc)) from exc
 
     def server_options(self) -> ServerOptions:
@@ -147,6 +157,7 @@ def run_serve(config: ServeConfig) -> int:
     )
     session_config = config.session_config()
     options = config.server_options()
+    work_config = config.work_config()
     if sys.stdin.isatty():
         print(
             "triact serve: speaking MCP (JSON-RPC, one message per line) on stdin/stdout; "
@@ -157,14 +168,19 @@ def run_serve(config: ServeConfig) -> int:
     store = session_config.store
     logger.info("serving MCP on stdio; store: %s", getattr(store, "path", None) or "memory")
     try:
-        trio.run(_serve, session_config, options)
-    except SessionStoreError:
+        trio.run(_serve, session_config, options, work_config)
+    except (SessionStoreError, WorkStoreError):
         logger.exception("the session store failed")
         return 1
     return 0
 
 
-async def _serve(session_config: SessionConfig, options: ServerOptions) -> None:
-    async with open_session_manager(session_config) as manager:
+async def _serve(
+    session_config: SessionConfig, options: ServerOptions, work_config: WorkConfig
+) -> None:
+    async with (
+        open_session_manager(session_config) as manager,
+        open_work_sessions(manager, work_config),
+    ):
         await serve_stdio(manager, options)
     logger.info("stopped; the store is flushed")
