@@ -109,6 +109,63 @@ async def test_a_token_of_another_session_is_refused(open_manager: OpenManager) 
             await a.validate_security(b.token)
 
 
+# -- calls that carry their token ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+async def test_an_authorized_handle_checks_its_token_in_each_call(
+    open_manager: OpenManager, tmp_path: object, durable: bool
+) -> None:
+    store = triact.SqliteStore(f"{tmp_path}/s.db") if durable else triact.MemoryStore()
+    async with open_manager(store=store) as manager:
+        session = await manager.create_session(bind_client=True)
+        assert session.token is not None
+        good = session.authorized(session.token, "a_tool")
+        state = await good.update(put("k", 1))
+        assert (state.version, state.data) == (2, {"k": 1})
+        assert (await good.snapshot()).version == 2
+        stats = await session.stats()
+        assert stats.operations == 2  # one actor call each, check included
+
+        bad = session.authorized("wrong", "b_tool")
+        with pytest.raises(triact.SessionSecurityError, match="invalid token"):
+            await bad.update(put("k", 2))
+        state = await session.snapshot()
+        assert state.data == {"k": 1}  # the operation did not run
+        assert [(e.kind, e.tool_name) for e in state.security_events] == [
+            ("invalid_token", "b_tool")
+        ]
+        with pytest.raises(triact.SessionSecurityError):
+            await session.authorized(None).end()
+        assert manager.session_count == 1
+        final = await good.end()
+        assert final.data == {"k": 1}
+        assert manager.session_count == 0
+
+
+async def test_an_authorized_handle_on_an_unbound_session_passes_any_token(
+    open_manager: OpenManager,
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        state = await session.authorized("anything").update(put("k", 1))
+        assert state.data == {"k": 1}
+        assert state.security_events == ()
+
+
+async def test_an_authorized_handle_counts_towards_the_lockout(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager(security_max_failures=2) as manager:
+        session = await manager.create_session(bind_client=True)
+        for _ in range(2):
+            with pytest.raises(triact.SessionSecurityError):
+                await session.authorized("wrong").snapshot()
+        assert session.token is not None
+        with pytest.raises(triact.SessionSecurityError, match="locked"):
+            await session.authorized(session.token).snapshot()
+
+
 async def test_security_events_are_bounded_keeping_the_newest(
     open_manager: OpenManager,
 ) -> None:

@@ -232,6 +232,17 @@ async def test_bound_sessions_need_their_token(peer: Peer) -> None:
     assert summary["topic"] is None
 
 
+async def test_a_bound_sessions_token_is_checked_in_the_same_actor_call(peer: Peer) -> None:
+    created = await create(peer, bind_client=True)
+    arguments = {"session_id": created["session_id"], "token": created["token"]}
+    for _ in range(3):
+        await peer.ok("session_update", {**arguments, "increment": {"n": 1}})
+    stats = await peer.ok("session_stats", arguments)
+    # session_create's snapshot and the three updates; with a separate token check
+    # per tool call it was 8 (and the stats call's own check).
+    assert stats["session"]["operations"] == 4
+
+
 async def test_list_pages_with_a_cursor(peer: Peer) -> None:
     ids = [(await create(peer, topic=f"t{i}"))["session_id"] for i in range(7)]
     seen: list[str] = []

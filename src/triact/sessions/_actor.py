@@ -28,7 +28,7 @@ from ._errors import (
     SessionSecurityError,
     SessionStoreError,
 )
-from ._ops import Change, End, Op, Read, Validate
+from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._state import SecurityEvent, SessionMetrics, SessionState, stamped
 
 if TYPE_CHECKING:
@@ -102,6 +102,12 @@ class SessionActor(Actor[Op, Any]):
                 )
         try:
             kind = type(op)
+            if kind is Authorized:
+                refused = self._validate(op, start)  # type: ignore[arg-type]
+                if refused is not None:  # the refusal's record, then the error
+                    return refused
+                op = op.op  # type: ignore[union-attr]
+                kind = type(op)
             if kind is Change:
                 reply = self._change(op, start)  # type: ignore[arg-type]
             elif kind is Read:
@@ -317,7 +323,9 @@ class SessionActor(Actor[Op, Any]):
 
     # -- security ------------------------------------------------------------------
 
-    def _validate(self, op: Validate, start: float) -> Any:
+    def _validate(self, op: Validate | Authorized, start: float) -> Any:
+        """None if ``op.token`` may use the session; else raise, or (with a durable
+        store) return the reply that records the refusal and then raises."""
         state = self.state
         binding = state.client_binding
         if binding is None:

@@ -54,6 +54,17 @@ class Validate:
         self.tool_name = tool_name
 
 
+class Authorized:
+    """``op``, after checking ``token`` as :class:`Validate` does, in the same message."""
+
+    __slots__ = ("op", "token", "tool_name")
+
+    def __init__(self, op: Change | Read | End, token: str | None, tool_name: str | None) -> None:
+        self.op = op
+        self.token = token
+        self.tool_name = tool_name
+
+
 class End:
     """End the session: its final state is returned and it is removed."""
 
@@ -63,7 +74,7 @@ class End:
         self.reason = reason
 
 
-Op = Change | Read | Validate | End
+Op = Change | Read | Validate | End | Authorized
 READ = Read()
 
 

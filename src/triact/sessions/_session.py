@@ -57,7 +57,7 @@ class Session:
     Handles are cheap; :meth:`SessionManager.get_session` makes a new one each time.
     """
 
-    __slots__ = ("_entry", "_manager", "id", "token")
+    __slots__ = ("_auth", "_entry", "_manager", "id", "token")
 
     def __init__(self, manager: SessionManager, entry: _Entry, token: str | None = None) -> None:
         self._manager = manager
@@ -66,6 +66,17 @@ class Session:
         #: The client token of a bound session: only on the handle create_session
         #: returned; the state keeps only its HMAC.
         self.token = token
+        self._auth: tuple[str | None, str | None] | None = None
+
+    def authorized(self, token: str | None, tool_name: str | None = None) -> Session:
+        """A handle to the same session whose every call first checks ``token``, as
+        :meth:`validate_security` does, inside the same actor call: one call to the
+        actor instead of two, and the check and the operation are atomic. A refused
+        token raises :class:`SessionSecurityError` (and is recorded) and the operation
+        does not run."""
+        handle = Session(self._manager, self._entry, self.token)
+        handle._auth = (token, tool_name)
+        return handle
 
     def __repr__(self) -> str:
         return f"<Session {self.id!r}{' ' + self._entry.gone if self._entry.gone else ''}>"
@@ -73,6 +84,8 @@ class Session:
     async def _call(self, op: ops.Op) -> Any:
         manager = self._manager
         entry = self._entry
+        if self._auth is not None and type(op) is not ops.Validate:
+            op = ops.Authorized(op, *self._auth)  # type: ignore[arg-type]
         while True:
             ref = entry.ref
             if ref is None or not ref.accepting:

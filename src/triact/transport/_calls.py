@@ -282,7 +282,12 @@ class ToolCalls:
                 known = await self._session_for(args, tool, turn)
             session = known.handle if known is not None else None
             if known is not None and (args.token is not None or not known.unbound):
-                await known.handle.validate_security(args.token, tool.name)
+                if tool.prepare is None:
+                    # Each of the tool's session calls checks the token in the same
+                    # actor call (one call, not two).
+                    session = known.handle.authorized(args.token, tool.name)
+                else:  # refuse a bad token before the arguments' own checks run
+                    await known.handle.validate_security(args.token, tool.name)
             if tool.prepare is not None:
                 args = await tool.prepare(args)
             if turn is not None:
