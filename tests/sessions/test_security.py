@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import triact
+from triact.testing import Fault, FaultyStore
 
 OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
 
@@ -164,6 +165,86 @@ async def test_an_authorized_handle_counts_towards_the_lockout(
         assert session.token is not None
         with pytest.raises(triact.SessionSecurityError, match="locked"):
             await session.authorized(session.token).snapshot()
+
+
+class CountingStore(triact.MemoryStore):
+    """Counts the writes that reach it."""
+
+    writes = 0
+
+    def write_now(self, state: triact.SessionState, *, previous_version: int | None) -> None:
+        self.writes += 1
+        super().write_now(state, previous_version=previous_version)
+
+
+async def queue_behind_a_stalled_write(
+    session: triact.Session, calls: dict[str, tuple[str | None, object]]
+) -> dict[str, object]:
+    """Start ``first`` (its write stalls), queue the other calls behind it, in order;
+    the outcome of each (its state or its SessionError)."""
+    outcomes: dict[str, object] = {}
+
+    async def call(name: str, token: str | None, fn: object) -> None:
+        try:
+            outcomes[name] = await session.authorized(token).update(fn)  # type: ignore[arg-type]
+        except triact.SessionError as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        for name, (token, fn) in calls.items():
+            nursery.start_soon(call, name, token, fn)
+            await trio.testing.wait_all_tasks_blocked()
+    return outcomes
+
+
+async def test_authorized_changes_queued_together_commit_in_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    counting = CountingStore()
+    # store calls: 0 index (open), 1 create's write, 2 the first update's write: stalled
+    store = FaultyStore(counting, schedule=[Fault("stall", at=2)], stall=1.0)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session(bind_client=True)
+        token = session.token
+        outcomes = await queue_behind_a_stalled_write(
+            session,
+            {
+                "a": (token, put("a", 1)),  # stalls; b to e queue behind it
+                "b": (token, put("b", 1)),
+                "c": (None, put("c", 1)),  # refused, so not in b's group: recorded
+                "d": (token, put("d", 1)),  # in the group of c's security event
+                "e": (token, put("e", 1)),
+            },
+        )
+        state = await session.snapshot()
+    assert isinstance(outcomes["c"], triact.SessionSecurityError)
+    assert state.data == {"a": 1, "b": 1, "d": 1, "e": 1}
+    assert [event.kind for event in state.security_events] == ["missing_token"]
+    # create, a, b, then c's security event with d and e
+    assert counting.writes == 4
+
+
+async def test_a_token_queued_behind_a_change_of_the_binding_is_checked_against_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(triact.MemoryStore(), schedule=[Fault("stall", at=2)], stall=1.0)
+    other = triact.ClientBinding(token_hmac="0" * 64, created_at=1.0)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session(bind_client=True)
+        token = session.token
+        outcomes = await queue_behind_a_stalled_write(
+            session,
+            {
+                "a": (token, put("a", 1)),
+                "rebind": (token, lambda s: attrs.evolve(s, client_binding=other)),
+                "after": (token, put("after", 1)),  # in the rebind's group
+            },
+        )
+        state = await session.snapshot()
+    assert isinstance(outcomes["after"], triact.SessionSecurityError)
+    assert "change of its client binding" in str(outcomes["after"])
+    assert state.client_binding == other
+    assert "after" not in state.data
 
 
 async def test_security_events_are_bounded_keeping_the_newest(

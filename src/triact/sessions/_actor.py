@@ -39,7 +39,7 @@ _LATENCIES_KEPT = 256
 _AWAITED = (CoroutineType, SeeThrough)  # the replies of receive() that are awaitables
 
 
-def _groupable(op: Op) -> bool:
+def _groupable_change(op: Op) -> bool:
     """Whether a queued op can join a group commit without waiting on anything."""
     return type(op) is Change and not inspect.iscoroutinefunction(op.transform)
 
@@ -262,11 +262,20 @@ class SessionActor(Actor[Op, Any]):
         previous = self.state.version
         committed = [new]
         outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
-        for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=_groupable):
+        for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=self._groupable):
             op = queued.message
-            assert isinstance(op, Change)
             queued_start = manager.now()
             try:
+                if type(op) is Authorized:
+                    # Its token passed against the committed binding when it joined;
+                    # a change of the group may have replaced the binding since.
+                    if not self._token_passes(op.token, committed[-1], queued_start):
+                        raise SessionSecurityError(
+                            f"session {entry.id!r} refused the token of a call queued "
+                            "behind a change of its client binding"
+                        )
+                    op = op.op
+                assert isinstance(op, Change)
                 _check_version(committed[-1], op.expected_version)
                 result = op.transform(committed[-1])
                 if type(result) is CoroutineType:  # a plain function returned a coroutine
@@ -306,6 +315,28 @@ class SessionActor(Actor[Op, Any]):
             self._account(start, failed=False)
         return new
 
+    def _groupable(self, op: Op) -> bool:
+        """Whether a queued op can join a group commit: a plain change, or one that
+        carries a token that passes (a refused one is handled on its own, so that its
+        refusal is recorded)."""
+        if type(op) is Authorized:
+            if not self._token_passes(op.token, self.state, trio.current_time()):
+                return False
+            op = op.op
+        return _groupable_change(op)
+
+    def _token_passes(self, token: str | None, state: SessionState, now: float) -> bool:
+        """Whether ``token`` may use ``state`` at Trio time ``now`` (a binding, if
+        any, with the token's HMAC and no lockout); records nothing."""
+        binding = state.client_binding
+        if binding is None:
+            return True
+        if self._failures is None:
+            self._failures = self._recent_failures(state, now)
+        if now < self._locked_until or token is None:
+            return False
+        return hmac.compare_digest(self._manager._token_digest(token), binding.token_hmac)
+
     def _group_failure(self, exc: Exception, group: int) -> SessionError:
         entry = self._entry
         if entry.gone is not None:
@@ -327,27 +358,20 @@ class SessionActor(Actor[Op, Any]):
         """None if ``op.token`` may use the session; else raise, or (with a durable
         store) return the reply that records the refusal and then raises."""
         state = self.state
-        binding = state.client_binding
-        if binding is None:
+        token = op.token
+        now = trio.current_time()
+        if self._token_passes(token, state, now):
             return None
         manager = self._manager
-        now = trio.current_time()
-        if self._failures is None:
-            self._failures = self._recent_failures(state, now)
+        manager._security_failures += 1
         if now < self._locked_until:
-            manager._security_failures += 1
             raise SessionSecurityError(
                 f"session {state.id!r} is locked after repeated invalid tokens; "
                 f"try again in {self._locked_until - now:.0f} s"
             )
-        token = op.token
-        if token is not None and hmac.compare_digest(
-            manager._token_digest(token), binding.token_hmac
-        ):
-            return None
-        manager._security_failures += 1
         config = manager.config
         failures = self._failures
+        assert failures is not None  # rebuilt by _token_passes
         while failures and failures[0] <= now - config.security_window:
             failures.popleft()
         failures.append(now)
