@@ -547,24 +547,34 @@ async def test_a_discard_that_cannot_be_committed_fails_the_close(path: Path) ->
         assert await store.load("s1") is not None
 
 
-async def test_a_call_cancelled_while_queued_is_withdrawn(path: Path) -> None:
-    store = SqliteStore(path)
-    async with store.open(), trio.open_nursery() as nursery:
-        await store.write(make_state(), previous_version=None)
-        scope = trio.CancelScope()
+async def cancel_while_queued(
+    store: SqliteStore, path: Path, call: Callable[[], Awaitable[object]]
+) -> trio.CancelScope:
+    """Run ``call`` in a scope that is cancelled while its job is queued behind a
+    stalled batch; return the scope once the call is over."""
+    scope = trio.CancelScope()
 
-        async def deleter() -> None:
-            with scope:
-                await store.delete("s1")
+    async def run() -> None:
+        with scope:
+            await call()
 
+    async with trio.open_nursery() as nursery:
         with write_lock(path) as lock:
             store.discard("stall")
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(deleter)
+            nursery.start_soon(run)
             await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
             await trio.testing.wait_all_tasks_blocked()
             lock.execute("ROLLBACK")
+    return scope
+
+
+async def test_a_call_cancelled_while_queued_is_withdrawn(path: Path) -> None:
+    store = SqliteStore(path)
+    async with store.open():
+        await store.write(make_state(), previous_version=None)
+        scope = await cancel_while_queued(store, path, lambda: store.delete("s1"))
         assert scope.cancelled_caught
         assert await store.load("s1") == make_state()  # the delete never ran
 
@@ -575,25 +585,15 @@ async def test_a_write_cancelled_while_queued_is_still_carried_out(path: Path) -
     assert SqliteStore.writes_see_through
     store = SqliteStore(path)
     returned = False
-    scope = trio.CancelScope()
 
-    async def writer() -> None:
+    async def write() -> None:
         nonlocal returned
-        with scope:
-            await store.write(make_state(), previous_version=None)
-            returned = True
-            await trio.lowlevel.checkpoint()  # where the cancellation arrives
+        await store.write(make_state(), previous_version=None)
+        returned = True
+        await trio.lowlevel.checkpoint()  # where the cancellation arrives
 
     async with store.open():
-        async with trio.open_nursery() as nursery:
-            with write_lock(path) as lock:
-                store.discard("stall")
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(writer)
-                await trio.testing.wait_all_tasks_blocked()
-                scope.cancel()
-                await trio.testing.wait_all_tasks_blocked()
-                lock.execute("ROLLBACK")
+        scope = await cancel_while_queued(store, path, write)
         assert returned
         assert scope.cancelled_caught
         assert await store.load("s1") == make_state()
