@@ -3,7 +3,8 @@ triact against in the same run.
 
 * :mod:`.asyncio_lock_manager`: a dict of sessions, a global ``asyncio.Lock`` around
   it, one ``asyncio.Lock`` per session, a versioned ``atomic_update``, client tokens
-  hashed with PBKDF2 on the event loop, and an hourly cleanup loop.
+  hashed with PBKDF2 on the event loop, and an hourly cleanup loop (the design itself
+  is :mod:`._lock_manager`'s, for either library).
 * :mod:`.trio_lock_manager`: the same design with ``trio.Lock``.
 * :mod:`.asyncio_sqlite_manager`: the asyncio design, plus one synchronous SQLite
   write (WAL) of the session's JSON per update, as durable variants do today.
