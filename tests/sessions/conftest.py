@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 import triact
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
+from ._helpers import OpenManager
 
 
 @pytest.fixture

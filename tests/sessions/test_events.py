@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
-import attrs
 import pytest
 import trio
 import trio.testing
 
 import triact
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
-
-
-def put(key: str, value: object) -> Callable[[triact.SessionState], triact.SessionState]:
-    return lambda state: attrs.evolve(state, data={**state.data, key: value})
+from ._helpers import OpenManager, put
 
 
 async def drain(events: triact.Subscription) -> list[tuple[str, str, int]]:

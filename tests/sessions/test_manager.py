@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
 import trio.testing
 
 import triact
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
-
-
-def put(key: str, value: object) -> Callable[[triact.SessionState], triact.SessionState]:
-    return lambda state: attrs.evolve(state, data={**state.data, key: value})
-
-
-def sleep_then_put(
-    seconds: float, key: str, value: object
-) -> Callable[[triact.SessionState], object]:
-    async def fn(state: triact.SessionState) -> triact.SessionState:
-        await trio.sleep(seconds)
-        return attrs.evolve(state, data={**state.data, key: value})
-
-    return fn
-
+from ._helpers import OpenManager, put, sleep_then_put
 
 # -- create_session ---------------------------------------------------------------
 

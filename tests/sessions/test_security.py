@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import attrs
 import pytest
@@ -15,12 +13,7 @@ import trio.testing
 import triact
 from triact.testing import Fault, FaultyStore
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
-
-
-def put(key: str, value: object) -> Callable[[triact.SessionState], triact.SessionState]:
-    return lambda state: attrs.evolve(state, data={**state.data, key: value})
-
+from ._helpers import OpenManager, put
 
 # -- binding ---------------------------------------------------------------------------
 

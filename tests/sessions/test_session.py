@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import attrs
@@ -13,22 +12,9 @@ import trio.testing
 
 import triact
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
+from ._helpers import OpenManager, put, sleep_then_put
+
 WALL = 1_700_000_000.25
-
-
-def put(key: str, value: object) -> Callable[[triact.SessionState], triact.SessionState]:
-    return lambda state: attrs.evolve(state, data={**state.data, key: value})
-
-
-def sleep_then_put(
-    seconds: float, key: str, value: object
-) -> Callable[[triact.SessionState], object]:
-    async def fn(state: triact.SessionState) -> triact.SessionState:
-        await trio.sleep(seconds)
-        return attrs.evolve(state, data={**state.data, key: value})
-
-    return fn
 
 
 def without_metrics(state: triact.SessionState) -> triact.SessionState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 
 import attrs
 import pytest
@@ -12,21 +11,7 @@ import trio.testing
 
 import triact
 
-OpenManager = Callable[..., AbstractAsyncContextManager[triact.SessionManager]]
-
-
-def put(key: str, value: object) -> Callable[[triact.SessionState], triact.SessionState]:
-    return lambda state: attrs.evolve(state, data={**state.data, key: value})
-
-
-def sleep_then_put(
-    seconds: float, key: str, value: object
-) -> Callable[[triact.SessionState], object]:
-    async def fn(state: triact.SessionState) -> triact.SessionState:
-        await trio.sleep(seconds)
-        return attrs.evolve(state, data={**state.data, key: value})
-
-    return fn
+from ._helpers import OpenManager, put, sleep_then_put
 
 
 async def is_live(manager: triact.SessionManager, session_id: str) -> bool:
