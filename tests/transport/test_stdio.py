@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,48 +17,11 @@ import anyio
 import mcp
 import pytest
 import trio
-from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from triact.transport import TOOLS
 
-SERVE = [sys.executable, "-m", "triact.cli", "serve"]
-
-
-def parameters(tmp_path: Path, *args: str) -> StdioServerParameters:
-    return StdioServerParameters(
-        command=SERVE[0],
-        args=[*SERVE[1:], *args],
-        env={"XDG_STATE_HOME": str(tmp_path / "state")},
-    )
-
-
-@asynccontextmanager
-async def sdk_session(tmp_path: Path, *args: str) -> AsyncIterator[ClientSession]:
-    """An initialized (handshake-era) SDK ClientSession on a fresh ``triact serve``."""
-    with (tmp_path / "stderr.log").open("a") as errlog:
-        async with (
-            stdio_client(parameters(tmp_path, "--store", "memory", *args), errlog=errlog) as (
-                read,
-                write,
-            ),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            yield session
-
-
-def structured(result: Any) -> dict[str, Any]:
-    assert result.is_error is False, result
-    content: dict[str, Any] = result.structured_content
-    assert json.loads(result.content[0].text) == content
-    return content
-
-
-def error(result: Any) -> dict[str, Any]:
-    assert result.is_error is True, result
-    failure: dict[str, Any] = result.structured_content["error"]
-    return failure
+from ._sdk import SERVE, error, parameters, sdk_session, structured
 
 
 async def exercise_every_tool(client: Any, tmp_path: Path) -> None:
@@ -107,7 +69,7 @@ async def exercise_every_tool(client: Any, tmp_path: Path) -> None:
 
 
 async def test_sdk_handshake_calls_every_tool(tmp_path: Path) -> None:
-    async with sdk_session(tmp_path) as session:
+    async with sdk_session(tmp_path, "--store", "memory") as session:
         await exercise_every_tool(session, tmp_path)
         # The connection's default session, when session_id is left out.
         default = structured(await session.call_tool("session_update", {"set": {"d": True}}))

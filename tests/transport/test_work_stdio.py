@@ -3,42 +3,31 @@ store), driven by the official MCP SDK client."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 
-SERVE = [sys.executable, "-m", "triact.cli", "serve"]
+from ._sdk import error as tool_error
+from ._sdk import parameters as serve_parameters
+from ._sdk import sdk_session as serve_session
+from ._sdk import structured
+
+
+def store(tmp_path: Path) -> tuple[str, str]:
+    return ("--store", f"sqlite:{tmp_path / 'sessions.db'}")
 
 
 def parameters(tmp_path: Path) -> StdioServerParameters:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    return StdioServerParameters(
-        command=SERVE[0],
-        args=[*SERVE[1:], "--store", f"sqlite:{tmp_path / 'sessions.db'}"],
-        env={"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home)},
-    )
+    return serve_parameters(tmp_path, *store(tmp_path))
 
 
-@asynccontextmanager
-async def sdk_session(tmp_path: Path) -> AsyncIterator[ClientSession]:
-    with (tmp_path / "stderr.log").open("a") as errlog:
-        async with (
-            stdio_client(parameters(tmp_path), errlog=errlog) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            await session.list_tools()  # the SDK checks results against these schemas
-            yield session
+def sdk_session(tmp_path: Path) -> AbstractAsyncContextManager[ClientSession]:
+    return serve_session(tmp_path, *store(tmp_path))
 
 
 def git(directory: Path, *args: str) -> str:
@@ -55,16 +44,8 @@ def make_repo(directory: Path) -> Path:
     return directory
 
 
-def structured(result: Any) -> dict[str, Any]:
-    assert result.is_error is False, result
-    content: dict[str, Any] = result.structured_content
-    assert json.loads(result.content[0].text) == content
-    return content
-
-
 def error(result: Any) -> dict[str, Any]:
-    assert result.is_error is True, result
-    failure: dict[str, Any] = result.structured_content["error"]
+    failure = tool_error(result)
     assert result.content[0].text.startswith(failure["code"] + ": ")
     return failure
 

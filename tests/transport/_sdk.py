@@ -1,0 +1,57 @@
+"""``triact serve`` as a real subprocess, for the tests that drive it with the official
+MCP SDK client."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+SERVE = [sys.executable, "-m", "triact.cli", "serve"]
+
+
+def parameters(tmp_path: Path, *args: str) -> StdioServerParameters:
+    """``triact serve *args``, with its state directory and home under ``tmp_path``."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return StdioServerParameters(
+        command=SERVE[0],
+        args=[*SERVE[1:], *args],
+        env={"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home)},
+    )
+
+
+@asynccontextmanager
+async def sdk_session(tmp_path: Path, *args: str) -> AsyncIterator[ClientSession]:
+    """An initialized (handshake-era) SDK ClientSession on a fresh ``triact serve
+    *args``, its stderr in ``tmp_path / "stderr.log"``."""
+    with (tmp_path / "stderr.log").open("a") as errlog:
+        async with (
+            stdio_client(parameters(tmp_path, *args), errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            await session.list_tools()  # the SDK checks results against these schemas
+            yield session
+
+
+def structured(result: Any) -> dict[str, Any]:
+    """The structured content of a successful tool result (its text block holds the
+    same JSON)."""
+    assert result.is_error is False, result
+    content: dict[str, Any] = result.structured_content
+    assert json.loads(result.content[0].text) == content
+    return content
+
+
+def error(result: Any) -> dict[str, Any]:
+    """The error object of a failed tool result."""
+    assert result.is_error is True, result
+    failure: dict[str, Any] = result.structured_content["error"]
+    return failure
