@@ -19,13 +19,20 @@ class AsyncioLockManager(LockManager):
 
 
 @asynccontextmanager
-async def open_asyncio_lock_manager(**kwargs: Any) -> AsyncIterator[AsyncioLockManager]:
-    """The manager with its cleanup loop running, for the duration of the block."""
-    manager = AsyncioLockManager(**kwargs)
+async def running_cleanup(manager: LockManager) -> AsyncIterator[None]:
+    """``manager``'s hourly cleanup loop, as a task, for the duration of the block."""
     cleanup = asyncio.create_task(manager._cleanup_loop())
     try:
-        yield manager
+        yield
     finally:
         cleanup.cancel()
         with suppress(asyncio.CancelledError):
             await cleanup
+
+
+@asynccontextmanager
+async def open_asyncio_lock_manager(**kwargs: Any) -> AsyncIterator[AsyncioLockManager]:
+    """The manager with its cleanup loop running, for the duration of the block."""
+    manager = AsyncioLockManager(**kwargs)
+    async with running_cleanup(manager):
+        yield manager

@@ -7,15 +7,14 @@ event loop while the session's lock is held, in WAL mode with SQLite's default
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from ._model import Session
-from .asyncio_lock_manager import AsyncioLockManager
+from .asyncio_lock_manager import AsyncioLockManager, running_cleanup
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS sessions "
@@ -72,12 +71,7 @@ async def open_asyncio_sqlite_manager(
         db.execute(_SCHEMA)
         db.commit()
         manager = AsyncioSqliteManager(db, **kwargs)
-        cleanup = asyncio.create_task(manager._cleanup_loop())
-        try:
+        async with running_cleanup(manager):
             yield manager
-        finally:
-            cleanup.cancel()
-            with suppress(asyncio.CancelledError):
-                await cleanup
     finally:
         db.close()
