@@ -1,10 +1,12 @@
 """The session actor: owns one session's state and commits its changes.
 
 With an immediate store (memory) a change is applied and committed in the calling
-task, without waiting on anything (the call's one schedule point is ``ask``'s own).
+task, without waiting on anything (the call's schedule point, once per
+``schedule_slice``, is ``ask``'s own).
 With a durable store the actor group-commits: the task that writes takes the plain
-changes queued behind it, applies them in order, and commits them all in one store
-write; every caller is answered only once its change is durable.
+changes queued behind it (and those whose token passes), applies them in order, and
+commits them all in one store write, as a reply seen through; every caller is
+answered only once its change is durable.
 """
 
 from __future__ import annotations
