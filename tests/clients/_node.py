@@ -1,0 +1,167 @@
+"""The official MCP TypeScript SDK clients, installed from this directory's
+``package-lock.json`` and driven through ``driver.mjs``: one Node process per client."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+#: What ``driver.mjs`` accepts: the v1 SDK, and v2 in its handshake (legacy) and
+#: negotiating (``auto``: the stateless 2026-07-28 revision) modes.
+FLAVOURS = ("v1", "v2", "v2-auto")
+ANSWER_TIMEOUT = 60.0
+INSTALL_TIMEOUT = 600.0
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("TRIACT_NODE_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "triact" / "node-clients"
+
+
+def installed_clients() -> Path:
+    """A directory holding ``driver.mjs`` beside the SDKs the lock file names, installed
+    with ``npm ci`` once per lock file (reused while its hash is the same); skips the
+    test where Node or npm is missing."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js and npm are needed to test the TypeScript SDK clients")
+    lock = (HERE / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(lock + (HERE / "package.json").read_bytes()).hexdigest()[:16]
+    target = _cache_root() / digest
+    if not (target / "node_modules" / ".installed").exists():
+        staging = target.with_name(f"{digest}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(HERE / name, staging / name)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+        (staging / "node_modules" / ".installed").touch()
+        try:
+            staging.rename(target)
+        except OSError:  # another run installed it first
+            shutil.rmtree(staging, ignore_errors=True)
+    shutil.copyfile(HERE / "driver.mjs", target / "driver.mjs")
+    return target
+
+
+class DriverError(Exception):
+    """The client threw: ``name``, ``code`` and ``message`` of what it threw."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error['name']} {error['code']}: {error['message']}")
+        self.name = error["name"]
+        self.code = error["code"]
+        self.message = error["message"]
+
+
+class Driver:
+    """One SDK client in a Node process; :meth:`request` sends a command and waits for
+    its answer, :meth:`send` and :meth:`wait` let several run at once."""
+
+    def __init__(self, flavour: str, directory: Path, log: Path) -> None:
+        self.flavour = flavour
+        self._log = log
+        self._ids = itertools.count(1)
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._arrived: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        with log.open("a") as stderr:
+            self.proc = subprocess.Popen(
+                ["node", str(directory / "driver.mjs"), flavour],
+                cwd=directory,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._arrived.put(json.loads(line))
+        self._arrived.put(None)
+
+    def send(self, op: str, **fields: Any) -> int:
+        command_id = next(self._ids)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"id": command_id, "op": op, **fields}) + "\n")
+        self.proc.stdin.flush()
+        return command_id
+
+    def wait(self, command_id: int) -> Any:
+        """The answer to a command; raises DriverError if the client threw."""
+        while command_id not in self._answers:
+            try:
+                message = self._arrived.get(timeout=ANSWER_TIMEOUT)
+            except queue.Empty:
+                raise AssertionError(f"no answer from the {self.flavour} client") from None
+            if message is None:
+                raise AssertionError(f"the {self.flavour} client exited:\n{self._log.read_text()}")
+            self._answers[message["id"]] = message
+        message = self._answers.pop(command_id)
+        if "error" in message:
+            raise DriverError(message["error"])
+        return message["ok"]
+
+    def request(self, op: str, **fields: Any) -> Any:
+        return self.wait(self.send(op, **fields))
+
+    def call(self, name: str, arguments: dict[str, Any] | None = None, **options: Any) -> Any:
+        """The CallToolResult of a call (``result``), with ``progress`` when asked."""
+        return self.request("call", name=name, arguments=arguments or {}, **options)
+
+    def connect(self, tmp: Path, *args: str) -> Any:
+        """Start ``triact serve *args`` (state and home under ``tmp``, stderr in
+        ``tmp/serve.log``) and connect to it."""
+        home = tmp / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            "XDG_STATE_HOME": str(tmp / "state"),
+            "HOME": str(home),
+            "PATH": os.environ.get("PATH", ""),
+        }
+        return self.request(
+            "connect",
+            command=sys.executable,
+            args=["-m", "triact.cli", "serve", *args],
+            env=env,
+            stderr=str(tmp / "serve.log"),
+        )
+
+    def close(self) -> None:
+        """End the client (it closes the server) and the Node process."""
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=ANSWER_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
