@@ -1,9 +1,10 @@
-"""Client binding (I7): tokens, HMACs, security events, lockout, rate limits."""
+"""Client binding (I7): tokens, HMACs, security events, the throttle, rate limits."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 
 import attrs
 import pytest
@@ -147,7 +148,7 @@ async def test_an_authorized_handle_on_an_unbound_session_passes_any_token(
         assert state.security_events == ()
 
 
-async def test_an_authorized_handle_counts_towards_the_lockout(
+async def test_an_authorized_handle_counts_towards_the_throttle(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_manager(security_max_failures=2) as manager:
@@ -155,9 +156,10 @@ async def test_an_authorized_handle_counts_towards_the_lockout(
         for _ in range(2):
             with pytest.raises(triact.SessionSecurityError):
                 await session.authorized("wrong").snapshot()
+        with pytest.raises(triact.SessionThrottledError):
+            await session.authorized("wrong").snapshot()
         assert session.token is not None
-        with pytest.raises(triact.SessionSecurityError, match="locked"):
-            await session.authorized(session.token).snapshot()
+        await session.authorized(session.token).snapshot()
 
 
 class CountingStore(triact.MemoryStore):
@@ -205,15 +207,18 @@ async def test_authorized_changes_queued_together_commit_in_one_write(
                 "a": (token, put("a", 1)),  # stalls; b to e queue behind it
                 "b": (token, put("b", 1)),
                 "c": (None, put("c", 1)),  # refused, so not in b's group: recorded
-                "d": (token, put("d", 1)),  # in the group of c's security event
+                "d": (token, put("d", 1)),  # commits c's security event, with e
                 "e": (token, put("e", 1)),
             },
         )
         state = await session.snapshot()
+        stored = await counting.load(session.id)
+    assert stored is not None
+    assert [event.kind for event in stored.security_events] == ["missing_token"]
     assert isinstance(outcomes["c"], triact.SessionSecurityError)
     assert state.data == {"a": 1, "b": 1, "d": 1, "e": 1}
     assert [event.kind for event in state.security_events] == ["missing_token"]
-    # create, a, b, then c's security event with d and e
+    # create, a, b, then d with e and c's security event (its refusal wrote nothing)
     assert counting.writes == 4
 
 
@@ -252,27 +257,109 @@ async def test_security_events_are_bounded_keeping_the_newest(
     assert [e.tool_name for e in state.security_events] == ["tool3", "tool4", "tool5"]
 
 
-# -- lockout ---------------------------------------------------------------------------
+# -- the throttle: the right token always passes; failing callers wait ------------------
 
 
-async def test_repeated_failures_lock_the_session_until_the_window_passes(
+def a_store(kind: str, tmp_path: Path) -> triact.SessionStore:
+    return triact.SqliteStore(tmp_path / "s.db") if kind == "sqlite" else triact.MemoryStore()
+
+
+STORES = pytest.mark.parametrize("kind", ["memory", "sqlite"])
+
+
+@STORES
+async def test_the_right_token_passes_after_a_hundred_wrong_ones(
+    open_manager: OpenManager, tmp_path: Path, kind: str
+) -> None:
+    async with open_manager(store=a_store(kind, tmp_path)) as manager:
+        session = await manager.create_session(bind_client=True)
+        assert session.token is not None
+        for i in range(100):
+            with pytest.raises(triact.SessionSecurityError):
+                await session.authorized(None if i % 2 else "wrong").snapshot()
+        await session.validate_security(session.token)
+        state = await session.authorized(session.token).update(put("k", 1))
+        assert (state.version, state.data) == (2, {"k": 1})
+        assert (await manager.stats()).security_failures == 100
+
+
+@STORES
+async def test_refusals_do_not_move_the_version(
+    open_manager: OpenManager, tmp_path: Path, kind: str
+) -> None:
+    async with open_manager(store=a_store(kind, tmp_path)) as manager:
+        session = await manager.create_session(bind_client=True)
+        owner = session.authorized(session.token)
+        seen = (await owner.snapshot()).version
+        for _ in range(10):
+            with pytest.raises(triact.SessionSecurityError):
+                await session.validate_security("wrong")
+            with pytest.raises(triact.SessionSecurityError):
+                await session.authorized("wrong").update(put("k", "theirs"))
+        state = await owner.snapshot()
+        assert state.version == seen == 1
+        assert len(state.security_events) == 20  # shown before they are stored
+        state = await owner.update(put("k", "mine"), expected_version=seen)
+        assert (state.version, state.data) == (2, {"k": "mine"})
+        assert len(state.security_events) == 20
+        stats = await manager.stats()
+        # refused, not handled: neither operations nor errors
+        assert (stats.operations, stats.errors, stats.security_failures) == (3, 0, 20)
+
+
+@STORES
+async def test_security_events_are_stored_with_the_next_committed_change(
+    open_manager: OpenManager, tmp_path: Path, kind: str
+) -> None:
+    store = a_store(kind, tmp_path)
+    key = b"k" * 32
+    async with open_manager(store=store, secret_key=key, wall_clock=lambda: 50.0) as manager:
+        session = await manager.create_session(bind_client=True)
+        for tool in ("one", "two"):
+            with pytest.raises(triact.SessionSecurityError):
+                await session.validate_security("wrong", tool_name=tool)
+        stored = await store.load(session.id)
+        assert stored is not None
+        assert stored.security_events == ()  # kept beside the state until a commit
+        await session.authorized(session.token).update(put("k", 1))
+        stored = await store.load(session.id)
+        assert stored is not None
+        assert [e.tool_name for e in stored.security_events] == ["one", "two"]
+        with pytest.raises(triact.SessionSecurityError):
+            await session.validate_security("wrong", tool_name="three")
+    async with open_manager(store=store, secret_key=key, wall_clock=lambda: 60.0) as manager:
+        state = await (await manager.get_session(session.id)).snapshot()
+        # "three" was never stored: a restart loses what no commit took along
+        assert [e.tool_name for e in state.security_events] == ["one", "two"]
+        assert state.version == 2
+
+
+async def test_the_throttle_engages_and_lifts_on_the_trio_clock(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_manager(security_max_failures=3, security_window=60.0) as manager:
         session = await manager.create_session(bind_client=True)
-        token = session.token
-        for _ in range(3):
-            with pytest.raises(triact.SessionSecurityError):
+        for _ in range(2):
+            with pytest.raises(triact.SessionSecurityError, match=r"invalid token$"):
                 await session.validate_security("wrong", tool_name="t")
+        with pytest.raises(triact.SessionSecurityError, match="refused for 60 s") as info:
+            await session.validate_security("wrong", tool_name="t")
+        assert type(info.value) is triact.SessionSecurityError
+        with pytest.raises(triact.SessionThrottledError, match=session.id) as throttled:
+            await session.validate_security(None, tool_name="t")
+        assert throttled.value.retry_after == pytest.approx(60.0)
+        await trio.sleep(30.0)
+        await session.validate_security(session.token)  # never throttled
+        with pytest.raises(triact.SessionThrottledError) as throttled:
+            await session.validate_security("wrong")
+        assert throttled.value.retry_after == pytest.approx(30.0)
+        await trio.sleep(throttled.value.retry_after)
+        with pytest.raises(triact.SessionSecurityError) as info:  # checked and counted again
+            await session.validate_security("wrong")
+        assert type(info.value) is triact.SessionSecurityError
         kinds = [e.kind for e in (await session.snapshot()).security_events]
-        assert kinds == ["invalid_token", "invalid_token", "locked"]
-        # now even the right token is refused
-        await trio.sleep(30.0)
-        with pytest.raises(triact.SessionSecurityError, match="locked"):
-            await session.validate_security(token)
-        await trio.sleep(30.0)
-        await session.validate_security(token)  # the window has passed
-        assert (await manager.stats()).security_failures == 4
+        assert kinds == [*["invalid_token"] * 3, "throttled", "throttled", "invalid_token"]
+        assert (await manager.stats()).security_failures == 6
 
 
 async def test_failures_older_than_the_window_do_not_count(
@@ -287,12 +374,9 @@ async def test_failures_older_than_the_window_do_not_count(
         for _ in range(2):
             with pytest.raises(triact.SessionSecurityError, match=r"invalid token$"):
                 await session.validate_security("wrong")
-        await session.validate_security(session.token)
-        kinds = [e.kind for e in (await session.snapshot()).security_events]
-        assert "locked" not in kinds
 
 
-async def test_lockout_is_per_session(
+async def test_the_throttle_is_per_session(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_manager(security_max_failures=2) as manager:
@@ -301,44 +385,93 @@ async def test_lockout_is_per_session(
         for _ in range(2):
             with pytest.raises(triact.SessionSecurityError):
                 await attacked.validate_security(None)
-        with pytest.raises(triact.SessionSecurityError, match="locked"):
-            await attacked.validate_security(attacked.token)
-        await other.validate_security(other.token)
+        with pytest.raises(triact.SessionThrottledError):
+            await attacked.validate_security(None)
+        with pytest.raises(triact.SessionSecurityError, match=r"invalid token$"):
+            await other.validate_security("wrong")
 
 
-async def test_lockout_survives_passivation(
+# Timing tests use the memory store: the autojump clock may jump while a SQLite call
+# runs in its thread.
+
+
+async def test_refusals_do_not_keep_a_session_alive(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # passivate_after drops an idle actor from memory; the lock must not go with it,
-    # or waiting a little would be a way round the lockout.
-    async with open_manager(
-        security_max_failures=2, security_window=300.0, passivate_after=10.0
-    ) as manager:
+    async with open_manager(idle_ttl=100.0) as manager:
+        session = await manager.create_session(bind_client=True)
+        await trio.sleep(60.0)
+        for _ in range(30):
+            with pytest.raises(triact.SessionSecurityError):
+                await session.authorized("wrong").update(put("k", 1))
+            await trio.sleep(1.0)
+        assert manager.session_count == 1
+        await trio.sleep(11.0)  # 101 s after the last call it handled
+        assert manager.session_count == 0
+        with pytest.raises(triact.SessionNotFoundError):
+            await manager.get_session(session.id)
+
+
+async def test_the_throttle_survives_passivation(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    # passivate_after drops an idle actor from memory; the throttle must not go with
+    # it, or waiting a little would be a way round it.
+    async with open_manager(security_max_failures=2, passivate_after=10.0) as manager:
+        session = await manager.create_session(bind_client=True)
+        with pytest.raises(triact.SessionSecurityError):
+            await session.validate_security("wrong")
+        await trio.sleep(20.0)
+        with pytest.raises(triact.SessionSecurityError):
+            await session.validate_security("wrong")  # counts with the first
+        await trio.sleep(20.0)
+        assert (await manager.stats()).passivated == 2
+        with pytest.raises(triact.SessionThrottledError):
+            await session.validate_security("wrong")
+        await session.validate_security(session.token)
+        kinds = [e.kind for e in (await session.snapshot()).security_events]
+        assert kinds == ["invalid_token", "invalid_token", "throttled"]
+
+
+async def test_the_throttle_survives_a_restart_once_its_events_are_stored(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = {
+        "store": triact.MemoryStore(),
+        "secret_key": b"k" * 32,
+        "wall_clock": lambda: 1000.0 + trio.current_time(),
+        "security_max_failures": 2,
+        "security_window": 60.0,
+    }
+    async with open_manager(**config) as manager:
         session = await manager.create_session(bind_client=True)
         for _ in range(2):
             with pytest.raises(triact.SessionSecurityError):
                 await session.validate_security("wrong")
-        await trio.sleep(20.0)
-        assert (await manager.stats()).passivated == 1
-        with pytest.raises(triact.SessionSecurityError, match="locked"):
-            await session.validate_security(session.token)
+        await session.authorized(session.token).update(put("k", 1))  # stores the events
+    await trio.sleep(10.0)
+    async with open_manager(**config) as manager:
+        adopted = await manager.get_session(session.id)
+        with pytest.raises(triact.SessionThrottledError) as throttled:
+            await adopted.validate_security("wrong")
+        assert throttled.value.retry_after == pytest.approx(50.0)
+        await adopted.validate_security(session.token)
+        await trio.sleep(50.0)
+        with pytest.raises(triact.SessionSecurityError, match=r"invalid token$"):
+            await adopted.validate_security("wrong")
 
 
-async def test_failures_count_towards_the_lock_across_passivation(
+async def test_a_lock_stored_by_an_older_triact_throttles_but_lets_the_token_in(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_manager(
-        security_max_failures=2, security_window=300.0, passivate_after=10.0
-    ) as manager:
+    async with open_manager(wall_clock=lambda: 500.0, security_window=300.0) as manager:
         session = await manager.create_session(bind_client=True)
-        with pytest.raises(triact.SessionSecurityError):
+        locked = triact.SecurityEvent("locked", 400.0, None, "locked for 300 s")
+        await session.update(lambda s: attrs.evolve(s, security_events=(locked,)))
+        await session.validate_security(session.token)
+        with pytest.raises(triact.SessionThrottledError) as throttled:
             await session.validate_security("wrong")
-        await trio.sleep(20.0)
-        assert (await manager.stats()).passivated == 1
-        with pytest.raises(triact.SessionSecurityError):
-            await session.validate_security("wrong")
-        with pytest.raises(triact.SessionSecurityError, match="locked"):
-            await session.validate_security(session.token)
+        assert throttled.value.retry_after == pytest.approx(200.0)
 
 
 # -- secret key ------------------------------------------------------------------------

@@ -825,10 +825,11 @@ async def test_durable_calls_are_counted_once_each(path: Path) -> None:
             await session.update(fail_update)  # 1 operation, 1 error
         await session.validate_security(session.token)  # 1 operation
         with pytest.raises(triact.SessionSecurityError):
-            await session.validate_security("wrong")  # 1 operation, 1 error (committed)
+            await session.validate_security("wrong")  # refused: not an operation
         stats = await session.stats()  # 1 operation, counted once it returns
-        assert (stats.operations, stats.errors) == (6, 2)
-        assert (await store.load(session.id)).metrics.operations == 6  # type: ignore[union-attr]
+        assert (stats.operations, stats.errors) == (5, 1)
+        await session.update(set_n)  # 1 operation, committed with the counts so far
+        assert (await store.load(session.id)).metrics.operations == 7  # type: ignore[union-attr]
         await session.end()  # 1 operation
         totals = await manager.stats()
-        assert (totals.operations, totals.errors) == (8, 2)
+        assert (totals.operations, totals.errors, totals.security_failures) == (8, 1, 1)

@@ -232,6 +232,26 @@ async def test_bound_sessions_need_their_token(peer: Peer) -> None:
     assert summary["topic"] is None
 
 
+async def test_wrong_tokens_never_lock_out_the_owner_nor_move_the_version(peer: Peer) -> None:
+    created = await create(peer, bind_client=True)
+    owner = {"session_id": created["session_id"], "token": created["token"]}
+    for _ in range(5):  # security_max_failures
+        await peer.fails("session_update", {**owner, "token": "wrong", "set": {"a": 1}})
+    throttled = await peer.fails("session_get", {**owner, "token": "wrong"})
+    assert throttled["code"] == "unauthorized"
+    assert throttled["retry_after"] == pytest.approx(300.0, abs=5.0)
+    assert "still accepted" in throttled["message"]
+    updated = await peer.ok("session_update", {**owner, "set": {"a": 2}, "expected_version": 1})
+    assert (updated["version"], updated["data"]) == (2, {"a": 2})
+    session = (await peer.ok("session_get", owner))["session"]
+    assert [event["kind"] for event in session["security_events"]] == [
+        *["invalid_token"] * 5,
+        "throttled",
+    ]
+    stats = await peer.ok("session_stats", owner)
+    assert stats["manager"]["security_failures"] == 6
+
+
 async def test_a_bound_sessions_token_is_checked_in_the_same_actor_call(peer: Peer) -> None:
     created = await create(peer, bind_client=True)
     arguments = {"session_id": created["session_id"], "token": created["token"]}

@@ -19,6 +19,7 @@ from ._errors import (
     SessionReentrancyError,
     SessionSecurityError,
     SessionStoreError,
+    SessionThrottledError,
 )
 from ._events import EventKind, SessionEvent, Subscription
 from ._manager import SessionManager, open_session_manager
@@ -69,6 +70,7 @@ __all__ = [
     "SessionStats",
     "SessionStore",
     "SessionStoreError",
+    "SessionThrottledError",
     "SqliteStore",
     "Subscription",
     "Thread",

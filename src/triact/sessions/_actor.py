@@ -7,11 +7,14 @@ With a durable store the actor group-commits: the task that writes takes the pla
 changes queued behind it (and those whose token passes), applies them in order, and
 commits them all in one store write, as a reply seen through; every caller is
 answered only once its change is durable.
+
+Token checks and security events are the session's :class:`SessionGuard`'s
+(``_security``): a refusal is raised before the call counts as an operation, and
+commits nothing.
 """
 
 from __future__ import annotations
 
-import hmac
 import inspect
 from collections import deque
 from types import CoroutineType
@@ -31,7 +34,8 @@ from ._errors import (
     SessionStoreError,
 )
 from ._ops import Authorized, Change, End, Op, Read, Validate
-from ._state import SecurityEvent, SessionMetrics, SessionState, stamped
+from ._security import SessionGuard
+from ._state import SessionMetrics, SessionState, stamped
 
 if TYPE_CHECKING:
     from ._manager import SessionManager
@@ -50,9 +54,8 @@ class SessionActor(Actor[Op, Any]):
     __slots__ = (
         "_bucket",
         "_entry",
-        "_failures",
+        "_guard",
         "_latencies",
-        "_locked_until",
         "_manager",
         "errors",
         "max_latency",
@@ -69,9 +72,11 @@ class SessionActor(Actor[Op, Any]):
         self.total_latency = metrics.total_latency
         self.max_latency = metrics.max_latency
         self._latencies: deque[float] | None = None
-        self._failures: deque[float] | None = None  # failed token checks (Trio clock)
-        self._locked_until = 0.0
         self._bucket: _TokenBucket | None = None
+        guard = entry.guard
+        if guard is None:  # kept on the entry, so that passivation keeps it
+            guard = entry.guard = SessionGuard(manager._token_digest, manager.config)
+        self._guard = guard
 
     # -- the handler ---------------------------------------------------------------
 
@@ -102,20 +107,20 @@ class SessionActor(Actor[Op, Any]):
                     f"{limit.rate}/s; retry in {wait:.3f} s",
                     retry_after=wait,
                 )
-        try:
+        kind = type(op)
+        if kind is Authorized or kind is Validate:
+            # A refusal raises here: not an operation, not activity for the TTL.
+            self._check(op)  # type: ignore[arg-type]
+            if kind is Validate:
+                self._account(start, failed=False)
+                return None
+            op = op.op  # type: ignore[union-attr]
             kind = type(op)
-            if kind is Authorized:
-                refused = self._validate(op, start)  # type: ignore[arg-type]
-                if refused is not None:  # the refusal's record, then the error
-                    return refused
-                op = op.op  # type: ignore[union-attr]
-                kind = type(op)
+        try:
             if kind is Change:
                 reply = self._change(op, start)  # type: ignore[arg-type]
             elif kind is Read:
-                reply = attrs.evolve(self.state, metrics=self.metrics())
-            elif kind is Validate:
-                reply = self._validate(op, start)  # type: ignore[arg-type]
+                reply = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
             else:
                 reply = self._end(op, start)  # type: ignore[arg-type]
         except Exception:
@@ -200,7 +205,8 @@ class SessionActor(Actor[Op, Any]):
     def _change(self, op: Change, start: float) -> Any:
         state = self.state
         _check_version(state, op.expected_version)
-        result = op.transform(state)
+        # The security events not committed yet are committed with this change.
+        result = op.transform(self._guard.with_events(state))
         if type(result) is CoroutineType:
             return self._change_async(result)
         return self._commit(self._stamp(state, result), start)
@@ -245,6 +251,7 @@ class SessionActor(Actor[Op, Any]):
         if store.immediate:
             store.write_now(new, previous_version=self.state.version)
             entry.state = new
+            self._guard.committed()
             self._manager._publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
@@ -271,7 +278,7 @@ class SessionActor(Actor[Op, Any]):
                 if type(op) is Authorized:
                     # Its token passed against the committed binding when it joined;
                     # a change of the group may have replaced the binding since.
-                    if not self._token_passes(op.token, committed[-1], queued_start):
+                    if not self._guard.passes(op.token, committed[-1]):
                         raise SessionSecurityError(
                             f"session {entry.id!r} refused the token of a call queued "
                             "behind a change of its client binding"
@@ -306,6 +313,7 @@ class SessionActor(Actor[Op, Any]):
             raise _store_error(entry.id, exc) from exc
         if entry.gone is None:
             entry.state = committed[-1]
+            self._guard.committed()
         for state in committed:
             manager._publish("updated", state)
         for queued, outcome in outcomes:
@@ -322,22 +330,10 @@ class SessionActor(Actor[Op, Any]):
         carries a token that passes (a refused one is handled on its own, so that its
         refusal is recorded)."""
         if type(op) is Authorized:
-            if not self._token_passes(op.token, self.state, trio.current_time()):
+            if not self._guard.passes(op.token, self.state):
                 return False
             op = op.op
         return _groupable_change(op)
-
-    def _token_passes(self, token: str | None, state: SessionState, now: float) -> bool:
-        """Whether ``token`` may use ``state`` at Trio time ``now`` (a binding, if
-        any, with the token's HMAC and no lockout); records nothing."""
-        binding = state.client_binding
-        if binding is None:
-            return True
-        if self._failures is None:
-            self._failures = self._recent_failures(state, now)
-        if now < self._locked_until or token is None:
-            return False
-        return hmac.compare_digest(self._manager._token_digest(token), binding.token_hmac)
 
     def _group_failure(self, exc: Exception, group: int) -> SessionError:
         entry = self._entry
@@ -356,70 +352,21 @@ class SessionActor(Actor[Op, Any]):
 
     # -- security ------------------------------------------------------------------
 
-    def _validate(self, op: Validate | Authorized, start: float) -> Any:
-        """None if ``op.token`` may use the session; else raise, or (with a durable
-        store) return the reply that records the refusal and then raises."""
+    def _check(self, op: Validate | Authorized) -> None:
+        """Return if ``op.token`` may use the session; else record the refusal and
+        raise it (nothing is committed)."""
+        guard = self._guard
         state = self.state
-        token = op.token
-        now = trio.current_time()
-        if self._token_passes(token, state, now):
-            return None
+        if guard.passes(op.token, state):
+            return
         manager = self._manager
         manager._security_failures += 1
-        if now < self._locked_until:
-            raise SessionSecurityError(
-                f"session {state.id!r} is locked after repeated invalid tokens; "
-                f"try again in {self._locked_until - now:.0f} s"
-            )
-        config = manager.config
-        failures = self._failures
-        assert failures is not None  # rebuilt by _token_passes
-        while failures and failures[0] <= now - config.security_window:
-            failures.popleft()
-        failures.append(now)
-        kind = "missing_token" if token is None else "invalid_token"
-        what = "no token" if token is None else "an invalid token"
-        message = f"session {state.id!r} refused {what}"
-        if len(failures) >= config.security_max_failures:
-            self._locked_until = now + config.security_window
-            failures.clear()
-            kind = "locked"
-            message += (
-                f"; locked for {config.security_window:.0f} s after "
-                f"{config.security_max_failures} failures"
-            )
-        event = SecurityEvent(kind, manager.wall_clock(), op.tool_name, message)
-        events = (*state.security_events, event)[-config.max_security_events :]
-        error = SessionSecurityError(message)
-        committed = self._commit(
-            self._stamp(state, attrs.evolve(state, security_events=events)), None
-        )
-        if type(committed) is SeeThrough:
-            return see_through(self._refuse_after(committed, error, start))
-        raise error
-
-    def _recent_failures(self, state: SessionState, now: float) -> deque[float]:
-        """Rebuild the lockout and the failures that count towards it from the
-        recorded security events, so that neither passivation nor a restart lifts
-        them. Event times are wall-clock; they are mapped onto Trio's clock."""
-        window = self._manager.config.security_window
-        wall = self._manager.wall_clock()
-        failures: deque[float] = deque()
-        for event in state.security_events:
-            age = wall - event.at
-            if age >= window:
-                continue
-            if event.kind == "locked":
-                self._locked_until = now + window - age
-                failures.clear()
-            else:
-                failures.append(now - age)
-        return failures
+        raise guard.refuse(op.token, state, op.tool_name, manager.now(), manager.wall_clock())
 
     # -- ending --------------------------------------------------------------------
 
     def _end(self, op: End, start: float) -> Any:
-        final = attrs.evolve(self.state, metrics=self.metrics())
+        final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
         manager = self._manager
         if manager.store.immediate:
             manager.store.discard(final.id)
@@ -444,17 +391,6 @@ class SessionActor(Actor[Op, Any]):
         self._manager._session_gone(self._entry, op.reason, final)
         self._account(start, failed=False)
         return final
-
-    async def _refuse_after(self, committed: Any, error: SessionError, start: float) -> None:
-        """Await the commit of a refusal's security event, then raise ``error``.
-        Accounts for the call (refused, so failed)."""
-        try:
-            await committed
-        except Exception:
-            self._account(start, failed=True)
-            raise
-        self._account(start, failed=True)
-        raise error
 
 
 def _check_version(state: SessionState, expected: int | None) -> None:

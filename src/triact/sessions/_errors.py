@@ -12,8 +12,18 @@ class SessionNotFoundError(SessionError):
 
 
 class SessionSecurityError(SessionError):
-    """A bound session refused a missing or wrong token, or is locked after too many
-    failures."""
+    """A bound session refused a missing or wrong token. Nothing ran and nothing
+    changed; the refusal is recorded as a security event."""
+
+
+class SessionThrottledError(SessionSecurityError):
+    """A bound session refused a missing or wrong token from a caller that presented
+    too many of them: ``retry_after`` seconds from now wrong tokens are checked (and
+    counted) again. The session's own token is never throttled."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SessionConcurrencyError(SessionError):

@@ -9,8 +9,6 @@ the reaper's work grows with the sessions that expire, not with those that exist
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import os
@@ -35,6 +33,7 @@ from ._errors import (
     SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
+from ._security import token_digest
 from ._session import GoneReason, Session, _Entry
 from ._state import ClientBinding, SessionState
 from ._stats import LatencySummary, ManagerStats
@@ -345,7 +344,7 @@ class SessionManager:
     # -- bookkeeping ----------------------------------------------------------------
 
     def _token_digest(self, token: str) -> str:
-        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
+        return token_digest(self._key, token)
 
     def _account(self, latency: float, failed: bool) -> None:
         self._operations += 1

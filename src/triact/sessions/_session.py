@@ -15,7 +15,8 @@ from ..actors import (
 )
 from . import _ops as ops
 from ._actor import SessionActor
-from ._errors import SessionBusyError, SessionError, SessionReentrancyError
+from ._errors import SessionBusyError, SessionError, SessionReentrancyError, SessionSecurityError
+from ._security import SessionGuard
 from ._state import RequestRecord, SessionState
 from ._stats import LatencySummary, SessionStats
 
@@ -31,7 +32,17 @@ GoneReason = Literal["ended", "expired", "removed", "failed"]
 class _Entry:
     """The manager's record of one live session."""
 
-    __slots__ = ("client_id", "created", "gone", "id", "last_active", "ref", "state", "version")
+    __slots__ = (
+        "client_id",
+        "created",
+        "gone",
+        "guard",
+        "id",
+        "last_active",
+        "ref",
+        "state",
+        "version",
+    )
 
     def __init__(
         self, session_id: str, state: SessionState | None, now: float, client_id: str | None
@@ -48,6 +59,9 @@ class _Entry:
         self.client_id = client_id
         #: Why the session is gone ("ended", "expired", ...), None while it lives.
         self.gone: GoneReason | None = None
+        #: The session's token checks and security events not yet committed (made by
+        #: its first actor; kept here so that passivation keeps them).
+        self.guard: SessionGuard | None = None
 
 
 class Session:
@@ -72,8 +86,8 @@ class Session:
         """A handle to the same session whose every call first checks ``token``, as
         :meth:`validate_security` does, inside the same actor call: one call to the
         actor instead of two, and the check and the operation are atomic. A refused
-        token raises :class:`SessionSecurityError` (and is recorded) and the operation
-        does not run."""
+        token raises :class:`SessionSecurityError` (and is recorded, see
+        :meth:`validate_security`) and the operation does not run."""
         handle = Session(self._manager, self._entry, self.token)
         handle._auth = (token, tool_name)
         return handle
@@ -92,6 +106,8 @@ class Session:
                 ref = await manager._activate(entry)
             try:
                 return await ref.ask(op)
+            except SessionSecurityError:
+                raise  # a refused token is not activity: it keeps no session alive
             except BaseException as exc:
                 # Idleness counts from a call's end: the actor stamps the calls it
                 # handled, and a busy session never expires; this stamps the others
@@ -179,9 +195,13 @@ class Session:
 
     async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
         """Check ``token`` against the session's client binding (a no-op for an
-        unbound session). A refusal raises :class:`SessionSecurityError` and is
-        recorded; after ``security_max_failures`` within ``security_window`` the
-        session refuses every token until the window has passed."""
+        unbound session). The right token always passes.
+
+        A refusal raises :class:`SessionSecurityError`, is recorded as a security event
+        and changes nothing: not the version, not the idle time. After
+        ``security_max_failures`` refusals within ``security_window`` seconds, wrong
+        tokens are refused with :class:`SessionThrottledError` (with ``retry_after``)
+        until the window has passed."""
         await self._call(ops.Validate(token, tool_name))
 
     async def end(self) -> SessionState:

@@ -19,6 +19,7 @@ from ..sessions import (
     SessionRateLimitError,
     SessionSecurityError,
     SessionStoreError,
+    SessionThrottledError,
 )
 from . import _args as a
 from . import _handlers as h
@@ -112,7 +113,7 @@ def domain_error(exc: Exception) -> ToolError | None:
     details: dict[str, Any] = {}
     if isinstance(exc, SessionConcurrencyError):
         details = {"expected_version": exc.expected, "actual_version": exc.actual}
-    elif isinstance(exc, SessionRateLimitError):
+    elif isinstance(exc, SessionRateLimitError | SessionThrottledError):
         details = {"retry_after": exc.retry_after}
     return ToolError(code, str(exc), **details)
 
