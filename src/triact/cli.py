@@ -56,7 +56,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--log-level",
         choices=_LOG_LEVELS,
         default="warning",
-        help="level of the logs written to stderr (default: warning)",
+        help="level of the logs written to stderr; debug adds a line per tool call "
+        "(default: warning)",
     )
     serve.add_argument(
         "--max-line-bytes",

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 
 from ._node import Driver, DriverError
 from ._results import content, documented_tools
+
+#: Each call is logged on the server's stderr (the cancellation test reads it).
+SERVE_ARGS = ("--log-level", "debug")
 
 
 def _new_session(client: Driver, **arguments: object) -> str:
@@ -130,3 +134,8 @@ def test_a_cancelled_call_did_not_happen_or_happened_whole(client: Driver) -> No
     state = content(client.call("session_get", {"session_id": session_id}))["session"]
     assert state["data"]["n"] in (100, 101)
     assert state["version"] == state["data"]["n"] + 1
+    log = (client.tmp / "serve.log").read_text()  # type: ignore[attr-defined]
+    outcomes = re.findall(rf"tool=session_update \S+ session={session_id} outcome=(\w+)", log)
+    assert len(outcomes) == 101  # each call once: applied, or cancelled and not applied
+    assert outcomes.count("ok") == state["data"]["n"]
+    assert set(outcomes) <= {"ok", "cancelled"}

@@ -157,14 +157,16 @@ class ToolCalls:
                     f"Invalid params: {exc}",
                     {"code": "invalid_arguments", "problems": exc.problems},
                 ) from None
-            self._reply_tool(request_id, ctx, failure(ToolError("invalid_arguments", str(exc))))
+            named = arguments.get("session_id")
+            error = ToolError("invalid_arguments", str(exc))
+            self._refuse(request_id, ctx, name, named if type(named) is str else None, error)
             return
         turn = None
         if tool.session != "none":
             try:
                 turn = self._join_lane(ctx, tool, args)
             except ToolError as exc:
-                self._reply_tool(request_id, ctx, failure(exc))
+                self._refuse(request_id, ctx, name, args.session_id, exc)
                 return
         if len(self._in_flight) >= self._max_in_flight:
             if turn is not None:
@@ -173,7 +175,7 @@ class ToolCalls:
                 "busy",
                 f"the server is handling {self._max_in_flight} calls already; retry later",
             )
-            self._reply_tool(request_id, ctx, failure(error))
+            self._refuse(request_id, ctx, name, getattr(args, "session_id", None), error)
             return
         call = self._in_flight[request_id] = _Call(request_id, ctx, tool, args, turn)
         self._queue.append(call)
@@ -248,9 +250,21 @@ class ToolCalls:
         try:
             if call.cancelled:  # before it started: it never runs
                 logger.info("request %r (%s) was cancelled; not run", call.request_id, tool.name)
+                self._debug_call(call, None, "cancelled", 0.0)
                 return
             started = trio.current_time()
-            result = await self._execute(ctx, tool, call.args, call.turn)
+            result: ToolResult | None = None
+            outcome = "failed"
+            try:
+                result = await self._execute(ctx, tool, call.args, call.turn)
+                outcome = f"error code={result.code}" if result.error else "ok"
+            except trio.Cancelled:
+                outcome = "cancelled"
+                raise
+            finally:
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._debug_call(call, result, outcome, trio.current_time() - started)
+            assert result is not None
             self._progress(ctx, 1, "done")
             self._log_call(ctx, tool, result, trio.current_time() - started)
             self._reply_tool(call.request_id, ctx, result)
@@ -374,6 +388,43 @@ class ToolCalls:
                 "message": message,
             }
             self._emit(notification_line("notifications/progress", params))
+
+    def _refuse(
+        self,
+        request_id: RequestId,
+        ctx: p.RequestContext,
+        name: str,
+        session_id: str | None,
+        error: ToolError,
+    ) -> None:
+        """Answer a call with a tool error before it runs."""
+        logger.debug(
+            "tools/call tool=%s request=%r session=%s outcome=error code=%s ms=0",
+            name,
+            request_id,
+            session_id or "-",
+            error.code,
+        )
+        self._reply_tool(request_id, ctx, failure(error))
+
+    def _debug_call(
+        self, call: _Call, result: ToolResult | None, outcome: str, elapsed: float
+    ) -> None:
+        """The stderr log line of a call: ``--log-level debug`` shows one per call, with
+        its tool, session, outcome (ok, error and its code, cancelled, failed) and time."""
+        session_id = getattr(call.args, "session_id", None)
+        if session_id is None and call.tool.session != "none":
+            session_id = self.default_session_id
+        if session_id is None and result is not None and not result.error:
+            session_id = result.structured.get("session_id")  # the one it created
+        logger.debug(
+            "tools/call tool=%s request=%r session=%s outcome=%s ms=%.2f",
+            call.tool.name,
+            call.request_id,
+            session_id or "-",
+            outcome,
+            elapsed * 1000,
+        )
 
     def _log_call(
         self, ctx: p.RequestContext, tool: Tool, result: ToolResult, elapsed: float

@@ -128,6 +128,11 @@ class ToolResult:
         self.structured = structured
         self.error = error
 
+    @property
+    def code(self) -> str | None:
+        """The error's stable code; None for a success."""
+        return self.structured["error"]["code"] if self.error else None
+
     def text(self) -> str:
         """The text block: ``"<code>: <message>"`` for an error, else the structured
         content as compact JSON."""

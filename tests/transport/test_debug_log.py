@@ -1,0 +1,53 @@
+"""``triact serve --log-level debug`` writes one stderr line per tool call: its tool,
+request, session, outcome (with the error code) and duration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ._sdk import error, sdk_session, structured
+
+LINE = re.compile(
+    r"DEBUG triact\.transport: tools/call tool=(?P<tool>\w+) request=(?P<request>\S+) "
+    r"session=(?P<session>\S+) outcome=(?P<outcome>ok|error code=\w+|cancelled|failed) "
+    r"ms=(?P<ms>\d+\.\d+|0)$"
+)
+
+
+def _calls(log: Path) -> list[dict[str, str]]:
+    return [m.groupdict() for line in log.read_text().splitlines() if (m := LINE.search(line))]
+
+
+async def test_each_call_is_logged_with_its_outcome(tmp_path: Path) -> None:
+    async with sdk_session(tmp_path, "--store", "memory", "--log-level", "debug") as session:
+        created = structured(await session.call_tool("session_create", {}))
+        sid = created["session_id"]
+        await session.call_tool("session_update", {"session_id": sid, "set": {"a": 1}})
+        conflict = await session.call_tool(
+            "session_update", {"session_id": sid, "set": {"a": 2}, "expected_version": 1}
+        )
+        assert error(conflict)["code"] == "conflict"
+        missing = await session.call_tool("session_get", {"session_id": "no-such-session"})
+        assert error(missing)["code"] == "not_found"
+        bad = await session.call_tool("session_update", {"session_id": sid, "set": 3})
+        assert error(bad)["code"] == "invalid_arguments"
+        await session.call_tool("health_check", {})
+    calls = _calls(tmp_path / "stderr.log")
+    assert [(c["tool"], c["session"], c["outcome"]) for c in calls] == [
+        ("session_create", sid, "ok"),
+        ("session_update", sid, "ok"),
+        ("session_update", sid, "error code=conflict"),
+        ("session_get", "no-such-session", "error code=not_found"),
+        ("session_update", sid, "error code=invalid_arguments"),
+        ("health_check", "-", "ok"),
+    ]
+    assert len({c["request"] for c in calls}) == len(calls)
+    assert all(float(c["ms"]) >= 0 for c in calls)
+
+
+async def test_nothing_is_logged_per_call_at_the_default_level(tmp_path: Path) -> None:
+    async with sdk_session(tmp_path, "--store", "memory") as session:
+        structured(await session.call_tool("session_create", {}))
+    assert _calls(tmp_path / "stderr.log") == []
+    assert "tools/call" not in (tmp_path / "stderr.log").read_text()
