@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 import trio.testing
 
@@ -50,3 +52,45 @@ async def test_oversized_line_is_reported_early_and_skipped_to_its_newline() -> 
 
 async def test_oversized_unterminated_line_at_eof() -> None:
     assert await read_all([b"a\n", b"x" * 50]) == [b"a", "too long"]
+
+
+class Pieces(trio.abc.ReceiveStream):
+    """Hands out ``data`` in pieces of ``size`` bytes, as fast as it is asked (no
+    scheduling: the reader's own work is what is measured), then end of stream. Fails
+    once reading has taken ``cpu_bound`` seconds of CPU."""
+
+    def __init__(self, data: bytes, size: int, cpu_bound: float) -> None:
+        self._view = memoryview(data)
+        self._at = 0
+        self._size = size
+        self._deadline = time.process_time() + cpu_bound
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._at % 65536 == 0:
+            assert time.process_time() < self._deadline, f"still at byte {self._at}"
+        piece = self._view[self._at : self._at + self._size]
+        self._at += len(piece)
+        return bytes(piece)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_long_line_in_one_byte_pieces_costs_linear_time() -> None:
+    """1 MiB in 1-byte pieces: about a second when linear; when each piece copies the
+    line so far (quadratic: half a terabyte copied), far past the generous bound."""
+    line = b"x" * (1024 * 1024)
+    reader = LineReader(Pieces(line + b"\nnext\n", 1, cpu_bound=60.0), 2 * len(line))
+    got: list[bytes | LineTooLong] = []
+    while (lines := await reader.receive_lines()) is not None:
+        got += lines
+    assert got == [line, b"next"]
+
+
+async def test_an_oversized_line_in_small_pieces_is_skipped_in_linear_time() -> None:
+    data = b"y" * (1024 * 1024) + b"\nok\n"
+    reader = LineReader(Pieces(data, 3, cpu_bound=60.0), 1000)
+    got: list[bytes | str] = []
+    while (lines := await reader.receive_lines()) is not None:
+        got += ["too long" if isinstance(line, LineTooLong) else line for line in lines]
+    assert got == ["too long", b"ok"]

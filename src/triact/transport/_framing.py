@@ -33,7 +33,9 @@ class LineReader:
             raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
         self._stream = stream
         self._max = max_line_bytes
-        self._partial = b""
+        # The start of the current line. Appended to, never rebuilt: a line sent in
+        # many small pieces costs time in proportion to its length.
+        self._partial = bytearray()
         self._discarding = False
         self._eof = False
 
@@ -41,35 +43,54 @@ class LineReader:
         """The lines completed by the next read (maybe none), or None at end of stream."""
         if self._eof:
             return None
-        data = bytes(await self._stream.receive_some(_CHUNK))  # bytes-like: maybe a bytearray
+        data = await self._stream.receive_some(_CHUNK)
         if not data:
             self._eof = True
-            rest, self._partial = self._partial, b""
+            rest = bytes(self._partial)
+            self._partial.clear()
             return [rest] if rest.strip() else None
-        return self._split(data)
+        return self._split(bytes(data))  # bytes-like: maybe a bytearray
 
     def _split(self, data: bytes) -> list[bytes | LineTooLong]:
         lines: list[bytes | LineTooLong] = []
+        start = 0
         if self._discarding:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return []
+            start = data.find(b"\n") + 1
+            if not start:
+                return lines
             self._discarding = False
-            data = data[newline + 1 :]
-        if self._partial:
-            data = self._partial + data
-            self._partial = b""
-        parts = data.split(b"\n")
+        newline = data.find(b"\n", start)
+        if newline < 0:
+            self._keep(data, start, lines)
+            return lines
+        partial = self._partial
+        if partial:
+            partial += memoryview(data)[start:newline]
+            first = bytes(partial)
+            partial.clear()
+        else:
+            first = data[start:newline]
+        self._add(first, lines)
+        parts = data[newline + 1 :].split(b"\n")
         tail = parts.pop()
-        limit = self._max
         for part in parts:
-            if len(part) > limit:
-                lines.append(LineTooLong(limit))
-            elif part and not part.isspace():
-                lines.append(part)
-        if len(tail) > limit:
-            lines.append(LineTooLong(limit))
+            self._add(part, lines)
+        self._keep(tail, 0, lines)
+        return lines
+
+    def _add(self, line: bytes, lines: list[bytes | LineTooLong]) -> None:
+        if len(line) > self._max:
+            lines.append(LineTooLong(self._max))
+        elif line and not line.isspace():
+            lines.append(line)
+
+    def _keep(self, data: bytes, start: int, lines: list[bytes | LineTooLong]) -> None:
+        """Keep ``data[start:]``, the start of a line; past the bound, report the line
+        and skip the rest of it."""
+        partial = self._partial
+        if len(partial) + len(data) - start > self._max:
+            lines.append(LineTooLong(self._max))
+            partial.clear()
             self._discarding = True
         else:
-            self._partial = tail
-        return lines
+            partial += memoryview(data)[start:]
