@@ -20,8 +20,10 @@ from ._errors import (
     SessionSecurityError,
     SessionStoreError,
     SessionThrottledError,
+    SessionValueError,
 )
 from ._events import EventKind, SessionEvent, Subscription
+from ._limits import MAX_NESTING, value_problems
 from ._manager import SessionManager, open_session_manager
 from ._session import Session, Update
 from ._sqlite import SqliteStore
@@ -39,6 +41,7 @@ from ._stats import LatencySummary, ManagerStats, SessionStats
 from ._store import IndexEntry, MemoryStore, SessionStore
 
 __all__ = [
+    "MAX_NESTING",
     "SCHEMA_VERSION",
     "AnalysisRecord",
     "ClientBinding",
@@ -71,6 +74,7 @@ __all__ = [
     "SessionStore",
     "SessionStoreError",
     "SessionThrottledError",
+    "SessionValueError",
     "SqliteStore",
     "Subscription",
     "Thread",
@@ -81,4 +85,5 @@ __all__ = [
     "open_session_manager",
     "structure_state",
     "unstructure_state",
+    "value_problems",
 ]

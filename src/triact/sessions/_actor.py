@@ -33,6 +33,7 @@ from ._errors import (
     SessionSecurityError,
     SessionStoreError,
 )
+from ._limits import check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
 from ._state import SessionMetrics, SessionState, stamped
@@ -234,13 +235,14 @@ class SessionActor(Actor[Op, Any]):
             )
         if result.id != state.id:
             raise ValueError(f"an update of session {state.id!r} may not change its id")
-        return stamped(
+        new = stamped(
             result,
             state.version + 1,
             self._manager.wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
             SessionMetrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
         )
+        return check_state(new, state, self._manager.config.max_state_bytes)
 
     def _commit(self, new: SessionState, start: float | None) -> Any:
         """Commit ``new`` now (immediate store), or return the durable commit as a

@@ -179,17 +179,33 @@ def _fast_record(state: SessionState) -> dict[str, Any]:
     }
 
 
-def encode_state(state: SessionState) -> str:
-    """The state as compact JSON text; SessionDataError if it holds a value JSON cannot
-    carry (an object or a datetime in ``data``, a NaN)."""
+def encode_state_bytes(state: SessionState) -> bytes:
+    """:func:`encode_state` as UTF-8 bytes."""
     try:
         try:
             record = {"schema": SCHEMA_VERSION, "state": _fast_record(state)}
-            return orjson.dumps(record, default=_not_plain, option=_ORJSON_OPTIONS).decode()
+            return orjson.dumps(record, default=_not_plain, option=_ORJSON_OPTIONS)
         except (orjson.JSONEncodeError, _NotPlain):  # a typed field holds a surprise
-            return _json_encoder.encode(unstructure_state(state))
+            # UnicodeEncodeError (a ValueError) for a lone surrogate: text that no
+            # store could keep as UTF-8, refused here rather than in the store's batch.
+            return _json_encoder.encode(unstructure_state(state)).encode("utf-8")
     except (TypeError, ValueError) as exc:
-        raise SessionDataError(f"session {state.id!r} cannot be stored as JSON: {exc}") from exc
+        raise SessionDataError(
+            f"session {state.id!r} cannot be stored as JSON: {_reason(exc)}"
+        ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return f"a string holds a lone surrogate (U+{ord(exc.object[exc.start]):04X})"
+    return str(exc)
+
+
+def encode_state(state: SessionState) -> str:
+    """The state as compact JSON text; SessionDataError if it holds a value JSON cannot
+    carry (an object or a datetime in ``data``, a NaN) or a string that is not valid
+    Unicode (a lone surrogate)."""
+    return encode_state_bytes(state).decode()
 
 
 def structure_state(record: Any, *, where: str = "session record") -> SessionState:

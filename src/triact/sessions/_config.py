@@ -71,6 +71,9 @@ class SessionConfig:
     #: until the window has passed.
     security_max_failures: int = attrs.field(default=5, validator=_at_least_one)
     security_window: float = attrs.field(default=300.0, validator=_positive)
+    #: Longest a state may be, as JSON (UTF-8 bytes); a change past it is refused with
+    #: SessionLimitError and nothing is committed.
+    max_state_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least_one)
     #: Optional per-session rate limit.
     rate_limit: RateLimit | None = None
     #: Optional cap of live sessions per client id (``create_session(client_id=)``).

@@ -75,7 +75,14 @@ class SessionStoreError(SessionError):
 
 
 class SessionDataError(SessionStoreError):
-    """A stored session record is malformed, or was written by a newer triact."""
+    """A stored session record is malformed, or was written by a newer triact; or a
+    state cannot be written as JSON."""
+
+
+class SessionValueError(SessionDataError, ValueError):
+    """A change would commit a value that a state may not hold (not JSON, a number that
+    is not finite, an integer past 64 bits, a lone surrogate, nesting past the limit):
+    it was refused and nothing was committed."""
 
 
 class RequestNotFoundError(SessionError):

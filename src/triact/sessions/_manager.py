@@ -33,6 +33,7 @@ from ._errors import (
     SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
+from ._limits import check_state
 from ._security import token_digest
 from ._session import GoneReason, Session, _Entry
 from ._state import ClientBinding, SessionState
@@ -137,6 +138,7 @@ class SessionManager:
                 client_binding=binding,
                 metadata=metadata or {},
             )
+            check_state(state, None, self.config.max_state_bytes)
             if self.store.immediate:
                 self.store.write_now(state, previous_version=None)
             else:

@@ -1,0 +1,199 @@
+"""What a state may hold, checked before every commit (sessions/_limits.py): values a
+store could not write and read back are refused with SessionValueError, states past
+max_state_bytes with SessionLimitError, and nothing is committed either way, in memory
+and in SQLite."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import triact
+from triact.sessions._limits import MAX_INT, MIN_INT, check_state
+
+from ._helpers import put
+
+
+def nested(levels: int) -> Any:
+    """A list nested ``levels`` deep (built without recursion)."""
+    value: Any = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+BAD_VALUES = [
+    pytest.param(float("inf"), "data.bad: number must be finite", id="infinity"),
+    pytest.param(float("nan"), "data.bad: number must be finite", id="nan"),
+    pytest.param(2**63, "data.bad: integer out of range", id="int-past-64-bits"),
+    pytest.param(-(2**63) - 1, "data.bad: integer out of range", id="int-below-64-bits"),
+    pytest.param(10**5000, "data.bad: integer out of range", id="int-past-str-digits"),
+    pytest.param("\ud800", "data.bad: holds a lone surrogate (U+D800)", id="lone-surrogate"),
+    pytest.param({"\udfff": 1}, 'data.bad["\\udfff"]: the key holds a lone', id="surrogate-key"),
+    pytest.param({1: "x"}, "data.bad: keys must be strings", id="int-key"),
+    pytest.param(nested(100), "data.bad" + "[0]" * 99 + ": nested deeper than 100", id="deep"),
+    pytest.param(nested(100_000), "nested deeper than 100 levels", id="very-deep"),
+    pytest.param({1, 2}, "data.bad: expected a JSON value, got set", id="set"),
+]
+
+
+@asynccontextmanager
+async def manager_on(store: str, tmp_path: Path, **config: Any) -> AsyncIterator[Any]:
+    backend = triact.SqliteStore(tmp_path / "s.db") if store == "sqlite" else None
+    async with triact.open_session_manager(
+        triact.SessionConfig(store=backend, **config)
+    ) as manager:
+        yield manager
+
+
+stores = pytest.mark.parametrize("store", ["memory", "sqlite"])
+
+
+@stores
+@pytest.mark.parametrize(("value", "message"), BAD_VALUES)
+async def test_an_update_to_a_value_no_store_could_read_back_is_refused(
+    store: str, value: Any, message: str, tmp_path: Path
+) -> None:
+    async with manager_on(store, tmp_path) as manager:
+        session = await manager.create_session()
+        await session.update(put("good", 1))
+        with pytest.raises(triact.SessionValueError, match=re.escape(message)) as info:
+            await session.update(put("bad", value))
+        assert isinstance(info.value, triact.SessionDataError)
+        state = await session.snapshot()  # still readable, unchanged
+        assert state.version == 2
+        assert dict(state.data) == {"good": 1}
+        assert triact.decode_state(triact.encode_state(state)).data == {"good": 1}
+
+
+@stores
+async def test_a_session_created_with_metadata_no_store_could_read_back_is_refused(
+    store: str, tmp_path: Path
+) -> None:
+    async with manager_on(store, tmp_path, max_sessions=1) as manager:
+        with pytest.raises(triact.SessionValueError, match=r"metadata\.t: number must be finite"):
+            await manager.create_session(metadata={"t": float("inf")})
+        assert manager.session_count == 0
+        await manager.create_session(metadata={"t": 1.5})  # the reservation was released
+
+
+@stores
+async def test_a_string_field_with_a_lone_surrogate_is_refused(store: str, tmp_path: Path) -> None:
+    async with manager_on(store, tmp_path) as manager:
+        session = await manager.create_session()
+        with pytest.raises(triact.SessionValueError, match=r"lone surrogate \(U\+DC00\)"):
+            await session.update(lambda s: attrs.evolve(s, topic="a\udc00"))
+        with pytest.raises(triact.SessionValueError, match="lone surrogate"):
+            await manager.create_session(topic="\ud800")
+        assert (await session.snapshot()).topic is None
+
+
+async def test_nesting_at_the_limit_is_committed_and_reads_back(tmp_path: Path) -> None:
+    async with manager_on("sqlite", tmp_path) as manager:
+        session = await manager.create_session()
+        # data is level 1, so a value in it may nest 99 levels.
+        await session.update(put("deep", nested(99)))
+        session_id = session.id
+    async with manager_on("sqlite", tmp_path) as manager:
+        state = await (await manager.get_session(session_id)).snapshot()
+        assert state.data["deep"] == nested(99)
+
+
+@pytest.mark.parametrize("value", [MIN_INT, MAX_INT, 1.7976931348623157e308, "\u00e9\U0001f600"])
+async def test_values_at_the_edges_round_trip_through_sqlite(value: Any, tmp_path: Path) -> None:
+    async with manager_on("sqlite", tmp_path) as manager:
+        session = await manager.create_session()
+        await session.update(put("v", value))
+        session_id = session.id
+    async with manager_on("sqlite", tmp_path) as manager:
+        state = await (await manager.get_session(session_id)).snapshot()
+        assert state.data["v"] == value
+
+
+@stores
+async def test_a_state_past_max_state_bytes_is_refused_and_nothing_is_committed(
+    store: str, tmp_path: Path
+) -> None:
+    async with manager_on(store, tmp_path, max_state_bytes=10_000) as manager:
+        session = await manager.create_session()
+        await session.update(put("a", "x" * 5000))
+        with pytest.raises(triact.SessionLimitError, match=r"more than its limit of 10000 \("):
+            await session.update(put("b", "y" * 5000))
+        state = await session.snapshot()
+        assert state.version == 2
+        assert set(state.data) == {"a"}
+        # Anything that grows the state counts, not only data.
+        with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+            await session.add_thread("t", system_prompt="z" * 6000)
+        await session.update(put("a", "small"))  # and it can shrink again
+
+
+async def test_max_state_bytes_defaults_to_one_mib() -> None:
+    assert triact.SessionConfig().max_state_bytes == 1024 * 1024
+    with pytest.raises(ValueError, match="max_state_bytes"):
+        triact.SessionConfig(max_state_bytes=0)
+
+
+async def test_a_bad_change_in_a_group_commit_fails_only_its_own_caller(tmp_path: Path) -> None:
+    async with manager_on("sqlite", tmp_path) as manager:
+        session = await manager.create_session()
+        outcomes: dict[str, Any] = {}
+
+        async def update(name: str, fn: Callable[[Any], Any]) -> None:
+            try:
+                outcomes[name] = (await session.update(fn)).version
+            except triact.SessionError as exc:
+                outcomes[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for name, value in [("a", 1), ("b", float("inf")), ("c", 3)]:
+                nursery.start_soon(update, name, put(name, value))
+                await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(outcomes.pop("b"), triact.SessionValueError)
+        assert sorted(outcomes.values()) == [2, 3]
+        assert dict((await session.snapshot()).data) == {"a": 1, "c": 3}
+
+
+async def test_an_unencodable_state_fails_only_its_own_write_in_a_store_batch(
+    tmp_path: Path,
+) -> None:
+    """Two sessions' writes in one SQLite batch, one holding a lone surrogate (written
+    to the store directly, past the actor's check): the other is committed."""
+    store = triact.SqliteStore(tmp_path / "s.db")
+    good = triact.SessionState(id="good", version=1, created_at=1.0, last_used=1.0)
+    bad = triact.SessionState(id="bad", version=1, created_at=1.0, last_used=1.0, topic="\ud800")
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def write(state: triact.SessionState) -> None:
+        try:
+            await store.write(state, previous_version=None)
+            outcomes[state.id] = None
+        except triact.SessionError as exc:
+            outcomes[state.id] = exc
+
+    async with store.open():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write, good)
+            nursery.start_soon(write, bad)
+        assert outcomes["good"] is None
+        assert isinstance(outcomes["bad"], triact.SessionDataError)
+        assert "lone surrogate (U+D800)" in str(outcomes["bad"])
+        assert await store.load("good") == good
+        assert await store.load("bad") is None
+
+
+def test_check_state_walks_only_the_mappings_that_changed() -> None:
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0, data={"a": 1})
+    # A mapping carried over from the previous state is not walked again (it was
+    # checked when it was committed); a new one is.
+    carried = attrs.evolve(state, version=2)
+    assert check_state(carried, state, 10_000) is carried
+    with pytest.raises(triact.SessionValueError, match=r"data\.x"):
+        check_state(attrs.evolve(state, data={"x": float("inf")}), state, 10_000)
