@@ -10,6 +10,7 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.preconf.json import make_converter
 
+from ..sessions import value_problems
 from ._jsonrpc import TransportError
 from ._schema import Spec, constraint_problems
 
@@ -107,7 +108,13 @@ def _describe(exc: BaseException, _wanted: Any) -> str:
 
 
 def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) -> Any:
-    """``arguments`` as an instance of ``cls``; :class:`ArgumentError` if they do not fit."""
+    """``arguments`` as an instance of ``cls``; :class:`ArgumentError` if they do not fit,
+    or if any value in them is one a session may not hold (a number too large for a
+    float, which JSON reads as infinity; an integer past 64 bits; a lone surrogate;
+    nesting past the limit), so that none of those reaches a session."""
+    problems = value_problems(arguments, "arguments")
+    if problems:
+        raise ArgumentError(tool, problems)
     try:
         instance = converter.structure(arguments, cls)
     except cattrs.BaseValidationError as exc:
