@@ -53,6 +53,10 @@ class ServerOptions:
     max_in_flight: int = attrs.field(default=10_000, validator=_at_least(1))
     #: Let handshake-era calls leave out session_id to use a per-connection session.
     default_session: bool = True
+    #: Output waiting to be written (bytes) past which the server stops reading input
+    #: until the client has read enough of it: a client that never reads cannot make
+    #: the server hold more than this, plus the answers to one read of input.
+    max_output_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_at_least(1))
 
 
 @cache
@@ -74,6 +78,8 @@ class McpServer:
         self.options = options = options or ServerOptions()
         self._handshake = p.HandshakeState()
         self._out: list[bytes] = []  # lines for the writer, in order
+        self._out_bytes = 0  # emitted, not yet written
+        self._out_drained: trio.Event | None = None  # set when back under the bound
         self._out_ready: trio.Event | None = None  # set to wake the writer
         self._out_closed = False
         #: The tool calls in flight.
@@ -126,9 +132,15 @@ class McpServer:
         """Stop reading; calls in flight get the grace period to finish."""
         self._read_scope.cancel()
 
+    @property
+    def output_backlog(self) -> int:
+        """Bytes emitted and not yet written."""
+        return self._out_bytes
+
     async def _read_loop(self, receive: trio.abc.ReceiveStream) -> None:
         reader = LineReader(receive, self.options.max_line_bytes)
         while True:
+            await self._output_room()
             try:
                 lines = await reader.receive_lines()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -138,7 +150,22 @@ class McpServer:
                 logger.info("end of input")
                 return
             for line in lines:
+                await self._output_room()
                 self._handle_line(line)
+
+    async def _output_room(self) -> None:
+        """Wait while more than ``max_output_bytes`` wait to be written (backpressure:
+        input is read no faster than the client reads the answers)."""
+        if self._out_bytes <= self.options.max_output_bytes:
+            return
+        logger.info(
+            "%d bytes of output wait for the client to read them: reading no input until it does",
+            self._out_bytes,
+        )
+        while self._out_bytes > self.options.max_output_bytes and not self._out_closed:
+            self._out_drained = trio.Event()
+            await self._out_drained.wait()
+        logger.info("the client reads its output again: reading input")
 
     async def _write_loop(self, send: trio.abc.SendStream, done: trio.Event) -> None:
         """Write what was emitted, every line written so far in one write, until the
@@ -152,7 +179,14 @@ class McpServer:
                     await self._out_ready.wait()
                     continue
                 batch, self._out = self._out, []
-                await send.send_all(b"".join(batch))
+                data = b"".join(batch)
+                del batch
+                await send.send_all(data)
+                self._out_bytes -= len(data)
+                drained = self._out_drained
+                if drained is not None and self._out_bytes <= self.options.max_output_bytes:
+                    self._out_drained = None
+                    drained.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.warning("output closed (%r): the client is gone; stopping", exc)
             self.stop()
@@ -165,12 +199,17 @@ class McpServer:
             logger.debug("dropped output after shutdown: %.200r", line)
             return
         self._out.append(line)
+        self._out_bytes += len(line)
         self._wake_writer()
 
     def _close_output(self) -> None:
         """Nothing more will be written; the writer writes what is left and returns."""
         self._out_closed = True
         self._wake_writer()
+        drained = self._out_drained
+        if drained is not None:  # a reader waiting for room: there will be none
+            self._out_drained = None
+            drained.set()
 
     def _wake_writer(self) -> None:
         ready = self._out_ready

@@ -1,0 +1,69 @@
+"""Output backpressure: a client that does not read its answers makes the server stop
+reading requests, so the output it holds stays bounded; serving resumes when the client
+reads."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+
+import triact
+from triact.transport import McpServer, ServerOptions
+
+BOUND = 64 * 1024
+REQUESTS = 10_000
+
+
+def request(request_id: int, session_id: str) -> bytes:
+    params = {"name": "session_get", "arguments": {"session_id": session_id}}
+    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    return json.dumps(message).encode() + b"\n"
+
+
+async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
+    # Real sockets: the server's writes block once the kernel's buffers are full.
+    client_socket, server_socket = trio.socket.socketpair()
+    client = trio.SocketStream(client_socket)
+    server_end = trio.SocketStream(server_socket)
+    async with (
+        client,
+        server_end,
+        triact.open_session_manager() as manager,
+        trio.open_nursery() as nursery,
+    ):
+        session = await manager.create_session(metadata={"pad": "x" * 1000})
+        server = McpServer(manager, ServerOptions(max_output_bytes=BOUND))
+        nursery.start_soon(server.serve, server_end, server_end)
+        await client.send_all(
+            b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+            b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
+        )
+        requests = b"".join(request(i, session.id) for i in range(1, REQUESTS + 1))
+        sent = trio.Event()
+
+        async def send_all() -> None:
+            await client.send_all(requests)
+            sent.set()
+
+        nursery.start_soon(send_all)
+        await trio.testing.wait_all_tasks_blocked()
+        # Each answer is about 1.7 KB: unbounded, the server would now hold ~17 MB.
+        # It holds its bound plus the answers to one read of input (64 KiB of requests).
+        one_read = 64 * 1024 // len(request(1, session.id)) * 2000
+        assert 0 < server.output_backlog <= BOUND + one_read
+        assert not sent.is_set()  # the server stopped reading: the requests wait
+
+        buffer, answered = b"", set()
+        while len(answered) < REQUESTS + 1:
+            buffer += await client.receive_some(1 << 20)
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                assert "result" in message, message
+                answered.add(message["id"])
+        assert answered == set(range(REQUESTS + 1))
+        await sent.wait()
+        assert server.output_backlog == 0
+        await client.send_eof()
