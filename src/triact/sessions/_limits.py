@@ -69,7 +69,10 @@ def _scalar_problem(value: Any) -> str | None:
     if kind is float or isinstance(value, float):
         if math.isfinite(value):
             return None
-        return f"number must be finite (a JSON number too large for a float reads as {value})"
+        return (
+            f"number must be finite, got {value} (JSON numbers too large for a float "
+            "are read as infinity)"
+        )
     return f"expected a JSON value, got {type(value).__name__}"
 
 
