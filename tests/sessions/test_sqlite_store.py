@@ -399,7 +399,7 @@ async def test_the_file_is_in_wal_mode_with_a_store_schema_record(path: Path) ->
         pass
     with raw(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
 
 
 async def test_a_corrupt_row_is_a_data_error_and_the_store_keeps_serving(path: Path) -> None:
@@ -446,9 +446,9 @@ async def test_a_file_from_a_newer_store_schema_is_refused(path: Path) -> None:
     async with SqliteStore(path).open():
         pass
     with raw(path) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
     store = SqliteStore(path)
-    with pytest.raises(SessionStoreError, match=r"store schema version 2.*upgrade triact"):
+    with pytest.raises(SessionStoreError, match=r"store schema version 3.*upgrade triact"):
         async with store.open():
             pytest.fail("opened a store from a newer triact")
     with pytest.raises(SessionStoreError, match="not open"):

@@ -38,6 +38,15 @@ class SessionConcurrencyError(SessionError):
         self.actual = actual
 
 
+class SessionFencedError(SessionConcurrencyError):
+    """A shared store refused a write of a session's owner: another process has taken
+    the session over since (its fencing epoch moved on). Nothing of the write was
+    saved; retry the call (it then runs where the session now lives).
+
+    ``expected`` and ``actual`` are the epochs, not versions.
+    """
+
+
 class SessionLimitError(SessionError):
     """A configured limit (``max_sessions``, sessions per client) refused a creation."""
 

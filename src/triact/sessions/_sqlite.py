@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -13,29 +14,30 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 import trio
 
+from . import _sqlite_shared as sql
 from ._codec import decode_state, encode_state
-from ._errors import SessionConcurrencyError, SessionDataError, SessionStoreError
+from ._errors import SessionDataError, SessionError, SessionStoreError
 from ._state import SessionState
-from ._store import IndexEntry, SessionStore
+from ._store import Activation, IndexEntry, SharedSessionStore, check_record
 
 #: Version of the file's layout (tables and columns), kept in its ``meta`` table.
-#: Files from a newer layout are refused. Not the record schema of ``_codec``.
-STORE_SCHEMA_VERSION = 1
+#: Files from a newer layout are refused; files of layout 1 are migrated when
+#: opened. Not the record schema of ``_codec``.
+STORE_SCHEMA_VERSION = 2
 
 _T = TypeVar("_T")
-_Kind = Literal["read", "write", "delete", "discard", "query", "apply"]
+_Kind = Literal["read", "write", "delete", "discard", "query", "apply", "change", "note"]
 _Row = tuple[str, int, float, float, str | None, str]
 
 #: The most scheduler rounds a batch waits for more jobs (see SqliteStore._gather).
 _GATHER_ROUNDS = 4
 
-_NOT_DONE = {"write": "was not stored", "apply": "was not applied"}
-
-_CREATE_TABLES = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE sessions (id TEXT PRIMARY KEY, version INTEGER NOT NULL, "
-    "created_at REAL NOT NULL, last_used REAL NOT NULL, client_id TEXT, state TEXT NOT NULL)",
-)
+_NOT_DONE = {
+    "write": "was not stored",
+    "apply": "was not applied",
+    "change": "was not changed",
+    "note": "was not changed",
+}
 
 
 class _Job(Generic[_T]):
@@ -78,9 +80,15 @@ class _Job(Generic[_T]):
             self.waiter = None
 
 
-class SqliteStore(SessionStore):
+class SqliteStore(SharedSessionStore):
     """Keeps each session as a row of a SQLite file (WAL mode), so states survive the
-    process.
+    process, and several processes on one machine can share them (a
+    :class:`SharedSessionStore`: every commit is a compare-and-set in one SQLite
+    transaction, which SQLite's write lock serialises across processes).
+
+    SQLite has no clock of its own: leases and deadlines are wall-clock times given by
+    the managers, and all processes on one machine share that clock. Correctness
+    never depends on it. Records (:meth:`put_record`) use ``clock``.
 
     Every operation is carried out by one task that owns the connection: the jobs that
     callers queue while it is busy, or while other tasks are still queueing theirs,
@@ -111,6 +119,7 @@ class SqliteStore(SessionStore):
         *,
         timeout: float = 5.0,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         fspath = os.fspath(path) if isinstance(path, str | os.PathLike) else None
         if not isinstance(fspath, str):
@@ -128,6 +137,7 @@ class SqliteStore(SessionStore):
         self._path = fspath
         self._timeout = float(timeout)
         self._synchronous = synchronous
+        self._clock = clock
         #: Transactions committed since this store was created.
         self.transactions = 0
         #: Session writes committed since this store was created.
@@ -202,8 +212,10 @@ class SqliteStore(SessionStore):
         row = await self._call(_Job("read", session_id, partial(_select, session_id=session_id)))
         if row is None:
             return None
+        return self._decode(session_id, *row)
+
+    def _decode(self, session_id: str, text: Any, version: Any) -> SessionState:
         where = f"session {session_id!r} in {self._path}"
-        text, version = row
         if not isinstance(text, str | bytes):
             raise SessionDataError(f"{where} holds a {type(text).__name__}, not a JSON record")
         state = decode_state(text, where=where)
@@ -214,16 +226,41 @@ class SqliteStore(SessionStore):
             )
         return state
 
-    async def write(self, state: SessionState, *, previous_version: int | None) -> None:
+    async def write(
+        self,
+        state: SessionState,
+        *,
+        previous_version: int | None,
+        epoch: int | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         """Store ``state`` if the stored version is still ``previous_version`` (None:
-        not stored yet), else SessionConcurrencyError. Returns once committed."""
+        not stored yet) and, with ``epoch``, its epoch is that; else
+        SessionConcurrencyError (SessionFencedError for the epoch). Returns once
+        committed."""
+        row = await self._row(state)
+        update = None
+        if previous_version is not None:
+            update = (
+                state.version,
+                state.last_used,
+                row[5],
+                expires_at,
+                state.id,
+                previous_version,
+                epoch,
+            )
+        put = partial(_put, row=row, previous_version=previous_version, update=update)
+        await self._call(_Job("write", state.id, put, update), withdrawable=False)
+
+    async def _row(self, state: SessionState) -> _Row:
         try:
             text = encode_state(state)
         except (TypeError, ValueError) as exc:
             await trio.lowlevel.checkpoint()
             raise SessionStoreError(f"session {state.id!r} cannot be stored: {exc}") from exc
         binding = state.client_binding
-        row: _Row = (
+        return (
             state.id,
             state.version,
             state.created_at,
@@ -231,11 +268,6 @@ class SqliteStore(SessionStore):
             binding.client_id if binding is not None else None,
             text,
         )
-        put = partial(_put, row=row, previous_version=previous_version)
-        update = None
-        if previous_version is not None:
-            update = (*row[1:], state.id, previous_version)
-        await self._call(_Job("write", state.id, put, update), withdrawable=False)
 
     async def delete(self, session_id: str) -> bool:
         """Remove the session; True if it was stored. Returns once committed."""
@@ -252,6 +284,107 @@ class SqliteStore(SessionStore):
     async def index(self) -> list[IndexEntry]:
         """Every stored session, without decoding the states."""
         return await self._call(_Job("read", None, _index))
+
+    # -- the shared store (see SharedSessionStore) ----------------------------------
+
+    async def activate(
+        self, session_id: str, *, node: str, lease: float, now: float, force: bool = False
+    ) -> Activation | None:
+        run = partial(
+            sql.activate, session_id=session_id, node=node, lease=lease, now=now, force=force
+        )
+        found = await self._call(_Job("change", session_id, run))
+        if found is None:
+            return None
+        text, version, epoch, holder, lease_until = found
+        state = self._decode(session_id, text, version)
+        return Activation(state, epoch, holder, max(0.0, lease_until - now))
+
+    async def create(
+        self,
+        state: SessionState,
+        *,
+        client_id: str | None,
+        expires_at: float,
+        now: float,
+        node: str,
+        lease: float,
+        max_sessions: int,
+        max_per_client: int | None,
+    ) -> list[tuple[str, int]]:
+        row = await self._row(state)
+        run = partial(
+            sql.create,
+            row=row,
+            client_id=client_id,
+            expires_at=expires_at,
+            now=now,
+            node=node,
+            lease=lease,
+            max_sessions=max_sessions,
+            max_per_client=max_per_client,
+        )
+        return await self._call(_Job("write", state.id, run), withdrawable=False)
+
+    async def version(self, session_id: str) -> int | None:
+        return await self._call(
+            _Job("read", session_id, partial(sql.version, session_id=session_id))
+        )
+
+    async def renew(
+        self, node: str, leases: dict[str, int], *, until: float, busy_until: float | None
+    ) -> set[str]:
+        run = partial(sql.renew, node=node, leases=leases, until=until, busy_until=busy_until)
+        return await self._call(_Job("change", None, run))
+
+    def release(self, session_id: str, *, node: str, epoch: int) -> None:
+        self._check_open()
+        run = partial(sql.release, session_id=session_id, node=node, epoch=epoch)
+        self._enqueue(_Job("note", session_id, run))
+
+    def touch(self, session_id: str, *, expires_at: float) -> None:
+        self._check_open()
+        run = partial(sql.touch, session_id=session_id, expires_at=expires_at)
+        self._enqueue(_Job("note", session_id, run))
+
+    async def remove(self, session_id: str, *, version: int | None) -> bool:
+        run = partial(sql.remove, session_id=session_id, expected=version)
+        return await self._call(_Job("delete", session_id, run))
+
+    async def expire_due(
+        self, now: float, *, idle_before: float, limit: int
+    ) -> list[tuple[str, int]]:
+        # Look first (a read takes no write lock): usually nothing is due.
+        if not await self._call(
+            _Job("read", None, partial(sql.any_due, now=now, idle_before=idle_before))
+        ):
+            return []
+        run = partial(sql.trim_due, now=now, idle_before=idle_before, limit=limit)
+        rows = await self._call(_Job("delete", None, run))
+        return [(str(session_id), int(version)) for session_id, version in rows]
+
+    async def count(self) -> int:
+        return await self._call(_Job("read", None, sql.count))
+
+    async def page(self, after: tuple[float, str] | None, limit: int) -> list[IndexEntry]:
+        return await self._call(_Job("read", None, partial(sql.page, after=after, limit=limit)))
+
+    # -- records --------------------------------------------------------------------
+
+    async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
+        check_record(namespace, key, value, ttl)
+        run = partial(
+            sql.put_record, name=(namespace, key), value=value, ttl=ttl, now=self._clock()
+        )
+        await self._call(_Job("change", None, run))
+
+    async def get_record(self, namespace: str, key: str) -> str | None:
+        run = partial(sql.get_record, name=(namespace, key), now=self._clock())
+        return await self._call(_Job("change", None, run))
+
+    async def delete_record(self, namespace: str, key: str) -> bool:
+        run = partial(sql.delete_record, name=(namespace, key), now=self._clock())
+        return await self._call(_Job("change", None, run))
 
     # -- for the layers built on the store ----------------------------------------
 
@@ -419,25 +552,27 @@ class SqliteStore(SessionStore):
             )
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         # Checking an existing file only reads, so it opens while another connection
-        # writes; creating the tables takes the write lock.
-        if not _transact(conn, "BEGIN", self._has_layout):
+        # writes; creating or migrating the tables takes the write lock.
+        if _transact(conn, "BEGIN", self._layout) != STORE_SCHEMA_VERSION:
             _transact(conn, "BEGIN IMMEDIATE", self._create_layout)
 
     def _create_layout(self, conn: sqlite3.Connection) -> None:
-        if self._has_layout(conn):  # another connection was first
+        layout = self._layout(conn)  # again: another connection may have been first
+        if layout == STORE_SCHEMA_VERSION:
             return
-        for statement in _CREATE_TABLES:
+        statements = sql.MIGRATE_V1 if layout == 1 else sql.LAYOUT_V2
+        for statement in statements:
             conn.execute(statement)
-        query = "INSERT INTO meta (key, value) VALUES ('schema', ?)"
+        query = "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)"
         conn.execute(query, (str(STORE_SCHEMA_VERSION),))
 
-    def _has_layout(self, conn: sqlite3.Connection) -> bool:
-        """True if the file holds a store this triact can use, False if it holds
-        neither of the store's tables; SessionDataError otherwise."""
+    def _layout(self, conn: sqlite3.Connection) -> int:
+        """The file's layout version (0: it holds neither of the store's tables);
+        SessionDataError if it is not a store this triact can use."""
         query = "SELECT name FROM sqlite_master WHERE type = 'table'"
         tables = {name for (name,) in conn.execute(query)}
         if "meta" not in tables and "sessions" not in tables:
-            return False
+            return 0
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             schema = int(row[0])
@@ -453,7 +588,7 @@ class SqliteStore(SessionStore):
                 f"session store {self._path!r} has store schema version {schema}, newer than "
                 f"this triact understands ({STORE_SCHEMA_VERSION}); upgrade triact to open it"
             )
-        return True
+        return schema
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> tuple[int, int]:
         """Run a batch: reads first, then every change in one transaction. Returns the
@@ -510,7 +645,7 @@ class SqliteStore(SessionStore):
             return
         try:
             job.value = job.run(conn)
-        except SessionConcurrencyError as exc:
+        except SessionError as exc:  # a refusal of this job alone (conflict, limit)
             job.error = exc
 
     def _apply(self, conn: sqlite3.Connection, job: _Job[Any]) -> None:
@@ -572,18 +707,12 @@ def _index(conn: sqlite3.Connection) -> list[IndexEntry]:
     return [IndexEntry(*row) for row in conn.execute(query)]
 
 
-_UPDATE = (
-    "UPDATE sessions SET version = ?, created_at = ?, last_used = ?, client_id = ?, "
-    "state = ? WHERE id = ? AND version = ?"
-)
-
-
 def _update_all(conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> bool:
     """Run updates in one ``executemany`` (a third less time in the thread than one
     call each). False, with nothing changed, if any of them finds another version
     stored: the caller then runs them one by one to tell which."""
     conn.execute("SAVEPOINT triact_updates")
-    cursor = conn.executemany(_UPDATE, [job.update for job in jobs if job.update is not None])
+    cursor = conn.executemany(sql.UPDATE, [job.update for job in jobs if job.update is not None])
     if cursor.rowcount == len(jobs):
         conn.execute("RELEASE triact_updates")
         for job in jobs:
@@ -595,29 +724,26 @@ def _update_all(conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> bool:
     return False
 
 
-def _put(conn: sqlite3.Connection, *, row: _Row, previous_version: int | None) -> None:
+def _put(
+    conn: sqlite3.Connection,
+    *,
+    row: _Row,
+    previous_version: int | None,
+    update: tuple[Any, ...] | None,
+) -> None:
     """Compare-and-set within the caller's transaction."""
-    session_id, version, created_at, last_used, client_id, text = row
-    if previous_version is None:
+    if update is None:
         cursor = conn.execute(
             "INSERT INTO sessions (id, version, created_at, last_used, client_id, state) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             row,
         )
     else:
-        cursor = conn.execute(
-            _UPDATE, (version, created_at, last_used, client_id, text, session_id, previous_version)
-        )
+        cursor = conn.execute(sql.UPDATE, update)
     if cursor.rowcount == 1:
         return
-    stored = conn.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    actual = None if stored is None else stored[0]
-    raise SessionConcurrencyError(
-        f"session {session_id!r}: store holds version {actual}, "
-        f"expected {previous_version}; another writer got there first",
-        expected=-1 if previous_version is None else previous_version,
-        actual=-1 if actual is None else actual,
-    )
+    epoch = None if update is None else update[-1]
+    raise sql.write_failure(conn, row[0], previous_version, epoch)
 
 
 def _delete(conn: sqlite3.Connection, *, session_id: str) -> bool:

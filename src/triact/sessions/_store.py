@@ -4,7 +4,8 @@ and the in-memory store."""
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import heapq
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, cast
 
@@ -24,6 +25,21 @@ class IndexEntry:
     last_used: float  #: wall-clock
     client_id: str | None = None
     version: int = 0  #: the stored version (0: the store does not say)
+
+
+@attrs.frozen
+class Activation:
+    """What :meth:`SharedSessionStore.activate` found: the stored state, and whether
+    this process now holds the session's activation lease."""
+
+    state: SessionState
+    #: The fencing epoch this process holds; None if another process holds a live
+    #: lease (this process then serves the session as a guest).
+    epoch: int | None
+    #: The process holding the lease when ``epoch`` is None.
+    holder: str | None = None
+    #: Seconds that lease has left (``now`` as the caller gave it).
+    lease_left: float = 0.0
 
 
 class SessionStore(abc.ABC):
@@ -46,6 +62,9 @@ class SessionStore(abc.ABC):
     writes_see_through: ClassVar[bool] = False
     #: Short name for logs and stats ("memory", "sqlite", ...).
     kind: ClassVar[str] = "store"
+    #: True for a :class:`SharedSessionStore`: several managers (processes) may use
+    #: the same sessions through it at once.
+    shared: ClassVar[bool] = False
 
     @property
     def extensions(self) -> dict[str, Any]:
@@ -93,6 +112,126 @@ class SessionStore(abc.ABC):
     async def index(self) -> list[IndexEntry]:
         """Every stored session, for a manager that opens on an existing store."""
 
+    # -- records: small JSON texts by namespace and key, for the layers above -------
+
+    @abc.abstractmethod
+    async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
+        """Keep ``value`` (JSON text) under ``(namespace, key)``, replacing what was
+        there; it expires ``ttl`` seconds after it was last put or read (the store's
+        clock). With a shared store every process sees it."""
+
+    @abc.abstractmethod
+    async def get_record(self, namespace: str, key: str) -> str | None:
+        """The record's value, or None if there is none or it expired; reading it
+        starts its ``ttl`` again."""
+
+    @abc.abstractmethod
+    async def delete_record(self, namespace: str, key: str) -> bool:
+        """Remove the record; True if it was there (and not expired)."""
+
+
+class SharedSessionStore(SessionStore):
+    """A store that several session managers, in several processes, use at once.
+
+    The store decides: every change is a compare-and-set on the stored version (and,
+    for an owner's write, on the fencing epoch) in one atomic store operation, so no
+    acknowledged write is lost or forked whatever the processes do. An activation
+    lease makes one process the usual owner of a session; it only decides who caches
+    the state and who may run exclusive operations, never what commits. Idle
+    deadlines, limits and listing live in the store.
+
+    Times given as ``now`` and deadlines are wall-clock seconds from the manager's
+    ``wall_clock``; correctness never depends on them.
+    """
+
+    shared = True
+
+    @abc.abstractmethod
+    async def activate(
+        self, session_id: str, *, node: str, lease: float, now: float, force: bool = False
+    ) -> Activation | None:
+        """Load the session and, unless another process holds a live lease (or with
+        ``force``), take its lease for ``node`` with a new fencing epoch, in one
+        atomic step. None if the session is not stored."""
+
+    @abc.abstractmethod
+    async def write(
+        self,
+        state: SessionState,
+        *,
+        previous_version: int | None,
+        epoch: int | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        """Store ``state`` if the stored version is ``previous_version`` and (with
+        ``epoch``) the stored epoch is ``epoch``; set its idle deadline to
+        ``expires_at``. SessionConcurrencyError with the stored version (``actual``
+        -1: not stored) or SessionFencedError with the stored epoch otherwise."""
+
+    @abc.abstractmethod
+    async def create(
+        self,
+        state: SessionState,
+        *,
+        client_id: str | None,
+        expires_at: float,
+        now: float,
+        node: str,
+        lease: float,
+        max_sessions: int,
+        max_per_client: int | None,
+    ) -> list[tuple[str, int]]:
+        """Store a new session, leased to ``node`` (epoch 1), if the store holds fewer
+        than ``max_sessions`` sessions and ``client_id`` fewer than ``max_per_client``
+        (SessionLimitError otherwise), in one atomic step that first removes the
+        sessions whose deadline passed. Returns those (id, version)."""
+
+    @abc.abstractmethod
+    async def version(self, session_id: str) -> int | None:
+        """The stored version (None: not stored); what an owner checks before it
+        answers a read from its cache."""
+
+    @abc.abstractmethod
+    async def renew(
+        self, node: str, leases: dict[str, int], *, until: float, busy_until: float | None
+    ) -> set[str]:
+        """Extend ``node``'s leases (session id -> epoch) to ``until``, and push the
+        deadlines of those sessions to at least ``busy_until`` (busy sessions never
+        expire). Returns the ids whose lease was lost (taken over, or gone)."""
+
+    @abc.abstractmethod
+    def release(self, session_id: str, *, node: str, epoch: int) -> None:
+        """Give up a lease, without waiting (best effort: it also runs out)."""
+
+    @abc.abstractmethod
+    def touch(self, session_id: str, *, expires_at: float) -> None:
+        """Push the session's deadline to at least ``expires_at``, without waiting
+        (reads count as use; callers coalesce these)."""
+
+    @abc.abstractmethod
+    async def remove(self, session_id: str, *, version: int | None) -> bool:
+        """Delete the session if it is stored at ``version`` (None: whatever its
+        version); True if it was deleted, False if it was not stored,
+        SessionConcurrencyError with the stored version otherwise."""
+
+    @abc.abstractmethod
+    async def expire_due(
+        self, now: float, *, idle_before: float, limit: int
+    ) -> list[tuple[str, int]]:
+        """Delete up to ``limit`` sessions whose deadline has passed and whose lease
+        (if any) has run out: a conditional delete, so a session anyone used since
+        stays. (A session stored without a deadline counts as due once its
+        ``last_used`` is before ``idle_before``.) Returns their (id, version)."""
+
+    @abc.abstractmethod
+    async def count(self) -> int:
+        """Sessions stored (those past their deadline count until removed)."""
+
+    @abc.abstractmethod
+    async def page(self, after: tuple[float, str] | None, limit: int) -> list[IndexEntry]:
+        """Up to ``limit`` stored sessions ordered by (created_at, id), after the
+        position ``after``."""
+
 
 class MemoryStore(SessionStore):
     """Keeps states in a dict: the default. Nothing survives the process."""
@@ -100,8 +239,13 @@ class MemoryStore(SessionStore):
     immediate = True
     kind = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self._states: dict[str, SessionState] = {}
+        # Records: (namespace, key) -> (value, ttl, expires_at), plus a lazy heap of
+        # deadlines so that expired records leave without scans.
+        self._clock = clock
+        self._records: dict[tuple[str, str], tuple[str, float, float]] = {}
+        self._record_deadlines: list[tuple[float, tuple[str, str]]] = []
 
     def __len__(self) -> int:
         return len(self._states)
@@ -150,3 +294,54 @@ class MemoryStore(SessionStore):
             )
             for s in self._states.values()
         ]
+
+    # -- records -------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else trio.current_time()
+
+    def _purge_records(self, now: float) -> None:
+        deadlines = self._record_deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, name = heapq.heappop(deadlines)
+            record = self._records.get(name)
+            if record is not None and record[2] <= now:
+                del self._records[name]
+
+    async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
+        """See :meth:`SessionStore.put_record`; times are Trio's clock by default."""
+        check_record(namespace, key, value, ttl)
+        await trio.lowlevel.checkpoint()
+        now = self._now()
+        self._purge_records(now)
+        self._records[namespace, key] = (value, ttl, now + ttl)
+        heapq.heappush(self._record_deadlines, (now + ttl, (namespace, key)))
+
+    async def get_record(self, namespace: str, key: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        now = self._now()
+        self._purge_records(now)
+        record = self._records.get((namespace, key))
+        if record is None:
+            return None
+        value, ttl, _ = record
+        self._records[namespace, key] = (value, ttl, now + ttl)
+        heapq.heappush(self._record_deadlines, (now + ttl, (namespace, key)))
+        return value
+
+    async def delete_record(self, namespace: str, key: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._purge_records(self._now())
+        return self._records.pop((namespace, key), None) is not None
+
+
+def check_record(namespace: str, key: str, value: str, ttl: float) -> None:
+    """ValueError (or TypeError) naming what is wrong with a record to put."""
+    if not isinstance(value, str):
+        raise TypeError(f"a record's value must be JSON text (a str), not {type(value).__name__}")
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"a record's namespace must be a non-empty str, not {namespace!r}")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a record's key must be a non-empty str, not {key!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
+        raise ValueError(f"a record's ttl must be a finite number of seconds > 0, not {ttl!r}")

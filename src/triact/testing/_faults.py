@@ -210,6 +210,15 @@ class FaultyStore(SessionStore):
         await self._enter("index", None)
         return await self.inner.index()
 
+    async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
+        await self.inner.put_record(namespace, key, value, ttl=ttl)
+
+    async def get_record(self, namespace: str, key: str) -> str | None:
+        return await self.inner.get_record(namespace, key)
+
+    async def delete_record(self, namespace: str, key: str) -> bool:
+        return await self.inner.delete_record(namespace, key)
+
 
 # -- update functions ---------------------------------------------------------------
 

@@ -1,0 +1,289 @@
+"""SqliteStore as a shared store: two store objects (two connections, as two processes
+have) on one real file; leases and fencing epochs, compare-and-set, store-side
+deadlines and limits, listing, the v1 migration, and records."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+
+import pytest
+import trio
+
+import triact
+from triact.sessions._errors import (
+    SessionConcurrencyError,
+    SessionFencedError,
+    SessionLimitError,
+)
+from triact.sessions._sqlite import SqliteStore
+from triact.sessions._state import SessionState
+
+NOW = 10_000.0
+
+
+def make_state(session_id: str = "s1", version: int = 1, **data: object) -> SessionState:
+    return SessionState(
+        id=session_id, version=version, created_at=NOW, last_used=NOW, data=dict(data)
+    )
+
+
+@asynccontextmanager
+async def two_stores(path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    a, b = SqliteStore(path), SqliteStore(path)
+    async with a.open(), b.open():
+        yield a, b
+
+
+async def create(
+    store: SqliteStore,
+    state: SessionState,
+    *,
+    node: str = "a",
+    client_id: str | None = None,
+    max_sessions: int = 100,
+    max_per_client: int | None = None,
+    expires_at: float = NOW + 60,
+    now: float = NOW,
+) -> list[tuple[str, int]]:
+    return await store.create(
+        state,
+        client_id=client_id,
+        expires_at=expires_at,
+        now=now,
+        node=node,
+        lease=5.0,
+        max_sessions=max_sessions,
+        max_per_client=max_per_client,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "shared.db"
+
+
+async def test_a_session_created_through_one_store_is_found_through_the_other(
+    path: Path,
+) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        assert await b.load("s1") == make_state()
+        assert await b.version("s1") == 1
+        assert await b.version("nope") is None
+
+
+async def test_activation_is_refused_while_another_node_holds_a_live_lease(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())  # leased to "a" until NOW + 5, epoch 1
+        held = await b.activate("s1", node="b", lease=5.0, now=NOW + 1)
+        assert held is not None
+        assert (held.epoch, held.holder, held.lease_left) == (None, "a", 4.0)
+        assert held.state == make_state()
+        expired = await b.activate("s1", node="b", lease=5.0, now=NOW + 6)
+        assert expired is not None
+        assert expired.epoch == 2
+        assert await a.activate("nope", node="a", lease=5.0, now=NOW) is None
+
+
+async def test_a_forced_activation_fences_the_old_owner(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        taken = await b.activate("s1", node="b", lease=5.0, now=NOW, force=True)
+        assert taken is not None
+        assert taken.epoch == 2
+        with pytest.raises(SessionFencedError, match="taken over") as info:
+            await a.write(make_state(version=2), previous_version=1, epoch=1)
+        assert (info.value.expected, info.value.actual) == (1, 2)
+        assert await a.version("s1") == 1  # nothing of it was saved
+        await b.write(make_state(version=2), previous_version=1, epoch=2)
+        assert await a.version("s1") == 2
+
+
+async def test_a_guest_write_is_a_compare_and_set_on_the_version_alone(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        await b.write(make_state(version=2, n=1), previous_version=1)
+        with pytest.raises(SessionConcurrencyError) as info:
+            await a.write(make_state(version=2, n=2), previous_version=1, epoch=1)
+        assert not isinstance(info.value, SessionFencedError)
+        assert (info.value.expected, info.value.actual) == (1, 2)
+        assert (await a.load("s1")) == make_state(version=2, n=1)
+
+
+async def test_a_write_of_a_session_that_is_gone_reports_actual_minus_one(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        assert await b.remove("s1", version=None)
+        with pytest.raises(SessionConcurrencyError) as info:
+            await a.write(make_state(version=2), previous_version=1, epoch=1)
+        assert info.value.actual == -1
+
+
+async def test_remove_with_a_version_deletes_only_that_version(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        await b.write(make_state(version=2), previous_version=1)
+        with pytest.raises(SessionConcurrencyError) as info:
+            await a.remove("s1", version=1)
+        assert info.value.actual == 2
+        assert await a.remove("s1", version=2)
+        assert not await a.remove("s1", version=2)
+
+
+async def test_create_counts_the_sessions_of_every_store_on_the_file(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state("s1"), max_sessions=2)
+        await create(b, make_state("s2"), max_sessions=2)
+        with pytest.raises(SessionLimitError, match="limit of 2 sessions"):
+            await create(a, make_state("s3"), max_sessions=2)
+        assert await b.count() == 2
+
+
+async def test_create_counts_a_clients_sessions_in_the_store(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state("s1"), client_id="c", max_per_client=1)
+        with pytest.raises(SessionLimitError, match="client 'c' holds its limit of 1"):
+            await create(b, make_state("s2"), client_id="c", max_per_client=1)
+        await create(b, make_state("s3"), client_id="d", max_per_client=1)
+
+
+async def test_create_first_removes_the_sessions_past_their_deadline(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state("old"), expires_at=NOW + 1)
+        a.release("old", node="a", epoch=1)
+        trimmed = await create(b, make_state("new"), now=NOW + 10, max_sessions=1)
+        assert trimmed == [("old", 1)]
+        assert await a.load("old") is None
+
+
+async def test_expiry_spares_a_session_whose_deadline_was_pushed_by_a_touch(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state(), expires_at=NOW + 10)
+        a.release("s1", node="a", epoch=1)
+        a.touch("s1", expires_at=NOW + 30)
+        await a.version("s1")  # the touch is through once a later call is
+        assert await b.expire_due(NOW + 20, idle_before=0, limit=10) == []
+        assert await b.expire_due(NOW + 31, idle_before=0, limit=10) == [("s1", 1)]
+
+
+async def test_expiry_spares_a_session_with_a_live_lease(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state(), expires_at=NOW + 1)  # lease until NOW + 5
+        assert await b.expire_due(NOW + 2, idle_before=0, limit=10) == []
+        lost = await a.renew("a", {"s1": 1}, until=NOW + 20, busy_until=NOW + 30)
+        assert lost == set()
+        assert await b.expire_due(NOW + 25, idle_before=0, limit=10) == []
+        assert await b.expire_due(NOW + 31, idle_before=0, limit=10) == [("s1", 1)]
+
+
+async def test_renew_reports_leases_taken_over_or_gone(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state("s1"))
+        await create(a, make_state("s2"))
+        await b.activate("s1", node="b", lease=5.0, now=NOW, force=True)
+        await b.remove("s2", version=None)
+        lost = await a.renew("a", {"s1": 1, "s2": 1}, until=NOW + 10, busy_until=None)
+        assert lost == {"s1", "s2"}
+
+
+async def test_a_released_lease_lets_another_node_activate_at_once(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        await create(a, make_state())
+        a.release("s1", node="a", epoch=1)
+        await a.version("s1")
+        taken = await b.activate("s1", node="b", lease=5.0, now=NOW)
+        assert taken is not None
+        assert taken.epoch == 2
+
+
+async def test_pages_list_every_session_in_creation_order(path: Path) -> None:
+    async with two_stores(path) as (a, b):
+        for i in range(5):
+            state = SessionState(id=f"s{i}", version=1, created_at=NOW + i, last_used=NOW)
+            await create(a if i % 2 else b, state)
+        first = await a.page(None, 2)
+        assert [e.id for e in first] == ["s0", "s1"]
+        rest = await b.page((first[-1].created_at, first[-1].id), 10)
+        assert [e.id for e in rest] == ["s2", "s3", "s4"]
+
+
+async def test_a_version_1_file_is_migrated_and_keeps_its_sessions(path: Path) -> None:
+    text = triact.encode_state(make_state())
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+            "created_at REAL NOT NULL, last_used REAL NOT NULL, client_id TEXT, "
+            "state TEXT NOT NULL)"
+        )
+        conn.execute("INSERT INTO meta VALUES ('schema', '1')")
+        conn.execute("INSERT INTO sessions VALUES ('s1', 1, ?, ?, NULL, ?)", (NOW, NOW, text))
+    async with two_stores(path) as (a, b):
+        activation = await a.activate("s1", node="a", lease=5.0, now=NOW)
+        assert activation is not None
+        assert activation.epoch == 1
+        await b.write(make_state(version=2), previous_version=1)
+        # No deadline yet: due once idle past the sweeping manager's TTL.
+        assert await b.expire_due(NOW + 100, idle_before=NOW - 1, limit=10) == []
+        assert await b.expire_due(NOW + 100, idle_before=NOW + 1, limit=10) == [("s1", 2)]
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+
+
+# -- records ------------------------------------------------------------------------
+
+
+async def test_records_are_shared_and_expire_after_their_idle_ttl(path: Path) -> None:
+    now = [NOW]
+    a, b = SqliteStore(path, clock=lambda: now[0]), SqliteStore(path, clock=lambda: now[0])
+    async with a.open(), b.open():
+        await a.put_record("mcp", "k1", '{"v": 1}', ttl=10.0)
+        now[0] += 8
+        assert await b.get_record("mcp", "k1") == '{"v": 1}'  # and the ttl starts again
+        now[0] += 8
+        assert await a.get_record("mcp", "k1") == '{"v": 1}'
+        now[0] += 11
+        assert await a.get_record("mcp", "k1") is None
+        await a.put_record("mcp", "k2", "2", ttl=10.0)
+        assert await b.delete_record("mcp", "k2")
+        assert not await b.delete_record("mcp", "k2")
+        assert await a.get_record("other", "k2") is None
+
+
+async def test_memory_store_records_expire_on_trios_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = triact.MemoryStore()
+    async with store.open():
+        await store.put_record("mcp", "k", "{}", ttl=5.0)
+        await trio.sleep(4)
+        assert await store.get_record("mcp", "k") == "{}"
+        await trio.sleep(4)
+        assert await store.get_record("mcp", "k") == "{}"
+        await trio.sleep(6)
+        assert await store.get_record("mcp", "k") is None
+        await store.put_record("mcp", "k", "[]", ttl=5.0)
+        assert await store.delete_record("mcp", "k")
+        assert not await store.delete_record("mcp", "k")
+
+
+@pytest.mark.parametrize(
+    ("namespace", "key", "value", "ttl", "error"),
+    [
+        ("", "k", "{}", 1.0, "namespace"),
+        ("n", "", "{}", 1.0, "key"),
+        ("n", "k", {}, 1.0, "JSON text"),
+        ("n", "k", "{}", 0, "ttl"),
+        ("n", "k", "{}", float("inf"), "ttl"),
+    ],
+)
+async def test_bad_records_are_refused_naming_what_is_wrong(
+    path: Path, namespace: str, key: str, value: object, ttl: float, error: str
+) -> None:
+    for store in (triact.MemoryStore(), SqliteStore(path)):
+        async with store.open():
+            with pytest.raises((ValueError, TypeError), match=error):
+                await store.put_record(namespace, key, value, ttl=ttl)  # type: ignore[arg-type]
