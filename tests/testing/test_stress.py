@@ -166,4 +166,4 @@ def test_triact_testing_works_without_hypothesis_except_for_its_strategies() -> 
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert "pip install 'triact[testing]'" in result.stdout
+    assert "pip install 'hypothesis>=6.100'" in result.stdout

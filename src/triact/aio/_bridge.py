@@ -51,11 +51,12 @@ async def open_asyncio_bridge() -> AsyncIterator[asyncio.AbstractEventLoop]:
     """Make :func:`run_asyncio` work in the tasks started inside the block, and
     yield the asyncio loop it runs on.
 
-    In a Trio host this opens a trio-asyncio loop (``pip install 'triact[aio]'``);
-    it closes on exit, cancelling what still runs on it. Open it around the code
-    whose tasks call :func:`run_asyncio`: Trio tasks inherit it from the task that
-    started them. Inside :func:`triact.aio.open_session_manager` there is nothing to
-    open: it yields the host loop.
+    In a Trio host this opens a trio-asyncio loop (``pip install trio-asyncio``, or
+    triact's ``aio`` extra); it closes on exit, cancelling what still runs on it.
+    Open it around the code whose tasks call :func:`run_asyncio`: Trio tasks
+    inherit it from the task that started them. Inside
+    :func:`triact.aio.open_session_manager` there is nothing to open: it yields the
+    host loop.
 
     Importing trio-asyncio changes asyncio for the whole process (its loop policy
     makes ``asyncio.new_event_loop()`` return trio-asyncio loops): keep it out of
@@ -95,7 +96,8 @@ def _import_trio_asyncio() -> Any:
         import trio_asyncio  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:
         raise ModuleNotFoundError(
-            "the asyncio bridge of a Trio program needs trio-asyncio: pip install 'triact[aio]'",
+            "the asyncio bridge of a Trio program needs trio-asyncio: pip install "
+            "'trio-asyncio>=0.15' (or install triact with its aio extra)",
             name="trio_asyncio",
         ) from exc
     return trio_asyncio

@@ -2,7 +2,7 @@
 
 * Hypothesis strategies for :class:`~triact.SessionState` and its parts, for data
   changes, steps and whole concurrent programs (these need Hypothesis: install the
-  ``testing`` extra, ``pip install 'triact[testing]'``).
+  ``testing`` extra, or ``pip install hypothesis``).
 * :class:`ReferenceModel`: the session semantics as plain sequential code.
 * :class:`HistoryRecorder` and :func:`check_history`: record calls and returns, and
   check that one serial order per session explains them (:class:`HistoryViolation`).
@@ -112,7 +112,8 @@ def __getattr__(name: str) -> Any:
             raise
         raise ImportError(
             f"triact.testing.{name} is a Hypothesis strategy, and Hypothesis is not "
-            "installed: pip install 'triact[testing]'"
+            "installed: pip install 'hypothesis>=6.100' (or install triact with its testing "
+            "extra, pip install '.[testing]' in a checkout)"
         ) from exc
     return getattr(strategies, name)
 
