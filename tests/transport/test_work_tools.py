@@ -146,7 +146,7 @@ async def test_git_timeout_is_a_tool_error(manager: triact.SessionManager, repo:
     hook.write_text("#!/bin/sh\nsleep 30\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
     async with (
-        open_work_sessions(manager, WorkConfig(git_timeout=0.3)),
+        open_work_sessions(manager, WorkConfig(git_timeout=0.3, allow_git_hooks=True)),
         connect(manager, initialize="2025-11-25") as peer,
     ):
         sid = (await ok(peer, "session_start", {"working_directory": str(repo)}))["session_id"]

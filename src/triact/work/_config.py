@@ -63,6 +63,11 @@ class WorkConfig:
 
     #: The git executable (a name looked up on PATH, or a path).
     git: str = "git"
+    #: Whether checkpoint commits run the repository's hooks (``core.hooksPath``,
+    #: ``.git/hooks``); off by default, so that no program of a repository runs
+    #: (``triact serve --allow-git-hooks``). Other programs a repository names
+    #: (filters, fsmonitor, pagers, ...) never run.
+    allow_git_hooks: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Seconds one git command may take before it is killed (GitTimeoutError).
     git_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Name of the Markdown handoff file written in the working directory by

@@ -7,6 +7,10 @@ from this process (``GIT_DIR`` or ``GIT_WORK_TREE`` would point it elsewhere). S
 directory counts as a repository only if it is the top of a work tree; a commit is
 also refused when the repository's git directory lies outside it (a linked worktree,
 a submodule). Reads do not take git's optional locks, so a report never writes.
+
+No program the repository names runs (hooks, filters, fsmonitor, pagers, ...: see
+``_gitsafe``), and no message of git reaches a client with a path outside the working
+directory in it. Checkpoint commits are in ``_gitcommit``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import attrs
 import trio
 
 from ..sessions import SessionState
+from . import _gitcommit as gitcommit
+from . import _gitsafe as gitsafe
 from ._config import WorkConfig
-from ._errors import GitError, GitTimeoutError, NotAGitRepositoryError, WorkDirectoryError
+from ._errors import GitError, GitTimeoutError, WorkDirectoryError
 from ._records import GitState
 
 _NOT_A_REPOSITORY = 128  # git's exit status outside a repository
@@ -29,22 +35,23 @@ _NOT_A_REPOSITORY = 128  # git's exit status outside a repository
 
 def check_directory(path: str | os.PathLike[str], config: WorkConfig) -> str:
     """The resolved form of ``path`` (an absolute path to an existing directory inside
-    the allowed roots); WorkDirectoryError otherwise. Touches the disk: run it in a
-    thread."""
+    the allowed roots); WorkDirectoryError otherwise. A path outside the allowed roots
+    is refused before its existence is looked at, so the refusal says nothing about
+    it. Touches the disk: run it in a thread."""
     text = os.fspath(path)
     if not isinstance(text, str) or not text or "\x00" in text:
         raise WorkDirectoryError(f"working_directory must be a path, got {text!r}")
     if not os.path.isabs(text):
         raise WorkDirectoryError(f"working_directory must be an absolute path, got {text!r}")
     resolved = os.path.realpath(text)
-    if not os.path.isdir(resolved):
-        raise WorkDirectoryError(f"working_directory {text!r} does not exist or is not a directory")
     roots = config.allowed_roots
     if roots is not None and not any(_inside(resolved, root) for root in roots):
         raise WorkDirectoryError(
-            f"working_directory {text!r} is outside the allowed roots "
-            f"({', '.join(roots)}); use a directory inside one of them"
+            f"working_directory {text!r} is outside the allowed roots of this server "
+            "(triact serve --allowed-root); use a directory inside one of them"
         )
+    if not os.path.isdir(resolved):
+        raise WorkDirectoryError(f"working_directory {text!r} does not exist or is not a directory")
     return resolved
 
 
@@ -89,33 +96,11 @@ async def checkpoint_git(
         made = await git.commit(message, leave_out=config.handoff_file)
     if made is None:
         return before, None
-    after = await git.state()
-    return attrs.evolve(before, head=after.head, branch=after.branch), made
+    return attrs.evolve(before, head=made), made  # HEAD (or its branch) moved to it
 
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-#: The GIT_* variables kept from this process's environment: who commits.
-_IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
-
-
-def git_environment(directory: str) -> dict[str, str]:
-    """This process's environment without its GIT_* variables (but the identity ones),
-    plus ours."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("GIT_") or key in _IDENTITY
-    }
-    env.update(
-        GIT_CEILING_DIRECTORIES=os.path.dirname(directory) or directory,
-        GIT_TERMINAL_PROMPT="0",  # never wait for a password
-        GIT_OPTIONAL_LOCKS="0",  # status does not refresh (write) the index
-        LC_ALL="C",  # messages we can quote
-    )
-    return env
 
 
 async def _kill_group(process: trio.Process) -> None:
@@ -127,16 +112,47 @@ async def _kill_group(process: trio.Process) -> None:
 
 
 class Git:
-    """Runs git in one directory (resolved, checked) under a WorkConfig."""
+    """Runs git in one directory (resolved, checked) under a WorkConfig, with every
+    program the repository names switched off (see ``_gitsafe``)."""
 
     def __init__(self, directory: str, config: WorkConfig) -> None:
         self.directory = directory
         self.config = config
-        self._env = git_environment(directory)
+        self._base = gitsafe.base_environment(directory)
+        self._env: dict[str, str] | None = None
+        #: The filter drivers and the keys of the repository's configuration.
+        self.filters: frozenset[str] = frozenset()
+        self.keys: frozenset[str] = frozenset()
 
-    async def run(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        """``git args...``: its exit status, stdout and stderr (as text). GitError if git
-        cannot be started, GitTimeoutError if it takes longer than the timeout."""
+    async def _environment(self) -> dict[str, str]:
+        """The environment of every call: the configuration git reads, listed once
+        under the fixed overrides, decides the per-driver ones."""
+        if self._env is None:
+            allow_hooks = self.config.allow_git_hooks
+            fixed = list(gitsafe.FIXED) if allow_hooks else [*gitsafe.FIXED, gitsafe.HOOKS_OFF]
+            env = {**self._base, **gitsafe.config_environment(fixed)}
+            status, out, err = await self._spawn(("config", "--null", "--list"), env)
+            if status != 0:
+                raise GitError(f"git cannot read the repository's configuration: {self._say(err)}")
+            try:
+                pairs, self.filters, self.keys = gitsafe.overrides(out, allow_hooks=allow_hooks)
+            except ValueError as exc:
+                raise GitError(f"{exc}; triact does not work in this repository") from None
+            self._env = {**self._base, **gitsafe.config_environment(pairs)}
+        return self._env
+
+    async def run(
+        self, *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+    ) -> tuple[int, str, str]:
+        """``git args...`` (with ``env`` added to the environment): its exit status,
+        stdout and stderr (as text). GitError if git cannot be started,
+        GitTimeoutError if it takes longer than the timeout."""
+        full = await self._environment()
+        return await self._spawn(args, {**full, **env} if env else full, stdin)
+
+    async def _spawn(
+        self, args: tuple[str, ...], env: dict[str, str], stdin: bytes = b""
+    ) -> tuple[int, str, str]:
         command = [self.config.git, "-c", "core.quotepath=off", *args]
         timeout = self.config.git_timeout
         with trio.move_on_after(timeout) as scope:
@@ -144,8 +160,8 @@ class Git:
                 done: subprocess.CompletedProcess[bytes] = await trio.run_process(
                     command,
                     cwd=self.directory,
-                    env=env or self._env,
-                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    stdin=stdin,
                     capture_stdout=True,
                     capture_stderr=True,
                     check=False,
@@ -154,19 +170,23 @@ class Git:
                 )
             except OSError as exc:
                 raise GitError(
-                    f"cannot run {self.config.git!r} in {self.directory!r}: {exc}; "
-                    "is git installed (WorkConfig.git)?"
-                ) from exc
+                    f"cannot run git (WorkConfig.git): {exc.strerror or type(exc).__name__}; "
+                    "is git installed?"
+                ) from None
         if scope.cancelled_caught:
             raise GitTimeoutError(
-                f"git {args[0]} did not finish within {timeout} s in {self.directory!r} and "
-                "was killed; try again, or raise WorkConfig.git_timeout"
+                f"git {args[0]} did not finish within {timeout} s in the working directory "
+                "and was killed; try again, or raise WorkConfig.git_timeout"
             )
         return (
             done.returncode,
             done.stdout.decode("utf-8", "replace"),
             done.stderr.decode("utf-8", "replace"),
         )
+
+    def _say(self, message: str) -> str:
+        """git's message for a client (no paths outside the working directory)."""
+        return gitsafe.redact(message, self.directory) or "no message"
 
     async def state(self) -> GitState:
         """Branch, HEAD and uncommitted paths; ``repository=False`` outside a work tree.
@@ -177,7 +197,7 @@ class Git:
         if status == _NOT_A_REPOSITORY and "not a git repository" in err:
             return GitState.none()
         if status != 0:
-            raise GitError(f"git status failed in {self.directory!r}: {err.strip() or status}")
+            raise GitError(f"git status failed (exit {status}): {self._say(err)}")
         return parse_status(out, self.config.max_dirty_files)
 
     async def report(self) -> GitState:
@@ -188,62 +208,17 @@ class Git:
             return GitState.none(str(exc))
 
     async def commit(self, message: str, *, leave_out: str | None = None) -> str | None:
-        """Stage everything in the work tree (``git add -A``: .gitignore applies) but
-        the file ``leave_out``, and commit it; the new commit's hash, or None if there
-        was nothing to commit.
+        """Commit everything in the work tree (``git add -A``: .gitignore applies) but
+        the file ``leave_out``; the new commit's hash, or None if there was nothing to
+        commit. See :func:`triact.work._gitcommit.commit` for what it guarantees."""
+        return await gitcommit.commit(self, message, leave_out)
 
-        NotAGitRepositoryError unless the directory is the top of a work tree whose git
-        directory is inside it; GitError if git refuses.
-        """
-        status, out, err = await self.run("rev-parse", "--absolute-git-dir")
+    async def check(self, *args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> str:
+        """:meth:`run`, GitError unless git succeeds; its stdout."""
+        status, out, err = await self.run(*args, env=env, stdin=stdin)
         if status != 0:
-            raise NotAGitRepositoryError(
-                f"{self.directory!r} is not a git repository (or only a subdirectory of "
-                "one: git is confined to the working directory), so no checkpoint commit "
-                "can be made; run git init there, or leave commit false"
-            )
-        git_dir = await trio.to_thread.run_sync(os.path.realpath, out.strip())
-        if not _inside(git_dir, self.directory):
-            raise GitError(
-                f"the git directory of {self.directory!r} is {git_dir!r}, outside the working "
-                "directory (a linked worktree or submodule); checkpoint commits are refused there"
-            )
-        env = {**self._env}
-        del env["GIT_OPTIONAL_LOCKS"]  # this one writes
-        env.update(await self._author())
-        pathspec = ["--", "."] + ([f":(exclude,literal){leave_out}"] if leave_out else [])
-        await self._check("add", "-A", *pathspec, env=env)
-        status, out, err = await self.run("diff", "--cached", "--quiet", env=env)
-        if status == 0:
-            return None  # nothing staged
-        if status != 1:
-            raise GitError(f"git diff --cached failed in {self.directory!r}: {err.strip()}")
-        await self._check(
-            "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-edit", "-m", message, env=env
-        )
-        return (await self._check("rev-parse", "HEAD", env=env)).strip()
-
-    async def _check(self, *args: str, env: dict[str, str]) -> str:
-        status, out, err = await self.run(*args, env=env)
-        if status != 0:
-            verb = next(arg for arg in args if not arg.startswith("-") and "=" not in arg)
-            raise GitError(
-                f"git {verb} failed in {self.directory!r} (exit {status}): "
-                f"{(err or out).strip()[:2000]}"
-            )
+            raise GitError(f"git {args[0]} failed (exit {status}): {self._say(err or out)}")
         return out
-
-    async def _author(self) -> dict[str, str]:
-        """The fixed checkpoint author, for the parts git's configuration leaves out."""
-        _, out, _ = await self.run("config", "--get-regexp", r"^user\.(name|email)$")
-        configured = {line.split(" ", 1)[0] for line in out.splitlines()}
-        name, email = self.config.checkpoint_author
-        env = {}
-        for variable in _IDENTITY:
-            key = "user.name" if variable.endswith("_NAME") else "user.email"
-            if key not in configured and variable not in self._env:
-                env[variable] = name if key == "user.name" else email
-        return env
 
 
 def parse_status(out: str, max_dirty: int) -> GitState:

@@ -89,7 +89,6 @@ class WorkSessions:
         if project is not None:
             project = search.check_project(project)
         directory = await trio.to_thread.run_sync(check_directory, working_directory, self.config)
-        session, created = await self._session_of(directory, project, token, bind_client, client_id)
         now = self.manager.wall_clock()
 
         def record_start(state: SessionState) -> SessionState:
@@ -100,8 +99,33 @@ class WorkSessions:
                 state = attrs.evolve(state, project_id=project)
             return with_work_record(state, record)
 
-        state = await session.update(record_start)
-        return Started(session, created, await self._report(state))
+        async with self._turn(directory):
+            session, created = await self._session_of(
+                directory, project, token, bind_client, client_id
+            )
+            try:
+                state = await session.update(record_start)
+                report = await self._report(state)
+            except BaseException:
+                if created:  # a session whose handle (and token) nobody received
+                    with trio.CancelScope(shield=True):
+                        await self.manager.remove_session(session.id)
+                raise
+        return Started(session, created, report)
+
+    @asynccontextmanager
+    async def _turn(self, directory: str) -> AsyncIterator[None]:
+        """The directory's turn to start: one start at a time per directory, from
+        looking for its session to reporting, so that a directory never gets two
+        sessions and no start resumes a session another start may still take back."""
+        while (pending := self._starting.get(directory)) is not None:
+            await pending.wait()
+        done = self._starting[directory] = trio.Event()
+        try:
+            yield
+        finally:
+            del self._starting[directory]
+            done.set()
 
     async def _session_of(
         self,
@@ -111,30 +135,23 @@ class WorkSessions:
         bind_client: bool,
         client_id: str | None,
     ) -> tuple[Session, bool]:
-        while (pending := self._starting.get(directory)) is not None:
-            await pending.wait()
-        done = self._starting[directory] = trio.Event()
+        session = await self._live_session(directory, token)
+        if session is not None:
+            return session, False
+        session = await self.manager.create_session(
+            f"work: {os.path.basename(directory) or directory}",
+            directory,
+            bind_client=bind_client,
+            client_id=client_id,
+            project_id=project,
+        )
         try:
-            session = await self._live_session(directory, token)
-            if session is not None:
-                return session, False
-            session = await self.manager.create_session(
-                f"work: {os.path.basename(directory) or directory}",
-                directory,
-                bind_client=bind_client,
-                client_id=client_id,
-                project_id=project,
-            )
-            try:
-                await self.store.remember(directory, session.id, self.manager.wall_clock())
-            except BaseException:
-                with trio.CancelScope(shield=True):  # no session nobody can find
-                    await self.manager.remove_session(session.id)
-                raise
-            return session, True
-        finally:
-            del self._starting[directory]
-            done.set()
+            await self.store.remember(directory, session.id, self.manager.wall_clock())
+        except BaseException:
+            with trio.CancelScope(shield=True):  # no session nobody can find
+                await self.manager.remove_session(session.id)
+            raise
+        return session, True
 
     async def _live_session(self, directory: str, token: str | None) -> Session | None:
         session_id = await self.store.session_for(directory)

@@ -1,0 +1,244 @@
+"""A repository that names programs (hooks, filters, fsmonitor, signing, pagers,
+editors, diff drivers, includes) runs none of them through the work layer: each trap
+is first shown to fire under plain git, then found silent after start, status, a
+checkpoint commit and end."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from triact.work import GitError, WorkConfig
+
+from .conftest import git, make_repo, opened
+
+HOOKS = ("pre-commit", "commit-msg", "post-commit", "post-index-change", "reference-transaction")
+
+
+class Traps:
+    """Programs that leave a marker file when they run."""
+
+    def __init__(self, root: Path) -> None:
+        self.markers = root / "markers"
+        self.markers.mkdir(parents=True)
+        self.bin = root / "bin"
+        self.bin.mkdir()
+
+    def program(self, name: str, *, passthrough: bool = False) -> str:
+        """A program that marks ``name`` (and copies stdin to stdout, for a filter)."""
+        path = self.bin / name
+        tail = "cat\n" if passthrough else "exit 0\n"
+        path.write_text(f'#!/bin/sh\necho "$@" >> "{self.markers}/{name}"\n{tail}')
+        path.chmod(0o755)
+        return str(path)
+
+    def fired(self) -> list[str]:
+        return sorted(marker.name for marker in self.markers.iterdir())
+
+
+def _fsmonitor(repo: Path, traps: Traps) -> list[list[str]]:
+    git(repo, "config", "core.fsmonitor", traps.program("fsmonitor"))
+    return [["status"]]
+
+
+def _included(repo: Path, traps: Traps) -> list[list[str]]:
+    included = traps.bin / "included.cfg"
+    included.write_text(f"[core]\n\tfsmonitor = {traps.program('included')}\n")
+    git(repo, "config", "include.path", str(included))
+    return [["status"]]
+
+
+def _included_if(repo: Path, traps: Traps) -> list[list[str]]:
+    included = traps.bin / "included-if.cfg"
+    included.write_text(f"[core]\n\tfsmonitor = {traps.program('included-if')}\n")
+    git(repo, "config", f"includeIf.gitdir:{repo}/.path", str(included))
+    return [["status"]]
+
+
+def _clean_filter(repo: Path, traps: Traps) -> list[list[str]]:
+    # A driver name with "=" in it: it cannot be overridden with -c name=value.
+    git(repo, "config", "filter.a=b.clean", traps.program("clean", passthrough=True))
+    git(repo, "config", "filter.a=b.smudge", traps.program("smudge", passthrough=True))
+    git(repo, "config", "filter.a=b.required", "true")
+    (repo / ".gitattributes").write_text("*.txt filter=a=b\n")
+    (repo / "data.txt").write_text("data\n")
+    return [["add", "-A"]]
+
+
+def _process_filter(repo: Path, traps: Traps) -> list[list[str]]:
+    git(repo, "config", "filter.long.process", traps.program("process"))
+    (repo / ".gitattributes").write_text("*.txt filter=long\n")
+    (repo / "data.txt").write_text("data\n")
+    return [["add", "-A"]]
+
+
+def _hooks(repo: Path, traps: Traps) -> list[list[str]]:
+    for hook in HOOKS:
+        target = repo / ".git" / "hooks" / hook
+        target.write_text(f'#!/bin/sh\nexec {traps.program(hook)} "$@"\n')
+        target.chmod(0o755)
+    return [["add", "-A"], ["commit", "-q", "-m", "plain"]]
+
+
+def _hooks_path(repo: Path, traps: Traps) -> list[list[str]]:
+    hooks = traps.bin / "hooks"
+    hooks.mkdir()
+    for hook in HOOKS:
+        (hooks / hook).symlink_to(traps.program("path-" + hook))
+    git(repo, "config", "core.hooksPath", str(hooks))
+    return [["add", "-A"], ["commit", "-q", "-m", "plain"]]
+
+
+def _signing(repo: Path, traps: Traps) -> list[list[str]]:
+    git(repo, "config", "commit.gpgSign", "true")
+    git(repo, "config", "gpg.program", traps.program("gpg"))
+    return [["add", "-A"], ["commit", "-q", "-m", "plain"]]
+
+
+def _editor(repo: Path, traps: Traps) -> list[list[str]]:
+    git(repo, "config", "core.editor", traps.program("editor"))
+    git(repo, "config", "sequence.editor", traps.program("sequence-editor"))
+    return [["add", "-A"], ["commit", "-q", "-e", "-m", "plain"]]
+
+
+def _diff_drivers(repo: Path, traps: Traps) -> list[list[str]]:
+    git(repo, "config", "diff.external", traps.program("external-diff"))
+    git(repo, "config", "diff.evil.textconv", traps.program("textconv"))
+    git(repo, "config", "diff.evil.command", traps.program("diff-command"))
+    (repo / ".gitattributes").write_text("*.md diff=evil\n")
+    git(repo, "add", "README.md")
+    (repo / "README.md").write_text("changed\n")
+    return [["diff"]]
+
+
+TRAPS: dict[str, Callable[[Path, Traps], list[list[str]]]] = {
+    "fsmonitor": _fsmonitor,
+    "include.path": _included,
+    "includeIf": _included_if,
+    "clean filter": _clean_filter,
+    "process filter": _process_filter,
+    ".git/hooks": _hooks,
+    "core.hooksPath": _hooks_path,
+    "gpg signing": _signing,
+    "editor": _editor,
+    "diff drivers": _diff_drivers,
+}
+
+
+def _armed(tmp_path: Path, arm: Callable[[Path, Traps], list[list[str]]]) -> None:
+    """Plain git in a repository with the same trap runs it (or the test shows nothing)."""
+    traps = Traps(tmp_path / "plain")
+    repo = make_repo(tmp_path / "plain" / "repo")
+    (repo / "README.md").write_text("hello\n")
+    for command in arm(repo, traps):
+        subprocess.run(["git", *command], cwd=repo, capture_output=True, check=False)
+    assert traps.fired(), "the trap does not fire under plain git"
+
+
+def _plain_git(repo: Path, *args: str) -> str:
+    """git with the traps off, for the checks (this test's own git would fire them)."""
+    safe = ["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+    return git(repo, *safe, *args)
+
+
+@pytest.mark.parametrize("trap", list(TRAPS))
+async def test_no_program_of_the_repository_runs(tmp_path: Path, trap: str) -> None:
+    _armed(tmp_path, TRAPS[trap])
+    traps = Traps(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    (repo / "README.md").write_text("hello\n")
+    TRAPS[trap](repo, traps)
+    refused = None
+    async with opened() as (_, work):
+        started = await work.start(repo)
+        session = started.session
+        assert started.report.git is not None
+        assert started.report.git.repository
+        await work.status(session)
+        try:
+            point = await work.checkpoint(session, "hostile", commit=True)
+        except GitError as exc:
+            refused = str(exc)
+        await work.end(session, write_handoff=True)
+    assert traps.fired() == []
+    if refused is not None:  # a filtered file: refused, nothing staged
+        assert "filter driver" in refused
+        assert _plain_git(repo, "diff", "--cached", "--name-only") == ""
+    else:
+        assert _plain_git(repo, "rev-parse", "HEAD").strip() == point.commit
+        assert _plain_git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+async def test_hooks_run_only_when_allowed(tmp_path: Path) -> None:
+    traps = Traps(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    (repo / "README.md").write_text("hello\n")
+    _hooks(repo, traps)
+    _fsmonitor(repo, traps)
+    async with opened(config=WorkConfig(allow_git_hooks=True)) as (_, work):
+        session = (await work.start(repo)).session
+        point = await work.checkpoint(session, "with hooks", commit=True)
+        await work.end(session)
+    assert set(traps.fired()) == set(HOOKS)  # hooks, and still no fsmonitor
+    assert point.commit == _plain_git(repo, "rev-parse", "HEAD").strip()
+    subject = _plain_git(repo, "log", "-1", "--format=%s").strip()
+    assert subject == "triact checkpoint 1: with hooks"
+    # The repository's index is the one git commit made: nothing is left staged.
+    assert _plain_git(repo, "status", "--porcelain") == ""
+
+
+async def test_a_hook_that_refuses_stops_the_commit_and_leaves_nothing(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / "README.md").write_text("hello\n")
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'no commits today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    async with opened(config=WorkConfig(allow_git_hooks=True)) as (_, work):
+        session = (await work.start(repo)).session
+        with pytest.raises(GitError, match="no commits today"):
+            await work.checkpoint(session, commit=True)
+    assert git(repo, "status", "--porcelain") == "?? README.md\n"
+    assert sorted(p.name for p in (repo / ".git").iterdir() if "index" in p.name) == []
+
+
+async def test_a_filter_of_the_users_own_configuration_is_not_run_either(
+    tmp_path: Path,
+) -> None:
+    # git-lfs and git-crypt install their filters in the user's global configuration:
+    # triact runs them not, so it refuses to commit the files they would have changed.
+    traps = Traps(tmp_path)
+    global_config = Path.home() / ".gitconfig"
+    global_config.write_text(
+        f'[filter "lfs"]\n\tclean = {traps.program("lfs", passthrough=True)}\n'
+    )
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".gitattributes").write_text("*.bin filter=lfs\n")
+    (repo / "big.bin").write_bytes(b"\0" * 100)
+    (repo / "README.md").write_text("hello\n")
+    async with opened() as (_, work):
+        session = (await work.start(repo)).session
+        with pytest.raises(
+            GitError, match=r"1 changed file\(s\) go through .* 'lfs' \(such as 'big.bin'\)"
+        ):
+            await work.checkpoint(session, commit=True)
+        assert git(repo, "status", "--porcelain") == "?? .gitattributes\n?? README.md\n?? big.bin\n"
+        (repo / "big.bin").unlink()  # without it, the rest commits
+        assert (await work.checkpoint(session, commit=True)).commit is not None
+    assert traps.fired() == []
+
+
+async def test_a_work_tree_configured_elsewhere_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("not yours\n")
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "config", "core.worktree", str(elsewhere))
+    async with opened() as (_, work):
+        session = (await work.start(repo)).session
+        with pytest.raises(GitError, match=r"configured elsewhere \(core.worktree\)") as raised:
+            await work.checkpoint(session, commit=True)
+    assert str(elsewhere) not in str(raised.value)
+    assert git(repo, "log", "--all", "--oneline") == ""
