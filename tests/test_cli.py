@@ -145,7 +145,7 @@ def test_serve_refuses_a_zero_line_bound() -> None:
 def test_serve_refuses_a_relative_allowed_root() -> None:
     result = run("serve", "--store", "memory", "--allowed-root", "projects")
     assert result.returncode == 2
-    assert "allowed_roots must hold absolute paths, got 'projects'" in result.stderr
+    assert "argument --allowed-root: must be an absolute path, got 'projects'" in result.stderr
     assert result.stdout == ""
 
 

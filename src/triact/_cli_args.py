@@ -5,31 +5,55 @@ package (``triact serve`` starts faster)."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
+
+
+def _number(text: str, kind: type[int] | type[float], bound: str) -> float:
+    """``text`` as a number, or an error that says what the option takes."""
+    try:
+        value = kind(text)
+    except ValueError:
+        what = ("an integer" if kind is int else "a number") + (f" {bound}" if bound else "")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+    return value
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, ">= 0")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int, ">= 1"))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "> 0")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
+def integer(text: str) -> int:
+    return int(_number(text, int, ""))
+
+
+def absolute_path(text: str) -> str:
+    if not os.path.isabs(text):
+        raise argparse.ArgumentTypeError(f"must be an absolute path, got {text!r}")
+    return text
+
+
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "within [0, 0.5]")
     if not 0.0 <= value <= 0.5:
         raise argparse.ArgumentTypeError(f"must be within [0, 0.5], got {text}")
     return value
@@ -101,7 +125,7 @@ def add_stress_parser(
         help="an in-process manager, or `triact serve` over MCP (default: inproc)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="seed of the load (default: random, printed)"
+        "--seed", type=integer, default=None, help="seed of the load (default: random, printed)"
     )
     parser.add_argument(
         "--server-command",

@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from ._cli_args import (
+    absolute_path,
     add_stress_parser,
     non_negative_float,
     positive_float,
@@ -86,6 +87,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allowed-root",
         metavar="PATH",
         action="append",
+        type=absolute_path,
         dest="allowed_roots",
         default=None,
         help="absolute directory working directories must be inside; repeat for several "

@@ -33,6 +33,10 @@ async def test_a_short_inproc_run_checks_out() -> None:
     assert report.unexpected == []
     assert report.outcomes["ok"] > report.operations // 2
     assert report.percentile(0.5) <= report.percentile(0.99)
+    # Stale expected_versions provoke conflicts: expected outcomes, not errors.
+    assert report.expected["conflict"] > 0
+    assert report.expected["conflict"] == report.outcomes["conflict"]
+    assert dict(report.rows())["errors by kind"] == "none"
 
 
 async def test_run_stress_prints_a_summary_and_exits_0() -> None:
@@ -45,7 +49,8 @@ async def test_run_stress_prints_a_summary_and_exits_0() -> None:
         "operations",
         "throughput",
         "latency p50 / p99",
-        "errors by kind",
+        "expected outcomes",
+        "errors by kind        none",
         "faults injected",
         "invariant violations  0",
     ):

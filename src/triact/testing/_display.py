@@ -93,7 +93,8 @@ class Display:
             table.add_column(style="bold")
             table.add_column()
             for name, value in rows:
-                style = "red" if name.endswith(("violations", "outcomes")) and value != "0" else ""
+                failed = name in ("errors by kind", "invariant violations")
+                style = "red" if failed and value not in ("0", "none") else ""
                 table.add_row(name, value, style=style)
             Console(file=self.out).print(table)
         else:

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from .._cli_args import add_stress_parser as add_stress_parser  # its parser, re-exported
-from ..sessions import SessionError
+from ..sessions import SessionError, SessionStoreError
 from ._checker import HistoryViolation, find_violations
 from ._faults import InjectedError
 from ._history import HistoryRecorder, Operation, Outcome
@@ -50,10 +50,15 @@ class StressReport:
     operations: int
     elapsed: float
     latencies: list[float]
+    #: Every call's outcome, by kind ("ok", "conflict", "gone", ...).
     outcomes: Counter[str]
     faults: dict[str, int]
     violations: list[HistoryViolation]
+    #: Calls whose outcome nothing in the load allows (each one fails the run).
     unexpected: list[Operation]
+    #: Outcomes other than "ok" that the load provoked on purpose, by kind: conflicts
+    #: from a stale expected_version, sessions it ended, injected faults.
+    expected: Counter[str] = attrs.field(factory=Counter)
 
     @property
     def throughput(self) -> float:
@@ -70,7 +75,7 @@ class StressReport:
         return bool(self.violations or self.unexpected)
 
     def rows(self) -> list[tuple[str, str]]:
-        errors = {k: v for k, v in sorted(self.outcomes.items()) if k != "ok"}
+        errors = Counter(str(op.outcome) for op in self.unexpected)
         return [
             ("operations", f"{self.operations:,}"),
             ("throughput", f"{self.throughput:,.0f} ops/s"),
@@ -78,9 +83,9 @@ class StressReport:
                 "latency p50 / p99",
                 f"{self.percentile(0.5) * 1000:.2f} ms / {self.percentile(0.99) * 1000:.2f} ms",
             ),
-            ("errors by kind", _counts(errors)),
+            ("expected outcomes", _counts(dict(sorted(self.expected.items())))),
             ("faults injected", _counts(self.faults)),
-            ("unexpected outcomes", str(len(self.unexpected))),
+            ("errors by kind", _counts(dict(sorted(errors.items())))),
             ("invariant violations", str(len(self.violations))),
         ]
 
@@ -210,6 +215,14 @@ class _Load:
             if not call.op.done:
                 call.failed("cancelled", f"cancelled after {timeout:.4f} s")
 
+    def expected(self, ops: list[Operation]) -> Counter[str]:
+        """The outcomes other than "ok" that the load allowed its calls, by kind."""
+        return Counter(
+            str(op.outcome)
+            for op in ops
+            if op.outcome != "ok" and op.outcome in self.allowed.get(op.id, ())
+        )
+
     def unexpected(self) -> list[Operation]:
         return [
             op
@@ -263,6 +276,7 @@ async def stress(
         faults=faults,
         violations=violations,
         unexpected=load.unexpected(),
+        expected=load.expected(ops),
     )
 
 
@@ -312,8 +326,8 @@ async def run_stress(
     report = None
     try:
         report = await stress(options, target, display.progress)
-    except* (StdioServerError, OSError) as group:
-        display.error(group.exceptions[0])
+    except* (StdioServerError, SessionStoreError, OSError) as group:
+        display.error(group.exceptions[0])  # the target could not be started
     finally:
         display.stop()
     if report is None:

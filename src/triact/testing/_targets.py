@@ -4,6 +4,7 @@ subprocess spoken to over MCP on stdio."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -330,9 +331,14 @@ def server_command(store: str) -> list[str]:
 async def open_stdio(command: list[str]) -> AsyncIterator[StdioTarget]:
     """Start the server, shake hands, and stop it (end of input) on exit."""
     with tempfile.TemporaryFile() as log:
-        process = await trio.lowlevel.open_process(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
-        )
+        try:
+            process = await trio.lowlevel.open_process(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
+            )
+        except OSError as exc:
+            raise StdioServerError(
+                f"cannot start the server command {shlex.join(command)!r}: {exc.strerror or exc}"
+            ) from None
         client = McpStdioClient(process)
         try:
             async with trio.open_nursery() as nursery:
@@ -344,8 +350,8 @@ async def open_stdio(command: list[str]) -> AsyncIterator[StdioTarget]:
                     log.seek(0)
                     tail = log.read()[-2000:].decode(errors="replace")
                     raise StdioServerError(
-                        f"the server did not complete the MCP handshake ({exc!r}); "
-                        f"its stderr ends with:\n{tail}"
+                        f"the server did not complete the MCP handshake ({exc}); "
+                        f"its stderr ends with:\n{tail or '(nothing)'}"
                     ) from None
                 yield StdioTarget(client, command)
                 await client.aclose()
