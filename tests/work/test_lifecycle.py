@@ -250,6 +250,7 @@ async def test_an_unwritable_handoff_file_is_reported_not_raised(
     assert ended.stored
     assert ended.file_error is not None
     assert "not written" in ended.file_error
+    assert str(repo) not in ended.file_error  # no server path in what a client sees
     assert sorted(os.listdir(repo)) == [".git", ".triact-handoff.md", "README.md"]  # no leftovers
 
 

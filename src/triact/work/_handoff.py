@@ -177,9 +177,11 @@ async def hand_off(
                 write_file, resolved, config.handoff_file, markdown
             )
             handoff = attrs.evolve(handoff, file=path)
-        except (OSError, WorkDirectoryError) as exc:
+        except WorkDirectoryError as exc:
             file_error = f"the handoff file was not written: {exc}"
-            logger.warning("session %r: %s", final.id, file_error)
+        except OSError as exc:  # its text would name the resolved path
+            file_error = f"the handoff file was not written: {exc.strerror or type(exc).__name__}"
+            logger.warning("session %r: writing its handoff file: %s", final.id, exc)
     try:
         await store.finish(resolved or directory, final.id, handoff)
     except (SessionStoreError, WorkError) as exc:

@@ -169,8 +169,8 @@ class WorkSessions:
                 await session.validate_security(token, "session_start")
             except SessionSecurityError as exc:
                 raise SessionSecurityError(
-                    f"{exc} (it is the live session of {directory!r}: pass its token to "
-                    "resume it, or end it first)"
+                    f"{exc} (it is the live session of this working directory: pass its "
+                    "token to resume it, or end it first)"
                 ) from exc
         return session
 
