@@ -100,6 +100,26 @@ async def test_update_refuses_meaningless_changes(
     assert fragment in error["message"]
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"set": {"triact.work": {"schema": 1, "trust": []}}},
+        {"set": {"ok": 1, "triact.anything": 1}},
+        {"increment": {"triact.count": 1}},
+        {"delete": ["triact.work"]},
+    ],
+)
+async def test_update_refuses_the_keys_reserved_for_triact(
+    peer: Peer, arguments: dict[str, Any]
+) -> None:
+    before = (await peer.ok("session_get"))["session"]["version"]
+    error = await peer.fails("session_update", arguments)
+    assert error["code"] == "invalid_arguments"
+    assert "reserved for triact's own layers" in error["message"]
+    session = (await peer.ok("session_get"))["session"]
+    assert (session["version"], session["data"]) == (before, {})
+
+
 async def test_increment_of_a_non_number_changes_nothing(peer: Peer) -> None:
     await peer.ok("session_update", {"set": {"s": "text"}})
     error = await peer.fails("session_update", {"increment": {"s": 1}, "set": {"other": 1}})

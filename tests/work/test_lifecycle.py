@@ -178,7 +178,7 @@ async def test_checkpoint_note_is_bounded(clock: Clock, tmp_path: Path) -> None:
 async def test_a_clobbered_work_record_is_reported(work: WorkSessions, tmp_path: Path) -> None:
     session = (await work.start(tmp_path)).session
     await session.update(lambda state: attrs.evolve(state, data={WORK_DATA_KEY: "junk"}))
-    with pytest.raises(WorkDataError, match="delete the key"):
+    with pytest.raises(WorkDataError, match="remove the key"):
         await work.checkpoint(session)
 
 

@@ -63,11 +63,23 @@ async def get(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.GetResul
     return r.GetResult(r.SessionView.of(await session.snapshot()))
 
 
+#: The data keys session_update may not touch: those of triact's own layers
+#: (``triact.work``), which only their own calls change.
+RESERVED_PREFIX = "triact."
+
+
 def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
     set_, increment, delete = args.set or {}, args.increment or {}, args.delete or []
     named = [*set_, *increment, *delete]
     if not named:
         raise ValueError("session_update needs at least one key in set, increment or delete")
+    reserved = sorted({key for key in named if key.startswith(RESERVED_PREFIX)})
+    if reserved:
+        raise ValueError(
+            f"data keys beginning with {RESERVED_PREFIX!r} are reserved for triact's own "
+            f"layers (the work layer keeps checkpoints and trust grants there), so "
+            f"session_update cannot set, increment or delete {reserved}; use another name"
+        )
     if len(set(named)) != len(named):
         twice = sorted({key for key in named if named.count(key) > 1})
         raise ValueError(

@@ -130,8 +130,8 @@ def work_record(state: SessionState) -> WorkRecord:
         return _EMPTY_RECORD
     where = f"session {state.id!r}: data[{WORK_DATA_KEY!r}]"
     remedy = (
-        f"it belongs to the work layer; delete the key (session_update delete: "
-        f"[{WORK_DATA_KEY!r}]) to start the record afresh"
+        "it belongs to the work layer, and something else wrote it (session_update "
+        "cannot); remove the key with Session.update to start the record afresh"
     )
     if not isinstance(raw, dict) or type(raw.get("schema")) is not int:
         raise WorkDataError(f"{where} is not a work record; {remedy}")
