@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from ..actors import Actor, Queued, SeeThrough, see_through
+from ._cycles import holding
 from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
@@ -213,7 +214,8 @@ class SessionActor(Actor[Op, Any]):
         return self._commit(self._stamp(state, result), start)
 
     async def _change_async(self, pending: Any) -> SessionState:
-        result = await pending  # cancelled or raising here: nothing committed (I2)
+        with holding(self._entry):  # its calls to other sessions are checked for cycles
+            result = await pending  # cancelled or raising here: nothing committed (I2)
         self._check_live("this change was committed")
         committed = self._commit(self._stamp(self.state, result), None)
         if type(committed) is SeeThrough:
@@ -290,7 +292,8 @@ class SessionActor(Actor[Op, Any]):
                 _check_version(committed[-1], op.expected_version)
                 result = op.transform(committed[-1])
                 if type(result) is CoroutineType:  # a plain function returned a coroutine
-                    result = await result
+                    with holding(entry):
+                        result = await result
                 committed.append(self._stamp(committed[-1], result))
             except Exception as exc:
                 self._account(queued_start, failed=True)

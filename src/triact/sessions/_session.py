@@ -15,6 +15,7 @@ from ..actors import (
 )
 from . import _ops as ops
 from ._actor import SessionActor
+from ._cycles import HOLDS, Hold, done_waiting, wait_on
 from ._errors import SessionBusyError, SessionError, SessionReentrancyError, SessionSecurityError
 from ._security import SessionGuard
 from ._state import RequestRecord, SessionState
@@ -37,6 +38,7 @@ class _Entry:
         "created",
         "gone",
         "guard",
+        "hold",
         "id",
         "last_active",
         "ref",
@@ -62,6 +64,8 @@ class _Entry:
         #: The session's token checks and security events not yet committed (made by
         #: its first actor; kept here so that passivation keeps them).
         self.guard: SessionGuard | None = None
+        #: The session's async update while it runs (see ``_cycles``).
+        self.hold: Hold | None = None
 
 
 class Session:
@@ -96,10 +100,21 @@ class Session:
         return f"<Session {self.id!r}{' ' + self._entry.gone if self._entry.gone else ''}>"
 
     async def _call(self, op: ops.Op) -> Any:
-        manager = self._manager
-        entry = self._entry
         if self._auth is not None and type(op) is not ops.Validate:
             op = ops.Authorized(op, *self._auth)  # type: ignore[arg-type]
+        holds = HOLDS.get()
+        if not holds:  # not called from inside an async update
+            return await self._ask(op)
+        waiter = wait_on(self._entry, holds)  # SessionReentrancyError on a cycle
+        try:
+            return await self._ask(op)
+        finally:
+            if waiter is not None:
+                done_waiting(waiter, self._entry)
+
+    async def _ask(self, op: ops.Op) -> Any:
+        manager = self._manager
+        entry = self._entry
         while True:
             ref = entry.ref
             if ref is None or not ref.accepting:

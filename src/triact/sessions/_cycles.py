@@ -1,0 +1,121 @@
+"""Calls between sessions from inside async updates, and the cycles among them.
+
+An async update runs inside its session's actor: while it awaits a call to another
+session, its own session takes no other call. If that other session's update awaits
+a call back (directly, or through more sessions), every one of them waits for the
+next, forever. Each running async update is a :class:`Hold` that lists the sessions
+it waits on, and the code running inside updates knows its holds (a context
+variable, inherited by the tasks it starts), so a call that would close a cycle is
+refused with :class:`SessionReentrancyError` before it waits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from ._errors import SessionReentrancyError
+
+if TYPE_CHECKING:
+    from ._session import _Entry
+
+
+class Hold:
+    """One async update of a session, while it runs."""
+
+    __slots__ = ("active", "entry", "waits_on")
+
+    def __init__(self, entry: _Entry) -> None:
+        self.entry = entry
+        self.active = True
+        #: The sessions that code inside this update is calling now (a list: several
+        #: tasks started by the update may call the same session).
+        self.waits_on: list[_Entry] = []
+
+
+#: The updates the current code runs inside, outermost first.
+HOLDS: ContextVar[tuple[Hold, ...]] = ContextVar("triact_session_holds", default=())
+
+
+@contextmanager
+def holding(entry: _Entry) -> Iterator[None]:
+    """Mark the block as the running async update of ``entry``'s session."""
+    hold = Hold(entry)
+    entry.hold = hold
+    token = HOLDS.set((*HOLDS.get(), hold))
+    try:
+        yield
+    finally:
+        hold.active = False  # a task the update left running must not look inside it
+        if entry.hold is hold:
+            entry.hold = None
+        HOLDS.reset(token)
+
+
+def wait_on(target: _Entry, holds: tuple[Hold, ...]) -> Hold | None:
+    """Record that code inside ``holds`` is about to call ``target``'s session, and
+    return the hold that waits (give it to :func:`done_waiting` afterwards); None if
+    none of ``holds`` is running any more.
+
+    Raises :class:`SessionReentrancyError` if the call would close a cycle: if
+    ``target`` is one of the updates the caller runs inside, or if ``target``'s
+    running update waits (through any number of sessions) on one of them.
+    """
+    live = [hold for hold in holds if hold.active]
+    if not live:
+        return None
+    cycle = _find_cycle(target, live)
+    if cycle is not None:
+        raise _cycle_error(target, live[-1].entry, cycle)
+    waiter = live[-1]
+    waiter.waits_on.append(target)
+    return waiter
+
+
+def done_waiting(waiter: Hold, target: _Entry) -> None:
+    waiter.waits_on.remove(target)
+
+
+def _find_cycle(target: _Entry, live: list[Hold]) -> list[_Entry] | None:
+    """The sessions of the cycle the call would close (the caller's updates from the
+    first one involved, then ``target`` and on back to that one); None if none."""
+    mine = {id(hold.entry): i for i, hold in enumerate(live)}
+    came_from: dict[int, _Entry | None] = {id(target): None}
+    queue = deque([target])
+    # Breadth-first over "the running update of X waits on Y".
+    while queue:
+        entry = queue.popleft()
+        at = mine.get(id(entry))
+        if at is not None:
+            path: list[_Entry] = []
+            step: _Entry | None = entry
+            while step is not None:
+                path.append(step)
+                step = came_from[id(step)]
+            return [hold.entry for hold in live[at:]] + path[::-1]
+        hold = entry.hold
+        if hold is not None and hold.active:
+            for after in hold.waits_on:
+                if id(after) not in came_from:
+                    came_from[id(after)] = entry
+                    queue.append(after)
+    return None
+
+
+def _cycle_error(target: _Entry, caller: _Entry, cycle: list[_Entry]) -> SessionReentrancyError:
+    if len(cycle) == 2 and cycle[0] is cycle[1]:
+        return SessionReentrancyError(
+            f"session {target.id!r} was called from inside its own update; that call would "
+            "wait for itself forever. Work on the state passed to your update function "
+            "instead"
+        )
+    ids = " -> ".join(repr(entry.id) for entry in cycle)
+    return SessionReentrancyError(
+        f"session {target.id!r} was called from an update of session {caller.id!r} while "
+        f"that would close a cycle of updates waiting on each other ({ids}): it would wait "
+        "forever, so it was refused. Call the other session before or after your update, "
+        "not inside it"
+    )
