@@ -75,6 +75,11 @@ class SessionManager:
         return self._manager.config
 
     @property
+    def wall_clock(self) -> Callable[[], float]:
+        """The wall clock of the timestamps stored in states (``config.wall_clock``)."""
+        return self._manager.wall_clock
+
+    @property
     def session_count(self) -> int:
         """Live sessions, in memory or passivated."""
         return self._manager.session_count
@@ -161,6 +166,11 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<triact.aio.Session {self.id!r}>"
+
+    def authorized(self, token: str | None, tool_name: str | None = None) -> Session:
+        """A handle to the same session whose every call first checks ``token``
+        inside the same actor call: see :meth:`triact.Session.authorized`."""
+        return Session(self._run, self._session.authorized(token, tool_name))
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
