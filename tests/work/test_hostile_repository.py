@@ -242,3 +242,24 @@ async def test_a_work_tree_configured_elsewhere_is_refused(tmp_path: Path) -> No
             await work.checkpoint(session, commit=True)
     assert str(elsewhere) not in str(raised.value)
     assert git(repo, "log", "--all", "--oneline") == ""
+
+
+async def test_a_submodules_programs_do_not_run_either(tmp_path: Path) -> None:
+    traps = Traps(tmp_path)
+    inner = make_repo(tmp_path / "inner")
+    git(inner, "commit", "-q", "--allow-empty", "-m", "inner")
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "sub")
+    sub = repo / "sub"
+    git(sub, "config", "core.fsmonitor", traps.program("sub-fsmonitor"))
+    git(sub, "config", "filter.x.clean", traps.program("sub-clean", passthrough=True))
+    (sub / ".gitattributes").write_text("* filter=x\n")
+    (sub / "file").write_text("changed\n")
+    async with opened() as (_, work):
+        session = (await work.start(repo)).session
+        point = await work.checkpoint(session, commit=True)
+        await work.end(session)
+    assert traps.fired() == []
+    assert point.commit is not None
+    git(repo, "status")
+    assert "sub-fsmonitor" in traps.fired()  # where plain git runs it
