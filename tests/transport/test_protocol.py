@@ -24,7 +24,7 @@ def error_of(response: dict[str, Any]) -> dict[str, Any]:
 # -- the handshake era --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-06-18", "2025-11-25"])
 async def test_initialize_echoes_a_supported_version(
     manager: triact.SessionManager, version: str
 ) -> None:
@@ -43,6 +43,23 @@ async def test_initialize_counters_other_versions_with_the_latest_handshake_one(
     async with connect(manager) as peer:
         result = (await peer.initialize(version))["result"]
     assert result["protocolVersion"] == "2025-11-25"
+
+
+@pytest.mark.parametrize(
+    ("version", "offered"),
+    [("2025-03-26", "2024-11-05"), ("2025-01-01", "2024-11-05"), ("2025-09-01", "2025-06-18")],
+)
+async def test_initialize_counters_an_unserved_version_with_the_one_before_it(
+    manager: triact.SessionManager, version: str, offered: str
+) -> None:
+    """2025-03-26 is not served (it requires JSON-RPC batches): its clients are offered
+    the revision before it, which they speak too, and a batch stays refused."""
+    async with connect(manager) as peer:
+        assert (await peer.initialize(version))["result"]["protocolVersion"] == offered
+        await peer.send_raw(b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]\n')
+        error = await peer.response(None)
+    assert error["error"]["code"] == -32600
+    assert "batches" in error["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -114,8 +131,14 @@ async def test_no_log_messages_without_set_level(peer: Peer) -> None:
     assert peer.notifications == []
 
 
-async def test_set_level_rejects_unknown_levels(peer: Peer) -> None:
-    assert error_of(await peer.request("logging/setLevel", {"level": "loud"}))["code"] == -32602
+@pytest.mark.parametrize("level", ["loud", ["debug"], {"level": "debug"}, None, 3])
+async def test_set_level_rejects_anything_but_a_level_as_invalid_params(
+    peer: Peer, level: Any
+) -> None:
+    error = error_of(await peer.request("logging/setLevel", {"level": level}))
+    assert error["code"] == -32602
+    assert "logging/setLevel needs params.level" in error["message"]
+    assert (await peer.request("ping"))["result"] == {}
 
 
 async def test_progress_notifications_when_asked(peer: Peer) -> None:
@@ -199,6 +222,8 @@ async def test_a_handshake_version_in_meta_is_unsupported(manager: triact.Sessio
         {VERSION_KEY: 2026, "io.modelcontextprotocol/clientCapabilities": {}},
         {VERSION_KEY: STATELESS, "io.modelcontextprotocol/clientCapabilities": []},
         envelope(**{"io.modelcontextprotocol/logLevel": "loud"}),
+        envelope(**{"io.modelcontextprotocol/logLevel": ["debug"]}),
+        envelope(**{"io.modelcontextprotocol/logLevel": {"debug": 1}}),
     ],
 )
 async def test_malformed_envelope_is_invalid_params(

@@ -370,7 +370,7 @@ async def test_bad_arguments_are_tool_errors_from_2025_11_25(
     assert fragment in error["message"]
 
 
-@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18"])
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-06-18"])
 async def test_bad_arguments_are_invalid_params_before_2025_11_25(
     manager: triact.SessionManager, version: str
 ) -> None:

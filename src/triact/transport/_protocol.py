@@ -27,7 +27,9 @@ from ._jsonrpc import (
     encode_json,
 )
 
-HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+# Not 2025-03-26: it requires JSON-RPC batches, which this server does not take (the
+# revisions before and after it have none); a client asking for it is offered 2024-11-05.
+HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-06-18", "2025-11-25")
 STATELESS_VERSIONS: Final = ("2026-07-28",)
 #: Every revision served, newest first (the order of the unsupported-version error).
 SUPPORTED_VERSIONS: Final = (*reversed(STATELESS_VERSIONS), *reversed(HANDSHAKE_VERSIONS))
@@ -175,7 +177,7 @@ def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:
             INVALID_PARAMS, f"params._meta[{CLIENT_CAPABILITIES_KEY!r}] must be an object"
         )
     log_level = meta.get(LOG_LEVEL_KEY)
-    if log_level is not None and log_level not in LOG_RANK:
+    if log_level is not None and (type(log_level) is not str or log_level not in LOG_RANK):
         raise JsonRpcError(
             INVALID_PARAMS,
             f"params._meta[{LOG_LEVEL_KEY!r}] must be one of {', '.join(LOG_LEVELS)}",
@@ -205,7 +207,9 @@ def shape(
 
 
 def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, Any]:
-    """Negotiate a handshake-era version: the client's if we speak it, else our latest."""
+    """Negotiate a handshake-era version: the client's if we speak it; else the newest
+    we speak that is older than it (a client speaks the revisions before its own),
+    or our latest if there is none or the client's is newer."""
     requested = params.get("protocolVersion")
     if type(requested) is not str:
         raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
@@ -216,7 +220,7 @@ def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, A
         raise JsonRpcError(
             INVALID_PARAMS, "initialize needs params.clientInfo with a name and a version"
         )
-    version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE_VERSION
+    version = _negotiate(requested)
     handshake.version = version
     handshake.client_info = client_info
     return {
@@ -225,6 +229,15 @@ def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, A
         "serverInfo": dict(SERVER_INFO),
         "instructions": INSTRUCTIONS,
     }
+
+
+def _negotiate(requested: str) -> str:
+    if requested in HANDSHAKE_VERSIONS:
+        return requested
+    older = [version for version in HANDSHAKE_VERSIONS if version < requested]
+    if older and requested < LATEST_HANDSHAKE_VERSION:
+        return older[-1]
+    return LATEST_HANDSHAKE_VERSION
 
 
 def discover(ctx: RequestContext) -> dict[str, Any]:
@@ -241,7 +254,7 @@ def discover(ctx: RequestContext) -> dict[str, Any]:
 
 def set_level(params: dict[str, Any], handshake: HandshakeState) -> dict[str, Any]:
     level = params.get("level")
-    if level not in LOG_RANK:
+    if type(level) is not str or level not in LOG_RANK:
         raise JsonRpcError(
             INVALID_PARAMS, f"logging/setLevel needs params.level, one of {', '.join(LOG_LEVELS)}"
         )
