@@ -14,7 +14,8 @@ import pytest
 
 import triact
 from triact import _demo
-from triact.transport import TOOLS
+
+from .transport._sdk import SERVE_TOOL_NAMES
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +56,7 @@ def test_demo_drives_the_server_as_an_mcp_client() -> None:
         lines
     )
     listed = next(line for line in lines if line.startswith("<- ") and " tools: " in line)
-    for tool in TOOLS:
+    for tool in SERVE_TOOL_NAMES:
         assert tool in listed
     created = next(line for line in lines if line.startswith("<- session "))
     session_id = created.split()[2].rstrip(",")

@@ -138,7 +138,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .transport import ServeConfig, ServeConfigError, run_serve
+    from ._serve import ServeConfig, ServeConfigError, run_serve
 
     config = ServeConfig(
         store=args.store,

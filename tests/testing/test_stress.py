@@ -98,7 +98,7 @@ async def test_a_broken_target_gives_violations_and_exit_code_1() -> None:
 
 def _server_available() -> bool:
     try:
-        from triact.transport import run_serve  # noqa: F401
+        from triact._serve import run_serve  # noqa: F401
     except ImportError:
         return False
     return True

@@ -14,6 +14,29 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 SERVE = [sys.executable, "-m", "triact.cli", "serve"]
+#: The tools ``triact serve`` lists, in order: the session tools, the work layer's
+#: session_end in the place of theirs, then the other work tools.
+SERVE_TOOL_NAMES = [
+    "session_create",
+    "session_get",
+    "session_update",
+    "session_set_working_directory",
+    "session_get_working_directory",
+    "session_add_thread",
+    "session_record_analysis",
+    "session_end",
+    "session_list",
+    "session_stats",
+    "health_check",
+    "session_start",
+    "session_checkpoint",
+    "session_status",
+    "trust_grant",
+    "trust_revoke",
+    "trust_list",
+    "reflection_store",
+    "reflection_search",
+]
 
 
 def parameters(tmp_path: Path, *args: str) -> StdioServerParameters:

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import triact
-from triact.transport import McpServer, ServerOptions
+from triact.transport import SESSION_TOOLS, McpServer, ServerOptions, ToolSet
 
 STATELESS = "2026-07-28"
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
@@ -153,12 +153,16 @@ class Peer:
 
 @asynccontextmanager
 async def connect(
-    manager: triact.SessionManager, *, initialize: str | None = None, **options: Any
+    manager: triact.SessionManager,
+    *,
+    tools: ToolSet = SESSION_TOOLS,
+    initialize: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[Peer]:
-    """An McpServer serving ``manager`` over an in-memory stream; EOF on exit, and the
-    server must then return."""
+    """An McpServer offering ``tools`` for ``manager`` over an in-memory stream; EOF on
+    exit, and the server must then return."""
     client, server_end = trio.testing.memory_stream_pair()
-    server = McpServer(manager, ServerOptions(**options))
+    server = McpServer(manager, tools, ServerOptions(**options))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve, server_end, server_end)
         peer = Peer(client, server)

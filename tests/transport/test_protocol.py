@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import triact
-from triact.transport import SUPPORTED_VERSIONS, TOOLS
+from triact.transport import SESSION_TOOLS, SUPPORTED_VERSIONS
 
 from .conftest import STATELESS, VERSION_KEY, Peer, connect, envelope
 
@@ -96,7 +96,7 @@ async def test_requests_before_initialize_are_refused(
 async def test_tools_list_gives_every_tool_with_schemas(peer: Peer) -> None:
     result = (await peer.request("tools/list"))["result"]
     tools = result["tools"]
-    assert [tool["name"] for tool in tools] == list(TOOLS)
+    assert [tool["name"] for tool in tools] == list(SESSION_TOOLS.names)
     for tool in tools:
         assert tool["description"]
         assert tool["inputSchema"]["type"] == "object"
@@ -178,7 +178,7 @@ async def test_discover(manager: triact.SessionManager) -> None:
 async def test_stateless_requests_need_no_handshake(manager: triact.SessionManager) -> None:
     async with connect(manager) as peer:
         result = (await peer.request("tools/list", {"_meta": envelope()}))["result"]
-        assert len(result["tools"]) == len(TOOLS)
+        assert len(result["tools"]) == len(SESSION_TOOLS)
         assert result["resultType"] == "complete"
         call = await peer.call("health_check", meta=envelope())
     assert call["resultType"] == "complete"

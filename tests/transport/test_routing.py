@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 import triact
-from triact.transport import TOOLS
+from triact.transport import SESSION_TOOLS, ToolSet
 
 from .conftest import Peer, connect, serving
 
@@ -284,7 +284,9 @@ async def test_calls_still_running_after_the_grace_period_are_cancelled(
     manager: triact.SessionManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     client, server_end = trio.testing.memory_stream_pair()
-    server = triact.transport.McpServer(manager, triact.transport.ServerOptions(shutdown_grace=2))
+    server = triact.transport.McpServer(
+        manager, options=triact.transport.ServerOptions(shutdown_grace=2)
+    )
     peer = Peer(client, server)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve, server_end, server_end)
@@ -378,11 +380,12 @@ async def test_workers_go_on_after_a_cancelled_call(manager: triact.SessionManag
 
 
 async def test_a_call_that_completes_despite_its_cancellation_is_answered(
-    manager: triact.SessionManager, monkeypatch: pytest.MonkeyPatch
+    manager: triact.SessionManager,
 ) -> None:
     # A call whose last wait is shielded, as an ask's is once its change is committed.
     started, release = trio.Event(), trio.Event()
-    health = TOOLS["health_check"]
+    health = SESSION_TOOLS.get("health_check")
+    assert health is not None
 
     async def shielded(env: Any, args: Any) -> Any:
         result = await health.run(env, args)
@@ -391,8 +394,8 @@ async def test_a_call_that_completes_despite_its_cancellation_is_answered(
             await release.wait()
         return result
 
-    monkeypatch.setitem(TOOLS, "health_check", attrs.evolve(health, run=shielded))
-    async with connect(manager, initialize="2025-11-25") as peer:
+    tools = SESSION_TOOLS | ToolSet([attrs.evolve(health, run=shielded)])
+    async with connect(manager, tools=tools, initialize="2025-11-25") as peer:
         message = peer.call_message("health_check")
         await peer.send(message)
         await started.wait()

@@ -19,16 +19,14 @@ import pytest
 import trio
 from mcp.client.stdio import stdio_client
 
-from triact.transport import TOOLS
-
-from ._sdk import SERVE, error, parameters, sdk_session, structured
+from ._sdk import SERVE, SERVE_TOOL_NAMES, error, parameters, sdk_session, structured
 
 
 async def exercise_every_tool(client: Any, tmp_path: Path) -> None:
     """List the tools and call each, with results and errors, through an SDK client
     (a ClientSession or an mcp.Client: both have list_tools and call_tool)."""
     tools = (await client.list_tools()).tools
-    assert [tool.name for tool in tools] == list(TOOLS)
+    assert [tool.name for tool in tools] == SERVE_TOOL_NAMES
     assert all(tool.output_schema for tool in tools)
 
     created = structured(await client.call_tool("session_create", {"topic": "e2e"}))

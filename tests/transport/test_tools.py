@@ -14,6 +14,7 @@ from triact.transport import ERROR_CODES
 from triact.transport._jsonrpc import encode
 from triact.transport._protocol import SERVER_INFO
 from triact.transport._tools import ToolResult
+from triact.work import WORK_ERROR_CODES
 
 from .conftest import Peer, connect, envelope
 
@@ -390,8 +391,12 @@ async def test_bad_arguments_in_2026_are_tool_errors(manager: triact.SessionMana
     assert error["message"].endswith("arguments.name: required field missing")
 
 
+#: Every code a tool result of ``triact serve`` can carry.
+SERVE_ERROR_CODES = tuple(dict.fromkeys((*ERROR_CODES, *WORK_ERROR_CODES)))
+
+
 def test_error_codes_are_stable() -> None:
-    assert ERROR_CODES == (
+    assert SERVE_ERROR_CODES == (
         "not_found",
         "unauthorized",
         "conflict",
@@ -413,7 +418,7 @@ def test_docs_describe_every_error_code_and_no_other() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "mcp.md").read_text()
     table = docs[docs.index("| Code | When |") : docs.index("Which revisions report")]
     documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
-    assert sorted(documented) == sorted(ERROR_CODES)
+    assert sorted(documented) == sorted(SERVE_ERROR_CODES)
 
 
 def old_encoding(

@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 
 import triact
-from triact.transport import TOOLS, tool_definitions
-from triact.work import WorkConfig, open_work_sessions
+from triact.transport import SESSION_TOOLS, ToolSet
+from triact.work import WorkConfig, WorkSessions, open_work_sessions, work_tools
 
 from .conftest import Peer, connect, envelope
 
@@ -28,7 +28,6 @@ WORK_TOOL_NAMES = [
     "reflection_store",
     "reflection_search",
 ]
-SCHEMAS = {tool["name"]: tool for tool in tool_definitions(stateless=False)}
 
 
 def _repo(path: Path) -> Path:
@@ -48,17 +47,38 @@ def repo(tmp_path: Path) -> Path:
     return _repo(tmp_path / "repo")
 
 
+def serve_tools(work: WorkSessions) -> ToolSet:
+    """The tools of ``triact serve``: the session tools and the work tools."""
+    return SESSION_TOOLS | work_tools(work)
+
+
+@pytest.fixture
+async def peer(manager: triact.SessionManager) -> AsyncIterator[Peer]:
+    """A connection offering the session and work tools, initialized at 2025-11-25."""
+    async with (
+        open_work_sessions(manager) as work,
+        connect(manager, tools=serve_tools(work), initialize="2025-11-25") as peer,
+    ):
+        yield peer
+
+
+def schemas(peer: Peer, *, stateless: bool = False) -> dict[str, Any]:
+    return {tool["name"]: tool for tool in peer.server.tools.definitions(stateless=stateless)}
+
+
 async def ok(peer: Peer, tool: str, arguments: dict[str, Any], **kw: Any) -> Any:
     """Call a tool that must succeed; check its result against its output schema."""
     result = await peer.ok(tool, arguments, **kw)
-    jsonschema.validate(result, SCHEMAS[tool]["outputSchema"])
+    jsonschema.validate(result, schemas(peer)[tool]["outputSchema"])
     return result
 
 
-def test_the_work_tools_are_listed_after_the_session_tools() -> None:
-    names = list(TOOLS)
+async def test_the_work_tools_are_listed_after_the_session_tools(peer: Peer) -> None:
+    names = list(peer.server.tools.names)
     assert names[-len(WORK_TOOL_NAMES) :] == WORK_TOOL_NAMES
     assert names.index("session_end") == 7  # replaced in place
+    assert names[: -len(WORK_TOOL_NAMES)] == list(SESSION_TOOLS.names)
+    SCHEMAS = schemas(peer)
     end = SCHEMAS["session_end"]["inputSchema"]["properties"]
     assert end["write_handoff"] == {
         "description": end["write_handoff"]["description"],
@@ -71,7 +91,7 @@ def test_the_work_tools_are_listed_after_the_session_tools() -> None:
         assert tool["outputSchema"]["type"] == "object"
         jsonschema.Draft202012Validator.check_schema(tool["inputSchema"])
         jsonschema.Draft202012Validator.check_schema(tool["outputSchema"])
-    stateless = {t["name"]: t for t in tool_definitions(stateless=True)}
+    stateless = schemas(peer, stateless=True)
     assert "session_id" in stateless["session_checkpoint"]["inputSchema"]["required"]
     assert "session_id" not in stateless["session_start"]["inputSchema"]["properties"]
 
@@ -146,8 +166,8 @@ async def test_git_timeout_is_a_tool_error(manager: triact.SessionManager, repo:
     hook.write_text("#!/bin/sh\nsleep 30\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
     async with (
-        open_work_sessions(manager, WorkConfig(git_timeout=0.3, allow_git_hooks=True)),
-        connect(manager, initialize="2025-11-25") as peer,
+        open_work_sessions(manager, WorkConfig(git_timeout=0.3, allow_git_hooks=True)) as work,
+        connect(manager, tools=serve_tools(work), initialize="2025-11-25") as peer,
     ):
         sid = (await ok(peer, "session_start", {"working_directory": str(repo)}))["session_id"]
         error = await peer.fails("session_checkpoint", {"session_id": sid, "commit": True})
@@ -214,7 +234,10 @@ async def sqlite_manager(tmp_path: Path) -> AsyncIterator[triact.SessionManager]
 async def test_stateless_era_and_sqlite_search(
     sqlite_manager: triact.SessionManager, tmp_path: Path
 ) -> None:
-    async with connect(sqlite_manager) as peer:
+    async with (
+        open_work_sessions(sqlite_manager) as work,
+        connect(sqlite_manager, tools=serve_tools(work)) as peer,
+    ):
         meta = envelope()
         started = await ok(peer, "session_start", {"working_directory": str(tmp_path)}, meta=meta)
         await ok(peer, "session_checkpoint", {"session_id": started["session_id"]}, meta=meta)

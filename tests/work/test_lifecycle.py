@@ -19,7 +19,6 @@ from triact.work import (
     WorkLimitError,
     WorkSessions,
     work_record,
-    work_sessions,
 )
 
 from .conftest import Clock, git, opened
@@ -284,15 +283,6 @@ async def test_handoffs_survive_a_restart_with_sqlite(
         assert report.previous_handoff.checkpoints[0].note == "before the restart"
 
 
-async def test_work_sessions_is_shared_per_manager(clock: Clock) -> None:
-    async with opened(clock) as (manager, work):
-        assert work_sessions(manager) is work
-    async with triact.open_session_manager() as manager:
-        shared = work_sessions(manager)
-        assert work_sessions(manager) is shared
-        assert shared.manager is manager
-
-
 async def test_other_store_kinds_keep_the_work_data_in_memory(
     clock: Clock, repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -316,7 +306,7 @@ async def test_a_handoff_the_store_cannot_keep_is_reported_after_the_end(
     config = triact.SessionConfig(store=triact.SqliteStore(sqlite_path), wall_clock=clock)
     async with triact.open_session_manager(config) as manager:
         session = await manager.create_session("plain", tmp_path)
-        ended = await work_sessions(manager).end(session, write_handoff=True)
+        ended = await WorkSessions(manager).end(session, write_handoff=True)
         assert not ended.stored
         assert ended.store_error is not None
         assert "FTS5" in ended.store_error

@@ -7,7 +7,7 @@ import abc
 import heapq
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar, cast
+from typing import ClassVar
 
 import attrs
 import trio
@@ -65,17 +65,6 @@ class SessionStore(abc.ABC):
     #: True for a :class:`SharedSessionStore`: several managers (processes) may use
     #: the same sessions through it at once.
     shared: ClassVar[bool] = False
-
-    @property
-    def extensions(self) -> dict[str, Any]:
-        """Per-store objects of the layers built on the sessions (such as
-        :mod:`triact.work`), by a key each layer chooses (its module name).
-
-        They live exactly as long as this store object: a layer keeps here what it
-        attaches to the store (with :class:`MemoryStore`, its data itself). The
-        sessions layer never reads them.
-        """
-        return cast(dict[str, Any], self.__dict__.setdefault("_extensions", {}))
 
     @abc.abstractmethod
     def open(self) -> AbstractAsyncContextManager[None]:

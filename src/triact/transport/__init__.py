@@ -1,12 +1,16 @@
 """The MCP server: JSON-RPC 2.0 framing, the MCP protocol (both eras) and the stdio
 transport, routing each tool call to its session's actor.
 
-Serve a :class:`~triact.SessionManager` on stdin/stdout with :func:`serve_stdio`, or
-on any pair of Trio byte streams with :meth:`McpServer.serve`. ``triact serve`` is
-:func:`run_serve`.
+A server offers the tools it is given, as a :class:`ToolSet`: :data:`SESSION_TOOLS`
+(the session tools, acting on sessions only), combined with others with ``|`` (such as
+the work tools of :func:`triact.work.work_tools`). Serve them for a
+:class:`~triact.SessionManager` on stdin/stdout with :func:`serve_stdio`, or on any
+pair of Trio byte streams with :meth:`McpServer.serve`.
 """
 
+from ._args import SessionArgs
 from ._framing import DEFAULT_MAX_LINE_BYTES
+from ._handlers import ToolEnv
 from ._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -18,17 +22,12 @@ from ._jsonrpc import (
     TransportError,
 )
 from ._protocol import HANDSHAKE_VERSIONS, STATELESS_VERSIONS, SUPPORTED_VERSIONS
-from ._serve import (
-    ServeConfig,
-    ServeConfigError,
-    default_state_dir,
-    default_store_path,
-    load_secret_key,
-    run_serve,
-)
+from ._results import SessionView
+from ._schema import Spec
 from ._server import McpServer, ServerOptions
+from ._session_tools import SESSION_TOOLS
 from ._stdio import serve_stdio
-from ._tools import ERROR_CODES, TOOLS, Tool, tool_definitions
+from ._tools import ERROR_CODES, Tool, ToolError, ToolSet
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -39,21 +38,20 @@ __all__ = [
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
+    "SESSION_TOOLS",
     "STATELESS_VERSIONS",
     "SUPPORTED_VERSIONS",
-    "TOOLS",
     "UNSUPPORTED_PROTOCOL_VERSION",
     "JsonRpcError",
     "McpServer",
-    "ServeConfig",
-    "ServeConfigError",
     "ServerOptions",
+    "SessionArgs",
+    "SessionView",
+    "Spec",
     "Tool",
+    "ToolEnv",
+    "ToolError",
+    "ToolSet",
     "TransportError",
-    "default_state_dir",
-    "default_store_path",
-    "load_secret_key",
-    "run_serve",
     "serve_stdio",
-    "tool_definitions",
 ]

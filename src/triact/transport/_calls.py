@@ -22,7 +22,7 @@ from ._jsonrpc import (
     notification_line,
 )
 from ._lanes import Lanes, Turn
-from ._tools import TOOLS, Tool, ToolError, ToolResult, domain_error, failure, success
+from ._tools import Tool, ToolError, ToolResult, ToolSet, domain_error, failure, success
 
 logger = logging.getLogger("triact.transport")
 
@@ -77,6 +77,7 @@ class ToolCalls:
     def __init__(
         self,
         manager: SessionManager,
+        tools: ToolSet,
         emit: Callable[[bytes], None],
         handshake: p.HandshakeState,
         *,
@@ -85,6 +86,7 @@ class ToolCalls:
         max_line_bytes: int,
     ) -> None:
         self.manager = manager
+        self.tools = tools
         self.default_session_id: str | None = None
         #: Set once no more calls will start; then ``drained`` is set when none run.
         self.closing = False
@@ -141,12 +143,12 @@ class ToolCalls:
             arguments = {}
         elif type(arguments) is not dict:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
-        tool = TOOLS.get(name)
+        tool = self.tools.get(name)
         if tool is None:
             raise JsonRpcError(
                 INVALID_PARAMS,
                 f"Unknown tool: {name}",
-                {"known": list(TOOLS)},
+                {"known": list(self.tools.names)},
             )
         try:
             args = structure_arguments(name, arguments, tool.arguments)

@@ -156,6 +156,12 @@ async def record_analysis(
     return r.AnalysisResult(state.id, state.version, state.analyses[-1], len(state.analyses))
 
 
+async def end(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.EndResult:
+    final = await session.end()
+    env.session_gone(final.id)
+    return r.EndResult(final.id, True, r.SessionView.of(final))
+
+
 def _encode_cursor(after: str, at: int) -> str:
     raw = json.dumps({"after": after, "at": at}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

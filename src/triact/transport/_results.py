@@ -119,6 +119,13 @@ class AnalysisResult:
 
 
 @attrs.frozen
+class EndResult:
+    session_id: str
+    ended: bool
+    session: SessionView = attrs.field(metadata={"description": "The session's final state."})
+
+
+@attrs.frozen
 class SessionSummary:
     session_id: str
     topic: str | None = attrs.field(metadata={"description": "Hidden (null) for bound sessions."})

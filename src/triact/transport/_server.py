@@ -4,7 +4,6 @@ to ``_calls``), writing answers, and shutting down."""
 from __future__ import annotations
 
 import logging
-from functools import cache
 from typing import Any
 
 import attrs
@@ -28,7 +27,8 @@ from ._jsonrpc import (
     parse_line,
     result_line,
 )
-from ._tools import tool_definitions
+from ._session_tools import SESSION_TOOLS
+from ._tools import ToolSet
 
 logger = logging.getLogger("triact.transport")
 
@@ -59,13 +59,9 @@ class ServerOptions:
     max_output_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_at_least(1))
 
 
-@cache
-def _definitions(stateless: bool) -> list[dict[str, Any]]:
-    return tool_definitions(stateless=stateless)
-
-
 class McpServer:
-    """Serves MCP (both protocol eras) over one connection, for one session manager.
+    """Serves MCP (both protocol eras) over one connection: the tools of ``tools`` (by
+    default :data:`SESSION_TOOLS`), on the sessions of ``manager``.
 
     Guarantees: every request gets exactly one response, except calls cancelled by the
     client before they completed (which get none, and whose changes did not happen);
@@ -73,8 +69,14 @@ class McpServer:
     calls for one session reach it in the order they arrived.
     """
 
-    def __init__(self, manager: SessionManager, options: ServerOptions | None = None) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        tools: ToolSet = SESSION_TOOLS,
+        options: ServerOptions | None = None,
+    ) -> None:
         self.manager = manager
+        self.tools = tools
         self.options = options = options or ServerOptions()
         self._handshake = p.HandshakeState()
         self._out: list[bytes] = []  # lines for the writer, in order
@@ -85,6 +87,7 @@ class McpServer:
         #: The tool calls in flight.
         self.calls = ToolCalls(
             manager,
+            tools,
             self._emit,
             self._handshake,
             max_in_flight=options.max_in_flight,
@@ -288,7 +291,9 @@ class McpServer:
                 raise JsonRpcError(
                     INVALID_PARAMS, "Invalid params: unknown cursor (tools/list has one page)"
                 )
-            return p.shape(ctx, {"tools": _definitions(ctx.stateless)}, cacheable=True)
+            return p.shape(
+                ctx, {"tools": self.tools.definitions(stateless=ctx.stateless)}, cacheable=True
+            )
         if method == "initialize":
             return p.initialize(params, self._handshake)
         if method == "server/discover":

@@ -13,17 +13,21 @@ import trio
 
 from ..sessions import SessionManager
 from ._server import McpServer, ServerOptions
+from ._session_tools import SESSION_TOOLS
+from ._tools import ToolSet
 
 logger = logging.getLogger("triact.transport")
 
 
 async def serve_stdio(
     manager: SessionManager,
+    tools: ToolSet = SESSION_TOOLS,
     options: ServerOptions | None = None,
     *,
     handle_signals: bool = True,
 ) -> None:
-    """Serve MCP on stdin/stdout (newline-delimited JSON-RPC) until stdin ends.
+    """Serve the tools of ``tools`` over MCP on stdin/stdout (newline-delimited
+    JSON-RPC) until stdin ends.
 
     With ``handle_signals``, the first SIGTERM or SIGINT stops reading and lets the
     calls in flight finish within the grace period, like end of input; a second one
@@ -32,7 +36,7 @@ async def serve_stdio(
     a stray ``print`` in code it runs goes to the log, not into the protocol. Unix
     only (the streams are :class:`trio.lowlevel.FdStream`).
     """
-    server = McpServer(manager, options)
+    server = McpServer(manager, tools, options)
     # Duplicates, so that closing the streams leaves fds 0 and 1 to the interpreter.
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     with _stdout_kept_for_protocol() as protocol_fd:

@@ -1,10 +1,11 @@
-"""The session tools: their definitions (names, descriptions, schemas), their results
-and their errors. What they do is in ``_handlers``."""
+"""Tools as values: :class:`Tool` (one tool's definition and what carries it out),
+:class:`ToolSet` (the tools a server offers, in their tools/list order), and how a
+tool's result or error becomes a CallToolResult."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -21,9 +22,7 @@ from ..sessions import (
     SessionStoreError,
     SessionThrottledError,
 )
-from . import _args as a
-from . import _handlers as h
-from . import _results as r
+from ._args import converter
 from ._jsonrpc import RequestId, encode_json
 from ._protocol import STATELESS_MEMBERS
 from ._schema import object_schema
@@ -33,7 +32,18 @@ SessionUse = Literal["none", "required", "optional"]
 
 @attrs.frozen
 class Tool:
-    """One tool: its definition, and the functions that carry it out (``_handlers``)."""
+    """One tool: its definition, and the functions that carry it out.
+
+    ``run`` is called as ``run(env, args)`` when ``session`` is "none", else as
+    ``run(env, session, args)`` (``session`` None for an "optional" tool without one),
+    with ``env`` the connection's :class:`ToolEnv` and ``args`` an instance of
+    ``arguments``; it returns an instance of ``result``. A ``run`` that names a session
+    must make its one session call before it first suspends (the server issues the
+    calls for one session in arrival order on that basis); work that must suspend
+    before (a check in a thread) goes in ``prepare(args) -> args``. Errors it raises
+    with a stable ``code`` attribute (:class:`ToolError`, triact's errors) become
+    error results with that code.
+    """
 
     name: str
     title: str
@@ -73,6 +83,76 @@ class Tool:
         }
 
 
+def _tools_tuple(tools: Iterable[Tool]) -> tuple[Tool, ...]:
+    return tuple(tools)
+
+
+def _codes_tuple(codes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(codes)
+
+
+@attrs.frozen(eq=False)
+class ToolSet:
+    """The tools a server offers, by name, in the order tools/list gives them, with
+    the error codes their results can carry.
+
+    ``a | b`` combines two sets: a tool of ``b`` replaces the tool of ``a`` with the
+    same name, in its place; the others of ``b`` follow ``a``'s, in ``b``'s order.
+    """
+
+    tools: tuple[Tool, ...] = attrs.field(converter=_tools_tuple)
+    #: Every code an error result of these tools can carry.
+    error_codes: tuple[str, ...] = attrs.field(default=(), converter=_codes_tuple)
+    _by_name: dict[str, Tool] = attrs.field(init=False, repr=False)
+    _definitions: dict[bool, list[dict[str, Any]]] = attrs.field(
+        init=False, repr=False, factory=dict
+    )
+
+    def __attrs_post_init__(self) -> None:
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) != len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"a ToolSet names each tool once; {twice} appear more than once")
+        by_name = dict(zip(names, self.tools, strict=True))
+        object.__setattr__(self, "_by_name", by_name)
+
+    def __or__(self, other: ToolSet) -> ToolSet:
+        if not isinstance(other, ToolSet):
+            return NotImplemented
+        replacing = other._by_name
+        tools = [replacing.get(tool.name, tool) for tool in self.tools]
+        tools += [tool for tool in other.tools if tool.name not in self._by_name]
+        codes = tuple(dict.fromkeys((*self.error_codes, *other.error_codes)))
+        return ToolSet(tools, codes)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self.tools)
+
+    def __len__(self) -> int:
+        return len(self.tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, or None."""
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The tools' names, in order."""
+        return tuple(self._by_name)
+
+    def definitions(self, *, stateless: bool) -> list[dict[str, Any]]:
+        """The tools/list entries, in order (made once per era; do not modify)."""
+        made = self._definitions.get(stateless)
+        if made is None:
+            made = self._definitions[stateless] = [
+                tool.definition(stateless=stateless) for tool in self.tools
+            ]
+        return made
+
+
 # -- errors ----------------------------------------------------------------------------
 
 #: Stable machine-readable codes of tool execution errors, by exception (first match).
@@ -89,7 +169,8 @@ _ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
     (ValueError, "invalid_arguments"),
     (TypeError, "invalid_arguments"),
 )
-_SESSION_ERROR_CODES = tuple(dict.fromkeys(code for _, code in _ERROR_CODES))
+#: Every error code the session tools' results can carry (docs/mcp.md describes each).
+ERROR_CODES = tuple(dict.fromkeys(code for _, code in _ERROR_CODES))
 
 
 class ToolError(Exception):
@@ -163,156 +244,8 @@ class ToolResult:
 
 
 def success(value: Any) -> ToolResult:
-    return ToolResult(a.converter.unstructure(value))
+    return ToolResult(converter.unstructure(value))
 
 
 def failure(error: ToolError) -> ToolResult:
     return ToolResult(error.payload(), error=True)
-
-
-_EXPIRY = "Sessions expire after a period without calls (2 hours unless configured)."
-
-_SESSION_TOOLS: dict[str, Tool] = {
-    tool.name: tool
-    for tool in (
-        Tool(
-            "session_create",
-            "Create a session",
-            "Create a new session and return its session_id (and, with bind_client, its "
-            "token). Pass the session_id to the other session_* tools. " + _EXPIRY,
-            a.CreateArgs,
-            r.CreateResult,
-            "none",
-            h.create,
-        ),
-        Tool(
-            "session_get",
-            "Read a session",
-            "Return a session's whole state: topic, data, threads, analyses, metrics.",
-            a.SessionArgs,
-            r.GetResult,
-            "required",
-            h.get,
-            read_only=True,
-            idempotent=True,
-        ),
-        Tool(
-            "session_update",
-            "Update session data",
-            "Change the session's data object atomically: set keys to JSON values, "
-            "increment numeric keys, delete keys. All or nothing; the version goes up by "
-            "1. With expected_version the update applies only at that version (else "
-            "error code 'conflict': read the session again and retry).",
-            a.UpdateArgs,
-            r.UpdateResult,
-            "required",
-            h.update,
-            destructive=True,
-        ),
-        Tool(
-            "session_set_working_directory",
-            "Set the working directory",
-            "Set the session's working directory (an absolute path to an existing directory).",
-            a.WorkingDirectoryArgs,
-            r.WorkingDirectoryResult,
-            "required",
-            h.set_directory,
-            prepare=h.check_path,
-            idempotent=True,
-        ),
-        Tool(
-            "session_get_working_directory",
-            "Get the working directory",
-            "Return the session's working directory (null if none is set).",
-            a.SessionArgs,
-            r.WorkingDirectoryResult,
-            "required",
-            h.get_directory,
-            read_only=True,
-            idempotent=True,
-        ),
-        Tool(
-            "session_add_thread",
-            "Add a thread",
-            "Add a named thread (a perspective with its own system prompt and history) to "
-            "the session. Names are unique within a session.",
-            a.AddThreadArgs,
-            r.ThreadResult,
-            "required",
-            h.add_thread,
-        ),
-        Tool(
-            "session_record_analysis",
-            "Record an analysis",
-            "Record an analysis in the session: the prompt, the responses (by perspective "
-            "or as a list) and how long it took. The oldest analyses are dropped past the "
-            "configured bound.",
-            a.RecordAnalysisArgs,
-            r.AnalysisResult,
-            "required",
-            h.record_analysis,
-        ),
-        # session_end: the work layer's (with its handoff), in this place; see below.
-        Tool(
-            "session_list",
-            "List sessions",
-            "List the live sessions, oldest first, a page at a time (pass next_cursor as "
-            "cursor for the next page).",
-            a.ListArgs,
-            r.ListResult,
-            "none",
-            h.list_sessions,
-            read_only=True,
-        ),
-        Tool(
-            "session_stats",
-            "Session statistics",
-            "Manager-wide figures (sessions, operations, error rate, latency percentiles) "
-            "and, for a named session (or this connection's default one, if it exists), "
-            "that session's figures.",
-            a.SessionArgs,
-            r.StatsResult,
-            "optional",
-            h.stats,
-            read_only=True,
-        ),
-        Tool(
-            "health_check",
-            "Health check",
-            "Report whether the server is up, with its version, uptime, session count, "
-            "store and supported protocol versions.",
-            a.NoArgs,
-            r.HealthResult,
-            "none",
-            h.health,
-            read_only=True,
-            idempotent=True,
-        ),
-    )
-}
-
-
-def tool_definitions(*, stateless: bool) -> list[dict[str, Any]]:
-    """The tools/list entries, in a fixed order."""
-    return [tool.definition(stateless=stateless) for tool in TOOLS.values()]
-
-
-# The work-session tools (triact.work) are built on Tool in _work_tools, so they are
-# imported last.
-from ._work_tools import WORK_ERROR_CODES, WORK_TOOLS  # noqa: E402
-
-
-def _in_order() -> dict[str, Tool]:
-    work = {tool.name: tool for tool in WORK_TOOLS}
-    tools: dict[str, Tool] = {}
-    for name, tool in _SESSION_TOOLS.items():
-        if name == "session_list":  # session_end (the work layer's) goes before it
-            tools["session_end"] = work.pop("session_end")
-        tools[name] = tool
-    return tools | work
-
-
-#: Every tool by name, in the order tools/list gives them.
-TOOLS = _in_order()
-#: Every error code a tool result can carry (docs/mcp.md describes each).
-ERROR_CODES = tuple(dict.fromkeys((*_SESSION_ERROR_CODES, *WORK_ERROR_CODES)))

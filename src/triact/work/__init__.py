@@ -2,7 +2,8 @@
 start to end (checkpoints, git state, a handoff for the next session in the same
 directory), remembers the operations a user trusts, and keeps reflections to search.
 
-Open it on a manager with :func:`open_work_sessions`; see ``docs/work.md``.
+Open it on a manager with :func:`open_work_sessions`; offer its MCP tools with
+:func:`work_tools` (``SESSION_TOOLS | work_tools(work)``); see ``docs/work.md``.
 """
 
 from ._backend import MemoryWorkStore, WorkStore
@@ -37,11 +38,13 @@ from ._records import (
 )
 from ._reports import Ended, Started, TrustState, WorkReport
 from ._sqlite import SqliteWorkStore
+from ._tools import WORK_ERROR_CODES, work_tools
 from ._trust import TrustScope, active_grants, is_trusted, scope_of
-from ._work import WorkSessions, open_work_sessions, work_sessions
+from ._work import WorkSessions, open_work_sessions
 
 __all__ = [
     "WORK_DATA_KEY",
+    "WORK_ERROR_CODES",
     "Checkpoint",
     "Ended",
     "FailedRequest",
@@ -79,5 +82,5 @@ __all__ = [
     "render_handoff",
     "scope_of",
     "work_record",
-    "work_sessions",
+    "work_tools",
 ]

@@ -1,7 +1,7 @@
 """Where the work layer keeps what outlives a session: the index of live sessions by
 directory, the last handoff of each directory, and reflections. :class:`WorkStore` is
-the interface; :class:`MemoryWorkStore` keeps them in memory (with a MemoryStore:
-in that store's ``extensions``, so they live as long as its states)."""
+the interface; :class:`MemoryWorkStore` keeps them in memory, for as long as the
+WorkSessions that owns it."""
 
 from __future__ import annotations
 

@@ -40,18 +40,14 @@ from ._sqlite import SqliteWorkStore
 
 logger = logging.getLogger("triact.work")
 
-#: Where a manager's shared WorkSessions is kept, in its store's ``extensions``.
-_EXTENSION = "triact.work"
-_MEMORY_EXTENSION = "triact.work.memory"
-
 
 class WorkSessions:
     """The work layer of one :class:`~triact.SessionManager`.
 
-    Open it with :func:`open_work_sessions`, or take the manager's shared one with
-    :func:`work_sessions` (the MCP tools do). Calls that act on a session take its
-    handle; like the session API they do not check tokens (``start``, which finds a
-    session by its directory, does).
+    Open it with :func:`open_work_sessions`; :func:`~triact.work.work_tools` offers it
+    as MCP tools. It owns what it keeps beside the sessions (its :class:`WorkStore`).
+    Calls that act on a session take its handle; like the session API they do not
+    check tokens (``start``, which finds a session by its directory, does).
     """
 
     def __init__(
@@ -349,34 +345,20 @@ class WorkSessions:
 
 def _store_for(manager: SessionManager) -> WorkStore:
     """The WorkStore that goes with the manager's store: its tables in a SqliteStore's
-    file; otherwise memory kept with the store object (for a store kind this layer does
-    not know, such as a wrapper or a RedisStore, that is not durable: said once, at
-    warning level; pass ``store=`` to do better)."""
+    file; otherwise memory, kept by this WorkSessions (for a store kind this layer does
+    not know, such as a wrapper or a RedisStore, that is not durable: said at warning
+    level; pass ``store=`` to do better)."""
     store = manager.store
     if isinstance(store, SqliteStore):
         return SqliteWorkStore(store)
-    memory = store.extensions.get(_MEMORY_EXTENSION)
-    if memory is None:
-        memory = store.extensions[_MEMORY_EXTENSION] = MemoryWorkStore()
-        if not isinstance(store, MemoryStore):
-            logger.warning(
-                "the work layer keeps directory records, handoffs and reflections in "
-                "memory for this %s (checkpoints and trust stay in the sessions); pass "
-                "WorkSessions(manager, store=...) a WorkStore to keep them durably",
-                type(store).__name__,
-            )
-    assert isinstance(memory, MemoryWorkStore)
-    return memory
-
-
-def work_sessions(manager: SessionManager) -> WorkSessions:
-    """The manager's shared WorkSessions: the one :func:`open_work_sessions` opened, or
-    one with the default WorkConfig, made on first use and kept with the manager's
-    store."""
-    shared = manager.store.extensions.get(_EXTENSION)
-    if not isinstance(shared, WorkSessions) or shared.manager is not manager:
-        shared = manager.store.extensions[_EXTENSION] = WorkSessions(manager)
-    return shared
+    if not isinstance(store, MemoryStore):
+        logger.warning(
+            "the work layer keeps directory records, handoffs and reflections in "
+            "memory for this %s (checkpoints and trust stay in the sessions); pass "
+            "open_work_sessions(manager, store=...) a WorkStore to keep them durably",
+            type(store).__name__,
+        )
+    return MemoryWorkStore()
 
 
 @asynccontextmanager
@@ -386,19 +368,10 @@ async def open_work_sessions(
     *,
     store: WorkStore | None = None,
 ) -> AsyncIterator[WorkSessions]:
-    """A :class:`WorkSessions` for ``manager``, ready (tables created: WorkStoreError
-    here if SQLite lacks FTS5), and the manager's shared one for the block (the MCP
-    tools use it); the previous shared one is restored on exit."""
+    """A :class:`WorkSessions` for ``manager``, ready for the block (tables created:
+    WorkStoreError here if SQLite lacks FTS5). Without ``store``, it keeps its records
+    in the tables of the manager's SqliteStore, or else in memory for as long as it
+    lives."""
     work = WorkSessions(manager, config, store)
     await work.store.prepare()
-    extensions = manager.store.extensions
-    previous = extensions.get(_EXTENSION)
-    extensions[_EXTENSION] = work
-    try:
-        yield work
-    finally:
-        if extensions.get(_EXTENSION) is work:
-            if previous is None:
-                del extensions[_EXTENSION]
-            else:
-                extensions[_EXTENSION] = previous
+    yield work

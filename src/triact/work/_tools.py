@@ -1,39 +1,36 @@
-"""The work-session tools (session_start, session_checkpoint, session_status, the new
-session_end with its handoff, trust_*, reflection_*): their handlers and definitions,
-on :mod:`triact.work` (their arguments and results are in ``_work_args``). They reach
-the work layer through the manager (:func:`triact.work.work_sessions`), so the server
-needs nothing more to offer them.
+"""The work-session tools (session_start, session_checkpoint, session_status, a
+session_end with its handoff, trust_*, reflection_*): their handlers and definitions
+(their arguments and results are in ``_tool_args``). :func:`work_tools` gives them for
+one :class:`WorkSessions`, which each handler takes as its first argument.
 
-As in ``_handlers``, a tool that names a session makes its one session call first.
+As the server requires (see :class:`triact.transport.Tool`), a tool that names a
+session makes its one session call first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Concatenate, ParamSpec, TypeVar
 
+import attrs
+
 from ..sessions import Session
-from ..work import (
+from ..transport import SessionArgs, SessionView, Tool, ToolEnv, ToolError, ToolSet
+from ._errors import (
     GitError,
     GitTimeoutError,
-    Handoff,
     NotAGitRepositoryError,
-    StoredReflection,
-    TrustState,
     WorkDataError,
     WorkDirectoryError,
     WorkError,
     WorkLimitError,
-    WorkSessions,
     WorkStoreError,
-    render_handoff,
-    work_sessions,
 )
-from ._args import SessionArgs
-from ._handlers import ToolEnv
-from ._results import SessionView
-from ._tools import Tool, ToolError
-from ._work_args import (
+from ._handoff import render_handoff
+from ._records import Handoff, StoredReflection
+from ._reports import TrustState
+from ._tool_args import (
     CheckpointArgs,
     CheckpointResult,
     EndArgs,
@@ -47,6 +44,7 @@ from ._work_args import (
     TrustGrantArgs,
     TrustRevokeArgs,
 )
+from ._work import WorkSessions
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -56,21 +54,17 @@ _R = TypeVar("_R")
 
 
 def _reporting(
-    handler: Callable[Concatenate[ToolEnv, _P], Awaitable[_R]],
-) -> Callable[Concatenate[ToolEnv, _P], Awaitable[_R]]:
+    handler: Callable[Concatenate[WorkSessions, ToolEnv, _P], Awaitable[_R]],
+) -> Callable[Concatenate[WorkSessions, ToolEnv, _P], Awaitable[_R]]:
     """Report the work layer's errors under their stable codes."""
 
-    async def run(env: ToolEnv, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    async def run(work: WorkSessions, env: ToolEnv, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
-            return await handler(env, *args, **kwargs)
+            return await handler(work, env, *args, **kwargs)
         except WorkError as exc:
             raise ToolError(exc.code, str(exc)) from None
 
     return run
-
-
-def _work(env: ToolEnv) -> WorkSessions:
-    return work_sessions(env.manager)
 
 
 def _markdown(handoff: Handoff | None) -> str | None:
@@ -78,8 +72,8 @@ def _markdown(handoff: Handoff | None) -> str | None:
 
 
 @_reporting
-async def start(env: ToolEnv, args: StartArgs) -> StartResult:
-    started = await _work(env).start(
+async def start(work: WorkSessions, env: ToolEnv, args: StartArgs) -> StartResult:
+    started = await work.start(
         args.working_directory,
         project=args.project,
         token=args.token,
@@ -96,20 +90,24 @@ async def start(env: ToolEnv, args: StartArgs) -> StartResult:
 
 
 @_reporting
-async def status(env: ToolEnv, session: Session, args: SessionArgs) -> StatusResult:
-    report = await _work(env).status(session)
+async def status(
+    work: WorkSessions, env: ToolEnv, session: Session, args: SessionArgs
+) -> StatusResult:
+    report = await work.status(session)
     return StatusResult(session.id, report, _markdown(report.previous_handoff))
 
 
 @_reporting
-async def checkpoint(env: ToolEnv, session: Session, args: CheckpointArgs) -> CheckpointResult:
-    point = await _work(env).checkpoint(session, args.note, commit=args.commit)
+async def checkpoint(
+    work: WorkSessions, env: ToolEnv, session: Session, args: CheckpointArgs
+) -> CheckpointResult:
+    point = await work.checkpoint(session, args.note, commit=args.commit)
     return CheckpointResult(session.id, point)
 
 
 @_reporting
-async def end(env: ToolEnv, session: Session, args: EndArgs) -> EndResult:
-    ended = await _work(env).end(session, write_handoff=args.write_handoff)
+async def end(work: WorkSessions, env: ToolEnv, session: Session, args: EndArgs) -> EndResult:
+    ended = await work.end(session, write_handoff=args.write_handoff)
     final = ended.final
     env.session_gone(final.id)
     return EndResult(
@@ -125,30 +123,38 @@ async def end(env: ToolEnv, session: Session, args: EndArgs) -> EndResult:
 
 
 @_reporting
-async def trust_grant(env: ToolEnv, session: Session, args: TrustGrantArgs) -> TrustState:
-    return await _work(env).grant(session, args.operation, expires_in=args.expires_in)
+async def trust_grant(
+    work: WorkSessions, env: ToolEnv, session: Session, args: TrustGrantArgs
+) -> TrustState:
+    return await work.grant(session, args.operation, expires_in=args.expires_in)
 
 
 @_reporting
-async def trust_revoke(env: ToolEnv, session: Session, args: TrustRevokeArgs) -> TrustState:
-    return await _work(env).revoke(session, args.operation)
+async def trust_revoke(
+    work: WorkSessions, env: ToolEnv, session: Session, args: TrustRevokeArgs
+) -> TrustState:
+    return await work.revoke(session, args.operation)
 
 
 @_reporting
-async def trust_list(env: ToolEnv, session: Session, args: SessionArgs) -> TrustState:
-    return await _work(env).trusted(session)
+async def trust_list(
+    work: WorkSessions, env: ToolEnv, session: Session, args: SessionArgs
+) -> TrustState:
+    return await work.trusted(session)
 
 
 @_reporting
-async def reflection_store(env: ToolEnv, args: ReflectionStoreArgs) -> StoredReflection:
-    return await _work(env).store_reflection(
-        args.content, tags=args.tags or (), project=args.project
-    )
+async def reflection_store(
+    work: WorkSessions, env: ToolEnv, args: ReflectionStoreArgs
+) -> StoredReflection:
+    return await work.store_reflection(args.content, tags=args.tags or (), project=args.project)
 
 
 @_reporting
-async def reflection_search(env: ToolEnv, args: ReflectionSearchArgs) -> SearchResult:
-    found = await _work(env).search_reflections(
+async def reflection_search(
+    work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
+) -> SearchResult:
+    found = await work.search_reflections(
         args.query, project=args.project, tags=args.tags or (), limit=args.limit
     )
     return SearchResult.of(found)
@@ -174,7 +180,8 @@ WORK_ERROR_CODES = tuple(
     )
 )
 
-WORK_TOOLS: tuple[Tool, ...] = (
+# Each run takes the WorkSessions first: work_tools binds it.
+_TOOLS: tuple[Tool, ...] = (
     Tool(
         "session_start",
         "Start or resume a work session",
@@ -286,3 +293,11 @@ WORK_TOOLS: tuple[Tool, ...] = (
         idempotent=True,
     ),
 )
+
+
+def work_tools(work: WorkSessions) -> ToolSet:
+    """The work tools acting through ``work``: combine them with the session tools,
+    ``SESSION_TOOLS | work_tools(work)``, to serve both (their session_end, which also
+    leaves a handoff, replaces the plain one in its place)."""
+    tools = (attrs.evolve(tool, run=partial(tool.run, work)) for tool in _TOOLS)
+    return ToolSet(tools, WORK_ERROR_CODES)

@@ -1,4 +1,5 @@
-"""``triact serve``: the store, the secret key and the process around the stdio server."""
+"""``triact serve``: the store, the secret key, the session and work layers and the
+process around the stdio server. The one place (with the CLI) that knows every layer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ..sessions import (
+from .sessions import (
     MemoryStore,
     SessionConfig,
     SessionStore,
@@ -20,18 +21,15 @@ from ..sessions import (
     SqliteStore,
     open_session_manager,
 )
-from ..work import WorkConfig, WorkStoreError, open_work_sessions
-from ._framing import DEFAULT_MAX_LINE_BYTES
-from ._jsonrpc import TransportError
-from ._server import ServerOptions
-from ._stdio import serve_stdio
+from .transport import DEFAULT_MAX_LINE_BYTES, SESSION_TOOLS, ServerOptions, serve_stdio
+from .work import WorkConfig, WorkStoreError, open_work_sessions, work_tools
 
-logger = logging.getLogger("triact.transport")
+logger = logging.getLogger("triact.serve")
 
 _KEY_BYTES = 32
 
 
-class ServeConfigError(TransportError):
+class ServeConfigError(Exception):
     """``triact serve`` was configured in a way it cannot run with."""
 
 
@@ -180,7 +178,7 @@ async def _serve(
 ) -> None:
     async with (
         open_session_manager(session_config) as manager,
-        open_work_sessions(manager, work_config),
+        open_work_sessions(manager, work_config) as work,
     ):
-        await serve_stdio(manager, options)
+        await serve_stdio(manager, SESSION_TOOLS | work_tools(work), options)
     logger.info("stopped; the store is flushed")

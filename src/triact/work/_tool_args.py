@@ -1,5 +1,5 @@
-"""The arguments and results of the work-session tools (``_work_tools``), as attrs
-classes: their input and output schemas are derived from these."""
+"""The arguments and results of the work-session tools (``_tools``), as attrs classes:
+their input and output schemas are derived from these."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Annotated
 
 import attrs
 
-from ..work import Checkpoint, Handoff, ReflectionSearch, SearchMethod, WorkReport
-from ._args import SessionArgs
-from ._results import SessionView
-from ._schema import Spec
+from ..transport import SessionArgs, SessionView, Spec
+from ._records import Checkpoint, Handoff, ReflectionSearch, SearchMethod
+from ._reports import WorkReport
 
 # -- arguments -------------------------------------------------------------------------
 
