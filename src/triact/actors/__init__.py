@@ -6,6 +6,7 @@ An :class:`Actor` owns its state and handles its messages one at a time; an
 :class:`RestartPolicy`, stops idle ones and shuts them all down cleanly.
 """
 
+from .._public import fixup_module_metadata
 from ._actor import Actor, SeeThrough, see_through
 from ._deadlines import DeadlineQueue
 from ._errors import (
@@ -42,3 +43,5 @@ __all__ = [
     "open_supervisor",
     "see_through",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)

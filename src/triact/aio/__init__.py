@@ -13,6 +13,7 @@
 See ``docs/embedding.md``.
 """
 
+from .._public import fixup_module_metadata
 from ._bridge import open_asyncio_bridge, run_asyncio
 from ._manager import Session, SessionManager, Subscription, open_session_manager
 
@@ -24,3 +25,5 @@ __all__ = [
     "open_session_manager",
     "run_asyncio",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)

@@ -4,6 +4,7 @@ Open a manager with :func:`open_session_manager`; each session is an actor that
 owns its :class:`SessionState` and handles its calls one at a time.
 """
 
+from .._public import fixup_module_metadata
 from ._codec import SCHEMA_VERSION, decode_state, encode_state, structure_state, unstructure_state
 from ._config import RateLimit, SessionConfig
 from ._errors import (
@@ -87,3 +88,5 @@ __all__ = [
     "unstructure_state",
     "value_problems",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._public import fixup_module_metadata
 from ._checker import HistoryViolation, IdleTimes, check_history, find_violations
 from ._checks import allowed_outcomes, check_run
 from ._faults import (
@@ -115,6 +116,7 @@ def __getattr__(name: str) -> Any:
             "installed: pip install 'hypothesis>=6.100' (or install triact with its testing "
             "extra, pip install '.[testing]' in a checkout)"
         ) from exc
+    fixup_module_metadata(__name__, vars(strategies), _STRATEGIES)
     return getattr(strategies, name)
 
 
@@ -180,3 +182,5 @@ __all__ = [
     "threads",
     "timestamps",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)

@@ -8,6 +8,7 @@ the work tools of :func:`triact.work.work_tools`). Serve them for a
 pair of Trio byte streams with :meth:`McpServer.serve`.
 """
 
+from .._public import fixup_module_metadata
 from ._args import SessionArgs
 from ._framing import DEFAULT_MAX_LINE_BYTES
 from ._handlers import ToolEnv
@@ -55,3 +56,5 @@ __all__ = [
     "TransportError",
     "serve_stdio",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)

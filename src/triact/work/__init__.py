@@ -6,6 +6,7 @@ Open it on a manager with :func:`open_work_sessions`; offer its MCP tools with
 :func:`work_tools` (``SESSION_TOOLS | work_tools(work)``); see ``docs/work.md``.
 """
 
+from .._public import fixup_module_metadata
 from ._backend import MemoryWorkStore, WorkStore
 from ._config import WorkConfig
 from ._errors import (
@@ -84,3 +85,5 @@ __all__ = [
     "work_record",
     "work_tools",
 ]
+
+fixup_module_metadata(__name__, globals(), __all__)
