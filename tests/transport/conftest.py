@@ -162,7 +162,7 @@ async def connect(
     """An McpServer offering ``tools`` for ``manager`` over an in-memory stream; EOF on
     exit, and the server must then return."""
     client, server_end = trio.testing.memory_stream_pair()
-    server = McpServer(manager, tools, ServerOptions(**options))
+    server = McpServer(manager, tools=tools, options=ServerOptions(**options))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve, server_end, server_end)
         peer = Peer(client, server)

@@ -34,7 +34,7 @@ async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
         trio.open_nursery() as nursery,
     ):
         session = await manager.create_session(metadata={"pad": "x" * 1000})
-        server = McpServer(manager, ServerOptions(max_output_bytes=BOUND))
+        server = McpServer(manager, options=ServerOptions(max_output_bytes=BOUND))
         nursery.start_soon(server.serve, server_end, server_end)
         await client.send_all(
             b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'

@@ -72,6 +72,7 @@ class McpServer:
     def __init__(
         self,
         manager: SessionManager,
+        *,
         tools: ToolSet = SESSION_TOOLS,
         options: ServerOptions | None = None,
     ) -> None:

@@ -36,7 +36,7 @@ async def serve_stdio(
     a stray ``print`` in code it runs goes to the log, not into the protocol. Unix
     only (the streams are :class:`trio.lowlevel.FdStream`).
     """
-    server = McpServer(manager, tools, options)
+    server = McpServer(manager, tools=tools, options=options)
     # Duplicates, so that closing the streams leaves fds 0 and 1 to the interpreter.
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     with _stdout_kept_for_protocol() as protocol_fd:
