@@ -188,10 +188,14 @@ def test_every_command_line_names_what_exists(
         _check_command(shlex.split(part), capsys)
 
 
-JSON = list(_blocks("json"))
+CONFIGURATIONS = [(where, code) for where, code in _blocks("json") if '"mcpServers"' in code]
 
 
-@_params(JSON)  # type: ignore[misc]
+def test_the_docs_have_their_client_configurations() -> None:
+    assert len(CONFIGURATIONS) >= 3
+
+
+@_params(CONFIGURATIONS)  # type: ignore[misc]
 def test_every_client_configuration_starts_triact(
     code: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
