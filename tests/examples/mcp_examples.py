@@ -228,14 +228,16 @@ def normalised(text: str) -> Any:
 
 
 def write() -> None:
-    """Replace the page's examples with those of a new run (and add missing ones
-    at the end of their tool's section)."""
+    """Replace the page's examples that differ from those of a new run (beyond ids,
+    times and the like), and add missing ones at the end of their tool's section."""
     text = DOC.read_text()
     for name, (params, result) in run_examples().items():
         new = block(name, params, result)
         marker = re.compile(rf"<!-- example {name} -->\n.*?<!-- /example -->", re.DOTALL)
-        if marker.search(text):
-            text = marker.sub(lambda _: new, text)  # noqa: B023
+        found = marker.search(text)
+        if found:
+            if normalised(found.group(0)) != normalised(new):  # else keep it: no churn
+                text = marker.sub(lambda _: new, text)  # noqa: B023
             continue
         heading = text.index(f"### `{name}`\n")
         end = min(
