@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,7 @@ def test_serve_help_lists_its_options() -> None:
         "--secret-key-file",
         "--shutdown-grace",
         "--allowed-root",
+        "--allow-git-hooks",
         "--git-timeout",
         "--max-reflections-per-project",
         "--max-reflection-chars",
@@ -150,38 +153,59 @@ def test_serve_refuses_a_relative_allowed_root() -> None:
     assert result.stdout == ""
 
 
-def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None:
-    allowed = tmp_path / "allowed"
-    (allowed / "project").mkdir(parents=True)
-    (tmp_path / "elsewhere").mkdir()
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"]
-    command += ["--allowed-root", str(allowed), "--max-reflections-per-project", "2"]
-    command += ["--max-reflection-chars", "10"]
+Call = Callable[[str, dict[str, object]], dict[str, Any]]
+
+
+@contextmanager
+def serving(*options: str) -> Iterator[Call]:
+    """``triact serve --store memory *options``, initialized; yields a function making
+    one tools/call (answered before the next is sent); the server must exit with 0 at
+    end of input."""
+    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *options]
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as server:
         assert server.stdin is not None
         assert server.stdout is not None
+        stdin, stdout = server.stdin, server.stdout
 
         def call(name: str, arguments: dict[str, object]) -> dict[str, Any]:
-            """One tools/call, answered before the next is sent."""
             params = {"name": name, "arguments": arguments}
             request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
-            server.stdin.write(json.dumps(request) + "\n")
-            server.stdin.flush()
-            answer: dict[str, Any] = json.loads(server.stdout.readline())["result"]
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+            answer: dict[str, Any] = json.loads(stdout.readline())["result"]
             return answer
 
-        server.stdin.write(
+        stdin.write(
             '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
             '"2025-11-25","capabilities":{},"clientInfo":{"name":"cli","version":"0"}}}\n'
         )
-        server.stdin.flush()
-        assert "result" in json.loads(server.stdout.readline())
+        stdin.flush()
+        assert "result" in json.loads(stdout.readline())
+        yield call
+        stdin.close()
+        assert server.wait(timeout=60) == 0
 
+
+def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "project").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    options = ["--allowed-root", str(allowed), "--max-reflections-per-project", "2"]
+    with serving(*options, "--max-reflection-chars", "10") as call:
         outside = call("session_start", {"working_directory": str(tmp_path / "elsewhere")})
         assert outside["structuredContent"]["error"]["code"] == "invalid_arguments"
         assert "outside the allowed roots" in outside["structuredContent"]["error"]["message"]
+        # Checked when set, too, and worded alike whether the directory exists or not.
+        for path in (tmp_path / "elsewhere", tmp_path / "nowhere"):
+            created = call("session_create", {"working_directory": str(path)})
+            error = created["structuredContent"]["error"]
+            assert error["code"] == "invalid_arguments"
+            assert error["message"] == (
+                f"working_directory {str(path)!r} is outside the allowed roots of this "
+                "server (triact serve --allowed-root); use a directory inside one of them"
+            )
         assert (
             call("session_start", {"working_directory": str(allowed / "project")})["isError"]
             is False
@@ -193,8 +217,26 @@ def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None
         assert sorted(hit["content"] for hit in found["results"]) == ["note 1", "note 2"]
         too_long = call("reflection_store", {"content": "x" * 11, "tags": [], "project": "p"})
         assert too_long["structuredContent"]["error"]["code"] == "invalid_arguments"
-        server.stdin.close()
-        assert server.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_serve_runs_git_hooks_only_with_allow_git_hooks(tmp_path: Path, allowed: bool) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for command in (["init", "-q", "-b", "main"], ["config", "user.name", "T"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", "config", "user.email", "t@x"], cwd=repo, check=True)
+    (repo / "a.txt").write_text("a\n")
+    marker = tmp_path / "hook-ran"
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\ntouch '{marker}'\n")
+    hook.chmod(0o755)
+    with serving(*(["--allow-git-hooks"] if allowed else [])) as call:
+        started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
+        arguments = {"session_id": started["session_id"], "commit": True}
+        point = call("session_checkpoint", arguments)["structuredContent"]["checkpoint"]
+        assert point["commit"] is not None
+    assert marker.exists() is allowed
 
 
 def test_serve_exits_0_at_end_of_input_and_writes_only_json(tmp_path: Path) -> None:

@@ -94,6 +94,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default: any directory)",
     )
     work.add_argument(
+        "--allow-git-hooks",
+        action="store_true",
+        default=None,
+        help="let checkpoint commits run the repository's git hooks (default: no program "
+        "a repository names ever runs: hooks, filters, fsmonitor, ...)",
+    )
+    work.add_argument(
         "--git-timeout",
         metavar="S",
         type=positive_float,
@@ -152,6 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
             name: value
             for name in (
                 "allowed_roots",
+                "allow_git_hooks",
                 "git_timeout",
                 "max_reflections_per_project",
                 "max_reflection_chars",

@@ -247,3 +247,57 @@ async def test_stateless_era_and_sqlite_search(
         found = await ok(peer, "reflection_search", {"query": "ranks"}, meta=meta)
         assert found["method"] == "fts5-bm25"
         assert found["count"] == 1
+
+
+@pytest.fixture
+async def rooted(
+    manager: triact.SessionManager, tmp_path: Path
+) -> AsyncIterator[tuple[Peer, Path]]:
+    """A connection whose work layer allows only ``tmp_path / "allowed"``."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    async with (
+        open_work_sessions(manager, WorkConfig(allowed_roots=(allowed,))) as work,
+        connect(manager, tools=serve_tools(work), initialize="2025-11-25") as peer,
+    ):
+        yield peer, allowed
+
+
+async def test_a_directory_outside_the_allowed_roots_is_refused_when_set(
+    rooted: tuple[Peer, Path], tmp_path: Path
+) -> None:
+    peer, allowed = rooted
+    (tmp_path / "exists").mkdir()
+    for outside in (tmp_path / "exists", tmp_path / "does-not-exist", allowed / ".." / "exists"):
+        error = await peer.fails("session_create", {"working_directory": str(outside)})
+        assert error["code"] == "invalid_arguments"
+        assert error["message"] == (
+            f"working_directory {str(outside)!r} is outside the allowed roots of this server "
+            "(triact serve --allowed-root); use a directory inside one of them"
+        )
+    assert peer.server.manager.session_count == 0
+    sid = (await ok(peer, "session_create", {"working_directory": str(allowed)}))["session_id"]
+    for outside in (tmp_path / "exists", tmp_path / "does-not-exist"):
+        error = await peer.fails(
+            "session_set_working_directory", {"session_id": sid, "path": str(outside)}
+        )
+        assert error["code"] == "invalid_arguments"
+        assert error["message"].startswith(f"path {str(outside)!r} is outside the allowed roots")
+    got = await ok(peer, "session_get_working_directory", {"session_id": sid})
+    assert (got["working_directory"], got["version"]) == (str(allowed), 1)
+    # Inside the roots, a missing directory is named as such.
+    error = await peer.fails(
+        "session_set_working_directory", {"session_id": sid, "path": str(allowed / "missing")}
+    )
+    assert "does not exist" in error["message"]
+    inner = allowed / "inner"
+    inner.mkdir()
+    done = await ok(peer, "session_set_working_directory", {"session_id": sid, "path": str(inner)})
+    assert done["working_directory"] == str(inner)
+
+
+async def test_the_directory_tools_say_where_a_directory_may_be(peer: Peer) -> None:
+    tools = schemas(peer)
+    for name in ("session_create", "session_set_working_directory"):
+        assert "allowed roots" in tools[name]["description"]
+    assert "not an authorization" in tools["trust_grant"]["description"]

@@ -33,25 +33,27 @@ from ._records import GitState
 _NOT_A_REPOSITORY = 128  # git's exit status outside a repository
 
 
-def check_directory(path: str | os.PathLike[str], config: WorkConfig) -> str:
+def check_directory(
+    path: str | os.PathLike[str], config: WorkConfig, field: str = "working_directory"
+) -> str:
     """The resolved form of ``path`` (an absolute path to an existing directory inside
-    the allowed roots); WorkDirectoryError otherwise. A path outside the allowed roots
-    is refused before its existence is looked at, so the refusal says nothing about
-    it. Touches the disk: run it in a thread."""
+    the allowed roots); WorkDirectoryError otherwise, naming ``field``. A path outside
+    the allowed roots is refused before its existence is looked at, so the refusal
+    says nothing about it. Touches the disk: run it in a thread."""
     text = os.fspath(path)
     if not isinstance(text, str) or not text or "\x00" in text:
-        raise WorkDirectoryError(f"working_directory must be a path, got {text!r}")
+        raise WorkDirectoryError(f"{field} must be a path, got {text!r}")
     if not os.path.isabs(text):
-        raise WorkDirectoryError(f"working_directory must be an absolute path, got {text!r}")
+        raise WorkDirectoryError(f"{field} must be an absolute path, got {text!r}")
     resolved = os.path.realpath(text)
     roots = config.allowed_roots
     if roots is not None and not any(_inside(resolved, root) for root in roots):
         raise WorkDirectoryError(
-            f"working_directory {text!r} is outside the allowed roots of this server "
+            f"{field} {text!r} is outside the allowed roots of this server "
             "(triact serve --allowed-root); use a directory inside one of them"
         )
     if not os.path.isdir(resolved):
-        raise WorkDirectoryError(f"working_directory {text!r} does not exist or is not a directory")
+        raise WorkDirectoryError(f"{field} {text!r} does not exist or is not a directory")
     return resolved
 
 

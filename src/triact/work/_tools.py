@@ -30,6 +30,7 @@ from ._errors import (
 from ._handoff import render_handoff
 from ._records import Handoff, StoredReflection
 from ._reports import TrustState
+from ._rooted import rooted_tools
 from ._tool_args import (
     CheckpointArgs,
     CheckpointResult,
@@ -236,9 +237,13 @@ _TOOLS: tuple[Tool, ...] = (
     Tool(
         "trust_grant",
         "Trust an operation",
-        "Record that the user approved an operation for this session (its client binding, "
-        "when bound), until revoked or for expires_in seconds. Granting again replaces the "
-        "expiry. Returns the operations trusted now. " + _SESSION_ERRORS,
+        "Record, for this session (its client binding, when bound), that the user said an "
+        "operation needs no further confirmation, until revoked or for expires_in seconds. "
+        "A grant is a note the client keeps about itself, not an authorization: triact "
+        "does not know the user, cannot check that they approved anything, and permits "
+        "or refuses nothing because of a grant (any caller holding the session may "
+        "grant). Granting again replaces the expiry. Returns the operations trusted now. "
+        + _SESSION_ERRORS,
         TrustGrantArgs,
         TrustState,
         "required",
@@ -260,7 +265,8 @@ _TOOLS: tuple[Tool, ...] = (
         "trust_list",
         "List trusted operations",
         "The operations this session (its client binding, when bound) trusts now, with "
-        "when each was granted and when it expires. " + _SESSION_ERRORS,
+        "when each was granted and when it expires: notes the client recorded with "
+        "trust_grant, not authorizations from the user. " + _SESSION_ERRORS,
         SessionArgs,
         TrustState,
         "required",
@@ -297,7 +303,9 @@ _TOOLS: tuple[Tool, ...] = (
 
 def work_tools(work: WorkSessions) -> ToolSet:
     """The work tools acting through ``work``: combine them with the session tools,
-    ``SESSION_TOOLS | work_tools(work)``, to serve both (their session_end, which also
-    leaves a handoff, replaces the plain one in its place)."""
+    ``SESSION_TOOLS | work_tools(work)``, to serve both. Three replace session tools
+    in their place: session_end, which also leaves a handoff, and session_create and
+    session_set_working_directory, which check a working directory against the allowed
+    roots when it is set."""
     tools = (attrs.evolve(tool, run=partial(tool.run, work)) for tool in _TOOLS)
-    return ToolSet(tools, WORK_ERROR_CODES)
+    return ToolSet((*rooted_tools(work), *tools), WORK_ERROR_CODES)
