@@ -301,3 +301,28 @@ async def test_the_directory_tools_say_where_a_directory_may_be(peer: Peer) -> N
     for name in ("session_create", "session_set_working_directory"):
         assert "allowed roots" in tools[name]["description"]
     assert "not an authorization" in tools["trust_grant"]["description"]
+
+
+def _arm(repo: Path, trap: Path) -> None:
+    """Name ``trap`` as the repository's fsmonitor, pager, editor, gpg and hooks."""
+    for key in ("core.fsmonitor", "core.pager", "core.editor", "gpg.program"):
+        subprocess.run(["git", "config", key, str(trap)], cwd=repo, check=True)
+    subprocess.run(["git", "config", "commit.gpgSign", "true"], cwd=repo, check=True)
+    for hook in ("pre-commit", "post-commit", "post-index-change", "reference-transaction"):
+        (repo / ".git" / "hooks" / hook).symlink_to(trap)
+
+
+async def test_the_work_tools_run_no_program_of_a_hostile_repository(
+    peer: Peer, repo: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    trap = tmp_path / "trap"
+    trap.write_text(f"#!/bin/sh\necho \"$0 $*\" >> '{marker}'\ncat\n")
+    trap.chmod(0o755)
+    _arm(repo, trap)
+    sid = (await ok(peer, "session_start", {"working_directory": str(repo)}))["session_id"]
+    await ok(peer, "session_status", {"session_id": sid})
+    point = await ok(peer, "session_checkpoint", {"session_id": sid, "commit": True})
+    assert point["checkpoint"]["commit"] is not None
+    await ok(peer, "session_end", {"session_id": sid, "write_handoff": True})
+    assert not marker.exists()
