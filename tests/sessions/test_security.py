@@ -474,6 +474,41 @@ async def test_a_lock_stored_by_an_older_triact_throttles_but_lets_the_token_in(
         assert throttled.value.retry_after == pytest.approx(200.0)
 
 
+# -- what a caller may list --------------------------------------------------------------
+
+
+@STORES
+async def test_usable_sessions_are_the_unbound_and_those_of_the_tokens_given(
+    open_manager: OpenManager, tmp_path: Path, kind: str, mock_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager(store=a_store(kind, tmp_path), passivate_after=1.0) as manager:
+        unbound = await manager.create_session()
+        mine = await manager.create_session(bind_client=True)
+        theirs = await manager.create_session(bind_client=True)
+        for session in (unbound, mine, theirs):
+            await session.snapshot()
+        mock_clock.jump(2.0)
+        await trio.testing.wait_all_tasks_blocked()
+        # passivated: with SQLite their states are read from the store
+        assert ((await manager.stats()).passivated, manager.session_count) == (3, 3)
+
+        def ids(states: list[triact.SessionState]) -> list[str]:
+            return [state.id for state in states]
+
+        assert ids(await manager.usable_sessions()) == [unbound.id]
+        assert mine.token is not None
+        assert theirs.token is not None
+        assert ids(await manager.usable_sessions([mine.token, "wrong"])) == [unbound.id, mine.id]
+        both = [theirs.token, mine.token]
+        assert ids(await manager.usable_sessions(both)) == [unbound.id, mine.id, theirs.id]
+        with pytest.raises(TypeError, match="collection of tokens"):
+            await manager.usable_sessions(mine.token)
+        assert (await manager.stats()).active_actors == 0  # looking called no session
+        state = await theirs.snapshot()  # and was no refusal: nothing changed
+        assert (state.version, state.security_events) == (1, ())
+        assert (await manager.stats()).security_failures == 0
+
+
 # -- secret key ------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import triact
 from triact.transport import ERROR_CODES
@@ -16,7 +17,7 @@ from triact.transport._protocol import SERVER_INFO
 from triact.transport._tools import ToolResult
 from triact.work import WORK_ERROR_CODES
 
-from .conftest import Peer, connect, envelope
+from .conftest import Peer, connect, envelope, serving
 
 
 async def create(peer: Peer, **arguments: Any) -> dict[str, Any]:
@@ -247,10 +248,10 @@ async def test_bound_sessions_need_their_token(peer: Peer) -> None:
         "missing_token",
         "invalid_token",
     ]
-    listed = await peer.ok("session_list")
+    listed = await peer.ok("session_list", {"tokens": [token]})
     summary = next(s for s in listed["sessions"] if s["session_id"] == session_id)
     assert summary["bound"] is True
-    assert summary["topic"] is None
+    assert summary["topic"] == "secret"
 
 
 async def test_wrong_tokens_never_lock_out_the_owner_nor_move_the_version(peer: Peer) -> None:
@@ -310,6 +311,56 @@ async def test_list_cursor_survives_ended_sessions(peer: Peer) -> None:
     await peer.ok("session_end", {"session_id": ids[0]})
     second = await peer.ok("session_list", {"limit": 3, "cursor": first["next_cursor"]})
     assert [s["session_id"] for s in second["sessions"]] == ids[3:]
+
+
+async def test_list_shows_a_caller_only_the_sessions_it_may_use(peer: Peer) -> None:
+    unbound = (await create(peer, topic="open"))["session_id"]
+    mine = await create(peer, bind_client=True, topic="mine")
+    theirs = await create(peer, bind_client=True, topic="theirs")
+
+    listed = await peer.ok("session_list")
+    assert [s["session_id"] for s in listed["sessions"]] == [unbound]
+    assert listed["total"] == 1
+    assert mine["session_id"] not in json.dumps(listed)
+    assert theirs["session_id"] not in json.dumps(listed)
+
+    listed = await peer.ok("session_list", {"tokens": [mine["token"], "not a token"]})
+    assert [(s["session_id"], s["topic"], s["bound"]) for s in listed["sessions"]] == [
+        (unbound, "open", False),
+        (mine["session_id"], "mine", True),
+    ]
+    assert listed["total"] == 2
+    assert theirs["session_id"] not in json.dumps(listed)
+
+    both = [mine["token"], theirs["token"]]
+    first = await peer.ok("session_list", {"tokens": both, "limit": 2})
+    rest = await peer.ok("session_list", {"tokens": both, "cursor": first["next_cursor"]})
+    assert [s["session_id"] for s in first["sessions"] + rest["sessions"]] == [
+        unbound,
+        mine["session_id"],
+        theirs["session_id"],
+    ]
+    assert (first["total"], rest["next_cursor"]) == (3, None)
+
+    # a token that opens no session is no refusal: nothing recorded, nothing changed
+    arguments = {"session_id": theirs["session_id"], "token": theirs["token"]}
+    state = (await peer.ok("session_get", arguments))["session"]
+    assert (state["version"], state["security_events"]) == (1, [])
+
+
+async def test_list_takes_at_most_100_tokens(peer: Peer) -> None:
+    error = await peer.fails("session_list", {"tokens": ["t"] * 101})
+    assert error["code"] == "invalid_arguments"
+    assert "tokens" in error["message"]
+
+
+async def test_listing_keeps_no_session_alive(autojump_clock: object) -> None:
+    async with serving(idle_ttl=100.0) as (_, peer):
+        await create(peer)
+        for _ in range(30):
+            await trio.sleep(5.0)
+            listed = await peer.ok("session_list")
+        assert listed["total"] == 0  # expired at 100 s, listed or not
 
 
 async def test_list_refuses_a_made_up_cursor(peer: Peer) -> None:

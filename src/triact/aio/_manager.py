@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from types import TracebackType
@@ -93,6 +93,11 @@ class SessionManager:
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
         return self._manager.session_ids()
+
+    async def usable_sessions(self, tokens: Iterable[str] = ()) -> list[SessionState]:
+        """The states of the live sessions a caller holding ``tokens`` may use: see
+        :meth:`triact.SessionManager.usable_sessions`."""
+        return await self._run.call(self._manager.usable_sessions, tokens)
 
     async def create_session(
         self,

@@ -14,7 +14,7 @@ import math
 import os
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,7 +34,7 @@ from ._errors import (
 )
 from ._events import EventKind, SessionEvent, Subscription
 from ._limits import check_state
-from ._security import token_digest
+from ._security import opens, token_digest
 from ._session import GoneReason, Session, _Entry
 from ._state import ClientBinding, SessionState
 from ._stats import LatencySummary, ManagerStats
@@ -203,6 +203,38 @@ class SessionManager:
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
         return list(self._sessions)
+
+    async def usable_sessions(self, tokens: Iterable[str] = ()) -> list[SessionState]:
+        """The last committed states of the live sessions that a caller holding
+        ``tokens`` may use, oldest first: every unbound session, and each bound one whose
+        token is among ``tokens``. Of the others, not even their number shows.
+
+        Looking is not a call to the sessions: it records no refusal and is not
+        activity for their idle time. A session whose state is not in memory
+        (passivated with a durable store) is read from the store; SessionStoreError if
+        that fails.
+        """
+        if isinstance(tokens, str):
+            raise TypeError("usable_sessions() takes a collection of tokens, not one str")
+        digests = [self._token_digest(token) for token in tokens]
+        usable = []
+        for i, entry in enumerate(list(self._sessions.values())):
+            state = entry.state
+            if state is None:
+                try:
+                    state = await self.store.load(entry.id)
+                except SessionError:
+                    raise
+                except Exception as exc:
+                    raise SessionStoreError(
+                        f"listing sessions: the store failed to load session {entry.id!r}: {exc!r}"
+                    ) from exc
+            elif i % 1024 == 1023:
+                await trio.lowlevel.checkpoint()
+            if state is not None and entry.gone is None and opens(digests, state.client_binding):
+                usable.append(state)
+        await trio.lowlevel.checkpoint()
+        return usable
 
     async def remove_session(self, session_id: str) -> bool:
         """Remove a session at once; True if it existed.

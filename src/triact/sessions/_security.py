@@ -26,7 +26,7 @@ import attrs
 
 from ._config import SessionConfig
 from ._errors import SessionSecurityError, SessionThrottledError
-from ._state import SecurityEvent, SessionState
+from ._state import ClientBinding, SecurityEvent, SessionState
 
 logger = logging.getLogger("triact.sessions")
 
@@ -38,6 +38,16 @@ INVALID, MISSING, THROTTLED, LEGACY_LOCKED = "invalid_token", "missing_token", "
 def token_digest(key: bytes, token: str) -> str:
     """The hex HMAC-SHA256 of ``token`` under ``key``: what a binding stores."""
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def opens(digests: list[str], binding: ClientBinding | None) -> bool:
+    """Whether a caller holding the tokens of ``digests`` (their :func:`token_digest`)
+    may use a session with ``binding``: no binding, or one of them is its token."""
+    if binding is None:
+        return True
+    # Every digest is compared (in constant time): how many match, or which, does not
+    # show in the time taken.
+    return sum(hmac.compare_digest(d, binding.token_hmac) for d in digests) > 0
 
 
 class SessionGuard:

@@ -215,6 +215,14 @@ class ListArgs:
         str | None, Spec("The next_cursor of the previous page; omit for the first.")
     ] = None
     limit: Annotated[int, Spec("Sessions per page.", minimum=1, maximum=500)] = 50
+    tokens: Annotated[
+        list[str] | None,
+        Spec(
+            "Tokens of bound sessions to list too (their session_create or session_start "
+            "token); without them only unbound sessions are listed.",
+            maxItems=100,
+        ),
+    ] = None
 
 
 @attrs.frozen(kw_only=True)

@@ -23,9 +23,7 @@ import trio
 from .._version import __version__
 from ..sessions import (
     Session,
-    SessionClosedError,
     SessionManager,
-    SessionNotFoundError,
     SessionState,
 )
 from . import _args as a
@@ -189,26 +187,31 @@ def _cursor_start(cursor: str, ids: list[str]) -> int:
         return min(at, len(ids))  # that session is gone: best effort
 
 
+async def listable_sessions(env: ToolEnv, args: a.ListArgs) -> list[SessionState]:
+    """The sessions session_list shows this caller: only those it may use, so that the
+    others' ids, and their number, stay unknown to it. Over stdio: every unbound
+    session and the bound ones whose token the caller presents. (A transport whose
+    callers are principals, as HTTP's bearer tokens name them, narrows this to the
+    principal's own sessions here.)"""
+    return await env.manager.usable_sessions(args.tokens or ())
+
+
 async def list_sessions(env: ToolEnv, args: a.ListArgs) -> r.ListResult:
-    manager = env.manager
-    ids = manager.session_ids()
+    """A page of :func:`listable_sessions`, from their committed states: listing is no
+    call to the sessions, so it keeps none of them alive."""
+    states = await listable_sessions(env, args)
+    ids = [state.id for state in states]
     start = _cursor_start(args.cursor, ids) if args.cursor is not None else 0
-    page = ids[start : start + args.limit]
-    summaries = []
-    for session_id in page:
-        try:
-            state = await (await manager.get_session(session_id)).snapshot()
-        except (SessionNotFoundError, SessionClosedError):
-            continue  # ended while we listed
-        bound = state.client_binding is not None
-        summaries.append(
-            r.SessionSummary(
-                state.id, None if bound else state.topic, state.version, state.last_used, bound
-            )
+    page = states[start : start + args.limit]
+    summaries = tuple(
+        r.SessionSummary(
+            state.id, state.topic, state.version, state.last_used, state.client_binding is not None
         )
+        for state in page
+    )
     end = start + len(page)
-    next_cursor = _encode_cursor(page[-1], end) if page and end < len(ids) else None
-    return r.ListResult(tuple(summaries), next_cursor, len(ids), env.default_session_id)
+    next_cursor = _encode_cursor(page[-1].id, end) if page and end < len(ids) else None
+    return r.ListResult(summaries, next_cursor, len(ids), env.default_session_id)
 
 
 async def stats(env: ToolEnv, session: Session | None, args: a.SessionArgs) -> r.StatsResult:

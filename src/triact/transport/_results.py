@@ -128,7 +128,7 @@ class EndResult:
 @attrs.frozen
 class SessionSummary:
     session_id: str
-    topic: str | None = attrs.field(metadata={"description": "Hidden (null) for bound sessions."})
+    topic: str | None
     version: int
     last_used: float
     bound: bool
@@ -140,7 +140,9 @@ class ListResult:
     next_cursor: str | None = attrs.field(
         metadata={"description": "Pass as 'cursor' for the next page; null on the last."}
     )
-    total: int = attrs.field(metadata={"description": "Live sessions when this page was read."})
+    total: int = attrs.field(
+        metadata={"description": "Sessions listed (all pages) when this page was read."}
+    )
     default_session_id: str | None = attrs.field(
         metadata={"description": "This connection's default session, if created."}
     )

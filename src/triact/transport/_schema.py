@@ -123,4 +123,6 @@ def constraint_problems(instance: Any, path: str) -> list[str]:
             problems.append(f"{where}: must have at least {keywords['minLength']} character(s)")
         if "maxLength" in keywords and len(value) > keywords["maxLength"]:
             problems.append(f"{where}: must have at most {keywords['maxLength']} characters")
+        if "maxItems" in keywords and len(value) > keywords["maxItems"]:
+            problems.append(f"{where}: must have at most {keywords['maxItems']} items")
     return problems
