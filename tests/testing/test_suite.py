@@ -81,6 +81,27 @@ def test_sqlite_store_with_faults(program: Program) -> None:
 
 
 @given(programs(faults=st.none() | fault_schedules, with_shutdown=True))
+# A lookup of an expired session, refused as the manager closes: no sign it was live.
+@example(
+    Program(
+        sessions=2,
+        tasks=(
+            (Step("update", 0),),
+            (
+                Step("update", 0, lookup=True),
+                Step("read", 0),
+                Step("update", 0, duration=3.0),
+                Step("update", 0, pause=1.0),
+                Step("update", 0, pause=6.0, lookup=True),
+                Step("read", 0),
+            ),
+        ),
+        idle_ttl=2.0,
+        mailbox_size=1,
+        shutdown_after=10.0,
+        shutdown_grace=0.5,
+    )
+)
 def test_shutdown_while_callers_go_on(program: Program) -> None:
     run_and_check(program)
 

@@ -442,9 +442,10 @@ def _check_ttl(
         assert op.returned_at is not None
         if shutdown_seq is not None and op.call_seq > shutdown_seq:
             continue
-        saw_gone = op.outcome == "gone" or (
-            op.outcome == "closed" and (shutdown_seq is None or (op.return_seq or 0) < shutdown_seq)
-        )
+        closed_by_shutdown = shutdown_seq is not None and (op.return_seq or 0) > shutdown_seq
+        if op.outcome == "closed" and closed_by_shutdown:
+            continue  # refused because the manager closed: it says nothing of the session
+        saw_gone = op.outcome == "gone" or op.outcome == "closed"
         before = idle.longest_before(op.called_at)
         if not saw_gone and before > idle_ttl + granularity + _EPS:
             raise HistoryViolation(
