@@ -195,12 +195,12 @@ def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None
     options = ["--allowed-root", str(allowed), "--max-reflections-per-project", "2"]
     with serving(*options, "--max-reflection-chars", "10") as call:
         outside = call("session_start", {"working_directory": str(tmp_path / "elsewhere")})
-        assert outside["structuredContent"]["error"]["code"] == "invalid_arguments"
-        assert "outside the allowed roots" in outside["structuredContent"]["error"]["message"]
+        assert outside["_meta"]["triact/error"]["code"] == "invalid_arguments"
+        assert "outside the allowed roots" in outside["_meta"]["triact/error"]["message"]
         # Checked when set, too, and worded alike whether the directory exists or not.
         for path in (tmp_path / "elsewhere", tmp_path / "nowhere"):
             created = call("session_create", {"working_directory": str(path)})
-            error = created["structuredContent"]["error"]
+            error = created["_meta"]["triact/error"]
             assert error["code"] == "invalid_arguments"
             assert error["message"] == (
                 f"working_directory {str(path)!r} is outside the allowed roots of this "
@@ -216,7 +216,7 @@ def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None
         found = call("reflection_search", {"query": "note", "project": "p"})["structuredContent"]
         assert sorted(hit["content"] for hit in found["results"]) == ["note 1", "note 2"]
         too_long = call("reflection_store", {"content": "x" * 11, "tags": [], "project": "p"})
-        assert too_long["structuredContent"]["error"]["code"] == "invalid_arguments"
+        assert too_long["_meta"]["triact/error"]["code"] == "invalid_arguments"
 
 
 @pytest.mark.parametrize("allowed", [False, True])

@@ -14,6 +14,8 @@ from typing import Any
 
 import trio
 
+from .transport import ERROR_META_KEY
+
 #: The server the demo starts: this interpreter's triact, sessions kept in memory.
 SERVE = (sys.executable, "-m", "triact", "serve", "--store", "memory")
 PROTOCOL = "2025-11-25"
@@ -67,9 +69,11 @@ class Client:
         return await self.answer(message["id"])
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Call a tool; return its structured content (``{"error": ...}`` for a tool
-        error)."""
+        """Call a tool; return its structured content, or ``{"error": ...}`` with the
+        error object of a tool error."""
         result = await self.request("tools/call", {"name": tool, "arguments": arguments})
+        if result.get("isError"):
+            return {"error": result["_meta"][ERROR_META_KEY]}
         structured: dict[str, Any] = result["structuredContent"]
         return structured
 

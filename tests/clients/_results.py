@@ -21,3 +21,16 @@ def content(answer: dict[str, Any]) -> Any:
     assert result["isError"] is False, result
     assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
     return result["structuredContent"]
+
+
+def error(answer: dict[str, Any]) -> dict[str, Any]:
+    """The error object of a tool error, as the client returned it (not thrown): in
+    ``_meta``, its code and message also in the text block, no structured content."""
+    result = answer["result"]
+    assert result["isError"] is True, result
+    assert "structuredContent" not in result, result
+    failure: dict[str, Any] = result["_meta"]["triact/error"]
+    assert result["content"] == [
+        {"type": "text", "text": f"{failure['code']}: {failure['message']}"}
+    ], result
+    return failure

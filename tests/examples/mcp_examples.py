@@ -138,6 +138,9 @@ def run_examples() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
             sid = call("session_create", topic="review", metadata={"team": "docs"})["session_id"]
             call("session_get", session_id=sid)
             call("session_update", session_id=sid, set={"status": "draft"}, increment={"edits": 1})
+            call("session_update", session_id=sid, set={"status": "final"}, expected_version=1)
+            examples["conflict"] = examples.pop("session_update")
+            call("session_update", session_id=sid, set={"status": "draft"}, increment={"edits": 1})
             call("session_set_working_directory", session_id=sid, path=str(project))
             call("session_get_working_directory", session_id=sid)
             call("session_add_thread", session_id=sid, name="critic", system_prompt="Find flaws.")
@@ -208,8 +211,20 @@ def block(name: str, params: dict[str, Any], result: dict[str, Any]) -> str:
 
 def normalised(text: str) -> Any:
     """The JSON blocks of an example, with the values that vary from run to run
-    replaced by what they are (each distinct id by its order of appearance)."""
-    seen: dict[Any, str] = {}
+    replaced by what they are (each distinct id by its order of appearance, in
+    messages too)."""
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)]
+    ids: dict[str, str] = {}
+
+    def collect(value: Any, key: str | None) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                collect(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v, key)
+        elif _VOLATILE.get(key or "") == "id" and isinstance(value, str):
+            ids.setdefault(value, f"<id {len(ids) + 1}>")
 
     def walk(value: Any, key: str | None) -> Any:
         if isinstance(value, dict):
@@ -217,14 +232,15 @@ def normalised(text: str) -> Any:
         if isinstance(value, list):
             return [walk(v, key) for v in value]
         kind = _VOLATILE.get(key or "")
-        if kind is None or value is None:
-            return value
-        if kind == "id":
-            return seen.setdefault(value, f"<id {len(seen) + 1}>")
-        return f"<{kind}>"
+        if kind is not None and value is not None:
+            return ids.get(value, f"<{kind}>") if kind == "id" else f"<{kind}>"
+        if isinstance(value, str):
+            for found, label in ids.items():
+                value = value.replace(found, label)
+        return value
 
-    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
-    return [walk(json.loads(b), None) for b in blocks]
+    collect(blocks, None)
+    return [walk(block, None) for block in blocks]
 
 
 def write() -> None:

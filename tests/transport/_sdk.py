@@ -76,5 +76,7 @@ def structured(result: Any) -> dict[str, Any]:
 def error(result: Any) -> dict[str, Any]:
     """The error object of a failed tool result."""
     assert result.is_error is True, result
-    failure: dict[str, Any] = result.structured_content["error"]
+    assert result.structured_content is None, result
+    failure: dict[str, Any] = result.meta["triact/error"]
+    assert result.content[0].text == f"{failure['code']}: {failure['message']}"
     return failure

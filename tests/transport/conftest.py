@@ -19,6 +19,18 @@ CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 
 
+def error_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The error object of an error result: in ``_meta``, its code also the text's
+    prefix; no ``structuredContent`` (the output schemas describe results only)."""
+    assert result["isError"] is True, result
+    assert "structuredContent" not in result, result
+    error: dict[str, Any] = result["_meta"]["triact/error"]
+    assert result["content"] == [
+        {"type": "text", "text": f"{error['code']}: {error['message']}"}
+    ], result
+    return error
+
+
 def envelope(version: str = STATELESS, **extra: Any) -> dict[str, Any]:
     """The per-request ``_meta`` of the stateless revision."""
     return {
@@ -143,9 +155,7 @@ class Peer:
 
     async def fails(self, tool: str, arguments: dict[str, Any] | None = None, **kw: Any) -> Any:
         """Call a tool that must fail; return its error object."""
-        result = await self.call(tool, arguments, **kw)
-        assert result["isError"] is True, result
-        return result["structuredContent"]["error"]
+        return error_of(await self.call(tool, arguments, **kw))
 
     async def close(self) -> None:
         await self.stream.send_stream.aclose()  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ import trio.testing
 import triact
 from triact.transport import SESSION_TOOLS, ToolSet
 
-from .conftest import Peer, connect, serving
+from .conftest import Peer, connect, error_of, serving
 
 
 @asynccontextmanager
@@ -149,8 +149,8 @@ async def test_a_flood_on_one_session_is_busy_and_others_go_on() -> None:
                 assert done["data"] == {"n": i + 1}
             busy = [m for m in flood if m["id"] in peer.responses]
             for message in busy:
-                error = (await peer.response(message["id"]))["result"]["structuredContent"]
-                assert error["error"]["code"] == "busy"
+                error = error_of((await peer.response(message["id"]))["result"])
+                assert error["code"] == "busy"
             assert len(busy) == 50 - 8
             release.set()
         results = [(await peer.response(m["id"]))["result"] for m in flood if m not in busy]

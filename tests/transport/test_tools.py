@@ -480,14 +480,16 @@ def old_encoding(
         text = f"{structured['error']['code']}: {structured['error']['message']}"
     else:
         text = json.dumps(structured, ensure_ascii=False, separators=(",", ":"))
-    result: dict[str, Any] = {
-        "content": [{"type": "text", "text": text}],
-        "structuredContent": structured,
-        "isError": error,
-    }
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+    if not error:  # an error's object is in _meta: output schemas describe results
+        result["structuredContent"] = structured
+    result["isError"] = error
+    meta: dict[str, Any] = {"triact/error": structured["error"]} if error else {}
     if stateless:
         result["resultType"] = "complete"
-        result["_meta"] = {"io.modelcontextprotocol/serverInfo": dict(SERVER_INFO)}
+        meta["io.modelcontextprotocol/serverInfo"] = dict(SERVER_INFO)
+    if meta:
+        result["_meta"] = meta
     return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 

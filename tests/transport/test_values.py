@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Peer, connect, envelope
+from .conftest import Peer, connect, envelope, error_of
 from .test_stdio import INITIALIZE, call, raw_server
 
 DEEP = "[" * 500 + "]" * 500
@@ -77,9 +77,7 @@ async def test_a_bad_value_is_a_tool_error_naming_its_field(
     session_id = (await peer.ok("session_create", {}, **meta))["session_id"]
     meta_json = ',"_meta":' + json.dumps(envelope()) if stateless else ""
     await peer.send_raw(raw_call(7, tool, session_id, rest, meta_json))
-    result = (await peer.response(7))["result"]
-    assert result["isError"] is True
-    error = result["structuredContent"]["error"]
+    error = error_of((await peer.response(7))["result"])
     assert error["code"] == "invalid_arguments"
     assert problem in error["message"]
     await unchanged(peer, session_id, **meta)
@@ -104,7 +102,7 @@ async def test_session_create_with_overflowing_metadata_creates_nothing(peer: Pe
         b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"session_create",'
         b'"arguments":{"metadata":{"t":[1e400]}}}}\n'
     )
-    error = (await peer.response(7))["result"]["structuredContent"]["error"]
+    error = error_of((await peer.response(7))["result"])
     assert error["code"] == "invalid_arguments"
     assert "arguments.metadata.t[0]: number must be finite" in error["message"]
     assert (await peer.ok("session_list", {}))["total"] == 0
@@ -123,7 +121,7 @@ async def test_bad_values_are_refused_and_the_session_survives_a_restart(tmp_pat
             await server.send(raw_call(10 + index, str(tool), session_id, str(rest)))
             answer = await server.receive()
             assert answer["id"] == 10 + index
-            error = answer["result"]["structuredContent"]["error"]
+            error = error_of(answer["result"])
             assert (error["code"], problem in error["message"]) == ("invalid_arguments", True)
         await server.send(call(2, "session_update", {"session_id": session_id, "set": {"a": 1}}))
         assert (await server.receive())["result"]["isError"] is False

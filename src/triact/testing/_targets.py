@@ -24,6 +24,7 @@ from ..sessions import (
     SqliteStore,
     open_session_manager,
 )
+from ..transport import ERROR_META_KEY
 from ._faults import FaultyStore, InjectedError, failing_update, slow_update
 from ._history import Call, Outcome
 from ._model import DataChange
@@ -237,9 +238,12 @@ class McpStdioClient:
         return result
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
-        """(is_error, structured content) of a tools/call."""
+        """(is_error, structured content) of a tools/call; for an error, the content is
+        ``{"error": <the error object the result carries in _meta>}``."""
         result = await self.request("tools/call", {"name": name, "arguments": arguments})
-        return bool(result.get("isError")), result.get("structuredContent")
+        if result.get("isError"):
+            return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
+        return False, result.get("structuredContent")
 
     async def aclose(self) -> None:
         self._outbox.close()

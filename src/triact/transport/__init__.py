@@ -28,11 +28,12 @@ from ._schema import Spec
 from ._server import McpServer, ServerOptions
 from ._session_tools import SESSION_TOOLS
 from ._stdio import serve_stdio
-from ._tools import ERROR_CODES, Tool, ToolError, ToolSet
+from ._tools import ERROR_CODES, ERROR_META_KEY, Tool, ToolError, ToolSet
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "ERROR_CODES",
+    "ERROR_META_KEY",
     "HANDSHAKE_VERSIONS",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",

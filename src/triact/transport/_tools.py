@@ -24,7 +24,7 @@ from ..sessions import (
 )
 from ._args import converter
 from ._jsonrpc import RequestId, encode_json
-from ._protocol import STATELESS_MEMBERS
+from ._protocol import SERVER_INFO, SERVER_INFO_KEY, STATELESS_MEMBERS
 from ._schema import object_schema
 
 SessionUse = Literal["none", "required", "optional"]
@@ -199,9 +199,21 @@ def domain_error(exc: Exception) -> ToolError | None:
     return ToolError(code, str(exc), **details)
 
 
+#: The ``_meta`` key of an error result that holds the error object: ``{"code",
+#: "message", ...details}``.
+ERROR_META_KEY = "triact/error"
+
+
 class ToolResult:
-    """A CallToolResult before encoding: its structured content, and whether it reports
-    an error; its text rendering is made when it is encoded (:meth:`line`)."""
+    """A CallToolResult before encoding: its structured content (for an error, the
+    error object under ``"error"``), and whether it reports an error; its text
+    rendering is made when it is encoded (:meth:`line`).
+
+    An error result carries no ``structuredContent``: the tools' output schemas
+    describe their results, and clients that check ``structuredContent`` against them
+    even when ``isError`` is set (the TypeScript SDK v1) would refuse the error. Its
+    code is machine-readable twice: as the text block's prefix (``"<code>: <message>"``)
+    and in ``_meta["triact/error"]``, the whole error object."""
 
     __slots__ = ("error", "structured")
 
@@ -229,18 +241,29 @@ class ToolResult:
 
         Raises ValueError or TypeError if the content holds a value JSON cannot carry.
         """
-        structured = encode_json(self.structured)
-        if self.error or "\\u" in structured:  # the text differs: readable characters
-            text = encode_json(self.text())
-        else:
-            text = encode_json(structured)
         id_json = str(request_id) if type(request_id) is int else encode_json(request_id)
+        if self.error:
+            return self._error_line(id_json, stateless=stateless)
+        structured = encode_json(self.structured)
+        # The text block repeats the JSON, with readable characters where it escapes.
+        text = encode_json(self.text()) if "\\u" in structured else encode_json(structured)
         return (
             f'{{"jsonrpc":"2.0","id":{id_json},"result":{{"content":'
             f'[{{"type":"text","text":{text}}}],"structuredContent":{structured},'
-            f'"isError":{"true" if self.error else "false"}'
-            f"{STATELESS_MEMBERS if stateless else ''}}}}}\n"
+            f'"isError":false{STATELESS_MEMBERS if stateless else ""}}}}}\n'
         ).encode()
+
+    def _error_line(self, id_json: str, *, stateless: bool) -> bytes:
+        meta = {ERROR_META_KEY: self.structured["error"]}
+        result: dict[str, Any] = {
+            "content": [{"type": "text", "text": self.text()}],
+            "isError": True,
+        }
+        if stateless:
+            result["resultType"] = "complete"
+            meta[SERVER_INFO_KEY] = SERVER_INFO
+        result["_meta"] = meta
+        return f'{{"jsonrpc":"2.0","id":{id_json},"result":{encode_json(result)}}}\n'.encode()
 
 
 def success(value: Any) -> ToolResult:
