@@ -114,6 +114,7 @@ def test_serve_help_lists_its_options() -> None:
         "--max-sessions",
         "--log-level",
         "--max-line-bytes",
+        "--max-state-bytes",
         "--secret-key-file",
         "--shutdown-grace",
         "--allowed-root",

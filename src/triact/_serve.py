@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from .sessions import (
+    DEFAULT_MAX_STATE_BYTES,
     MemoryStore,
     SessionConfig,
     SessionStore,
@@ -54,6 +55,7 @@ class ServeConfig:
     max_sessions: int = 10_000
     log_level: str = "warning"
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
     #: A file holding the hex key that signs session tokens; created (0600) if missing.
     #: By default a SQLite store keeps one next to its database, "<db>.key".
     secret_key_file: Path | None = None
@@ -89,6 +91,7 @@ class ServeConfig:
             return SessionConfig(
                 idle_ttl=self.idle_ttl,
                 max_sessions=self.max_sessions,
+                max_state_bytes=self.max_state_bytes,
                 store=store,
                 secret_key=key,
                 shutdown_grace=self.shutdown_grace,

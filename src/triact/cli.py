@@ -68,6 +68,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="longest message accepted, in bytes (default: 4 MiB)",
     )
     serve.add_argument(
+        "--max-state-bytes",
+        metavar="N",
+        type=positive_int,
+        default=1024 * 1024,
+        help="largest a session may grow, in bytes of JSON; a change past it fails with "
+        "limit_exceeded (default: 1 MiB)",
+    )
+    serve.add_argument(
         "--secret-key-file",
         metavar="PATH",
         type=Path,
@@ -153,6 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         log_level=args.log_level,
         max_line_bytes=args.max_line_bytes,
+        max_state_bytes=args.max_state_bytes,
         secret_key_file=args.secret_key_file,
         shutdown_grace=args.shutdown_grace,
         work={

@@ -132,3 +132,27 @@ async def test_bad_values_are_refused_and_the_session_survives_a_restart(tmp_pat
         session = (await server.receive())["result"]["structuredContent"]["session"]
         assert (session["topic"], session["data"], session["version"]) == ("kept", {"a": 1}, 2)
         assert await server.close_input() == 0
+
+
+async def test_a_change_past_max_state_bytes_is_limit_exceeded(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    async with raw_server(
+        tmp_path, "--store", f"sqlite:{db}", "--max-state-bytes", "3000"
+    ) as server:
+        await server.send(INITIALIZE, call(1, "session_create", {}))
+        await server.receive()
+        session_id = (await server.receive())["result"]["structuredContent"]["session_id"]
+        await server.send(
+            call(2, "session_update", {"session_id": session_id, "set": {"a": "x" * 1000}})
+        )
+        assert (await server.receive())["result"]["isError"] is False
+        await server.send(
+            call(3, "session_update", {"session_id": session_id, "set": {"b": "y" * 2000}})
+        )
+        error = (await server.receive())["result"]["structuredContent"]["error"]
+        assert error["code"] == "limit_exceeded"
+        assert "more than its limit of 3000 (max_state_bytes)" in error["message"]
+        await server.send(call(4, "session_get", {"session_id": session_id}))
+        session = (await server.receive())["result"]["structuredContent"]["session"]
+        assert (session["version"], sorted(session["data"])) == (2, ["a"])
+        assert await server.close_input() == 0

@@ -24,7 +24,7 @@ from ._errors import (
     SessionValueError,
 )
 from ._events import EventKind, SessionEvent, Subscription
-from ._limits import MAX_NESTING, value_problems
+from ._limits import DEFAULT_MAX_STATE_BYTES, MAX_NESTING, value_problems
 from ._manager import SessionManager, open_session_manager
 from ._session import Session, Update
 from ._sqlite import SqliteStore
@@ -42,6 +42,7 @@ from ._stats import LatencySummary, ManagerStats, SessionStats
 from ._store import IndexEntry, MemoryStore, SessionStore
 
 __all__ = [
+    "DEFAULT_MAX_STATE_BYTES",
     "MAX_NESTING",
     "SCHEMA_VERSION",
     "AnalysisRecord",

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from ..actors import DEFAULT_SCHEDULE_SLICE
+from ._limits import DEFAULT_MAX_STATE_BYTES
 from ._store import SessionStore
 
 
@@ -73,7 +74,7 @@ class SessionConfig:
     security_window: float = attrs.field(default=300.0, validator=_positive)
     #: Longest a state may be, as JSON (UTF-8 bytes); a change past it is refused with
     #: SessionLimitError and nothing is committed.
-    max_state_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least_one)
+    max_state_bytes: int = attrs.field(default=DEFAULT_MAX_STATE_BYTES, validator=_at_least_one)
     #: Optional per-session rate limit.
     rate_limit: RateLimit | None = None
     #: Optional cap of live sessions per client id (``create_session(client_id=)``).
