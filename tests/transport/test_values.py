@@ -156,3 +156,13 @@ async def test_a_change_past_max_state_bytes_is_limit_exceeded(tmp_path: Path) -
         session = (await server.receive())["result"]["structuredContent"]["session"]
         assert (session["version"], sorted(session["data"])) == (2, ["a"])
         assert await server.close_input() == 0
+
+
+async def test_an_increment_past_64_bits_is_invalid_arguments(peer: Peer) -> None:
+    session_id = (await peer.ok("session_create", {}))["session_id"]
+    await peer.ok("session_update", {"session_id": session_id, "set": {"n": 2**63 - 1}})
+    error = await peer.fails("session_update", {"session_id": session_id, "increment": {"n": 1}})
+    assert error["code"] == "invalid_arguments"
+    assert "data.n: integer out of range" in error["message"]
+    session = (await peer.ok("session_get", {"session_id": session_id}))["session"]
+    assert (session["version"], session["data"]) == (2, {"n": 2**63 - 1})

@@ -14,11 +14,11 @@ from ..sessions import Session, SessionManager, SessionNotFoundError
 from . import _protocol as p
 from ._args import ArgumentError, structure_arguments
 from ._jsonrpc import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     JsonRpcError,
     RequestId,
     error_line,
+    internal_error,
     notification_line,
 )
 from ._lanes import Lanes, Turn
@@ -270,13 +270,9 @@ class ToolCalls:
             self._progress(ctx, 1, "done")
             self._log_call(ctx, tool, result, trio.current_time() - started)
             self._reply_tool(call.request_id, ctx, result)
-        except Exception as exc:
+        except Exception:
             logger.exception("tool %s failed (request %r)", tool.name, call.request_id)
-            self._emit(
-                error_line(
-                    call.request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}")
-                )
-            )
+            self._emit(error_line(call.request_id, internal_error()))
         finally:
             if call.turn is not None:
                 self._lanes.finish(call.turn)
@@ -376,9 +372,9 @@ class ToolCalls:
     def _reply_tool(self, request_id: RequestId, ctx: p.RequestContext, result: ToolResult) -> None:
         try:
             line = result.line(request_id, stateless=ctx.stateless)
-        except (TypeError, ValueError) as exc:  # a value JSON cannot carry
+        except (TypeError, ValueError):  # a value JSON cannot carry
             logger.exception("result of request %r cannot be encoded", request_id)
-            line = error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
+            line = error_line(request_id, internal_error())
         self._emit(line)
 
     def _progress(self, ctx: p.RequestContext, progress: int, message: str) -> None:

@@ -49,6 +49,15 @@ class JsonRpcError(TransportError):
         return error
 
 
+def internal_error() -> JsonRpcError:
+    """The error that answers a request the server failed on (a bug): it says no more,
+    since an exception's text may hold paths or data; the server logs the traceback."""
+    return JsonRpcError(
+        INTERNAL_ERROR,
+        "Internal error: the server failed on this request; its log (stderr) has the details",
+    )
+
+
 class Request:
     """A call that must be answered exactly once."""
 

@@ -14,7 +14,6 @@ from . import _protocol as p
 from ._calls import ToolCalls
 from ._framing import DEFAULT_MAX_LINE_BYTES, LineReader, LineTooLong
 from ._jsonrpc import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     Invalid,
@@ -24,6 +23,7 @@ from ._jsonrpc import (
     RequestId,
     Response,
     error_line,
+    internal_error,
     parse_line,
     result_line,
 )
@@ -224,9 +224,9 @@ class McpServer:
     def _reply(self, request_id: RequestId, result: dict[str, Any]) -> None:
         try:
             line = result_line(request_id, result)
-        except (TypeError, ValueError) as exc:  # a value JSON cannot carry
+        except (TypeError, ValueError):  # a value JSON cannot carry
             logger.exception("result of request %r cannot be encoded", request_id)
-            line = error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
+            line = error_line(request_id, internal_error())
         self._emit(line)
 
     # -- messages ------------------------------------------------------------------
@@ -280,11 +280,9 @@ class McpServer:
             self._reply(request_id, self._answer(ctx, method, params))
         except JsonRpcError as exc:
             self._emit(error_line(request_id, exc))
-        except Exception as exc:  # a bug: answer it and keep serving
+        except Exception:  # a bug: answer it and keep serving
             logger.exception("request %r (%s) failed", request_id, method)
-            self._emit(
-                error_line(request_id, JsonRpcError(INTERNAL_ERROR, f"Internal error: {exc!r}"))
-            )
+            self._emit(error_line(request_id, internal_error()))
 
     def _answer(self, ctx: p.RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "tools/list":

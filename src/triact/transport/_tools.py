@@ -5,6 +5,7 @@ tool's result or error becomes a CallToolResult."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -21,11 +22,14 @@ from ..sessions import (
     SessionSecurityError,
     SessionStoreError,
     SessionThrottledError,
+    SessionValueError,
 )
 from ._args import converter
 from ._jsonrpc import RequestId, encode_json
 from ._protocol import SERVER_INFO, SERVER_INFO_KEY, STATELESS_MEMBERS
 from ._schema import object_schema
+
+logger = logging.getLogger("triact.transport")
 
 SessionUse = Literal["none", "required", "optional"]
 
@@ -157,6 +161,7 @@ class ToolSet:
 
 #: Stable machine-readable codes of tool execution errors, by exception (first match).
 _ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (SessionValueError, "invalid_arguments"),  # a SessionStoreError: before it
     (SessionNotFoundError, "not_found"),
     (SessionSecurityError, "unauthorized"),
     (SessionConcurrencyError, "conflict"),
@@ -186,11 +191,30 @@ class ToolError(Exception):
         return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
+#: What a client is told of a store's failure: its details (the file, the driver's own
+#: error, maybe part of a record) are the server's, and go to its log.
+STORE_FAILED = (
+    "the session store failed, so nothing was changed; retry later. If it goes on "
+    "failing, the server's log (stderr) says why"
+)
+SESSION_FAILED = (
+    "the session failed and was stopped; create a new session. The server's log (stderr) says why"
+)
+
+
 def domain_error(exc: Exception) -> ToolError | None:
-    """The tool error that reports ``exc``, or None if it is not a domain error (a bug)."""
+    """The tool error that reports ``exc``, or None if it is not a domain error (a bug).
+
+    A store's or a session's failure is reported by its code and a message that names
+    no file, record or secret; the whole error goes to the server's log."""
     code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
     if code is None:
         return None
+    # A store's error carries its file and its driver's error; a session's crash (a
+    # plain SessionError), the repr of what crashed it.
+    if code == "store_error" or type(exc) is SessionError:
+        logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
+        return ToolError(code, STORE_FAILED if code == "store_error" else SESSION_FAILED)
     details: dict[str, Any] = {}
     if isinstance(exc, SessionConcurrencyError):
         details = {"expected_version": exc.expected, "actual_version": exc.actual}

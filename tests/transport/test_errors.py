@@ -1,0 +1,82 @@
+"""Errors reach clients as a code and a useful message that holds no file path, no
+serialised state and no token HMAC; the server's log (stderr) keeps the details."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import triact
+from triact.transport import SESSION_TOOLS, Tool, ToolSet
+from triact.transport._tools import STORE_FAILED
+
+from .conftest import connect
+
+
+async def test_a_store_failure_reaches_the_client_as_store_error_without_details(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "private-dir" / "sessions.db"
+    db.parent.mkdir()
+    store = triact.SqliteStore(db, timeout=0.05)
+    async with (
+        triact.open_session_manager(triact.SessionConfig(store=store)) as manager,
+        connect(manager, initialize="2025-11-25") as peer,
+    ):
+        created = await peer.ok(
+            "session_create", {"bind_client": True, "metadata": {"note": "private-note"}}
+        )
+        arguments = {"session_id": created["session_id"], "token": created["token"]}
+        state = await (await manager.get_session(created["session_id"])).snapshot()
+        assert state.client_binding is not None
+        blocker = sqlite3.connect(db)  # holds the write lock: the store's writes fail
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            with caplog.at_level(logging.WARNING, logger="triact.transport"):
+                error = await peer.fails("session_update", {**arguments, "set": {"a": 1}})
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert error == {"code": "store_error", "message": STORE_FAILED}
+        text = json.dumps(error)
+        for private in ("private-dir", "sessions.db", "private-note", "locked", "sqlite3"):
+            assert private not in text
+        assert state.client_binding.token_hmac not in text
+        # The server's log keeps what happened, where.
+        assert "database is locked" in caplog.text
+        # Nothing was committed, and the store serves again once it can.
+        assert (await peer.ok("session_get", arguments))["session"]["version"] == 1
+        await peer.ok("session_update", {**arguments, "set": {"a": 1}})
+
+
+@attrs.frozen
+class Empty:
+    pass
+
+
+async def explode(env: Any, args: Any) -> Empty:
+    raise RuntimeError("cannot open /srv/private/state.db: token_hmac=abc123")
+
+
+async def test_an_internal_error_says_nothing_of_the_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = Tool("broken", "Broken", "Fails.", Empty, Empty, "none", explode)
+    async with (
+        triact.open_session_manager() as manager,
+        connect(manager, tools=SESSION_TOOLS | ToolSet([broken]), initialize="2025-11-25") as peer,
+    ):
+        response = await peer.request("tools/call", {"name": "broken", "arguments": {}})
+        error = response["error"]
+        assert error["code"] == -32603
+        assert "/srv/private" not in error["message"]
+        assert "token_hmac" not in error["message"]
+        assert error["message"].startswith("Internal error")
+        assert "cannot open /srv/private/state.db" in caplog.text  # logged, with traceback
+        assert (await peer.request("ping"))["result"] == {}  # and it keeps serving
