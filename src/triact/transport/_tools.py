@@ -161,7 +161,6 @@ class ToolSet:
 
 #: Stable machine-readable codes of tool execution errors, by exception (first match).
 _ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (SessionValueError, "invalid_arguments"),  # a SessionStoreError: before it
     (SessionNotFoundError, "not_found"),
     (SessionSecurityError, "unauthorized"),
     (SessionConcurrencyError, "conflict"),
@@ -207,6 +206,8 @@ def domain_error(exc: Exception) -> ToolError | None:
 
     A store's or a session's failure is reported by its code and a message that names
     no file, record or secret; the whole error goes to the server's log."""
+    if isinstance(exc, SessionValueError):  # a SessionStoreError, but the caller's doing
+        return ToolError("invalid_arguments", str(exc))
     code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
     if code is None:
         return None
