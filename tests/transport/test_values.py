@@ -149,7 +149,7 @@ async def test_a_change_past_max_state_bytes_is_limit_exceeded(tmp_path: Path) -
         await server.send(
             call(3, "session_update", {"session_id": session_id, "set": {"b": "y" * 2000}})
         )
-        error = (await server.receive())["result"]["structuredContent"]["error"]
+        error = error_of((await server.receive())["result"])
         assert error["code"] == "limit_exceeded"
         assert "more than its limit of 3000 (max_state_bytes)" in error["message"]
         await server.send(call(4, "session_get", {"session_id": session_id}))
