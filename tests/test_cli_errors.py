@@ -32,6 +32,7 @@ BAD_OPTIONS = [
     (["serve", "--max-sessions", "0"], "argument --max-sessions: must be >= 1, got 0"),
     (["serve", "--max-line-bytes", "x"], "argument --max-line-bytes: must be an integer >= 1"),
     (["serve", "--shutdown-grace", "-2"], "argument --shutdown-grace: must be >= 0, got -2"),
+    (["serve", "--progress-interval", "0"], "argument --progress-interval: must be > 0, got 0"),
     (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
     (["serve", "--allowed-root", "projects"], "argument --allowed-root: must be an absolute"),
     (["serve", "--git-timeout", "inf"], "argument --git-timeout: must be a finite number > 0"),

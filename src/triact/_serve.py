@@ -60,6 +60,8 @@ class ServeConfig:
     #: By default a SQLite store keeps one next to its database, "<db>.key".
     secret_key_file: Path | None = None
     shutdown_grace: float = 5.0
+    #: Seconds before a long call's first progress report, and between reports.
+    progress_interval: float = 1.0
     #: The work tools' settings (``--allowed-root``, ``--git-timeout``, ...), as keyword
     #: arguments of :class:`~triact.work.WorkConfig`; checked by :meth:`work_config`.
     work: dict[str, object] = attrs.field(factory=dict)
@@ -108,7 +110,9 @@ class ServeConfig:
     def server_options(self) -> ServerOptions:
         try:
             return ServerOptions(
-                max_line_bytes=self.max_line_bytes, shutdown_grace=self.shutdown_grace
+                max_line_bytes=self.max_line_bytes,
+                shutdown_grace=self.shutdown_grace,
+                progress_interval=self.progress_interval,
             )
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc

@@ -90,6 +90,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=5.0,
         help="seconds calls in flight get to finish when stopping (default: 5)",
     )
+    serve.add_argument(
+        "--progress-interval",
+        metavar="S",
+        type=positive_float,
+        default=1.0,
+        help="seconds a tool call that asked for progress runs before its first progress "
+        "notification, and between the next ones (default: 1)",
+    )
     work = serve.add_argument_group("work tools (session_start, checkpoints, reflections)")
     work.add_argument(
         "--allowed-root",
@@ -164,6 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_state_bytes=args.max_state_bytes,
         secret_key_file=args.secret_key_file,
         shutdown_grace=args.shutdown_grace,
+        progress_interval=args.progress_interval,
         work={
             name: value
             for name in (

@@ -14,8 +14,9 @@ import pytest
 from ._node import Driver, DriverError
 from ._results import content, documented_tools
 
-#: Each call is logged on the server's stderr (the cancellation test reads it).
-SERVE_ARGS = ("--log-level", "debug")
+#: Each call is logged on the server's stderr (the cancellation test reads it); a call
+#: that asks for progress gets a report every 2 ms (a git commit takes longer).
+SERVE_ARGS = ("--log-level", "debug", "--progress-interval", "0.002")
 
 
 def _new_session(client: Driver, **arguments: object) -> str:
@@ -139,3 +140,22 @@ def test_a_cancelled_call_did_not_happen_or_happened_whole(client: Driver) -> No
     assert len(outcomes) == 101  # each call once: applied, or cancelled and not applied
     assert outcomes.count("ok") == state["data"]["n"]
     assert set(outcomes) <= {"ok", "cancelled"}
+
+
+def test_progress_of_a_long_call_reaches_onprogress(client: Driver, tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    ids = {
+        "session_id": content(client.call("session_start", {"working_directory": str(tmp_path)}))[
+            "session_id"
+        ]
+    }
+    for n in range(3):
+        (tmp_path / f"file{n}.txt").write_text(f"{n}\n" * 1000)
+        answer = client.call("session_checkpoint", {**ids, "commit": True}, progress=True)
+        assert content(answer)["checkpoint"]["commit"] is not None
+        progress = [update["progress"] for update in answer["progress"]]
+        assert progress, "a git commit takes longer than 2 ms: it gets reports"
+        assert progress == list(range(1, len(progress) + 1))
+    content(client.call("session_end", ids))
+    # No report reached the client after its call's answer ("unknown token").
+    assert client.request("errors") == []

@@ -141,25 +141,6 @@ async def test_set_level_rejects_anything_but_a_level_as_invalid_params(
     assert (await peer.request("ping"))["result"] == {}
 
 
-async def test_progress_notifications_when_asked(peer: Peer) -> None:
-    message = peer.call_message("health_check", {})
-    message["params"]["_meta"] = {"progressToken": "p1"}
-    await peer.send(message)
-    await peer.response(message["id"])
-    progress = [n["params"] for n in peer.notifications if n["method"] == "notifications/progress"]
-    assert [p["progress"] for p in progress] == [1]
-    assert all(p["progressToken"] == "p1" and p["total"] == 1 for p in progress)
-
-
-async def test_progress_of_a_session_call_starts_at_zero(peer: Peer) -> None:
-    message = peer.call_message("session_get", {})
-    message["params"]["_meta"] = {"progressToken": 9}
-    await peer.send(message)
-    await peer.response(message["id"])
-    progress = [n["params"]["progress"] for n in peer.notifications]
-    assert progress == [0, 1]
-
-
 # -- the stateless era --------------------------------------------------------------
 
 

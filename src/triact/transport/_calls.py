@@ -22,6 +22,7 @@ from ._jsonrpc import (
     notification_line,
 )
 from ._lanes import Lanes, Turn
+from ._progress import ProgressReports
 from ._tools import Tool, ToolError, ToolResult, ToolSet, domain_error, failure, success
 
 logger = logging.getLogger("triact.transport")
@@ -84,6 +85,7 @@ class ToolCalls:
         max_in_flight: int,
         default_session: bool,
         max_line_bytes: int,
+        progress_interval: float = 1.0,
     ) -> None:
         self.manager = manager
         self.tools = tools
@@ -103,6 +105,7 @@ class ToolCalls:
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
         self._lanes = Lanes(manager.config.mailbox_size)
+        self._reports = ProgressReports(emit, progress_interval)
         self._started = trio.current_time()
 
     def __len__(self) -> int:
@@ -257,6 +260,9 @@ class ToolCalls:
             started = trio.current_time()
             result: ToolResult | None = None
             outcome = "failed"
+            if ctx.progress_token is not None:
+                assert self.nursery is not None
+                self._reports.watch(call.request_id, ctx.progress_token, tool.name, self.nursery)
             try:
                 result = await self._execute(ctx, tool, call.args, call.turn)
                 outcome = f"error code={result.code}" if result.error else "ok"
@@ -264,10 +270,14 @@ class ToolCalls:
                 outcome = "cancelled"
                 raise
             finally:
+                hold_until = self._reports.stop(call.request_id)
                 if logger.isEnabledFor(logging.DEBUG):
                     self._debug_call(call, result, outcome, trio.current_time() - started)
             assert result is not None
-            self._progress(ctx, 1, "done")
+            if hold_until is not None:
+                # The change is made: a cancellation now must not lose its answer.
+                with trio.CancelScope(shield=True):
+                    await trio.sleep_until(hold_until)
             self._log_call(ctx, tool, result, trio.current_time() - started)
             self._reply_tool(call.request_id, ctx, result)
         except Exception:
@@ -305,7 +315,6 @@ class ToolCalls:
             if turn is not None:
                 await self._lanes.wait(turn)
                 self._lanes.issue(turn)  # the session call below is queued before we suspend
-            self._progress(ctx, 0, "running")
             return success(await tool.run(self, session, args))
         except ToolError as exc:
             return failure(exc)
@@ -376,16 +385,6 @@ class ToolCalls:
             logger.exception("result of request %r cannot be encoded", request_id)
             line = error_line(request_id, internal_error())
         self._emit(line)
-
-    def _progress(self, ctx: p.RequestContext, progress: int, message: str) -> None:
-        if ctx.progress_token is not None:
-            params = {
-                "progressToken": ctx.progress_token,
-                "progress": progress,
-                "total": 1,
-                "message": message,
-            }
-            self._emit(notification_line("notifications/progress", params))
 
     def _refuse(
         self,

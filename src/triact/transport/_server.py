@@ -41,6 +41,11 @@ def _at_least(minimum: float) -> Any:
     return check
 
 
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value < float("inf"):
+        raise ValueError(f"ServerOptions.{attribute.name} must be > 0 and finite, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ServerOptions:
     """How an :class:`McpServer` serves its connection."""
@@ -57,6 +62,9 @@ class ServerOptions:
     #: until the client has read enough of it: a client that never reads cannot make
     #: the server hold more than this, plus the answers to one read of input.
     max_output_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_at_least(1))
+    #: Seconds a call that asked for progress (a progressToken) runs before its first
+    #: notifications/progress, and between the next ones; a quicker call gets none.
+    progress_interval: float = attrs.field(default=1.0, validator=_positive)
 
 
 class McpServer:
@@ -94,6 +102,7 @@ class McpServer:
             max_in_flight=options.max_in_flight,
             default_session=options.default_session,
             max_line_bytes=options.max_line_bytes,
+            progress_interval=options.progress_interval,
         )
         self._read_scope = trio.CancelScope()
         self._served = False
