@@ -140,6 +140,11 @@ def test_a_cancelled_call_did_not_happen_or_happened_whole(client: Driver) -> No
     assert len(outcomes) == 101  # each call once: applied, or cancelled and not applied
     assert outcomes.count("ok") == state["data"]["n"]
     assert set(outcomes) <= {"ok", "cancelled"}
+    # Answered before the cancellation arrived: the client drops the answer it no
+    # longer waits for, and says so.
+    late = [e["message"] for e in client.request("errors")]
+    assert all(m.startswith("Received a response for an unknown message ID") for m in late)
+    assert len(late) <= outcomes.count("ok") - 100
 
 
 def test_progress_of_a_long_call_reaches_onprogress(client: Driver, tmp_path: Path) -> None:
