@@ -135,6 +135,26 @@ async def test_a_state_past_max_state_bytes_is_refused_and_nothing_is_committed(
         await session.update(put("a", "small"))  # and it can shrink again
 
 
+@stores
+async def test_a_state_growing_in_small_steps_stops_at_the_limit_exactly(
+    store: str, tmp_path: Path
+) -> None:
+    """Most changes are not encoded in full (their size is bounded from the previous
+    state's): the refusal still comes only when the state would pass the limit."""
+    limit = 6000
+    async with manager_on(store, tmp_path, max_state_bytes=limit) as manager:
+        session = await manager.create_session()
+        for step in range(1000):
+            try:
+                await session.update(put(f"k{step}", "x" * 40))
+            except triact.SessionLimitError:
+                break
+        state = await session.snapshot()
+        size = len(triact.encode_state(state).encode())
+        assert limit - 60 < size <= limit  # a 50-byte entry more would pass the limit
+        assert len(state.data) == step
+
+
 async def test_max_state_bytes_defaults_to_one_mib() -> None:
     assert triact.SessionConfig().max_state_bytes == 1024 * 1024
     with pytest.raises(ValueError, match="max_state_bytes"):

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any, Final
+
+import attrs
+import orjson
 
 from ._codec import encode_state_bytes
 from ._errors import SessionDataError, SessionLimitError, SessionValueError
@@ -111,11 +116,51 @@ def _walk(value: Any, path: tuple[Any, ...], max_nesting: int) -> Iterator[str]:
             yield f"{_where(where)}: {problem}"
 
 
+def _plainly_valid(value: Any, max_nesting: int) -> bool:
+    """True if ``value`` is valid and made of the exact JSON types only: the common
+    case, checked without building paths (every commit that changes data pays it).
+    False means: walk it (a problem, or a subclass that the walk judges)."""
+    isfinite = math.isfinite
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is MappingProxyType:  # a state's own mappings are proxies
+            for key in item:
+                if type(key) is not str or not (key.isascii() or _string_problem(key) is None):
+                    return False
+            children: Any = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        else:
+            return False
+        if level > max_nesting:
+            return False
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if not (child.isascii() or _string_problem(child) is None):
+                    return False
+            elif kind is int:
+                if not MIN_INT <= child <= MAX_INT:
+                    return False
+            elif kind is float:
+                if not isfinite(child):
+                    return False
+            elif kind is dict or kind is list or kind is tuple:
+                stack.append((child, level + 1))
+            elif child is not None and kind is not bool:
+                return False
+    return True
+
+
 def value_problems(value: Any, path: str, *, max_nesting: int = MAX_NESTING) -> list[str]:
     """What keeps ``value`` (named ``path``) from being a JSON value a state may hold:
     finite numbers, integers within 64 bits, valid Unicode (no lone surrogates) in
     strings and keys, string keys, objects and arrays nested at most ``max_nesting``
     levels (``value`` itself is level 1). Empty if it may. Lists the first few."""
+    if _plainly_valid(value, max_nesting):
+        return []
     problems = []
     for problem in _walk(value, (path,), max_nesting):
         problems.append(problem)
@@ -139,13 +184,17 @@ def check_state(
         mapping = getattr(new, name)
         if previous is not None and mapping is getattr(previous, name):
             continue
-        if mapping:
+        if mapping and not _plainly_valid(mapping, MAX_NESTING):
             problems = value_problems(dict(mapping), name)
             if problems:
                 raise SessionValueError(
                     f"session {new.id!r} may not hold this value, nothing was committed: "
                     + "; ".join(problems)
                 )
+    bound = _bound_after(previous, new)
+    if bound is not None and bound[0] <= max_state_bytes:
+        _remember(new, bound)
+        return new
     try:
         size = len(encode_state_bytes(new))
     except SessionDataError as exc:  # a field other than data or metadata
@@ -156,4 +205,72 @@ def check_state(
             f"{max_state_bytes} (max_state_bytes); nothing was committed. Keep less in "
             "the session (large values belong in files it names)"
         )
+    _remember(new, (size, _json_size(new.data), _json_size(new.metadata)))
     return new
+
+
+# Most changes replace only data (or metadata) and the stamp (version, last_used,
+# metrics). For those the state need not be encoded again: every other field is the
+# very object that was checked in the previous state, and the size is bounded by the
+# previous state's bound, changed by the free-form parts' difference, plus room for the
+# stamp's numbers to grow. Each checked state's size bound and parts' sizes are kept
+# while the state lives, by identity (states cannot carry it: they are frozen values).
+_STAMP_ROOM = 256  # what version, last_used and the metrics may add as JSON: far less
+_STAMP_AND_FREE_FORM = ("data", "metadata", "version", "last_used", "metrics")
+
+
+def _make_same_rest() -> Any:
+    """Build ``same_rest(a, b)``: whether every field of two states but the stamp and
+    the free-form parts is the same object (spelled out: a third of the cost of a loop)."""
+    names = [f.name for f in attrs.fields(SessionState) if f.name not in _STAMP_AND_FREE_FORM]
+    body = " and ".join(f"a.{name} is b.{name}" for name in names)
+    namespace: dict[str, Any] = {}
+    exec(f"def same_rest(a, b):\n    return {body}\n", namespace)
+    return namespace["same_rest"]
+
+
+_same_rest = _make_same_rest()
+_PLAIN_ONLY = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+#: id(state) -> (the state, weakly; its size bound; its data's and metadata's sizes)
+_bounds: dict[int, tuple[weakref.ref[SessionState], int, int, int]] = {}
+
+
+def _json_size(mapping: Any) -> int | None:
+    try:  # as the codec writes plain JSON types; anything else is encoded in full
+        return len(orjson.dumps(dict(mapping), option=_PLAIN_ONLY))
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _bound_after(
+    previous: SessionState | None, new: SessionState
+) -> tuple[int, int | None, int | None] | None:
+    """An upper bound of ``new``'s size, with its data's and metadata's sizes, if it
+    differs from ``previous`` (which was checked) in data, metadata and the stamp only."""
+    if previous is None:
+        return None
+    known = _bounds.get(id(previous))
+    if known is None or known[0]() is not previous:
+        return None
+    if not _same_rest(new, previous):
+        return None
+    _, bound, data_size, metadata_size = known
+    new_data = data_size if new.data is previous.data else _json_size(new.data)
+    new_metadata = metadata_size if new.metadata is previous.metadata else _json_size(new.metadata)
+    if new_data is None or new_metadata is None:
+        return None
+    grown = new_data - data_size + new_metadata - metadata_size
+    return bound + grown + _STAMP_ROOM, new_data, new_metadata
+
+
+def _remember(state: SessionState, bound: tuple[int, int | None, int | None]) -> None:
+    size, data_size, metadata_size = bound
+    if data_size is None or metadata_size is None:
+        return
+    key = id(state)
+    ref = weakref.ref(state, lambda _: _bounds.pop(key, None))
+    _bounds[key] = (ref, size, data_size, metadata_size)
