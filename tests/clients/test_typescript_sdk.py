@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,45 @@ def test_progress_of_a_long_call_reaches_onprogress(client: Driver, tmp_path: Pa
     content(client.call("session_end", ids))
     # No report reached the client after its call's answer ("unknown token").
     assert client.request("errors") == []
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    return (isinstance(kinds, list) and "null" in kinds) or {"type": "null"} in schema.get(
+        "anyOf", []
+    )
+
+
+def _optional_properties(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name not in required:
+            found.append((f"{path}.{name}", prop))
+        found += _optional_properties(prop, f"{path}.{name}")
+    return found
+
+
+def test_optional_arguments_are_not_nullable(client: Driver) -> None:
+    """Form-based clients (the MCP Inspector) fill an "object or null" field in as a
+    string: an optional argument may be left out, and has one plain type."""
+    tools = client.request("listTools")["tools"]
+    optional = [
+        found for tool in tools for found in _optional_properties(tool["inputSchema"], tool["name"])
+    ]
+    assert len(optional) > 40
+    assert [path for path, prop in optional if _nullable(prop)] == []
+    types = {path: prop.get("type") for path, prop in optional}
+    assert types["session_update.set"] == types["session_update.increment"] == "object"
+    assert types["session_update.delete"] == types["reflection_store.tags"] == "array"
+    assert types["session_create.metadata"] == "object"
+    assert types["session_update.expected_version"] == "integer"
+
+
+def test_null_for_an_optional_argument_still_means_left_out(client: Driver) -> None:
+    session_id = _new_session(client, topic=None, metadata=None)
+    update = {"session_id": session_id, "set": None, "increment": {"n": 1}, "delete": None}
+    assert content(client.call("session_update", update))["data"] == {"n": 1}
+    found = client.call("reflection_search", {"query": "tea", "project": None, "tags": None})
+    assert content(found)["query"] == "tea"
+    content(client.call("session_end", {"session_id": session_id}))

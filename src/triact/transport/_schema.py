@@ -73,6 +73,20 @@ def type_schema(tp: Any, *, closed: bool) -> dict[str, Any]:
     raise TypeError(f"no JSON Schema for {tp!r}")
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without its null alternative."""
+    kinds = schema.get("type")
+    if isinstance(kinds, list) and "null" in kinds:
+        kinds = [kind for kind in kinds if kind != "null"]
+        schema = {**schema, "type": kinds[0] if len(kinds) == 1 else kinds}
+    members = schema.get("anyOf")
+    if members is not None:
+        members = [member for member in members if member != {"type": "null"}]
+        rest = {key: value for key, value in schema.items() if key != "anyOf"}
+        schema = {**members[0], **rest} if len(members) == 1 else {**rest, "anyOf": members}
+    return schema
+
+
 def object_schema(cls: type, *, closed: bool, all_required: bool) -> dict[str, Any]:
     """The schema of an attrs class: its fields in order; required are those without a
     default (or all of them, for results)."""
@@ -84,8 +98,13 @@ def object_schema(cls: type, *, closed: bool, all_required: bool) -> dict[str, A
         if spec is not None:
             schema.update(spec.keywords)
             description = spec.description
-        if closed and field.default is not attrs.NOTHING and field.default is not None:
-            schema["default"] = field.default
+        if closed and field.default is not attrs.NOTHING:
+            # Optional means "may be left out", not "may be null": form-based clients
+            # (the MCP Inspector) fill "object or null" fields in as strings. null is
+            # still accepted, as leaving the field out.
+            schema = _not_null(schema)
+            if field.default is not None:
+                schema["default"] = field.default
         if description is not None:
             schema = {"description": description, **schema}
         properties[field.name] = schema
