@@ -698,7 +698,7 @@ def not_a_database(path: Path) -> Path:
 
 async def test_a_file_that_is_not_a_database_is_a_store_error(not_a_database: Path) -> None:
     path = not_a_database
-    with pytest.raises(SessionStoreError, match="not a database") as info:
+    with pytest.raises(SessionStoreError, match="not a SQLite database") as info:
         async with SqliteStore(path).open():
             pytest.fail("opened a file that is not a database")
     assert str(path) in str(info.value)

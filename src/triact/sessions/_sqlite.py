@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 import trio
 
+from . import _sqlite_file as sqlite_file
 from . import _sqlite_shared as sql
 from ._codec import decode_state, encode_state
 from ._errors import SessionDataError, SessionError, SessionStoreError
@@ -147,6 +148,9 @@ class SqliteStore(SharedSessionStore):
         self._wakeup = trio.Event()
         # Discards whose transaction failed; retried with the next batch and at close.
         self._unflushed: list[_Job[Any]] = []
+        # The device and inode of the file while open: changes are refused once the
+        # path names another file, or none (deleted or replaced while open).
+        self._opened: sqlite_file.Identity | None = None
 
     @property
     def path(self) -> str:
@@ -520,31 +524,48 @@ class SqliteStore(SharedSessionStore):
     # -- in the worker thread -----------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the file, creating it (mode 0600) if needed; if opening fails, a file
+        this call created is removed again."""
+        created = sqlite_file.create_private(self._path)
+        try:
+            conn = self._connect_to_file()
+        except BaseException:
+            if created:
+                sqlite_file.remove_created(self._path)
+            raise
+        if sqlite_file.on_disk(self._path):
+            self._opened = sqlite_file.identity(self._path)
+        return conn
+
+    def _connect_to_file(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise self._open_error(exc) from exc
+            raise sqlite_file.open_error(self._path, exc) from exc
         try:
             self._prepare(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise self._open_error(exc) from exc
+            raise sqlite_file.open_error(self._path, exc) from exc
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _open_error(self, exc: sqlite3.Error) -> SessionStoreError:
-        hint = ""
-        directory = os.path.dirname(os.path.abspath(self._path))
-        if self._path != ":memory:" and not os.path.isdir(directory):
-            hint = f" (directory {directory!r} does not exist)"
-        return SessionStoreError(f"cannot open session store {self._path!r}: {exc}{hint}")
+    async def check(self) -> str | None:
+        """None while the store can commit; else what is wrong (its file was deleted or
+        replaced while open: changes are then refused)."""
+        if self._phase != "open":
+            await trio.lowlevel.checkpoint()
+            return None
+        return await trio.to_thread.run_sync(sqlite_file.lost, self._path, self._opened)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {round(self._timeout * 1000)}")
+        # Before anything changes the file (WAL mode, tables): refuse other files.
+        kind = sqlite_file.identify(conn, self._path)
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal" and self._path != ":memory:":
             raise SessionStoreError(
@@ -555,6 +576,8 @@ class SqliteStore(SharedSessionStore):
         # writes; creating or migrating the tables takes the write lock.
         if _transact(conn, "BEGIN", self._layout) != STORE_SCHEMA_VERSION:
             _transact(conn, "BEGIN IMMEDIATE", self._create_layout)
+        if kind != "triact":
+            sqlite_file.mark(conn)
 
     def _create_layout(self, conn: sqlite3.Connection) -> None:
         layout = self._layout(conn)  # again: another connection may have been first
@@ -576,9 +599,10 @@ class SqliteStore(SharedSessionStore):
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             schema = int(row[0])
-        except (TypeError, ValueError, sqlite3.Error):
+        except (TypeError, ValueError):  # a corrupt file's sqlite3.Error says so itself
             schema = 0
         if schema < 1 or "sessions" not in tables:
+            sqlite_file.check_integrity(conn, self._path)  # a corrupt store, rather?
             raise SessionDataError(
                 f"{self._path!r} is not a triact session store (no valid store schema "
                 "record, or no sessions table)"
@@ -609,6 +633,11 @@ class SqliteStore(SharedSessionStore):
             except Exception as exc:
                 job.error = self._failure(job, "could not be read", exc)
         if not changes:
+            return 0, 0
+        lost = sqlite_file.lost(self._path, self._opened)
+        if lost is not None:  # committing into a file nobody will open again
+            for job in changes:
+                job.error = SessionStoreError(lost)
             return 0, 0
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -673,7 +702,9 @@ class SqliteStore(SharedSessionStore):
             subject = "the session index"
         else:
             subject = f"session {job.session_id!r}"
-        error = SessionStoreError(f"{subject} {what} in {self._path}: {exc!r}")
+        error = SessionStoreError(
+            f"{subject} {what} in {self._path}: {exc!r}{sqlite_file.corruption_hint(exc)}"
+        )
         error.__cause__ = exc
         return error
 

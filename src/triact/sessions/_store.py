@@ -101,6 +101,13 @@ class SessionStore(abc.ABC):
     async def index(self) -> list[IndexEntry]:
         """Every stored session, for a manager that opens on an existing store."""
 
+    async def check(self) -> str | None:
+        """None while the store can keep what it is given; else what is wrong, in words
+        fit for a health report (no paths, no secrets). Looks without changing
+        anything."""
+        await trio.lowlevel.checkpoint()
+        return None
+
     # -- records: small JSON texts by namespace and key, for the layers above -------
 
     @abc.abstractmethod

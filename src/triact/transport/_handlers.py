@@ -223,8 +223,12 @@ async def health(env: ToolEnv, args: a.NoArgs) -> r.HealthResult:
     manager = env.manager
     manager_stats = await manager.stats()
     uptime, in_flight, max_line_bytes, closing = env.health()
+    store_problem = await manager.store.check()
+    status: r.HealthStatus = "shutting_down" if closing else "ok"
+    if store_problem is not None:
+        status = "store_failed"
     return r.HealthResult(
-        "shutting_down" if closing else "ok",
+        status,
         "triact",
         __version__,
         uptime,
@@ -234,4 +238,5 @@ async def health(env: ToolEnv, args: a.NoArgs) -> r.HealthResult:
         in_flight,
         SUPPORTED_VERSIONS,
         max_line_bytes,
+        store_problem,
     )

@@ -156,9 +156,12 @@ class StatsResult:
     )
 
 
+HealthStatus = Literal["ok", "shutting_down", "store_failed"]
+
+
 @attrs.frozen
 class HealthResult:
-    status: Literal["ok", "shutting_down"]
+    status: HealthStatus
     server: str
     version: str
     uptime: float = attrs.field(metadata={"description": "Seconds since the server started."})
@@ -168,3 +171,7 @@ class HealthResult:
     in_flight: int = attrs.field(metadata={"description": "Tool calls being handled now."})
     protocol_versions: tuple[str, ...]
     max_line_bytes: int
+    store_problem: str | None = attrs.field(
+        default=None,
+        metadata={"description": "What is wrong with the store (status store_failed)."},
+    )
