@@ -3,11 +3,13 @@ process around the stdio server. The one place (with the CLI) that knows every l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import stat
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import attrs
@@ -32,6 +34,19 @@ _KEY_BYTES = 32
 
 class ServeConfigError(Exception):
     """``triact serve`` was configured in a way it cannot run with."""
+
+
+class ServeStartError(ServeConfigError):
+    """``triact serve`` could not start (its store or work layer would not open)."""
+
+
+@attrs.frozen
+class NewKeyFile:
+    """A key file to write once the store has opened (so that a start that fails
+    leaves no key file behind)."""
+
+    path: Path
+    key: bytes
 
 
 def default_state_dir() -> Path:
@@ -73,24 +88,38 @@ class ServeConfig:
             return MemoryStore(), None
         if spec == "sqlite":
             path = default_store_path()
+            try:  # only the default location is created
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ServeConfigError(
+                    f"cannot create the directory of {str(path)!r}: {exc}"
+                ) from exc
         elif spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
             path = Path(spec[len("sqlite:") :]).expanduser()
+            if not path.parent.is_dir():
+                raise ServeConfigError(
+                    f"--store {spec}: directory {str(path.parent)!r} does not exist; "
+                    "create it first (only the default location is created)"
+                )
         else:
             raise ServeConfigError(
                 f"--store must be 'memory', 'sqlite' or 'sqlite:PATH', not {spec!r}"
             )
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ServeConfigError(f"cannot create the directory of {str(path)!r}: {exc}") from exc
         return SqliteStore(path), path.with_name(path.name + ".key")
 
-    def session_config(self) -> SessionConfig:
+    def session_config(self) -> tuple[SessionConfig, NewKeyFile | None]:
+        """The sessions' configuration, and the key file to write once the store has
+        opened (None if there is one already, or none is kept)."""
         store, default_key_file = self.open_store()
         key_file = self.secret_key_file or default_key_file
-        key = load_secret_key(key_file) if key_file is not None else None
+        key = new_key = None
+        if key_file is not None:
+            key = read_secret_key(key_file)
+            if key is None:
+                new_key = NewKeyFile(key_file, secrets.token_bytes(_KEY_BYTES))
+                key = new_key.key
         try:
-            return SessionConfig(
+            config = SessionConfig(
                 idle_ttl=self.idle_ttl,
                 max_sessions=self.max_sessions,
                 max_state_bytes=self.max_state_bytes,
@@ -100,6 +129,7 @@ class ServeConfig:
             )
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc
+        return config, new_key
 
     def work_config(self) -> WorkConfig:
         try:
@@ -118,21 +148,23 @@ class ServeConfig:
             raise ServeConfigError(str(exc)) from exc
 
 
-def load_secret_key(path: Path) -> bytes:
-    """The key in ``path`` (hex text), creating the file with a new random key, readable
-    by its owner only, if it does not exist."""
+def write_secret_key(new: NewKeyFile) -> None:
+    """Create the key file, readable by its owner only, holding ``new.key`` as hex."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
+        fd = os.open(new.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise ServeConfigError(f"cannot create the key file {str(path)!r}: {exc}") from exc
-    else:
-        key = secrets.token_bytes(_KEY_BYTES)
-        with os.fdopen(fd, "w") as file:
-            file.write(key.hex() + "\n")
-        logger.info("created the secret key file %s", path)
-        return key
+        raise ServeStartError(
+            f"cannot create the key file {str(new.path)!r}: {exc.strerror or exc}"
+        ) from exc
+    with os.fdopen(fd, "w") as file:
+        file.write(new.key.hex() + "\n")
+    logger.info("created the secret key file %s", new.path)
+
+
+def read_secret_key(path: Path) -> bytes | None:
+    """The key in ``path`` (hex text); None if there is no such file."""
+    if not path.exists():
+        return None
     try:
         text = path.read_text().strip()
         mode = path.stat().st_mode
@@ -160,9 +192,10 @@ def run_serve(config: ServeConfig) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    session_config = config.session_config()
+    session_config, new_key = config.session_config()
     options = config.server_options()
     work_config = config.work_config()
+    leftovers = _not_there_yet(session_config.store, new_key)
     if sys.stdin.isatty():
         print(
             "triact serve: speaking MCP (JSON-RPC, one message per line) on stdin/stdout; "
@@ -173,19 +206,50 @@ def run_serve(config: ServeConfig) -> int:
     store = session_config.store
     logger.info("serving MCP on stdio; store: %s", getattr(store, "path", None) or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config)
+        trio.run(_serve, session_config, options, work_config, new_key)
+    except ServeStartError:
+        for path in leftovers:  # a start that fails leaves nothing behind
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
     except (SessionStoreError, WorkStoreError):
         logger.exception("the session store failed")
         return 1
     return 0
 
 
+def _not_there_yet(store: SessionStore | None, new_key: NewKeyFile | None) -> list[Path]:
+    """The files a start may create that do not exist yet."""
+    paths = [new_key.path] if new_key is not None else []
+    if isinstance(store, SqliteStore):
+        db = Path(store.path)
+        paths += [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm"))]
+    return [path for path in paths if not path.exists()]
+
+
 async def _serve(
-    session_config: SessionConfig, options: ServerOptions, work_config: WorkConfig
+    session_config: SessionConfig,
+    options: ServerOptions,
+    work_config: WorkConfig,
+    new_key: NewKeyFile | None,
 ) -> None:
-    async with (
-        open_session_manager(session_config) as manager,
-        open_work_sessions(manager, work_config) as work,
-    ):
+    async with AsyncExitStack() as stack:
+        try:
+            manager = await stack.enter_async_context(open_session_manager(session_config))
+            work = await stack.enter_async_context(open_work_sessions(manager, work_config))
+            if new_key is not None:  # before the first token is made
+                await trio.to_thread.run_sync(write_secret_key, new_key)
+        except ServeStartError:
+            raise
+        except Exception as exc:
+            logger.debug("triact serve could not start", exc_info=True)
+            raise ServeStartError(_one_line(exc)) from exc
         await serve_stdio(manager, SESSION_TOOLS | work_tools(work), options)
     logger.info("stopped; the store is flushed")
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, SessionStoreError | WorkStoreError):
+        return text
+    return f"{type(exc).__name__}: {text} (--log-level debug shows where)"

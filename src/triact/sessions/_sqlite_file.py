@@ -42,8 +42,7 @@ def create_private(path: str) -> bool:
         return False
     except OSError as exc:
         raise SessionStoreError(
-            f"cannot create session store {path!r}: {exc.strerror or exc}"
-            + _missing_directory(path)
+            f"cannot open session store {path!r}: {exc.strerror or exc}" + _missing_directory(path)
         ) from exc
     os.close(fd)
     return True

@@ -1,0 +1,164 @@
+"""``triact serve`` and its store file, run as a real subprocess: a start that fails says
+why in one line, exits 2 and leaves nothing behind; the files it makes are its owner's
+only; a store file deleted while serving is reported, and changes are refused."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def serve(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triact.cli", "serve", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("triact serve: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def another_apps_database(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.execute("INSERT INTO notes (text) VALUES ('keep me')")
+    conn.close()
+
+
+def not_a_database(path: Path) -> None:
+    path.write_text("my notes\n" * 500)
+
+
+def corrupt_store(path: Path) -> None:
+    assert serve("--store", f"sqlite:{path}").returncode == 0  # a real store, then:
+    data = bytearray(path.read_bytes())
+    data[100:1000] = b"\xa5" * 900
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (another_apps_database, "SQLite database of another application"),
+        (not_a_database, "is not a SQLite database"),
+        (corrupt_store, "is corrupt"),
+    ],
+    ids=["foreign", "not-sqlite", "corrupt"],
+)
+def test_a_file_that_is_no_usable_store_is_refused_unchanged(
+    tmp_path: Path, make: Any, says: str
+) -> None:
+    path = tmp_path / "store.db"
+    make(path)
+    before = files(tmp_path)
+    done = serve("--store", f"sqlite:{path}")
+    assert_one_line_error(done, says)
+    assert files(tmp_path) == before  # no WAL switch, no tables, no key file
+
+
+def test_a_store_in_a_missing_directory_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    done = serve("--store", f"sqlite:{missing / 'store.db'}")
+    assert_one_line_error(done, "does not exist", "create it first")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_path_that_is_a_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    done = serve("--store", f"sqlite:{tmp_path}")
+    assert_one_line_error(done, "cannot open session store")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_start_that_fails_after_creating_the_store_removes_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    key = tmp_path / "locked" / "key"  # its directory is missing: the key cannot be written
+    done = serve("--store", f"sqlite:{store / 's.db'}", "--secret-key-file", str(key))
+    assert_one_line_error(done, "cannot create the key file")
+    assert list(store.iterdir()) == []
+
+
+def test_the_store_and_key_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with served(path) as call:
+        call("session_create", {})
+        made = [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", ".key"))]
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == {
+            p.name: 0o600 for p in made
+        }
+
+
+@contextmanager
+def served(path: Path) -> Iterator[Any]:
+    """``triact serve --store sqlite:PATH``, initialized; yields a tools/call function."""
+    command = [sys.executable, "-m", "triact.cli", "serve", "--store", f"sqlite:{path}"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdin is not None
+        assert server.stdout is not None
+        stdin, stdout = server.stdin, server.stdout
+        ids = iter(range(1, 1000))
+
+        def call(name: str, arguments: dict[str, object]) -> dict[str, Any]:
+            params = {"name": name, "arguments": arguments}
+            request = {"jsonrpc": "2.0", "id": next(ids), "method": "tools/call", "params": params}
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+            answer: dict[str, Any] = json.loads(stdout.readline())["result"]
+            return answer
+
+        stdin.write(
+            '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+            '"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
+        )
+        stdin.flush()
+        assert "result" in json.loads(stdout.readline())
+        try:
+            yield call
+        finally:
+            stdin.close()
+            server.wait(timeout=60)
+
+
+def test_a_store_file_deleted_while_serving_is_reported_and_refuses_changes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    with served(path) as call:
+        created = call("session_create", {})["structuredContent"]
+        assert call("health_check", {})["structuredContent"]["status"] == "ok"
+        for name in ("s.db", "s.db-wal", "s.db-shm"):
+            (tmp_path / name).unlink()
+        health = call("health_check", {})["structuredContent"]
+        assert health["status"] == "store_failed"
+        assert "deleted" in health["store_problem"]
+        assert str(tmp_path) not in health["store_problem"]
+        update = {"session_id": created["session_id"], "set": {"k": 1}}
+        refused = call("session_update", update)
+        assert refused["isError"] is True
+        assert "deleted" in refused["content"][0]["text"]
