@@ -161,4 +161,7 @@ def test_a_store_file_deleted_while_serving_is_reported_and_refuses_changes(
         update = {"session_id": created["session_id"], "set": {"k": 1}}
         refused = call("session_update", update)
         assert refused["isError"] is True
-        assert "deleted" in refused["content"][0]["text"]
+        assert refused["content"][0]["text"].startswith("store_error: ")
+        assert str(tmp_path) not in refused["content"][0]["text"]
+        got = call("session_get", {"session_id": created["session_id"]})["structuredContent"]
+        assert got["session"]["data"] == {}  # not acknowledged, not applied
