@@ -223,3 +223,14 @@ def test_the_sample_json_line_is_a_row_of_its_table() -> None:
     assert float(cells[3].split()[0]) == line["baseline_median"]
     assert float(cells[4]) == line["ratio"]
     assert round(line["median"] / line["baseline_median"], 3) == line["ratio"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_pages_cite_only_what_a_reader_has(page: Path) -> None:
+    """The design lives in docs/architecture.md; nothing points outside the repository's
+    own files for it, or to discussions a reader cannot see."""
+    text = page.read_text()
+    for unseen in ("shared/", "DESIGN.md", "DESIGN I", "the issue", "the workspace"):
+        assert unseen not in text, f"{page.name} mentions {unseen!r}"
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
