@@ -216,7 +216,7 @@ class SessionManager:
         """
         if isinstance(tokens, str):
             raise TypeError("usable_sessions() takes a collection of tokens, not one str")
-        digests = [self._token_digest(token) for token in tokens]
+        digests = frozenset(self._token_digest(token) for token in tokens)
         usable = []
         for i, entry in enumerate(list(self._sessions.values())):
             state = entry.state

@@ -40,14 +40,13 @@ def token_digest(key: bytes, token: str) -> str:
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
 
 
-def opens(digests: list[str], binding: ClientBinding | None) -> bool:
+def opens(digests: frozenset[str], binding: ClientBinding | None) -> bool:
     """Whether a caller holding the tokens of ``digests`` (their :func:`token_digest`)
     may use a session with ``binding``: no binding, or one of them is its token."""
-    if binding is None:
-        return True
-    # Every digest is compared (in constant time): how many match, or which, does not
-    # show in the time taken.
-    return sum(hmac.compare_digest(d, binding.token_hmac) for d in digests) > 0
+    # A set lookup, not a constant-time comparison: what is compared is the HMAC of
+    # the caller's token under a key it does not know, so the time taken tells it
+    # nothing it could use, and listing stays one lookup per session.
+    return binding is None or binding.token_hmac in digests
 
 
 class SessionGuard:
