@@ -234,3 +234,11 @@ def test_pages_cite_only_what_a_reader_has(page: Path) -> None:
         assert unseen not in text, f"{page.name} mentions {unseen!r}"
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_the_readme_counts_the_tools_mcp_md_documents() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = re.findall(r"^### `([a-z_]+)`$", (ROOT / "docs" / "mcp.md").read_text(), re.M)
+    (count,) = re.findall(r"(\d+) tools", readme)
+    assert int(count) == len(documented)
+    assert all(f"`{name}`" in readme for name in documented)

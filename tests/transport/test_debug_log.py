@@ -51,3 +51,11 @@ async def test_nothing_is_logged_per_call_at_the_default_level(tmp_path: Path) -
         structured(await session.call_tool("session_create", {}))
     assert _calls(tmp_path / "stderr.log") == []
     assert "tools/call" not in (tmp_path / "stderr.log").read_text()
+
+
+def test_docs_show_the_line_as_it_is() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "mcp.md").read_text()
+    (shown,) = [line for line in docs.splitlines() if " DEBUG triact.transport: " in line]
+    match = LINE.search(shown)
+    assert match is not None, shown
+    assert match["outcome"] == "error code=conflict"
