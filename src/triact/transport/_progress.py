@@ -11,7 +11,7 @@ from ._jsonrpc import RequestId, notification_line
 
 #: Seconds a call's answer waits after a progress report of the same call, so that the
 #: two reach the client in different reads (see :class:`ProgressReports`).
-ANSWER_GAP = 0.02
+ANSWER_GAP = 0.1
 
 
 class _Watched:
