@@ -39,7 +39,14 @@ async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
         await client.send_all(
             b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
+            + request(REQUESTS + 1, session.id)
         )
+        # The size of one answer (the largest id's): the initialize answer, then it.
+        received = b""
+        while received.count(b"\n") < 2:
+            received += await client.receive_some(1 << 16)
+        first, second, rest = received.split(b"\n", 2)
+        answer_size = len(second) + 1
         requests = b"".join(request(i, session.id) for i in range(1, REQUESTS + 1))
         sent = trio.Event()
 
@@ -49,21 +56,23 @@ async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
 
         nursery.start_soon(send_all)
         await trio.testing.wait_all_tasks_blocked()
-        # Each answer is about 1.7 KB: unbounded, the server would now hold ~17 MB.
+        assert json.loads(first)["id"] == 0
+        # Unbounded, the server would now hold all the answers (REQUESTS of about 3 KB).
         # It holds its bound plus the answers to one read of input (64 KiB of requests).
-        one_read = 64 * 1024 // len(request(1, session.id)) * 2000
-        assert 0 < server.output_backlog <= BOUND + one_read
+        one_read = (64 * 1024 // len(request(1, session.id)) + 1) * answer_size
+        assert 0 < server.output_backlog <= BOUND + one_read < REQUESTS * answer_size // 4
         assert not sent.is_set()  # the server stopped reading: the requests wait
 
-        buffer, answered = b"", set()
-        while len(answered) < REQUESTS + 1:
-            buffer += await client.receive_some(1 << 20)
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                message = json.loads(line)
-                assert "result" in message, message
-                answered.add(message["id"])
-        assert answered == set(range(REQUESTS + 1))
+        buffer, answered = rest, {0, REQUESTS + 1}
+        with trio.fail_after(60):  # a guard: serving resumes as soon as the client reads
+            while len(answered) < REQUESTS + 2:
+                buffer += await client.receive_some(1 << 20)
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    message = json.loads(line)
+                    assert "result" in message, message
+                    answered.add(message["id"])
+        assert answered == set(range(REQUESTS + 2))
         await sent.wait()
         assert server.output_backlog == 0
         await client.send_eof()
