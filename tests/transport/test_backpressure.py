@@ -74,5 +74,7 @@ async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
                     answered.add(message["id"])
         assert answered == set(range(REQUESTS + 2))
         await sent.wait()
+        # The client may read the last bytes before the writer task sees its write done.
+        await trio.testing.wait_all_tasks_blocked()
         assert server.output_backlog == 0
         await client.send_eof()
