@@ -462,6 +462,7 @@ def test_error_codes_are_stable() -> None:
         "git_failed",
         "git_timeout",
         "data_error",
+        "work_error",
     )
 
 

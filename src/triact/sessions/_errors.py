@@ -1,19 +1,29 @@
-"""The session layer's exceptions: one base, one subclass per cause."""
+"""The session layer's exceptions: one base, one subclass per cause, each with the
+stable ``code`` that the MCP tools report it under."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class SessionError(Exception):
     """Base class of every error the session layer raises."""
 
+    #: The stable error code of the MCP tools (docs/mcp.md).
+    code: ClassVar[str] = "session_error"
+
 
 class SessionNotFoundError(SessionError):
     """No session has that id: it never existed, expired, ended or was removed."""
+
+    code = "not_found"
 
 
 class SessionSecurityError(SessionError):
     """A bound session refused a missing or wrong token. Nothing ran and nothing
     changed; the refusal is recorded as a security event."""
+
+    code = "unauthorized"
 
 
 class SessionThrottledError(SessionSecurityError):
@@ -31,6 +41,8 @@ class SessionConcurrencyError(SessionError):
 
     Nothing changed. Read the session again and retry against its current version.
     """
+
+    code = "conflict"
 
     def __init__(self, message: str, *, expected: int, actual: int) -> None:
         super().__init__(message)
@@ -50,6 +62,8 @@ class SessionFencedError(SessionConcurrencyError):
 class SessionLimitError(SessionError):
     """A configured limit (``max_sessions``, sessions per client) refused a creation."""
 
+    code = "limit_exceeded"
+
 
 class SessionBusyError(SessionError):
     """The session's mailbox is full: it has ``mailbox_size`` calls queued already.
@@ -57,10 +71,14 @@ class SessionBusyError(SessionError):
     Nothing was queued. Retry later.
     """
 
+    code = "busy"
+
 
 class SessionRateLimitError(SessionBusyError):
     """The session's rate limit refused the call; ``retry_after`` seconds from now one
     call will be allowed again."""
+
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -69,6 +87,8 @@ class SessionRateLimitError(SessionBusyError):
 
 class SessionClosedError(SessionError):
     """The session ended, or the manager is shutting down, before the call ran."""
+
+    code = "closed"
 
 
 class SessionReentrancyError(SessionError):
@@ -82,6 +102,8 @@ class SessionReentrancyError(SessionError):
 class SessionStoreError(SessionError):
     """The store failed to save or load a session; the change was not committed."""
 
+    code = "store_error"
+
 
 class SessionDataError(SessionStoreError):
     """A stored session record is malformed, or was written by a newer triact; or a
@@ -92,6 +114,21 @@ class SessionValueError(SessionDataError, ValueError):
     """A change would commit a value that a state may not hold (not JSON, a number that
     is not finite, an integer past 64 bits, a lone surrogate, nesting past the limit):
     it was refused and nothing was committed."""
+
+    code = "invalid_arguments"
+
+
+class SessionFailedError(SessionError):
+    """The session's actor crashed more often than its restart policy allows and was
+    stopped for good; ``__cause__`` is the last crash. The session is gone: create a
+    new one."""
+
+
+class SessionArgumentError(SessionError, ValueError):
+    """A call's argument is refused (a relative or missing working directory, an empty
+    or duplicate thread name, a negative response time, ...). Nothing changed."""
+
+    code = "invalid_arguments"
 
 
 class RequestNotFoundError(SessionError):

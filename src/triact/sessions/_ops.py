@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._errors import RequestNotFoundError
+from ._errors import RequestNotFoundError, SessionArgumentError
 from ._state import (
     AnalysisRecord,
     RequestRecord,
@@ -83,12 +83,15 @@ def _bounded(items: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
 
 
 def check_working_directory(path: str | os.PathLike[str]) -> str:
-    """An absolute path to an existing directory, as str; ValueError otherwise."""
+    """An absolute path to an existing directory, as str; SessionArgumentError (a
+    ValueError) otherwise."""
     text = os.fspath(path)
     if not isinstance(text, str) or not os.path.isabs(text):
-        raise ValueError(f"working_directory must be an absolute path, got {text!r}")
+        raise SessionArgumentError(f"working_directory must be an absolute path, got {text!r}")
     if not os.path.isdir(text):
-        raise ValueError(f"working_directory {text!r} does not exist or is not a directory")
+        raise SessionArgumentError(
+            f"working_directory {text!r} does not exist or is not a directory"
+        )
     return os.path.normpath(text)
 
 
@@ -107,11 +110,11 @@ def add_thread(
     config: SessionConfig, now: float, name: str, system_prompt: str | None
 ) -> Transform:
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"thread name must be a non-empty string, got {name!r}")
+        raise SessionArgumentError(f"thread name must be a non-empty string, got {name!r}")
 
     def transform(state: SessionState) -> SessionState:
         if state.thread(name) is not None:
-            raise ValueError(f"session {state.id!r} already has a thread named {name!r}")
+            raise SessionArgumentError(f"session {state.id!r} already has a thread named {name!r}")
         threads = (*state.threads, Thread(name, now, system_prompt))
         return attrs.evolve(state, threads=_bounded(threads, config.max_threads))
 
@@ -124,7 +127,7 @@ def add_thread_message(
     def transform(state: SessionState) -> SessionState:
         thread = state.thread(name)
         if thread is None:
-            raise ValueError(f"session {state.id!r} has no thread named {name!r}")
+            raise SessionArgumentError(f"session {state.id!r} has no thread named {name!r}")
         messages = (*thread.messages, ThreadMessage(role, content, now))
         updated = attrs.evolve(thread, messages=_bounded(messages, config.max_thread_messages))
         threads = tuple(updated if t is thread else t for t in state.threads)
@@ -149,7 +152,7 @@ def record_analysis(
             f"responses must be a mapping or a list of strings, got {type(responses).__name__}"
         )
     if response_time is not None and not response_time >= 0:
-        raise ValueError(f"response_time must be >= 0 seconds, got {response_time!r}")
+        raise SessionArgumentError(f"response_time must be >= 0 seconds, got {response_time!r}")
     record = AnalysisRecord(str(prompt), by_name, now, response_time)
 
     def transform(state: SessionState) -> SessionState:
@@ -161,7 +164,7 @@ def record_analysis(
 
 def begin_request(now: float, conversation_id: str, tool_name: str | None) -> Transform:
     if not conversation_id or ":" in conversation_id:
-        raise ValueError(
+        raise SessionArgumentError(
             f"conversation_id must be non-empty and contain no ':', got {conversation_id!r}"
         )
 

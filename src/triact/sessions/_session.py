@@ -16,7 +16,12 @@ from ..actors import (
 from . import _ops as ops
 from ._actor import SessionActor
 from ._cycles import HOLDS, Hold, done_waiting, wait_on
-from ._errors import SessionBusyError, SessionError, SessionReentrancyError, SessionSecurityError
+from ._errors import (
+    SessionBusyError,
+    SessionFailedError,
+    SessionReentrancyError,
+    SessionSecurityError,
+)
 from ._security import SessionGuard
 from ._state import RequestRecord, SessionState
 from ._stats import LatencySummary, SessionStats
@@ -142,7 +147,7 @@ class Session:
                     ) from None
                 if isinstance(exc, ActorFailedError):
                     manager._session_failed(entry, exc)
-                    raise SessionError(
+                    raise SessionFailedError(
                         f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
                     ) from exc
                 if not isinstance(exc, ActorStoppedError):

@@ -28,7 +28,7 @@ from ._schema import Spec
 from ._server import McpServer, ServerOptions
 from ._session_tools import SESSION_TOOLS
 from ._stdio import serve_stdio
-from ._tools import ERROR_CODES, ERROR_META_KEY, Tool, ToolError, ToolSet
+from ._tools import ERROR_CODES, ERROR_META_KEY, InvalidArgumentsError, Tool, ToolError, ToolSet
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -44,6 +44,7 @@ __all__ = [
     "STATELESS_VERSIONS",
     "SUPPORTED_VERSIONS",
     "UNSUPPORTED_PROTOCOL_VERSION",
+    "InvalidArgumentsError",
     "JsonRpcError",
     "McpServer",
     "ServerOptions",

@@ -88,6 +88,9 @@ converter.register_structure_hook_func(lambda tp: tp == Responses, _structure_re
 class ArgumentError(TransportError):
     """A tool's arguments did not fit its input schema; ``problems`` name each field."""
 
+    #: The stable error code of the MCP tools.
+    code = "invalid_arguments"
+
     def __init__(self, tool: str, problems: list[str]) -> None:
         super().__init__(f"invalid arguments for {tool}: {'; '.join(problems)}")
         self.tool = tool

@@ -29,6 +29,7 @@ from ..sessions import (
 from . import _args as a
 from . import _results as r
 from ._protocol import SUPPORTED_VERSIONS
+from ._tools import InvalidArgumentsError
 
 
 class ToolEnv(Protocol):
@@ -70,17 +71,19 @@ def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
     set_, increment, delete = args.set or {}, args.increment or {}, args.delete or []
     named = [*set_, *increment, *delete]
     if not named:
-        raise ValueError("session_update needs at least one key in set, increment or delete")
+        raise InvalidArgumentsError(
+            "session_update needs at least one key in set, increment or delete"
+        )
     reserved = sorted({key for key in named if key.startswith(RESERVED_PREFIX)})
     if reserved:
-        raise ValueError(
+        raise InvalidArgumentsError(
             f"data keys beginning with {RESERVED_PREFIX!r} are reserved for triact's own "
             f"layers (the work layer keeps checkpoints and trust grants there), so "
             f"session_update cannot set, increment or delete {reserved}; use another name"
         )
     if len(set(named)) != len(named):
         twice = sorted({key for key in named if named.count(key) > 1})
-        raise ValueError(
+        raise InvalidArgumentsError(
             f"keys {twice} appear more than once across set, increment and delete; "
             "name each key once"
         )
@@ -93,13 +96,15 @@ def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
         for key, delta in increment.items():
             old = data.get(key, 0)
             if type(old) not in (int, float):
-                raise ValueError(
+                raise InvalidArgumentsError(
                     f"session {state.id!r}: data[{key!r}] holds {type(old).__name__} "
                     f"{old!r}, which cannot be incremented; set it to a number first"
                 )
             new = old + delta
             if not math.isfinite(new):
-                raise ValueError(f"session {state.id!r}: data[{key!r}] would overflow to {new}")
+                raise InvalidArgumentsError(
+                    f"session {state.id!r}: data[{key!r}] would overflow to {new}"
+                )
             data[key] = new
         return attrs.evolve(state, data=data)
 
@@ -113,9 +118,9 @@ async def update(env: ToolEnv, session: Session, args: a.UpdateArgs) -> r.Update
 
 def check_directory(path: str) -> str:
     if not os.path.isabs(path):
-        raise ValueError(f"path must be an absolute path, got {path!r}")
+        raise InvalidArgumentsError(f"path must be an absolute path, got {path!r}")
     if not os.path.isdir(path):
-        raise ValueError(f"path {path!r} does not exist or is not a directory")
+        raise InvalidArgumentsError(f"path {path!r} does not exist or is not a directory")
     return os.path.normpath(path)
 
 
@@ -173,9 +178,9 @@ def _cursor_start(cursor: str, ids: list[str]) -> int:
         position = json.loads(raw)
         after, at = position["after"], position["at"]
         if type(after) is not str or type(at) is not int or at < 0:
-            raise ValueError(cursor)
+            raise ValueError(cursor)  # caught below
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise ValueError(
+        raise InvalidArgumentsError(
             f"cursor {cursor!r} is not a next_cursor from session_list; "
             "leave it out to start from the first page"
         ) from None

@@ -29,7 +29,9 @@ RequestId = str | int
 
 
 class TransportError(Exception):
-    """Base class of the errors the transport layer raises."""
+    """Base class of the errors the transport layer raises. Each subclass carries its
+    stable ``code``: a tool error's code is a str (:class:`ToolError`,
+    :class:`ArgumentError`); a :class:`JsonRpcError`'s is its JSON-RPC number."""
 
 
 class JsonRpcError(TransportError):

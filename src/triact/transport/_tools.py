@@ -16,16 +16,16 @@ from ..sessions import (
     SessionClosedError,
     SessionConcurrencyError,
     SessionError,
+    SessionFailedError,
     SessionLimitError,
     SessionNotFoundError,
     SessionRateLimitError,
     SessionSecurityError,
     SessionStoreError,
     SessionThrottledError,
-    SessionValueError,
 )
-from ._args import converter
-from ._jsonrpc import RequestId, encode_json
+from ._args import ArgumentError, converter
+from ._jsonrpc import RequestId, TransportError, encode_json
 from ._protocol import SERVER_INFO, SERVER_INFO_KEY, STATELESS_MEMBERS
 from ._schema import object_schema
 
@@ -159,26 +159,10 @@ class ToolSet:
 
 # -- errors ----------------------------------------------------------------------------
 
-#: Stable machine-readable codes of tool execution errors, by exception (first match).
-_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (SessionNotFoundError, "not_found"),
-    (SessionSecurityError, "unauthorized"),
-    (SessionConcurrencyError, "conflict"),
-    (SessionRateLimitError, "rate_limited"),
-    (SessionBusyError, "busy"),
-    (SessionLimitError, "limit_exceeded"),
-    (SessionClosedError, "closed"),
-    (SessionStoreError, "store_error"),
-    (SessionError, "session_error"),
-    (ValueError, "invalid_arguments"),
-    (TypeError, "invalid_arguments"),
-)
-#: Every error code the session tools' results can carry (docs/mcp.md describes each).
-ERROR_CODES = tuple(dict.fromkeys(code for _, code in _ERROR_CODES))
 
-
-class ToolError(Exception):
-    """A tool execution error with its stable code, reported as an ``isError`` result."""
+class ToolError(TransportError):
+    """A tool execution error with its stable ``code``, reported as an ``isError``
+    result (``details`` are added to its error object)."""
 
     def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -188,6 +172,35 @@ class ToolError(Exception):
 
     def payload(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class InvalidArgumentsError(ToolError):
+    """A tool's arguments fit its schema but are refused (no key to change, a key named
+    twice, a cursor that session_list never gave, ...): code ``invalid_arguments``."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__("invalid_arguments", message, **details)
+
+
+#: Every error code the session tools' results can carry (docs/mcp.md describes each),
+#: from the classes that carry them.
+ERROR_CODES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        kind.code
+        for kind in (
+            SessionNotFoundError,
+            SessionSecurityError,
+            SessionConcurrencyError,
+            SessionRateLimitError,
+            SessionBusyError,
+            SessionLimitError,
+            SessionClosedError,
+            SessionStoreError,
+            SessionError,
+            ArgumentError,
+        )
+    )
+)
 
 
 #: What a client is told of a store's failure: its details (the file, the driver's own
@@ -202,18 +215,20 @@ SESSION_FAILED = (
 
 
 def domain_error(exc: Exception) -> ToolError | None:
-    """The tool error that reports ``exc``, or None if it is not a domain error (a bug).
+    """The tool error that reports ``exc``: one that carries a stable ``code`` (a str),
+    as triact's errors do. None for anything else: a bug, which the caller reports as
+    an internal error.
 
     A store's or a session's failure is reported by its code and a message that names
     no file, record or secret; the whole error goes to the server's log."""
-    if isinstance(exc, SessionValueError):  # a SessionStoreError, but the caller's doing
-        return ToolError("invalid_arguments", str(exc))
-    code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
-    if code is None:
+    if isinstance(exc, ToolError):
+        return exc
+    code = getattr(exc, "code", None)
+    if type(code) is not str:
         return None
-    # A store's error carries its file and its driver's error; a session's crash (a
-    # plain SessionError), the repr of what crashed it.
-    if code == "store_error" or type(exc) is SessionError:
+    # A store's error carries its file and its driver's error; a session's crash, the
+    # repr of what crashed it.
+    if code == "store_error" or isinstance(exc, SessionFailedError):
         logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
         return ToolError(code, STORE_FAILED if code == "store_error" else SESSION_FAILED)
     details: dict[str, Any] = {}

@@ -21,6 +21,13 @@ class WorkDirectoryError(WorkError, ValueError):
     code = "invalid_arguments"
 
 
+class WorkArgumentError(WorkError, ValueError):
+    """A value is refused: an empty query, content, tag, project or operation name, a
+    non-positive expiry."""
+
+    code = "invalid_arguments"
+
+
 class WorkLimitError(WorkError, ValueError):
     """A value exceeds a configured bound (a reflection's size, a note's length, the
     number of trusted operations)."""

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ._config import WorkConfig
-from ._errors import WorkLimitError
+from ._errors import WorkArgumentError, WorkLimitError
 from ._records import Reflection
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits, as FTS5's unicode61 splits them
@@ -24,10 +24,10 @@ def words(text: str) -> list[str]:
 
 
 def query_terms(query: str) -> list[str]:
-    """The distinct words of a query, in order; ValueError if it has none."""
+    """The distinct words of a query, in order; WorkArgumentError if it has none."""
     terms = list(dict.fromkeys(words(query)))[:MAX_TERMS]
     if not terms:
-        raise ValueError(f"query {query!r} has no words to search for")
+        raise WorkArgumentError(f"query {query!r} has no words to search for")
     return terms
 
 
@@ -35,9 +35,9 @@ def check_reflection(
     config: WorkConfig, content: str, tags: Iterable[str], project: str | None
 ) -> tuple[str, tuple[str, ...], str | None]:
     """The reflection as it is stored (tags stripped, lower-cased, de-duplicated);
-    WorkLimitError / ValueError if it is refused."""
+    WorkLimitError / WorkArgumentError if it is refused."""
     if not isinstance(content, str) or not content.strip():
-        raise ValueError("a reflection's content must be a non-empty string")
+        raise WorkArgumentError("a reflection's content must be a non-empty string")
     if len(content) > config.max_reflection_chars:
         raise WorkLimitError(
             f"a reflection holds at most {config.max_reflection_chars} characters "
@@ -48,11 +48,11 @@ def check_reflection(
 
 def check_tags(config: WorkConfig, tags: Iterable[str]) -> tuple[str, ...]:
     if isinstance(tags, str):
-        raise TypeError("tags must be a list of strings, not a string")
+        raise WorkArgumentError("tags must be a list of strings, not a string")
     cleaned = []
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip():
-            raise ValueError(f"a tag must be a non-empty string, got {tag!r}")
+            raise WorkArgumentError(f"a tag must be a non-empty string, got {tag!r}")
         tag = tag.strip().casefold()
         if len(tag) > _TAG_CHARS:
             raise WorkLimitError(f"a tag has at most {_TAG_CHARS} characters, got {tag!r}")
@@ -70,7 +70,7 @@ def check_project(project: str | None) -> str | None:
     if project is None:
         return None
     if not isinstance(project, str) or not project.strip():
-        raise ValueError(f"project must be a non-empty string or null, got {project!r}")
+        raise WorkArgumentError(f"project must be a non-empty string or null, got {project!r}")
     if len(project) > _PROJECT_CHARS:
         raise WorkLimitError(f"project names have at most {_PROJECT_CHARS} characters")
     return project
@@ -78,7 +78,7 @@ def check_project(project: str | None) -> str | None:
 
 def check_limit(config: WorkConfig, limit: int) -> int:
     if type(limit) is not int or not 1 <= limit <= config.max_search_limit:
-        raise ValueError(
+        raise WorkArgumentError(
             f"limit must be an int from 1 to {config.max_search_limit} "
             f"(WorkConfig.max_search_limit), got {limit!r}"
         )

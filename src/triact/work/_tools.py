@@ -9,18 +9,17 @@ session makes its one session call first.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Concatenate, ParamSpec, TypeVar
 
 import attrs
 
 from ..sessions import Session
-from ..transport import SessionArgs, SessionView, Tool, ToolEnv, ToolError, ToolSet
+from ..transport import SessionArgs, SessionView, Tool, ToolEnv, ToolSet
 from ._errors import (
     GitError,
     GitTimeoutError,
     NotAGitRepositoryError,
+    WorkArgumentError,
     WorkDataError,
     WorkDirectoryError,
     WorkError,
@@ -47,32 +46,13 @@ from ._tool_args import (
 )
 from ._work import WorkSessions
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
 # -- handlers --------------------------------------------------------------------------
-
-
-def _reporting(
-    handler: Callable[Concatenate[WorkSessions, ToolEnv, _P], Awaitable[_R]],
-) -> Callable[Concatenate[WorkSessions, ToolEnv, _P], Awaitable[_R]]:
-    """Report the work layer's errors under their stable codes."""
-
-    async def run(work: WorkSessions, env: ToolEnv, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return await handler(work, env, *args, **kwargs)
-        except WorkError as exc:
-            raise ToolError(exc.code, str(exc)) from None
-
-    return run
 
 
 def _markdown(handoff: Handoff | None) -> str | None:
     return None if handoff is None else render_handoff(handoff)
 
 
-@_reporting
 async def start(work: WorkSessions, env: ToolEnv, args: StartArgs) -> StartResult:
     started = await work.start(
         args.working_directory,
@@ -90,7 +70,6 @@ async def start(work: WorkSessions, env: ToolEnv, args: StartArgs) -> StartResul
     )
 
 
-@_reporting
 async def status(
     work: WorkSessions, env: ToolEnv, session: Session, args: SessionArgs
 ) -> StatusResult:
@@ -98,7 +77,6 @@ async def status(
     return StatusResult(session.id, report, _markdown(report.previous_handoff))
 
 
-@_reporting
 async def checkpoint(
     work: WorkSessions, env: ToolEnv, session: Session, args: CheckpointArgs
 ) -> CheckpointResult:
@@ -106,7 +84,6 @@ async def checkpoint(
     return CheckpointResult(session.id, point)
 
 
-@_reporting
 async def end(work: WorkSessions, env: ToolEnv, session: Session, args: EndArgs) -> EndResult:
     ended = await work.end(session, write_handoff=args.write_handoff)
     final = ended.final
@@ -123,35 +100,30 @@ async def end(work: WorkSessions, env: ToolEnv, session: Session, args: EndArgs)
     )
 
 
-@_reporting
 async def trust_grant(
     work: WorkSessions, env: ToolEnv, session: Session, args: TrustGrantArgs
 ) -> TrustState:
     return await work.grant(session, args.operation, expires_in=args.expires_in)
 
 
-@_reporting
 async def trust_revoke(
     work: WorkSessions, env: ToolEnv, session: Session, args: TrustRevokeArgs
 ) -> TrustState:
     return await work.revoke(session, args.operation)
 
 
-@_reporting
 async def trust_list(
     work: WorkSessions, env: ToolEnv, session: Session, args: SessionArgs
 ) -> TrustState:
     return await work.trusted(session)
 
 
-@_reporting
 async def reflection_store(
     work: WorkSessions, env: ToolEnv, args: ReflectionStoreArgs
 ) -> StoredReflection:
     return await work.store_reflection(args.content, tags=args.tags or (), project=args.project)
 
 
-@_reporting
 async def reflection_search(
     work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
 ) -> SearchResult:
@@ -171,12 +143,14 @@ WORK_ERROR_CODES = tuple(
         kind.code
         for kind in (
             WorkDirectoryError,
+            WorkArgumentError,
             WorkLimitError,
             NotAGitRepositoryError,
             GitError,
             GitTimeoutError,
             WorkDataError,
             WorkStoreError,
+            WorkError,
         )
     )
 )

@@ -18,7 +18,7 @@ import attrs
 
 from ..sessions import SessionState
 from ._config import WorkConfig
-from ._errors import WorkLimitError
+from ._errors import WorkArgumentError, WorkLimitError
 from ._records import TrustGrant, with_work_record, work_record
 
 TrustScope = Literal["binding", "session"]
@@ -32,7 +32,7 @@ def scope_of(state: SessionState) -> TrustScope:
 
 def check_operation(operation: str) -> str:
     if not isinstance(operation, str) or not operation.strip():
-        raise ValueError(f"operation must be a non-empty string, got {operation!r}")
+        raise WorkArgumentError(f"operation must be a non-empty string, got {operation!r}")
     if len(operation) > _OPERATION_CHARS:
         raise WorkLimitError(f"operation names have at most {_OPERATION_CHARS} characters")
     return operation
@@ -60,7 +60,7 @@ def grant(
         or not isinstance(expires_in, int | float)
         or not 0 < expires_in < math.inf
     ):
-        raise ValueError(f"expires_in must be a number of seconds > 0, got {expires_in!r}")
+        raise WorkArgumentError(f"expires_in must be a number of seconds > 0, got {expires_in!r}")
     new = TrustGrant(operation, now, None if expires_in is None else now + expires_in)
 
     def transform(state: SessionState) -> SessionState:
