@@ -20,6 +20,11 @@ from collections import deque
 
 import trio
 
+# A turn's states: in its lane's queue; its session call issued; done with.
+_WAITING = 0
+_ISSUED = 1
+_FINISHED = 2
+
 
 class Turn:
     """One call's place in its session's lane."""
@@ -29,7 +34,7 @@ class Turn:
     def __init__(self, key: str) -> None:
         self.key = key
         self._ready: trio.Event | None = None
-        self._state = 0  # 0 waiting, 1 issued, 2 finished
+        self._state = _WAITING
 
 
 class _Lane:
@@ -85,22 +90,22 @@ class Lanes:
         assert lane.waiting[0] is turn, "issue() before wait() returned"
         lane.waiting.popleft()
         lane.running += 1
-        turn._state = 1
+        turn._state = _ISSUED
         self._wake_head(lane)
 
     def finish(self, turn: Turn) -> None:
         """The call is over (answered, failed or cancelled); safe to repeat."""
-        if turn._state == 2:
+        if turn._state == _FINISHED:
             return
         lane = self._lanes[turn.key]
-        if turn._state == 1:
+        if turn._state == _ISSUED:
             lane.running -= 1
         else:
             head = lane.waiting[0] is turn
             lane.waiting.remove(turn)
             if head:
                 self._wake_head(lane)
-        turn._state = 2
+        turn._state = _FINISHED
         if not lane.waiting and not lane.running:
             del self._lanes[turn.key]
 
