@@ -11,8 +11,9 @@ from typing import Any
 import trio
 
 from ..sessions import Session, SessionManager, SessionNotFoundError
-from . import _protocol as p
+from . import _protocol as protocol
 from ._args import ArgumentError, structure_arguments
+from ._handlers import ServerHealth
 from ._jsonrpc import (
     INVALID_PARAMS,
     JsonRpcError,
@@ -51,7 +52,12 @@ class _Call:
     __slots__ = ("args", "cancelled", "ctx", "request_id", "scope", "tool", "turn")
 
     def __init__(
-        self, request_id: RequestId, ctx: p.RequestContext, tool: Tool, args: Any, turn: Turn | None
+        self,
+        request_id: RequestId,
+        ctx: protocol.RequestContext,
+        tool: Tool,
+        args: Any,
+        turn: Turn | None,
     ) -> None:
         self.request_id = request_id
         self.ctx = ctx
@@ -80,7 +86,7 @@ class ToolCalls:
         manager: SessionManager,
         tools: ToolSet,
         emit: Callable[[bytes], None],
-        handshake: p.HandshakeState,
+        handshake: protocol.HandshakeState,
         *,
         max_in_flight: int,
         default_session: bool,
@@ -134,7 +140,9 @@ class ToolCalls:
         if call.scope is not None:
             call.scope.cancel()
 
-    def start(self, request_id: RequestId, ctx: p.RequestContext, params: dict[str, Any]) -> None:
+    def start(
+        self, request_id: RequestId, ctx: protocol.RequestContext, params: dict[str, Any]
+    ) -> None:
         """Begin a tools/call, synchronously, so that calls join their session's lane in
         arrival order: answer at once what needs no task (bad arguments, busy), start a
         task for the rest. Raises JsonRpcError for a protocol error."""
@@ -190,7 +198,7 @@ class ToolCalls:
             assert self.nursery is not None
             self.nursery.start_soon(self._work)
 
-    def _join_lane(self, ctx: p.RequestContext, tool: Tool, args: Any) -> Turn | None:
+    def _join_lane(self, ctx: protocol.RequestContext, tool: Tool, args: Any) -> Turn | None:
         session_id = args.session_id
         if session_id is None:
             if ctx.stateless or not self._default_session_allowed:
@@ -291,7 +299,7 @@ class ToolCalls:
                 self.drained.set()
 
     async def _execute(
-        self, ctx: p.RequestContext, tool: Tool, args: Any, turn: Turn | None
+        self, ctx: protocol.RequestContext, tool: Tool, args: Any, turn: Turn | None
     ) -> ToolResult:
         try:
             if tool.session == "none":
@@ -378,7 +386,9 @@ class ToolCalls:
                 self._default_creating = None
                 creating.set()
 
-    def _reply_tool(self, request_id: RequestId, ctx: p.RequestContext, result: ToolResult) -> None:
+    def _reply_tool(
+        self, request_id: RequestId, ctx: protocol.RequestContext, result: ToolResult
+    ) -> None:
         try:
             line = result.line(request_id, stateless=ctx.stateless)
         except (TypeError, ValueError):  # a value JSON cannot carry
@@ -389,7 +399,7 @@ class ToolCalls:
     def _refuse(
         self,
         request_id: RequestId,
-        ctx: p.RequestContext,
+        ctx: protocol.RequestContext,
         name: str,
         session_id: str | None,
         error: ToolError,
@@ -424,14 +434,14 @@ class ToolCalls:
         )
 
     def _log_call(
-        self, ctx: p.RequestContext, tool: Tool, result: ToolResult, elapsed: float
+        self, ctx: protocol.RequestContext, tool: Tool, result: ToolResult, elapsed: float
     ) -> None:
         threshold = ctx.log_level if ctx.stateless else self._handshake.log_level
         if threshold is None:
             return
         error = result.structured["error"] if result.error else None
         level = "warning" if error else "debug"
-        if p.LOG_RANK[level] < p.LOG_RANK[threshold]:
+        if protocol.LOG_RANK[level] < protocol.LOG_RANK[threshold]:
             return
         data = {
             "tool": tool.name,
@@ -451,10 +461,10 @@ class ToolCalls:
         if session_id == self.default_session_id:
             self.default_session_id = None
 
-    def health(self) -> tuple[float, int, int, bool]:
-        return (
-            trio.current_time() - self._started,
-            len(self._in_flight),
-            self._max_line_bytes,
-            self.closing,
+    def health(self) -> ServerHealth:
+        return ServerHealth(
+            uptime=trio.current_time() - self._started,
+            in_flight=len(self._in_flight),
+            max_line_bytes=self._max_line_bytes,
+            closing=self.closing,
         )

@@ -26,10 +26,24 @@ from ..sessions import (
     SessionManager,
     SessionState,
 )
-from . import _args as a
-from . import _results as r
+from . import _args as arguments
+from . import _results as results
 from ._protocol import SUPPORTED_VERSIONS
 from ._tools import InvalidArgumentsError
+
+
+@attrs.frozen
+class ServerHealth:
+    """What the server says of itself in health_check."""
+
+    #: Seconds since the connection's server started.
+    uptime: float
+    #: Tool calls in flight.
+    in_flight: int
+    #: Longest message accepted, in bytes.
+    max_line_bytes: int
+    #: True once the server has stopped taking calls.
+    closing: bool
 
 
 class ToolEnv(Protocol):
@@ -40,10 +54,10 @@ class ToolEnv(Protocol):
 
     def session_created(self, session: Session, bound: bool) -> None: ...
     def session_gone(self, session_id: str) -> None: ...
-    def health(self) -> tuple[float, int, int, bool]: ...  # uptime, in flight, line max, closing
+    def health(self) -> ServerHealth: ...
 
 
-async def create(env: ToolEnv, args: a.CreateArgs) -> r.CreateResult:
+async def create(env: ToolEnv, args: arguments.CreateArgs) -> results.CreateResult:
     session = await env.manager.create_session(
         args.topic,
         args.working_directory,
@@ -55,11 +69,11 @@ async def create(env: ToolEnv, args: a.CreateArgs) -> r.CreateResult:
     )
     env.session_created(session, args.bind_client)
     state = await session.snapshot()
-    return r.CreateResult(session.id, session.token, r.SessionView.of(state))
+    return results.CreateResult(session.id, session.token, results.SessionView.of(state))
 
 
-async def get(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.GetResult:
-    return r.GetResult(r.SessionView.of(await session.snapshot()))
+async def get(env: ToolEnv, session: Session, args: arguments.SessionArgs) -> results.GetResult:
+    return results.GetResult(results.SessionView.of(await session.snapshot()))
 
 
 #: The data keys session_update may not touch: those of triact's own layers
@@ -67,7 +81,7 @@ async def get(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.GetResul
 RESERVED_PREFIX = "triact."
 
 
-def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
+def updater(args: arguments.UpdateArgs) -> Callable[[SessionState], SessionState]:
     set_, increment, delete = args.set or {}, args.increment or {}, args.delete or []
     named = [*set_, *increment, *delete]
     if not named:
@@ -111,9 +125,11 @@ def updater(args: a.UpdateArgs) -> Callable[[SessionState], SessionState]:
     return update
 
 
-async def update(env: ToolEnv, session: Session, args: a.UpdateArgs) -> r.UpdateResult:
+async def update(
+    env: ToolEnv, session: Session, args: arguments.UpdateArgs
+) -> results.UpdateResult:
     state = await session.update(updater(args), expected_version=args.expected_version)
-    return r.UpdateResult(state.id, state.version, state.data)
+    return results.UpdateResult(state.id, state.version, state.data)
 
 
 def check_directory(path: str) -> str:
@@ -124,45 +140,47 @@ def check_directory(path: str) -> str:
     return os.path.normpath(path)
 
 
-async def check_path(args: a.WorkingDirectoryArgs) -> a.WorkingDirectoryArgs:
+async def check_path(args: arguments.WorkingDirectoryArgs) -> arguments.WorkingDirectoryArgs:
     return attrs.evolve(args, path=await trio.to_thread.run_sync(check_directory, args.path))
 
 
 async def set_directory(
-    env: ToolEnv, session: Session, args: a.WorkingDirectoryArgs
-) -> r.WorkingDirectoryResult:
+    env: ToolEnv, session: Session, args: arguments.WorkingDirectoryArgs
+) -> results.WorkingDirectoryResult:
     # Not Session.set_working_directory: it checks the path in a thread before its
     # ask, which would let a later call to this session overtake this one.
     path = args.path
     state = await session.update(lambda state: attrs.evolve(state, working_directory=path))
-    return r.WorkingDirectoryResult(state.id, state.version, state.working_directory)
+    return results.WorkingDirectoryResult(state.id, state.version, state.working_directory)
 
 
 async def get_directory(
-    env: ToolEnv, session: Session, args: a.SessionArgs
-) -> r.WorkingDirectoryResult:
+    env: ToolEnv, session: Session, args: arguments.SessionArgs
+) -> results.WorkingDirectoryResult:
     state = await session.snapshot()
-    return r.WorkingDirectoryResult(state.id, state.version, state.working_directory)
+    return results.WorkingDirectoryResult(state.id, state.version, state.working_directory)
 
 
-async def add_thread(env: ToolEnv, session: Session, args: a.AddThreadArgs) -> r.ThreadResult:
+async def add_thread(
+    env: ToolEnv, session: Session, args: arguments.AddThreadArgs
+) -> results.ThreadResult:
     state = await session.add_thread(args.name, args.system_prompt)
     thread = state.thread(args.name)
     assert thread is not None
-    return r.ThreadResult(state.id, state.version, thread, len(state.threads))
+    return results.ThreadResult(state.id, state.version, thread, len(state.threads))
 
 
 async def record_analysis(
-    env: ToolEnv, session: Session, args: a.RecordAnalysisArgs
-) -> r.AnalysisResult:
+    env: ToolEnv, session: Session, args: arguments.RecordAnalysisArgs
+) -> results.AnalysisResult:
     state = await session.record_analysis(args.prompt, args.responses, args.response_time)
-    return r.AnalysisResult(state.id, state.version, state.analyses[-1], len(state.analyses))
+    return results.AnalysisResult(state.id, state.version, state.analyses[-1], len(state.analyses))
 
 
-async def end(env: ToolEnv, session: Session, args: a.SessionArgs) -> r.EndResult:
+async def end(env: ToolEnv, session: Session, args: arguments.SessionArgs) -> results.EndResult:
     final = await session.end()
     env.session_gone(final.id)
-    return r.EndResult(final.id, True, r.SessionView.of(final))
+    return results.EndResult(final.id, True, results.SessionView.of(final))
 
 
 def _encode_cursor(after: str, at: int) -> str:
@@ -192,7 +210,7 @@ def _cursor_start(cursor: str, ids: list[str]) -> int:
         return min(at, len(ids))  # that session is gone: best effort
 
 
-async def listable_sessions(env: ToolEnv, args: a.ListArgs) -> list[SessionState]:
+async def listable_sessions(env: ToolEnv, args: arguments.ListArgs) -> list[SessionState]:
     """The sessions session_list shows this caller: only those it may use, so that the
     others' ids, and their number, stay unknown to it. Over stdio: every unbound
     session and the bound ones whose token the caller presents. (A transport whose
@@ -201,7 +219,7 @@ async def listable_sessions(env: ToolEnv, args: a.ListArgs) -> list[SessionState
     return await env.manager.usable_sessions(args.tokens or ())
 
 
-async def list_sessions(env: ToolEnv, args: a.ListArgs) -> r.ListResult:
+async def list_sessions(env: ToolEnv, args: arguments.ListArgs) -> results.ListResult:
     """A page of :func:`listable_sessions`, from their committed states: listing is no
     call to the sessions, so it keeps none of them alive."""
     states = await listable_sessions(env, args)
@@ -209,39 +227,41 @@ async def list_sessions(env: ToolEnv, args: a.ListArgs) -> r.ListResult:
     start = _cursor_start(args.cursor, ids) if args.cursor is not None else 0
     page = states[start : start + args.limit]
     summaries = tuple(
-        r.SessionSummary(
+        results.SessionSummary(
             state.id, state.topic, state.version, state.last_used, state.client_binding is not None
         )
         for state in page
     )
     end = start + len(page)
     next_cursor = _encode_cursor(page[-1].id, end) if page and end < len(ids) else None
-    return r.ListResult(summaries, next_cursor, len(ids), env.default_session_id)
+    return results.ListResult(summaries, next_cursor, len(ids), env.default_session_id)
 
 
-async def stats(env: ToolEnv, session: Session | None, args: a.SessionArgs) -> r.StatsResult:
+async def stats(
+    env: ToolEnv, session: Session | None, args: arguments.SessionArgs
+) -> results.StatsResult:
     session_stats = await session.stats() if session is not None else None
-    return r.StatsResult(await env.manager.stats(), session_stats)
+    return results.StatsResult(await env.manager.stats(), session_stats)
 
 
-async def health(env: ToolEnv, args: a.NoArgs) -> r.HealthResult:
+async def health(env: ToolEnv, args: arguments.NoArgs) -> results.HealthResult:
     manager = env.manager
     manager_stats = await manager.stats()
-    uptime, in_flight, max_line_bytes, closing = env.health()
+    server = env.health()
     store_problem = await manager.store.check()
-    status: r.HealthStatus = "shutting_down" if closing else "ok"
+    status: results.HealthStatus = "shutting_down" if server.closing else "ok"
     if store_problem is not None:
         status = "store_failed"
-    return r.HealthResult(
+    return results.HealthResult(
         status,
         "triact",
         __version__,
-        uptime,
+        server.uptime,
         manager_stats.sessions,
         manager_stats.active_actors,
         manager_stats.store,
-        in_flight,
+        server.in_flight,
         SUPPORTED_VERSIONS,
-        max_line_bytes,
+        server.max_line_bytes,
         store_problem,
     )

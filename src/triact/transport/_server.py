@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from ..sessions import SessionManager
-from . import _protocol as p
+from . import _protocol as protocol
 from ._calls import ToolCalls
 from ._framing import DEFAULT_MAX_LINE_BYTES, LineReader, LineTooLong
 from ._jsonrpc import (
@@ -87,7 +87,7 @@ class McpServer:
         self.manager = manager
         self.tools = tools
         self.options = options = options or ServerOptions()
-        self._handshake = p.HandshakeState()
+        self._handshake = protocol.HandshakeState()
         self._out: list[bytes] = []  # lines for the writer, in order
         self._out_bytes = 0  # emitted, not yet written
         self._out_drained: trio.Event | None = None  # set when back under the bound
@@ -282,7 +282,7 @@ class McpServer:
                     INVALID_REQUEST,
                     f"Invalid Request: {method} is a notification; send it without an id",
                 )
-            ctx = p.context_for(method, params, self._handshake)
+            ctx = protocol.context_for(method, params, self._handshake)
             if method == "tools/call":
                 self.calls.start(request_id, ctx, params)
                 return
@@ -293,21 +293,23 @@ class McpServer:
             logger.exception("request %r (%s) failed", request_id, method)
             self._emit(error_line(request_id, internal_error()))
 
-    def _answer(self, ctx: p.RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _answer(
+        self, ctx: protocol.RequestContext, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         if method == "tools/list":
             if params.get("cursor") is not None:
                 raise JsonRpcError(
                     INVALID_PARAMS, "Invalid params: unknown cursor (tools/list has one page)"
                 )
-            return p.shape(
+            return protocol.shape(
                 ctx, {"tools": self.tools.definitions(stateless=ctx.stateless)}, cacheable=True
             )
         if method == "initialize":
-            return p.initialize(params, self._handshake)
+            return protocol.initialize(params, self._handshake)
         if method == "server/discover":
-            return p.discover(ctx)
+            return protocol.discover(ctx)
         if method == "logging/setLevel":
-            return p.set_level(params, self._handshake)
+            return protocol.set_level(params, self._handshake)
         assert method == "ping"
         return {}
 
