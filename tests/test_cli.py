@@ -281,3 +281,23 @@ def test_stress_refuses_a_bad_option() -> None:
     result = run("stress", "--sessions", "0")
     assert result.returncode == 2
     assert "--sessions" in result.stderr
+
+
+def test_serve_takes_the_library_defaults() -> None:
+    from triact._serve import ServeConfig
+    from triact.transport import ServerOptions
+    from triact.work import WorkConfig
+
+    config, _ = ServeConfig(store="memory").session_config()
+    library = triact.SessionConfig()
+    assert (config.idle_ttl, config.max_sessions, config.max_state_bytes) == (
+        library.idle_ttl,
+        library.max_sessions,
+        library.max_state_bytes,
+    )
+    assert config.shutdown_grace == library.shutdown_grace
+    assert ServeConfig().server_options() == ServerOptions()
+    assert ServeConfig().work == WorkConfig()
+    shown = run("serve", "--help").stdout
+    assert f"(default: {library.idle_ttl:g})" in shown
+    assert f"(default: {library.max_sessions})" in shown

@@ -11,12 +11,12 @@ import stat
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
 from .sessions import (
-    DEFAULT_MAX_STATE_BYTES,
     MemoryStore,
     SessionConfig,
     SessionStore,
@@ -24,7 +24,7 @@ from .sessions import (
     SqliteStore,
     open_session_manager,
 )
-from .transport import DEFAULT_MAX_LINE_BYTES, SESSION_TOOLS, ServerOptions, serve_stdio
+from .transport import SESSION_TOOLS, ServerOptions, serve_stdio
 from .work import WorkConfig, WorkStoreError, open_work_sessions, work_tools
 
 logger = logging.getLogger("triact.serve")
@@ -62,24 +62,26 @@ def default_store_path() -> Path:
 
 @attrs.frozen(kw_only=True)
 class ServeConfig:
-    """Everything ``triact serve`` takes from its command line."""
+    """Everything ``triact serve`` takes from its command line. A setting left None
+    takes the library's default (:class:`~triact.SessionConfig`,
+    :class:`~triact.transport.ServerOptions`), written there only."""
 
     #: "memory", "sqlite" (the default file) or "sqlite:PATH"; None means "sqlite".
     store: str | None = None
-    idle_ttl: float = 7200.0
-    max_sessions: int = 10_000
+    idle_ttl: float | None = None
+    max_sessions: int | None = None
     log_level: str = "warning"
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
+    max_line_bytes: int | None = None
+    max_state_bytes: int | None = None
     #: A file holding the hex key that signs session tokens; created (0600) if missing.
     #: By default a SQLite store keeps one next to its database, "<db>.key".
     secret_key_file: Path | None = None
-    shutdown_grace: float = 5.0
+    #: For the server's calls in flight and for the manager's shutdown alike.
+    shutdown_grace: float | None = None
     #: Seconds before a long call's first progress report, and between reports.
-    progress_interval: float = 1.0
-    #: The work tools' settings (``--allowed-root``, ``--git-timeout``, ...), as keyword
-    #: arguments of :class:`~triact.work.WorkConfig`; checked by :meth:`work_config`.
-    work: dict[str, object] = attrs.field(factory=dict)
+    progress_interval: float | None = None
+    #: The work tools' settings (``--allowed-root``, ``--git-timeout``, ...).
+    work: WorkConfig = attrs.field(factory=WorkConfig)
 
     def open_store(self) -> tuple[SessionStore, Path | None]:
         """The store, and the key file that goes with it by default (None for memory)."""
@@ -118,34 +120,41 @@ class ServeConfig:
             if key is None:
                 new_key = NewKeyFile(key_file, secrets.token_bytes(_KEY_BYTES))
                 key = new_key.key
+        given = _given(
+            idle_ttl=self.idle_ttl,
+            max_sessions=self.max_sessions,
+            max_state_bytes=self.max_state_bytes,
+            shutdown_grace=self.shutdown_grace,
+        )
         try:
-            config = SessionConfig(
-                idle_ttl=self.idle_ttl,
-                max_sessions=self.max_sessions,
-                max_state_bytes=self.max_state_bytes,
-                store=store,
-                secret_key=key,
-                shutdown_grace=self.shutdown_grace,
-            )
+            config = attrs.evolve(SessionConfig(store=store, secret_key=key), **given)
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc
         return config, new_key
 
-    def work_config(self) -> WorkConfig:
-        try:
-            return WorkConfig(**self.work)  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise ServeConfigError(str(exc)) from exc
-
     def server_options(self) -> ServerOptions:
+        given = _given(
+            max_line_bytes=self.max_line_bytes,
+            shutdown_grace=self.shutdown_grace,
+            progress_interval=self.progress_interval,
+        )
         try:
-            return ServerOptions(
-                max_line_bytes=self.max_line_bytes,
-                shutdown_grace=self.shutdown_grace,
-                progress_interval=self.progress_interval,
-            )
+            return attrs.evolve(ServerOptions(), **given)
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc
+
+
+def _given(**settings: object) -> dict[str, Any]:
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def work_config(**settings: object) -> WorkConfig:
+    """A WorkConfig of the settings given (None: its default); ServeConfigError if one
+    is refused."""
+    try:
+        return WorkConfig(**_given(**settings))
+    except (TypeError, ValueError) as exc:
+        raise ServeConfigError(str(exc)) from exc
 
 
 def write_secret_key(new: NewKeyFile) -> None:
@@ -194,7 +203,7 @@ def run_serve(config: ServeConfig) -> int:
     )
     session_config, new_key = config.session_config()
     options = config.server_options()
-    work_config = config.work_config()
+    work_config = config.work
     leftovers = _not_there_yet(session_config.store, new_key)
     if sys.stdin.isatty():
         print(

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import attrs
 import trio
 
 from ._cli_args import (
@@ -17,8 +19,20 @@ from ._cli_args import (
     positive_int,
 )
 from ._version import __version__
+from .sessions import SessionConfig
+from .transport import ServerOptions
+from .work import WorkConfig
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of ``cls``'s attrs field ``name``: the library's, written there only."""
+    return attrs.fields_dict(cls)[name].default
+
+
+def _mib(size: int) -> str:
+    return f"{size // (1 << 20)} MiB" if size % (1 << 20) == 0 else str(size)
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,15 +57,17 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--idle-ttl",
         metavar="S",
         type=positive_float,
-        default=7200.0,
-        help="seconds without calls before a session expires (default: 7200)",
+        default=None,
+        help="seconds without calls before a session expires "
+        f"(default: {_default(SessionConfig, 'idle_ttl'):g})",
     )
     serve.add_argument(
         "--max-sessions",
         metavar="N",
         type=positive_int,
-        default=10_000,
-        help="sessions that may exist at once (default: 10000)",
+        default=None,
+        help="sessions that may exist at once "
+        f"(default: {_default(SessionConfig, 'max_sessions')})",
     )
     serve.add_argument(
         "--log-level",
@@ -64,16 +80,17 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-line-bytes",
         metavar="N",
         type=positive_int,
-        default=4 * 1024 * 1024,
-        help="longest message accepted, in bytes (default: 4 MiB)",
+        default=None,
+        help="longest message accepted, in bytes "
+        f"(default: {_mib(_default(ServerOptions, 'max_line_bytes'))})",
     )
     serve.add_argument(
         "--max-state-bytes",
         metavar="N",
         type=positive_int,
-        default=1024 * 1024,
+        default=None,
         help="largest a session may grow, in bytes of JSON; a change past it fails with "
-        "limit_exceeded (default: 1 MiB)",
+        f"limit_exceeded (default: {_mib(_default(SessionConfig, 'max_state_bytes'))})",
     )
     serve.add_argument(
         "--secret-key-file",
@@ -87,16 +104,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--shutdown-grace",
         metavar="S",
         type=non_negative_float,
-        default=5.0,
-        help="seconds calls in flight get to finish when stopping (default: 5)",
+        default=None,
+        help="seconds calls in flight get to finish when stopping "
+        f"(default: {_default(ServerOptions, 'shutdown_grace'):g})",
     )
     serve.add_argument(
         "--progress-interval",
         metavar="S",
         type=positive_float,
-        default=1.0,
+        default=None,
         help="seconds a tool call that asked for progress runs before its first progress "
-        "notification, and between the next ones (default: 1)",
+        "notification, and between the next ones "
+        f"(default: {_default(ServerOptions, 'progress_interval'):g})",
     )
     work = serve.add_argument_group("work tools (session_start, checkpoints, reflections)")
     work.add_argument(
@@ -121,21 +140,24 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         type=positive_float,
         default=None,
-        help="seconds one git command may take before it is killed (default: 10)",
+        help="seconds one git command may take before it is killed "
+        f"(default: {_default(WorkConfig, 'git_timeout'):g})",
     )
     work.add_argument(
         "--max-reflections-per-project",
         metavar="N",
         type=positive_int,
         default=None,
-        help="reflections kept per project, the oldest dropped first (default: 1000)",
+        help="reflections kept per project, the oldest dropped first "
+        f"(default: {_default(WorkConfig, 'max_reflections_per_project')})",
     )
     work.add_argument(
         "--max-reflection-chars",
         metavar="N",
         type=positive_int,
         default=None,
-        help="longest reflection, in characters (default: 10000)",
+        help="longest reflection, in characters "
+        f"(default: {_default(WorkConfig, 'max_reflection_chars')})",
     )
 
 
@@ -161,8 +183,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ._serve import ServeConfig, ServeConfigError, run_serve
+    from ._serve import ServeConfig, ServeConfigError, run_serve, work_config
 
+    try:
+        work = work_config(
+            **{
+                name: getattr(args, name)
+                for name in (
+                    "allowed_roots",
+                    "allow_git_hooks",
+                    "git_timeout",
+                    "max_reflections_per_project",
+                    "max_reflection_chars",
+                )
+            }
+        )
+    except ServeConfigError as exc:
+        print(f"triact serve: error: {exc}", file=sys.stderr)
+        return 2
     config = ServeConfig(
         store=args.store,
         idle_ttl=args.idle_ttl,
@@ -173,17 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
         secret_key_file=args.secret_key_file,
         shutdown_grace=args.shutdown_grace,
         progress_interval=args.progress_interval,
-        work={
-            name: value
-            for name in (
-                "allowed_roots",
-                "allow_git_hooks",
-                "git_timeout",
-                "max_reflections_per_project",
-                "max_reflection_chars",
-            )
-            if (value := getattr(args, name)) is not None
-        },
+        work=work,
     )
     try:
         return run_serve(config)
