@@ -216,9 +216,12 @@ async def run_program(program: Program, store: SessionStore | None = None) -> Ru
                 for task, steps in enumerate(program.tasks):
                     outside.start_soon(driver.client, task, steps)
                 await trio.sleep(program.shutdown_after)
+            # Stats first: its schedule point could let a session expire (or a caller
+            # of a program with shutdown_after end one) after alive was taken. From
+            # here to the shutdown mark nothing yields, so they agree.
+            stats = await manager.stats()
             alive = set(manager.session_ids())
             finished = trio.current_time()
-            stats = await manager.stats()
             recorder.mark_shutdown()
         leftover = [task.name for task in _tasks_now() - before]
         stored = {}
