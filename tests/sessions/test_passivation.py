@@ -24,16 +24,19 @@ def appended(index: int) -> object:
 
 
 class FlakyLoads(triact.SqliteStore):
-    """Fails the next ``failures`` loads, as a locked database would."""
+    """Fails the next ``failures`` loads (activations: a shared store's loads), as a
+    locked database would."""
 
     failures = 0
 
-    async def load(self, session_id: str) -> triact.SessionState | None:
+    async def activate(
+        self, session_id: str, *, node: str, lease: float, now: float, force: bool = False
+    ) -> triact.Activation | None:
         if self.failures:
             self.failures -= 1
             await trio.lowlevel.checkpoint()
             raise sqlite3.OperationalError("database is locked")
-        return await super().load(session_id)
+        return await super().activate(session_id, node=node, lease=lease, now=now, force=force)
 
 
 def config(store: triact.SessionStore) -> triact.SessionConfig:

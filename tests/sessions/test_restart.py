@@ -76,7 +76,7 @@ async def test_sigkill_mid_load_loses_no_acknowledged_change(tmp_path: Path) -> 
 
     config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
     async with triact.open_session_manager(config) as manager:
-        assert manager.session_count == 20
+        assert await manager.count_sessions() == 20
         for session_id, (version, n) in acknowledged.items():
             state = await (await manager.get_session(session_id)).snapshot()
             # At least what was acknowledged; more if a change was committed after

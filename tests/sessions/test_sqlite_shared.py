@@ -153,7 +153,7 @@ async def test_create_counts_a_clients_sessions_in_the_store(path: Path) -> None
 async def test_create_first_removes_the_sessions_past_their_deadline(path: Path) -> None:
     async with two_stores(path) as (a, b):
         await create(a, make_state("old"), expires_at=NOW + 1)
-        a.release("old", node="a", epoch=1)
+        a.release("old", node="a", epoch=1, expires_at=NOW + 1)
         trimmed = await create(b, make_state("new"), now=NOW + 10, max_sessions=1)
         assert trimmed == [("old", 1)]
         assert await a.load("old") is None
@@ -162,7 +162,7 @@ async def test_create_first_removes_the_sessions_past_their_deadline(path: Path)
 async def test_expiry_spares_a_session_whose_deadline_was_pushed_by_a_touch(path: Path) -> None:
     async with two_stores(path) as (a, b):
         await create(a, make_state(), expires_at=NOW + 10)
-        a.release("s1", node="a", epoch=1)
+        a.release("s1", node="a", epoch=1, expires_at=NOW)
         a.touch("s1", expires_at=NOW + 30)
         await a.version("s1")  # the touch is through once a later call is
         assert await b.expire_due(NOW + 20, idle_before=0, limit=10) == []
@@ -192,7 +192,7 @@ async def test_renew_reports_leases_taken_over_or_gone(path: Path) -> None:
 async def test_a_released_lease_lets_another_node_activate_at_once(path: Path) -> None:
     async with two_stores(path) as (a, b):
         await create(a, make_state())
-        a.release("s1", node="a", epoch=1)
+        a.release("s1", node="a", epoch=1, expires_at=NOW)
         await a.version("s1")
         taken = await b.activate("s1", node="b", lease=5.0, now=NOW)
         assert taken is not None

@@ -763,6 +763,7 @@ class CancellableWrites(SqliteStore):
     each write waits for ``release`` first."""
 
     writes_see_through = False
+    shared = False  # a single-process durable store, as a third-party one might be
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)

@@ -15,6 +15,8 @@ import triact
 class FlakyDeletes(triact.SqliteStore):
     """Fails the next ``failures`` deletes, as a full disk would."""
 
+    shared = False  # the single-process durable path: deletes, not removals
+
     failures = 0
 
     async def delete(self, session_id: str) -> bool:
@@ -59,6 +61,8 @@ async def test_a_removal_whose_delete_fails_is_retried_by_the_store(tmp_path: Pa
 
 
 class SlowDeletes(triact.SqliteStore):
+    shared = False  # the single-process durable path: deletes, not removals
+
     async def delete(self, session_id: str) -> bool:
         await trio.sleep(1)
         return await super().delete(session_id)

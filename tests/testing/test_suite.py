@@ -39,10 +39,19 @@ passivation = st.none() | st.sampled_from([0.5, 1.5, 4.0])
 sqlite_budget = settings(max_examples=max(10, settings.default.max_examples // 3))
 
 
+class SingleProcessSqlite(triact.SqliteStore):
+    """The file used by one manager alone, through the single-process durable path
+    (the index in memory, expiry by this manager's clock), whose single-manager
+    invariants these programs check; tests/sessions/test_shared_managers.py checks
+    the shared path with several managers on one file."""
+
+    shared = False
+
+
 @contextmanager
 def sqlite_store() -> Iterator[Callable[[], triact.SqliteStore]]:
     with tempfile.TemporaryDirectory() as directory:
-        yield lambda: triact.SqliteStore(Path(directory) / "sessions.db")
+        yield lambda: SingleProcessSqlite(Path(directory) / "sessions.db")
 
 
 def run_and_check(program: Program, store: str = "memory") -> None:

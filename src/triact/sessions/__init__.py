@@ -13,9 +13,11 @@ from ._errors import (
     SessionBusyError,
     SessionClosedError,
     SessionConcurrencyError,
+    SessionContendedError,
     SessionDataError,
     SessionError,
     SessionFailedError,
+    SessionFencedError,
     SessionLimitError,
     SessionNotFoundError,
     SessionRateLimitError,
@@ -41,12 +43,13 @@ from ._state import (
     ThreadMessage,
 )
 from ._stats import LatencySummary, ManagerStats, SessionStats
-from ._store import IndexEntry, MemoryStore, SessionStore
+from ._store import Activation, IndexEntry, MemoryStore, SessionStore, SharedSessionStore
 
 __all__ = [
     "DEFAULT_MAX_STATE_BYTES",
     "MAX_NESTING",
     "SCHEMA_VERSION",
+    "Activation",
     "AnalysisRecord",
     "ClientBinding",
     "EventKind",
@@ -64,10 +67,12 @@ __all__ = [
     "SessionClosedError",
     "SessionConcurrencyError",
     "SessionConfig",
+    "SessionContendedError",
     "SessionDataError",
     "SessionError",
     "SessionEvent",
     "SessionFailedError",
+    "SessionFencedError",
     "SessionLimitError",
     "SessionManager",
     "SessionMetrics",
@@ -81,6 +86,7 @@ __all__ = [
     "SessionStoreError",
     "SessionThrottledError",
     "SessionValueError",
+    "SharedSessionStore",
     "SqliteStore",
     "Subscription",
     "Thread",

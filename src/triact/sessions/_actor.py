@@ -28,7 +28,9 @@ from ._cycles import holding
 from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
+    SessionContendedError,
     SessionError,
+    SessionFencedError,
     SessionNotFoundError,
     SessionRateLimitError,
     SessionSecurityError,
@@ -40,10 +42,13 @@ from ._security import SessionGuard
 from ._state import SessionMetrics, SessionState, stamped
 
 if TYPE_CHECKING:
+    from ._leases import Entry
     from ._manager import SessionManager
-    from ._session import _Entry
 
 _LATENCIES_KEPT = 256
+#: With a shared store, how many times a group of changes is run again on the
+#: reloaded state after another process committed first (then SessionContendedError).
+REPLAYS = 8
 _AWAITED = (CoroutineType, SeeThrough)  # the replies of receive() that are awaitables
 
 
@@ -65,7 +70,7 @@ class SessionActor(Actor[Op, Any]):
         "total_latency",
     )
 
-    def __init__(self, manager: SessionManager, entry: _Entry) -> None:
+    def __init__(self, manager: SessionManager, entry: Entry) -> None:
         self._manager = manager
         self._entry = entry
         metrics = entry.state.metrics if entry.state is not None else SessionMetrics()
@@ -91,6 +96,8 @@ class SessionActor(Actor[Op, Any]):
     def receive(self, op: Op) -> Any:
         entry = self._entry
         if entry.gone is not None:
+            if entry.gone == "expired":  # gone from a shared store meanwhile
+                raise SessionNotFoundError(f"session {entry.id!r} expired; create a new session")
             raise SessionClosedError(
                 f"session {entry.id!r} {entry.gone} before this call ran; start a new session"
             )
@@ -122,7 +129,12 @@ class SessionActor(Actor[Op, Any]):
             if kind is Change:
                 reply = self._change(op, start)  # type: ignore[arg-type]
             elif kind is Read:
-                reply = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
+                if self._manager.leases is not None:
+                    reply = self._read_shared()
+                else:
+                    reply = self._guard.with_events(
+                        attrs.evolve(self.state, metrics=self.metrics())
+                    )
             else:
                 reply = self._end(op, start)  # type: ignore[arg-type]
         except Exception:
@@ -144,26 +156,38 @@ class SessionActor(Actor[Op, Any]):
         tries again.
         """
         entry = self._entry
+        leases = self._manager.leases
         try:
-            state = await self._manager.store.load(entry.id)
+            if leases is not None:  # load and lease (a guest if another holds it)
+                state = await leases.activate(entry)
+            else:
+                state = await self._manager.store.load(entry.id)
         except Exception as exc:
             raise _store_error(entry.id, exc) from exc
         if entry.gone is not None:
             return self.receive(op)  # raises: it went while we loaded
         if state is None:
-            self._manager._session_gone(entry, "expired", None)
-            raise SessionNotFoundError(
-                f"session {entry.id!r} is no longer in the store (another process ended "
-                "it, or it expired); create a new one"
-            )
-        entry.state = state
-        metrics = state.metrics
-        self.operations, self.errors = metrics.operations, metrics.errors
-        self.total_latency, self.max_latency = metrics.total_latency, metrics.max_latency
+            raise self._gone_from_store()
+        self._adopt(state)
         reply = self.receive(op)
         if type(reply) in _AWAITED:
             reply = await reply
         return reply
+
+    def _adopt(self, state: SessionState) -> None:
+        """Take ``state`` (just loaded) as the committed state, with its counters."""
+        self._entry.state = state
+        self._entry.created_wall = state.created_at
+        metrics = state.metrics
+        self.operations, self.errors = metrics.operations, metrics.errors
+        self.total_latency, self.max_latency = metrics.total_latency, metrics.max_latency
+
+    def _gone_from_store(self) -> SessionNotFoundError:
+        self._manager._session_gone(self._entry, "expired", None)
+        return SessionNotFoundError(
+            f"session {self._entry.id!r} is no longer in the store (another process ended "
+            "it, or it expired); create a new one"
+        )
 
     async def _finish(self, pending: Any, start: float) -> Any:
         try:
@@ -210,14 +234,17 @@ class SessionActor(Actor[Op, Any]):
         # The security events not committed yet are committed with this change.
         result = op.transform(self._guard.with_events(state))
         if type(result) is CoroutineType:
+            if self._manager.leases is not None:
+                result.close()  # not begun: it runs again on the latest state, leased
+                return self._change_exclusive(op)
             return self._change_async(result)
-        return self._commit(self._stamp(state, result), start)
+        return self._commit(self._stamp(state, result), start, op)
 
     async def _change_async(self, pending: Any) -> SessionState:
         with holding(self._entry):  # its calls to other sessions are checked for cycles
             result = await pending  # cancelled or raising here: nothing committed (I2)
         self._check_live("this change was committed")
-        committed = self._commit(self._stamp(self.state, result), None)
+        committed = self._commit(self._stamp(self.state, result), None, None)
         if type(committed) is SeeThrough:
             committed = await committed
         return committed  # type: ignore[no-any-return]
@@ -246,9 +273,11 @@ class SessionActor(Actor[Op, Any]):
         )
         return check_state(new, state, self._manager.config.max_state_bytes)
 
-    def _commit(self, new: SessionState, start: float | None) -> Any:
+    def _commit(self, new: SessionState, start: float | None, replay: Change | None) -> Any:
         """Commit ``new`` now (immediate store), or return the durable commit as a
-        reply seen through; with ``start``, that reply accounts for the call."""
+        reply seen through; with ``start``, that reply accounts for the call.
+        ``replay`` is the change that made ``new`` if it may run again (a shared
+        store's conflict)."""
         entry = self._entry
         self._check_live("this change was committed")
         store = self._manager.store
@@ -259,9 +288,11 @@ class SessionActor(Actor[Op, Any]):
             self._manager._publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
-        return see_through(self._commit_durably(new, start))
+        return see_through(self._commit_durably(new, start, replay))
 
-    async def _commit_durably(self, new: SessionState, start: float | None) -> SessionState:
+    async def _commit_durably(
+        self, new: SessionState, start: float | None, replay: Change | None
+    ) -> SessionState:
         """Commit ``new`` and the plain changes queued behind it in one write.
 
         The queued changes run against the group's uncommitted states, so none of
@@ -276,46 +307,34 @@ class SessionActor(Actor[Op, Any]):
         committed = [new]
         outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
         for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=self._groupable):
-            op = queued.message
             queued_start = manager.now()
             try:
-                if type(op) is Authorized:
-                    # Its token passed against the committed binding when it joined;
-                    # a change of the group may have replaced the binding since.
-                    if not self._guard.passes(op.token, committed[-1]):
-                        raise SessionSecurityError(
-                            f"session {entry.id!r} refused the token of a call queued "
-                            "behind a change of its client binding"
-                        )
-                    op = op.op
-                assert isinstance(op, Change)
-                _check_version(committed[-1], op.expected_version)
-                result = op.transform(committed[-1])
-                if type(result) is CoroutineType:  # a plain function returned a coroutine
-                    with holding(entry):
-                        result = await result
-                committed.append(self._stamp(committed[-1], result))
+                committed.append(await self._apply(queued.message, committed[-1]))
             except Exception as exc:
                 self._account(queued_start, failed=True)
                 outcomes.append((queued, exc))
                 continue
             self._account(queued_start, failed=False)
             outcomes.append((queued, committed[-1]))
-        store = manager.store
         try:
-            if store.writes_see_through:
-                await store.write(committed[-1], previous_version=previous)
-            else:  # once begun, the write is seen through, even if we are cancelled
-                with trio.CancelScope(shield=True):
-                    await store.write(committed[-1], previous_version=previous)
-        except Exception as exc:
-            for queued, _ in outcomes:  # each caller gets its own exception object
-                queued.fail(self._group_failure(exc, len(committed)))
+            await self._write(committed[-1], previous)
+        except SessionConcurrencyError as exc:
+            if manager.leases is None or entry.gone is not None:
+                raise self._failed_group(exc, outcomes, len(committed), start) from exc
+            # Another process committed first: reload, run the group again.
+            first, outcomes = await self._replay(exc, replay, outcomes)
+            for queued, outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    queued.fail(outcome)
+                else:
+                    queued.reply(outcome)
             if start is not None:
-                self._account(start, failed=True)
-            if entry.gone is not None:
-                self._check_live("this change was committed")
-            raise _store_error(entry.id, exc) from exc
+                self._account(start, failed=isinstance(first, Exception))
+            if isinstance(first, Exception):
+                raise first from None
+            return first
+        except Exception as exc:
+            raise self._failed_group(exc, outcomes, len(committed), start) from exc
         if entry.gone is None:
             entry.state = committed[-1]
             self._guard.committed()
@@ -330,6 +349,41 @@ class SessionActor(Actor[Op, Any]):
             self._account(start, failed=False)
         return new
 
+    async def _apply(self, op: Op, base: SessionState) -> SessionState:
+        """The state a queued change makes of ``base`` (stamped); raises its refusal."""
+        if type(op) is Authorized:
+            # Its token passed against the committed binding when it joined; a change
+            # of the group may have replaced the binding since.
+            if not self._guard.passes(op.token, base):
+                raise SessionSecurityError(
+                    f"session {base.id!r} refused the token of a call queued "
+                    "behind a change of its client binding"
+                )
+            op = op.op
+        assert isinstance(op, Change)
+        _check_version(base, op.expected_version)
+        result = op.transform(base)
+        if type(result) is CoroutineType:  # a plain function returned a coroutine
+            with holding(self._entry):
+                result = await result
+        return self._stamp(base, result)
+
+    async def _write(self, new: SessionState, previous: int) -> None:
+        """One compare-and-set write of ``new`` over version ``previous``, seen
+        through once begun (even if we are cancelled)."""
+        manager = self._manager
+        leases = manager.leases
+        with trio.CancelScope(shield=not manager.store.writes_see_through):
+            if leases is not None:
+                await leases.store.write(
+                    new,
+                    previous_version=previous,
+                    epoch=self._entry.epoch,
+                    expires_at=leases.expires_at(new.created_at, new.last_used),
+                )
+            else:
+                await manager.store.write(new, previous_version=previous)
+
     def _groupable(self, op: Op) -> bool:
         """Whether a queued op can join a group commit: a plain change, or one that
         carries a token that passes (a refused one is handled on its own, so that its
@@ -339,6 +393,24 @@ class SessionActor(Actor[Op, Any]):
                 return False
             op = op.op
         return _groupable_change(op)
+
+    def _failed_group(
+        self,
+        exc: Exception,
+        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]],
+        group: int,
+        start: float | None,
+    ) -> SessionError:
+        """Fail every queued caller of a group whose write failed; the error for the
+        caller that began it (accounted for with ``start``)."""
+        for queued, _ in outcomes:  # each caller gets its own exception object
+            queued.fail(self._group_failure(exc, group))
+        if start is not None:
+            self._account(start, failed=True)
+        self._check_live("this change was committed")
+        if isinstance(exc, SessionConcurrencyError) and exc.actual == -1:
+            return self._gone_from_store()
+        return _store_error(self._entry.id, exc)
 
     def _group_failure(self, exc: Exception, group: int) -> SessionError:
         entry = self._entry
@@ -354,6 +426,125 @@ class SessionActor(Actor[Op, Any]):
             )
         failure.__cause__ = exc
         return failure
+
+    # -- a shared store: reads checked, conflicts replayed, exclusive changes --------
+
+    async def _reload(self) -> SessionState:
+        """The stored state, adopted as the committed one (NotFound if gone)."""
+        try:
+            state = await self._manager.store.load(self._entry.id)
+        except Exception as exc:
+            raise _store_error(self._entry.id, exc) from exc
+        self._check_live("it could be read")
+        if state is None:
+            raise self._gone_from_store()
+        self._adopt(state)
+        return state
+
+    async def _read_shared(self) -> SessionState:
+        """The latest committed state: the cached one if the store still holds its
+        version, else reloaded. A read is use: the deadline is pushed (coalesced)."""
+        leases = self._manager.leases
+        assert leases is not None
+        entry = self._entry
+        try:
+            version = await leases.store.version(entry.id)
+        except Exception as exc:
+            raise _store_error(entry.id, exc) from exc
+        self._check_live("it could be read")
+        if version is None:
+            raise self._gone_from_store()
+        if version != self.state.version:
+            await self._reload()
+        leases.touch(entry, self.state, self._manager.now())
+        return self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
+
+    async def _change_exclusive(self, op: Change) -> SessionState:
+        """An async update: it runs once, under this process's lease (taken over if
+        another holds it), on the latest state; never replayed. If the session moves
+        on meanwhile, it fails with SessionConcurrencyError and nothing is saved."""
+        leases = self._manager.leases
+        assert leases is not None
+        entry = self._entry
+        try:
+            if entry.epoch is None:
+                state = await leases.activate(entry, force=True)
+                if state is None:
+                    raise self._gone_from_store()
+                self._check_live("it could run")
+                self._adopt(state)
+            elif await leases.store.version(entry.id) != self.state.version:
+                await self._reload()
+        except SessionError:
+            raise
+        except Exception as exc:
+            raise _store_error(entry.id, exc) from exc
+        self._check_live("it could run")
+        state = self.state
+        _check_version(state, op.expected_version)
+        with holding(entry):  # its calls to other sessions are checked for cycles
+            result = await op.transform(self._guard.with_events(state))  # type: ignore[misc]
+        self._check_live("this change was committed")
+        committed = self._commit(self._stamp(self.state, result), None, None)
+        if type(committed) is SeeThrough:
+            committed = await committed
+        return committed  # type: ignore[no-any-return]
+
+    async def _replay(
+        self,
+        conflict: SessionConcurrencyError,
+        first: Change | None,
+        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]],
+    ) -> tuple[SessionState | Exception, list[tuple[Queued[Op, Any], SessionState | Exception]]]:
+        """After a conflict (or a fencing) of a group's write, reload and run the
+        group's changes again on the stored state, then write again: at most
+        REPLAYS times. Returns the outcome of ``first`` (None: it may not run again,
+        it fails) and of each queued change."""
+        entry = self._entry
+        manager = self._manager
+        error: SessionConcurrencyError = conflict
+        for _ in range(REPLAYS):
+            if isinstance(error, SessionFencedError):
+                entry.epoch = None  # taken over: go on as a guest
+            elif error.actual == -1:
+                raise self._gone_from_store()
+            base = await self._reload()
+            committed = [base]
+            head: SessionState | Exception
+            try:
+                if first is None:
+                    raise _moved(entry.id, error)
+                committed.append(await self._apply(first, self._guard.with_events(base)))
+                head = committed[-1]
+            except Exception as exc:
+                head = exc
+            again: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
+            for queued, _ in outcomes:
+                try:
+                    committed.append(await self._apply(queued.message, committed[-1]))
+                    again.append((queued, committed[-1]))
+                except Exception as exc:
+                    again.append((queued, exc))
+            if len(committed) > 1:
+                try:
+                    await self._write(committed[-1], base.version)
+                except SessionConcurrencyError as exc:
+                    error = exc
+                    continue
+                except Exception as exc:
+                    raise self._failed_group(exc, outcomes, len(committed), None) from exc
+                entry.state = committed[-1]
+                self._guard.committed()
+                for state in committed[1:]:
+                    manager._publish("updated", state)
+            return head, again
+        retry = 0.01 * REPLAYS
+        busy = SessionContendedError(
+            f"session {entry.id!r} was changed by other processes at each of {REPLAYS} "
+            f"tries to commit; nothing was saved, retry in about {retry:.2f} s",
+            retry_after=retry,
+        )
+        return busy, [(queued, _copy(busy)) for queued, _ in outcomes]
 
     # -- security ------------------------------------------------------------------
 
@@ -377,7 +568,41 @@ class SessionActor(Actor[Op, Any]):
             manager.store.discard(final.id)
             manager._session_gone(self._entry, op.reason, final)
             return final
+        if manager.leases is not None:
+            return see_through(self._end_shared(op, start))
         return see_through(self._end_durably(final, op, start))
+
+    async def _end_shared(self, op: End, start: float) -> SessionState:
+        """Delete the stored session if it is still at the version this process
+        holds, else reload and try again (so that the final state returned is the
+        one deleted). Accounts for the call."""
+        leases = self._manager.leases
+        assert leases is not None
+        try:
+            for _ in range(REPLAYS):
+                final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
+                try:
+                    with trio.CancelScope(shield=True):
+                        removed = await leases.store.remove(final.id, version=final.version)
+                except SessionConcurrencyError:
+                    await self._reload()
+                    continue
+                except Exception as exc:
+                    raise _store_error(final.id, exc) from exc
+                self._check_live("it could end")
+                if not removed:
+                    raise self._gone_from_store()
+                self._manager._session_gone(self._entry, op.reason, final)
+                self._account(start, failed=False)
+                return final
+            raise SessionContendedError(
+                f"session {self._entry.id!r} was changed by other processes at each of "
+                f"{REPLAYS} tries to end it; it was not ended, retry",
+                retry_after=0.01 * REPLAYS,
+            )
+        except Exception:
+            self._account(start, failed=True)
+            raise
 
     async def _end_durably(self, final: SessionState, op: End, start: float) -> SessionState:
         """Delete the stored session, then let it go: if the store fails, the session
@@ -396,6 +621,27 @@ class SessionActor(Actor[Op, Any]):
         self._manager._session_gone(self._entry, op.reason, final)
         self._account(start, failed=False)
         return final
+
+
+def _moved(session_id: str, error: SessionConcurrencyError) -> SessionConcurrencyError:
+    """The error of an exclusive change whose commit met another process's."""
+    what = (
+        "taken over by another process"
+        if isinstance(error, SessionFencedError)
+        else ("changed by another process")
+    )
+    moved = SessionConcurrencyError(
+        f"session {session_id!r} was {what} while an exclusive update ran; "
+        "nothing was saved, retry",
+        expected=error.expected,
+        actual=error.actual,
+    )
+    moved.__cause__ = error
+    return moved
+
+
+def _copy(error: SessionContendedError) -> SessionContendedError:
+    return SessionContendedError(str(error), retry_after=error.retry_after)
 
 
 def _check_version(state: SessionState, expected: int | None) -> None:

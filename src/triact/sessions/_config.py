@@ -90,6 +90,12 @@ class SessionConfig:
     schedule_slice: float = attrs.field(
         default=DEFAULT_SCHEDULE_SLICE, validator=[_non_negative, _finite]
     )
+    #: With a shared store (:class:`SharedSessionStore`): seconds of a session's
+    #: activation lease. Its owner renews it every third of that while the session
+    #: is in its memory; another process takes a session over only once its lease
+    #: ran out (or at once for an exclusive operation). Leases never decide what
+    #: commits, only who caches and who runs exclusive operations.
+    lease: float = attrs.field(default=5.0, validator=[_positive, _finite])
     #: The wall clock for timestamps stored in states (DESIGN I8): inject a fake one
     #: in tests. Timing itself always uses Trio's clock.
     wall_clock: Callable[[], float] = time.time

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ._errors import SessionReentrancyError
 
 if TYPE_CHECKING:
-    from ._session import _Entry
+    from ._leases import Entry
 
 
 class Hold:
@@ -28,12 +28,12 @@ class Hold:
 
     __slots__ = ("active", "entry", "waits_on")
 
-    def __init__(self, entry: _Entry) -> None:
+    def __init__(self, entry: Entry) -> None:
         self.entry = entry
         self.active = True
         #: The sessions that code inside this update is calling now (a list: several
         #: tasks started by the update may call the same session).
-        self.waits_on: list[_Entry] = []
+        self.waits_on: list[Entry] = []
 
 
 #: The updates the current code runs inside, outermost first.
@@ -41,7 +41,7 @@ HOLDS: ContextVar[tuple[Hold, ...]] = ContextVar("triact_session_holds", default
 
 
 @contextmanager
-def holding(entry: _Entry) -> Iterator[None]:
+def holding(entry: Entry) -> Iterator[None]:
     """Mark the block as the running async update of ``entry``'s session."""
     hold = Hold(entry)
     entry.hold = hold
@@ -55,7 +55,7 @@ def holding(entry: _Entry) -> Iterator[None]:
         HOLDS.reset(token)
 
 
-def wait_on(target: _Entry, holds: tuple[Hold, ...]) -> Hold | None:
+def wait_on(target: Entry, holds: tuple[Hold, ...]) -> Hold | None:
     """Record that code inside ``holds`` is about to call ``target``'s session, and
     return the hold that waits (give it to :func:`done_waiting` afterwards); None if
     none of ``holds`` is running any more.
@@ -75,23 +75,23 @@ def wait_on(target: _Entry, holds: tuple[Hold, ...]) -> Hold | None:
     return waiter
 
 
-def done_waiting(waiter: Hold, target: _Entry) -> None:
+def done_waiting(waiter: Hold, target: Entry) -> None:
     waiter.waits_on.remove(target)
 
 
-def _find_cycle(target: _Entry, live: list[Hold]) -> list[_Entry] | None:
+def _find_cycle(target: Entry, live: list[Hold]) -> list[Entry] | None:
     """The sessions of the cycle the call would close (the caller's updates from the
     first one involved, then ``target`` and on back to that one); None if none."""
     mine = {id(hold.entry): i for i, hold in enumerate(live)}
-    came_from: dict[int, _Entry | None] = {id(target): None}
+    came_from: dict[int, Entry | None] = {id(target): None}
     queue = deque([target])
     # Breadth-first over "the running update of X waits on Y".
     while queue:
         entry = queue.popleft()
         at = mine.get(id(entry))
         if at is not None:
-            path: list[_Entry] = []
-            step: _Entry | None = entry
+            path: list[Entry] = []
+            step: Entry | None = entry
             while step is not None:
                 path.append(step)
                 step = came_from[id(step)]
@@ -105,7 +105,7 @@ def _find_cycle(target: _Entry, live: list[Hold]) -> list[_Entry] | None:
     return None
 
 
-def _cycle_error(target: _Entry, caller: _Entry, cycle: list[_Entry]) -> SessionReentrancyError:
+def _cycle_error(target: Entry, caller: Entry, cycle: list[Entry]) -> SessionReentrancyError:
     if len(cycle) == 2 and cycle[0] is cycle[1]:
         return SessionReentrancyError(
             f"session {target.id!r} was called from inside its own update; that call would "

@@ -85,6 +85,16 @@ class SessionRateLimitError(SessionBusyError):
         self.retry_after = retry_after
 
 
+class SessionContendedError(SessionBusyError):
+    """With a shared store, other processes changed the session every time this call
+    tried to commit, for as many tries as it gets; nothing of it was saved. Retry in
+    about ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SessionClosedError(SessionError):
     """The session ended, or the manager is shutting down, before the call ran."""
 

@@ -1,6 +1,6 @@
 """The SessionManager: the supervisor of session actors, their TTLs and their store.
 
-A session is an :class:`_Entry` in the manager's index from creation to expiry. Its
+A session is an :class:`Entry` in the manager's index from creation to expiry. Its
 actor exists only while the session is in use: it is spawned on the first call
 (after passivation with a durable store, it loads the state inside that call) and
 leaves memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
@@ -33,12 +33,13 @@ from ._errors import (
     SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
+from ._leases import Entry, GoneReason, Leases
 from ._limits import check_state
 from ._security import opens, token_digest
-from ._session import GoneReason, Session, _Entry
+from ._session import Session
 from ._state import ClientBinding, SessionState
 from ._stats import LatencySummary, ManagerStats
-from ._store import MemoryStore, SessionStore
+from ._store import IndexEntry, MemoryStore, SessionStore, SharedSessionStore
 
 logger = logging.getLogger("triact.sessions")
 
@@ -63,10 +64,10 @@ class SessionManager:
         self.now = trio.lowlevel.current_clock().current_time
         self._sup = sup
         self._key = config.secret_key or secrets.token_bytes(32)
-        self._sessions: dict[str, _Entry] = {}
+        self._sessions: dict[str, Entry] = {}
         self._reserved = 0  # creations admitted and not yet in _sessions
         self._per_client: dict[str, int] = {}
-        self._ttl: DeadlineQueue[_Entry] = DeadlineQueue()
+        self._ttl: DeadlineQueue[Entry] = DeadlineQueue()
         self._subscriptions: list[Subscription] = []
         self._closing = False
         self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
@@ -77,13 +78,43 @@ class SessionManager:
         self._errors = 0
         self._busy_rejections = 0
         self._security_failures = 0
+        #: With a shared store: its leases, deadlines and sweeps (None otherwise).
+        self.leases: Leases | None = None
+        if store.shared:
+            assert isinstance(store, SharedSessionStore), f"{store!r} is not a SharedSessionStore"
+            self.leases = Leases(store, config, self._sessions, self._expired_in_store)
 
     # -- creating and finding sessions ---------------------------------------------
 
     @property
     def session_count(self) -> int:
-        """Live sessions, in memory or passivated."""
+        """Live sessions, in memory or passivated; with a shared store, those this
+        process has used lately (:meth:`count_sessions` counts the store's)."""
         return len(self._sessions)
+
+    async def count_sessions(self) -> int:
+        """Live sessions: in the store, with a shared store (every process's)."""
+        if self.leases is None:
+            await trio.lowlevel.checkpoint()
+            return len(self._sessions)
+        return await self.leases.store.count()
+
+    async def list_sessions(
+        self, after: tuple[float, str] | None = None, limit: int = 100
+    ) -> list[IndexEntry]:
+        """Up to ``limit`` live sessions ordered by creation (wall clock, then id),
+        after the position ``after`` (the ``(created_at, id)`` of the last one seen);
+        with a shared store, every process's, read from the store."""
+        if self.leases is not None:
+            return await self.leases.store.page(after, limit)
+        await trio.lowlevel.checkpoint()
+        entries = []
+        for entry in self._sessions.values():
+            created = entry.created_wall
+            if after is None or (created, entry.id) > after:
+                entries.append(IndexEntry(entry.id, created, 0.0, entry.client_id, entry.version))
+        entries.sort(key=lambda item: (item.created_at, item.id))
+        return entries[:limit]
 
     @property
     def closing(self) -> bool:
@@ -112,7 +143,12 @@ class SessionManager:
         ``max_sessions`` or the per-client cap.
         """
         self._check_open()
-        self._reserve(client_id)  # before any await: concurrent creations see it
+        leases = self.leases
+        # Limits count this process's sessions, before any await (so that concurrent
+        # creations see each other); a shared store counts them itself.
+        reserved = None if leases is not None else client_id
+        if leases is None:
+            self._reserve(client_id)
         try:
             if working_directory is not None:
                 working_directory = await trio.to_thread.run_sync(
@@ -139,17 +175,40 @@ class SessionManager:
                 metadata=metadata or {},
             )
             check_state(state, None, self.config.max_state_bytes)
-            if self.store.immediate:
+            if leases is not None:
+                with trio.CancelScope(shield=True):  # once begun, seen through
+                    await self._create_shared(leases, state, client_id)
+            elif self.store.immediate:
                 self.store.write_now(state, previous_version=None)
             else:
                 with trio.CancelScope(shield=True):  # once begun, seen through
                     await self.store.write(state, previous_version=None)
         finally:
-            self._release(client_id)
-        entry = self._admit(_Entry(state.id, state, trio.current_time(), client_id))
+            if leases is None:
+                self._release(client_id)
+        entry = self._admit(Entry(state.id, state, trio.current_time(), reserved))
+        if leases is not None:
+            entry.epoch = 1  # created leased to this process
         self._counts["created"] += 1
         self._publish("created", state)
         return Session(self, entry, token)
+
+    async def _create_shared(
+        self, leases: Leases, state: SessionState, client_id: str | None
+    ) -> None:
+        config = self.config
+        trimmed = await leases.store.create(
+            state,
+            client_id=client_id,
+            expires_at=leases.expires_at(state.created_at, state.created_at),
+            now=state.created_at,
+            node=leases.node,
+            lease=config.lease,
+            max_sessions=config.max_sessions,
+            max_per_client=config.max_sessions_per_client,
+        )
+        for session_id, version in trimmed:
+            self._expired_in_store(session_id, version)
 
     def _reserve(self, client_id: str | None) -> None:
         config = self.config
@@ -181,7 +240,7 @@ class SessionManager:
         else:
             del self._per_client[client_id]
 
-    def _admit(self, entry: _Entry) -> _Entry:
+    def _admit(self, entry: Entry) -> Entry:
         self._sessions[entry.id] = entry
         if entry.client_id is not None:
             self._per_client[entry.client_id] = self._per_client.get(entry.client_id, 0) + 1
@@ -190,15 +249,44 @@ class SessionManager:
 
     async def get_session(self, session_id: str) -> Session:
         """The handle of a live session; :class:`SessionNotFoundError` if there is none."""
-        await trio.lowlevel.checkpoint()
         self._check_open()
         entry = self._sessions.get(session_id)
+        if entry is None and self.leases is not None and isinstance(session_id, str):
+            # Created elsewhere? (Past its deadline counts as gone.)
+            version = await self.leases.store.version(session_id, now=self.wall_clock())
+            self._check_open()
+            if version is not None:
+                entry = self._adopt(session_id)
+                entry.version = version
+        else:
+            await trio.lowlevel.checkpoint()
         if entry is None:
             raise SessionNotFoundError(
                 f"no session {session_id!r}: it never existed, or it expired, ended "
                 "or was removed; create a new one"
             )
         return Session(self, entry)
+
+    def _adopt(self, session_id: str) -> Entry:
+        """This process's record of a session of a shared store (made if needed; its
+        actor loads the state, or finds it gone, on its first call)."""
+        entry = self._sessions.get(session_id)
+        if entry is None:
+            entry = self._admit(Entry(session_id, None, trio.current_time(), None))
+        return entry
+
+    def _expired_in_store(self, session_id: str, version: int) -> None:
+        """A shared store expired a session (this process's sweep or creation)."""
+        entry = self._sessions.get(session_id)
+        if entry is not None:
+            entry.version = version
+            self._session_gone(entry, "expired", None)
+        else:
+            self._counts["expired"] += 1
+            if self._subscriptions:
+                event = SessionEvent("expired", session_id, version, self.wall_clock())
+                for subscription in self._subscriptions:
+                    subscription._publish(event)
 
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
@@ -244,6 +332,18 @@ class SessionManager:
         """
         self._check_open()
         entry = self._sessions.get(session_id)
+        if self.leases is not None:
+            store = self.leases.store
+            with trio.CancelScope(shield=True):
+                if entry is None:  # the event names the version removed
+                    version = await store.version(session_id)
+                    if version is None:
+                        return False
+                    entry = self._adopt(session_id)
+                    entry.version = version
+                # Gone here first, so that a change in progress here fails.
+                self._session_gone(entry, "removed", entry.state)
+                return await store.remove(session_id, version=None)
         if entry is None:
             await trio.lowlevel.checkpoint()
             return False
@@ -292,8 +392,11 @@ class SessionManager:
         """Manager-wide figures."""
         await trio.lowlevel.checkpoint()
         counts = self._counts
+        sessions = len(self._sessions)
+        if self.leases is not None:
+            sessions = await self.leases.store.count()
         return ManagerStats(
-            sessions=len(self._sessions),
+            sessions=sessions,
             active_actors=len(self._sup),
             created=counts["created"],
             expired=counts["expired"],
@@ -312,7 +415,7 @@ class SessionManager:
 
     # -- actors ---------------------------------------------------------------------
 
-    async def _activate(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
+    async def _activate(self, entry: Entry) -> ActorRef[ops.Op, Any]:
         """The session's running actor, spawned if needed (a passivated session's
         actor loads its state as it handles its first call).
 
@@ -334,7 +437,7 @@ class SessionManager:
                 continue
             return self._spawn(entry)
 
-    def _spawn(self, entry: _Entry) -> ActorRef[ops.Op, Any]:
+    def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
         ref: ActorRef[ops.Op, Any] = self._sup.spawn(
             lambda: SessionActor(self, entry),
             name=entry.id,
@@ -345,12 +448,21 @@ class SessionManager:
         self._counts["activations"] += 1
         return ref
 
-    def _actor_stopped(self, entry: _Entry, actor: SessionActor) -> None:
+    def _actor_stopped(self, entry: Entry, actor: SessionActor) -> None:
         """Called by a session actor's on_stop: passivated, expired, ended or shut down."""
         ref = entry.ref
         if ref is None or ref._actor is not actor:
             return
         entry.ref = None
+        if self.leases is not None:
+            # The next actor activates anew: others may have written meanwhile.
+            self.leases.release(entry, self.now())
+            if entry.state is not None:
+                entry.version = entry.state.version
+                entry.state = None
+            if entry.gone is None and not self._closing:
+                self._counts["passivated"] += 1
+            return
         if entry.gone is None and not self._closing:
             self._counts["passivated"] += 1
             if not self.store.immediate and entry.state is not None:
@@ -359,12 +471,12 @@ class SessionManager:
             elif entry.state is not None:  # keep the counts of reads since the last commit
                 entry.state = attrs.evolve(entry.state, metrics=actor.metrics())
 
-    def _session_failed(self, entry: _Entry, error: BaseException) -> None:
+    def _session_failed(self, entry: Entry, error: BaseException) -> None:
         if entry.gone is None:
             logger.error("session %r failed for good: %r", entry.id, error)
             self._session_gone(entry, "failed", entry.state)
 
-    def _refusal(self, entry: _Entry) -> SessionError:
+    def _refusal(self, entry: Entry) -> SessionError:
         if entry.gone is not None:
             return SessionNotFoundError(f"session {entry.id!r} {entry.gone}; create a new session")
         return SessionClosedError(
@@ -395,7 +507,7 @@ class SessionManager:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
 
-    def _session_gone(self, entry: _Entry, reason: GoneReason, final: SessionState | None) -> None:
+    def _session_gone(self, entry: Entry, reason: GoneReason, final: SessionState | None) -> None:
         """Forget a session: it ended, expired, was removed or failed."""
         if entry.gone is not None:
             return
@@ -417,13 +529,13 @@ class SessionManager:
 
     # -- time -----------------------------------------------------------------------
 
-    def _deadline(self, entry: _Entry) -> float:
+    def _deadline(self, entry: Entry) -> float:
         deadline = entry.last_active + self.config.idle_ttl
         if self.config.max_lifetime is not None:
             deadline = min(deadline, entry.created + self.config.max_lifetime)
         return deadline
 
-    def _ttl_due(self, entry: _Entry, now: float) -> float | None:
+    def _ttl_due(self, entry: Entry, now: float) -> float | None:
         if entry.gone is not None:
             return None
         ref = entry.ref
@@ -432,9 +544,23 @@ class SessionManager:
         deadline = self._deadline(entry)
         if deadline > now:
             return deadline  # it was used since it was armed: re-arm, lazily
+        if self.leases is not None:
+            self._forget(entry)  # the store decides when it expires
+            return None
         self._session_gone(entry, "expired", entry.state)
         self.store.discard(entry.id)
         return None
+
+    def _forget(self, entry: Entry) -> None:
+        """Drop a shared store's session from this process's memory (it idled here);
+        it lives on in the store until the store expires it."""
+        entry.forgotten = True
+        if self._sessions.get(entry.id) is entry:
+            del self._sessions[entry.id]
+        if entry.ref is not None:
+            entry.ref.stop_soon()  # its on_stop releases the lease
+        elif self.leases is not None:
+            self.leases.release(entry, self.now())
 
     async def _load_index(self) -> None:
         """Adopt the sessions of a store that already holds some."""
@@ -452,8 +578,9 @@ class SessionManager:
                 self.store.discard(item.id)
                 expired += 1
             else:
-                entry = _Entry(item.id, None, now, item.client_id)
+                entry = Entry(item.id, None, now, item.client_id)
                 entry.version = item.version
+                entry.created_wall = item.created_at
                 entry.last_active = now - idle
                 entry.created = now - age
                 self._admit(entry)
@@ -492,7 +619,11 @@ async def open_session_manager(
         ) as sup:
             manager = SessionManager(config, store, sup)
             try:
-                await manager._load_index()
+                if manager.leases is not None:  # opens without the index; sweeps it
+                    await manager.leases.sweep()
+                    sup.start_soon(manager.leases.run)
+                else:
+                    await manager._load_index()
                 sup.start_soon(manager._ttl.run, manager._ttl_due)
                 yield manager
             except BaseException as exc:

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..actors import (
     ActorFailedError,
-    ActorRef,
     ActorStoppedError,
     MailboxFullError,
     ReentrantCallError,
 )
 from . import _ops as ops
 from ._actor import SessionActor
-from ._cycles import HOLDS, Hold, done_waiting, wait_on
+from ._cycles import HOLDS, done_waiting, wait_on
 from ._errors import (
     SessionBusyError,
     SessionFailedError,
     SessionReentrancyError,
     SessionSecurityError,
 )
-from ._security import SessionGuard
+from ._leases import Entry
 from ._state import RequestRecord, SessionState
 from ._stats import LatencySummary, SessionStats
 
@@ -32,45 +31,6 @@ if TYPE_CHECKING:
 #: What :meth:`Session.update` takes: a plain or async function of the current state
 #: that returns the next one.
 Update = Callable[[SessionState], Any]
-GoneReason = Literal["ended", "expired", "removed", "failed"]
-
-
-class _Entry:
-    """The manager's record of one live session."""
-
-    __slots__ = (
-        "client_id",
-        "created",
-        "gone",
-        "guard",
-        "hold",
-        "id",
-        "last_active",
-        "ref",
-        "state",
-        "version",
-    )
-
-    def __init__(
-        self, session_id: str, state: SessionState | None, now: float, client_id: str | None
-    ) -> None:
-        self.id = session_id
-        #: The last committed state; None while passivated with a durable store.
-        self.state = state
-        #: The version of the state in the store, kept while ``state`` is None (for
-        #: the events of a passivated session).
-        self.version = 0 if state is None else state.version
-        self.ref: ActorRef[ops.Op, Any] | None = None
-        self.created = now  # Trio clock
-        self.last_active = now  # Trio clock
-        self.client_id = client_id
-        #: Why the session is gone ("ended", "expired", ...), None while it lives.
-        self.gone: GoneReason | None = None
-        #: The session's token checks and security events not yet committed (made by
-        #: its first actor; kept here so that passivation keeps them).
-        self.guard: SessionGuard | None = None
-        #: The session's async update while it runs (see ``_cycles``).
-        self.hold: Hold | None = None
 
 
 class Session:
@@ -82,7 +42,7 @@ class Session:
 
     __slots__ = ("_auth", "_entry", "_manager", "id", "token")
 
-    def __init__(self, manager: SessionManager, entry: _Entry, token: str | None = None) -> None:
+    def __init__(self, manager: SessionManager, entry: Entry, token: str | None = None) -> None:
         self._manager = manager
         self._entry = entry
         self.id = entry.id
@@ -121,6 +81,8 @@ class Session:
         manager = self._manager
         entry = self._entry
         while True:
+            if entry.forgotten:  # this process dropped it; the store may still hold it
+                entry = self._entry = manager._adopt(entry.id)
             ref = entry.ref
             if ref is None or not ref.accepting:
                 ref = await manager._activate(entry)

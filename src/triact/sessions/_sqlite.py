@@ -3,11 +3,12 @@ loop by a single task that owns the connection."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -330,10 +331,9 @@ class SqliteStore(SharedSessionStore):
         )
         return await self._call(_Job("write", state.id, run), withdrawable=False)
 
-    async def version(self, session_id: str) -> int | None:
-        return await self._call(
-            _Job("read", session_id, partial(sql.version, session_id=session_id))
-        )
+    async def version(self, session_id: str, *, now: float | None = None) -> int | None:
+        run = partial(sql.version, session_id=session_id, now=now)
+        return await self._call(_Job("read", session_id, run))
 
     async def renew(
         self, node: str, leases: dict[str, int], *, until: float, busy_until: float | None
@@ -341,9 +341,11 @@ class SqliteStore(SharedSessionStore):
         run = partial(sql.renew, node=node, leases=leases, until=until, busy_until=busy_until)
         return await self._call(_Job("change", None, run))
 
-    def release(self, session_id: str, *, node: str, epoch: int) -> None:
+    def release(self, session_id: str, *, node: str, epoch: int, expires_at: float) -> None:
         self._check_open()
-        run = partial(sql.release, session_id=session_id, node=node, epoch=epoch)
+        run = partial(
+            sql.release, session_id=session_id, node=node, epoch=epoch, expires_at=expires_at
+        )
         self._enqueue(_Job("note", session_id, run))
 
     def touch(self, session_id: str, *, expires_at: float) -> None:
@@ -356,14 +358,14 @@ class SqliteStore(SharedSessionStore):
         return await self._call(_Job("delete", session_id, run))
 
     async def expire_due(
-        self, now: float, *, idle_before: float, limit: int
+        self, now: float, *, idle_before: float, limit: int, spare: Collection[str] = ()
     ) -> list[tuple[str, int]]:
+        spared = json.dumps(list(spare))
         # Look first (a read takes no write lock): usually nothing is due.
-        if not await self._call(
-            _Job("read", None, partial(sql.any_due, now=now, idle_before=idle_before))
-        ):
+        look = partial(sql.any_due, now=now, idle_before=idle_before, spare=spared)
+        if not await self._call(_Job("read", None, look)):
             return []
-        run = partial(sql.trim_due, now=now, idle_before=idle_before, limit=limit)
+        run = partial(sql.trim_due, now=now, idle_before=idle_before, limit=limit, spare=spared)
         rows = await self._call(_Job("delete", None, run))
         return [(str(session_id), int(version)) for session_id, version in rows]
 

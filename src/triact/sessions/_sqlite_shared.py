@@ -92,6 +92,9 @@ def activate(
     if row is None:
         return None
     text, version, epoch, owner, lease_until = row
+    if _due(conn, session_id, now):  # past its deadline, not yet swept: gone
+        conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return None
     if owner is not None and owner != node and lease_until > now and not force:
         return text, version, None, owner, lease_until
     epoch += 1
@@ -102,24 +105,40 @@ def activate(
     return text, version, epoch, node, now + lease
 
 
-def trim_due(conn: sqlite3.Connection, now: float, idle_before: float, limit: int) -> list[Any]:
-    """Delete sessions past their deadline whose lease ran out: (id, version) each."""
+def _due(conn: sqlite3.Connection, session_id: str, now: float) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sessions WHERE id = ? AND expires_at <= ? AND lease_until <= ?",
+        (session_id, now, now),
+    ).fetchone()
+    return row is not None
+
+
+_DUE = (
+    "(expires_at <= ? OR (expires_at IS NULL AND last_used <= ?)) AND lease_until <= ? "
+    "AND id NOT IN (SELECT value FROM json_each(?))"
+)
+
+
+def trim_due(
+    conn: sqlite3.Connection,
+    now: float,
+    idle_before: float,
+    limit: int,
+    spare: str = "[]",
+) -> list[Any]:
+    """Delete sessions past their deadline whose lease ran out, except those in
+    ``spare`` (a JSON list of ids): (id, version) each."""
     return conn.execute(
-        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE "
-        "(expires_at <= ? OR (expires_at IS NULL AND last_used <= ?)) AND lease_until <= ? "
-        "LIMIT ?) RETURNING id, version",
-        (now, idle_before, now, limit),
+        f"DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {_DUE} LIMIT ?) "
+        "RETURNING id, version",
+        (now, idle_before, now, spare, limit),
     ).fetchall()
 
 
-def any_due(conn: sqlite3.Connection, now: float, idle_before: float) -> bool:
+def any_due(conn: sqlite3.Connection, now: float, idle_before: float, spare: str) -> bool:
     """Whether :func:`trim_due` would delete something (a read: no write lock)."""
-    row = conn.execute(
-        "SELECT 1 FROM sessions WHERE (expires_at <= ? OR "
-        "(expires_at IS NULL AND last_used <= ?)) AND lease_until <= ? LIMIT 1",
-        (now, idle_before, now),
-    ).fetchone()
-    return row is not None
+    query = f"SELECT 1 FROM sessions WHERE {_DUE} LIMIT 1"
+    return conn.execute(query, (now, idle_before, now, spare)).fetchone() is not None
 
 
 def create(
@@ -173,9 +192,11 @@ def create(
     return trimmed
 
 
-def version(conn: sqlite3.Connection, *, session_id: str) -> int | None:
+def version(conn: sqlite3.Connection, *, session_id: str, now: float | None = None) -> int | None:
     row = conn.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    return None if row is None else int(row[0])
+    if row is None or (now is not None and _due(conn, session_id, now)):
+        return None
+    return int(row[0])
 
 
 def renew(
@@ -199,7 +220,10 @@ def renew(
     return lost
 
 
-def release(conn: sqlite3.Connection, *, session_id: str, node: str, epoch: int) -> None:
+def release(
+    conn: sqlite3.Connection, *, session_id: str, node: str, epoch: int, expires_at: float
+) -> None:
+    touch(conn, session_id=session_id, expires_at=expires_at)
     conn.execute(
         "UPDATE sessions SET owner = NULL, lease_until = 0 "
         "WHERE id = ? AND owner = ? AND epoch = ?",

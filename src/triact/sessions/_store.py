@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import heapq
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import ClassVar
 
@@ -183,9 +183,10 @@ class SharedSessionStore(SessionStore):
         sessions whose deadline passed. Returns those (id, version)."""
 
     @abc.abstractmethod
-    async def version(self, session_id: str) -> int | None:
+    async def version(self, session_id: str, *, now: float | None = None) -> int | None:
         """The stored version (None: not stored); what an owner checks before it
-        answers a read from its cache."""
+        answers a read from its cache. With ``now``, a session past its deadline
+        whose lease ran out counts as not stored (expired, not yet swept)."""
 
     @abc.abstractmethod
     async def renew(
@@ -196,8 +197,9 @@ class SharedSessionStore(SessionStore):
         expire). Returns the ids whose lease was lost (taken over, or gone)."""
 
     @abc.abstractmethod
-    def release(self, session_id: str, *, node: str, epoch: int) -> None:
-        """Give up a lease, without waiting (best effort: it also runs out)."""
+    def release(self, session_id: str, *, node: str, epoch: int, expires_at: float) -> None:
+        """Give up a lease, without waiting (best effort: it also runs out), and push
+        the deadline to at least ``expires_at`` (its owner's last use)."""
 
     @abc.abstractmethod
     def touch(self, session_id: str, *, expires_at: float) -> None:
@@ -212,12 +214,13 @@ class SharedSessionStore(SessionStore):
 
     @abc.abstractmethod
     async def expire_due(
-        self, now: float, *, idle_before: float, limit: int
+        self, now: float, *, idle_before: float, limit: int, spare: Collection[str] = ()
     ) -> list[tuple[str, int]]:
         """Delete up to ``limit`` sessions whose deadline has passed and whose lease
-        (if any) has run out: a conditional delete, so a session anyone used since
-        stays. (A session stored without a deadline counts as due once its
-        ``last_used`` is before ``idle_before``.) Returns their (id, version)."""
+        (if any) has run out, except those in ``spare`` (the caller's own, which it
+        expires itself): a conditional delete, so a session anyone used since stays.
+        (A session stored without a deadline counts as due once its ``last_used`` is
+        before ``idle_before``.) Returns their (id, version)."""
 
     @abc.abstractmethod
     async def count(self) -> int:

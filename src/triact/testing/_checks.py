@@ -132,8 +132,8 @@ def check_isolation(run: Run, session_id: str, ops: list[Operation]) -> None:
                 [op],
                 session_id,
             )
-    if run.program.passivate_after is not None:
-        return  # a read may then wait for its session's state to load
+    if run.program.passivate_after is not None or run.shared:
+        return  # a read may then wait for its session's state to load (or its version)
     for op in ops:
         if op.kind != "read" or op.outcome != "ok" or op.task in ("setup", "final"):
             continue

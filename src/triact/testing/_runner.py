@@ -60,6 +60,8 @@ class Run:
     stored: dict[str, int]  #: version of each session the store held after closing
     injected: list[InjectedFault]
     leftover_tasks: list[str]  #: tasks still running after the manager closed
+    #: Whether the store was shared (reads then ask the store for the version).
+    shared: bool = False
 
 
 def _tasks_now() -> set[trio.lowlevel.Task]:
@@ -242,6 +244,7 @@ async def run_program(program: Program, store: SessionStore | None = None) -> Ru
         stored=stored,
         injected=list(faulty.log) if faulty is not None else [],
         leftover_tasks=leftover,
+        shared=inner.shared,
     )
 
 
