@@ -16,6 +16,7 @@ commits nothing.
 from __future__ import annotations
 
 import inspect
+import random
 from collections import deque
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -230,7 +231,10 @@ class SessionActor(Actor[Op, Any]):
 
     def _change(self, op: Change, start: float) -> Any:
         state = self.state
-        _check_version(state, op.expected_version)
+        expected = op.expected_version
+        if expected is not None and expected != state.version and self._manager.leases:
+            return self._change_fresh(op)  # the cache may be behind: ask the store
+        _check_version(state, expected)
         # The security events not committed yet are committed with this change.
         result = op.transform(self._guard.with_events(state))
         if type(result) is CoroutineType:
@@ -321,8 +325,10 @@ class SessionActor(Actor[Op, Any]):
         except SessionConcurrencyError as exc:
             if manager.leases is None or entry.gone is not None:
                 raise self._failed_group(exc, outcomes, len(committed), start) from exc
-            # Another process committed first: reload, run the group again.
-            first, outcomes = await self._replay(exc, replay, outcomes)
+            # Another process committed first: reload, run the group again (seen
+            # through: its callers are answered, whatever happens to ours).
+            with trio.CancelScope(shield=True):
+                first, outcomes = await self._replay(exc, replay, outcomes)
             for queued, outcome in outcomes:
                 if isinstance(outcome, Exception):
                     queued.fail(outcome)
@@ -459,6 +465,27 @@ class SessionActor(Actor[Op, Any]):
         leases.touch(entry, self.state, self._manager.now())
         return self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
 
+    async def _change_fresh(self, op: Change) -> SessionState:
+        """``op`` on the latest committed state (reloaded if the store moved on)."""
+        leases = self._manager.leases
+        assert leases is not None
+        try:
+            version = await leases.store.version(self._entry.id)
+        except Exception as exc:
+            raise _store_error(self._entry.id, exc) from exc
+        if version != self.state.version:
+            await self._reload()
+        state = self.state
+        _check_version(state, op.expected_version)
+        result = op.transform(self._guard.with_events(state))
+        if type(result) is CoroutineType:
+            result.close()
+            return await self._change_exclusive(op)
+        committed = self._commit(self._stamp(state, result), None, op)
+        if type(committed) is SeeThrough:
+            committed = await committed
+        return committed  # type: ignore[no-any-return]
+
     async def _change_exclusive(self, op: Change) -> SessionState:
         """An async update: it runs once, under this process's lease (taken over if
         another holds it), on the latest state; never replayed. If the session moves
@@ -502,8 +529,11 @@ class SessionActor(Actor[Op, Any]):
         it fails) and of each queued change."""
         entry = self._entry
         manager = self._manager
+        previous = self.state.version
         error: SessionConcurrencyError = conflict
-        for _ in range(REPLAYS):
+        for attempt in range(REPLAYS):
+            if attempt:  # back off, so that contending processes take turns
+                await trio.sleep(random.uniform(0, 0.002 * 2**attempt))
             if isinstance(error, SessionFencedError):
                 entry.epoch = None  # taken over: go on as a guest
             elif error.actual == -1:
@@ -513,7 +543,7 @@ class SessionActor(Actor[Op, Any]):
             head: SessionState | Exception
             try:
                 if first is None:
-                    raise _moved(entry.id, error)
+                    raise _moved(entry.id, error, ran_on=previous, now_at=base.version)
                 committed.append(await self._apply(first, self._guard.with_events(base)))
                 head = committed[-1]
             except Exception as exc:
@@ -538,7 +568,7 @@ class SessionActor(Actor[Op, Any]):
                 for state in committed[1:]:
                     manager._publish("updated", state)
             return head, again
-        retry = 0.01 * REPLAYS
+        retry = 0.002 * 2**REPLAYS
         busy = SessionContendedError(
             f"session {entry.id!r} was changed by other processes at each of {REPLAYS} "
             f"tries to commit; nothing was saved, retry in about {retry:.2f} s",
@@ -623,8 +653,11 @@ class SessionActor(Actor[Op, Any]):
         return final
 
 
-def _moved(session_id: str, error: SessionConcurrencyError) -> SessionConcurrencyError:
-    """The error of an exclusive change whose commit met another process's."""
+def _moved(
+    session_id: str, error: SessionConcurrencyError, *, ran_on: int, now_at: int
+) -> SessionConcurrencyError:
+    """The error of an exclusive change (run on version ``ran_on``) whose commit met
+    another process's (the session is at ``now_at``)."""
     what = (
         "taken over by another process"
         if isinstance(error, SessionFencedError)
@@ -633,8 +666,8 @@ def _moved(session_id: str, error: SessionConcurrencyError) -> SessionConcurrenc
     moved = SessionConcurrencyError(
         f"session {session_id!r} was {what} while an exclusive update ran; "
         "nothing was saved, retry",
-        expected=error.expected,
-        actual=error.actual,
+        expected=ran_on,
+        actual=now_at,
     )
     moved.__cause__ = error
     return moved

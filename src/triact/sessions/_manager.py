@@ -188,7 +188,7 @@ class SessionManager:
                 self._release(client_id)
         entry = self._admit(Entry(state.id, state, trio.current_time(), reserved))
         if leases is not None:
-            entry.epoch = 1  # created leased to this process
+            leases.leased(entry, 1)  # created leased to this process
         self._counts["created"] += 1
         self._publish("created", state)
         return Session(self, entry, token)
@@ -540,7 +540,9 @@ class SessionManager:
             return None
         ref = entry.ref
         if ref is not None and ref.busy:
-            return now + _BUSY_RECHECK  # a session with work never expires (I5)
+            # A session with work never expires (I5). Its deadline can only move
+            # later, so look again then (past it: every _BUSY_RECHECK seconds).
+            return max(self._deadline(entry), now + _BUSY_RECHECK)
         deadline = self._deadline(entry)
         if deadline > now:
             return deadline  # it was used since it was armed: re-arm, lazily
