@@ -26,6 +26,7 @@ from .conftest import RunAio
 TRIO_ONLY = {
     ("SessionManager", "store"): "its methods are Trio coroutines, unusable from asyncio",
     ("SessionManager", "now"): "reads Trio's clock, which exists only inside the Trio run",
+    ("SessionManager", "leases"): "a shared store's leases: Trio objects, used by its actors",
 }
 
 PAIRS = ("Session", "SessionManager", "Subscription")

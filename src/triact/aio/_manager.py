@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import sessions
 from ..sessions import (
+    IndexEntry,
     ManagerStats,
     RequestRecord,
     SessionConfig,
@@ -93,6 +94,17 @@ class SessionManager:
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
         return self._manager.session_ids()
+
+    async def count_sessions(self) -> int:
+        """Live sessions; a shared store's, every process's (see
+        :meth:`triact.SessionManager.count_sessions`)."""
+        return await self._run.call(self._manager.count_sessions)
+
+    async def list_sessions(
+        self, after: tuple[float, str] | None = None, limit: int = 100
+    ) -> list[IndexEntry]:
+        """A page of live sessions (see :meth:`triact.SessionManager.list_sessions`)."""
+        return await self._run.call(self._manager.list_sessions, after, limit)
 
     async def usable_sessions(self, tokens: Iterable[str] = ()) -> list[SessionState]:
         """The states of the live sessions a caller holding ``tokens`` may use: see
