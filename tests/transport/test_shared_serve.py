@@ -1,0 +1,153 @@
+"""Several ``triact serve --store sqlite:PATH`` processes on one file, over stdio: the
+store decides, so pipelined increments from all of them add up exactly."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from .test_stdio import INITIALIZE, Raw, call, raw_server
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+
+PIPELINED = 40  # increments each process sends per session before reading any answer
+
+
+async def start(stack: AsyncExitStack, tmp_path: Path, count: int, *args: str) -> list[Raw]:
+    path = tmp_path / "shared.db"
+    servers = []
+    for i in range(count):
+        home = tmp_path / f"p{i}"
+        home.mkdir(exist_ok=True)
+        server = await stack.enter_async_context(
+            raw_server(home, "--store", f"sqlite:{path}", *args)
+        )
+        await server.send(INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert (await server.receive())["id"] == 0
+        servers.append(server)
+    return servers
+
+
+async def tool(server: Raw, request_id: int, name: str, **arguments: Any) -> dict[str, Any]:
+    await server.send(call(request_id, name, arguments))
+    reply = await server.receive()
+    assert reply["id"] == request_id
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+def error_code(result: dict[str, Any]) -> str:
+    assert result.get("isError"), result
+    code: str = result["_meta"]["triact/error"]["code"]
+    return code
+
+
+def content(result: dict[str, Any]) -> dict[str, Any]:
+    assert not result.get("isError"), result
+    structured: dict[str, Any] = result["structuredContent"]
+    return structured
+
+
+async def pipeline(server: Raw, first_id: int, sessions: list[str]) -> list[dict[str, Any]]:
+    """Send PIPELINED increments per session at once, then read every answer."""
+    requests = [
+        call(
+            first_id + i * len(sessions) + j,
+            "session_update",
+            {"session_id": sid, "increment": {"n": 1}},
+        )
+        for i in range(PIPELINED)
+        for j, sid in enumerate(sessions)
+    ]
+    await server.send(*requests)
+    return [await server.receive() for _ in requests]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_pipelined_increments_from_every_process_add_up(tmp_path: Path, count: int) -> None:
+    async with AsyncExitStack() as stack:
+        servers = await start(stack, tmp_path, count)
+        sessions = [
+            content(await tool(servers[0], 1 + i, "session_create", topic=f"t{i}"))["session_id"]
+            for i in range(2)
+        ]
+        answers: list[list[dict[str, Any]]] = [[] for _ in servers]
+
+        async def load(index: int) -> None:
+            answers[index] = await pipeline(servers[index], 1000, sessions)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(count):
+                nursery.start_soon(load, index)
+        for reply in (reply for batch in answers for reply in batch):
+            # Never a conflict (or any error) without expected_version.
+            assert not reply["result"].get("isError"), reply
+        for server in servers:  # created in one, found in all; every increment there
+            for i, sid in enumerate(sessions):
+                got = await tool(server, 5000 + i, "session_get", session_id=sid)
+                state = content(got)["session"]
+                assert state["data"]["n"] == count * PIPELINED
+                assert state["version"] == 1 + count * PIPELINED
+        stale = await tool(
+            servers[-1],
+            6000,
+            "session_update",
+            session_id=sessions[0],
+            set={"x": 1},
+            expected_version=1,
+        )
+        assert error_code(stale) == "conflict"
+        for server in servers:
+            assert await server.close_input() == 0
+    async with AsyncExitStack() as stack:  # after a restart, every update is there
+        (server,) = await start(stack, tmp_path, 1)
+        for sid in sessions:
+            state = content(await tool(server, 1, "session_get", session_id=sid))["session"]
+            assert state["data"]["n"] == count * PIPELINED
+
+
+async def test_a_process_killed_mid_load_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        survivor, victim = await start(stack, tmp_path, 2)
+        sid = content(await tool(survivor, 1, "session_create"))["session_id"]
+        sent = 200
+        await victim.send(
+            *(
+                call(100 + i, "session_update", {"session_id": sid, "increment": {"n": 1}})
+                for i in range(sent)
+            )
+        )
+        acknowledged = 0
+        for _ in range(sent // 4):
+            reply = await victim.receive()
+            assert not reply["result"].get("isError"), reply
+            acknowledged += 1
+        victim.process.send_signal(signal.SIGKILL)
+        await victim.process.wait()
+        ours = await pipeline(survivor, 1000, [sid])
+        assert all(not reply["result"].get("isError") for reply in ours)
+        state = content(await tool(survivor, 5000, "session_get", session_id=sid))["session"]
+        # Everything acknowledged is there; what was in flight may or may not be.
+        assert acknowledged + PIPELINED <= state["data"]["n"] <= sent + PIPELINED
+        assert state["version"] == 1 + state["data"]["n"]
+
+
+async def test_a_session_busy_in_one_process_is_not_expired_by_another(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        busy, idle = await start(stack, tmp_path, 2, "--idle-ttl", "1")
+        sid = content(await tool(busy, 1, "session_create"))["session_id"]
+        for i in range(10):  # 2.5 s of use, 0.25 s apart: longer than the TTL in all
+            await trio.sleep(0.25)
+            content(await tool(busy, 10 + i, "session_update", session_id=sid, increment={"n": 1}))
+        state = content(await tool(idle, 100, "session_get", session_id=sid))["session"]
+        assert state["data"]["n"] == 10
+        await trio.sleep(2.5)  # now idle past its TTL and the sweep: gone for both
+        for server in (idle, busy):
+            gone = await tool(server, 200, "session_get", session_id=sid)
+            assert error_code(gone) == "not_found"
