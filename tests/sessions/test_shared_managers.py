@@ -77,6 +77,16 @@ async def test_a_session_created_in_one_manager_is_found_in_the_others(tmp_path:
             await b.get_session("nope")
 
 
+async def test_usable_sessions_lists_every_managers_sessions(tmp_path: Path) -> None:
+    async with managers(tmp_path / "s.db") as (a, b):
+        open_one = await a.create_session(topic="open")
+        bound = await b.create_session(topic="bound", bind_client=True)
+        assert bound.token is not None
+        assert [s.id for s in await b.usable_sessions()] == [open_one.id]
+        listed = await a.usable_sessions([bound.token])
+        assert [s.id for s in listed] == [open_one.id, bound.id]
+
+
 async def test_concurrent_increments_from_every_manager_add_up(tmp_path: Path) -> None:
     async with managers(tmp_path / "s.db", 3) as group:
         ids = [(await group[0].create_session()).id for _ in range(2)]

@@ -305,6 +305,8 @@ class SessionManager:
         if isinstance(tokens, str):
             raise TypeError("usable_sessions() takes a collection of tokens, not one str")
         digests = frozenset(self._token_digest(token) for token in tokens)
+        if self.leases is not None:  # every process's sessions: the store's
+            return await self._usable_in_store(self.leases.store, digests)
         usable = []
         for i, entry in enumerate(list(self._sessions.values())):
             state = entry.state
@@ -322,6 +324,30 @@ class SessionManager:
             if state is not None and entry.gone is None and opens(digests, state.client_binding):
                 usable.append(state)
         await trio.lowlevel.checkpoint()
+        return usable
+
+    async def _usable_in_store(
+        self, store: SharedSessionStore, digests: frozenset[str]
+    ) -> list[SessionState]:
+        usable = []
+        after: tuple[float, str] | None = None
+        while page := await store.page(after, 256):
+            after = (page[-1].created_at, page[-1].id)
+            for item in page:
+                entry = self._sessions.get(item.id)
+                state = entry.state if entry is not None and entry.gone is None else None
+                if state is None or state.version != item.version:
+                    try:
+                        state = await store.load(item.id)
+                    except SessionError:
+                        raise
+                    except Exception as exc:
+                        raise SessionStoreError(
+                            f"listing sessions: the store failed to load session {item.id!r}: "
+                            f"{exc!r}"
+                        ) from exc
+                if state is not None and opens(digests, state.client_binding):
+                    usable.append(state)
         return usable
 
     async def remove_session(self, session_id: str) -> bool:
