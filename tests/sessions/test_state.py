@@ -401,3 +401,18 @@ def test_stamped_is_evolve_of_version_last_used_and_metrics(
     assert type(new) is SessionState
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         new.version = 1  # type: ignore[misc]
+
+
+def test_a_traceback_through_the_generated_stamped_function_shows_its_source() -> None:
+    import traceback
+
+    from triact.sessions._state import SessionMetrics, stamped
+
+    try:
+        stamped(object(), 2, 0.0, SessionMetrics())  # type: ignore[arg-type]
+    except AttributeError:
+        text = traceback.format_exc()
+    else:
+        raise AssertionError("stamped accepted an object that is not a state")
+    assert "triact generated stamped" in text
+    assert "set_" in text  # the generated line itself, from the linecache entry

@@ -59,6 +59,19 @@ def _groupable_change(op: Op) -> bool:
 
 
 class SessionActor(Actor[Op, Any]):
+    """One session's actor: it holds the session's committed state (on the manager's
+    record of the session, so that a restarted or re-activated actor starts from it)
+    and handles the session's calls one at a time, in mailbox order.
+
+    Every call is answered with the state it committed (or read), or fails with the
+    reason and changes nothing (DESIGN I2). With a durable store each commit is one
+    compare-and-set store write, shared by the plain changes queued behind it (group
+    commit), and callers are answered once it is durable. With a shared store the
+    actor also keeps its cache honest: reads check the stored version, a conflict
+    reloads and replays the group's synchronous changes, and async updates run under
+    the session's lease (see ``_leases``).
+    """
+
     __slots__ = (
         "_bucket",
         "_entry",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -149,7 +150,12 @@ def _make_stamped() -> Any:
     ]
     namespace: dict[str, Any] = {"new_state": object.__new__, "SessionState": SessionState}
     namespace.update(setters)
-    exec("\n".join(lines), namespace)
+    # A file name and a linecache entry (as attrs gives the methods it generates), so
+    # that a traceback through the generated function shows its source.
+    source = "\n".join(lines) + "\n"
+    filename = "<triact generated stamped (sessions/_state.py)>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
     return namespace["stamped"]
 
 
