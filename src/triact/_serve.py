@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import stat
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,13 @@ import trio
 from .sessions import (
     MemoryStore,
     SessionConfig,
+    SessionManager,
     SessionStore,
     SessionStoreError,
     SqliteStore,
     open_session_manager,
 )
-from .transport import SESSION_TOOLS, ServerOptions, serve_stdio
+from .transport import SESSION_TOOLS, ServerOptions, ToolSet, open_http_app, serve_stdio
 from .work import WorkConfig, WorkStoreError, open_work_sessions, work_tools
 
 logger = logging.getLogger("triact.serve")
@@ -82,6 +85,24 @@ class ServeConfig:
     progress_interval: float | None = None
     #: The work tools' settings (``--allowed-root``, ``--git-timeout``, ...).
     work: WorkConfig = attrs.field(factory=WorkConfig)
+    #: ``[HOST:]PORT``: serve MCP over streamable HTTP there instead of stdio.
+    http: str | None = None
+
+    def http_address(self) -> tuple[str, int] | None:
+        """The host and port of ``http`` (host 127.0.0.1 by default); loopback only,
+        since there is no authentication yet."""
+        if self.http is None:
+            return None
+        host, _, port_text = self.http.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise ServeConfigError(f"--http takes [HOST:]PORT, e.g. 8765; got {self.http!r}")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ServeConfigError(
+                f"--http {self.http}: only a loopback host (127.0.0.1, localhost, ::1) for "
+                "now: the HTTP transport has no authentication yet"
+            )
+        return host, int(port_text)
 
     def open_store(self) -> tuple[SessionStore, Path | None]:
         """The store, and the key file that goes with it by default (None for memory)."""
@@ -201,11 +222,12 @@ def run_serve(config: ServeConfig) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    address = config.http_address()
     session_config, new_key = config.session_config()
     options = config.server_options()
     work_config = config.work
     leftovers = _not_there_yet(session_config.store, new_key)
-    if sys.stdin.isatty():
+    if address is None and sys.stdin.isatty():
         print(
             "triact serve: speaking MCP (JSON-RPC, one message per line) on stdin/stdout; "
             "an MCP client normally starts this command itself (see docs/mcp.md). "
@@ -215,7 +237,7 @@ def run_serve(config: ServeConfig) -> int:
     store = session_config.store
     logger.info("serving MCP on stdio; store: %s", getattr(store, "path", None) or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config, new_key)
+        trio.run(_serve, session_config, options, work_config, new_key, address)
     except ServeStartError:
         for path in leftovers:  # a start that fails leaves nothing behind
             with contextlib.suppress(FileNotFoundError):
@@ -241,6 +263,7 @@ async def _serve(
     options: ServerOptions,
     work_config: WorkConfig,
     new_key: NewKeyFile | None,
+    address: tuple[str, int] | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         try:
@@ -253,8 +276,42 @@ async def _serve(
         except Exception as exc:
             logger.debug("triact serve could not start", exc_info=True)
             raise ServeStartError(_one_line(exc)) from exc
-        await serve_stdio(manager, SESSION_TOOLS | work_tools(work), options)
+        tools = SESSION_TOOLS | work_tools(work)
+        if address is None:
+            await serve_stdio(manager, tools, options)
+        else:
+            await _serve_http(manager, tools, options, address)
     logger.info("stopped; the store is flushed")
+
+
+async def _serve_http(
+    manager: SessionManager, tools: ToolSet, options: ServerOptions, address: tuple[str, int]
+) -> None:
+    """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT."""
+    try:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+    except ImportError as exc:
+        raise ServeStartError("--http needs Hypercorn: pip install 'triact[http]'") from exc
+    host, port = address
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = options.shutdown_grace
+    stop = trio.Event()
+    async with open_http_app(manager, tools, options) as app, trio.open_nursery() as nursery:
+        nursery.start_soon(_set_on_signal, stop)
+        run = partial(serve, app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        binds = await nursery.start(run)
+        print(f"triact serve: MCP over HTTP at {binds[0]}/mcp", file=sys.stderr, flush=True)
+
+
+async def _set_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("%s: stopping", signal.strsignal(signum))
+            stop.set()
+            return
 
 
 def _one_line(exc: Exception) -> str:

@@ -54,6 +54,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "else ~/.local/state/triact/sessions.db)",
     )
     serve.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        default=None,
+        help="serve MCP over streamable HTTP at http://HOST:PORT/mcp instead of stdio "
+        "(HOST: 127.0.0.1 unless given; loopback only for now; needs triact[http])",
+    )
+    serve.add_argument(
         "--idle-ttl",
         metavar="S",
         type=positive_float,
@@ -212,6 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         progress_interval=args.progress_interval,
         work=work,
+        http=args.http,
     )
     try:
         return run_serve(config)

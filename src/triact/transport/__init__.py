@@ -12,6 +12,7 @@ from .._public import fixup_module_metadata
 from ._args import SessionArgs
 from ._framing import DEFAULT_MAX_LINE_BYTES
 from ._handlers import ToolEnv
+from ._http import HttpOptions, McpHttpApp, open_http_app
 from ._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -44,8 +45,10 @@ __all__ = [
     "STATELESS_VERSIONS",
     "SUPPORTED_VERSIONS",
     "UNSUPPORTED_PROTOCOL_VERSION",
+    "HttpOptions",
     "InvalidArgumentsError",
     "JsonRpcError",
+    "McpHttpApp",
     "McpServer",
     "ServerOptions",
     "SessionArgs",
@@ -56,6 +59,7 @@ __all__ = [
     "ToolError",
     "ToolSet",
     "TransportError",
+    "open_http_app",
     "serve_stdio",
 ]
 
