@@ -292,7 +292,10 @@ async def _serve_http(
         from hypercorn.config import Config
         from hypercorn.trio import serve
     except ImportError as exc:
-        raise ServeStartError("--http needs Hypercorn: pip install 'triact[http]'") from exc
+        raise ServeStartError(
+            "--http needs Hypercorn: install triact's http extra "
+            "(pip install '.[http]' in a checkout)"
+        ) from exc
     host, port = address
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

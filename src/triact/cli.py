@@ -58,7 +58,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="[HOST:]PORT",
         default=None,
         help="serve MCP over streamable HTTP at http://HOST:PORT/mcp instead of stdio "
-        "(HOST: 127.0.0.1 unless given; loopback only for now; needs triact[http])",
+        "(HOST: 127.0.0.1 unless given; loopback only for now; needs the http extra)",
     )
     serve.add_argument(
         "--idle-ttl",

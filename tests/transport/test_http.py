@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -207,3 +208,14 @@ def test_triact_serve_http_refuses_a_host_beyond_loopback() -> None:
     )
     assert done.returncode == 2
     assert "only a loopback host" in done.stderr
+
+
+async def test_serve_http_without_hypercorn_names_the_extra(
+    manager: triact.SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triact._serve import ServeStartError, _serve_http
+    from triact.transport import ServerOptions
+
+    monkeypatch.setitem(sys.modules, "hypercorn.trio", None)  # import fails
+    with pytest.raises(ServeStartError, match="http extra"):
+        await _serve_http(manager, SESSION_TOOLS, ServerOptions(), ("127.0.0.1", 0))
