@@ -1,0 +1,133 @@
+"""Several processes on one SQLite file: durable updates per second in total, for one,
+two and three processes in the same run, each a SessionManager with its own store.
+
+- owner: each session is used by one process only (clients pinned per session);
+- guest: every process updates every session (clients spread at random).
+
+Each figure is the median of ``--runs`` runs; ``ratio`` is against one process in the
+same mode. Afterwards every session's counter must equal the updates acknowledged.
+
+    python benchmarks/shared_sqlite.py [--seconds S] [--runs N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+import triact
+
+SESSIONS = 8
+TASKS = 16  # concurrent callers per process
+
+CHILD = """
+import random, sys, attrs, trio, triact
+
+async def main(path, index, count, mode, seconds):
+    ids = sys.stdin.read().split()
+    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+    done = 0
+    async with triact.open_session_manager(config) as manager:
+        mine = [i for n, i in enumerate(ids) if mode == "guest" or n % count == index]
+        handles = [await manager.get_session(i) for i in mine]
+        bump = lambda s: attrs.evolve(s, data={**s.data, "n": s.data.get("n", 0) + 1})
+
+        async def caller(seed):
+            nonlocal done
+            rng = random.Random(seed)
+            while True:
+                await rng.choice(handles).update(bump)
+                done += 1
+
+        with trio.move_on_after(seconds):
+            async with trio.open_nursery() as nursery:
+                for t in range(TASKS):
+                    nursery.start_soon(caller, index * 1000 + t)
+    print(done, flush=True)
+
+trio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
+""".replace("TASKS", str(TASKS))
+
+
+async def create_sessions(path: Path) -> list[str]:
+    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+    async with triact.open_session_manager(config) as manager:
+        return [(await manager.create_session(topic=f"s{i}")).id for i in range(SESSIONS)]
+
+
+async def total(path: Path, ids: list[str]) -> int:
+    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+    async with triact.open_session_manager(config) as manager:
+        states = [await (await manager.get_session(i)).snapshot() for i in ids]
+    return sum(state.data.get("n", 0) for state in states)
+
+
+def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
+    path = directory / f"{mode}-{count}-{random.random()}.db"
+    ids = trio.run(create_sessions, path)
+    child = directory / "child.py"
+    child.write_text(CHILD)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(child), str(path), str(i), str(count), mode, str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+    acknowledged = 0
+    for process in processes:
+        out, _ = process.communicate(" ".join(ids))
+        assert process.returncode == 0, f"a child failed ({process.returncode})"
+        acknowledged += int(out.split()[-1])
+    stored = trio.run(total, path, ids)
+    assert stored == acknowledged, f"lost updates: {acknowledged} acknowledged, {stored} stored"
+    return acknowledged / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="half-second runs (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 0.5
+    with tempfile.TemporaryDirectory() as directory:
+        for mode in ("owner", "guest"):
+            results: dict[int, list[float]] = {1: [], 2: [], 3: []}
+            for _ in range(args.runs):  # interleaved, so that load drifts hit all alike
+                for count in results:
+                    results[count].append(one_run(Path(directory), count, mode, args.seconds))
+            one = statistics.median(results[1])
+            for count, runs in results.items():
+                median = statistics.median(runs)
+                ratio = round(median / one, 3)
+                target = "ratio >= 0.8" if (mode, count) == ("owner", 2) else None
+                figure = {
+                    "bench": f"shared_sqlite_{mode}_{count}",
+                    "unit": "durable updates/s in total",
+                    "median": round(median),
+                    "runs": [round(r) for r in runs],
+                    "baseline": f"one process on the same file ({mode} path)",
+                    "baseline_median": round(one),
+                    "ratio": ratio,
+                    "target": target,
+                    "ok": target is None or ratio >= 0.8,
+                    "processes": count,
+                    "lost": 0,  # checked: every session's counter is what was acknowledged
+                }
+                print(json.dumps(figure), flush=True)
+
+
+if __name__ == "__main__":
+    main()
