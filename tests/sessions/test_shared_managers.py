@@ -218,6 +218,22 @@ async def test_an_idle_session_expires_in_the_store_for_every_manager(
     assert "expired" in kinds[0] + kinds[1]
 
 
+async def test_a_read_before_a_clean_restart_keeps_the_session_alive_after_it(
+    tmp_path: Path, shared_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "s.db"
+    async with managers(path, count=1, idle_ttl=3.0, lease=1.0) as (a,):
+        session = await a.create_session()
+        await trio.sleep(2.5)
+        await session.snapshot()  # its last use: the stored deadline moves to 5.5
+    await trio.sleep(1.0)  # restarted 3.5 s after the last write, 1 s after the read
+    async with managers(path, count=1, idle_ttl=3.0, lease=1.0) as (b,):
+        assert (await (await b.get_session(session.id)).snapshot()).id == session.id
+        await trio.sleep(5.0)
+        with pytest.raises(triact.SessionNotFoundError):
+            await b.get_session(session.id)
+
+
 # -- property: random programs over several managers, checked per session ------------
 
 
