@@ -99,6 +99,21 @@ async def test_a_bound_session_resumes_only_with_its_token(work: WorkSessions, r
     assert resumed.session.token is None  # a token is shown once, at creation
 
 
+async def test_a_throttled_start_keeps_its_retry_after(clock: Clock, repo: Path) -> None:
+    async with opened(clock, security_max_failures=2) as (_, work):
+        started = await work.start(repo, bind_client=True)
+        for _ in range(2):
+            with pytest.raises(triact.SessionSecurityError, match="pass its token"):
+                await work.start(repo, token="wrong")
+        with pytest.raises(triact.SessionThrottledError) as refused:
+            await work.start(repo, token="wrong")
+        assert refused.value.retry_after > 0
+        assert "live session of this working directory" in str(refused.value)
+        assert (await work.start(repo, token=started.session.token)).session.id == (
+            started.session.id
+        )
+
+
 async def test_an_expired_session_is_replaced(clock: Clock, repo: Path) -> None:
     async with opened(clock, idle_ttl=60) as (manager, work):
         first = await work.start(repo)

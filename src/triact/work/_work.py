@@ -18,6 +18,7 @@ from ..sessions import (
     SessionNotFoundError,
     SessionSecurityError,
     SessionState,
+    SessionThrottledError,
     SqliteStore,
 )
 from . import _search as search
@@ -163,6 +164,11 @@ class WorkSessions:
         if state.client_binding is not None:
             try:
                 await session.validate_security(token, "session_start")
+            except SessionThrottledError as exc:
+                raise SessionThrottledError(
+                    f"{exc} (it is the live session of this working directory)",
+                    retry_after=exc.retry_after,
+                ) from exc
             except SessionSecurityError as exc:
                 raise SessionSecurityError(
                     f"{exc} (it is the live session of this working directory: pass its "
