@@ -43,8 +43,8 @@ from ._security import SessionGuard
 from ._state import SessionMetrics, SessionState, stamped
 
 if TYPE_CHECKING:
+    from ._host import SessionHost
     from ._leases import Entry
-    from ._manager import SessionManager
 
 _LATENCIES_KEPT = 256
 #: With a shared store, how many times a group of changes is run again on the
@@ -76,16 +76,16 @@ class SessionActor(Actor[Op, Any]):
         "_bucket",
         "_entry",
         "_guard",
+        "_host",
         "_latencies",
-        "_manager",
         "errors",
         "max_latency",
         "operations",
         "total_latency",
     )
 
-    def __init__(self, manager: SessionManager, entry: Entry) -> None:
-        self._manager = manager
+    def __init__(self, host: SessionHost, entry: Entry) -> None:
+        self._host = host
         self._entry = entry
         metrics = entry.state.metrics if entry.state is not None else SessionMetrics()
         self.operations = metrics.operations
@@ -96,7 +96,7 @@ class SessionActor(Actor[Op, Any]):
         self._bucket: _TokenBucket | None = None
         guard = entry.guard
         if guard is None:  # kept on the entry, so that passivation keeps it
-            guard = entry.guard = SessionGuard(manager._token_digest, manager.config)
+            guard = entry.guard = SessionGuard(host.token_digest, host.config)
         self._guard = guard
 
     # -- the handler ---------------------------------------------------------------
@@ -117,14 +117,14 @@ class SessionActor(Actor[Op, Any]):
             )
         if entry.state is None:  # passivated with a durable store
             return self._load_then(op)
-        start = self._manager.now()
-        limit = self._manager.config.rate_limit
+        start = self._host.now()
+        limit = self._host.config.rate_limit
         if limit is not None:
             if self._bucket is None:
                 self._bucket = _TokenBucket(limit.rate, limit.burst, start)
             wait = self._bucket.take(start)
             if wait:  # refused, not handled: counted as a busy rejection
-                self._manager._busy_rejections += 1
+                self._host.tally.busy_rejected()
                 raise SessionRateLimitError(
                     f"session {self.state.id!r} is over its rate limit of "
                     f"{limit.rate}/s; retry in {wait:.3f} s",
@@ -143,7 +143,7 @@ class SessionActor(Actor[Op, Any]):
             if kind is Change:
                 reply = self._change(op, start)  # type: ignore[arg-type]
             elif kind is Read:
-                if self._manager.leases is not None:
+                if self._host.leases is not None:
                     reply = self._read_shared()
                 else:
                     reply = self._guard.with_events(
@@ -170,12 +170,12 @@ class SessionActor(Actor[Op, Any]):
         tries again.
         """
         entry = self._entry
-        leases = self._manager.leases
+        leases = self._host.leases
         try:
             if leases is not None:  # load and lease (a guest if another holds it)
                 state = await leases.activate(entry)
             else:
-                state = await self._manager.store.load(entry.id)
+                state = await self._host.store.load(entry.id)
         except Exception as exc:
             raise _store_error(entry.id, exc) from exc
         if entry.gone is not None:
@@ -197,7 +197,7 @@ class SessionActor(Actor[Op, Any]):
         self.total_latency, self.max_latency = metrics.total_latency, metrics.max_latency
 
     def _gone_from_store(self) -> SessionNotFoundError:
-        self._manager._session_gone(self._entry, "expired", None)
+        self._host.session_gone(self._entry, "expired", None)
         return SessionNotFoundError(
             f"session {self._entry.id!r} is no longer in the store (another process ended "
             "it, or it expired); create a new one"
@@ -213,12 +213,12 @@ class SessionActor(Actor[Op, Any]):
         return reply
 
     def on_stop(self) -> None:
-        self._manager._actor_stopped(self._entry, self)
+        self._host.actor_stopped(self._entry, self)
 
     # -- metrics -------------------------------------------------------------------
 
     def _account(self, start: float, *, failed: bool) -> None:
-        now = self._manager.now()
+        now = self._host.now()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
         # the call began.
@@ -232,7 +232,7 @@ class SessionActor(Actor[Op, Any]):
         if self._latencies is None:
             self._latencies = deque(maxlen=_LATENCIES_KEPT)
         self._latencies.append(latency)
-        self._manager._account(latency, failed)
+        self._host.tally.account(latency, failed)
 
     def metrics(self) -> SessionMetrics:
         return SessionMetrics(self.operations, self.errors, self.total_latency, self.max_latency)
@@ -245,13 +245,13 @@ class SessionActor(Actor[Op, Any]):
     def _change(self, op: Change, start: float) -> Any:
         state = self.state
         expected = op.expected_version
-        if expected is not None and expected != state.version and self._manager.leases:
+        if expected is not None and expected != state.version and self._host.leases:
             return self._change_fresh(op)  # the cache may be behind: ask the store
         _check_version(state, expected)
         # The security events not committed yet are committed with this change.
         result = op.transform(self._guard.with_events(state))
         if type(result) is CoroutineType:
-            if self._manager.leases is not None:
+            if self._host.leases is not None:
                 result.close()  # not begun: it runs again on the latest state, leased
                 return self._change_exclusive(op)
             return self._change_async(result)
@@ -284,11 +284,11 @@ class SessionActor(Actor[Op, Any]):
         new = stamped(
             result,
             state.version + 1,
-            self._manager.wall_clock(),
+            self._host.wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
             SessionMetrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
         )
-        return check_state(new, state, self._manager.config.max_state_bytes)
+        return check_state(new, state, self._host.config.max_state_bytes)
 
     def _commit(self, new: SessionState, start: float | None, replay: Change | None) -> Any:
         """Commit ``new`` now (immediate store), or return the durable commit as a
@@ -297,12 +297,12 @@ class SessionActor(Actor[Op, Any]):
         store's conflict)."""
         entry = self._entry
         self._check_live("this change was committed")
-        store = self._manager.store
+        store = self._host.store
         if store.immediate:
             store.write_now(new, previous_version=self.state.version)
             entry.state = new
             self._guard.committed()
-            self._manager._publish("updated", new)
+            self._host.publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
         return see_through(self._commit_durably(new, start, replay))
@@ -316,15 +316,15 @@ class SessionActor(Actor[Op, Any]):
         their callers is answered, success or refusal, before the write is through:
         if it fails, nothing of the group happened and each gets the store's error.
         """
-        manager = self._manager
+        host = self._host
         entry = self._entry
         ref = entry.ref
         assert ref is not None
         previous = self.state.version
         committed = [new]
         outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
-        for queued in ref.take_queued(manager.config.group_commit_max - 1, while_=self._groupable):
-            queued_start = manager.now()
+        for queued in ref.take_queued(host.config.group_commit_max - 1, while_=self._groupable):
+            queued_start = host.now()
             try:
                 committed.append(await self._apply(queued.message, committed[-1]))
             except Exception as exc:
@@ -336,7 +336,7 @@ class SessionActor(Actor[Op, Any]):
         try:
             await self._write(committed[-1], previous)
         except SessionConcurrencyError as exc:
-            if manager.leases is None or entry.gone is not None:
+            if host.leases is None or entry.gone is not None:
                 raise self._failed_group(exc, outcomes, len(committed), start) from exc
             # Another process committed first: reload, run the group again (seen
             # through: its callers are answered, whatever happens to ours).
@@ -358,7 +358,7 @@ class SessionActor(Actor[Op, Any]):
             entry.state = committed[-1]
             self._guard.committed()
         for state in committed:
-            manager._publish("updated", state)
+            host.publish("updated", state)
         for queued, outcome in outcomes:
             if isinstance(outcome, Exception):
                 queued.fail(outcome)
@@ -390,9 +390,9 @@ class SessionActor(Actor[Op, Any]):
     async def _write(self, new: SessionState, previous: int) -> None:
         """One compare-and-set write of ``new`` over version ``previous``, seen
         through once begun (even if we are cancelled)."""
-        manager = self._manager
-        leases = manager.leases
-        with trio.CancelScope(shield=not manager.store.writes_see_through):
+        host = self._host
+        leases = host.leases
+        with trio.CancelScope(shield=not host.store.writes_see_through):
             if leases is not None:
                 await leases.store.write(
                     new,
@@ -401,7 +401,7 @@ class SessionActor(Actor[Op, Any]):
                     expires_at=leases.expires_at(new.created_at, new.last_used),
                 )
             else:
-                await manager.store.write(new, previous_version=previous)
+                await host.store.write(new, previous_version=previous)
 
     def _groupable(self, op: Op) -> bool:
         """Whether a queued op can join a group commit: a plain change, or one that
@@ -451,7 +451,7 @@ class SessionActor(Actor[Op, Any]):
     async def _reload(self) -> SessionState:
         """The stored state, adopted as the committed one (NotFound if gone)."""
         try:
-            state = await self._manager.store.load(self._entry.id)
+            state = await self._host.store.load(self._entry.id)
         except Exception as exc:
             raise _store_error(self._entry.id, exc) from exc
         self._check_live("it could be read")
@@ -463,7 +463,7 @@ class SessionActor(Actor[Op, Any]):
     async def _read_shared(self) -> SessionState:
         """The latest committed state: the cached one if the store still holds its
         version, else reloaded. A read is use: the deadline is pushed (coalesced)."""
-        leases = self._manager.leases
+        leases = self._host.leases
         assert leases is not None
         entry = self._entry
         try:
@@ -475,12 +475,12 @@ class SessionActor(Actor[Op, Any]):
             raise self._gone_from_store()
         if version != self.state.version:
             await self._reload()
-        leases.touch(entry, self.state, self._manager.now())
+        leases.touch(entry, self.state, self._host.now())
         return self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
 
     async def _change_fresh(self, op: Change) -> SessionState:
         """``op`` on the latest committed state (reloaded if the store moved on)."""
-        leases = self._manager.leases
+        leases = self._host.leases
         assert leases is not None
         try:
             version = await leases.store.version(self._entry.id)
@@ -503,7 +503,7 @@ class SessionActor(Actor[Op, Any]):
         """An async update: it runs once, under this process's lease (taken over if
         another holds it), on the latest state; never replayed. If the session moves
         on meanwhile, it fails with SessionConcurrencyError and nothing is saved."""
-        leases = self._manager.leases
+        leases = self._host.leases
         assert leases is not None
         entry = self._entry
         try:
@@ -541,7 +541,7 @@ class SessionActor(Actor[Op, Any]):
         REPLAYS times. Returns the outcome of ``first`` (None: it may not run again,
         it fails) and of each queued change."""
         entry = self._entry
-        manager = self._manager
+        host = self._host
         previous = self.state.version
         error: SessionConcurrencyError = conflict
         for attempt in range(REPLAYS):
@@ -579,7 +579,7 @@ class SessionActor(Actor[Op, Any]):
                 entry.state = committed[-1]
                 self._guard.committed()
                 for state in committed[1:]:
-                    manager._publish("updated", state)
+                    host.publish("updated", state)
             return head, again
         retry = 0.002 * 2**REPLAYS
         busy = SessionContendedError(
@@ -598,20 +598,20 @@ class SessionActor(Actor[Op, Any]):
         state = self.state
         if guard.passes(op.token, state):
             return
-        manager = self._manager
-        manager._security_failures += 1
-        raise guard.refuse(op.token, state, op.tool_name, manager.now(), manager.wall_clock())
+        host = self._host
+        host.tally.security_failed()
+        raise guard.refuse(op.token, state, op.tool_name, host.now(), host.wall_clock())
 
     # -- ending --------------------------------------------------------------------
 
     def _end(self, op: End, start: float) -> Any:
         final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
-        manager = self._manager
-        if manager.store.immediate:
-            manager.store.discard(final.id)
-            manager._session_gone(self._entry, op.reason, final)
+        host = self._host
+        if host.store.immediate:
+            host.store.discard(final.id)
+            host.session_gone(self._entry, op.reason, final)
             return final
-        if manager.leases is not None:
+        if host.leases is not None:
             return see_through(self._end_shared(op, start))
         return see_through(self._end_durably(final, op, start))
 
@@ -619,7 +619,7 @@ class SessionActor(Actor[Op, Any]):
         """Delete the stored session if it is still at the version this process
         holds, else reload and try again (so that the final state returned is the
         one deleted). Accounts for the call."""
-        leases = self._manager.leases
+        leases = self._host.leases
         assert leases is not None
         try:
             for _ in range(REPLAYS):
@@ -635,7 +635,7 @@ class SessionActor(Actor[Op, Any]):
                 self._check_live("it could end")
                 if not removed:
                     raise self._gone_from_store()
-                self._manager._session_gone(self._entry, op.reason, final)
+                self._host.session_gone(self._entry, op.reason, final)
                 self._account(start, failed=False)
                 return final
             raise SessionContendedError(
@@ -652,7 +652,7 @@ class SessionActor(Actor[Op, Any]):
         lives on, whole, and the caller gets the error. Accounts for the call."""
         with trio.CancelScope(shield=True):
             try:
-                await self._manager.store.delete(final.id)
+                await self._host.store.delete(final.id)
             except Exception as exc:
                 self._account(start, failed=True)
                 raise _store_error(final.id, exc) from exc
@@ -661,7 +661,7 @@ class SessionActor(Actor[Op, Any]):
         except SessionClosedError:
             self._account(start, failed=True)
             raise
-        self._manager._session_gone(self._entry, op.reason, final)
+        self._host.session_gone(self._entry, op.reason, final)
         self._account(start, failed=False)
         return final
 

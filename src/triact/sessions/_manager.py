@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import secrets
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +32,7 @@ from ._errors import (
     SessionStoreError,
 )
 from ._events import EventKind, SessionEvent, Subscription
+from ._host import SessionHost, Tally
 from ._leases import Entry, GoneReason, Leases
 from ._limits import check_state
 from ._security import opens, token_digest
@@ -70,19 +70,33 @@ class SessionManager:
         self._ttl: DeadlineQueue[Entry] = DeadlineQueue()
         self._subscriptions: list[Subscription] = []
         self._closing = False
-        self._latencies: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self._counts = dict.fromkeys(
             ("created", "expired", "ended", "removed", "failed", "passivated", "activations"), 0
         )
-        self._operations = 0
-        self._errors = 0
-        self._busy_rejections = 0
-        self._security_failures = 0
+        self._tally = Tally(_LATENCIES_KEPT)
         #: With a shared store: its leases, deadlines and sweeps (None otherwise).
         self.leases: Leases | None = None
         if store.shared:
             assert isinstance(store, SharedSessionStore), f"{store!r} is not a SharedSessionStore"
             self.leases = Leases(store, config, self._sessions, self._expired_in_store)
+        # All that the sessions' actors and handles may use of this manager.
+        self._host = SessionHost(
+            config=config,
+            store=store,
+            leases=self.leases,
+            tally=self._tally,
+            now=self.now,
+            wall_clock=self.wall_clock,
+            closing=lambda: self._closing,
+            token_digest=self._token_digest,
+            publish=self._publish,
+            session_gone=self._session_gone,
+            actor_stopped=self._actor_stopped,
+            session_failed=self._session_failed,
+            adopt=self._adopt,
+            activate=self._activate,
+            refusal=self._refusal,
+        )
 
     # -- creating and finding sessions ---------------------------------------------
 
@@ -191,7 +205,7 @@ class SessionManager:
             leases.leased(entry, 1)  # created leased to this process
         self._counts["created"] += 1
         self._publish("created", state)
-        return Session(self, entry, token)
+        return Session(self._host, entry, token)
 
     async def _create_shared(
         self, leases: Leases, state: SessionState, client_id: str | None
@@ -265,7 +279,7 @@ class SessionManager:
                 f"no session {session_id!r}: it never existed, or it expired, ended "
                 "or was removed; create a new one"
             )
-        return Session(self, entry)
+        return Session(self._host, entry)
 
     def _adopt(self, session_id: str) -> Entry:
         """This process's record of a session of a shared store (made if needed; its
@@ -417,7 +431,7 @@ class SessionManager:
     async def stats(self) -> ManagerStats:
         """Manager-wide figures."""
         await trio.lowlevel.checkpoint()
-        counts = self._counts
+        counts, tally = self._counts, self._tally
         sessions = len(self._sessions)
         if self.leases is not None:
             sessions = await self.leases.store.count()
@@ -430,12 +444,12 @@ class SessionManager:
             removed=counts["removed"],
             passivated=counts["passivated"],
             activations=counts["activations"],
-            operations=self._operations,
-            errors=self._errors,
-            error_rate=self._errors / self._operations if self._operations else 0.0,
-            busy_rejections=self._busy_rejections,
-            security_failures=self._security_failures,
-            latency=LatencySummary.of(self._latencies),
+            operations=tally.operations,
+            errors=tally.errors,
+            error_rate=tally.errors / tally.operations if tally.operations else 0.0,
+            busy_rejections=tally.busy_rejections,
+            security_failures=tally.security_failures,
+            latency=LatencySummary.of(tally.latencies),
             store=self.store.kind,
         )
 
@@ -465,7 +479,7 @@ class SessionManager:
 
     def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
         ref: ActorRef[ops.Op, Any] = self._sup.spawn(
-            lambda: SessionActor(self, entry),
+            lambda: SessionActor(self._host, entry),
             name=entry.id,
             mailbox_size=self.config.mailbox_size,
             idle_timeout=self.config.passivate_after,
@@ -517,11 +531,6 @@ class SessionManager:
 
     def _token_digest(self, token: str) -> str:
         return token_digest(self._key, token)
-
-    def _account(self, latency: float, failed: bool) -> None:
-        self._operations += 1
-        self._errors += failed
-        self._latencies.append(latency)
 
     def _publish(self, kind: EventKind, state: SessionState) -> None:
         if self._subscriptions:

@@ -26,7 +26,7 @@ from ._state import RequestRecord, SessionState
 from ._stats import LatencySummary, SessionStats
 
 if TYPE_CHECKING:
-    from ._manager import SessionManager
+    from ._host import SessionHost
 
 #: What :meth:`Session.update` takes: a plain or async function of the current state
 #: that returns the next one.
@@ -40,10 +40,10 @@ class Session:
     Handles are cheap; :meth:`SessionManager.get_session` makes a new one each time.
     """
 
-    __slots__ = ("_auth", "_entry", "_manager", "id", "token")
+    __slots__ = ("_auth", "_entry", "_host", "id", "token")
 
-    def __init__(self, manager: SessionManager, entry: Entry, token: str | None = None) -> None:
-        self._manager = manager
+    def __init__(self, host: SessionHost, entry: Entry, token: str | None = None) -> None:
+        self._host = host
         self._entry = entry
         self.id = entry.id
         #: The client token of a bound session: only on the handle create_session
@@ -57,7 +57,7 @@ class Session:
         actor instead of two, and the check and the operation are atomic. A refused
         token raises :class:`SessionSecurityError` (and is recorded, see
         :meth:`validate_security`) and the operation does not run."""
-        handle = Session(self._manager, self._entry, self.token)
+        handle = Session(self._host, self._entry, self.token)
         handle._auth = (token, tool_name)
         return handle
 
@@ -78,14 +78,14 @@ class Session:
                 done_waiting(waiter, self._entry)
 
     async def _ask(self, op: ops.Op) -> Any:
-        manager = self._manager
+        host = self._host
         entry = self._entry
         while True:
             if entry.forgotten:  # this process dropped it; the store may still hold it
-                entry = self._entry = manager._adopt(entry.id)
+                entry = self._entry = host.adopt(entry.id)
             ref = entry.ref
             if ref is None or not ref.accepting:
-                ref = await manager._activate(entry)
+                ref = await host.activate(entry)
             try:
                 return await ref.ask(op)
             except SessionSecurityError:
@@ -94,11 +94,11 @@ class Session:
                 # Idleness counts from a call's end: the actor stamps the calls it
                 # handled, and a busy session never expires; this stamps the others
                 # (refused, cancelled).
-                entry.last_active = manager.now()
+                entry.last_active = host.now()
                 if isinstance(exc, MailboxFullError):
-                    manager._busy_rejections += 1
+                    host.tally.busy_rejected()
                     raise SessionBusyError(
-                        f"session {self.id!r} has {manager.config.mailbox_size} calls "
+                        f"session {self.id!r} has {host.config.mailbox_size} calls "
                         "queued (mailbox_size); retry later"
                     ) from None
                 if isinstance(exc, ReentrantCallError):
@@ -108,15 +108,15 @@ class Session:
                         "your update function instead"
                     ) from None
                 if isinstance(exc, ActorFailedError):
-                    manager._session_failed(entry, exc)
+                    host.session_failed(entry, exc)
                     raise SessionFailedError(
                         f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
                     ) from exc
                 if not isinstance(exc, ActorStoppedError):
                     raise
                 # Passivated (or shut down) between our look and the ask: go round.
-                if manager._closing or entry.gone is not None:
-                    raise manager._refusal(entry) from None
+                if host.closing() or entry.gone is not None:
+                    raise host.refusal(entry) from None
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
@@ -138,12 +138,12 @@ class Session:
 
     async def add_thread(self, name: str, system_prompt: str | None = None) -> SessionState:
         """Add a named thread (a perspective with its own history)."""
-        config, now = self._manager.config, self._manager.wall_clock()
+        config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.add_thread(config, now, name, system_prompt))
 
     async def add_thread_message(self, thread: str, role: str, content: str) -> SessionState:
         """Append a message to a thread's history (oldest dropped past the bound)."""
-        config, now = self._manager.config, self._manager.wall_clock()
+        config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.add_thread_message(config, now, thread, role, content))
 
     async def record_analysis(
@@ -153,7 +153,7 @@ class Session:
         response_time: float | None = None,
     ) -> SessionState:
         """Record an analysis: its prompt, its responses and how long it took."""
-        config, now = self._manager.config, self._manager.wall_clock()
+        config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.record_analysis(config, now, prompt, responses, response_time))
 
     async def begin_request(
@@ -161,18 +161,18 @@ class Session:
     ) -> RequestRecord:
         """Start tracking a request; its id is
         ``session:conversation:counter:timestamp:random``."""
-        now = self._manager.wall_clock()
+        now = self._host.wall_clock()
         state = await self.update(ops.begin_request(now, conversation_id, tool_name))
         return state.active_requests[-1]
 
     async def complete_request(self, request_id: str) -> SessionState:
         """Mark an active request completed."""
-        config, now = self._manager.config, self._manager.wall_clock()
+        config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.finish_request(config, now, request_id, None))
 
     async def fail_request(self, request_id: str, error: str) -> SessionState:
         """Mark an active request failed, with what went wrong."""
-        config, now = self._manager.config, self._manager.wall_clock()
+        config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.finish_request(config, now, request_id, str(error)))
 
     async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
