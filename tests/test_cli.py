@@ -277,10 +277,75 @@ def test_stress_runs_a_short_load_and_finds_no_violation(target: str) -> None:
     assert int(operations.group(1).replace(",", "")) > 0
 
 
+def _summary_count(name: str, stdout: str) -> int:
+    found = re.search(rf"{name}\s+([\d,]+)", stdout)
+    assert found is not None, stdout
+    return int(found.group(1).replace(",", ""))
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_stress_spreads_its_calls_over_several_serve_processes_on_one_file(
+    tmp_path: Path, processes: int
+) -> None:
+    # 2: a given file; 3: a bare "sqlite", a temporary file removed at the end.
+    store = f"sqlite:{tmp_path / 'shared.db'}" if processes == 2 else "sqlite"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "triact.cli", "stress", "--target", "stdio"]
+    load = ["--duration", "2", "--sessions", "4", "--clients", "8", "--seed", "7"]
+    result = subprocess.run(
+        [*command, "--processes", str(processes), "--store", store, *load],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{processes} `triact serve` processes on one SQLite file" in result.stdout
+    assert _summary_count("invariant violations", result.stdout) == 0
+    assert re.search(r"errors by kind\s+none", result.stdout), result.stdout
+    row = re.search(r"calls by process\s+(.*)", result.stdout)
+    assert row is not None, result.stdout
+    calls = {
+        name: int(count.replace(",", ""))
+        for name, count in re.findall(r"(#\d+) ([\d,]+)", row.group(1))
+    }
+    # every process took calls, and they are all the calls the history holds
+    assert sorted(calls) == [f"#{i}" for i in range(1, processes + 1)]
+    assert min(calls.values()) > 0, calls
+    assert sum(calls.values()) == _summary_count("operations", result.stdout)
+    if processes == 2:
+        assert (tmp_path / "shared.db").exists()
+    assert list(scratch.iterdir()) == []  # the temporary store went with the run
+
+
+@pytest.mark.parametrize(
+    ("options", "needs"),
+    [
+        (["--target", "stdio"], "needs --store sqlite[:PATH] (got memory)"),
+        (["--store", "sqlite"], "needs --target stdio (got inproc)"),
+    ],
+)
+def test_stress_with_several_processes_needs_stdio_and_sqlite(
+    options: list[str], needs: str
+) -> None:
+    result = run("stress", "--processes", "2", *options)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("triact stress: error: --processes 2 ")
+    assert needs in lines[0]
+
+
 def test_stress_refuses_a_bad_option() -> None:
     result = run("stress", "--sessions", "0")
     assert result.returncode == 2
     assert "--sessions" in result.stderr
+    result = run("stress", "--processes", "0")
+    assert result.returncode == 2
+    assert "--processes: must be >= 1" in result.stderr
 
 
 def test_serve_takes_the_library_defaults() -> None:

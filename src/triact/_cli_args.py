@@ -125,6 +125,14 @@ def add_stress_parser(
         help="an in-process manager, or `triact serve` over MCP (default: inproc)",
     )
     parser.add_argument(
+        "--processes",
+        metavar="N",
+        type=positive_int,
+        default=1,
+        help="stdio target: N `triact serve` processes on one SQLite file, each call "
+        "sent to one of them at random (default: 1; more needs --store sqlite[:PATH])",
+    )
+    parser.add_argument(
         "--seed", type=integer, default=None, help="seed of the load (default: random, printed)"
     )
     parser.add_argument(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import pytest
 
@@ -132,6 +133,8 @@ def test_the_stress_parser() -> None:
             "9",
             "--server-command",
             "triact serve --store memory",
+            "--processes",
+            "2",
         ]
     )
     assert options_from_args(args) == StressOptions(
@@ -141,10 +144,42 @@ def test_the_stress_parser() -> None:
         target="stdio",
         seed=9,
         server_command=("triact", "serve", "--store", "memory"),
+        processes=2,
     )
     for bad in (["--store", "redis"], ["--faults", "0.9"], ["--clients", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["stress", *bad])
+
+
+@pytest.mark.parametrize(
+    ("target", "store", "needs"),
+    [
+        ("stdio", "memory", "--store sqlite[:PATH] (got memory)"),
+        ("inproc", "sqlite", "--target stdio (got inproc)"),
+    ],
+)
+def test_several_processes_need_the_stdio_target_on_sqlite(
+    target: Literal["inproc", "stdio"], store: str, needs: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(needs)):
+        StressOptions(target=target, store=store, processes=3)
+    with pytest.raises(ValueError, match="--processes must be >= 1"):
+        StressOptions(processes=0)
+    assert StressOptions(target="stdio", store="sqlite:/tmp/x.db", processes=3).processes == 3
+
+
+@pytest.mark.skipif(not _server_available(), reason="triact serve is not built yet")
+async def test_a_short_run_over_two_serve_processes_checks_out() -> None:
+    options = StressOptions(
+        sessions=4, clients=4, duration=1.5, target="stdio", store="sqlite", processes=2, seed=4
+    )
+    report = await stress(options)
+    assert report.violations == []
+    assert report.unexpected == []
+    assert len(report.calls_by_process) == 2
+    assert min(report.calls_by_process) > 0
+    assert sum(report.calls_by_process) == report.operations
+    assert dict(report.rows())["calls by process"].startswith("#1 ")
 
 
 async def test_the_live_display_draws_with_rich() -> None:

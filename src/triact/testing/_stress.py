@@ -21,6 +21,7 @@ from ._checker import HistoryViolation, find_violations
 from ._faults import InjectedError
 from ._history import HistoryRecorder, Operation, Outcome
 from ._model import DataChange
+from ._spread import SpreadTarget, open_servers
 from ._targets import StdioServerError, StressTarget, open_target
 
 TargetFactory = Callable[[], AbstractAsyncContextManager[StressTarget]]
@@ -38,6 +39,23 @@ class StressOptions:
     target: Literal["inproc", "stdio"] = "inproc"
     seed: int | None = None
     server_command: tuple[str, ...] | None = None  #: stdio: how to start the server
+    #: stdio: how many servers, all on one SQLite file (more than one needs sqlite).
+    processes: int = attrs.field(default=1)
+
+    @processes.validator
+    def _check_processes(self, _: object, processes: int) -> None:
+        if processes < 1:
+            raise ValueError(f"--processes must be >= 1, got {processes}")
+        missing = []
+        if processes > 1 and self.target != "stdio":
+            missing.append(f"--target stdio (got {self.target})")
+        if processes > 1 and self.store.partition(":")[0] != "sqlite":
+            missing.append(f"--store sqlite[:PATH] (got {self.store})")
+        if missing:
+            raise ValueError(
+                f"--processes {processes} runs that many `triact serve` processes on one "
+                f"SQLite file: it needs {' and '.join(missing)}"
+            )
 
 
 @attrs.define
@@ -59,6 +77,8 @@ class StressReport:
     #: Outcomes other than "ok" that the load provoked on purpose, by kind: conflicts
     #: from a stale expected_version, sessions it ended, injected faults.
     expected: Counter[str] = attrs.field(factory=Counter)
+    #: With several server processes: the calls each one got, in the order started.
+    calls_by_process: list[int] = attrs.field(factory=list)
 
     @property
     def throughput(self) -> float:
@@ -87,7 +107,14 @@ class StressReport:
             ("faults injected", _counts(self.faults)),
             ("errors by kind", _counts(dict(sorted(errors.items())))),
             ("invariant violations", str(len(self.violations))),
+            *self._process_rows(),
         ]
+
+    def _process_rows(self) -> list[tuple[str, str]]:
+        if not self.calls_by_process:
+            return []
+        counts = {f"#{i}": n for i, n in enumerate(self.calls_by_process, 1)}
+        return [("calls by process", _counts(counts))]
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -242,6 +269,8 @@ async def stress(
         command = list(options.server_command) if options.server_command else None
 
         def target() -> AbstractAsyncContextManager[StressTarget]:
+            if options.target == "stdio":
+                return open_servers(options.store, options.processes, command, seed)
             return open_target(options.target, options.store, options.faults, seed, command)
 
     async with target() as system:
@@ -261,6 +290,7 @@ async def stress(
         elapsed = trio.current_time() - start
         faults = dict(system.faults())
         description = system.description
+        by_process = list(system.calls) if isinstance(system, SpreadTarget) else []
     ops = [op for op in load.recorder.operations if op.task not in ("setup",)]
     violations = find_violations(load.recorder)
     if load.stopped is not None:
@@ -277,6 +307,7 @@ async def stress(
         violations=violations,
         unexpected=load.unexpected(),
         expected=load.expected(ops),
+        calls_by_process=by_process,
     )
 
 
@@ -302,12 +333,19 @@ def options_from_args(args: argparse.Namespace) -> StressOptions:
         target=args.target,
         seed=args.seed,
         server_command=command,
+        processes=args.processes,
     )
 
 
 def stress_main(args: argparse.Namespace) -> int:
-    """Run ``triact stress`` with parsed arguments; the exit code."""
-    return trio.run(run_stress, options_from_args(args))
+    """Run ``triact stress`` with parsed arguments; the exit code (2, with one line
+    on stderr, for options that do not go together)."""
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"triact stress: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return trio.run(run_stress, options)
 
 
 async def run_stress(

@@ -1,0 +1,95 @@
+"""``triact stress --processes N``: N ``triact serve`` processes on one SQLite file,
+each call sent to one of them at random (the store decides, so any of them may
+answer for any session)."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+
+from ._history import Call
+from ._model import DataChange
+from ._targets import StdioTarget, StressTarget, open_stdio, server_command
+
+
+class SpreadTarget:
+    """Several :class:`StdioTarget` on one store: each call goes to one of them, chosen
+    at random; :attr:`calls` counts the calls each one got once the load is armed (so
+    they add up to the report's operations)."""
+
+    def __init__(self, targets: list[StdioTarget], seed: int) -> None:
+        self.targets = targets
+        self.calls = [0] * len(targets)
+        self._rng = random.Random(f"{seed}:spread")
+        self._armed = False
+        self.description = (
+            f"{len(targets)} `triact serve` processes on one SQLite file over stdio, "
+            "each call to one at random"
+        )
+
+    def _pick(self) -> StdioTarget:
+        index = self._rng.randrange(len(self.targets))
+        if self._armed:
+            self.calls[index] += 1
+        return self.targets[index]
+
+    async def create(self, call: Call) -> str:
+        return await self._pick().create(call)
+
+    async def read(self, call: Call, session_id: str) -> None:
+        await self._pick().read(call, session_id)
+
+    async def update(
+        self,
+        call: Call,
+        session_id: str,
+        change: DataChange,
+        expected_version: int | None,
+        *,
+        fails: bool,
+        slow: float,
+    ) -> None:
+        target = self._pick()
+        await target.update(call, session_id, change, expected_version, fails=fails, slow=slow)
+
+    async def end(self, call: Call, session_id: str) -> None:
+        await self._pick().end(call, session_id)
+
+    def faults(self) -> Mapping[str, int]:
+        return {}
+
+    def arm(self, armed: bool) -> None:
+        self._armed = armed
+
+
+@contextmanager
+def sqlite_spec(store: str) -> Iterator[str]:
+    """``store`` as ``sqlite:PATH``: a file in a temporary directory (removed on exit)
+    for a bare ``sqlite``, so that a stress run never writes to the default store."""
+    if store != "sqlite":
+        yield store
+        return
+    with tempfile.TemporaryDirectory(prefix="triact-stress-") as directory:
+        yield f"sqlite:{directory}/sessions.db"
+
+
+@asynccontextmanager
+async def open_servers(
+    store: str, processes: int, command: list[str] | None, seed: int
+) -> AsyncIterator[StressTarget]:
+    """``processes`` servers on ``store`` (a :class:`SpreadTarget` for more than one),
+    started one after the other: the first to open a new file creates it and its key
+    file, which the others then read. All are stopped on exit."""
+    with sqlite_spec(store) as spec:
+        command = command or server_command(spec)
+        if processes == 1:
+            async with open_stdio(command) as target:
+                yield target
+            return
+        async with AsyncExitStack() as stack:
+            targets = [
+                await stack.enter_async_context(open_stdio(command)) for _ in range(processes)
+            ]
+            yield SpreadTarget(targets, seed)
