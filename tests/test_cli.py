@@ -302,7 +302,7 @@ def test_stress_spreads_its_calls_over_several_serve_processes_on_one_file(
         env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{processes} `triact serve` processes on one SQLite file" in result.stdout
+    assert f"{processes} triact serve processes on one SQLite file" in result.stdout
     assert _summary_count("invariant violations", result.stdout) == 0
     assert re.search(r"errors by kind\s+none", result.stdout), result.stdout
     row = re.search(r"calls by process\s+(.*)", result.stdout)

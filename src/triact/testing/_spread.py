@@ -25,7 +25,7 @@ class SpreadTarget:
         self._rng = random.Random(f"{seed}:spread")
         self._armed = False
         self.description = (
-            f"{len(targets)} `triact serve` processes on one SQLite file over stdio, "
+            f"{len(targets)} triact serve processes on one SQLite file over stdio, "
             "each call to one at random"
         )
 
