@@ -98,6 +98,7 @@ class SessionActor(Actor[Op, Any]):
         if guard is None:  # kept on the entry, so that passivation keeps it
             guard = entry.guard = SessionGuard(host.token_digest, host.config)
         self._guard = guard
+        entry.actor = self  # last: a restart whose actor failed to start keeps the old
 
     # -- the handler ---------------------------------------------------------------
 

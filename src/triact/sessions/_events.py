@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Literal
 
@@ -83,3 +83,10 @@ class Subscription:
             self._wakeup = trio.Event()
             await self._wakeup.wait()
         return self._events.popleft()
+
+
+def deliver(subscriptions: Iterable[Subscription], event: SessionEvent) -> None:
+    """Give ``event`` to each of ``subscriptions`` (their manager publishes through
+    this, never through a subscription's own methods)."""
+    for subscription in subscriptions:
+        subscription._publish(event)  # noqa: SLF001 (this module's own class)

@@ -24,6 +24,7 @@ from ._store import SharedSessionStore
 if TYPE_CHECKING:
     from ..actors import ActorRef
     from . import _ops as ops
+    from ._actor import SessionActor
     from ._cycles import Hold
     from ._security import SessionGuard
     from ._state import SessionState
@@ -45,6 +46,7 @@ class Entry:
     this process has used lately; others' sessions are found in the store)."""
 
     __slots__ = (
+        "actor",
         "client_id",
         "created",
         "created_wall",
@@ -71,6 +73,8 @@ class Entry:
         #: the events of a passivated session).
         self.version = 0 if state is None else state.version
         self.ref: ActorRef[ops.Op, Any] | None = None
+        #: The actor that ``ref`` runs now (the last one made for this session).
+        self.actor: SessionActor | None = None
         self.created = now  # Trio clock
         #: Wall-clock creation time (the store's order of sessions).
         self.created_wall = 0.0 if state is None else state.created_at

@@ -31,7 +31,7 @@ from ._errors import (
     SessionNotFoundError,
     SessionStoreError,
 )
-from ._events import EventKind, SessionEvent, Subscription
+from ._events import EventKind, SessionEvent, Subscription, deliver
 from ._host import SessionHost, Tally
 from ._leases import Entry, GoneReason, Leases
 from ._limits import check_state
@@ -299,8 +299,7 @@ class SessionManager:
             self._counts["expired"] += 1
             if self._subscriptions:
                 event = SessionEvent("expired", session_id, version, self.wall_clock())
-                for subscription in self._subscriptions:
-                    subscription._publish(event)
+                deliver(self._subscriptions, event)
 
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
@@ -490,10 +489,10 @@ class SessionManager:
 
     def _actor_stopped(self, entry: Entry, actor: SessionActor) -> None:
         """Called by a session actor's on_stop: passivated, expired, ended or shut down."""
-        ref = entry.ref
-        if ref is None or ref._actor is not actor:
+        if entry.ref is None or entry.actor is not actor:
             return
         entry.ref = None
+        entry.actor = None
         if self.leases is not None:
             # The next actor activates anew: others may have written meanwhile.
             self.leases.release(entry, self.now())
@@ -535,8 +534,7 @@ class SessionManager:
     def _publish(self, kind: EventKind, state: SessionState) -> None:
         if self._subscriptions:
             event = SessionEvent(kind, state.id, state.version, self.wall_clock())
-            for subscription in self._subscriptions:
-                subscription._publish(event)
+            deliver(self._subscriptions, event)
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
@@ -556,8 +554,7 @@ class SessionManager:
             kind: EventKind = "ended" if reason == "failed" else reason
             version = final.version if final is not None else entry.version
             event = SessionEvent(kind, entry.id, version, self.wall_clock())
-            for subscription in self._subscriptions:
-                subscription._publish(event)
+            deliver(self._subscriptions, event)
         entry.state = None  # free it; the caller holds the final state if it needs it
         if entry.ref is not None:
             entry.ref.stop_soon()  # queued calls get SessionClosedError, then it goes
@@ -660,13 +657,13 @@ async def open_session_manager(
                     await manager.leases.sweep()
                     sup.start_soon(manager.leases.run)
                 else:
-                    await manager._load_index()
-                sup.start_soon(manager._ttl.run, manager._ttl_due)
+                    await manager._load_index()  # noqa: SLF001 (the manager's own opener)
+                sup.start_soon(manager._ttl.run, manager._ttl_due)  # noqa: SLF001 (same)
                 yield manager
             except BaseException as exc:
                 body_error = exc  # raised again below, outside the nurseries, unwrapped
             finally:
-                manager._closing = True
-        manager._close_subscriptions()
+                manager._closing = True  # noqa: SLF001 (same)
+        manager._close_subscriptions()  # noqa: SLF001 (same)
     if body_error is not None:
         raise body_error

@@ -13,7 +13,6 @@ from ..actors import (
     ReentrantCallError,
 )
 from . import _ops as ops
-from ._actor import SessionActor
 from ._cycles import HOLDS, done_waiting, wait_on
 from ._errors import (
     SessionBusyError,
@@ -196,9 +195,9 @@ class Session:
         ref = self._entry.ref
         queued = ref.queued if ref is not None else 0  # ahead of this call
         state = await self.snapshot()
-        ref = self._entry.ref
-        actor = ref._actor if ref is not None else None
-        latencies = actor.latencies() if isinstance(actor, SessionActor) else []
+        entry = self._entry
+        actor = entry.actor if entry.ref is not None else None
+        latencies = actor.latencies() if actor is not None else []
         metrics = state.metrics
         failed = sum(r.status == "failed" for r in state.completed_requests)
         return SessionStats(

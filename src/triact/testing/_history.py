@@ -145,10 +145,16 @@ class Call:
     """An operation being recorded: report how it ended with :meth:`ok` (or let the
     ``with`` block raise)."""
 
-    __slots__ = ("_recorder", "op")
+    __slots__ = ("_discard", "_end", "op")
 
-    def __init__(self, recorder: HistoryRecorder, op: Operation) -> None:
-        self._recorder = recorder
+    def __init__(
+        self,
+        end: Callable[[Operation, Outcome], None],
+        discard: Callable[[Operation], None],
+        op: Operation,
+    ) -> None:
+        self._end = end  # the recorder's: close ``op`` with an outcome
+        self._discard = discard  # the recorder's: leave ``op`` out
         self.op = op
 
     def ok(self, result: Any = None) -> None:
@@ -166,9 +172,9 @@ class Call:
         elif op.kind == "remove":
             op.removed = bool(result)
             if not result:
-                self._recorder._end(op, "gone")
+                self._end(op, "gone")
                 return
-        self._recorder._end(op, "ok")
+        self._end(op, "ok")
 
     def ok_version(
         self, version: int, data: Mapping[str, Any] | None = None, session_id: str | None = None
@@ -178,13 +184,13 @@ class Call:
         op.session_id = op.session_id or session_id
         op.version = version
         op.data = data
-        self._recorder._end(op, "ok")
+        self._end(op, "ok")
 
     def failed(self, outcome: Outcome, error: str = "", version: int | None = None) -> None:
         """The call failed with ``outcome`` (``version``: the actual one of a conflict)."""
         self.op.error = error
         self.op.version = version
-        self._recorder._end(self.op, outcome)
+        self._end(self.op, outcome)
 
     def untouched(self) -> None:
         """The call has not reached the session (yet): a lookup may still refuse it."""
@@ -196,7 +202,7 @@ class Call:
 
     def discard(self) -> None:
         """Leave this call out of the history: it observed nothing."""
-        self._recorder._discard(self.op)
+        self._discard(self.op)
 
 
 class HistoryRecorder:
@@ -246,7 +252,7 @@ class HistoryRecorder:
             touches=kind != "remove",
         )
         self.operations.append(op)
-        call = Call(self, op)
+        call = Call(self._end, self._discard, op)
         try:
             yield call
         except BaseException as exc:

@@ -29,12 +29,13 @@ _FINISHED = 2
 class Turn:
     """One call's place in its session's lane."""
 
-    __slots__ = ("_ready", "_state", "key")
+    __slots__ = ("key", "ready", "state")
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self._ready: trio.Event | None = None
-        self._state = _WAITING
+        #: Set when the turn reaches the head of its lane (made only if it waits).
+        self.ready: trio.Event | None = None
+        self.state = _WAITING
 
 
 class _Lane:
@@ -78,8 +79,8 @@ class Lanes:
         """Return when ``turn`` is at the head of its lane."""
         lane = self._lanes[turn.key]
         if lane.waiting[0] is not turn:
-            turn._ready = trio.Event()
-            await turn._ready.wait()
+            turn.ready = trio.Event()
+            await turn.ready.wait()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
@@ -90,26 +91,26 @@ class Lanes:
         assert lane.waiting[0] is turn, "issue() before wait() returned"
         lane.waiting.popleft()
         lane.running += 1
-        turn._state = _ISSUED
+        turn.state = _ISSUED
         self._wake_head(lane)
 
     def finish(self, turn: Turn) -> None:
         """The call is over (answered, failed or cancelled); safe to repeat."""
-        if turn._state == _FINISHED:
+        if turn.state == _FINISHED:
             return
         lane = self._lanes[turn.key]
-        if turn._state == _ISSUED:
+        if turn.state == _ISSUED:
             lane.running -= 1
         else:
             head = lane.waiting[0] is turn
             lane.waiting.remove(turn)
             if head:
                 self._wake_head(lane)
-        turn._state = _FINISHED
+        turn.state = _FINISHED
         if not lane.waiting and not lane.running:
             del self._lanes[turn.key]
 
     @staticmethod
     def _wake_head(lane: _Lane) -> None:
-        if lane.waiting and lane.waiting[0]._ready is not None:
-            lane.waiting[0]._ready.set()
+        if lane.waiting and lane.waiting[0].ready is not None:
+            lane.waiting[0].ready.set()
