@@ -18,8 +18,9 @@ from __future__ import annotations
 import inspect
 import random
 from collections import deque
+from collections.abc import Coroutine
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import trio
@@ -50,7 +51,16 @@ _LATENCIES_KEPT = 256
 #: With a shared store, how many times a group of changes is run again on the
 #: reloaded state after another process committed first (then SessionContendedError).
 REPLAYS = 8
-_AWAITED = (CoroutineType, SeeThrough)  # the replies of receive() that are awaitables
+_AWAITED = (Coroutine, SeeThrough)  # the replies of receive() that are awaitables
+
+#: What a call of a session's actor answers: the state it committed or read (None for
+#: a token check).
+Answer: TypeAlias = SessionState | None
+#: A commit in progress: a durable write seen through, or a coroutine (an async
+#: update, a passivated session's load, a shared store's check).
+Pending: TypeAlias = SeeThrough[SessionState] | Coroutine[Any, Any, Answer]
+#: What ``receive`` returns: the answer now, or the awaitable that gives it.
+Reply: TypeAlias = Answer | Pending
 
 
 def _groupable_change(op: Op) -> bool:
@@ -108,7 +118,7 @@ class SessionActor(Actor[Op, Any]):
         actor starts from it)."""
         return self._entry.state  # type: ignore[return-value]
 
-    def receive(self, op: Op) -> Any:
+    def receive(self, op: Op) -> Reply:
         entry = self._entry
         if entry.gone is not None:
             if entry.gone == "expired":  # gone from a shared store meanwhile
@@ -155,15 +165,15 @@ class SessionActor(Actor[Op, Any]):
         except Exception:
             self._account(start, failed=True)
             raise
-        kind = type(reply)
-        if kind is SeeThrough:  # a durable commit: it accounts for its call itself
+        shape = type(reply)  # (not isinstance: this is every call's path)
+        if shape is SeeThrough:  # a durable commit: it accounts for its call itself
             return reply
-        if kind is CoroutineType:
-            return self._finish(reply, start)
+        if shape is CoroutineType:
+            return self._finish(reply, start)  # type: ignore[arg-type]
         self._account(start, failed=False)
         return reply
 
-    async def _load_then(self, op: Op) -> Any:
+    async def _load_then(self, op: Op) -> Answer:
         """Bring the state back from the store, then handle ``op``.
 
         The load runs in the handler, so calls that arrive meanwhile queue behind it
@@ -179,14 +189,13 @@ class SessionActor(Actor[Op, Any]):
                 state = await self._host.store.load(entry.id)
         except Exception as exc:
             raise _store_error(entry.id, exc) from exc
-        if entry.gone is not None:
-            return self.receive(op)  # raises: it went while we loaded
-        if state is None:
-            raise self._gone_from_store()
-        self._adopt(state)
+        if entry.gone is None:  # else receive raises: it went while we loaded
+            if state is None:
+                raise self._gone_from_store()
+            self._adopt(state)
         reply = self.receive(op)
-        if type(reply) in _AWAITED:
-            reply = await reply
+        if isinstance(reply, _AWAITED):
+            return await reply
         return reply
 
     def _adopt(self, state: SessionState) -> None:
@@ -204,7 +213,7 @@ class SessionActor(Actor[Op, Any]):
             "it, or it expired); create a new one"
         )
 
-    async def _finish(self, pending: Any, start: float) -> Any:
+    async def _finish(self, pending: Pending, start: float) -> Answer:
         try:
             reply = await pending
         except Exception:
@@ -243,7 +252,7 @@ class SessionActor(Actor[Op, Any]):
 
     # -- changes -------------------------------------------------------------------
 
-    def _change(self, op: Change, start: float) -> Any:
+    def _change(self, op: Change, start: float) -> SessionState | Pending:
         state = self.state
         expected = op.expected_version
         if expected is not None and expected != state.version and self._host.leases:
@@ -262,10 +271,7 @@ class SessionActor(Actor[Op, Any]):
         with holding(self._entry):  # its calls to other sessions are checked for cycles
             result = await pending  # cancelled or raising here: nothing committed (I2)
         self._check_live("this change was committed")
-        committed = self._commit(self._stamp(self.state, result), None, None)
-        if type(committed) is SeeThrough:
-            committed = await committed
-        return committed  # type: ignore[no-any-return]
+        return await self._committed(self._stamp(self.state, result), None)
 
     def _check_live(self, before: str) -> None:
         entry = self._entry
@@ -291,7 +297,9 @@ class SessionActor(Actor[Op, Any]):
         )
         return check_state(new, state, self._host.config.max_state_bytes)
 
-    def _commit(self, new: SessionState, start: float | None, replay: Change | None) -> Any:
+    def _commit(
+        self, new: SessionState, start: float | None, replay: Change | None
+    ) -> SessionState | SeeThrough[SessionState]:
         """Commit ``new`` now (immediate store), or return the durable commit as a
         reply seen through; with ``start``, that reply accounts for the call.
         ``replay`` is the change that made ``new`` if it may run again (a shared
@@ -307,6 +315,14 @@ class SessionActor(Actor[Op, Any]):
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
         return see_through(self._commit_durably(new, start, replay))
+
+    async def _committed(self, new: SessionState, replay: Change | None) -> SessionState:
+        """Commit ``new`` (see :meth:`_commit`) from inside an async reply: the
+        committed state, once durable; the reply accounts for the call."""
+        committed = self._commit(new, None, replay)
+        if isinstance(committed, SeeThrough):
+            return await committed
+        return committed
 
     async def _commit_durably(
         self, new: SessionState, start: float | None, replay: Change | None
@@ -495,10 +511,7 @@ class SessionActor(Actor[Op, Any]):
         if type(result) is CoroutineType:
             result.close()
             return await self._change_exclusive(op)
-        committed = self._commit(self._stamp(state, result), None, op)
-        if type(committed) is SeeThrough:
-            committed = await committed
-        return committed  # type: ignore[no-any-return]
+        return await self._committed(self._stamp(state, result), op)
 
     async def _change_exclusive(self, op: Change) -> SessionState:
         """An async update: it runs once, under this process's lease (taken over if
@@ -526,10 +539,7 @@ class SessionActor(Actor[Op, Any]):
         with holding(entry):  # its calls to other sessions are checked for cycles
             result = await op.transform(self._guard.with_events(state))  # type: ignore[misc]
         self._check_live("this change was committed")
-        committed = self._commit(self._stamp(self.state, result), None, None)
-        if type(committed) is SeeThrough:
-            committed = await committed
-        return committed  # type: ignore[no-any-return]
+        return await self._committed(self._stamp(self.state, result), None)
 
     async def _replay(
         self,
@@ -605,7 +615,7 @@ class SessionActor(Actor[Op, Any]):
 
     # -- ending --------------------------------------------------------------------
 
-    def _end(self, op: End, start: float) -> Any:
+    def _end(self, op: End, start: float) -> SessionState | SeeThrough[SessionState]:
         final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
         host = self._host
         if host.store.immediate:
