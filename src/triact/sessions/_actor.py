@@ -228,6 +228,22 @@ class SessionActor(Actor[Op, Any]):
     # -- metrics -------------------------------------------------------------------
 
     def _account(self, start: float, *, failed: bool) -> None:
+        """Count one handled call, begun at ``start``, once it has ended.
+
+        The rule: every call that reaches :meth:`receive` and is not refused unhandled
+        (its session gone, over its rate limit, a refused token) is counted exactly
+        once, when its reply is known, by the code that produces that reply:
+
+        * a passivated session's call: by the :meth:`receive` that
+          :meth:`_load_then` runs once the state is loaded (a failed load: not counted);
+        * a reply known at once (or a raise): by :meth:`receive`;
+        * a coroutine reply (an async update, a shared store's read or check): by
+          :meth:`_finish`, which awaits it;
+        * a durable commit or end (a reply seen through, given ``start``): by
+          :meth:`_commit_durably` (or :meth:`_failed_group`), :meth:`_end_shared`
+          and :meth:`_end_durably`, which end it; the changes they take from the
+          queue into a group are counted there too, one each.
+        """
         now = self._host.now()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
