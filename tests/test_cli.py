@@ -303,17 +303,8 @@ def test_stress_spreads_its_calls_over_several_serve_processes_on_one_file(
     )
     assert f"{processes} triact serve processes on one SQLite file" in result.stdout
     assert _summary_count("invariant violations", result.stdout) == 0
-    if result.returncode != 0:
-        # Tolerated until fixed (then exit 0 and "errors by kind none" only): a known
-        # shared-store bug leaves the calls queued in a group commit unanswered when the
-        # group's write finds the session ended by another process (internal errors).
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert re.search(r"errors by kind\s+error [\d,]+\n", result.stdout), result.stdout
-        shown = result.stdout.partition("unexpected outcomes:")[2].splitlines()[1:]
-        assert shown, result.stdout
-        assert all("Internal error: the server failed" in line for line in shown), shown
-    else:
-        assert re.search(r"errors by kind\s+none", result.stdout), result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"errors by kind\s+none", result.stdout), result.stdout
     row = re.search(r"calls by process\s+(.*)", result.stdout)
     assert row is not None, result.stdout
     calls = {

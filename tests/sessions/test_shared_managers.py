@@ -234,6 +234,51 @@ async def test_a_read_before_a_clean_restart_keeps_the_session_alive_after_it(
             await b.get_session(session.id)
 
 
+class HeldVersionStore(triact.SqliteStore):
+    """A SqliteStore whose version checks, while ``hold`` is set, answer what they read
+    only once the test lets them (so that another process can act in between)."""
+
+    hold: trio.Event | None = None
+
+    async def version(self, session_id: str, *, now: float | None = None) -> int | None:
+        version = await super().version(session_id, now=now)
+        if self.hold is not None:
+            await self.hold.wait()
+        return version
+
+
+async def test_a_group_whose_session_another_process_ended_answers_every_caller(
+    tmp_path: Path, shared_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "s.db"
+    held = HeldVersionStore(path, synchronous="NORMAL")
+    async with (
+        triact.open_session_manager(attrs.evolve(config(path), store=held)) as a,
+        managers(path, count=1) as (b,),
+    ):
+        session = await a.create_session()
+        await session.update(increment())  # a owns it and caches it
+        held.hold = trio.Event()
+        outcomes: list[str] = []
+
+        async def call(fn: Callable[[], Any]) -> None:
+            try:
+                await fn()
+                outcomes.append("ok")
+            except triact.SessionError as exc:
+                outcomes.append(type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, session.snapshot)  # a checks the stored version...
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(3):  # ...while three changes queue behind it, to commit as one
+                nursery.start_soon(call, lambda: session.update(increment()))
+            await trio.testing.wait_all_tasks_blocked()
+            await (await b.get_session(session.id)).end()  # b ends it meanwhile
+            held.hold.set()
+        assert outcomes == ["ok"] + ["SessionNotFoundError"] * 3
+
+
 # -- property: random programs over several managers, checked per session ------------
 
 

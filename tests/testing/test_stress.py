@@ -168,14 +168,6 @@ def test_several_processes_need_the_stdio_target_on_sqlite(
     assert StressOptions(target="stdio", store="sqlite:/tmp/x.db", processes=3).processes == 3
 
 
-def known_shared_store_bug(error: str | None) -> bool:
-    """A known bug of the shared store, tolerated here until it is fixed (then these
-    runs must have no unexpected outcome at all): when a group commit's write finds the
-    session ended by another process, the calls queued in the group are left
-    unanswered (ActorError in the server), which a client sees as an internal error."""
-    return error is not None and "Internal error: the server failed" in error
-
-
 @pytest.mark.skipif(not _server_available(), reason="triact serve is not built yet")
 async def test_a_short_run_over_two_serve_processes_checks_out() -> None:
     options = StressOptions(
@@ -183,7 +175,7 @@ async def test_a_short_run_over_two_serve_processes_checks_out() -> None:
     )
     report = await stress(options)
     assert report.violations == []
-    assert all(known_shared_store_bug(op.error) for op in report.unexpected), report.unexpected
+    assert report.unexpected == []
     assert len(report.calls_by_process) == 2
     assert min(report.calls_by_process) > 0
     assert sum(report.calls_by_process) == report.operations

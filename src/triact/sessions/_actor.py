@@ -373,8 +373,17 @@ class SessionActor(Actor[Op, Any]):
                 raise self._failed_group(exc, outcomes, len(committed), start) from exc
             # Another process committed first: reload, run the group again (seen
             # through: its callers are answered, whatever happens to ours).
-            with trio.CancelScope(shield=True):
-                first, outcomes = await self._replay(exc, replay, outcomes)
+            try:
+                with trio.CancelScope(shield=True):
+                    first, outcomes = await self._replay(exc, replay, outcomes)
+            except SessionNotFoundError as gone:  # another process ended it meanwhile
+                for queued, _ in outcomes:
+                    queued.fail(SessionNotFoundError(str(gone)))
+                if start is not None:
+                    self._account(start, failed=True)
+                raise
+            except Exception as failure:
+                raise self._failed_group(failure, outcomes, len(committed), start) from failure
             for queued, outcome in outcomes:
                 if isinstance(outcome, Exception):
                     queued.fail(outcome)
@@ -601,8 +610,6 @@ class SessionActor(Actor[Op, Any]):
                 except SessionConcurrencyError as exc:
                     error = exc
                     continue
-                except Exception as exc:
-                    raise self._failed_group(exc, outcomes, len(committed), None) from exc
                 entry.state = committed[-1]
                 self._guard.committed()
                 for state in committed[1:]:
