@@ -234,6 +234,36 @@ async def test_a_read_before_a_clean_restart_keeps_the_session_alive_after_it(
             await b.get_session(session.id)
 
 
+def set_label(value: object) -> Callable[[triact.SessionState], triact.SessionState]:
+    def fn(state: triact.SessionState) -> triact.SessionState:
+        return attrs.evolve(state, data={**state.data, "label": value})
+
+    return fn
+
+
+def increment_label(state: triact.SessionState) -> triact.SessionState:
+    label = state.data["label"]
+    if type(label) is not int:
+        raise ValueError(f"label holds {label!r}, not a number")
+    return set_label(label + 1)(state)
+
+
+async def test_an_update_that_fails_on_a_stale_copy_runs_again_on_the_stored_state(
+    tmp_path: Path, shared_clock: trio.testing.MockClock
+) -> None:
+    async with managers(tmp_path / "s.db") as (a, b):
+        session = await a.create_session()
+        await session.update(set_label("s"))  # a caches the label "s"
+        await (await b.get_session(session.id)).update(set_label(1))
+        assert (await session.update(increment_label)).data["label"] == 2
+        await (await b.get_session(session.id)).update(set_label("t"))
+        with pytest.raises(ValueError, match="'t'"):  # a real refusal stays one
+            await session.update(increment_label)
+        await (await b.get_session(session.id)).end()
+        with pytest.raises(triact.SessionNotFoundError):
+            await session.update(increment_label)
+
+
 class HeldVersionStore(triact.SqliteStore):
     """A SqliteStore whose version checks, while ``hold`` is set, answer what they read
     only once the test lets them (so that another process can act in between)."""

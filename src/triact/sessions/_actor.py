@@ -274,8 +274,13 @@ class SessionActor(Actor[Op, Any]):
         if expected is not None and expected != state.version and self._host.leases:
             return self._change_fresh(op)  # the cache may be behind: ask the store
         _check_version(state, expected)
-        # The security events not committed yet are committed with this change.
-        result = op.transform(self._guard.with_events(state))
+        try:
+            # The security events not committed yet are committed with this change.
+            result = op.transform(self._guard.with_events(state))
+        except Exception:
+            if self._host.leases is not None:  # it may have failed on a stale copy:
+                return self._change_fresh(op)  # run it again on the stored state
+            raise
         if type(result) is CoroutineType:
             if self._host.leases is not None:
                 result.close()  # not begun: it runs again on the latest state, leased
