@@ -10,7 +10,7 @@ An idle actor owns no task. Whoever needs a message handled runs the handler:
   it handles told messages until the mailbox is empty or an ask is at the front.
 
 Exactly one task holds the baton at a time (``_holder``), which is what makes
-handlers serial (DESIGN I1) without a lock (I10).
+handlers serial (I1, docs/architecture.md) without a lock (I10).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class SessionActor(Actor[Op, Any]):
     and handles the session's calls one at a time, in mailbox order.
 
     Every call is answered with the state it committed (or read), or fails with the
-    reason and changes nothing (DESIGN I2). With a durable store each commit is one
+    reason and changes nothing (I2, docs/architecture.md). With a durable store each commit is one
     compare-and-set store write, shared by the plain changes queued behind it (group
     commit), and callers are answered once it is durable. With a shared store the
     actor also keeps its cache honest: reads check the stored version, a conflict

@@ -96,6 +96,6 @@ class SessionConfig:
     #: ran out (or at once for an exclusive operation). Leases never decide what
     #: commits, only who caches and who runs exclusive operations.
     lease: float = attrs.field(default=5.0, validator=[_positive, _finite])
-    #: The wall clock for timestamps stored in states (DESIGN I8): inject a fake one
+    #: The wall clock for timestamps stored in states (I8, docs/architecture.md): inject a fake one
     #: in tests. Timing itself always uses Trio's clock.
     wall_clock: Callable[[], float] = time.time

@@ -177,7 +177,7 @@ class SessionManager:
                 token = secrets.token_urlsafe(32)
                 binding = ClientBinding(self._token_digest(token), now, client_id)
             state = SessionState(
-                id=secrets.token_urlsafe(16),  # 128 bits of randomness (DESIGN I7)
+                id=secrets.token_urlsafe(16),  # 128 bits of randomness (I7, docs/architecture.md)
                 version=1,
                 created_at=now,
                 last_used=now,
@@ -641,7 +641,7 @@ async def open_session_manager(
     Opens the store (adopting the sessions it already holds, minus those whose TTL
     has passed), and on exit stops intake, lets in-flight and queued calls finish
     within ``shutdown_grace`` seconds, flushes the store, ends every subscription
-    and leaves no task behind (DESIGN I9). An exception from the block propagates
+    and leaves no task behind (I9, docs/architecture.md). An exception from the block propagates
     as it is.
     """
     config = config or SessionConfig()

@@ -2,7 +2,7 @@
 
 Every operation that changes a session is a function ``SessionState -> SessionState``
 applied inside the session's actor; the actor stamps the result with the next
-version and commits it whole (DESIGN I2, I3).
+version and commits it whole (I2, I3, docs/architecture.md).
 """
 
 from __future__ import annotations

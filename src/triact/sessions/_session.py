@@ -34,7 +34,7 @@ Update = Callable[[SessionState], Any]
 
 class Session:
     """A handle to one session. Every call goes through the session's actor, so calls
-    are handled one at a time in arrival order (DESIGN I1).
+    are handled one at a time in arrival order (I1, docs/architecture.md).
 
     Handles are cheap; :meth:`SessionManager.get_session` makes a new one each time.
     """
@@ -123,7 +123,7 @@ class Session:
 
     async def update(self, fn: Update, expected_version: int | None = None) -> SessionState:
         """Apply ``fn(state) -> state`` inside the session's actor and commit the
-        result whole, with version + 1 (DESIGN I2, I3); return the committed state.
+        result whole, with version + 1 (I2, I3, docs/architecture.md); return the committed state.
 
         ``fn`` may be a plain or an async function. If it raises or is cancelled,
         nothing changes. With ``expected_version``, the update is refused with

@@ -106,7 +106,7 @@ class RequestRecord:
 @attrs.frozen
 class SessionState:
     """Everything a session holds. Frozen: the session's actor swaps whole values,
-    which is what makes a change atomic (DESIGN I2)."""
+    which is what makes a change atomic (I2, docs/architecture.md)."""
 
     id: str
     version: int

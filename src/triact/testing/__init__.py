@@ -9,7 +9,7 @@
 * Fault injection: :class:`FaultyStore`, failing and slow update functions,
   cancellations and timeouts, clock jumps past TTLs.
 * :func:`run_program` and :func:`check_run`: run a generated :class:`Program` against
-  a real manager and check DESIGN I1-I9.
+  a real manager and check invariants I1-I9 (docs/architecture.md).
 * :func:`stress` and :func:`run_stress`: ``triact stress``, a real-time random load
   against a manager in process or a ``triact serve`` subprocess, its history checked.
 

@@ -65,9 +65,9 @@ def check_history(
 ) -> None:
     """Raise :class:`HistoryViolation` for the first problem found, if any.
 
-    With ``idle_ttl`` also check DESIGN I5: a session is never found gone without an
-    end or removal unless it had been idle for ``idle_ttl`` seconds, and always is
-    after ``idle_ttl + ttl_granularity`` idle seconds.
+    With ``idle_ttl`` also check invariant I5 (docs/architecture.md): a session is
+    never found gone without an end or removal unless it had been idle for ``idle_ttl``
+    seconds, and always is after ``idle_ttl + ttl_granularity`` idle seconds.
     """
     violations = find_violations(history, idle_ttl=idle_ttl, ttl_granularity=ttl_granularity)
     if violations:
@@ -400,7 +400,7 @@ class IdleTimes:
     """How long a session had gone without a call that renews its TTL, at any time.
 
     ``ops`` are the session's operations; idle time counts from the return of its
-    create and from the end of each renewing call (DESIGN I5)."""
+    create and from the end of each renewing call (I5, docs/architecture.md)."""
 
     def __init__(self, ops: list[Operation]) -> None:
         self.create = next((op for op in ops if op.kind == "create" and op.outcome == "ok"), None)
@@ -431,7 +431,7 @@ def _check_ttl(
     idle_ttl: float,
     granularity: float,
 ) -> None:
-    """DESIGN I5 from the times of the calls that renewed the session."""
+    """Invariant I5 from the times of the calls that renewed the session."""
     idle = IdleTimes(ops)
     create = idle.create
     if create is None:

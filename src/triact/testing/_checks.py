@@ -1,6 +1,6 @@
-"""Checking a :class:`Run` against DESIGN I1-I9: the history checker, then what only a
-run knows (which outcomes its steps allow, the faults it injected, what the manager
-and the store held afterwards)."""
+"""Checking a :class:`Run` against invariants I1-I9 (docs/architecture.md): the
+history checker, then what only a run knows (which outcomes its steps allow, the
+faults it injected, what the manager and the store held afterwards)."""
 
 from __future__ import annotations
 

@@ -227,7 +227,7 @@ def failing_update(
     error: BaseException | Callable[[], BaseException] = InjectedError,
 ) -> Callable[[SessionState], SessionState]:
     """An update function that raises ``error`` (an instance or a factory): the session
-    must stay exactly as it was (DESIGN I2)."""
+    must stay exactly as it was (I2, docs/architecture.md)."""
 
     def fail(state: SessionState) -> SessionState:
         raise error() if callable(error) else error

@@ -5,7 +5,8 @@ batch is reversed at random, on purpose), so "hand each call to a task, in arriv
 order" does not make the calls reach a session's mailbox in arrival order. A call
 therefore joins its session's lane when it arrives, in the reading task, and may issue
 its session call only at the head of the lane; issuing leaves the lane and lets the
-next call go. The session's actor then handles the calls in mailbox order (DESIGN I1).
+next call go. The session's actor then handles the calls in mailbox order (invariant
+I1, docs/architecture.md).
 
 Issuing must be followed at once, without a checkpoint, by the session call that
 puts the message into the mailbox: the next call is woken, but cannot run before the
