@@ -7,16 +7,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import triact
 from triact import _demo
 
+from ._serving import serving
 from .transport._sdk import SERVE_TOOL_NAMES
 
 
@@ -152,41 +150,6 @@ def test_serve_refuses_a_relative_allowed_root() -> None:
     assert result.returncode == 2
     assert "argument --allowed-root: must be an absolute path, got 'projects'" in result.stderr
     assert result.stdout == ""
-
-
-Call = Callable[[str, dict[str, object]], dict[str, Any]]
-
-
-@contextmanager
-def serving(*options: str) -> Iterator[Call]:
-    """``triact serve --store memory *options``, initialized; yields a function making
-    one tools/call (answered before the next is sent); the server must exit with 0 at
-    end of input."""
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *options]
-    with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as server:
-        assert server.stdin is not None
-        assert server.stdout is not None
-        stdin, stdout = server.stdin, server.stdout
-
-        def call(name: str, arguments: dict[str, object]) -> dict[str, Any]:
-            params = {"name": name, "arguments": arguments}
-            request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
-            stdin.write(json.dumps(request) + "\n")
-            stdin.flush()
-            answer: dict[str, Any] = json.loads(stdout.readline())["result"]
-            return answer
-
-        stdin.write(
-            '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
-            '"2025-11-25","capabilities":{},"clientInfo":{"name":"cli","version":"0"}}}\n'
-        )
-        stdin.flush()
-        assert "result" in json.loads(stdout.readline())
-        yield call
-        stdin.close()
-        assert server.wait(timeout=60) == 0
 
 
 def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None:

@@ -4,17 +4,16 @@ only; a store file deleted while serving is reported, and changes are refused.""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ._serving import serving
 
 
 def serve(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -112,37 +111,9 @@ def test_the_store_and_key_files_are_readable_by_their_owner_only(tmp_path: Path
         }
 
 
-@contextmanager
-def served(path: Path) -> Iterator[Any]:
+def served(path: Path) -> Any:
     """``triact serve --store sqlite:PATH``, initialized; yields a tools/call function."""
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", f"sqlite:{path}"]
-    with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as server:
-        assert server.stdin is not None
-        assert server.stdout is not None
-        stdin, stdout = server.stdin, server.stdout
-        ids = iter(range(1, 1000))
-
-        def call(name: str, arguments: dict[str, object]) -> dict[str, Any]:
-            params = {"name": name, "arguments": arguments}
-            request = {"jsonrpc": "2.0", "id": next(ids), "method": "tools/call", "params": params}
-            stdin.write(json.dumps(request) + "\n")
-            stdin.flush()
-            answer: dict[str, Any] = json.loads(stdout.readline())["result"]
-            return answer
-
-        stdin.write(
-            '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
-            '"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
-        )
-        stdin.flush()
-        assert "result" in json.loads(stdout.readline())
-        try:
-            yield call
-        finally:
-            stdin.close()
-            server.wait(timeout=60)
+    return serving(store=f"sqlite:{path}", exit_ok=False)
 
 
 def test_a_store_file_deleted_while_serving_is_reported_and_refuses_changes(
