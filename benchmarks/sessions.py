@@ -7,6 +7,9 @@ figure measures triact and its baseline alternately in the same process, over
 fresh event loops, and checks afterwards that no update was lost on either side.
 
     python benchmarks/sessions.py [--runs N] [--quick] [--only NAME]
+
+``--only shared`` measures several processes on one SQLite file against one process
+on the same file instead (``benchmarks/shared_sqlite.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from _session_workloads import (
     trio_lock_updates,
 )
 from baselines._model import PBKDF2_ITERATIONS
+from shared_sqlite import figures as shared_figures
 
 from triact import SqliteStore
 
@@ -331,6 +335,13 @@ def expiry(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     )
 
 
+def shared(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    """Several processes on one SQLite file (``benchmarks/shared_sqlite.py``): one, two
+    and three in the same run, durable updates/s in total on the owner path (clients
+    pinned to one process per session) and the guest path (spread at random)."""
+    return shared_figures(seconds=0.5 if options.quick else 4.0, runs=options.runs)
+
+
 BENCHMARKS: dict[str, Callable[[Options, Sizes], Any]] = {
     "update": partial(updates, awaiting=False),
     "update_awaiting": partial(updates, awaiting=True),
@@ -340,6 +351,7 @@ BENCHMARKS: dict[str, Callable[[Options, Sizes], Any]] = {
     "validate": validate,
     "memory": memory,
     "expiry": expiry,
+    "shared": shared,
 }
 
 

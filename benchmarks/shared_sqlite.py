@@ -4,24 +4,27 @@ two and three processes in the same run, each a SessionManager with its own stor
 - owner: each session is used by one process only (clients pinned per session);
 - guest: every process updates every session (clients spread at random).
 
-Each figure is the median of ``--runs`` runs; ``ratio`` is against one process in the
-same mode. Afterwards every session's counter must equal the updates acknowledged.
+The processes start measuring together, once each has opened the file. Each figure
+is the median of ``--runs`` runs; ``ratio`` is against one process in the same mode. Afterwards every session's counter must equal the updates acknowledged.
 
     python benchmarks/shared_sqlite.py [--seconds S] [--runs N] [--quick]
+
+``python benchmarks/sessions.py --only shared`` reports the same figures (4 s runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import trio
+from _common import Target, emit, figure
 
 import triact
 
@@ -32,13 +35,15 @@ CHILD = """
 import random, sys, attrs, trio, triact
 
 async def main(path, index, count, mode, seconds):
-    ids = sys.stdin.read().split()
+    ids = sys.stdin.readline().split()
     config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
     done = 0
     async with triact.open_session_manager(config) as manager:
         mine = [i for n, i in enumerate(ids) if mode == "guest" or n % count == index]
         handles = [await manager.get_session(i) for i in mine]
         bump = lambda s: attrs.evolve(s, data={**s.data, "n": s.data.get("n", 0) + 1})
+        print("ready", flush=True)  # then all processes start at once
+        await trio.to_thread.run_sync(sys.stdin.readline)
 
         async def caller(seed):
             nonlocal done
@@ -84,14 +89,47 @@ def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
         )
         for i in range(count)
     ]
+    for process in processes:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(" ".join(ids) + "\n")
+        process.stdin.flush()
+    for process in processes:  # every process ready: measure them over the same window
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n", f"a child failed ({process.wait()})"
     acknowledged = 0
     for process in processes:
-        out, _ = process.communicate(" ".join(ids))
+        out, _ = process.communicate("go\n")
         assert process.returncode == 0, f"a child failed ({process.returncode})"
         acknowledged += int(out.split()[-1])
     stored = trio.run(total, path, ids)
     assert stored == acknowledged, f"lost updates: {acknowledged} acknowledged, {stored} stored"
     return acknowledged / seconds
+
+
+def figures(seconds: float, runs: int) -> Iterator[dict[str, Any]]:
+    """The six figures: owner and guest path, one, two and three processes, each the
+    median of ``runs`` runs of ``seconds``; one, two and three processes take turns so
+    that load drifts hit all alike."""
+    with tempfile.TemporaryDirectory() as directory:
+        for mode in ("owner", "guest"):
+            results: dict[int, list[float]] = {1: [], 2: [], 3: []}
+            for _ in range(runs):
+                for count in results:
+                    results[count].append(one_run(Path(directory), count, mode, seconds))
+            for count, counted in results.items():
+                yield figure(
+                    f"shared_sqlite_{mode}_{count}",
+                    "durable updates/s in total",
+                    counted,
+                    baseline=f"one process on the same file ({mode} path)",
+                    baseline_runs=results[1],
+                    target=Target("ratio", ">=", 0.8) if (mode, count) == ("owner", 2) else None,
+                    processes=count,
+                    sessions=SESSIONS,
+                    callers_per_process=TASKS,
+                    seconds=seconds,
+                    lost=0,  # checked: every session's counter is what was acknowledged
+                )
 
 
 def main() -> None:
@@ -100,33 +138,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="half-second runs (a smoke test)")
     args = parser.parse_args()
-    if args.quick:
-        args.seconds = 0.5
-    with tempfile.TemporaryDirectory() as directory:
-        for mode in ("owner", "guest"):
-            results: dict[int, list[float]] = {1: [], 2: [], 3: []}
-            for _ in range(args.runs):  # interleaved, so that load drifts hit all alike
-                for count in results:
-                    results[count].append(one_run(Path(directory), count, mode, args.seconds))
-            one = statistics.median(results[1])
-            for count, runs in results.items():
-                median = statistics.median(runs)
-                ratio = round(median / one, 3)
-                target = "ratio >= 0.8" if (mode, count) == ("owner", 2) else None
-                figure = {
-                    "bench": f"shared_sqlite_{mode}_{count}",
-                    "unit": "durable updates/s in total",
-                    "median": round(median),
-                    "runs": [round(r) for r in runs],
-                    "baseline": f"one process on the same file ({mode} path)",
-                    "baseline_median": round(one),
-                    "ratio": ratio,
-                    "target": target,
-                    "ok": target is None or ratio >= 0.8,
-                    "processes": count,
-                    "lost": 0,  # checked: every session's counter is what was acknowledged
-                }
-                print(json.dumps(figure), flush=True)
+    for line in figures(0.5 if args.quick else args.seconds, args.runs):
+        emit(line)
 
 
 if __name__ == "__main__":

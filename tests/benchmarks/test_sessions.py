@@ -18,6 +18,7 @@ BENCHES = {
     "memory_per_idle_session",
     "expiry_longest_gap",
     "expiry_longest_gap_real_clock",
+    *(f"shared_sqlite_{mode}_{count}" for mode in ("owner", "guest") for count in (1, 2, 3)),
 }
 
 
