@@ -5,7 +5,8 @@ two and three processes in the same run, each a SessionManager with its own stor
 - guest: every process updates every session (clients spread at random).
 
 The processes start measuring together, once each has opened the file. Each figure
-is the median of ``--runs`` runs; ``ratio`` is against one process in the same mode. Afterwards every session's counter must equal the updates acknowledged.
+is the median of ``--runs`` runs; ``ratio`` is against one process in the same mode.
+Afterwards every session's counter must equal the updates acknowledged.
 
     python benchmarks/shared_sqlite.py [--seconds S] [--runs N] [--quick]
 
@@ -90,7 +91,7 @@ def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
         for i in range(count)
     ]
     for process in processes:
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
         process.stdin.write(" ".join(ids) + "\n")
         process.stdin.flush()
     for process in processes:  # every process ready: measure them over the same window

@@ -566,9 +566,17 @@ class SessionActor(Actor[Op, Any]):
         self._check_live("it could run")
         state = self.state
         _check_version(state, op.expected_version)
+        held = entry.epoch
         with holding(entry):  # its calls to other sessions are checked for cycles
             result = await op.transform(self._guard.with_events(state))  # type: ignore[misc]
         self._check_live("this change was committed")
+        if entry.epoch != held:  # the lease renewal found the session taken over
+            lost = SessionFencedError(
+                f"session {entry.id!r}: the lease of epoch {held} was lost",
+                expected=-1 if held is None else held,
+                actual=-1,
+            )
+            raise _moved(entry.id, lost, ran_on=state.version, now_at=state.version)
         return await self._committed(self._stamp(self.state, result), None)
 
     async def _replay(
