@@ -1,60 +1,42 @@
 """MCP over streamable HTTP (``triact.transport.open_http_app``) under Hypercorn's Trio
-worker, driven by the official MCP SDK client and by raw HTTP."""
+worker, driven by the official MCP SDK client in both protocol eras."""
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import mcp
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 import triact
-from triact.transport import SESSION_TOOLS, HttpOptions, open_http_app
+from triact.transport import SESSION_TOOLS, ServerOptions
 
+from ._http_server import MCP_NAMESPACE, Served, http_server, serve_process
 from ._sdk import SERVE, SERVE_TOOL_NAMES
+from .test_routing import holding
 
-STATELESS_META = {
-    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-    "io.modelcontextprotocol/clientCapabilities": {},
-    "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "0"},
-}
+ERAS = ["legacy", "2026-07-28"]
 
-
-@asynccontextmanager
-async def http_server(
-    manager: triact.SessionManager, http: HttpOptions | None = None
-) -> AsyncIterator[str]:
-    """The URL of ``/mcp`` on a Hypercorn server on a free loopback port."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with (
-        open_http_app(manager, SESSION_TOOLS, http=http) as app,
-        trio.open_nursery() as nursery,
-    ):
-        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
-        yield f"{binds[0]}/mcp"
-        stop.set()
+# The SDK client stops reading an SSE response at its answer without closing its
+# iterators (httpx2's EventSource and Response.aiter_*, and the byte streams under
+# them), which Trio reports when they are collected.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <async_generator object "
+    r"(EventSource|Response|HTTP11ConnectionByteStream|PoolByteStream)\."
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 
 
 @pytest.fixture
-async def url(manager: triact.SessionManager) -> AsyncIterator[str]:
-    async with http_server(manager) as url:
-        yield url
+async def served(manager: triact.SessionManager) -> Any:
+    async with http_server(manager, options=ServerOptions(progress_interval=0.05)) as served:
+        yield served
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -63,30 +45,48 @@ def structured(result: Any) -> dict[str, Any]:
     return content
 
 
-@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
-async def test_the_sdk_client_calls_tools_over_http(url: str, era: str) -> None:
-    async with mcp.Client(url, mode=era) as client:
+@pytest.mark.parametrize("era", ERAS)
+async def test_the_sdk_client_calls_every_tool_over_http(
+    served: Served, era: str, tmp_path: Path
+) -> None:
+    async with mcp.Client(served.url, mode=era) as client:
         tools = (await client.list_tools()).tools
         assert [tool.name for tool in tools] == list(SESSION_TOOLS.names)
-        sid = structured(await client.call_tool("session_create", {"topic": "http"}))["session_id"]
-        updated = structured(
-            await client.call_tool("session_update", {"session_id": sid, "set": {"a": 1}})
-        )
-        assert updated["version"] == 2
-        got = structured(await client.call_tool("session_get", {"session_id": sid}))
-        assert got["session"]["data"] == {"a": 1}
-        ended = structured(await client.call_tool("session_end", {"session_id": sid}))
-        assert ended["ended"] is True
-        missing = await client.call_tool("session_get", {"session_id": sid})
+        called = set()
+
+        async def call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            called.add(name)
+            return structured(await client.call_tool(name, arguments))
+
+        sid = (await call("session_create", {"topic": "http"}))["session_id"]
+        one = {"session_id": sid}
+        assert (await call("session_update", {**one, "set": {"a": 1}}))["version"] == 2
+        assert (await call("session_get", one))["session"]["data"] == {"a": 1}
+        where = str(tmp_path)
+        await call("session_set_working_directory", {**one, "path": where})
+        assert (await call("session_get_working_directory", one))["working_directory"] == where
+        assert (await call("session_add_thread", {**one, "name": "t"}))["thread_count"] == 1
+        analysis = {**one, "prompt": "p", "responses": {"m": "r"}, "response_time": 0.5}
+        assert (await call("session_record_analysis", analysis))["analysis_count"] == 1
+        assert sid in [s["session_id"] for s in (await call("session_list", {}))["sessions"]]
+        assert (await call("session_stats", one))["session"] is not None
+        assert (await call("health_check", {}))["status"] == "ok"
+        assert (await call("session_end", one))["ended"] is True
+        assert called == set(SESSION_TOOLS.names)
+        missing = await client.call_tool("session_get", one)
         assert missing.is_error
 
 
-async def test_fifty_concurrent_sdk_calls_over_http(url: str) -> None:
-    async with mcp.Client(url, mode="legacy") as client:
+@pytest.mark.parametrize("era", ERAS)
+async def test_fifty_concurrent_sdk_calls_over_http(served: Served, era: str) -> None:
+    async with mcp.Client(served.url, mode=era) as client:
         sid = structured(await client.call_tool("session_create", {}))["session_id"]
 
         async def bump() -> None:
-            await client.call_tool("session_update", {"session_id": sid, "increment": {"n": 1}})
+            result = await client.call_tool(
+                "session_update", {"session_id": sid, "increment": {"n": 1}}
+            )
+            structured(result)
 
         async with trio.open_nursery() as nursery:
             for _ in range(50):
@@ -96,106 +96,105 @@ async def test_fifty_concurrent_sdk_calls_over_http(url: str) -> None:
         assert got["session"]["version"] == 51
 
 
-def initialize_body() -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
+@pytest.mark.parametrize("era", ERAS)
+async def test_progress_reaches_the_sdk_client_over_sse(
+    served: Served, manager: triact.SessionManager, era: str
+) -> None:
+    reports: list[float] = []
+    async with mcp.Client(served.url, mode=era) as client:
+        sid = structured(await client.call_tool("session_create", {}))["session_id"]
+        async with holding(manager, sid) as release:
+
+            async def progressed(progress: float, total: float | None, message: str | None) -> None:
+                reports.append(progress)
+                if len(reports) == 3:
+                    release.set()
+
+            with trio.fail_after(30):
+                result = await client.call_tool(
+                    "session_get", {"session_id": sid}, progress_callback=progressed
+                )
+    assert structured(result)["session"]["session_id"] == sid
+    assert reports[:3] == [1, 2, 3]
 
 
-async def test_raw_http_sessions_and_refusals(manager: triact.SessionManager) -> None:
-    async with http_server(manager, HttpOptions(max_body_bytes=64 * 1024)) as url:
-        await raw_exchanges(url)
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_cancelled_sdk_call_did_not_happen(
+    served: Served, manager: triact.SessionManager, era: str
+) -> None:
+    async with mcp.Client(served.url, mode=era) as client:
+        sid = structured(await client.call_tool("session_create", {}))["session_id"]
+        async with holding(manager, sid) as release:
+            with trio.move_on_after(0.5) as scope:
+                await client.call_tool("session_update", {"session_id": sid, "set": {"a": 1}})
+            assert scope.cancelled_caught
+            with trio.fail_after(10):
+                while served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                    await trio.sleep(0.01)
+            release.set()
+        got = structured(await client.call_tool("session_get", {"session_id": sid}))
+    assert got["session"]["data"] == {}
+    assert got["session"]["version"] == 2  # the holding update's
 
 
-async def raw_exchanges(url: str) -> None:
-    accept = {"accept": "application/json, text/event-stream"}
-    async with httpx.AsyncClient() as http:
-        started = await http.post(url, json=initialize_body(), headers=accept)
-        assert started.status_code == 200
-        session_id = started.headers["mcp-session-id"]
-        assert started.json()["result"]["protocolVersion"] == "2025-11-25"
-        headers = {**accept, "mcp-session-id": session_id}
-        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        assert (await http.post(url, json=note, headers=headers)).status_code == 202
-        listed = await http.post(
-            url, json={"jsonrpc": "2.0", "id": "x", "method": "tools/list"}, headers=headers
-        )
-        assert listed.json()["id"] == "x"
-        assert len(listed.json()["result"]["tools"]) == len(SESSION_TOOLS)
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")  # in 2026-07-28
+async def test_log_messages_reach_the_sdk_client_over_sse(served: Served) -> None:
+    logged: list[Any] = []
 
-        unknown = await http.post(
-            url,
-            json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
-            headers={**accept, "mcp-session-id": "nope"},
-        )
-        assert unknown.status_code == 404
-        assert unknown.json()["error"]["code"] == -32600
-        foreign = await http.post(
-            url, json=initialize_body(), headers={**accept, "origin": "https://evil.example"}
-        )
-        assert foreign.status_code == 403
-        bad = await http.post(url, content=b"{not json", headers=accept)
-        assert (bad.status_code, bad.json()["error"]["code"]) == (400, -32700)
-        big = await http.post(url, content=b" " * (65 * 1024), headers=accept)
-        assert big.status_code == 413
-        assert (await http.get(url, headers=accept)).status_code == 405
+    async def on_log(params: Any) -> None:
+        logged.append(params)
 
-        assert (await http.delete(url, headers=headers)).status_code == 200
-        gone = await http.post(
-            url, json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=headers
-        )
-        assert gone.status_code == 404
+    async with mcp.Client(served.url, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("debug")
+        structured(await client.call_tool("session_create", {}))
+        failed = await client.call_tool("session_get", {"session_id": "nope"})
+    assert failed.is_error
+    assert [(entry.level, entry.data["outcome"]) for entry in logged] == [
+        ("debug", "ok"),
+        ("warning", "not_found"),
+    ]
 
 
-async def test_stateless_requests_need_no_session(url: str) -> None:
-    async with httpx.AsyncClient() as http:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 7,
-            "method": "tools/call",
-            "params": {"name": "health_check", "arguments": {}, "_meta": STATELESS_META},
-        }
-        answer = await http.post(url, json=body)
-    assert answer.status_code == 200
-    assert answer.json()["id"] == 7
-    assert answer.json()["result"]["structuredContent"]["status"] == "ok"
+async def test_the_sdk_client_ends_its_mcp_session_and_default_session(
+    served: Served, manager: triact.SessionManager
+) -> None:
+    async with mcp.Client(served.url, mode="legacy") as client:
+        structured(await client.call_tool("session_update", {"set": {"k": "v"}}))
+        default = structured(await client.call_tool("session_list", {}))["default_session_id"]
+        assert default is not None
+        [session_id] = served.session_ids
+        assert await manager.store.get_record(MCP_NAMESPACE, session_id) is not None
+    # Leaving, the client sent DELETE: the record and its default session are gone.
+    assert await manager.store.get_record(MCP_NAMESPACE, session_id) is None
+    with pytest.raises(triact.SessionNotFoundError):
+        await manager.get_session(default)
+
+
+async def test_each_mcp_session_has_its_own_default_session(served: Served) -> None:
+    async with (
+        mcp.Client(served.url, mode="legacy") as one,
+        mcp.Client(served.url, mode="legacy") as two,
+    ):
+        structured(await one.call_tool("session_update", {"set": {"who": "one"}}))
+        structured(await two.call_tool("session_update", {"set": {"who": "two"}}))
+        got_one = structured(await one.call_tool("session_get", {}))["session"]
+        got_two = structured(await two.call_tool("session_get", {}))["session"]
+    assert got_one["data"] == {"who": "one"}
+    assert got_two["data"] == {"who": "two"}
+    assert got_one["session_id"] != got_two["session_id"]
 
 
 async def test_triact_serve_http_serves_until_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
-    process = await trio.lowlevel.open_process(
-        [*SERVE, "--http", "127.0.0.1:0", "--store", "memory"],
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        assert process.stderr is not None
-        seen = b""
-        with trio.fail_after(30):
-            while b"/mcp\n" not in seen:
-                chunk = await process.stderr.receive_some(4096)
-                assert chunk, seen
-                seen += chunk
-        url = re.search(rb"MCP over HTTP at (\S+/mcp)", seen).group(1).decode()  # type: ignore[union-attr]
-        async with mcp.Client(url, mode="legacy") as client:
+    async with serve_process("--store", "memory", env=env) as served:
+        async with mcp.Client(served.url, mode="legacy") as client:
             names = [tool.name for tool in (await client.list_tools()).tools]
             assert names == SERVE_TOOL_NAMES
             started = await client.call_tool("session_start", {"working_directory": str(tmp_path)})
             assert structured(started)["created"] is True
-        process.send_signal(signal.SIGTERM)
+        served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+            assert await served.process.wait() == 0
 
 
 def test_triact_serve_http_refuses_a_host_beyond_loopback() -> None:

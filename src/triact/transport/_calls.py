@@ -1,12 +1,17 @@
 """Tool calls run concurrently by a pool of worker tasks: arrival order per session,
-the default session, cancellation, progress and log notifications."""
+the default session, cancellation, progress and log notifications.
+
+The calls of every client a server serves (one stdio connection; each MCP session and
+the stateless requests of the HTTP app) run here; what differs per client is its
+:class:`~._core.Peer` (handshake state and default session) and, per call, the
+:class:`Sink` its messages go to."""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -26,10 +31,20 @@ from ._lanes import Lanes, Turn
 from ._progress import ProgressReports
 from ._tools import Tool, ToolError, ToolResult, ToolSet, domain_error, failure, success
 
+if TYPE_CHECKING:
+    from ._core import Peer
+
 logger = logging.getLogger("triact.transport")
 
-#: The lane of this connection's default session (no session id can look like it).
-_DEFAULT_LANE = "\x00default"
+
+class Sink(Protocol):
+    """Where one request's messages go: the notifications sent while it runs
+    (progress, logs), then its answer (exactly once, unless it was cancelled)."""
+
+    def notify(self, line: bytes) -> None: ...
+    def answer(self, line: bytes) -> None: ...
+
+
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
 _KNOWN_MAX = 65_536
 #: Idle worker tasks kept for the next calls; more than this many idle ones exit.
@@ -49,17 +64,34 @@ class _Known:
 class _Call:
     """One tools/call, from its arrival to its answer."""
 
-    __slots__ = ("args", "cancelled", "ctx", "request_id", "scope", "tool", "turn")
+    __slots__ = (
+        "args",
+        "cancelled",
+        "ctx",
+        "key",
+        "peer",
+        "request_id",
+        "scope",
+        "sink",
+        "tool",
+        "turn",
+    )
 
     def __init__(
         self,
+        key: Hashable,
         request_id: RequestId,
         ctx: protocol.RequestContext,
         tool: Tool,
         args: Any,
         turn: Turn | None,
+        peer: Peer,
+        sink: Sink,
     ) -> None:
+        self.key = key
         self.request_id = request_id
+        self.peer = peer
+        self.sink = sink
         self.ctx = ctx
         self.tool = tool
         self.args = args
@@ -70,23 +102,22 @@ class _Call:
 
 
 class ToolCalls:
-    """The tool calls of one connection. :meth:`start` runs under the reading task, in
-    arrival order; each call then runs in one of a pool of worker tasks in ``nursery``,
-    one call per worker at a time, so calls run as concurrently as if each had a task
-    of its own (a worker is woken or started for every call), without the cost of
-    starting one.
+    """The tool calls of a server, of all its clients. :meth:`start` runs in arrival
+    order (under the reading task, for stdio); each call then runs in one of a pool of
+    worker tasks in ``nursery``, one call per worker at a time, so calls run as
+    concurrently as if each had a task of its own (a worker is woken or started for
+    every call), without the cost of starting one.
 
     Guarantees: calls for one session are issued to it in arrival order; a call is
-    answered exactly once (through ``emit``) unless it is cancelled before it completed,
-    in which case its change did not happen and it gets no answer.
+    answered exactly once (through its sink) unless it is cancelled before it completed,
+    in which case its change did not happen and it gets no answer. Calls are known by a
+    key unique among those in flight (stdio: the request id; HTTP: one per request).
     """
 
     def __init__(
         self,
         manager: SessionManager,
         tools: ToolSet,
-        emit: Callable[[bytes], None],
-        handshake: protocol.HandshakeState,
         *,
         max_in_flight: int,
         default_session: bool,
@@ -95,31 +126,27 @@ class ToolCalls:
     ) -> None:
         self.manager = manager
         self.tools = tools
-        self.default_session_id: str | None = None
         #: Set once no more calls will start; then ``drained`` is set when none run.
         self.closing = False
         self.drained = trio.Event()
         self.nursery: trio.Nursery | None = None
-        self._emit = emit
-        self._handshake = handshake
         self._max_in_flight = max_in_flight
         self._default_session_allowed = default_session
         self._max_line_bytes = max_line_bytes
-        self._default_creating: trio.Event | None = None
         self._known: dict[str, _Known] = {}
-        self._in_flight: dict[RequestId, _Call] = {}
+        self._in_flight: dict[Hashable, _Call] = {}
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
         self._lanes = Lanes(manager.config.mailbox_size)
-        self._reports = ProgressReports(emit, progress_interval)
+        self._reports = ProgressReports(progress_interval)
         self._started = trio.current_time()
 
     def __len__(self) -> int:
         """Calls in flight."""
         return len(self._in_flight)
 
-    def __contains__(self, request_id: RequestId) -> bool:
-        return request_id in self._in_flight
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._in_flight
 
     def close(self) -> None:
         """No more calls will start."""
@@ -127,21 +154,27 @@ class ToolCalls:
         if not self._in_flight:
             self.drained.set()
 
-    def cancel(self, request_id: Any, reason: Any) -> None:
-        """Cancel the call with this request id, if it is in flight."""
+    def cancel(self, key: Any, reason: Any) -> None:
+        """Cancel the call with this key, if it is in flight."""
         call = None
-        if type(request_id) is str or type(request_id) is int:
-            call = self._in_flight.get(request_id)
+        if type(key) is str or type(key) is int:
+            call = self._in_flight.get(key)
         if call is None:
-            logger.debug("cancel of %r: not in flight", request_id)
+            logger.debug("cancel of %r: not in flight", key)
             return
-        logger.info("cancelling request %r: %s", request_id, reason)
+        logger.info("cancelling request %r: %s", call.request_id, reason)
         call.cancelled = True
         if call.scope is not None:
             call.scope.cancel()
 
     def start(
-        self, request_id: RequestId, ctx: protocol.RequestContext, params: dict[str, Any]
+        self,
+        key: Hashable,
+        request_id: RequestId,
+        ctx: protocol.RequestContext,
+        params: dict[str, Any],
+        peer: Peer,
+        sink: Sink,
     ) -> None:
         """Begin a tools/call, synchronously, so that calls join their session's lane in
         arrival order: answer at once what needs no task (bad arguments, busy), start a
@@ -172,14 +205,14 @@ class ToolCalls:
                 ) from None
             named = arguments.get("session_id")
             error = ToolError("invalid_arguments", str(exc))
-            self._refuse(request_id, ctx, name, named if type(named) is str else None, error)
+            self._refuse(sink, request_id, ctx, name, named if type(named) is str else None, error)
             return
         turn = None
         if tool.session != "none":
             try:
-                turn = self._join_lane(ctx, tool, args)
+                turn = self._join_lane(ctx, tool, args, peer)
             except ToolError as exc:
-                self._refuse(request_id, ctx, name, args.session_id, exc)
+                self._refuse(sink, request_id, ctx, name, args.session_id, exc)
                 return
         if len(self._in_flight) >= self._max_in_flight:
             if turn is not None:
@@ -188,9 +221,9 @@ class ToolCalls:
                 "busy",
                 f"the server is handling {self._max_in_flight} calls already; retry later",
             )
-            self._refuse(request_id, ctx, name, getattr(args, "session_id", None), error)
+            self._refuse(sink, request_id, ctx, name, getattr(args, "session_id", None), error)
             return
-        call = self._in_flight[request_id] = _Call(request_id, ctx, tool, args, turn)
+        call = self._in_flight[key] = _Call(key, request_id, ctx, tool, args, turn, peer, sink)
         self._queue.append(call)
         if self._idle:
             self._idle.unpark()
@@ -198,7 +231,9 @@ class ToolCalls:
             assert self.nursery is not None
             self.nursery.start_soon(self._work)
 
-    def _join_lane(self, ctx: protocol.RequestContext, tool: Tool, args: Any) -> Turn | None:
+    def _join_lane(
+        self, ctx: protocol.RequestContext, tool: Tool, args: Any, peer: Peer
+    ) -> Turn | None:
         session_id = args.session_id
         if session_id is None:
             if ctx.stateless or not self._default_session_allowed:
@@ -216,19 +251,19 @@ class ToolCalls:
                 )
             if (
                 tool.session == "optional"
-                and self.default_session_id is None
-                and self._default_creating is None
-                and _DEFAULT_LANE not in self._lanes
+                and peer.default_session_id is None
+                and peer.default_creating is None
+                and peer.lane not in self._lanes
             ):
                 return None
-            key = _DEFAULT_LANE
+            key = peer.lane
         else:
-            key = _DEFAULT_LANE if session_id == self.default_session_id else session_id
+            key = peer.lane if session_id == peer.default_session_id else session_id
         turn = self._lanes.join(key)
         if turn is None:
             raise ToolError(
                 "busy",
-                f"session {session_id or self.default_session_id!r} has "
+                f"session {session_id or peer.default_session_id!r} has "
                 f"{self.manager.config.mailbox_size} calls waiting (mailbox_size); retry later",
             )
         return turn
@@ -270,15 +305,17 @@ class ToolCalls:
             outcome = "failed"
             if ctx.progress_token is not None:
                 assert self.nursery is not None
-                self._reports.watch(call.request_id, ctx.progress_token, tool.name, self.nursery)
+                self._reports.watch(
+                    call.key, ctx.progress_token, tool.name, self.nursery, call.sink.notify
+                )
             try:
-                result = await self._execute(ctx, tool, call.args, call.turn)
+                result = await self._execute(call)
                 outcome = f"error code={result.code}" if result.error else "ok"
             except trio.Cancelled:
                 outcome = "cancelled"
                 raise
             finally:
-                hold_until = self._reports.stop(call.request_id)
+                hold_until = self._reports.stop(call.key)
                 if logger.isEnabledFor(logging.DEBUG):
                     self._debug_call(call, result, outcome, trio.current_time() - started)
             assert result is not None
@@ -286,30 +323,29 @@ class ToolCalls:
                 # The change is made: a cancellation now must not lose its answer.
                 with trio.CancelScope(shield=True):
                     await trio.sleep_until(hold_until)
-            self._log_call(ctx, tool, result, trio.current_time() - started)
-            self._reply_tool(call.request_id, ctx, result)
+            self._log_call(call.sink, ctx, tool, result, trio.current_time() - started)
+            self._reply_tool(call.sink, call.request_id, ctx, result)
         except Exception:
             logger.exception("tool %s failed (request %r)", tool.name, call.request_id)
-            self._emit(error_line(call.request_id, internal_error()))
+            call.sink.answer(error_line(call.request_id, internal_error()))
         finally:
             if call.turn is not None:
                 self._lanes.finish(call.turn)
-            del self._in_flight[call.request_id]
+            del self._in_flight[call.key]
             if not self._in_flight and self.closing:
                 self.drained.set()
 
-    async def _execute(
-        self, ctx: protocol.RequestContext, tool: Tool, args: Any, turn: Turn | None
-    ) -> ToolResult:
+    async def _execute(self, call: _Call) -> ToolResult:
+        tool, args, turn, peer = call.tool, call.args, call.turn, call.peer
         try:
             if tool.session == "none":
-                return success(await tool.run(self, args))
+                return success(await tool.run(peer, args))
             known = self._known.get(args.session_id) if args.session_id is not None else None
             if known is None:
                 if turn is not None and tool.session == "optional" and args.session_id is None:
                     # Which default session it reads is up to the calls before it.
                     await self._lanes.wait(turn)
-                known = await self._session_for(args, tool, turn)
+                known = await self._session_for(args, tool, turn, peer)
             session = known.handle if known is not None else None
             if known is not None and (args.token is not None or not known.unbound):
                 if tool.prepare is None:
@@ -323,7 +359,7 @@ class ToolCalls:
             if turn is not None:
                 await self._lanes.wait(turn)
                 self._lanes.issue(turn)  # the session call below is queued before we suspend
-            return success(await tool.run(self, session, args))
+            return success(await tool.run(peer, session, args))
         except ToolError as exc:
             return failure(exc)
         except Exception as exc:
@@ -334,7 +370,9 @@ class ToolCalls:
                 self._known.pop(args.session_id, None)
             return failure(error)
 
-    async def _session_for(self, args: Any, tool: Tool, turn: Turn | None) -> _Known | None:
+    async def _session_for(
+        self, args: Any, tool: Tool, turn: Turn | None, peer: Peer
+    ) -> _Known | None:
         session_id = args.session_id
         if session_id is not None:
             known = self._known.get(session_id)
@@ -343,61 +381,64 @@ class ToolCalls:
                 # when a session is created).
                 session = await self.manager.get_session(session_id)
                 state = await session.snapshot()
-                known = self._remember(session, unbound=state.client_binding is None)
+                known = self.remember(session, unbound=state.client_binding is None)
             return known
         if turn is None:
             return None
-        default = await self._default_session(create=tool.session == "required")
+        default = await self._default_session(peer, create=tool.session == "required")
         if default is None:
             return None
-        return self._known.get(default.id) or self._remember(default, unbound=True)
+        return self._known.get(default.id) or self.remember(default, unbound=True)
 
-    def _remember(self, session: Session, *, unbound: bool = False) -> _Known:
+    def remember(self, session: Session, *, unbound: bool = False) -> _Known:
+        """Keep ``session``'s handle (and whether it needs no token) for the next calls."""
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # a cache: what is forgotten is looked up again
         known = self._known[session.id] = _Known(session, unbound)
         return known
 
-    async def _default_session(self, *, create: bool) -> Session | None:
-        """This connection's default session, created on first use (and again if it
-        expired or ended)."""
+    async def _default_session(self, peer: Peer, *, create: bool) -> Session | None:
+        """The peer's default session, created on first use (and again if it expired
+        or ended)."""
         while True:
-            if self.default_session_id is not None:
+            if peer.default_session_id is not None:
                 try:
-                    return await self.manager.get_session(self.default_session_id)
+                    return await self.manager.get_session(peer.default_session_id)
                 except SessionNotFoundError:
-                    logger.info("default session %r is gone", self.default_session_id)
-                    self.session_gone(self.default_session_id)
-            if self._default_creating is not None:
-                await self._default_creating.wait()
+                    logger.info("default session %r is gone", peer.default_session_id)
+                    peer.session_gone(peer.default_session_id)
+            if peer.default_creating is not None:
+                await peer.default_creating.wait()
                 continue
             if not create:
                 return None
-            creating = self._default_creating = trio.Event()
+            creating = peer.default_creating = trio.Event()
             try:
                 session = await self.manager.create_session(
                     "default", metadata={"default_session": True}
                 )
-                self.default_session_id = session.id
-                self._remember(session, unbound=True)
+                peer.default_session_id = session.id
+                self.remember(session, unbound=True)
                 logger.info("created the default session %r", session.id)
                 return session
             finally:
-                self._default_creating = None
+                peer.default_creating = None
                 creating.set()
 
+    @staticmethod
     def _reply_tool(
-        self, request_id: RequestId, ctx: protocol.RequestContext, result: ToolResult
+        sink: Sink, request_id: RequestId, ctx: protocol.RequestContext, result: ToolResult
     ) -> None:
         try:
             line = result.line(request_id, stateless=ctx.stateless)
         except (TypeError, ValueError):  # a value JSON cannot carry
             logger.exception("result of request %r cannot be encoded", request_id)
             line = error_line(request_id, internal_error())
-        self._emit(line)
+        sink.answer(line)
 
     def _refuse(
         self,
+        sink: Sink,
         request_id: RequestId,
         ctx: protocol.RequestContext,
         name: str,
@@ -412,7 +453,7 @@ class ToolCalls:
             session_id or "-",
             error.code,
         )
-        self._reply_tool(request_id, ctx, failure(error))
+        self._reply_tool(sink, request_id, ctx, failure(error))
 
     def _debug_call(
         self, call: _Call, result: ToolResult | None, outcome: str, elapsed: float
@@ -421,7 +462,7 @@ class ToolCalls:
         its tool, session, outcome (ok, error and its code, cancelled, failed) and time."""
         session_id = getattr(call.args, "session_id", None)
         if session_id is None and call.tool.session != "none":
-            session_id = self.default_session_id
+            session_id = call.peer.default_session_id
         if session_id is None and result is not None and not result.error:
             session_id = result.structured.get("session_id")  # the one it created
         logger.debug(
@@ -433,10 +474,11 @@ class ToolCalls:
             elapsed * 1000,
         )
 
+    @staticmethod
     def _log_call(
-        self, ctx: protocol.RequestContext, tool: Tool, result: ToolResult, elapsed: float
+        sink: Sink, ctx: protocol.RequestContext, tool: Tool, result: ToolResult, elapsed: float
     ) -> None:
-        threshold = ctx.log_level if ctx.stateless else self._handshake.log_level
+        threshold = ctx.log_level
         if threshold is None:
             return
         error = result.structured["error"] if result.error else None
@@ -451,15 +493,11 @@ class ToolCalls:
         if error:
             data["message"] = error["message"]
         params = {"level": level, "logger": "triact", "data": data}
-        self._emit(notification_line("notifications/message", params))
+        sink.notify(notification_line("notifications/message", params))
 
-    def session_created(self, session: Session, bound: bool) -> None:
-        self._remember(session, unbound=not bound)
-
-    def session_gone(self, session_id: str) -> None:
+    def forget(self, session_id: str) -> None:
+        """Drop what is kept of ``session_id`` (it ended or expired)."""
         self._known.pop(session_id, None)
-        if session_id == self.default_session_id:
-            self.default_session_id = None
 
     def health(self) -> ServerHealth:
         return ServerHealth(

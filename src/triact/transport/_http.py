@@ -1,31 +1,55 @@
-"""MCP over streamable HTTP: an ASGI app at ``/mcp`` that hands each message to the
-same protocol core as stdio (an :class:`McpServer` per MCP session, and one for the
-stateless revision's requests), over in-memory streams.
+"""MCP over streamable HTTP: an ASGI app at ``/mcp`` whose requests go to the same
+protocol core as stdio's (``_core``), one POST per JSON-RPC message, both eras.
 
-Each request's id is replaced by one of the app's own on the way in and restored on
-the way out, so that requests of different clients (or of one client's concurrent
-POSTs) never collide, and ``notifications/cancelled`` names the right call. A request
-is answered with ``application/json``; notifications sent while it runs (progress,
-logs) are not carried over HTTP yet.
+* 2026-07-28 (``MCP-Protocol-Version: 2026-07-28``): each POST stands alone; its
+  version and capabilities come from the body's ``_meta``, which must agree with the
+  ``MCP-Protocol-Version``, ``Mcp-Method`` and ``Mcp-Name`` headers (else 400 and
+  ``HeaderMismatch``).
+* The handshake revisions: ``initialize`` opens an MCP session, whose record (negotiated
+  version, log level, default triact session) lives in the session store, so that any
+  process on a shared store serves it; its id comes back in ``Mcp-Session-Id``, which
+  every later request carries (without it 400, unknown or expired 404); DELETE ends it.
+
+A request is answered with ``application/json``, or with an SSE stream
+(``text/event-stream``) when it sends notifications before its answer: progress, when
+it carries a ``progressToken``, or log messages. A client that closes the response
+(or sends ``notifications/cancelled``) cancels the call: it did not happen. GET gets
+405: this server sends no messages of its own, and no stream is resumable.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from itertools import count
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
-import trio.testing
 
-from ..sessions import SessionManager
-from ._jsonrpc import INVALID_REQUEST, PARSE_ERROR, RequestId
-from ._server import McpServer, ServerOptions
+from ..sessions import SessionManager, SessionNotFoundError
+from . import _protocol as protocol
+from ._core import McpCore, Peer
+from ._jsonrpc import (
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    Invalid,
+    JsonRpcError,
+    Notification,
+    Request,
+    RequestId,
+    encode_json,
+    parse_line,
+)
+from ._server import ServerOptions, core_for
 from ._session_tools import SESSION_TOOLS
 from ._tools import ToolSet
 
@@ -36,11 +60,32 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: The path MCP is served at.
-MCP_PATH = "/mcp"
-_SESSION_HEADER = b"mcp-session-id"
+MCP_PATH: Final = "/mcp"
+#: MCP 2026-07-28: the HTTP headers do not match the request's body.
+HEADER_MISMATCH: Final = -32020
+#: The store namespace of MCP session records.
+MCP_SESSION_NAMESPACE: Final = "mcp-session"
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-#: Messages queued for one connection's server; beyond, POSTs wait.
-_QUEUED_LINES = 256
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: MCP sessions served lately, kept in memory (their records are the truth).
+_PEERS_MAX = 4096
+#: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
+#: and 2025-03-26, which the spec says to assume when the header is missing.
+_HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def _at_least(minimum: float) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value >= minimum:
+            raise ValueError(f"HttpOptions.{attribute.name} must be >= {minimum}, got {value!r}")
+
+    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -48,46 +93,97 @@ class HttpOptions:
     """How the HTTP transport takes requests."""
 
     #: Largest request body accepted, in bytes; beyond it, 413.
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_at_least(1))
+    #: Seconds a client gets to send a request's whole body; slower, 408.
+    body_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
     #: Origins a browser may send requests from (``scheme://host[:port]``); requests
     #: with any other ``Origin`` get 403. Loopback origins are always allowed.
-    allowed_origins: tuple[str, ...] = ()
-    #: MCP sessions (handshake era) open at once; beyond it, initialize gets 503.
-    max_mcp_sessions: int = 1000
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Seconds an MCP session (handshake era) lives after its last request.
+    session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
+    #: Requests handled at once; beyond, 503 with Retry-After.
+    max_requests: int = attrs.field(default=1000, validator=_at_least(1))
 
 
-class _Connection:
-    """One McpServer and the requests waiting for its answers."""
+class _Exchange:
+    """One request's messages (a :class:`~._calls.Sink`): the notifications sent
+    while it runs, then its answer."""
 
-    def __init__(self, server: McpServer, stream: trio.abc.Stream) -> None:
-        self.server = server
-        self.stream = stream
-        # Lines for the server, written by one task (a stream has one writer).
-        self.outgoing, self.lines = trio.open_memory_channel[bytes](_QUEUED_LINES)
-        self.waiting: dict[int, tuple[RequestId, trio.MemorySendChannel[bytes]]] = {}
-        self.ids: dict[RequestId, int] = {}  # the client's id -> ours, while in flight
-        self.done = trio.Event()
+    __slots__ = ("answered", "lines", "wake")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.answered = False
+        self.wake: trio.Event | None = None
+
+    def notify(self, line: bytes) -> None:
+        if not self.answered:
+            self.lines.append(line)
+            self._wake()
+
+    def answer(self, line: bytes) -> None:
+        self.lines.append(line)
+        self.answered = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
+            self.wake = None
+
+    async def next_lines(self) -> list[bytes]:
+        """The messages sent since the last call, waiting for one if there is none."""
+        if not self.lines:
+            self.wake = trio.Event()
+            await self.wake.wait()
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class _Refused(Exception):
+    """A request answered with an HTTP error status and a JSON-RPC error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        request_id: RequestId | None = None,
+        data: Any = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = JsonRpcError(code, message, data)
+        self.request_id = request_id
+        self.headers = headers or []
+
+
+def _record(peer: Peer) -> str:
+    handshake = peer.handshake
+    return encode_json(
+        {
+            "version": handshake.version,
+            "client_info": handshake.client_info,
+            "initialized": handshake.initialized,
+            "log_level": handshake.log_level,
+            "default_session_id": peer.default_session_id,
+        }
+    )
 
 
 class McpHttpApp:
     """The ASGI app; make it with :func:`open_http_app`, which runs what it needs."""
 
-    def __init__(
-        self,
-        manager: SessionManager,
-        tools: ToolSet,
-        options: ServerOptions,
-        http: HttpOptions,
-        nursery: trio.Nursery,
-    ) -> None:
-        self._manager = manager
-        self._tools = tools
-        self._options = options
+    def __init__(self, core: McpCore, http: HttpOptions) -> None:
+        self._core = core
+        self._store = core.manager.store
         self._http = http
-        self._nursery = nursery
-        self._ids = count(1)
-        self._sessions: dict[str, _Connection] = {}
-        self._stateless: _Connection | None = None
+        self._keys = count(1)
+        self._stateless = core.peer("\x00stateless", keyed=True)
+        self._peers: dict[str, Peer] = {}  # MCP sessions served lately, by id
+        self._requests = 0  # being handled
+        self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -95,27 +191,50 @@ class McpHttpApp:
             return
         if scope["type"] != "http":
             return
-        if scope["path"].rstrip("/") != MCP_PATH:
-            await _respond(
-                send, 404, _rpc_error(INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
-            )
-            return
         headers = {name.lower(): value for name, value in scope["headers"]}
-        if not self._origin_allowed(headers.get(b"origin")):
-            await _respond(send, 403, _rpc_error(INVALID_REQUEST, "Forbidden: origin not allowed"))
-            return
-        method = scope["method"]
-        if method == "POST":
-            await self._post(headers, receive, send)
-        elif method == "DELETE":
-            await self._delete(headers, send)
-        else:
-            await _respond(
-                send,
-                405,
-                _rpc_error(INVALID_REQUEST, f"Method Not Allowed: {method}; use POST"),
-                [(b"allow", b"POST, DELETE")],
-            )
+        try:
+            if scope["path"].rstrip("/") != MCP_PATH:
+                raise _Refused(404, INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
+            if not self._origin_allowed(headers.get(b"origin")):
+                raise _Refused(403, INVALID_REQUEST, "Forbidden: origin not allowed")
+            if self._requests >= self._http.max_requests or self.closing:
+                raise _Refused(
+                    503,
+                    INVALID_REQUEST,
+                    "Service Unavailable: the server is busy or shutting down; retry later",
+                    headers=[(b"retry-after", b"1")],
+                )
+            # Every request's client is known here, before its body is read: the one
+            # place where a caller is authenticated.
+            method = scope["method"]
+            self._requests += 1
+            try:
+                if method == "POST":
+                    await self._post(headers, receive, send)
+                elif method == "DELETE":
+                    await self._delete(headers, send)
+                else:
+                    raise _Refused(
+                        405,
+                        INVALID_REQUEST,
+                        f"Method Not Allowed: {method}; POST MCP messages (DELETE ends an "
+                        "MCP session). This server sends no messages of its own, so there "
+                        "is no stream to GET.",
+                        headers=[(b"allow", b"POST, DELETE")],
+                    )
+            finally:
+                self._requests -= 1
+        except _Refused as refused:
+            error = {"code": refused.error.code, "message": refused.error.message}
+            if refused.error.data is not None:
+                error["data"] = refused.error.data
+            body = encode_json({"jsonrpc": "2.0", "id": refused.request_id, "error": error})
+            await _respond(send, refused.status, body.encode(), [*refused.headers, *_JSON])
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Tool calls running or waiting to run."""
+        return len(self._core.calls)
 
     def _origin_allowed(self, origin: bytes | None) -> bool:
         if origin is None:
@@ -124,150 +243,316 @@ class McpHttpApp:
         host = text.split("://", 1)[-1].rsplit(":", 1)[0] if "://" in text else ""
         return host in _LOOPBACK_HOSTS or text in self._http.allowed_origins
 
+    # -- POST ----------------------------------------------------------------------
+
     async def _post(self, headers: dict[bytes, bytes], receive: Receive, send: Send) -> None:
-        body = await _read_body(receive, self._http.max_body_bytes)
+        _check_accept(headers.get(b"accept"))
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if content_type != b"application/json":
+            raise _Refused(
+                415,
+                INVALID_REQUEST,
+                "Unsupported Media Type: POST one JSON-RPC message as application/json",
+            )
+        body = await self._read_body(receive)
         if body is None:
-            message = f"Request Entity Too Large: over {self._http.max_body_bytes} bytes"
-            await _respond(send, 413, _rpc_error(INVALID_REQUEST, message))
+            return  # the client went away
+        if body.lstrip()[:1] == b"[":
+            raise _Refused(
+                400,
+                INVALID_REQUEST,
+                "Invalid Request: batches (JSON arrays) are not part of the protocol "
+                "revisions served here; POST one message per request",
+            )
+        message = parse_line(body)
+        if type(message) is Invalid:
+            assert isinstance(message, Invalid)
+            raise _Refused(400, message.error.code, message.error.message, message.id)
+        version = _header(headers, b"mcp-protocol-version")
+        if version is not None and version in protocol.STATELESS_VERSIONS:
+            await self._stateless_post(headers, version, message, receive, send)
             return
-        try:
-            message = json.loads(body)
-        except ValueError:
-            await _respond(send, 400, _rpc_error(PARSE_ERROR, "Parse error: invalid JSON"))
+        if version is not None and version not in _HANDSHAKE_HEADER_VERSIONS:
+            raise _unsupported(version, getattr(message, "id", None))
+        if isinstance(message, Request | Notification):
+            meta = (message.params or {}).get("_meta")
+            if type(meta) is dict and protocol.PROTOCOL_VERSION_KEY in meta:
+                raise _Refused(
+                    400,
+                    HEADER_MISMATCH,
+                    "Header mismatch: a request with params._meta"
+                    f"[{protocol.PROTOCOL_VERSION_KEY!r}] needs the MCP-Protocol-Version "
+                    "header with the same version",
+                    getattr(message, "id", None),
+                )
+        await self._session_post(headers, message, receive, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The request's body, or None if the client went away first."""
+        limit = self._http.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_after(self._http.body_timeout):
+            while True:
+                event = await receive()
+                if event["type"] == "http.disconnect":
+                    return None
+                chunk = event.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _Refused(413, INVALID_REQUEST, f"Content Too Large: over {limit} bytes")
+                chunks.append(chunk)
+                if not event.get("more_body", False):
+                    return b"".join(chunks)
+        raise _Refused(
+            408,
+            INVALID_REQUEST,
+            f"Request Timeout: the body took over {self._http.body_timeout} s to arrive",
+        )
+
+    async def _stateless_post(
+        self,
+        headers: dict[bytes, bytes],
+        version: str,
+        message: Any,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """A 2026-07-28 POST: the headers must agree with the body; no MCP session."""
+        if type(message) is Notification:
+            # None is defined for the client over HTTP (closing a stream cancels).
+            await _respond(send, 202, b"", [])
             return
-        if type(message) is not dict:
-            error = _rpc_error(INVALID_REQUEST, "Invalid Request: send one JSON-RPC object")
-            await _respond(send, 400, error)
+        if type(message) is not Request:
+            raise _Refused(
+                400, INVALID_REQUEST, "Invalid Request: a client sends no responses in " + version
+            )
+        request: Request = message
+        meta = request.params.get("_meta")
+        body_version = meta.get(protocol.PROTOCOL_VERSION_KEY) if type(meta) is dict else None
+        if body_version is None:
+            raise _Refused(
+                400,
+                HEADER_MISMATCH,
+                f"Header mismatch: MCP-Protocol-Version is {version}, but the request has no "
+                f"params._meta[{protocol.PROTOCOL_VERSION_KEY!r}] (every {version} request "
+                "carries its version, client info and capabilities in params._meta)",
+                request.id,
+            )
+        if body_version != version:
+            raise _Refused(
+                400,
+                HEADER_MISMATCH,
+                f"Header mismatch: MCP-Protocol-Version {version!r} does not match "
+                f"params._meta[{protocol.PROTOCOL_VERSION_KEY!r}] {body_version!r}",
+                request.id,
+            )
+        _check_header(headers, b"mcp-method", "Mcp-Method", request.method, request.id)
+        if request.method in ("tools/call", "prompts/get"):
+            name = request.params.get("name")
+            _check_header(headers, b"mcp-name", "Mcp-Name", name, request.id)
+        await self._dispatch(self._stateless, request, receive, send, stateless=True)
+
+    async def _session_post(
+        self, headers: dict[bytes, bytes], message: Any, receive: Receive, send: Send
+    ) -> None:
+        """A handshake-era POST: ``initialize`` opens an MCP session; the rest name one."""
+        request_id = getattr(message, "id", None)
+        session_id = _header(headers, b"mcp-session-id")
+        if session_id is None:
+            if type(message) is Request and message.method == "initialize":
+                await self._initialize(message, receive, send)
+                return
+            raise _Refused(
+                400,
+                INVALID_REQUEST,
+                "Bad Request: no Mcp-Session-Id header; send initialize first and then its "
+                "Mcp-Session-Id with every request (or use protocol revision "
+                f"{protocol.STATELESS_VERSIONS[-1]}, which needs no session)",
+                request_id,
+            )
+        if type(message) is Request and message.method == "initialize":
+            raise _Refused(
+                400,
+                INVALID_REQUEST,
+                "Bad Request: initialize opens a new MCP session; send it without Mcp-Session-Id",
+                request_id,
+            )
+        peer = await self._session_peer(session_id)
+        if peer is None:
+            raise _Refused(
+                404,
+                INVALID_REQUEST,
+                "Not Found: unknown or expired MCP session; send initialize to open a new one",
+                request_id,
+            )
+        if type(message) is Notification:
+            before = _record(peer)
+            self._core.notification(peer, message)
+            await self._save(session_id, peer, before)
+            await _respond(send, 202, b"", [])
             return
-        session_id = headers.get(_SESSION_HEADER)
+        if type(message) is not Request:
+            await _respond(send, 202, b"", [])  # a response: this server asked nothing
+            return
+        await self._dispatch(peer, message, receive, send, session_id=session_id)
+
+    async def _initialize(self, request: Request, receive: Receive, send: Send) -> None:
+        session_id = secrets.token_urlsafe(16)  # 128 bits
+        peer = self._core.peer(session_id, keyed=True)
+        await self._dispatch(peer, request, receive, send, session_id=session_id, new=True)
+
+    async def _session_peer(self, session_id: str) -> Peer | None:
+        """The MCP session ``session_id`` as its record in the store says (which starts
+        its time to live again), or None if it has none."""
+        if _SESSION_ID.fullmatch(session_id) is None:
+            return None
+        text = await self._store.get_record(MCP_SESSION_NAMESPACE, session_id)
+        if text is None:
+            self._peers.pop(session_id, None)
+            return None
+        record = json.loads(text)
+        peer = self._peers.get(session_id)
+        if peer is None:
+            if len(self._peers) >= _PEERS_MAX:
+                self._peers.clear()  # a cache: what is forgotten is read again
+            peer = self._peers[session_id] = self._core.peer(session_id, keyed=True)
+        handshake = peer.handshake
+        handshake.version = record["version"]
+        handshake.client_info = record["client_info"]
+        handshake.initialized = record["initialized"]
+        handshake.log_level = record["log_level"]
+        if peer.default_creating is None:  # else this process is making it
+            peer.default_session_id = record["default_session_id"]
+        return peer
+
+    async def _save(self, session_id: str, peer: Peer, before: str | None) -> None:
+        """Put the MCP session's record if it changed since ``before``; the first
+        record of a session only once ``initialize`` has succeeded."""
+        if peer.handshake.version is None:
+            return
+        record = _record(peer)
+        if record != before:
+            await self._store.put_record(
+                MCP_SESSION_NAMESPACE, session_id, record, ttl=self._http.session_ttl
+            )
+
+    async def _dispatch(
+        self,
+        peer: Peer,
+        request: Request,
+        receive: Receive,
+        send: Send,
+        *,
+        session_id: str | None = None,
+        new: bool = False,
+        stateless: bool = False,
+    ) -> None:
+        """Hand ``request`` to the core and send its answer (JSON, or SSE when
+        notifications come before it); a client that goes away cancels it. With
+        ``new``, the request opens the MCP session ``session_id``."""
+        key = next(self._keys)
+        exchange = _Exchange()
+        before = _record(peer) if session_id is not None and not new else None
         extra: list[tuple[bytes, bytes]] = []
-        if session_id is not None:
-            connection = self._sessions.get(session_id.decode("latin-1"))
-            if connection is None:
-                error = _rpc_error(INVALID_REQUEST, "Not Found: unknown or ended MCP session")
-                await _respond(send, 404, error)
+        try:
+            try:
+                self._core.request(peer, key, request, exchange)
+            except JsonRpcError as exc:
+                status = 200
+                if exc.code == UNSUPPORTED_PROTOCOL_VERSION:
+                    status = 400
+                elif exc.code == METHOD_NOT_FOUND and stateless:
+                    status = 404
+                raise _Refused(status, exc.code, exc.message, request.id, exc.data) from None
+            if exchange.answered and len(exchange.lines) == 1:  # answered at once
+                if session_id is not None:
+                    await self._save(session_id, peer, before)
+                    if new and peer.handshake.version is not None:
+                        extra.append((b"mcp-session-id", session_id.encode()))
+                await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
                 return
-        elif message.get("method") == "initialize":
-            if len(self._sessions) >= self._http.max_mcp_sessions:
-                error = _rpc_error(INVALID_REQUEST, "Service Unavailable: too many sessions")
-                await _respond(send, 503, error)
+            await self._stream(key, exchange, receive, send, extra, peer, session_id, before)
+        finally:
+            self._core.finished(peer, request.id, key)
+
+    async def _stream(
+        self,
+        key: int,
+        exchange: _Exchange,
+        receive: Receive,
+        send: Send,
+        extra: list[tuple[bytes, bytes]],
+        peer: Peer,
+        session_id: str | None,
+        before: str | None,
+    ) -> None:
+        """Wait for a tool call's answer while watching for the client to go away;
+        with a progressToken, stream the notifications as they come (SSE)."""
+        try:
+            await self._stream_lines(key, exchange, receive, send, extra, peer, session_id, before)
+        finally:
+            if not exchange.answered:  # the client went away, or the server is stopping
+                self._core.calls.cancel(key, "the HTTP request ended before its answer")
+
+    async def _stream_lines(
+        self,
+        key: int,
+        exchange: _Exchange,
+        receive: Receive,
+        send: Send,
+        extra: list[tuple[bytes, bytes]],
+        peer: Peer,
+        session_id: str | None,
+        before: str | None,
+    ) -> None:
+        streaming = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_disconnect, receive, key, nursery.cancel_scope)
+            while True:
+                lines = await exchange.next_lines()
+                if exchange.answered and session_id is not None:
+                    await self._save(session_id, peer, before)
+                if not streaming:
+                    if exchange.answered and len(lines) == 1:
+                        await _respond(send, 200, lines[0], [*extra, *_JSON])
+                        break
+                    streaming = True
+                    start = {"type": "http.response.start", "status": 200}
+                    await send({**start, "headers": [*extra, *_SSE]})
+                data = b"".join(b"event: message\ndata: " + line + b"\n\n" for line in lines)
+                await send(
+                    {"type": "http.response.body", "body": data, "more_body": not exchange.answered}
+                )
+                if exchange.answered:
+                    break
+            nursery.cancel_scope.cancel()
+
+    async def _cancel_on_disconnect(
+        self, receive: Receive, key: int, response: trio.CancelScope
+    ) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                self._core.calls.cancel(key, "the client closed the HTTP request")
+                response.cancel()
                 return
-            new_id = secrets.token_urlsafe(24)
-            connection = self._sessions[new_id] = self._open_connection()
-            extra.append((b"mcp-session-id", new_id.encode()))
-        else:
-            connection = self._stateless or self._open_stateless()
-        if "id" not in message or "method" not in message:  # a notification or response
-            await self._forward(connection, message)
-            await _respond(send, 202, None)
-            return
-        answer = await self._ask(connection, message)
-        await _respond(send, 200, answer, extra)
+
+    # -- DELETE --------------------------------------------------------------------
 
     async def _delete(self, headers: dict[bytes, bytes], send: Send) -> None:
-        session_id = headers.get(_SESSION_HEADER)
-        connection = self._sessions.pop(session_id.decode("latin-1"), None) if session_id else None
-        if connection is None:
-            await _respond(send, 404, _rpc_error(INVALID_REQUEST, "Not Found: no such session"))
-            return
-        connection.outgoing.close()  # its server finishes the calls in flight and stops
-        await _respond(send, 200, None)
-
-    def _open_stateless(self) -> _Connection:
-        self._stateless = self._open_connection()
-        return self._stateless
-
-    def _open_connection(self) -> _Connection:
-        client, server_end = trio.testing.memory_stream_pair()
-        server = McpServer(self._manager, tools=self._tools, options=self._options)
-        connection = _Connection(server, client)
-        self._nursery.start_soon(self._run_server, server, server_end)
-        self._nursery.start_soon(self._read_answers, connection)
-        self._nursery.start_soon(self._write_lines, connection)
-        return connection
-
-    async def _write_lines(self, connection: _Connection) -> None:
-        async with connection.lines:
-            async for line in connection.lines:
-                await connection.stream.send_all(line)
-        await connection.stream.send_eof()  # type: ignore[attr-defined]
-
-    async def _run_server(self, server: McpServer, stream: trio.abc.Stream) -> None:
-        async with stream:  # closing it ends the reader of the answers
-            await server.serve(stream, stream)
-
-    async def _read_answers(self, connection: _Connection) -> None:
-        buffer = b""
-        try:
-            while True:
-                data = await connection.stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self._deliver(connection, line)
-        finally:
-            connection.done.set()
-            for _, channel in connection.waiting.values():
-                channel.close()
-
-    def _deliver(self, connection: _Connection, line: bytes) -> None:
-        message = json.loads(line)
-        ours = message.get("id")
-        waiting = connection.waiting.pop(ours, None) if type(ours) is int else None
-        if waiting is None:
-            logger.debug("not carried over HTTP: %.200r", line)
-            return
-        theirs, channel = waiting
-        connection.ids.pop(theirs, None)
-        message["id"] = theirs
-        channel.send_nowait(json.dumps(message, separators=(",", ":")).encode())
-
-    async def _forward(self, connection: _Connection, message: dict[str, Any]) -> None:
-        if message.get("method") == "notifications/cancelled":
-            params = message.get("params")
-            if type(params) is dict and params.get("requestId") in connection.ids:
-                params = {**params, "requestId": connection.ids[params["requestId"]]}
-                message = {**message, "params": params}
-        await connection.outgoing.send(json.dumps(message).encode() + b"\n")
-
-    async def _ask(self, connection: _Connection, message: dict[str, Any]) -> bytes | None:
-        theirs, ours = message["id"], next(self._ids)
-        send_answer, receive_answer = trio.open_memory_channel[bytes](1)
-        connection.waiting[ours] = (theirs, send_answer)
-        if type(theirs) in (str, int):
-            connection.ids[theirs] = ours
-        try:
-            await self._forward(connection, {**message, "id": ours})
-            async with receive_answer:
-                try:
-                    return await receive_answer.receive()
-                except trio.EndOfChannel:
-                    return _rpc_error(INVALID_REQUEST, "the MCP session ended", theirs)
-        except trio.Cancelled:
-            # The client went away: the call is cancelled, as a cancellation would.
-            with trio.CancelScope(shield=True):
-                cancel = {
-                    "jsonrpc": "2.0",
-                    "method": "notifications/cancelled",
-                    "params": {"requestId": ours, "reason": "the HTTP request was closed"},
-                }
-                with trio.move_on_after(1):
-                    await connection.outgoing.send(json.dumps(cancel).encode() + b"\n")
-            raise
-        finally:
-            connection.waiting.pop(ours, None)
-            if connection.ids.get(theirs) == ours:
-                del connection.ids[theirs]
-
-    async def aclose(self) -> None:
-        """End every connection: their servers finish the calls in flight and return."""
-        connections = [*self._sessions.values(), *([self._stateless] if self._stateless else [])]
-        self._sessions.clear()
-        self._stateless = None
-        for connection in connections:
-            connection.outgoing.close()
+        session_id = _header(headers, b"mcp-session-id")
+        peer = await self._session_peer(session_id) if session_id is not None else None
+        if session_id is None or peer is None:
+            raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
+        await self._store.delete_record(MCP_SESSION_NAMESPACE, session_id)
+        self._peers.pop(session_id, None)
+        default = peer.default_session_id
+        if default is not None:
+            with contextlib.suppress(SessionNotFoundError):  # else already gone
+                await (await self._core.manager.get_session(default)).end()
+            peer.session_gone(default)
+        await _respond(send, 200, b"", [])
 
 
 @asynccontextmanager
@@ -277,16 +562,22 @@ async def open_http_app(
     options: ServerOptions | None = None,
     http: HttpOptions | None = None,
 ) -> AsyncIterator[McpHttpApp]:
-    """An ASGI app serving ``tools`` over MCP's streamable HTTP at ``/mcp``, for the
-    block: on exit, each MCP session's server finishes its calls in flight (within
-    ``options.shutdown_grace``) and stops."""
+    """An ASGI app serving ``tools`` for ``manager``'s sessions over MCP's streamable
+    HTTP at ``/mcp``, for the block; mount it in any ASGI server or framework that runs
+    on Trio. On exit it takes no more requests (503), lets the calls in flight finish
+    within ``options.shutdown_grace`` and cancels the rest."""
+    options = options or ServerOptions()
+    core = core_for(manager, tools, options)
     async with trio.open_nursery() as nursery:
-        app = McpHttpApp(manager, tools, options or ServerOptions(), http or HttpOptions(), nursery)
+        core.calls.nursery = nursery
+        app = McpHttpApp(core, http or HttpOptions())
         try:
             yield app
         finally:
+            app.closing = True
             with trio.CancelScope(shield=True):
-                await app.aclose()
+                await core.drain(options.shutdown_grace)
+            nursery.cancel_scope.cancel()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -299,31 +590,66 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await receive()
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not event.get("more_body", False):
-            return b"".join(chunks)
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1").strip()
 
 
-def _rpc_error(code: int, message: str, request_id: Any = None) -> bytes:
-    error = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-    return json.dumps(error).encode()
+def _check_accept(accept: bytes | None) -> None:
+    """A POST's Accept must allow both JSON and SSE (wildcards do)."""
+    types = {part.split(b";", 1)[0].strip().lower() for part in (accept or b"").split(b",") if part}
+    json_ok = bool(types & {b"application/json", b"application/*", b"*/*"})
+    sse_ok = bool(types & {b"text/event-stream", b"text/*", b"*/*"})
+    if not (json_ok and sse_ok):
+        raise _Refused(
+            406,
+            INVALID_REQUEST,
+            "Not Acceptable: a POST's Accept header must list both application/json and "
+            "text/event-stream",
+        )
+
+
+def _decoded(value: str) -> str | None:
+    """A header value, its Base64 sentinel form (``=?base64?...?=``) decoded."""
+    if not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    try:
+        return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _check_header(
+    headers: dict[bytes, bytes], name: bytes, title: str, expected: Any, request_id: RequestId
+) -> None:
+    value = _header(headers, name)
+    if value is None:
+        raise _Refused(
+            400, HEADER_MISMATCH, f"Header mismatch: the {title} header is missing", request_id
+        )
+    if _decoded(value) != expected:
+        raise _Refused(
+            400,
+            HEADER_MISMATCH,
+            f"Header mismatch: {title} header value {value!r} does not match the body's "
+            f"{expected!r}",
+            request_id,
+        )
+
+
+def _unsupported(version: str, request_id: RequestId | None) -> _Refused:
+    return _Refused(
+        400,
+        UNSUPPORTED_PROTOCOL_VERSION,
+        "Unsupported protocol version",
+        request_id,
+        {"supported": list(protocol.SUPPORTED_VERSIONS), "requested": version},
+    )
 
 
 async def _respond(
-    send: Send, status: int, body: bytes | None, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    all_headers = list(headers or [])
-    if body is not None:
-        all_headers.append((b"content-type", b"application/json"))
-    all_headers.append((b"content-length", str(len(body or b"")).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body or b""})
+    start = {"type": "http.response.start", "status": status}
+    await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

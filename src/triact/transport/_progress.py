@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
 
-from ._jsonrpc import RequestId, notification_line
+from ._jsonrpc import notification_line
 
 #: Seconds a call's answer waits after a progress report of the same call, so that the
 #: two reach the client in different reads (see :class:`ProgressReports`).
@@ -15,10 +15,13 @@ ANSWER_GAP = 0.1
 
 
 class _Watched:
-    __slots__ = ("count", "due", "last", "name", "started", "token")
+    __slots__ = ("count", "due", "emit", "last", "name", "started", "token")
 
-    def __init__(self, token: Any, name: str, started: float, due: float) -> None:
+    def __init__(
+        self, token: Any, name: str, started: float, due: float, emit: Callable[[bytes], None]
+    ) -> None:
         self.token = token
+        self.emit = emit
         self.name = name
         self.started = started
         self.due = due
@@ -39,24 +42,31 @@ class ProgressReports:
     until when to hold it (:data:`ANSWER_GAP` after the last report).
     """
 
-    def __init__(self, emit: Callable[[bytes], None], interval: float) -> None:
-        self._emit = emit
+    def __init__(self, interval: float) -> None:
         self._interval = interval
-        self._watched: dict[RequestId, _Watched] = {}
+        self._watched: dict[Hashable, _Watched] = {}
         self._wake: trio.Event | None = None
         self._running = False
 
-    def watch(self, key: RequestId, token: Any, name: str, nursery: trio.Nursery) -> None:
-        """Report on the call ``key`` (tool ``name``) from now until :meth:`stop`."""
+    def watch(
+        self,
+        key: Hashable,
+        token: Any,
+        name: str,
+        nursery: trio.Nursery,
+        emit: Callable[[bytes], None],
+    ) -> None:
+        """Report on the call ``key`` (tool ``name``) through ``emit`` from now until
+        :meth:`stop`."""
         now = trio.current_time()
-        self._watched[key] = _Watched(token, name, now, now + self._interval)
+        self._watched[key] = _Watched(token, name, now, now + self._interval, emit)
         if not self._running:
             self._running = True
             nursery.start_soon(self._run)
         elif self._wake is not None:
             self._wake.set()
 
-    def stop(self, key: RequestId) -> float | None:
+    def stop(self, key: Hashable) -> float | None:
         """No more reports on ``key``; the time before which its answer should not be
         sent, or None if it may go at once."""
         watched = self._watched.pop(key, None)
@@ -92,4 +102,4 @@ class ProgressReports:
             "progress": watched.count,
             "message": f"{watched.name} running for {now - watched.started:.3g} s",
         }
-        self._emit(notification_line("notifications/progress", params))
+        watched.emit(notification_line("notifications/progress", params))

@@ -149,7 +149,9 @@ def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) 
                 f"{PROTOCOL_VERSION_KEY!r} (revision {', '.join(STATELESS_VERSIONS)})",
             )
         version = LATEST_HANDSHAKE_VERSION
-    return RequestContext(version, False, _progress_token(meta), None, handshake.client_info)
+    return RequestContext(
+        version, False, _progress_token(meta), handshake.log_level, handshake.client_info
+    )
 
 
 def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:

@@ -1,5 +1,5 @@
-"""The MCP server for one connection: reading lines, answering requests (tool calls go
-to ``_calls``), writing answers, and shutting down."""
+"""The MCP server for one byte-stream connection (stdio): reading lines, handing each
+message to the protocol core (``_core``), writing answers, and shutting down."""
 
 from __future__ import annotations
 
@@ -10,22 +10,17 @@ import attrs
 import trio
 
 from ..sessions import SessionManager
-from . import _protocol as protocol
-from ._calls import ToolCalls
+from ._core import McpCore
 from ._framing import DEFAULT_MAX_LINE_BYTES, LineReader, LineTooLong
 from ._jsonrpc import (
-    INVALID_PARAMS,
     INVALID_REQUEST,
     Invalid,
     JsonRpcError,
     Notification,
     Request,
-    RequestId,
     Response,
     error_line,
-    internal_error,
     parse_line,
-    result_line,
 )
 from ._session_tools import SESSION_TOOLS
 from ._tools import ToolSet
@@ -87,23 +82,16 @@ class McpServer:
         self.manager = manager
         self.tools = tools
         self.options = options = options or ServerOptions()
-        self._handshake = protocol.HandshakeState()
         self._out: list[bytes] = []  # lines for the writer, in order
         self._out_bytes = 0  # emitted, not yet written
         self._out_drained: trio.Event | None = None  # set when back under the bound
         self._out_ready: trio.Event | None = None  # set to wake the writer
         self._out_closed = False
-        #: The tool calls in flight.
-        self.calls = ToolCalls(
-            manager,
-            tools,
-            self._emit,
-            self._handshake,
-            max_in_flight=options.max_in_flight,
-            default_session=options.default_session,
-            max_line_bytes=options.max_line_bytes,
-            progress_interval=options.progress_interval,
-        )
+        #: The protocol core, and the one client it serves here.
+        self.core = core_for(manager, tools, options)
+        self.peer = self.core.peer()
+        #: The tool calls in flight (keyed by request id).
+        self.calls = self.core.calls
         self._read_scope = trio.CancelScope()
         self._served = False
 
@@ -124,15 +112,7 @@ class McpServer:
                     self.calls.nursery = calls
                     with self._read_scope:
                         await self._read_loop(receive)
-                    self.calls.close()
-                    with trio.move_on_after(self.options.shutdown_grace):
-                        await self.calls.drained.wait()
-                    if self.calls:
-                        logger.warning(
-                            "cancelling %d call(s) still running after the %s s grace period",
-                            len(self.calls),
-                            self.options.shutdown_grace,
-                        )
+                    await self.core.drain(self.options.shutdown_grace)
                     calls.cancel_scope.cancel()
             finally:
                 self.calls.close()
@@ -230,13 +210,8 @@ class McpServer:
             self._out_ready = None
             ready.set()
 
-    def _reply(self, request_id: RequestId, result: dict[str, Any]) -> None:
-        try:
-            line = result_line(request_id, result)
-        except (TypeError, ValueError):  # a value JSON cannot carry
-            logger.exception("result of request %r cannot be encoded", request_id)
-            line = error_line(request_id, internal_error())
-        self._emit(line)
+    # The sink of every request (``_calls.Sink``): all goes to the output, in order.
+    answer = notify = _emit
 
     # -- messages ------------------------------------------------------------------
 
@@ -269,55 +244,22 @@ class McpServer:
             logger.warning("ignored a response to request %r: this server sends none", message.id)
 
     def _handle_request(self, request: Request) -> None:
-        request_id, method, params = request.id, request.method, request.params
         try:
-            if request_id in self.calls:
-                raise JsonRpcError(
-                    INVALID_REQUEST,
-                    f"Invalid Request: request id {request_id!r} is already in flight; "
-                    "use a new id for every request",
-                )
-            if method.startswith("notifications/"):
-                raise JsonRpcError(
-                    INVALID_REQUEST,
-                    f"Invalid Request: {method} is a notification; send it without an id",
-                )
-            ctx = protocol.context_for(method, params, self._handshake)
-            if method == "tools/call":
-                self.calls.start(request_id, ctx, params)
-                return
-            self._reply(request_id, self._answer(ctx, method, params))
+            self.core.request(self.peer, request.id, request, self)
         except JsonRpcError as exc:
-            self._emit(error_line(request_id, exc))
-        except Exception:  # a bug: answer it and keep serving
-            logger.exception("request %r (%s) failed", request_id, method)
-            self._emit(error_line(request_id, internal_error()))
-
-    def _answer(
-        self, ctx: protocol.RequestContext, method: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        if method == "tools/list":
-            if params.get("cursor") is not None:
-                raise JsonRpcError(
-                    INVALID_PARAMS, "Invalid params: unknown cursor (tools/list has one page)"
-                )
-            return protocol.shape(
-                ctx, {"tools": self.tools.definitions(stateless=ctx.stateless)}, cacheable=True
-            )
-        if method == "initialize":
-            return protocol.initialize(params, self._handshake)
-        if method == "server/discover":
-            return protocol.discover(ctx)
-        if method == "logging/setLevel":
-            return protocol.set_level(params, self._handshake)
-        assert method == "ping"
-        return {}
+            self._emit(error_line(request.id, exc))
 
     def _handle_notification(self, notification: Notification) -> None:
-        method, params = notification.method, notification.params or {}
-        if method == "notifications/cancelled":
-            self.calls.cancel(params.get("requestId"), params.get("reason"))
-        elif method == "notifications/initialized":
-            self._handshake.initialized = True
-        else:
-            logger.debug("ignored notification %s", method)
+        self.core.notification(self.peer, notification)
+
+
+def core_for(manager: SessionManager, tools: ToolSet, options: ServerOptions) -> McpCore:
+    """The protocol core serving ``tools`` as ``options`` say."""
+    return McpCore(
+        manager,
+        tools,
+        max_in_flight=options.max_in_flight,
+        default_session=options.default_session,
+        max_line_bytes=options.max_line_bytes,
+        progress_interval=options.progress_interval,
+    )

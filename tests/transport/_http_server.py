@@ -1,0 +1,148 @@
+"""The HTTP app (``open_http_app``) under Hypercorn's Trio worker on a free loopback
+port, in the test's own Trio run, and ``triact serve --http`` as a subprocess."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+import triact
+from triact.transport import (
+    SESSION_TOOLS,
+    HttpOptions,
+    McpHttpApp,
+    ServerOptions,
+    ToolSet,
+    open_http_app,
+)
+
+from ._sdk import SERVE
+
+MCP_NAMESPACE = "mcp-session"
+ACCEPT = {"accept": "application/json, text/event-stream"}
+STATELESS_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "0"},
+}
+
+
+@attrs.define
+class Served:
+    """A running app: its URL, the app, and the session ids it handed out."""
+
+    url: str
+    app: McpHttpApp
+    session_ids: list[str] = attrs.Factory(list)
+
+
+@asynccontextmanager
+async def http_server(
+    manager: triact.SessionManager,
+    tools: ToolSet = SESSION_TOOLS,
+    options: ServerOptions | None = None,
+    http: HttpOptions | None = None,
+) -> AsyncIterator[Served]:
+    """The app at ``/mcp`` on a Hypercorn server on a free loopback port."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    async with (
+        open_http_app(manager, tools, options, http) as app,
+        trio.open_nursery() as nursery,
+    ):
+        served = Served("", app)
+
+        async def recording(scope: Any, receive: Any, send: Any) -> None:
+            async def send_recorded(event: Any) -> None:
+                if event["type"] == "http.response.start":
+                    for name, value in event.get("headers", []):
+                        if name.lower() == b"mcp-session-id":
+                            served.session_ids.append(value.decode())
+                await send(event)
+
+            await app(scope, receive, send_recorded)
+
+        binds = await nursery.start(partial(serve, recording, config, shutdown_trigger=stop.wait))
+        served.url = f"{binds[0]}/mcp"
+        yield served
+        stop.set()
+
+
+def stateless_headers(method: str, name: str | None = None) -> dict[str, str]:
+    headers = {**ACCEPT, "mcp-protocol-version": "2026-07-28", "mcp-method": method}
+    if name is not None:
+        headers["mcp-name"] = name
+    return headers
+
+
+def stateless_call(name: str, arguments: Mapping[str, Any], request_id: int = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": dict(arguments), "_meta": STATELESS_META},
+    }
+
+
+def initialize_body(request_id: int = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+
+
+@attrs.define
+class Process:
+    """A ``triact serve --http`` subprocess: its URL and what it wrote to stderr."""
+
+    process: trio.Process
+    url: str
+    stderr: bytearray
+
+
+@asynccontextmanager
+async def serve_process(*args: str, env: Mapping[str, str] | None = None) -> AsyncIterator[Process]:
+    """``triact serve --http 127.0.0.1:0 *args``; killed if still running at the end."""
+    process = await trio.lowlevel.open_process(
+        [*SERVE, "--http", "127.0.0.1:0", *args], stderr=subprocess.PIPE, env=env
+    )
+    try:
+        assert process.stderr is not None
+        seen = bytearray()
+        with trio.fail_after(60):
+            while b"/mcp\n" not in seen:
+                chunk = await process.stderr.receive_some(4096)
+                assert chunk, seen.decode(errors="replace")
+                seen += chunk
+        found = re.search(rb"MCP over HTTP at (\S+/mcp)", seen)
+        assert found is not None, seen
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stderr, seen)
+            yield Process(process, found.group(1).decode(), seen)
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+    while chunk := await stream.receive_some(65536):
+        into += chunk

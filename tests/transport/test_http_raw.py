@@ -1,0 +1,323 @@
+"""The HTTP transport as raw HTTP sees it: the statuses and JSON-RPC error bodies of
+bad requests, MCP sessions by header, SSE, and clients that send slowly."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+import triact
+from triact.transport import HttpOptions, ServerOptions
+
+from ._http_server import (
+    ACCEPT,
+    MCP_NAMESPACE,
+    STATELESS_META,
+    Served,
+    http_server,
+    initialize_body,
+    stateless_call,
+    stateless_headers,
+)
+from .test_routing import holding
+
+PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+
+
+@pytest.fixture
+async def served(manager: triact.SessionManager) -> Any:
+    http = HttpOptions(max_body_bytes=64 * 1024, allowed_origins=("https://app.example",))
+    async with http_server(
+        manager, options=ServerOptions(progress_interval=0.05), http=http
+    ) as served:
+        yield served
+
+
+@pytest.fixture
+async def client() -> Any:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client
+
+
+async def open_session(client: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """Initialize an MCP session; the headers of its later requests."""
+    started = await client.post(url, json=initialize_body(), headers=ACCEPT)
+    assert started.status_code == 200
+    assert started.headers["content-type"] == "application/json"
+    assert started.json()["result"]["protocolVersion"] == "2025-11-25"
+    headers = {
+        **ACCEPT,
+        "mcp-session-id": started.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+    }
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await client.post(url, json=note, headers=headers)).status_code == 202
+    return headers
+
+
+def refused(response: httpx.Response, status: int, code: int) -> str:
+    """The message of a refusal with this status and JSON-RPC error code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["jsonrpc"] == "2.0"
+    assert body["error"]["code"] == code, body
+    message: str = body["error"]["message"]
+    return message
+
+
+async def test_an_mcp_session_from_initialize_to_delete(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    headers = await open_session(client, served.url)
+    session_id = headers["mcp-session-id"]
+    assert len(session_id) >= 22  # 128 bits, URL-safe base64
+    listed = await client.post(
+        served.url, json={"jsonrpc": "2.0", "id": "x", "method": "tools/list"}, headers=headers
+    )
+    assert listed.json()["id"] == "x"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "session_update", "arguments": {"set": {"a": 1}}},
+    }
+    updated = await client.post(served.url, json=call, headers=headers)
+    default = updated.json()["result"]["structuredContent"]["session_id"]
+    record = json.loads(await manager.store.get_record(MCP_NAMESPACE, session_id) or "{}")
+    assert record["version"] == "2025-11-25"
+    assert record["default_session_id"] == default
+
+    deleted = await client.delete(served.url, headers=headers)
+    assert deleted.status_code == 200
+    assert await manager.store.get_record(MCP_NAMESPACE, session_id) is None
+    with pytest.raises(triact.SessionNotFoundError):
+        await manager.get_session(default)
+    gone = await client.post(served.url, json=PING, headers=headers)
+    assert "unknown or expired MCP session" in refused(gone, 404, -32600)
+    assert refused(await client.delete(served.url, headers=headers), 404, -32600)
+
+
+async def test_session_headers_are_required_and_checked(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    missing = await client.post(served.url, json=PING, headers=ACCEPT)
+    assert "no Mcp-Session-Id header" in refused(missing, 400, -32600)
+    unknown = await client.post(
+        served.url, json=PING, headers={**ACCEPT, "mcp-session-id": "A" * 22}
+    )
+    refused(unknown, 404, -32600)
+    malformed = await client.post(
+        served.url, json=PING, headers={**ACCEPT, "mcp-session-id": "../../etc"}
+    )
+    refused(malformed, 404, -32600)
+    headers = await open_session(client, served.url)
+    again = await client.post(served.url, json=initialize_body(), headers=headers)
+    assert "without Mcp-Session-Id" in refused(again, 400, -32600)
+    wrong = await client.post(
+        served.url, json=PING, headers={**headers, "mcp-protocol-version": "1900-01-01"}
+    )
+    refused(wrong, 400, -32022)
+    assert wrong.json()["error"]["data"]["requested"] == "1900-01-01"
+    assert "2026-07-28" in wrong.json()["error"]["data"]["supported"]
+
+
+async def test_bad_requests_get_their_status_and_a_json_rpc_error(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    url = served.url
+    json_only = await client.post(url, json=PING, headers={"accept": "application/json"})
+    assert "Accept" in refused(json_only, 406, -32600)
+    no_accept = await client.post(url, json=PING, headers={"accept": ""})
+    refused(no_accept, 406, -32600)
+    wildcard = await client.post(url, json=initialize_body(), headers={"accept": "*/*"})
+    assert wildcard.status_code == 200
+    text = await client.post(url, content=b"{}", headers={**ACCEPT, "content-type": "text/plain"})
+    assert "application/json" in refused(text, 415, -32600)
+    bad = await client.post(
+        url, content=b"{not json", headers={**ACCEPT, "content-type": "application/json"}
+    )
+    refused(bad, 400, -32700)
+    batch = await client.post(url, json=[PING, PING], headers=ACCEPT)
+    assert "batches" in refused(batch, 400, -32600)
+    not_rpc = await client.post(url, json={"hello": 1}, headers=ACCEPT)
+    refused(not_rpc, 400, -32600)
+    big = await client.post(
+        url, content=b" " * (65 * 1024), headers={**ACCEPT, "content-type": "application/json"}
+    )
+    assert "over 65536 bytes" in refused(big, 413, -32600)
+    elsewhere = await client.post(url.replace("/mcp", "/other"), json=PING, headers=ACCEPT)
+    refused(elsewhere, 404, -32600)
+
+
+async def test_get_and_other_methods_get_405_with_allow(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    for method in ("GET", "PUT", "PATCH"):
+        response = await client.request(method, served.url, headers={"accept": "text/event-stream"})
+        refused(response, 405, -32600)
+        assert response.headers["allow"] == "POST, DELETE"
+
+
+async def test_origins(served: Served, client: httpx.AsyncClient) -> None:
+    foreign = await client.post(
+        served.url, json=initialize_body(), headers={**ACCEPT, "origin": "https://evil.example"}
+    )
+    assert "origin" in refused(foreign, 403, -32600)
+    # A rebinding attack names the attacker's host in Origin, whatever the Host is.
+    rebound = await client.post(
+        served.url,
+        json=initialize_body(),
+        headers={**ACCEPT, "origin": "http://attacker.example:8765"},
+    )
+    refused(rebound, 403, -32600)
+    for origin in ("https://app.example", "http://localhost:3000", "http://127.0.0.1"):
+        allowed = await client.post(
+            served.url, json=initialize_body(), headers={**ACCEPT, "origin": origin}
+        )
+        assert allowed.status_code == 200, origin
+
+
+async def test_stateless_requests_are_checked_against_their_headers(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    url = served.url
+    body = stateless_call("health_check", {})
+    ok = await client.post(url, json=body, headers=stateless_headers("tools/call", "health_check"))
+    assert ok.status_code == 200
+    assert ok.json()["result"]["structuredContent"]["status"] == "ok"
+    assert ok.json()["result"]["resultType"] == "complete"
+    assert "mcp-session-id" not in ok.headers
+
+    no_meta = {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {}}
+    missing = await client.post(url, json=no_meta, headers=stateless_headers("tools/list"))
+    assert "no params._meta" in refused(missing, 400, -32020)
+    assert missing.json()["id"] == 4
+    method = await client.post(url, json=body, headers=stateless_headers("tools/list"))
+    assert "Mcp-Method" in refused(method, 400, -32020)
+    no_name = await client.post(url, json=body, headers=stateless_headers("tools/call"))
+    assert "Mcp-Name header is missing" in refused(no_name, 400, -32020)
+    other = await client.post(url, json=body, headers=stateless_headers("tools/call", "x"))
+    refused(other, 400, -32020)
+    encoded = await client.post(
+        url, json=body, headers=stateless_headers("tools/call", "=?base64?aGVhbHRoX2NoZWNr?=")
+    )
+    assert encoded.status_code == 200
+    older = {**body, "params": {**body["params"], "_meta": {**STATELESS_META}}}
+    older["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = "2025-11-25"
+    mismatch = await client.post(
+        url, json=older, headers=stateless_headers("tools/call", "health_check")
+    )
+    refused(mismatch, 400, -32020)
+    no_header = await client.post(url, json=body, headers=ACCEPT)
+    assert "MCP-Protocol-Version" in refused(no_header, 400, -32020)
+    unknown = {**body, "method": "resources/list"}
+    not_found = await client.post(url, json=unknown, headers=stateless_headers("resources/list"))
+    refused(not_found, 404, -32601)
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+    assert (await client.post(url, json=note, headers=stateless_headers("x"))).status_code == 202
+
+
+async def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.headers["content-type"] == "text/event-stream"
+    events = []
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            events.append(json.loads(line[6:]))
+    return events
+
+
+async def test_a_call_with_a_progress_token_streams_progress_then_its_answer(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    session_id = (await manager.create_session()).id
+    body = stateless_call("session_get", {"session_id": session_id}, request_id=9)
+    body["params"]["_meta"] = {**STATELESS_META, "progressToken": "p"}
+    async with holding(manager, session_id) as release:
+        headers = stateless_headers("tools/call", "session_get")
+        async with client.stream("POST", served.url, json=body, headers=headers) as response:
+            events = []
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 2:
+                        release.set()
+    assert response.headers["content-type"] == "text/event-stream"
+    *progress, answer = events
+    assert [event["method"] for event in progress] == ["notifications/progress"] * len(progress)
+    assert [event["params"]["progress"] for event in progress][:2] == [1, 2]
+    assert answer["id"] == 9
+    assert answer["result"]["structuredContent"]["session"]["session_id"] == session_id
+
+
+async def test_a_client_that_closes_its_request_cancels_the_call(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    session_id = (await manager.create_session()).id
+    body = stateless_call("session_update", {"session_id": session_id, "set": {"a": 1}})
+    async with holding(manager, session_id) as release:
+        headers = stateless_headers("tools/call", "session_update")
+        with trio.move_on_after(0.3):
+            await client.post(served.url, json=body, headers=headers)
+        with trio.fail_after(10):
+            while served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        release.set()
+    state = await (await manager.get_session(session_id)).snapshot()
+    assert state.data == {}
+
+
+async def test_notifications_cancelled_cancels_a_call_of_the_mcp_session(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    headers = await open_session(client, served.url)
+    session_id = (await manager.create_session()).id
+    call = {
+        "jsonrpc": "2.0",
+        "id": "c",
+        "method": "tools/call",
+        "params": {
+            "name": "session_update",
+            "arguments": {"session_id": session_id, "set": {"a": 1}},
+        },
+    }
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "c"}}
+    async with holding(manager, session_id) as release, trio.open_nursery() as nursery:
+        nursery.start_soon(partial(client.post, served.url, json=call, headers=headers))
+        with trio.fail_after(10):
+            while not served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        assert (await client.post(served.url, json=cancel, headers=headers)).status_code == 202
+        with trio.fail_after(10):
+            while served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        release.set()
+        nursery.cancel_scope.cancel()  # its request has no answer to wait for
+    state = await (await manager.get_session(session_id)).snapshot()
+    assert state.data == {}
+
+
+async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.SessionManager) -> None:
+    http = HttpOptions(body_timeout=0.5)
+    async with http_server(manager, http=http) as served:
+        host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream, httpx.AsyncClient(timeout=30) as client:
+            await stream.send_all(
+                b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            # Meanwhile others are served.
+            body = stateless_call("health_check", {})
+            headers = stateless_headers("tools/call", "health_check")
+            assert (await client.post(served.url, json=body, headers=headers)).status_code == 200
+            reply = b""
+            with trio.fail_after(10):
+                while b"\r\n\r\n" not in reply:
+                    reply += await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 408")
