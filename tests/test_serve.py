@@ -92,7 +92,9 @@ def test_a_store_path_that_is_a_directory_is_a_one_line_error(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_start_that_fails_after_creating_the_store_removes_it(tmp_path: Path) -> None:
+def test_a_key_file_that_cannot_be_created_fails_the_start_before_the_store(
+    tmp_path: Path,
+) -> None:
     store = tmp_path / "store"
     store.mkdir()
     key = tmp_path / "locked" / "key"  # its directory is missing: the key cannot be written

@@ -10,6 +10,7 @@ import secrets
 import signal
 import stat
 import sys
+import tempfile
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -41,15 +42,6 @@ class ServeConfigError(Exception):
 
 class ServeStartError(ServeConfigError):
     """``triact serve`` could not start (its store or work layer would not open)."""
-
-
-@attrs.frozen
-class NewKeyFile:
-    """A key file to write once the store has opened (so that a start that fails
-    leaves no key file behind)."""
-
-    path: Path
-    key: bytes
 
 
 def default_state_dir() -> Path:
@@ -130,17 +122,11 @@ class ServeConfig:
             )
         return SqliteStore(path), path.with_name(path.name + ".key")
 
-    def session_config(self) -> tuple[SessionConfig, NewKeyFile | None]:
-        """The sessions' configuration, and the key file to write once the store has
-        opened (None if there is one already, or none is kept)."""
+    def session_config(self) -> tuple[SessionConfig, Path | None]:
+        """The sessions' configuration, and the key file whose key it is to take
+        (None: none is kept; the manager makes a key of its own)."""
         store, default_key_file = self.open_store()
         key_file = self.secret_key_file or default_key_file
-        key = new_key = None
-        if key_file is not None:
-            key = read_secret_key(key_file)
-            if key is None:
-                new_key = NewKeyFile(key_file, secrets.token_bytes(_KEY_BYTES))
-                key = new_key.key
         given = _given(
             idle_ttl=self.idle_ttl,
             max_sessions=self.max_sessions,
@@ -148,10 +134,10 @@ class ServeConfig:
             shutdown_grace=self.shutdown_grace,
         )
         try:
-            config = attrs.evolve(SessionConfig(store=store, secret_key=key), **given)
+            config = attrs.evolve(SessionConfig(store=store), **given)
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc
-        return config, new_key
+        return config, key_file
 
     def server_options(self) -> ServerOptions:
         given = _given(
@@ -178,17 +164,44 @@ def work_config(**settings: object) -> WorkConfig:
         raise ServeConfigError(str(exc)) from exc
 
 
-def write_secret_key(new: NewKeyFile) -> None:
-    """Create the key file, readable by its owner only, holding ``new.key`` as hex."""
+def ensure_secret_key(path: Path) -> tuple[bytes, bool]:
+    """The key in ``path``, and whether this call created the file (readable by its
+    owner only, with a new random key) because there was none.
+
+    Processes that start at once on a new store all end up with the one key: the
+    file appears whole (written beside it, then linked into place, which fails if
+    the name exists), and a process that finds it made meanwhile takes its key."""
+    for _ in range(3):
+        key = read_secret_key(path)
+        if key is not None:
+            return key, False
+        key = secrets.token_bytes(_KEY_BYTES)
+        try:
+            if _link_new_key(path, key):
+                logger.info("created the secret key file %s", path)
+                return key, True
+        except OSError as exc:
+            raise ServeStartError(
+                f"cannot create the key file {str(path)!r}: {exc.strerror or exc}"
+            ) from exc
+    raise ServeStartError(f"the key file {str(path)!r} keeps appearing and vanishing")
+
+
+def _link_new_key(path: Path, key: bytes) -> bool:
+    """Put a file holding ``key`` at ``path`` unless one is there (then False)."""
+    fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
     try:
-        fd = os.open(new.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise ServeStartError(
-            f"cannot create the key file {str(new.path)!r}: {exc.strerror or exc}"
-        ) from exc
-    with os.fdopen(fd, "w") as file:
-        file.write(new.key.hex() + "\n")
-    logger.info("created the secret key file %s", new.path)
+        with os.fdopen(fd, "w") as file:  # mkstemp's file is its owner's only
+            file.write(key.hex() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(aside)
 
 
 def read_secret_key(path: Path) -> bytes | None:
@@ -223,10 +236,16 @@ def run_serve(config: ServeConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     address = config.http_address()
-    session_config, new_key = config.session_config()
+    session_config, key_file = config.session_config()
     options = config.server_options()
     work_config = config.work
-    leftovers = _not_there_yet(session_config.store, new_key)
+    store = session_config.store
+    leftovers = _not_there_yet(store)
+    if key_file is not None:
+        key, created = ensure_secret_key(key_file)
+        session_config = attrs.evolve(session_config, secret_key=key)
+        if created:
+            leftovers.append(key_file)
     if address is None and sys.stdin.isatty():
         print(
             "triact serve: speaking MCP (JSON-RPC, one message per line) on stdin/stdout; "
@@ -234,14 +253,11 @@ def run_serve(config: ServeConfig) -> int:
             "Ctrl-D ends it.",
             file=sys.stderr,
         )
-    store = session_config.store
     logger.info("serving MCP on stdio; store: %s", getattr(store, "path", None) or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config, new_key, address)
+        trio.run(_serve, session_config, options, work_config, address)
     except ServeStartError:
-        for path in leftovers:  # a start that fails leaves nothing behind
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        _remove(leftovers, store)
         raise
     except (SessionStoreError, WorkStoreError):
         logger.exception("the session store failed")
@@ -249,30 +265,39 @@ def run_serve(config: ServeConfig) -> int:
     return 0
 
 
-def _not_there_yet(store: SessionStore | None, new_key: NewKeyFile | None) -> list[Path]:
-    """The files a start may create that do not exist yet."""
-    paths = [new_key.path] if new_key is not None else []
+def _not_there_yet(store: SessionStore | None) -> list[Path]:
+    """The store's files that a start may create and that do not exist yet."""
+    paths = []
     if isinstance(store, SqliteStore):
         db = Path(store.path)
         paths += [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm"))]
     return [path for path in paths if not path.exists()]
 
 
+def _remove(leftovers: list[Path], store: SessionStore | None) -> None:
+    """A start that fails leaves nothing behind: remove the files it created, unless
+    another process has the store open (SQLite removes the write-ahead log when the
+    last connection closes; a log still there after ours closed is another's), which
+    then uses them."""
+    if isinstance(store, SqliteStore):
+        db = Path(store.path)
+        if any(db.with_name(db.name + suffix).exists() for suffix in ("-wal", "-shm")):
+            return
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 async def _serve(
     session_config: SessionConfig,
     options: ServerOptions,
     work_config: WorkConfig,
-    new_key: NewKeyFile | None,
     address: tuple[str, int] | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         try:
             manager = await stack.enter_async_context(open_session_manager(session_config))
             work = await stack.enter_async_context(open_work_sessions(manager, work_config))
-            if new_key is not None:  # before the first token is made
-                await trio.to_thread.run_sync(write_secret_key, new_key)
-        except ServeStartError:
-            raise
         except Exception as exc:
             logger.debug("triact serve could not start", exc_info=True)
             raise ServeStartError(_one_line(exc)) from exc

@@ -151,3 +151,41 @@ async def test_a_session_busy_in_one_process_is_not_expired_by_another(tmp_path:
         for server in (idle, busy):
             gone = await tool(server, 200, "session_get", session_id=sid)
             assert error_code(gone) == "not_found"
+
+
+@pytest.mark.parametrize("round_", range(3))
+async def test_processes_started_at_once_on_a_fresh_store_share_one_key(
+    tmp_path: Path, round_: int
+) -> None:
+    """Four processes started at once on a new store all start, and all sign with the
+    key of the one key file: a bound session's token made in one works in every one.
+    (Each round is a new race for who creates the key file.)"""
+    path = tmp_path / "fresh.db"
+    for i in range(4):
+        (tmp_path / f"p{i}").mkdir()
+    async with AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                raw_server(tmp_path / f"p{i}", "--store", f"sqlite:{path}")
+            )
+            for i in range(4)
+        ]
+        for server in servers:  # all were launched before any answers
+            await server.send(INITIALIZE)
+        for server in servers:
+            assert (await server.receive())["id"] == 0
+        made = [
+            content(await tool(server, 1, "session_create", bind_client=True)) for server in servers
+        ]
+        for server in servers:
+            for i, session in enumerate(made):
+                got = await tool(
+                    server,
+                    10 + i,
+                    "session_get",
+                    session_id=session["session_id"],
+                    token=session["token"],
+                )
+                assert content(got)["session"]["session_id"] == session["session_id"]
+        for server in servers:
+            assert await server.close_input() == 0
