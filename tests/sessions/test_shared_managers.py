@@ -1,8 +1,10 @@
-"""Several SessionManagers on one SQLite file, in one process (each with its own store
-object and connection, as separate processes have): the store decides."""
+"""Several SessionManagers on one shared store, SQLite file or Redis, in one process
+(each with its own store object and connection, as separate processes have): the
+store decides. Every test runs on both stores."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,20 @@ from hypothesis import strategies as st
 import triact
 from triact.testing import DataChange, HistoryRecorder, check_history, slow_update
 
+from .._redis import RedisPlace, forget, unique_prefix
+
 EPOCH = 1_700_000_000.0
+
+#: Where the managers' sessions live: a SQLite file, or a Redis key prefix.
+Place = Path | RedisPlace
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    if request.param == "sqlite":
+        return tmp_path / "s.db"
+    redis_place: RedisPlace = request.getfixturevalue("redis_place")
+    return redis_place
 
 
 @pytest.fixture
@@ -39,34 +54,54 @@ def increment(key: str = "n") -> Callable[[triact.SessionState], triact.SessionS
     return fn
 
 
-def config(path: Path, skew: float = 0.0, **knobs: Any) -> triact.SessionConfig:
+def config(place: Place, skew: float = 0.0, **knobs: Any) -> triact.SessionConfig:
     """A manager's settings; its wall clock follows Trio's (``skew`` seconds ahead)."""
+
+    def wall_clock() -> float:
+        return EPOCH + skew + trio.current_time()
+
+    store: triact.SharedSessionStore
+    if isinstance(place, RedisPlace):
+        store = triact.RedisStore(place.url, prefix=place.prefix, clock=wall_clock)
+    else:
+        store = triact.SqliteStore(place, synchronous="NORMAL")
     return triact.SessionConfig(
-        store=triact.SqliteStore(path, synchronous="NORMAL"),
-        wall_clock=lambda: EPOCH + skew + trio.current_time(),
+        store=store,
+        wall_clock=wall_clock,
         secret_key=b"k" * 32,
         **knobs,
     )
 
 
+async def tick() -> None:
+    """Sleep a second at a time, forever: with a MockClock, a store call slower than
+    its autojump threshold (a loaded machine) then lets the clock jump at most a
+    second, not to the next session's TTL while every manager waits on the store."""
+    for _ in itertools.count():
+        await trio.sleep(1.0)
+
+
 @asynccontextmanager
 async def managers(
-    path: Path, count: int = 2, skews: tuple[float, ...] = (), **knobs: Any
+    place: Place, count: int = 2, skews: tuple[float, ...] = (), **knobs: Any
 ) -> AsyncIterator[list[triact.SessionManager]]:
     async with AsyncExitStack() as stack:
+        ticks = await stack.enter_async_context(trio.open_nursery())
+        ticks.start_soon(tick)
+        stack.callback(ticks.cancel_scope.cancel)
         opened = []
         for i in range(count):
             skew = skews[i] if i < len(skews) else 0.0
             opened.append(
                 await stack.enter_async_context(
-                    triact.open_session_manager(config(path, skew, **knobs))
+                    triact.open_session_manager(config(place, skew, **knobs))
                 )
             )
         yield opened
 
 
-async def test_a_session_created_in_one_manager_is_found_in_the_others(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db", 3) as (a, b, c):
+async def test_a_session_created_in_one_manager_is_found_in_the_others(place: Place) -> None:
+    async with managers(place, 3) as (a, b, c):
         session = await a.create_session(topic="shared")
         for other in (b, c):
             state = await (await other.get_session(session.id)).snapshot()
@@ -77,8 +112,8 @@ async def test_a_session_created_in_one_manager_is_found_in_the_others(tmp_path:
             await b.get_session("nope")
 
 
-async def test_usable_sessions_lists_every_managers_sessions(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+async def test_usable_sessions_lists_every_managers_sessions(place: Place) -> None:
+    async with managers(place) as (a, b):
         open_one = await a.create_session(topic="open")
         bound = await b.create_session(topic="bound", bind_client=True)
         assert bound.token is not None
@@ -87,8 +122,8 @@ async def test_usable_sessions_lists_every_managers_sessions(tmp_path: Path) -> 
         assert [s.id for s in listed] == [open_one.id, bound.id]
 
 
-async def test_concurrent_increments_from_every_manager_add_up(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db", 3) as group:
+async def test_concurrent_increments_from_every_manager_add_up(place: Place) -> None:
+    async with managers(place, 3) as group:
         ids = [(await group[0].create_session()).id for _ in range(2)]
         handles = [await m.get_session(i) for m in group for i in ids]
 
@@ -107,8 +142,8 @@ async def test_concurrent_increments_from_every_manager_add_up(tmp_path: Path) -
                 assert state.version == 1 + 3 * 3 * 20
 
 
-async def test_a_stale_expected_version_is_a_conflict_across_managers(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+async def test_a_stale_expected_version_is_a_conflict_across_managers(place: Place) -> None:
+    async with managers(place) as (a, b):
         session = await a.create_session()
         seen = (await session.snapshot()).version
         await (await b.get_session(session.id)).update(increment())
@@ -119,8 +154,8 @@ async def test_a_stale_expected_version_is_a_conflict_across_managers(tmp_path: 
         assert (state.version, state.data["n"]) == (seen + 2, 2)
 
 
-async def test_an_owner_read_sees_what_another_manager_committed(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+async def test_an_owner_read_sees_what_another_manager_committed(place: Place) -> None:
+    async with managers(place) as (a, b):
         session = await a.create_session()
         await session.update(increment())  # a caches version 2
         await (await b.get_session(session.id)).update(increment())
@@ -128,8 +163,8 @@ async def test_an_owner_read_sees_what_another_manager_committed(tmp_path: Path)
         assert (state.version, state.data["n"]) == (3, 2)
 
 
-async def test_ending_with_a_stale_cache_ends_the_latest_state(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+async def test_ending_with_a_stale_cache_ends_the_latest_state(place: Place) -> None:
+    async with managers(place) as (a, b):
         session = await a.create_session()
         await session.snapshot()
         await (await b.get_session(session.id)).update(increment())
@@ -141,8 +176,8 @@ async def test_ending_with_a_stale_cache_ends_the_latest_state(tmp_path: Path) -
             await b.get_session(session.id)
 
 
-async def test_max_sessions_counts_every_managers_sessions(tmp_path: Path) -> None:
-    async with managers(tmp_path / "s.db", max_sessions=2, max_sessions_per_client=1) as (a, b):
+async def test_max_sessions_counts_every_managers_sessions(place: Place) -> None:
+    async with managers(place, max_sessions=2, max_sessions_per_client=1) as (a, b):
         await a.create_session(client_id="c1")
         with pytest.raises(triact.SessionLimitError, match="client 'c1'"):
             await b.create_session(client_id="c1")
@@ -152,9 +187,9 @@ async def test_max_sessions_counts_every_managers_sessions(tmp_path: Path) -> No
 
 
 async def test_an_exclusive_update_takes_over_and_fences_the_old_owner(
-    tmp_path: Path, shared_clock: trio.testing.MockClock
+    place: Place, shared_clock: trio.testing.MockClock
 ) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+    async with managers(place) as (a, b):
         session = await a.create_session()  # a owns it
         other = await b.get_session(session.id)
         outcome: list[object] = []
@@ -179,9 +214,9 @@ async def test_an_exclusive_update_takes_over_and_fences_the_old_owner(
 
 
 async def test_a_session_busy_in_one_manager_is_never_expired_by_another(
-    tmp_path: Path, shared_clock: trio.testing.MockClock
+    place: Place, shared_clock: trio.testing.MockClock
 ) -> None:
-    async with managers(tmp_path / "s.db", idle_ttl=3.0, lease=1.0) as (a, b):
+    async with managers(place, idle_ttl=3.0, lease=1.0) as (a, b):
         session = await a.create_session()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.update, slow_update(increment(), 20.0))
@@ -192,9 +227,9 @@ async def test_a_session_busy_in_one_manager_is_never_expired_by_another(
 
 
 async def test_an_idle_session_expires_in_the_store_for_every_manager(
-    tmp_path: Path, shared_clock: trio.testing.MockClock
+    place: Place, shared_clock: trio.testing.MockClock
 ) -> None:
-    async with managers(tmp_path / "s.db", idle_ttl=3.0, lease=1.0) as (a, b):
+    async with managers(place, idle_ttl=3.0, lease=1.0) as (a, b):
         events = [a.subscribe(), b.subscribe()]
         session = await a.create_session()
         await (await b.get_session(session.id)).update(increment())
@@ -219,9 +254,9 @@ async def test_an_idle_session_expires_in_the_store_for_every_manager(
 
 
 async def test_a_read_before_a_clean_restart_keeps_the_session_alive_after_it(
-    tmp_path: Path, shared_clock: trio.testing.MockClock
+    place: Place, shared_clock: trio.testing.MockClock
 ) -> None:
-    path = tmp_path / "s.db"
+    path = place
     async with managers(path, count=1, idle_ttl=3.0, lease=1.0) as (a,):
         session = await a.create_session()
         await trio.sleep(2.5)
@@ -249,9 +284,9 @@ def increment_label(state: triact.SessionState) -> triact.SessionState:
 
 
 async def test_an_update_that_fails_on_a_stale_copy_runs_again_on_the_stored_state(
-    tmp_path: Path, shared_clock: trio.testing.MockClock
+    place: Place, shared_clock: trio.testing.MockClock
 ) -> None:
-    async with managers(tmp_path / "s.db") as (a, b):
+    async with managers(place) as (a, b):
         session = await a.create_session()
         await session.update(set_label("s"))  # a caches the label "s"
         await (await b.get_session(session.id)).update(set_label(1))
@@ -329,19 +364,26 @@ ops = st.builds(
 )
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 @settings(max_examples=15, deadline=None)
 @given(
     tasks=st.lists(st.lists(ops, min_size=1, max_size=6), min_size=2, max_size=5),
     skew=st.sampled_from([0.0, 10.0]),
 )
 def test_random_programs_over_three_managers_are_linearizable(
-    tmp_path_factory: pytest.TempPathFactory, tasks: list[list[Op]], skew: float
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    kind: str,
+    tasks: list[list[Op]],
+    skew: float,
 ) -> None:
     """Per-session histories from three managers (one with a clock ``skew`` seconds
     ahead, so that it takes leases over early) pass the history checker: no fork, no
     lost acknowledged write, versions in real-time order, reads linearizable; and all
     managers agree at the end."""
-    path = tmp_path_factory.mktemp("shared") / "s.db"
+    path: Place = tmp_path_factory.mktemp("shared") / "s.db"
+    if kind == "redis":
+        path = RedisPlace(request.getfixturevalue("redis_url"), unique_prefix())
     recorder = HistoryRecorder()
 
     async def main() -> None:
@@ -384,5 +426,9 @@ def test_random_programs_over_three_managers_are_linearizable(
                 mine = {(s.version, s.data.get("n")) for s in finals if s.id == session_id}
                 assert len(mine) == 1, f"managers disagree on {session_id}: {mine}"
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.02))
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.02))
+    finally:
+        if isinstance(path, RedisPlace):
+            forget(path)
     check_history(recorder)

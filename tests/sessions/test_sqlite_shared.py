@@ -1,12 +1,13 @@
-"""SqliteStore as a shared store: two store objects (two connections, as two processes
-have) on one real file; leases and fencing epochs, compare-and-set, store-side
-deadlines and limits, listing, the v1 migration, and records."""
+"""The shared stores, SqliteStore and RedisStore, through one suite: two store objects
+(two connections, as two processes have) on one real file or one real Redis; leases
+and fencing epochs, compare-and-set, store-side deadlines and limits, listing, and
+records; and what is SQLite's own (the v1 migration)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,12 @@ from triact.sessions._errors import (
     SessionFencedError,
     SessionLimitError,
 )
+from triact.sessions._redis import RedisStore
 from triact.sessions._sqlite import SqliteStore
 from triact.sessions._state import SessionState
+from triact.sessions._store import SharedSessionStore
+
+from .._redis import RedisPlace
 
 NOW = 10_000.0
 
@@ -30,15 +35,35 @@ def make_state(session_id: str = "s1", version: int = 1, **data: object) -> Sess
     )
 
 
+TwoStores = Callable[[], AbstractAsyncContextManager[tuple[SharedSessionStore, SharedSessionStore]]]
+
+
 @asynccontextmanager
-async def two_stores(path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    a, b = SqliteStore(path), SqliteStore(path)
+async def open_pair(
+    a: SharedSessionStore, b: SharedSessionStore
+) -> AsyncIterator[tuple[SharedSessionStore, SharedSessionStore]]:
     async with a.open(), b.open():
         yield a, b
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> TwoStores:
+    """``two_stores()``: two stores of the kind on one file or one Redis key prefix
+    (whose clock, for Redis, stands at NOW: the times the tests give are on it)."""
+    if request.param == "sqlite":
+        return lambda: open_pair(
+            SqliteStore(tmp_path / "shared.db"), SqliteStore(tmp_path / "shared.db")
+        )
+    place: RedisPlace = request.getfixturevalue("redis_place")
+
+    def redis_store() -> RedisStore:
+        return RedisStore(place.url, prefix=place.prefix, clock=lambda: NOW)
+
+    return lambda: open_pair(redis_store(), redis_store())
+
+
 async def create(
-    store: SqliteStore,
+    store: SharedSessionStore,
     state: SessionState,
     *,
     node: str = "a",
@@ -66,21 +91,24 @@ def path(tmp_path: Path) -> Path:
 
 
 async def test_a_session_created_through_one_store_is_found_through_the_other(
-    path: Path,
+    two_stores: TwoStores,
 ) -> None:
-    async with two_stores(path) as (a, b):
+    async with two_stores() as (a, b):
         await create(a, make_state())
         assert await b.load("s1") == make_state()
         assert await b.version("s1") == 1
         assert await b.version("nope") is None
 
 
-async def test_activation_is_refused_while_another_node_holds_a_live_lease(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_activation_is_refused_while_another_node_holds_a_live_lease(
+    two_stores: TwoStores,
+) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())  # leased to "a" until NOW + 5, epoch 1
         held = await b.activate("s1", node="b", lease=5.0, now=NOW + 1)
         assert held is not None
-        assert (held.epoch, held.holder, held.lease_left) == (None, "a", 4.0)
+        assert (held.epoch, held.holder) == (None, "a")
+        assert held.lease_left == 4.0
         assert held.state == make_state()
         expired = await b.activate("s1", node="b", lease=5.0, now=NOW + 6)
         assert expired is not None
@@ -88,8 +116,8 @@ async def test_activation_is_refused_while_another_node_holds_a_live_lease(path:
         assert await a.activate("nope", node="a", lease=5.0, now=NOW) is None
 
 
-async def test_a_forced_activation_fences_the_old_owner(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_a_forced_activation_fences_the_old_owner(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())
         taken = await b.activate("s1", node="b", lease=5.0, now=NOW, force=True)
         assert taken is not None
@@ -102,8 +130,10 @@ async def test_a_forced_activation_fences_the_old_owner(path: Path) -> None:
         assert await a.version("s1") == 2
 
 
-async def test_a_guest_write_is_a_compare_and_set_on_the_version_alone(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_a_guest_write_is_a_compare_and_set_on_the_version_alone(
+    two_stores: TwoStores,
+) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())
         await b.write(make_state(version=2, n=1), previous_version=1)
         with pytest.raises(SessionConcurrencyError) as info:
@@ -113,8 +143,10 @@ async def test_a_guest_write_is_a_compare_and_set_on_the_version_alone(path: Pat
         assert (await a.load("s1")) == make_state(version=2, n=1)
 
 
-async def test_a_write_of_a_session_that_is_gone_reports_actual_minus_one(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_a_write_of_a_session_that_is_gone_reports_actual_minus_one(
+    two_stores: TwoStores,
+) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())
         assert await b.remove("s1", version=None)
         with pytest.raises(SessionConcurrencyError) as info:
@@ -122,8 +154,8 @@ async def test_a_write_of_a_session_that_is_gone_reports_actual_minus_one(path: 
         assert info.value.actual == -1
 
 
-async def test_remove_with_a_version_deletes_only_that_version(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_remove_with_a_version_deletes_only_that_version(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())
         await b.write(make_state(version=2), previous_version=1)
         with pytest.raises(SessionConcurrencyError) as info:
@@ -133,8 +165,8 @@ async def test_remove_with_a_version_deletes_only_that_version(path: Path) -> No
         assert not await a.remove("s1", version=2)
 
 
-async def test_create_counts_the_sessions_of_every_store_on_the_file(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_create_counts_the_sessions_of_every_store_on_the_file(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state("s1"), max_sessions=2)
         await create(b, make_state("s2"), max_sessions=2)
         with pytest.raises(SessionLimitError, match="limit of 2 sessions"):
@@ -142,16 +174,16 @@ async def test_create_counts_the_sessions_of_every_store_on_the_file(path: Path)
         assert await b.count() == 2
 
 
-async def test_create_counts_a_clients_sessions_in_the_store(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_create_counts_a_clients_sessions_in_the_store(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state("s1"), client_id="c", max_per_client=1)
         with pytest.raises(SessionLimitError, match="client 'c' holds its limit of 1"):
             await create(b, make_state("s2"), client_id="c", max_per_client=1)
         await create(b, make_state("s3"), client_id="d", max_per_client=1)
 
 
-async def test_create_first_removes_the_sessions_past_their_deadline(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_create_first_removes_the_sessions_past_their_deadline(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state("old"), expires_at=NOW + 1)
         a.release("old", node="a", epoch=1, expires_at=NOW + 1)
         trimmed = await create(b, make_state("new"), now=NOW + 10, max_sessions=1)
@@ -159,8 +191,10 @@ async def test_create_first_removes_the_sessions_past_their_deadline(path: Path)
         assert await a.load("old") is None
 
 
-async def test_expiry_spares_a_session_whose_deadline_was_pushed_by_a_touch(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_expiry_spares_a_session_whose_deadline_was_pushed_by_a_touch(
+    two_stores: TwoStores,
+) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state(), expires_at=NOW + 10)
         a.release("s1", node="a", epoch=1, expires_at=NOW)
         a.touch("s1", expires_at=NOW + 30)
@@ -169,8 +203,8 @@ async def test_expiry_spares_a_session_whose_deadline_was_pushed_by_a_touch(path
         assert await b.expire_due(NOW + 31, idle_before=0, limit=10) == [("s1", 1)]
 
 
-async def test_expiry_spares_a_session_with_a_live_lease(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_expiry_spares_a_session_with_a_live_lease(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state(), expires_at=NOW + 1)  # lease until NOW + 5
         assert await b.expire_due(NOW + 2, idle_before=0, limit=10) == []
         lost = await a.renew("a", {"s1": 1}, until=NOW + 20, busy_until=NOW + 30)
@@ -179,8 +213,8 @@ async def test_expiry_spares_a_session_with_a_live_lease(path: Path) -> None:
         assert await b.expire_due(NOW + 31, idle_before=0, limit=10) == [("s1", 1)]
 
 
-async def test_renew_reports_leases_taken_over_or_gone(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_renew_reports_leases_taken_over_or_gone(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state("s1"))
         await create(a, make_state("s2"))
         await b.activate("s1", node="b", lease=5.0, now=NOW, force=True)
@@ -189,8 +223,8 @@ async def test_renew_reports_leases_taken_over_or_gone(path: Path) -> None:
         assert lost == {"s1", "s2"}
 
 
-async def test_a_released_lease_lets_another_node_activate_at_once(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_a_released_lease_lets_another_node_activate_at_once(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         await create(a, make_state())
         a.release("s1", node="a", epoch=1, expires_at=NOW)
         await a.version("s1")
@@ -199,8 +233,8 @@ async def test_a_released_lease_lets_another_node_activate_at_once(path: Path) -
         assert taken.epoch == 2
 
 
-async def test_pages_list_every_session_in_creation_order(path: Path) -> None:
-    async with two_stores(path) as (a, b):
+async def test_pages_list_every_session_in_creation_order(two_stores: TwoStores) -> None:
+    async with two_stores() as (a, b):
         for i in range(5):
             state = SessionState(id=f"s{i}", version=1, created_at=NOW + i, last_used=NOW)
             await create(a if i % 2 else b, state)
@@ -221,7 +255,7 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_sessions(path: Path) -
         )
         conn.execute("INSERT INTO meta VALUES ('schema', '1')")
         conn.execute("INSERT INTO sessions VALUES ('s1', 1, ?, ?, NULL, ?)", (NOW, NOW, text))
-    async with two_stores(path) as (a, b):
+    async with open_pair(SqliteStore(path), SqliteStore(path)) as (a, b):
         activation = await a.activate("s1", node="a", lease=5.0, now=NOW)
         assert activation is not None
         assert activation.epoch == 1
@@ -253,6 +287,29 @@ async def test_records_are_shared_and_expire_after_their_idle_ttl(path: Path) ->
         assert await a.get_record("other", "k2") is None
 
 
+async def test_redis_records_are_shared_and_expire_by_redis_after_their_idle_ttl(
+    redis_place: RedisPlace,
+) -> None:
+    a = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    b = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    with redis_place.client() as client:
+        async with a.open(), b.open():
+            await a.put_record("mcp", "k1", '{"v": 1}', ttl=100.0)
+            (key,) = client.keys(f"{redis_place.prefix}rec:*")
+            client.pexpire(key, 50_000)  # as if 50 s had passed
+            assert await b.get_record("mcp", "k1") == '{"v": 1}'
+            assert client.pttl(key) > 99_000  # the ttl started again
+            await a.put_record("mcp", "short", "1", ttl=0.05)
+            await trio.sleep(0.2)  # Redis's clock, not ours: this one is gone
+            assert await b.get_record("mcp", "short") is None
+            await a.put_record("mcp", "k2", "2", ttl=10.0)
+            assert await b.delete_record("mcp", "k2")
+            assert not await b.delete_record("mcp", "k2")
+            assert await a.get_record("other", "k1") is None
+            await a.put_record("mcp:k", "x", "3", ttl=10.0)  # no clash of names
+            assert await a.get_record("mcp", "k:x") is None
+
+
 async def test_memory_store_records_expire_on_trios_clock(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -281,9 +338,16 @@ async def test_memory_store_records_expire_on_trios_clock(
     ],
 )
 async def test_bad_records_are_refused_naming_what_is_wrong(
-    path: Path, namespace: str, key: str, value: object, ttl: float, error: str
+    path: Path,
+    redis_place: RedisPlace,
+    namespace: str,
+    key: str,
+    value: object,
+    ttl: float,
+    error: str,
 ) -> None:
-    for store in (triact.MemoryStore(), SqliteStore(path)):
+    redis = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    for store in (triact.MemoryStore(), SqliteStore(path), redis):
         async with store.open():
             with pytest.raises((ValueError, TypeError), match=error):
                 await store.put_record(namespace, key, value, ttl=ttl)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from ._errors import (
 from ._events import EventKind, SessionEvent, Subscription
 from ._limits import DEFAULT_MAX_STATE_BYTES, MAX_NESTING, value_problems
 from ._manager import SessionManager, open_session_manager
+from ._redis import RedisStore
 from ._session import Session, Update
 from ._sqlite import SqliteStore
 from ._state import (
@@ -58,6 +59,7 @@ __all__ = [
     "ManagerStats",
     "MemoryStore",
     "RateLimit",
+    "RedisStore",
     "RequestNotFoundError",
     "RequestRecord",
     "SecurityEvent",

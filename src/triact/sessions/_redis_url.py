@@ -1,0 +1,129 @@
+"""Where a RedisStore connects, read from a ``redis://`` or ``rediss://`` URL: parsed
+and checked at the boundary, with the password kept out of every text shown."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+
+#: The environment variable a password comes from when the URL has none.
+PASSWORD_ENV = "TRIACT_REDIS_PASSWORD"
+DEFAULT_PREFIX = "triact:"
+DEFAULT_TIMEOUT = 5.0
+_OPTIONS = ("prefix", "timeout")
+
+
+@attrs.frozen(repr=False)
+class RedisAddress:
+    """A parsed store URL. :meth:`__repr__` and :attr:`shown` never hold the password."""
+
+    host: str
+    port: int
+    db: int
+    tls: bool
+    prefix: str
+    timeout: float
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, fit for errors and logs."""
+        scheme = "rediss" if self.tls else "redis"
+        user = self.username or ""
+        auth = f"{user}:***@" if self.password is not None else (f"{user}@" if user else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+
+    def __repr__(self) -> str:
+        return f"RedisAddress({self.shown!r}, prefix={self.prefix!r})"
+
+
+class RedisUrlError(ValueError):
+    """A store URL that cannot be used; the message never holds its password."""
+
+
+def parse_redis_url(
+    url: str, *, prefix: str | None = None, environ: dict[str, str] | None = None
+) -> RedisAddress:
+    """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&timeout=S]`` (``rediss://``
+    for TLS). The password comes from the URL, else from TRIACT_REDIS_PASSWORD;
+    ``prefix`` (if given) wins over the URL's. RedisUrlError says what is wrong."""
+    if not isinstance(url, str):
+        raise RedisUrlError(f"a Redis store URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is no number or out of range
+        raise RedisUrlError(f"{_hidden(url)}: {exc}") from None
+    shown = _hidden(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise RedisUrlError(f"{shown}: a Redis store URL starts with redis:// or rediss://")
+    if not parts.hostname:
+        raise RedisUrlError(f"{shown}: no host; e.g. redis://127.0.0.1:6379/0")
+    path = parts.path.strip("/")
+    if path and not (path.isdigit() and path.isascii()):
+        raise RedisUrlError(f"{shown}: the path is the database number, e.g. /0; not {path!r}")
+    if parts.fragment:
+        raise RedisUrlError(f"{shown}: a Redis store URL has no #fragment")
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(query) - set(_OPTIONS))
+    if unknown:
+        raise RedisUrlError(
+            f"{shown}: unknown option {unknown[0]!r}; the options are {', '.join(_OPTIONS)}"
+        )
+    given_prefix = _single(query, "prefix", shown)
+    if prefix is None:
+        prefix = DEFAULT_PREFIX if given_prefix is None else given_prefix
+    if not prefix or not prefix.isprintable() or len(prefix) > 100:
+        raise RedisUrlError(
+            f"{shown}: the key prefix must be 1 to 100 printable characters, not {prefix!r}"
+        )
+    timeout = DEFAULT_TIMEOUT
+    timeout_text = _single(query, "timeout", shown)
+    if timeout_text is not None:
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= 3600:
+            raise RedisUrlError(
+                f"{shown}: timeout is the seconds a Redis call may take, "
+                f"> 0 and <= 3600; not {timeout_text!r}"
+            )
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is None:
+        password = (os.environ if environ is None else environ).get(PASSWORD_ENV) or None
+    username = unquote(parts.username) if parts.username else None
+    return RedisAddress(
+        host=parts.hostname,
+        port=6379 if port is None else port,
+        db=int(path or 0),
+        tls=parts.scheme == "rediss",
+        prefix=prefix,
+        timeout=timeout,
+        username=username,
+        password=password,
+    )
+
+
+def _single(query: dict[str, list[str]], name: str, shown: str) -> str | None:
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise RedisUrlError(f"{shown}: option {name!r} is given {len(values)} times")
+    return values[0]
+
+
+def _hidden(url: str) -> str:
+    """``url`` with whatever sits between ``//`` and ``@`` (user and password) hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "the Redis store URL"
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{tail}"

@@ -1,0 +1,232 @@
+"""What is RedisStore's own (the shared behaviour runs in test_sqlite_shared.py and
+test_shared_managers.py for both stores): its URL, its errors, persistence across a
+Redis crash, the key expiry backstop, the events it publishes, and functions that
+went missing from the server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import triact
+from triact.sessions._redis import KEY_GRACE, RedisStore
+from triact.sessions._redis_url import RedisUrlError, parse_redis_url
+from triact.sessions._state import SessionState
+
+from .._redis import RedisPlace, RedisServer, free_port
+
+NOW = 10_000.0
+
+
+def make_state(session_id: str = "s1", version: int = 1, **data: Any) -> SessionState:
+    return SessionState(
+        id=session_id, version=version, created_at=NOW, last_used=NOW, data=dict(data)
+    )
+
+
+async def create(store: RedisStore, state: SessionState, **knobs: Any) -> None:
+    settings: dict[str, Any] = {
+        "client_id": None,
+        "expires_at": NOW + 60,
+        "now": NOW,
+        "node": "a",
+        "lease": 5.0,
+        "max_sessions": 100,
+        "max_per_client": None,
+    }
+    await store.create(state, **{**settings, **knobs})
+
+
+def increment(state: triact.SessionState) -> triact.SessionState:
+    return attrs.evolve(state, data={**state.data, "n": state.data.get("n", 0) + 1})
+
+
+# -- the URL ----------------------------------------------------------------------
+
+
+def test_a_url_gives_host_port_db_tls_prefix_and_password() -> None:
+    address = parse_redis_url("rediss://user:p%40ss@cache.example:6380/3?prefix=app:&timeout=2")
+    assert (address.host, address.port, address.db, address.tls) == ("cache.example", 6380, 3, True)
+    assert (address.prefix, address.timeout) == ("app:", 2.0)
+    assert (address.username, address.password) == ("user", "p@ss")
+    assert "p@ss" not in repr(address)
+    assert address.shown == "rediss://user:***@cache.example:6380/3"
+    plain = parse_redis_url("redis://localhost", environ={})
+    assert (plain.port, plain.db, plain.prefix, plain.password) == (6379, 0, "triact:", None)
+
+
+def test_the_password_comes_from_the_environment_when_the_url_has_none() -> None:
+    environ = {"TRIACT_REDIS_PASSWORD": "from-env"}
+    assert parse_redis_url("redis://h:1/0", environ=environ).password == "from-env"
+    assert parse_redis_url("redis://:in-url@h:1/0", environ=environ).password == "in-url"
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://:secret@h/0", "starts with redis:// or rediss://"),
+        ("redis://:secret@h:99999/0", "Port out of range"),
+        ("redis://:secret@h:1/x", "the path is the database number"),
+        ("redis://:secret@/0", "no host"),
+        ("redis://:secret@h/0?prefx=a", "unknown option 'prefx'"),
+        ("redis://:secret@h/0?timeout=0", "timeout is the seconds"),
+        ("redis://:secret@h/0?prefix=", "key prefix must be 1 to 100 printable"),
+        ("redis://:secret@h/0?prefix=a&prefix=b", "'prefix' is given 2 times"),
+    ],
+)
+def test_a_bad_url_is_refused_saying_why_and_never_showing_the_password(
+    url: str, error: str
+) -> None:
+    with pytest.raises(RedisUrlError, match=error) as info:
+        RedisStore(url)
+    assert "secret" not in str(info.value)
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+async def test_an_unreachable_redis_is_a_store_error_without_the_password() -> None:
+    store = RedisStore(f"redis://:secret@127.0.0.1:{free_port()}/0?timeout=0.5")
+    with pytest.raises(triact.SessionStoreError, match="could not connect") as info:
+        async with store.open():
+            pass
+    assert "secret" not in str(info.value)
+    assert "127.0.0.1" in str(info.value)
+
+
+async def test_a_wrong_password_is_refused_and_the_right_one_comes_from_the_environment(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RedisPlace(private_redis.url, "p:").client() as client:
+        client.config_set("requirepass", "right-one")
+    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    with pytest.raises(triact.SessionStoreError, match="could not connect") as info:
+        async with RedisStore(url.replace("//", "//:wrong-one@")).open():
+            pass
+    assert "wrong-one" not in str(info.value)
+    monkeypatch.setenv("TRIACT_REDIS_PASSWORD", "right-one")
+    store = RedisStore(url)
+    async with store.open():
+        assert await store.check() is None
+        assert await store.count() == 0
+
+
+async def test_calls_outside_the_open_block_are_refused(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    with pytest.raises(triact.SessionStoreError, match="is not open"):
+        await store.load("s1")
+    with pytest.raises(triact.SessionStoreError, match="is not open"):
+        store.touch("s1", expires_at=NOW)
+
+
+async def test_functions_flushed_from_the_server_are_loaded_again(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        await create(store, make_state())
+        with redis_place.client() as client:
+            client.function_delete("triact_1")
+        await store.write(make_state(version=2), previous_version=1, epoch=1)
+        assert await store.version("s1") == 2
+
+
+# -- keys, expiry and events --------------------------------------------------------
+
+
+async def test_keys_expire_in_redis_a_grace_after_the_deadline(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        await create(store, make_state(), expires_at=NOW + 100)
+        with redis_place.client() as client:
+            key = f"{redis_place.prefix}{{s1}}"
+            assert client.pttl(key) == pytest.approx((100 + KEY_GRACE) * 1000, abs=2000)
+            await store.write(make_state(version=2), previous_version=1, expires_at=NOW + 500)
+            assert client.pttl(key) == pytest.approx((500 + KEY_GRACE) * 1000, abs=2000)
+            store.touch("s1", expires_at=NOW + 200)  # never earlier
+            await store.version("s1")
+            assert client.pttl(key) == pytest.approx((500 + KEY_GRACE) * 1000, abs=2000)
+            client.delete(key)  # as Redis does once that time comes
+            assert await store.count() == 1  # listed until swept
+            assert await store.expire_due(NOW + 1000, idle_before=0, limit=10) == []
+            assert await store.count() == 0
+
+
+async def test_every_change_is_published_in_commit_order(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    with redis_place.client() as client, client.pubsub() as pubsub:
+        pubsub.subscribe(f"{redis_place.prefix}events")
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        async with store.open():
+            await create(store, make_state())
+            for version in range(2, 5):
+                await store.write(make_state(version=version), previous_version=version - 1)
+            assert await store.remove("s1", version=4)
+        messages = [pubsub.get_message(timeout=5) for _ in range(5)]
+    assert [m["data"] for m in messages if m] == [
+        b"created s1 1",
+        b"updated s1 2",
+        b"updated s1 3",
+        b"updated s1 4",
+        b"removed s1 4",
+    ]
+
+
+# -- persistence ------------------------------------------------------------------
+
+
+async def test_a_redis_crash_with_aof_always_keeps_every_acknowledged_update(
+    private_redis: RedisServer,
+) -> None:
+    """Two managers increment one session until Redis is SIGKILLed; restarted from
+    its append-only file, Redis holds every increment either of them acknowledged."""
+    configs = [
+        triact.SessionConfig(store=RedisStore(private_redis.url + "?timeout=1"), lease=1.0)
+        for _ in range(2)
+    ]
+    acknowledged = attempted = 0
+    async with (
+        triact.open_session_manager(configs[0]) as a,
+        triact.open_session_manager(configs[1]) as b,
+    ):
+        session = await a.create_session()
+        handles = [session, await b.get_session(session.id)]
+        killed, enough = trio.Event(), trio.Event()
+
+        async def bump(handle: triact.Session) -> None:
+            nonlocal acknowledged, attempted
+            while not killed.is_set():
+                attempted += 1
+                try:
+                    await handle.update(increment)
+                except triact.SessionStoreError:
+                    return  # Redis is gone: what this call did is unknown
+                acknowledged += 1
+                if acknowledged >= 200:
+                    enough.set()
+
+        async with trio.open_nursery() as nursery:
+            for handle in handles * 2:
+                nursery.start_soon(bump, handle)
+            await enough.wait()
+            private_redis.kill()
+            killed.set()
+        private_redis.start()  # same port, same directory: it replays its AOF
+        with trio.fail_after(20):  # the client reconnects by itself
+            while True:
+                try:
+                    state = await (await b.get_session(session.id)).snapshot()
+                    break
+                except triact.SessionStoreError:
+                    await trio.sleep(0.1)
+    assert acknowledged <= state.data["n"] <= attempted
+    assert state.version == 1 + state.data["n"]
+
+
+def test_the_private_redis_of_these_tests_uses_aof_always(private_redis: RedisServer) -> None:
+    with RedisPlace(private_redis.url, "p:").client() as client:
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert os.path.isdir(private_redis.directory)
