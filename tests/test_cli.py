@@ -14,6 +14,7 @@ import pytest
 import triact
 from triact import _demo
 
+from ._redis import RedisPlace
 from ._serving import serving
 from .transport._sdk import SERVE_TOOL_NAMES
 
@@ -127,7 +128,7 @@ def test_serve_help_lists_its_options() -> None:
 def test_serve_refuses_an_unknown_store() -> None:
     result = run("serve", "--store", "postgres://nope")
     assert result.returncode == 2
-    assert "--store must be 'memory', 'sqlite' or 'sqlite:PATH'" in result.stderr
+    assert "--store must be 'memory', 'sqlite', 'sqlite:PATH' or a redis://" in result.stderr
     assert result.stdout == ""
 
 
@@ -283,10 +284,32 @@ def test_stress_spreads_its_calls_over_several_serve_processes_on_one_file(
     assert list(scratch.iterdir()) == []  # the temporary store went with the run
 
 
+def test_stress_spreads_its_calls_over_serve_processes_on_one_redis(
+    tmp_path: Path, redis_place: RedisPlace
+) -> None:
+    store = f"{redis_place.url}?prefix={redis_place.prefix}"
+    command = [sys.executable, "-m", "triact.cli", "stress", "--target", "stdio"]
+    load = ["--duration", "2", "--sessions", "4", "--clients", "8", "--seed", "7"]
+    result = subprocess.run(
+        [*command, "--processes", "2", "--store", store, *load],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
+    )
+    assert "2 triact serve processes on one Redis" in result.stdout
+    assert _summary_count("invariant violations", result.stdout) == 0
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"errors by kind\s+none", result.stdout), result.stdout
+    with redis_place.client() as client:  # the run's sessions are in Redis, as given
+        assert client.zcard(f"{redis_place.prefix}order") > 0
+
+
 @pytest.mark.parametrize(
     ("options", "needs"),
     [
-        (["--target", "stdio"], "needs --store sqlite[:PATH] (got memory)"),
+        (["--target", "stdio"], "needs --store sqlite[:PATH] or redis://... (got memory)"),
         (["--store", "sqlite"], "needs --target stdio (got inproc)"),
     ],
 )

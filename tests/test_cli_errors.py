@@ -46,7 +46,8 @@ BAD_OPTIONS = [
     (["stress", "--duration", "x"], "argument --duration: must be a number > 0, got 'x'"),
     (["stress", "--faults", "0.9"], "argument --faults: must be within [0, 0.5], got 0.9"),
     (["stress", "--faults", "x"], "argument --faults: must be a number within [0, 0.5]"),
-    (["stress", "--store", "redis"], "argument --store: must be memory or sqlite[:PATH]"),
+    (["stress", "--store", "redis"], "argument --store: must be memory, sqlite[:PATH] or a"),
+    (["stress", "--store", "redis:x@host"], "redis:// (rediss://) URL, got ***@host"),
     (["stress", "--target", "http"], "argument --target: invalid choice: 'http'"),
     (["stress", "--seed", "x"], "argument --seed: must be an integer, got 'x'"),
 ]

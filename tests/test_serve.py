@@ -4,6 +4,7 @@ only; a store file deleted while serving is reported, and changes are refused.""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ._redis import free_port
 from ._serving import serving
 
 
@@ -101,6 +103,31 @@ def test_a_key_file_that_cannot_be_created_fails_the_start_before_the_store(
     done = serve("--store", f"sqlite:{store / 's.db'}", "--secret-key-file", str(key))
     assert_one_line_error(done, "cannot create the key file")
     assert list(store.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [
+        ("redis://:secret@127.0.0.1:{port}/0", "could not connect"),
+        ("redis://:secret@127.0.0.1:{port}/x", "the path is the database number"),
+        ("redis://:secret@127.0.0.1:{port}/0?prefx=a", "unknown option 'prefx'"),
+        ("redis:/:secret@127.0.0.1:{port}/0", "or a redis:// (rediss://) URL"),
+    ],
+)
+def test_a_redis_store_that_cannot_be_used_is_a_one_line_error_without_its_password(
+    tmp_path: Path, store: str, says: str
+) -> None:
+    spec = store.format(port=free_port()) + ("&" if "?" in store else "?") + "timeout=0.5"
+    done = subprocess.run(
+        [sys.executable, "-m", "triact.cli", "serve", "--store", spec],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
+    )
+    assert_one_line_error(done, says)
+    assert "secret" not in done.stderr
 
 
 def test_the_store_and_key_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:

@@ -63,7 +63,12 @@ def _store(text: str) -> str:
     kind, _, path = text.partition(":")
     if (kind == "memory" and not path) or kind == "sqlite":
         return text
-    raise argparse.ArgumentTypeError(f"must be memory or sqlite[:PATH], got {text}")
+    if kind in ("redis", "rediss") and path.startswith("//"):
+        return text
+    shown = "***@" + text.rpartition("@")[2] if "@" in text else text
+    raise argparse.ArgumentTypeError(
+        f"must be memory, sqlite[:PATH] or a redis:// (rediss://) URL, got {shown}"
+    )
 
 
 def add_stress_parser(
@@ -104,10 +109,11 @@ def add_stress_parser(
     )
     parser.add_argument(
         "--store",
-        metavar="memory|sqlite[:PATH]",
+        metavar="memory|sqlite[:PATH]|redis://...",
         type=_store,
         default="memory",
-        help="the store (default: memory; sqlite without a path: a temporary file)",
+        help="the store (default: memory; sqlite without a path: a temporary file; a "
+        "redis:// URL without ?prefix=: keys under a new prefix of this run's own)",
     )
     parser.add_argument(
         "--faults",
@@ -129,8 +135,9 @@ def add_stress_parser(
         metavar="N",
         type=positive_int,
         default=1,
-        help="stdio target: N `triact serve` processes on one SQLite file, each call "
-        "sent to one of them at random (default: 1; more needs --store sqlite[:PATH])",
+        help="stdio target: N `triact serve` processes on one shared store, each call "
+        "sent to one of them at random (default: 1; more needs --store sqlite[:PATH] "
+        "or redis://...)",
     )
     parser.add_argument(
         "--seed", type=integer, default=None, help="seed of the load (default: random, printed)"

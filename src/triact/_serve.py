@@ -21,6 +21,7 @@ import trio
 
 from .sessions import (
     MemoryStore,
+    RedisStore,
     SessionConfig,
     SessionManager,
     SessionStore,
@@ -61,7 +62,8 @@ class ServeConfig:
     takes the library's default (:class:`~triact.SessionConfig`,
     :class:`~triact.transport.ServerOptions`), written there only."""
 
-    #: "memory", "sqlite" (the default file) or "sqlite:PATH"; None means "sqlite".
+    #: "memory", "sqlite" (the default file), "sqlite:PATH", or a redis:// or rediss://
+    #: URL; None means "sqlite".
     store: str | None = None
     idle_ttl: float | None = None
     max_sessions: int | None = None
@@ -101,6 +103,22 @@ class ServeConfig:
         spec = self.store or "sqlite"
         if spec == "memory":
             return MemoryStore(), None
+        if spec.startswith(("redis://", "rediss://")):
+            try:
+                store = RedisStore(spec)
+            except ValueError as exc:  # the message never holds the password
+                raise ServeConfigError(f"--store: {exc}") from None
+            # Every process must sign tokens with the same key: by default the one in
+            # this machine's state directory (give --secret-key-file on the others).
+            key_file = default_state_dir() / "redis.key"
+            if self.secret_key_file is None:
+                try:
+                    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ServeConfigError(
+                        f"cannot create the directory of {str(key_file)!r}: {exc}"
+                    ) from exc
+            return store, key_file
         if spec == "sqlite":
             path = default_store_path()
             try:  # only the default location is created
@@ -118,7 +136,8 @@ class ServeConfig:
                 )
         else:
             raise ServeConfigError(
-                f"--store must be 'memory', 'sqlite' or 'sqlite:PATH', not {spec!r}"
+                "--store must be 'memory', 'sqlite', 'sqlite:PATH' or a redis:// (rediss://) "
+                f"URL, not {_hidden(spec)!r}"
             )
         return SqliteStore(path), path.with_name(path.name + ".key")
 
@@ -149,6 +168,11 @@ class ServeConfig:
             return attrs.evolve(ServerOptions(), **given)
         except ValueError as exc:
             raise ServeConfigError(str(exc)) from exc
+
+
+def _hidden(spec: str) -> str:
+    """A --store value as fit to show: whatever precedes an ``@`` hidden."""
+    return "***@" + spec.rpartition("@")[2] if "@" in spec else spec
 
 
 def _given(**settings: object) -> dict[str, Any]:
@@ -253,7 +277,8 @@ def run_serve(config: ServeConfig) -> int:
             "Ctrl-D ends it.",
             file=sys.stderr,
         )
-    logger.info("serving MCP on stdio; store: %s", getattr(store, "path", None) or "memory")
+    shown = store.url if isinstance(store, RedisStore) else getattr(store, "path", None)
+    logger.info("serving MCP on stdio; store: %s", shown or "memory")
     try:
         trio.run(_serve, session_config, options, work_config, address)
     except ServeStartError:

@@ -48,10 +48,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--store",
-        metavar="memory|sqlite[:PATH]",
+        metavar="memory|sqlite[:PATH]|redis://HOST[:PORT][/DB]",
         default=None,
         help="where sessions live (default: sqlite in $XDG_STATE_HOME/triact/sessions.db, "
-        "else ~/.local/state/triact/sessions.db)",
+        "else ~/.local/state/triact/sessions.db); a redis:// or rediss:// URL shares them "
+        "with every process on that Redis (?prefix=P for the key prefix; the password "
+        "from the URL or TRIACT_REDIS_PASSWORD; needs the redis extra)",
     )
     serve.add_argument(
         "--http",

@@ -154,11 +154,11 @@ def test_the_stress_parser() -> None:
 @pytest.mark.parametrize(
     ("target", "store", "needs"),
     [
-        ("stdio", "memory", "--store sqlite[:PATH] (got memory)"),
+        ("stdio", "memory", "--store sqlite[:PATH] or redis://... (got memory)"),
         ("inproc", "sqlite", "--target stdio (got inproc)"),
     ],
 )
-def test_several_processes_need_the_stdio_target_on_sqlite(
+def test_several_processes_need_the_stdio_target_on_a_shared_store(
     target: Literal["inproc", "stdio"], store: str, needs: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(needs)):
@@ -166,6 +166,8 @@ def test_several_processes_need_the_stdio_target_on_sqlite(
     with pytest.raises(ValueError, match="--processes must be >= 1"):
         StressOptions(processes=0)
     assert StressOptions(target="stdio", store="sqlite:/tmp/x.db", processes=3).processes == 3
+    redis = StressOptions(target="stdio", store="redis://127.0.0.1:6379/0", processes=3)
+    assert redis.processes == 3
 
 
 @pytest.mark.skipif(not _server_available(), reason="triact serve is not built yet")

@@ -1,5 +1,6 @@
-"""Several ``triact serve --store sqlite:PATH`` processes on one file, over stdio: the
-store decides, so pipelined increments from all of them add up exactly."""
+"""Several ``triact serve`` processes on one shared store (``--store sqlite:PATH`` or
+``--store redis://...``), over stdio: the store decides, so pipelined increments from
+all of them add up exactly. Every test runs on both stores."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 
+from .._redis import RedisPlace
 from .test_stdio import INITIALIZE, Raw, call, raw_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
@@ -19,15 +21,24 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 PIPELINED = 40  # increments each process sends per session before reading any answer
 
 
-async def start(stack: AsyncExitStack, tmp_path: Path, count: int, *args: str) -> list[Raw]:
-    path = tmp_path / "shared.db"
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """The --store option (and the key file, for Redis) every process gets."""
+    if request.param == "sqlite":
+        return ["--store", f"sqlite:{tmp_path / 'shared.db'}"]
+    place: RedisPlace = request.getfixturevalue("redis_place")
+    key_file = ["--secret-key-file", str(tmp_path / "redis.key")]
+    return ["--store", f"{place.url}?prefix={place.prefix}", *key_file]
+
+
+async def start(
+    stack: AsyncExitStack, tmp_path: Path, store: list[str], count: int, *args: str
+) -> list[Raw]:
     servers = []
     for i in range(count):
         home = tmp_path / f"p{i}"
         home.mkdir(exist_ok=True)
-        server = await stack.enter_async_context(
-            raw_server(home, "--store", f"sqlite:{path}", *args)
-        )
+        server = await stack.enter_async_context(raw_server(home, *store, *args))
         await server.send(INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         assert (await server.receive())["id"] == 0
         servers.append(server)
@@ -70,9 +81,11 @@ async def pipeline(server: Raw, first_id: int, sessions: list[str]) -> list[dict
 
 
 @pytest.mark.parametrize("count", [2, 3])
-async def test_pipelined_increments_from_every_process_add_up(tmp_path: Path, count: int) -> None:
+async def test_pipelined_increments_from_every_process_add_up(
+    tmp_path: Path, store: list[str], count: int
+) -> None:
     async with AsyncExitStack() as stack:
-        servers = await start(stack, tmp_path, count)
+        servers = await start(stack, tmp_path, store, count)
         sessions = [
             content(await tool(servers[0], 1 + i, "session_create", topic=f"t{i}"))["session_id"]
             for i in range(2)
@@ -106,15 +119,17 @@ async def test_pipelined_increments_from_every_process_add_up(tmp_path: Path, co
         for server in servers:
             assert await server.close_input() == 0
     async with AsyncExitStack() as stack:  # after a restart, every update is there
-        (server,) = await start(stack, tmp_path, 1)
+        (server,) = await start(stack, tmp_path, store, 1)
         for sid in sessions:
             state = content(await tool(server, 1, "session_get", session_id=sid))["session"]
             assert state["data"]["n"] == count * PIPELINED
 
 
-async def test_a_process_killed_mid_load_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+async def test_a_process_killed_mid_load_loses_nothing_it_acknowledged(
+    tmp_path: Path, store: list[str]
+) -> None:
     async with AsyncExitStack() as stack:
-        survivor, victim = await start(stack, tmp_path, 2)
+        survivor, victim = await start(stack, tmp_path, store, 2)
         sid = content(await tool(survivor, 1, "session_create"))["session_id"]
         sent = 200
         await victim.send(
@@ -138,9 +153,11 @@ async def test_a_process_killed_mid_load_loses_nothing_it_acknowledged(tmp_path:
         assert state["version"] == 1 + state["data"]["n"]
 
 
-async def test_a_session_busy_in_one_process_is_not_expired_by_another(tmp_path: Path) -> None:
+async def test_a_session_busy_in_one_process_is_not_expired_by_another(
+    tmp_path: Path, store: list[str]
+) -> None:
     async with AsyncExitStack() as stack:
-        busy, idle = await start(stack, tmp_path, 2, "--idle-ttl", "1")
+        busy, idle = await start(stack, tmp_path, store, 2, "--idle-ttl", "1")
         sid = content(await tool(busy, 1, "session_create"))["session_id"]
         for i in range(10):  # 2.5 s of use, 0.25 s apart: longer than the TTL in all
             await trio.sleep(0.25)

@@ -1,4 +1,4 @@
-"""``triact stress --processes N``: N ``triact serve`` processes on one SQLite file,
+"""``triact stress --processes N``: N ``triact serve`` processes on one shared store,
 each call sent to one of them at random (the store decides, so any of them may
 answer for any session)."""
 
@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from ._history import Call
 from ._model import DataChange
-from ._targets import StdioTarget, StressTarget, open_stdio, server_command
+from ._targets import StdioTarget, StressTarget, open_stdio, own_prefix, server_command
 
 
 class SpreadTarget:
@@ -19,13 +19,13 @@ class SpreadTarget:
     at random; :attr:`calls` counts the calls each one got once the load is armed (so
     they add up to the report's operations)."""
 
-    def __init__(self, targets: list[StdioTarget], seed: int) -> None:
+    def __init__(self, targets: list[StdioTarget], seed: int, store: str = "SQLite file") -> None:
         self.targets = targets
         self.calls = [0] * len(targets)
         self._rng = random.Random(f"{seed}:spread")
         self._armed = False
         self.description = (
-            f"{len(targets)} triact serve processes on one SQLite file over stdio, "
+            f"{len(targets)} triact serve processes on one {store} over stdio, "
             "each call to one at random"
         )
 
@@ -65,9 +65,13 @@ class SpreadTarget:
 
 
 @contextmanager
-def sqlite_spec(store: str) -> Iterator[str]:
-    """``store`` as ``sqlite:PATH``: a file in a temporary directory (removed on exit)
-    for a bare ``sqlite``, so that a stress run never writes to the default store."""
+def run_spec(store: str) -> Iterator[str]:
+    """``store`` as the run uses it, so that a stress run never writes to a store in
+    use: for a bare ``sqlite``, ``sqlite:PATH`` of a file in a temporary directory
+    (removed on exit); for a redis:// URL, :func:`own_prefix`."""
+    if store.startswith(("redis://", "rediss://")):
+        yield own_prefix(store)
+        return
     if store != "sqlite":
         yield store
         return
@@ -82,7 +86,7 @@ async def open_servers(
     """``processes`` servers on ``store`` (a :class:`SpreadTarget` for more than one),
     started one after the other: the first to open a new file creates it and its key
     file, which the others then read. All are stopped on exit."""
-    with sqlite_spec(store) as spec:
+    with run_spec(store) as spec:
         command = command or server_command(spec)
         if processes == 1:
             async with open_stdio(command) as target:
@@ -92,4 +96,5 @@ async def open_servers(
             targets = [
                 await stack.enter_async_context(open_stdio(command)) for _ in range(processes)
             ]
-            yield SpreadTarget(targets, seed)
+            redis = spec.startswith(("redis://", "rediss://"))
+            yield SpreadTarget(targets, seed, "Redis" if redis else "SQLite file")

@@ -39,7 +39,8 @@ class StressOptions:
     target: Literal["inproc", "stdio"] = "inproc"
     seed: int | None = None
     server_command: tuple[str, ...] | None = None  #: stdio: how to start the server
-    #: stdio: how many servers, all on one SQLite file (more than one needs sqlite).
+    #: stdio: how many servers, all on one shared store (more than one needs sqlite
+    #: or redis).
     processes: int = attrs.field(default=1)
 
     @processes.validator
@@ -49,12 +50,12 @@ class StressOptions:
         missing = []
         if processes > 1 and self.target != "stdio":
             missing.append(f"--target stdio (got {self.target})")
-        if processes > 1 and self.store.partition(":")[0] != "sqlite":
-            missing.append(f"--store sqlite[:PATH] (got {self.store})")
+        if processes > 1 and self.store.partition(":")[0] not in ("sqlite", "redis", "rediss"):
+            missing.append(f"--store sqlite[:PATH] or redis://... (got {self.store})")
         if missing:
             raise ValueError(
                 f"--processes {processes} runs that many `triact serve` processes on one "
-                f"SQLite file: it needs {' and '.join(missing)}"
+                f"shared store: it needs {' and '.join(missing)}"
             )
 
 

@@ -4,6 +4,7 @@ subprocess spoken to over MCP on stdio."""
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import trio
 from .._version import __version__
 from ..sessions import (
     MemoryStore,
+    RedisStore,
     Session,
     SessionConfig,
     SessionManager,
@@ -68,7 +70,8 @@ class StressTarget(Protocol):
 
 
 def store_for(spec: str) -> SessionStore:
-    """``memory`` or ``sqlite[:PATH]`` (a temporary file without a path)."""
+    """``memory``, ``sqlite[:PATH]`` (a temporary file without a path) or a redis://
+    URL (under a key prefix of the run's own without ``prefix=``)."""
     kind, _, path = spec.partition(":")
     if kind == "memory" and not path:
         return MemoryStore()
@@ -76,7 +79,19 @@ def store_for(spec: str) -> SessionStore:
         if not path:
             path = tempfile.mkdtemp(prefix="triact-stress-") + "/sessions.db"
         return SqliteStore(path)
-    raise ValueError(f"--store must be memory or sqlite[:PATH], got {spec!r}")
+    if kind in ("redis", "rediss"):
+        return RedisStore(own_prefix(spec))
+    raise ValueError(f"--store must be memory, sqlite[:PATH] or redis://..., got {spec!r}")
+
+
+def own_prefix(url: str) -> str:
+    """A redis:// URL without a ``prefix=`` given one of this run's own, so that a
+    stress run never writes to the sessions of a deployment (its keys expire with
+    the sessions' idle TTL)."""
+    if "prefix=" in url:
+        return url
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}prefix=triact-stress-{secrets.token_hex(6)}:"
 
 
 class InprocTarget:
