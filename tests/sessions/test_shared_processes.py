@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from triact.testing import HistoryViolation, check_history
 
+from .._redis import unique_prefix
 from ._processes import ProcessPlan, Step, process_plans, run_processes
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="CLOCK_MONOTONIC across processes")
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="CLOCK_MONOTONIC
 EXAMPLES = 3 if os.environ.get("CI") else 12
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def new_store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[], str]:
@@ -34,6 +35,8 @@ def new_store(
     def make() -> str:
         if kind == "sqlite":
             return f"sqlite:{tmp_path_factory.mktemp('shared') / 'sessions.db'}"
+        if kind == "redis":  # a new key prefix on the tests' Redis
+            return f"{request.getfixturevalue('redis_url')}?prefix={unique_prefix()}"
         raise ValueError(f"no shared store of kind {kind!r} here")
 
     return make
