@@ -231,3 +231,23 @@ def test_open_asyncio_bridge_in_an_asyncio_host_yields_the_host_loop(
         assert loops == [host]
 
     aio_run(main)
+
+
+def test_principals_from_asyncio(aio_run: RunAio[None]) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session(bind_client=True, principal="alice")
+            same = await manager.get_session(session.id)
+            with pytest.raises(triact.SessionNotFoundError):
+                await same.authorized(session.token, principal="bob").snapshot()
+            with pytest.raises(triact.SessionNotFoundError):
+                await same.validate_security(session.token, principal="bob")
+            await same.validate_security(session.token, principal="alice")
+            state = await same.authorized(session.token, principal="alice").snapshot()
+            assert state.principal == "alice"
+            assert session.token is not None
+            listed = await manager.usable_sessions([session.token], principal="alice")
+            assert [s.id for s in listed] == [session.id]
+            assert await manager.usable_sessions([session.token], principal="bob") == []
+
+    aio_run(main)

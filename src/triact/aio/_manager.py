@@ -106,10 +106,13 @@ class SessionManager:
         """A page of live sessions (see :meth:`triact.SessionManager.list_sessions`)."""
         return await self._run.call(self._manager.list_sessions, after, limit)
 
-    async def usable_sessions(self, tokens: Iterable[str] = ()) -> list[SessionState]:
-        """The states of the live sessions a caller holding ``tokens`` may use: see
-        :meth:`triact.SessionManager.usable_sessions`."""
-        return await self._run.call(self._manager.usable_sessions, tokens)
+    async def usable_sessions(
+        self, tokens: Iterable[str] = (), *, principal: str | None = None
+    ) -> list[SessionState]:
+        """The states of the live sessions a caller holding ``tokens`` (as
+        ``principal``) may use: see :meth:`triact.SessionManager.usable_sessions`."""
+        usable = partial(self._manager.usable_sessions, tokens, principal=principal)
+        return await self._run.call(usable)
 
     async def create_session(
         self,
@@ -121,6 +124,7 @@ class SessionManager:
         client_id: str | None = None,
         config_path: str | None = None,
         project_id: str | None = None,
+        principal: str | None = None,
     ) -> Session:
         """Create a session: see :meth:`triact.SessionManager.create_session`."""
         create = partial(
@@ -132,6 +136,7 @@ class SessionManager:
             client_id=client_id,
             config_path=config_path,
             project_id=project_id,
+            principal=principal,
         )
         return Session(self._run, await self._run.call(create))
 
@@ -184,10 +189,12 @@ class Session:
     def __repr__(self) -> str:
         return f"<triact.aio.Session {self.id!r}>"
 
-    def authorized(self, token: str | None, tool_name: str | None = None) -> Session:
-        """A handle to the same session whose every call first checks ``token``
-        inside the same actor call: see :meth:`triact.Session.authorized`."""
-        return Session(self._run, self._session.authorized(token, tool_name))
+    def authorized(
+        self, token: str | None, tool_name: str | None = None, *, principal: str | None = None
+    ) -> Session:
+        """A handle to the same session whose every call first checks ``principal`` and
+        ``token`` inside the same actor call: see :meth:`triact.Session.authorized`."""
+        return Session(self._run, self._session.authorized(token, tool_name, principal=principal))
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
@@ -238,10 +245,14 @@ class Session:
         """Mark an active request failed, with what went wrong."""
         return await self._run.call(self._session.fail_request, request_id, error)
 
-    async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
-        """Check ``token`` against the session's client binding;
-        :class:`triact.SessionSecurityError` if it is refused."""
-        await self._run.call(self._session.validate_security, token, tool_name)
+    async def validate_security(
+        self, token: str | None, tool_name: str | None = None, *, principal: str | None = None
+    ) -> None:
+        """Check that the session is ``principal``'s
+        (:class:`triact.SessionNotFoundError` if not), then ``token`` against its client
+        binding (:class:`triact.SessionSecurityError` if it is refused)."""
+        check = partial(self._session.validate_security, token, tool_name, principal=principal)
+        await self._run.call(check)
 
     async def end(self) -> SessionState:
         """End the session after the calls queued before this one; return its final

@@ -37,6 +37,7 @@ from ._errors import (
     SessionRateLimitError,
     SessionSecurityError,
     SessionStoreError,
+    no_session,
 )
 from ._limits import check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
@@ -61,6 +62,11 @@ Answer: TypeAlias = SessionState | None
 Pending: TypeAlias = SeeThrough[SessionState] | Coroutine[Any, Any, Answer]
 #: What ``receive`` returns: the answer now, or the awaitable that gives it.
 Reply: TypeAlias = Answer | Pending
+
+
+def _foreign(op: Authorized | Validate, state: SessionState) -> bool:
+    """Whether ``op`` is made as a principal other than the session's."""
+    return op.principal != state.principal
 
 
 def _groupable_change(op: Op) -> bool:
@@ -128,6 +134,11 @@ class SessionActor(Actor[Op, Any]):
             )
         if entry.state is None:  # passivated with a durable store
             return self._load_then(op)
+        kind = type(op)
+        if (kind is Authorized or kind is Validate) and _foreign(op, entry.state):  # type: ignore[arg-type]
+            # Another principal's: it does not exist for that caller, so nothing of
+            # the session (not even its rate limit) may answer it.
+            raise no_session(entry.id)
         start = self._host.now()
         limit = self._host.config.rate_limit
         if limit is not None:
@@ -141,7 +152,6 @@ class SessionActor(Actor[Op, Any]):
                     f"{limit.rate}/s; retry in {wait:.3f} s",
                     retry_after=wait,
                 )
-        kind = type(op)
         if kind is Authorized or kind is Validate:
             # A refusal raises here: not an operation, not activity for the TTL.
             self._check(op)  # type: ignore[arg-type]
@@ -307,8 +317,10 @@ class SessionActor(Actor[Op, Any]):
                 f"an update of session {state.id!r} returned {type(result).__name__}, "
                 "not a SessionState (use attrs.evolve(state, ...))"
             )
-        if result.id != state.id:
-            raise ValueError(f"an update of session {state.id!r} may not change its id")
+        if result.id != state.id or result.principal != state.principal:
+            raise ValueError(
+                f"an update of session {state.id!r} may not change its id or its principal"
+            )
         new = stamped(
             result,
             state.version + 1,
@@ -455,7 +467,8 @@ class SessionActor(Actor[Op, Any]):
         carries a token that passes (a refused one is handled on its own, so that its
         refusal is recorded)."""
         if type(op) is Authorized:
-            if not self._guard.passes(op.token, self.state):
+            state = self.state
+            if op.principal != state.principal or not self._guard.passes(op.token, state):
                 return False
             op = op.op
         return _groupable_change(op)
@@ -640,7 +653,7 @@ class SessionActor(Actor[Op, Any]):
 
     def _check(self, op: Validate | Authorized) -> None:
         """Return if ``op.token`` may use the session; else record the refusal and
-        raise it (nothing is committed)."""
+        raise it (nothing is committed). (Its principal was checked by receive.)"""
         guard = self._guard
         state = self.state
         if guard.passes(op.token, state):

@@ -18,6 +18,7 @@ from typing import Any, get_args, get_origin
 import cattrs
 import orjson
 from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
 from ._errors import SessionDataError
@@ -92,6 +93,12 @@ def _as_they_are(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 converter.register_unstructure_hook_func(_is_free_form, _as_they_are)
+# An unowned session's record has no "principal" key: the same record as before
+# sessions had owners, which every triact reads.
+converter.register_unstructure_hook(
+    SessionState,
+    make_dict_unstructure_fn(SessionState, converter, principal=override(omit_if_default=True)),
+)
 
 
 def unstructure_state(state: SessionState) -> dict[str, Any]:
@@ -152,7 +159,7 @@ def _fast_record(state: SessionState) -> dict[str, Any]:
     (twice as fast); the parts go through cattrs. A test holds it to cattrs' output."""
     metrics = state.metrics
     binding = state.client_binding
-    return {
+    record = {
         "id": state.id,
         "version": state.version,
         "created_at": _finite(state.created_at),
@@ -177,6 +184,9 @@ def _fast_record(state: SessionState) -> dict[str, Any]:
         "request_counter": state.request_counter,
         "metadata": _free_form(state.metadata),
     }
+    if state.principal is not None:  # omitted when None, as the converter does
+        record["principal"] = state.principal
+    return record
 
 
 def encode_state_bytes(state: SessionState) -> bytes:

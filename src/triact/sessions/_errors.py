@@ -14,9 +14,19 @@ class SessionError(Exception):
 
 
 class SessionNotFoundError(SessionError):
-    """No session has that id: it never existed, expired, ended or was removed."""
+    """No session has that id: it never existed, expired, ended or was removed; or it
+    belongs to another principal, which a caller cannot tell apart."""
 
     code = "not_found"
+
+
+def no_session(session_id: str) -> SessionNotFoundError:
+    """The error for a session id that names no session this caller may use: the same
+    words whether there is none or it is another principal's."""
+    return SessionNotFoundError(
+        f"no session {session_id!r}: it never existed, or it expired, ended or was "
+        "removed; create a new one"
+    )
 
 
 class SessionSecurityError(SessionError):

@@ -30,6 +30,7 @@ from ._errors import (
     SessionLimitError,
     SessionNotFoundError,
     SessionStoreError,
+    no_session,
 )
 from ._events import EventKind, SessionEvent, Subscription, deliver
 from ._host import SessionHost, Tally
@@ -37,7 +38,7 @@ from ._leases import Entry, GoneReason, Leases
 from ._limits import check_state
 from ._security import opens, token_digest
 from ._session import Session
-from ._state import ClientBinding, SessionState
+from ._state import ClientBinding, SessionState, check_principal
 from ._stats import LatencySummary, ManagerStats
 from ._store import IndexEntry, MemoryStore, SessionStore, SharedSessionStore
 
@@ -147,15 +148,20 @@ class SessionManager:
         client_id: str | None = None,
         config_path: str | None = None,
         project_id: str | None = None,
+        principal: str | None = None,
     ) -> Session:
         """Create a session and return its handle.
 
         With ``bind_client=True`` the handle's :attr:`Session.token` is the client's
         token, returned only here; calls are then checked with
         :meth:`Session.validate_security`. ``client_id`` names the client for the
-        ``max_sessions_per_client`` cap. Raises :class:`SessionLimitError` past
-        ``max_sessions`` or the per-client cap.
+        ``max_sessions_per_client`` cap. ``principal`` (an authenticated caller's
+        name) owns the session, for good: handles checked with
+        :meth:`Session.authorized` reach it only as that principal, and
+        :meth:`usable_sessions` lists it only to it. Raises :class:`SessionLimitError`
+        past ``max_sessions`` or the per-client cap.
         """
+        check_principal(principal)
         self._check_open()
         leases = self.leases
         # Limits count this process's sessions, before any await (so that concurrent
@@ -187,6 +193,7 @@ class SessionManager:
                 project_id=project_id,
                 client_binding=binding,
                 metadata=metadata or {},
+                principal=principal,
             )
             check_state(state, None, self.config.max_state_bytes)
             if leases is not None:
@@ -275,10 +282,7 @@ class SessionManager:
         else:
             await trio.lowlevel.checkpoint()
         if entry is None:
-            raise SessionNotFoundError(
-                f"no session {session_id!r}: it never existed, or it expired, ended "
-                "or was removed; create a new one"
-            )
+            raise no_session(session_id)
         return Session(self._host, entry)
 
     def _adopt(self, session_id: str) -> Entry:
@@ -305,10 +309,13 @@ class SessionManager:
         """The ids of the live sessions, oldest first."""
         return list(self._sessions)
 
-    async def usable_sessions(self, tokens: Iterable[str] = ()) -> list[SessionState]:
+    async def usable_sessions(
+        self, tokens: Iterable[str] = (), *, principal: str | None = None
+    ) -> list[SessionState]:
         """The last committed states of the live sessions that a caller holding
-        ``tokens`` may use, oldest first: every unbound session, and each bound one whose
-        token is among ``tokens``. Of the others, not even their number shows.
+        ``tokens`` may use, oldest first: of the sessions of ``principal`` (None: those
+        without one), every unbound one, and each bound one whose token is among
+        ``tokens``. Of the others, not even their number shows.
 
         Looking is not a call to the sessions: it records no refusal and is not
         activity for their idle time. A session whose state is not in memory
@@ -317,9 +324,10 @@ class SessionManager:
         """
         if isinstance(tokens, str):
             raise TypeError("usable_sessions() takes a collection of tokens, not one str")
+        check_principal(principal)
         digests = frozenset(self._token_digest(token) for token in tokens)
         if self.leases is not None:  # every process's sessions: the store's
-            return await self._usable_in_store(self.leases.store, digests)
+            return await self._usable_in_store(self.leases.store, digests, principal)
         usable = []
         for i, entry in enumerate(list(self._sessions.values())):
             state = entry.state
@@ -334,13 +342,18 @@ class SessionManager:
                     ) from exc
             elif i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
-            if state is not None and entry.gone is None and opens(digests, state.client_binding):
+            if (
+                state is not None
+                and entry.gone is None
+                and state.principal == principal
+                and opens(digests, state.client_binding)
+            ):
                 usable.append(state)
         await trio.lowlevel.checkpoint()
         return usable
 
     async def _usable_in_store(
-        self, store: SharedSessionStore, digests: frozenset[str]
+        self, store: SharedSessionStore, digests: frozenset[str], principal: str | None
     ) -> list[SessionState]:
         usable = []
         after: tuple[float, str] | None = None
@@ -359,7 +372,11 @@ class SessionManager:
                             f"listing sessions: the store failed to load session {item.id!r}: "
                             f"{exc!r}"
                         ) from exc
-                if state is not None and opens(digests, state.client_binding):
+                if (
+                    state is not None
+                    and state.principal == principal
+                    and opens(digests, state.client_binding)
+                ):
                     usable.append(state)
         return usable
 

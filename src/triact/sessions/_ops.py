@@ -45,24 +45,33 @@ class Read:
 
 
 class Validate:
-    """Check a client token against the session's binding."""
+    """Check that the session is ``principal``'s (else it is not found), then a
+    client token against the session's binding."""
 
-    __slots__ = ("token", "tool_name")
+    __slots__ = ("principal", "token", "tool_name")
 
-    def __init__(self, token: str | None, tool_name: str | None) -> None:
+    def __init__(self, token: str | None, tool_name: str | None, principal: str | None) -> None:
         self.token = token
         self.tool_name = tool_name
+        self.principal = principal
 
 
 class Authorized:
-    """``op``, after checking ``token`` as :class:`Validate` does, in the same message."""
+    """``op``, after the checks of :class:`Validate`, in the same message."""
 
-    __slots__ = ("op", "token", "tool_name")
+    __slots__ = ("op", "principal", "token", "tool_name")
 
-    def __init__(self, op: Change | Read | End, token: str | None, tool_name: str | None) -> None:
+    def __init__(
+        self,
+        op: Change | Read | End,
+        token: str | None,
+        tool_name: str | None,
+        principal: str | None,
+    ) -> None:
         self.op = op
         self.token = token
         self.tool_name = tool_name
+        self.principal = principal
 
 
 class End:

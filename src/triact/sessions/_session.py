@@ -17,11 +17,12 @@ from ._cycles import HOLDS, done_waiting, wait_on
 from ._errors import (
     SessionBusyError,
     SessionFailedError,
+    SessionNotFoundError,
     SessionReentrancyError,
     SessionSecurityError,
 )
 from ._leases import Entry
-from ._state import RequestRecord, SessionState
+from ._state import RequestRecord, SessionState, check_principal
 from ._stats import LatencySummary, SessionStats
 
 if TYPE_CHECKING:
@@ -48,16 +49,20 @@ class Session:
         #: The client token of a bound session: only on the handle create_session
         #: returned; the state keeps only its HMAC.
         self.token = token
-        self._auth: tuple[str | None, str | None] | None = None
+        self._auth: tuple[str | None, str | None, str | None] | None = None
 
-    def authorized(self, token: str | None, tool_name: str | None = None) -> Session:
-        """A handle to the same session whose every call first checks ``token``, as
-        :meth:`validate_security` does, inside the same actor call: one call to the
-        actor instead of two, and the check and the operation are atomic. A refused
-        token raises :class:`SessionSecurityError` (and is recorded, see
-        :meth:`validate_security`) and the operation does not run."""
+    def authorized(
+        self, token: str | None, tool_name: str | None = None, *, principal: str | None = None
+    ) -> Session:
+        """A handle to the same session whose every call first makes the checks of
+        :meth:`validate_security` (the session is ``principal``'s, ``token`` opens
+        it), inside the same actor call: one call to the actor instead of two, and the
+        checks and the operation are atomic. A refusal raises and the operation does
+        not run: :class:`SessionNotFoundError` for another principal's session,
+        :class:`SessionSecurityError` for a refused token (recorded, see
+        :meth:`validate_security`)."""
         handle = Session(self._host, self._entry, self.token)
-        handle._auth = (token, tool_name)
+        handle._auth = (token, tool_name, check_principal(principal))
         return handle
 
     def __repr__(self) -> str:
@@ -87,8 +92,10 @@ class Session:
                 ref = await host.activate(entry)
             try:
                 return await ref.ask(op)
-            except SessionSecurityError:
-                raise  # a refused token is not activity: it keeps no session alive
+            except (SessionSecurityError, SessionNotFoundError):
+                # A refused token (or principal) is not activity: it keeps no session
+                # alive (and a session not found has none to keep).
+                raise
             except BaseException as exc:
                 # Idleness counts from a call's end: the actor stamps the calls it
                 # handled, and a busy session never expires; this stamps the others
@@ -174,16 +181,21 @@ class Session:
         config, now = self._host.config, self._host.wall_clock()
         return await self.update(ops.finish_request(config, now, request_id, str(error)))
 
-    async def validate_security(self, token: str | None, tool_name: str | None = None) -> None:
-        """Check ``token`` against the session's client binding (a no-op for an
-        unbound session). The right token always passes.
+    async def validate_security(
+        self, token: str | None, tool_name: str | None = None, *, principal: str | None = None
+    ) -> None:
+        """Check that the session belongs to ``principal`` (None: that it has no
+        principal), then ``token`` against the session's client binding (no token is
+        needed for an unbound session). The right token always passes.
 
-        A refusal raises :class:`SessionSecurityError`, is recorded as a security event
-        and changes nothing: not the version, not the idle time. After
+        Another principal's session raises :class:`SessionNotFoundError`, in the same
+        words as a session that does not exist, and leaves no trace in the session. A
+        refused token raises :class:`SessionSecurityError`, is recorded as a security
+        event and changes nothing: not the version, not the idle time. After
         ``security_max_failures`` refusals within ``security_window`` seconds, wrong
         tokens are refused with :class:`SessionThrottledError` (with ``retry_after``)
         until the window has passed."""
-        await self._call(ops.Validate(token, tool_name))
+        await self._call(ops.Validate(token, tool_name, check_principal(principal)))
 
     async def end(self) -> SessionState:
         """End the session after the calls queued before this one: return its final

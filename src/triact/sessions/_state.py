@@ -27,6 +27,14 @@ def frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(value)) if value else _EMPTY
 
 
+def check_principal(principal: str | None) -> str | None:
+    """``principal`` if it may name a session's owner (a non-empty str, or None for
+    none); TypeError otherwise."""
+    if principal is not None and (type(principal) is not str or not principal):
+        raise TypeError(f"principal must be a non-empty str or None, got {principal!r}")
+    return principal
+
+
 @attrs.frozen
 class ThreadMessage:
     """One message in a thread's history."""
@@ -126,6 +134,10 @@ class SessionState:
     completed_requests: tuple[RequestRecord, ...] = ()
     request_counter: int = 0
     metadata: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=frozen_mapping)
+    #: The principal that owns the session: set when it is created, never changed.
+    #: Only calls made as that principal reach it (see ``Session.authorized``); None
+    #: for an unowned session.
+    principal: str | None = None
 
     def thread(self, name: str) -> Thread | None:
         """The thread called ``name``, or None."""
