@@ -29,7 +29,16 @@ from .sessions import (
     SqliteStore,
     open_session_manager,
 )
-from .transport import SESSION_TOOLS, ServerOptions, ToolSet, open_http_app, serve_stdio
+from .transport import (
+    SESSION_TOOLS,
+    BearerTokens,
+    HttpOptions,
+    ServerOptions,
+    TokenFileError,
+    ToolSet,
+    open_http_app,
+    serve_stdio,
+)
 from .work import WorkConfig, WorkStoreError, open_work_sessions, work_tools
 
 logger = logging.getLogger("triact.serve")
@@ -81,22 +90,51 @@ class ServeConfig:
     work: WorkConfig = attrs.field(factory=WorkConfig)
     #: ``[HOST:]PORT``: serve MCP over streamable HTTP there instead of stdio.
     http: str | None = None
+    #: With ``http``: the token file (lines ``PRINCIPAL TOKEN``) every request must
+    #: carry a token of; None: no authentication.
+    tokens: Path | None = None
+    #: With ``http`` and no ``tokens``: serve a host beyond loopback all the same.
+    allow_unauthenticated: bool = False
 
     def http_address(self) -> tuple[str, int] | None:
-        """The host and port of ``http`` (host 127.0.0.1 by default); loopback only,
-        since there is no authentication yet."""
+        """The host and port of ``http`` (host 127.0.0.1 by default). Without
+        ``tokens``, a loopback host only, unless ``allow_unauthenticated``."""
         if self.http is None:
+            for given, option in (
+                (self.tokens is not None, "--tokens"),
+                (self.allow_unauthenticated, "--allow-unauthenticated"),
+            ):
+                if given:
+                    raise ServeConfigError(f"{option} applies to --http only; add --http PORT")
             return None
+        if self.tokens is not None and self.allow_unauthenticated:
+            raise ServeConfigError(
+                "--tokens and --allow-unauthenticated exclude each other: with --tokens "
+                "every request is authenticated"
+            )
         host, _, port_text = self.http.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         if not port_text.isdigit() or int(port_text) > 65535:
             raise ServeConfigError(f"--http takes [HOST:]PORT, e.g. 8765; got {self.http!r}")
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        if not loopback and self.tokens is None and not self.allow_unauthenticated:
             raise ServeConfigError(
-                f"--http {self.http}: only a loopback host (127.0.0.1, localhost, ::1) for "
-                "now: the HTTP transport has no authentication yet"
+                f"--http {self.http}: a host beyond loopback (127.0.0.1, localhost, ::1) "
+                "would serve every session to anyone who can reach it; give --tokens FILE "
+                "to require bearer tokens, or --allow-unauthenticated if that is what you "
+                "want"
             )
         return host, int(port_text)
+
+    def bearer_tokens(self) -> BearerTokens | None:
+        """The tokens of ``tokens`` (None without); ServeConfigError if the file cannot
+        be used (the message names the line, never a token)."""
+        if self.tokens is None:
+            return None
+        try:
+            return BearerTokens.read(self.tokens)
+        except TokenFileError as exc:
+            raise ServeConfigError(str(exc)) from None
 
     def open_store(self) -> tuple[SessionStore, Path | None]:
         """The store, and the key file that goes with it by default (None for memory)."""
@@ -260,6 +298,7 @@ def run_serve(config: ServeConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     address = config.http_address()
+    tokens = config.bearer_tokens()
     session_config, key_file = config.session_config()
     options = config.server_options()
     work_config = config.work
@@ -280,7 +319,7 @@ def run_serve(config: ServeConfig) -> int:
     shown = store.url if isinstance(store, RedisStore) else getattr(store, "path", None)
     logger.info("serving MCP on stdio; store: %s", shown or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config, address)
+        trio.run(_serve, session_config, options, work_config, address, tokens)
     except ServeStartError:
         _remove(leftovers, store)
         raise
@@ -318,6 +357,7 @@ async def _serve(
     options: ServerOptions,
     work_config: WorkConfig,
     address: tuple[str, int] | None = None,
+    tokens: BearerTokens | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         try:
@@ -330,12 +370,16 @@ async def _serve(
         if address is None:
             await serve_stdio(manager, tools, options)
         else:
-            await _serve_http(manager, tools, options, address)
+            await _serve_http(manager, tools, options, address, tokens)
     logger.info("stopped; the store is flushed")
 
 
 async def _serve_http(
-    manager: SessionManager, tools: ToolSet, options: ServerOptions, address: tuple[str, int]
+    manager: SessionManager,
+    tools: ToolSet,
+    options: ServerOptions,
+    address: tuple[str, int],
+    tokens: BearerTokens | None = None,
 ) -> None:
     """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT."""
     try:
@@ -352,10 +396,22 @@ async def _serve_http(
     config.accesslog = None
     config.graceful_timeout = options.shutdown_grace
     stop = trio.Event()
-    async with open_http_app(manager, tools, options) as app, trio.open_nursery() as nursery:
+    http = HttpOptions(tokens=tokens)
+    if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "serving %s without authentication (--allow-unauthenticated): anyone who can "
+            "reach it can use every session",
+            host,
+        )
+    async with (
+        open_http_app(manager, tools, options, http) as app,
+        trio.open_nursery() as nursery,
+    ):
         nursery.start_soon(_set_on_signal, stop)
         run = partial(serve, app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         binds = await nursery.start(run)
+        if tokens is not None:
+            logger.info("bearer tokens required: %d principal(s)", len(tokens.principals))
         print(f"triact serve: MCP over HTTP at {binds[0]}/mcp", file=sys.stderr, flush=True)
 
 

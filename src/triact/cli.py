@@ -60,7 +60,23 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="[HOST:]PORT",
         default=None,
         help="serve MCP over streamable HTTP at http://HOST:PORT/mcp instead of stdio "
-        "(HOST: 127.0.0.1 unless given; loopback only for now; needs the http extra)",
+        "(HOST: 127.0.0.1 unless given; a host beyond loopback needs --tokens or "
+        "--allow-unauthenticated; needs the http extra)",
+    )
+    serve.add_argument(
+        "--tokens",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="with --http: accept only requests with 'Authorization: Bearer TOKEN' for a "
+        "token of FILE (lines 'PRINCIPAL TOKEN'; # comments); each principal reaches its "
+        "own sessions only",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="with --http and no --tokens: serve a host beyond loopback anyway, to "
+        "anyone who can reach it",
     )
     serve.add_argument(
         "--idle-ttl",
@@ -222,6 +238,8 @@ def _serve(args: argparse.Namespace) -> int:
         progress_interval=args.progress_interval,
         work=work,
         http=args.http,
+        tokens=args.tokens,
+        allow_unauthenticated=args.allow_unauthenticated,
     )
     try:
         return run_serve(config)

@@ -142,6 +142,11 @@ def _check_command(words: list[str], capsys: pytest.CaptureFixture[str]) -> None
         if args == ["--debug"]:
             return
         assert args[:2] == ["mcp", "add"], words
+        if args[2:4] == ["--transport", "http"]:  # a remote server: a URL and its header
+            assert args[5].endswith("/mcp"), words
+            assert args[6] == "--header", words
+            assert args[7].startswith("Authorization: Bearer "), words
+            return
         assert args[3] == "--", words
         _check_command(args[4:], capsys)
     elif program == "python" and args[0].startswith("benchmarks/"):
@@ -201,6 +206,10 @@ def test_every_client_configuration_starts_triact(
 ) -> None:
     servers = json.loads(code)["mcpServers"]
     for server in servers.values():
+        if server.get("type") == "http":  # a remote server: its URL and bearer header
+            assert server["url"].endswith("/mcp"), server
+            assert server["headers"]["Authorization"].startswith("Bearer "), server
+            continue
         _check_command([Path(server["command"]).name, *server["args"]], capsys)
 
 

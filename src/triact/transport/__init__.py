@@ -10,6 +10,7 @@ pair of Trio byte streams with :meth:`McpServer.serve`.
 
 from .._public import fixup_module_metadata
 from ._args import SessionArgs
+from ._auth import BearerTokens, TokenFileError
 from ._framing import DEFAULT_MAX_LINE_BYTES
 from ._handlers import ToolEnv
 from ._http import HttpOptions, McpHttpApp, open_http_app
@@ -45,6 +46,7 @@ __all__ = [
     "STATELESS_VERSIONS",
     "SUPPORTED_VERSIONS",
     "UNSUPPORTED_PROTOCOL_VERSION",
+    "BearerTokens",
     "HttpOptions",
     "InvalidArgumentsError",
     "JsonRpcError",
@@ -54,6 +56,7 @@ __all__ = [
     "SessionArgs",
     "SessionView",
     "Spec",
+    "TokenFileError",
     "Tool",
     "ToolEnv",
     "ToolError",

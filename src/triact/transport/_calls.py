@@ -52,13 +52,16 @@ _IDLE_WORKERS_MAX = 64
 
 
 class _Known:
-    """What the server has learnt about one session."""
+    """What the server has learnt about one session (for every client: a call skips
+    the checks only if the session is ``unbound`` and its ``owner`` is the caller's
+    principal)."""
 
-    __slots__ = ("handle", "unbound")
+    __slots__ = ("handle", "owner", "unbound")
 
-    def __init__(self, handle: Session, unbound: bool = False) -> None:
+    def __init__(self, handle: Session, unbound: bool = False, owner: str | None = None) -> None:
         self.handle = handle
-        self.unbound = unbound  # needs no token: skip the check
+        self.unbound = unbound  # needs no token
+        self.owner = owner  # its principal (fixed at creation), if unbound
 
 
 class _Call:
@@ -347,13 +350,16 @@ class ToolCalls:
                     await self._lanes.wait(turn)
                 known = await self._session_for(args, tool, turn, peer)
             session = known.handle if known is not None else None
-            if known is not None and (args.token is not None or not known.unbound):
+            if known is not None and (
+                args.token is not None or not known.unbound or known.owner != peer.principal
+            ):
+                principal = peer.principal
                 if tool.prepare is None:
-                    # Each of the tool's session calls checks the token in the same
-                    # actor call (one call, not two).
-                    session = known.handle.authorized(args.token, tool.name)
+                    # Each of the tool's session calls checks the principal and the
+                    # token in the same actor call (one call, not two).
+                    session = known.handle.authorized(args.token, tool.name, principal=principal)
                 else:  # refuse a bad token before the arguments' own checks run
-                    await known.handle.validate_security(args.token, tool.name)
+                    await known.handle.validate_security(args.token, tool.name, principal=principal)
             if tool.prepare is not None:
                 args = await tool.prepare(args)
             if turn is not None:
@@ -377,24 +383,34 @@ class ToolCalls:
         if session_id is not None:
             known = self._known.get(session_id)
             if known is None:
-                # First contact: learn whether it needs a token (a binding is fixed
-                # when a session is created).
                 session = await self.manager.get_session(session_id)
+                if peer.principal is not None:
+                    # Its calls check it: a look at the state first would be a call
+                    # that one principal could make to another's session.
+                    return self.remember(session, unbound=False)
+                # First contact: learn whether it needs a check (a binding and a
+                # principal are fixed when a session is created).
                 state = await session.snapshot()
-                known = self.remember(session, unbound=state.client_binding is None)
+                unbound = state.client_binding is None
+                known = self.remember(session, unbound=unbound, owner=state.principal)
             return known
         if turn is None:
             return None
         default = await self._default_session(peer, create=tool.session == "required")
         if default is None:
             return None
-        return self._known.get(default.id) or self.remember(default, unbound=True)
+        return self._known.get(default.id) or self.remember(
+            default, unbound=True, owner=peer.principal
+        )
 
-    def remember(self, session: Session, *, unbound: bool = False) -> _Known:
-        """Keep ``session``'s handle (and whether it needs no token) for the next calls."""
+    def remember(
+        self, session: Session, *, unbound: bool = False, owner: str | None = None
+    ) -> _Known:
+        """Keep ``session``'s handle (and, if it needs no token, its principal) for the
+        next calls."""
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # a cache: what is forgotten is looked up again
-        known = self._known[session.id] = _Known(session, unbound)
+        known = self._known[session.id] = _Known(session, unbound, owner)
         return known
 
     async def _default_session(self, peer: Peer, *, create: bool) -> Session | None:
@@ -415,10 +431,10 @@ class ToolCalls:
             creating = peer.default_creating = trio.Event()
             try:
                 session = await self.manager.create_session(
-                    "default", metadata={"default_session": True}
+                    "default", metadata={"default_session": True}, principal=peer.principal
                 )
                 peer.default_session_id = session.id
-                self.remember(session, unbound=True)
+                self.remember(session, unbound=True, owner=peer.principal)
                 logger.info("created the default session %r", session.id)
                 return session
             finally:

@@ -39,8 +39,10 @@ class Peer:
     """One client of a server, as its tools see it (it is their ``ToolEnv``): the
     handshake era's state (negotiated version, log level) and its default session.
 
-    ``name`` tells peers of one server apart (the HTTP app's MCP session id); with
-    ``keyed``, its calls are known by keys other than their request ids, and
+    ``name`` tells peers of one server apart (the HTTP app's MCP session id);
+    ``principal`` is who makes its calls (None: an unauthenticated client, as over
+    stdio): the sessions it creates are that principal's, and it reaches no other
+    principal's. With ``keyed``, its calls are known by keys other than their request ids, and
     :attr:`requests` maps the request ids of its calls in flight to their keys (so that
     ``notifications/cancelled`` finds them).
     """
@@ -52,11 +54,20 @@ class Peer:
         "handshake",
         "lane",
         "manager",
+        "principal",
         "requests",
     )
 
-    def __init__(self, calls: ToolCalls, name: str = "", *, keyed: bool = False) -> None:
+    def __init__(
+        self,
+        calls: ToolCalls,
+        name: str = "",
+        *,
+        keyed: bool = False,
+        principal: str | None = None,
+    ) -> None:
         self.calls = calls
+        self.principal = principal
         self.manager: SessionManager = calls.manager
         self.handshake = protocol.HandshakeState()
         #: The default session (handshake era), created on first use.
@@ -68,7 +79,7 @@ class Peer:
         self.requests: dict[RequestId, Hashable] | None = {} if keyed else None
 
     def session_created(self, session: Session, bound: bool) -> None:
-        self.calls.remember(session, unbound=not bound)
+        self.calls.remember(session, unbound=not bound, owner=self.principal)
 
     def session_gone(self, session_id: str) -> None:
         self.calls.forget(session_id)
@@ -105,9 +116,9 @@ class McpCore:
             progress_interval=progress_interval,
         )
 
-    def peer(self, name: str = "", *, keyed: bool = False) -> Peer:
-        """A new client of this server."""
-        return Peer(self.calls, name, keyed=keyed)
+    def peer(self, name: str = "", *, keyed: bool = False, principal: str | None = None) -> Peer:
+        """A new client of this server, whose calls are made as ``principal``."""
+        return Peer(self.calls, name, keyed=keyed, principal=principal)
 
     def request(self, peer: Peer, key: Hashable, request: Request, sink: Sink) -> None:
         """Take ``request`` from ``peer``; its answer (and the notifications before it)

@@ -51,6 +51,8 @@ class ToolEnv(Protocol):
 
     manager: SessionManager
     default_session_id: str | None
+    #: The caller's principal (an authenticated transport's); None: unauthenticated.
+    principal: str | None
 
     def session_created(self, session: Session, bound: bool) -> None: ...
     def session_gone(self, session_id: str) -> None: ...
@@ -66,6 +68,7 @@ async def create(env: ToolEnv, args: arguments.CreateArgs) -> results.CreateResu
         client_id=args.client_id,
         config_path=args.config_path,
         project_id=args.project_id,
+        principal=env.principal,
     )
     env.session_created(session, args.bind_client)
     state = await session.snapshot()
@@ -212,11 +215,10 @@ def _cursor_start(cursor: str, ids: list[str]) -> int:
 
 async def listable_sessions(env: ToolEnv, args: arguments.ListArgs) -> list[SessionState]:
     """The sessions session_list shows this caller: only those it may use, so that the
-    others' ids, and their number, stay unknown to it. Over stdio: every unbound
-    session and the bound ones whose token the caller presents. (A transport whose
-    callers are principals, as HTTP's bearer tokens name them, narrows this to the
-    principal's own sessions here.)"""
-    return await env.manager.usable_sessions(args.tokens or ())
+    others' ids, and their number, stay unknown to it: the sessions of the caller's
+    principal (over stdio, and over HTTP without tokens, those of none), unbound or
+    bound to a token the caller presents."""
+    return await env.manager.usable_sessions(args.tokens or (), principal=env.principal)
 
 
 async def list_sessions(env: ToolEnv, args: arguments.ListArgs) -> results.ListResult:

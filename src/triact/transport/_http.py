@@ -36,6 +36,7 @@ import trio
 
 from ..sessions import SessionManager, SessionNotFoundError
 from . import _protocol as protocol
+from ._auth import BearerTokens, Unauthorized
 from ._core import McpCore, Peer
 from ._jsonrpc import (
     INVALID_REQUEST,
@@ -103,6 +104,9 @@ class HttpOptions:
     session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
     #: Requests handled at once; beyond, 503 with Retry-After.
     max_requests: int = attrs.field(default=1000, validator=_at_least(1))
+    #: The bearer tokens every request must carry one of (else 401), each naming the
+    #: principal its calls are made as; None: no authentication (no principal).
+    tokens: BearerTokens | None = None
 
 
 class _Exchange:
@@ -168,6 +172,7 @@ def _record(peer: Peer) -> str:
             "initialized": handshake.initialized,
             "log_level": handshake.log_level,
             "default_session_id": peer.default_session_id,
+            "principal": peer.principal,
         }
     )
 
@@ -180,7 +185,8 @@ class McpHttpApp:
         self._store = core.manager.store
         self._http = http
         self._keys = count(1)
-        self._stateless = core.peer("\x00stateless", keyed=True)
+        # The stateless requests' client, one per principal.
+        self._stateless: dict[str | None, Peer] = {}
         self._peers: dict[str, Peer] = {}  # MCP sessions served lately, by id
         self._requests = 0  # being handled
         self.closing = False
@@ -206,13 +212,14 @@ class McpHttpApp:
                 )
             # Every request's client is known here, before its body is read: the one
             # place where a caller is authenticated.
+            principal = self._authenticate(headers)
             method = scope["method"]
             self._requests += 1
             try:
                 if method == "POST":
-                    await self._post(headers, receive, send)
+                    await self._post(headers, receive, send, principal)
                 elif method == "DELETE":
-                    await self._delete(headers, send)
+                    await self._delete(headers, send, principal)
                 else:
                     raise _Refused(
                         405,
@@ -236,6 +243,21 @@ class McpHttpApp:
         """Tool calls running or waiting to run."""
         return len(self._core.calls)
 
+    def _authenticate(self, headers: dict[bytes, bytes]) -> str | None:
+        """The principal the request is made as (None without tokens); _Refused (401,
+        or 400 for a malformed header, with a ``WWW-Authenticate`` challenge) if it
+        carries no valid bearer token."""
+        tokens = self._http.tokens
+        if tokens is None:
+            return None
+        try:
+            return tokens.authenticate(headers.get(b"authorization"))
+        except Unauthorized as refused:
+            challenge = [(b"www-authenticate", refused.challenge)]
+            raise _Refused(
+                refused.status, INVALID_REQUEST, refused.message, headers=challenge
+            ) from None
+
     def _origin_allowed(self, origin: bytes | None) -> bool:
         if origin is None:
             return True  # not a browser
@@ -245,7 +267,9 @@ class McpHttpApp:
 
     # -- POST ----------------------------------------------------------------------
 
-    async def _post(self, headers: dict[bytes, bytes], receive: Receive, send: Send) -> None:
+    async def _post(
+        self, headers: dict[bytes, bytes], receive: Receive, send: Send, principal: str | None
+    ) -> None:
         _check_accept(headers.get(b"accept"))
         content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if content_type != b"application/json":
@@ -270,7 +294,7 @@ class McpHttpApp:
             raise _Refused(400, message.error.code, message.error.message, message.id)
         version = _header(headers, b"mcp-protocol-version")
         if version is not None and version in protocol.STATELESS_VERSIONS:
-            await self._stateless_post(headers, version, message, receive, send)
+            await self._stateless_post(headers, version, message, receive, send, principal)
             return
         if version is not None and version not in _HANDSHAKE_HEADER_VERSIONS:
             raise _unsupported(version, getattr(message, "id", None))
@@ -285,7 +309,7 @@ class McpHttpApp:
                     "header with the same version",
                     getattr(message, "id", None),
                 )
-        await self._session_post(headers, message, receive, send)
+        await self._session_post(headers, message, receive, send, principal)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The request's body, or None if the client went away first."""
@@ -317,6 +341,7 @@ class McpHttpApp:
         message: Any,
         receive: Receive,
         send: Send,
+        principal: str | None,
     ) -> None:
         """A 2026-07-28 POST: the headers must agree with the body; no MCP session."""
         if type(message) is Notification:
@@ -351,17 +376,27 @@ class McpHttpApp:
         if request.method in ("tools/call", "prompts/get"):
             name = request.params.get("name")
             _check_header(headers, b"mcp-name", "Mcp-Name", name, request.id)
-        await self._dispatch(self._stateless, request, receive, send, stateless=True)
+        peer = self._stateless.get(principal)
+        if peer is None:
+            peer = self._stateless[principal] = self._core.peer(
+                "\x00stateless", keyed=True, principal=principal
+            )
+        await self._dispatch(peer, request, receive, send, stateless=True)
 
     async def _session_post(
-        self, headers: dict[bytes, bytes], message: Any, receive: Receive, send: Send
+        self,
+        headers: dict[bytes, bytes],
+        message: Any,
+        receive: Receive,
+        send: Send,
+        principal: str | None,
     ) -> None:
         """A handshake-era POST: ``initialize`` opens an MCP session; the rest name one."""
         request_id = getattr(message, "id", None)
         session_id = _header(headers, b"mcp-session-id")
         if session_id is None:
             if type(message) is Request and message.method == "initialize":
-                await self._initialize(message, receive, send)
+                await self._initialize(message, receive, send, principal)
                 return
             raise _Refused(
                 400,
@@ -378,7 +413,7 @@ class McpHttpApp:
                 "Bad Request: initialize opens a new MCP session; send it without Mcp-Session-Id",
                 request_id,
             )
-        peer = await self._session_peer(session_id)
+        peer = await self._session_peer(session_id, principal)
         if peer is None:
             raise _Refused(
                 404,
@@ -397,14 +432,17 @@ class McpHttpApp:
             return
         await self._dispatch(peer, message, receive, send, session_id=session_id)
 
-    async def _initialize(self, request: Request, receive: Receive, send: Send) -> None:
+    async def _initialize(
+        self, request: Request, receive: Receive, send: Send, principal: str | None
+    ) -> None:
         session_id = secrets.token_urlsafe(16)  # 128 bits
-        peer = self._core.peer(session_id, keyed=True)
+        peer = self._core.peer(session_id, keyed=True, principal=principal)
         await self._dispatch(peer, request, receive, send, session_id=session_id, new=True)
 
-    async def _session_peer(self, session_id: str) -> Peer | None:
+    async def _session_peer(self, session_id: str, principal: str | None) -> Peer | None:
         """The MCP session ``session_id`` as its record in the store says (which starts
-        its time to live again), or None if it has none."""
+        its time to live again), or None if it has none, or if it is another
+        principal's (which its caller cannot tell from none)."""
         if _SESSION_ID.fullmatch(session_id) is None:
             return None
         text = await self._store.get_record(MCP_SESSION_NAMESPACE, session_id)
@@ -412,11 +450,15 @@ class McpHttpApp:
             self._peers.pop(session_id, None)
             return None
         record = json.loads(text)
+        if record.get("principal") != principal:
+            return None
         peer = self._peers.get(session_id)
-        if peer is None:
+        if peer is None or peer.principal != principal:
             if len(self._peers) >= _PEERS_MAX:
                 self._peers.clear()  # a cache: what is forgotten is read again
-            peer = self._peers[session_id] = self._core.peer(session_id, keyed=True)
+            peer = self._peers[session_id] = self._core.peer(
+                session_id, keyed=True, principal=principal
+            )
         handshake = peer.handshake
         handshake.version = record["version"]
         handshake.client_info = record["client_info"]
@@ -540,9 +582,9 @@ class McpHttpApp:
 
     # -- DELETE --------------------------------------------------------------------
 
-    async def _delete(self, headers: dict[bytes, bytes], send: Send) -> None:
+    async def _delete(self, headers: dict[bytes, bytes], send: Send, principal: str | None) -> None:
         session_id = _header(headers, b"mcp-session-id")
-        peer = await self._session_peer(session_id) if session_id is not None else None
+        peer = await self._session_peer(session_id, principal) if session_id is not None else None
         if session_id is None or peer is None:
             raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
         await self._store.delete_record(MCP_SESSION_NAMESPACE, session_id)

@@ -64,7 +64,9 @@ class ServerOptions:
 
 class McpServer:
     """Serves MCP (both protocol eras) over one connection: the tools of ``tools`` (by
-    default :data:`SESSION_TOOLS`), on the sessions of ``manager``.
+    default :data:`SESSION_TOOLS`), on the sessions of ``manager``, for ``principal``:
+    the sessions it creates are its own, and it reaches no other principal's (None, as
+    over stdio: an unauthenticated client, who reaches only sessions without one).
 
     Guarantees: every request gets exactly one response, except calls cancelled by the
     client before they completed (which get none, and whose changes did not happen);
@@ -78,9 +80,12 @@ class McpServer:
         *,
         tools: ToolSet = SESSION_TOOLS,
         options: ServerOptions | None = None,
+        principal: str | None = None,
     ) -> None:
         self.manager = manager
         self.tools = tools
+        #: Who this connection's calls are made as (None: an unauthenticated client).
+        self.principal = principal
         self.options = options = options or ServerOptions()
         self._out: list[bytes] = []  # lines for the writer, in order
         self._out_bytes = 0  # emitted, not yet written
@@ -89,7 +94,7 @@ class McpServer:
         self._out_closed = False
         #: The protocol core, and the one client it serves here.
         self.core = core_for(manager, tools, options)
-        self.peer = self.core.peer()
+        self.peer = self.core.peer(principal=principal)
         #: The tool calls in flight (keyed by request id).
         self.calls = self.core.calls
         self._read_scope = trio.CancelScope()

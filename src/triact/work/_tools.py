@@ -60,6 +60,7 @@ async def start(work: WorkSessions, env: ToolEnv, args: StartArgs) -> StartResul
         token=args.token,
         bind_client=args.bind_client,
         client_id=args.client_id,
+        principal=env.principal,
     )
     session = started.session
     if started.created:

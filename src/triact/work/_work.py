@@ -74,14 +74,17 @@ class WorkSessions:
         token: str | None = None,
         bind_client: bool = False,
         client_id: str | None = None,
+        principal: str | None = None,
     ) -> Started:
         """Resume the live session of ``working_directory``, or create one; record the
         start (and ``project``, if given) in it, and report its state, the project's
         git state and the handoff of the session that last ended there.
 
         A bound session is resumed only with its ``token`` (SessionSecurityError);
-        ``bind_client`` and ``client_id`` apply to a session this call creates.
-        WorkDirectoryError for a directory that is refused.
+        ``bind_client`` and ``client_id`` apply to a session this call creates. A
+        session is resumed only by its own ``principal`` (None: one without); for
+        another, this call creates a session of its own, which becomes the directory's
+        live session. WorkDirectoryError for a directory that is refused.
         """
         if project is not None:
             project = search.check_project(project)
@@ -98,7 +101,7 @@ class WorkSessions:
 
         async with self._turn(directory):
             session, created = await self._session_of(
-                directory, project, token, bind_client, client_id
+                directory, project, token, bind_client, client_id, principal
             )
             try:
                 state = await session.update(record_start)
@@ -131,8 +134,9 @@ class WorkSessions:
         token: str | None,
         bind_client: bool,
         client_id: str | None,
+        principal: str | None,
     ) -> tuple[Session, bool]:
-        session = await self._live_session(directory, token)
+        session = await self._live_session(directory, token, principal)
         if session is not None:
             return session, False
         session = await self.manager.create_session(
@@ -141,6 +145,7 @@ class WorkSessions:
             bind_client=bind_client,
             client_id=client_id,
             project_id=project,
+            principal=principal,
         )
         try:
             await self.store.remember(directory, session.id, self.manager.wall_clock())
@@ -150,7 +155,9 @@ class WorkSessions:
             raise
         return session, True
 
-    async def _live_session(self, directory: str, token: str | None) -> Session | None:
+    async def _live_session(
+        self, directory: str, token: str | None, principal: str | None
+    ) -> Session | None:
         session_id = await self.store.session_for(directory)
         if session_id is None:
             return None
@@ -161,6 +168,8 @@ class WorkSessions:
             return None  # it expired or ended: the index is mended by the new session
         if state.working_directory != directory:
             return None  # it moved to another directory since
+        if state.principal != principal:
+            return None  # another principal's: not this caller's to resume, nor to know of
         if state.client_binding is not None:
             try:
                 await session.validate_security(token, "session_start")
