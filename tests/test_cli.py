@@ -227,7 +227,7 @@ def test_serve_exits_0_at_end_of_input_and_writes_only_json(tmp_path: Path) -> N
     assert (tmp_path / "triact" / "sessions.db").exists()
 
 
-@pytest.mark.parametrize("target", ["inproc", "stdio"])
+@pytest.mark.parametrize("target", ["inproc", "stdio", "http"])
 def test_stress_runs_a_short_load_and_finds_no_violation(target: str) -> None:
     result = run(
         "stress", "--duration", "1", "--sessions", "4", "--clients", "8", "--target", target
@@ -310,7 +310,7 @@ def test_stress_spreads_its_calls_over_serve_processes_on_one_redis(
     ("options", "needs"),
     [
         (["--target", "stdio"], "needs --store sqlite[:PATH] or redis://... (got memory)"),
-        (["--store", "sqlite"], "needs --target stdio (got inproc)"),
+        (["--store", "sqlite"], "needs --target stdio or http (got inproc)"),
     ],
 )
 def test_stress_with_several_processes_needs_stdio_and_sqlite(

@@ -48,7 +48,7 @@ BAD_OPTIONS = [
     (["stress", "--faults", "x"], "argument --faults: must be a number within [0, 0.5]"),
     (["stress", "--store", "redis"], "argument --store: must be memory, sqlite[:PATH] or a"),
     (["stress", "--store", "redis:x@host"], "redis:// (rediss://) URL, got ***@host"),
-    (["stress", "--target", "http"], "argument --target: invalid choice: 'http'"),
+    (["stress", "--target", "sse"], "argument --target: invalid choice: 'sse'"),
     (["stress", "--seed", "x"], "argument --seed: must be an integer, got 'x'"),
 ]
 
@@ -103,3 +103,12 @@ def test_stress_says_when_its_store_cannot_open(tmp_path: Path) -> None:
     assert done.stderr.startswith("triact stress: error: cannot open session store ")
     assert "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stress_over_http_says_which_server_command_cannot_start() -> None:
+    done = _run("stress", "--target", "http", "--server-command", "no-such-command --x")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "triact stress: error: cannot start the server command "
+        "'no-such-command --x --http 127.0.0.1:0': No such file or directory\n"
+    )

@@ -126,18 +126,20 @@ def add_stress_parser(
     )
     parser.add_argument(
         "--target",
-        choices=("inproc", "stdio"),
+        choices=("inproc", "stdio", "http"),
         default="inproc",
-        help="an in-process manager, or `triact serve` over MCP (default: inproc)",
+        help="an in-process manager, or `triact serve` over MCP on stdio, or "
+        "`triact serve --http` over MCP on HTTP with clients of both protocol eras "
+        "(default: inproc)",
     )
     parser.add_argument(
         "--processes",
         metavar="N",
         type=positive_int,
         default=1,
-        help="stdio target: N `triact serve` processes on one shared store, each call "
-        "sent to one of them at random (default: 1; more needs --store sqlite[:PATH] "
-        "or redis://...)",
+        help="stdio and http targets: N `triact serve` processes on one shared store, "
+        "each call sent to one of them at random (default: 1; more needs --store "
+        "sqlite[:PATH] or redis://...)",
     )
     parser.add_argument(
         "--seed", type=integer, default=None, help="seed of the load (default: random, printed)"
@@ -146,7 +148,8 @@ def add_stress_parser(
         "--server-command",
         metavar="CMD",
         default=None,
-        help="stdio target: the command that starts the server "
-        "(default: this Python running `triact serve --store STORE`)",
+        help="stdio and http targets: the command that starts the server "
+        "(default: this Python running `triact serve --store STORE`; the http target "
+        "appends `--http 127.0.0.1:0`)",
     )
     return parser

@@ -155,11 +155,11 @@ def test_the_stress_parser() -> None:
     ("target", "store", "needs"),
     [
         ("stdio", "memory", "--store sqlite[:PATH] or redis://... (got memory)"),
-        ("inproc", "sqlite", "--target stdio (got inproc)"),
+        ("inproc", "sqlite", "--target stdio or http (got inproc)"),
     ],
 )
 def test_several_processes_need_the_stdio_target_on_a_shared_store(
-    target: Literal["inproc", "stdio"], store: str, needs: str
+    target: Literal["inproc", "stdio", "http"], store: str, needs: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(needs)):
         StressOptions(target=target, store=store, processes=3)
@@ -168,6 +168,7 @@ def test_several_processes_need_the_stdio_target_on_a_shared_store(
     assert StressOptions(target="stdio", store="sqlite:/tmp/x.db", processes=3).processes == 3
     redis = StressOptions(target="stdio", store="redis://127.0.0.1:6379/0", processes=3)
     assert redis.processes == 3
+    assert StressOptions(target="http", store="sqlite:/tmp/x.db", processes=3).processes == 3
 
 
 @pytest.mark.skipif(not _server_available(), reason="triact serve is not built yet")
@@ -209,3 +210,78 @@ def test_triact_testing_works_without_hypothesis_except_for_its_strategies() -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "pip install 'hypothesis>=6.100'" in result.stdout
+
+
+async def test_a_short_http_run_against_triact_serve_checks_out() -> None:
+    # Failing updates too: the server refuses them as tool errors over HTTP as well.
+    options = StressOptions(sessions=4, clients=6, duration=1.5, target="http", faults=0.1, seed=2)
+    report = await stress(options)
+    assert report.violations == []
+    assert report.unexpected == []
+    assert report.operations > 50
+    assert report.outcomes["raised"] > 0
+    assert report.expected["conflict"] > 0
+    # six MCP clients: three of each protocol era, each call to one at random
+    assert "(6 clients, protocols 2025-11-25 and 2026-07-28)" in report.description
+
+
+async def test_a_short_http_run_over_two_serve_processes_checks_out() -> None:
+    options = StressOptions(
+        sessions=4, clients=4, duration=1.5, target="http", store="sqlite", processes=2, seed=4
+    )
+    report = await stress(options)
+    assert report.violations == []
+    assert report.unexpected == []
+    assert report.description.startswith("2 triact serve processes on one SQLite file over http")
+    assert len(report.calls_by_process) == 2
+    assert min(report.calls_by_process) > 0
+    assert sum(report.calls_by_process) == report.operations
+
+
+async def test_an_http_server_that_does_not_start_is_exit_code_2() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    # A server that exits at once, having said why on stderr: its words are shown.
+    command = (sys.executable, "-c", "import sys; sys.exit('no port for you')")
+    options = StressOptions(duration=1.0, target="http", server_command=command, seed=1)
+    assert await run_stress(options, out=out, err=err) == 2
+    assert "the server exited" in err.getvalue()
+    assert "no port for you" in err.getvalue()
+    assert out.getvalue() == ""
+
+
+_NOT_MCP = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(f"at http://127.0.0.1:{server.server_port}/mcp", file=sys.stderr, flush=True)
+server.serve_forever()
+"""
+
+
+async def test_an_http_server_that_is_not_mcp_is_exit_code_2() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    options = StressOptions(
+        duration=1.0, target="http", server_command=(sys.executable, "-c", _NOT_MCP), seed=1
+    )
+    assert await run_stress(options, out=out, err=err) == 2
+    assert "initialize: HTTP 200, not a JSON-RPC answer: '<html>hello</html>'" in err.getvalue()
+
+
+async def test_the_http_target_without_h11_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "h11", None)  # import fails
+    out, err = io.StringIO(), io.StringIO()
+    assert await run_stress(StressOptions(target="http", seed=1), out=out, err=err) == 2
+    assert "--target http needs h11" in err.getvalue()
+    assert "pip install '.[http]'" in err.getvalue()

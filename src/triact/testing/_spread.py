@@ -1,31 +1,43 @@
-"""``triact stress --processes N``: N ``triact serve`` processes on one shared store,
-each call sent to one of them at random (the store decides, so any of them may
-answer for any session)."""
+"""``triact stress --processes N``: N ``triact serve`` processes (over stdio, or over
+HTTP) on one shared store, each call sent to one of them at random (the store decides,
+so any of them may answer for any session)."""
 
 from __future__ import annotations
 
 import random
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 
 from ._history import Call
+from ._http import open_http
 from ._model import DataChange
 from ._targets import StdioTarget, StressTarget, open_stdio, own_prefix, server_command
 
 
 class SpreadTarget:
-    """Several :class:`StdioTarget` on one store: each call goes to one of them, chosen
-    at random; :attr:`calls` counts the calls each one got once the load is armed (so
-    they add up to the report's operations)."""
+    """Several :class:`StdioTarget` (or HTTP targets) on one store: each call goes to
+    one of them, chosen at random; :attr:`calls` counts the calls each one got once the
+    load is armed (so they add up to the report's operations)."""
 
-    def __init__(self, targets: list[StdioTarget], seed: int, store: str = "SQLite file") -> None:
+    def __init__(
+        self,
+        targets: list[StdioTarget],
+        seed: int,
+        store: str = "SQLite file",
+        transport: str = "stdio",
+    ) -> None:
         self.targets = targets
         self.calls = [0] * len(targets)
         self._rng = random.Random(f"{seed}:spread")
         self._armed = False
         self.description = (
-            f"{len(targets)} triact serve processes on one {store} over stdio, "
+            f"{len(targets)} triact serve processes on one {store} over {transport}, "
             "each call to one at random"
         )
 
@@ -81,20 +93,32 @@ def run_spec(store: str) -> Iterator[str]:
 
 @asynccontextmanager
 async def open_servers(
-    store: str, processes: int, command: list[str] | None, seed: int
+    store: str,
+    processes: int,
+    command: list[str] | None,
+    seed: int,
+    transport: str = "stdio",
+    clients: int = 2,
 ) -> AsyncIterator[StressTarget]:
     """``processes`` servers on ``store`` (a :class:`SpreadTarget` for more than one),
-    started one after the other: the first to open a new file creates it and its key
-    file, which the others then read. All are stopped on exit."""
+    over ``transport`` ("stdio", or "http": ``clients`` MCP clients spread over the
+    servers, at least two per server), started one after the other: the first to open
+    a new file creates it and its key file, which the others then read. All are
+    stopped on exit."""
     with run_spec(store) as spec:
         command = command or server_command(spec)
+
+        def one(index: int) -> AbstractAsyncContextManager[StdioTarget]:
+            if transport == "http":
+                share = -(-clients // processes)  # ceil: every client somewhere
+                return open_http(command, share, f"{seed}:http:{index}")
+            return open_stdio(command)
+
         if processes == 1:
-            async with open_stdio(command) as target:
+            async with one(0) as target:
                 yield target
             return
         async with AsyncExitStack() as stack:
-            targets = [
-                await stack.enter_async_context(open_stdio(command)) for _ in range(processes)
-            ]
+            targets = [await stack.enter_async_context(one(i)) for i in range(processes)]
             redis = spec.startswith(("redis://", "rediss://"))
-            yield SpreadTarget(targets, seed, "Redis" if redis else "SQLite file")
+            yield SpreadTarget(targets, seed, "Redis" if redis else "SQLite file", transport)

@@ -36,11 +36,12 @@ class StressOptions:
     duration: float = 10.0
     store: str = "memory"
     faults: float = 0.0  #: rate of injected faults (store faults, failing and cancelled calls)
-    target: Literal["inproc", "stdio"] = "inproc"
+    target: Literal["inproc", "stdio", "http"] = "inproc"
     seed: int | None = None
-    server_command: tuple[str, ...] | None = None  #: stdio: how to start the server
-    #: stdio: how many servers, all on one shared store (more than one needs sqlite
-    #: or redis).
+    #: stdio and http: how to start the server (http appends ``--http 127.0.0.1:0``)
+    server_command: tuple[str, ...] | None = None
+    #: stdio and http: how many servers, all on one shared store (more than one needs
+    #: sqlite or redis).
     processes: int = attrs.field(default=1)
 
     @processes.validator
@@ -48,8 +49,8 @@ class StressOptions:
         if processes < 1:
             raise ValueError(f"--processes must be >= 1, got {processes}")
         missing = []
-        if processes > 1 and self.target != "stdio":
-            missing.append(f"--target stdio (got {self.target})")
+        if processes > 1 and self.target not in ("stdio", "http"):
+            missing.append(f"--target stdio or http (got {self.target})")
         if processes > 1 and self.store.partition(":")[0] not in ("sqlite", "redis", "rediss"):
             missing.append(f"--store sqlite[:PATH] or redis://... (got {self.store})")
         if missing:
@@ -270,8 +271,15 @@ async def stress(
         command = list(options.server_command) if options.server_command else None
 
         def target() -> AbstractAsyncContextManager[StressTarget]:
-            if options.target == "stdio":
-                return open_servers(options.store, options.processes, command, seed)
+            if options.target in ("stdio", "http"):
+                return open_servers(
+                    options.store,
+                    options.processes,
+                    command,
+                    seed,
+                    options.target,
+                    options.clients,
+                )
             return open_target(options.target, options.store, options.faults, seed, command)
 
     async with target() as system:

@@ -264,10 +264,16 @@ class McpStdioClient:
         self._outbox.close()
 
 
+class ToolClient(Protocol):
+    """What a target calls tools through (an MCP client, or several used as one)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]: ...
+
+
 class StdioTarget:
     """A ``triact serve`` subprocess, over MCP."""
 
-    def __init__(self, client: McpStdioClient, command: list[str]) -> None:
+    def __init__(self, client: ToolClient, command: list[str]) -> None:
         self.client = client
         self.description = f"MCP server over stdio ({' '.join(command[-3:])})"
 
