@@ -4,7 +4,9 @@
 //   node driver.mjs v1|v2|v2-auto
 //
 // Commands: {"id", "op": "connect", "command", "args", "env", "stderr"} starts the server
-// (its stderr appended to the file named), "listTools", "protocol" (the
+// (its stderr appended to the file named), or {"id", "op": "connect", "url"} connects to
+// one over streamable HTTP; "sessionId" (the HTTP transport's MCP session id, or null),
+// "terminate" (ends the HTTP MCP session: DELETE), "listTools", "protocol" (the
 // negotiated revision; v2 only), "call" {"name", "arguments",
 // "progress", "abortAfterMs", "timeoutMs"}, "errors" (what the client reported through
 // onerror since the last "errors"), "close". Commands run concurrently; each answer is
@@ -13,18 +15,22 @@ import fs from "node:fs";
 import readline from "node:readline";
 
 const flavour = process.argv[2];
-let Client, StdioClientTransport;
+let Client, StdioClientTransport, StreamableHTTPClientTransport;
 if (flavour === "v1") {
   ({ Client } = await import("@modelcontextprotocol/sdk/client/index.js"));
   ({ StdioClientTransport } = await import("@modelcontextprotocol/sdk/client/stdio.js"));
+  ({ StreamableHTTPClientTransport } = await import(
+    "@modelcontextprotocol/sdk/client/streamableHttp.js"
+  ));
 } else if (flavour === "v2" || flavour === "v2-auto") {
-  ({ Client } = await import("@modelcontextprotocol/client"));
+  ({ Client, StreamableHTTPClientTransport } = await import("@modelcontextprotocol/client"));
   ({ StdioClientTransport } = await import("@modelcontextprotocol/client/stdio"));
 } else {
   throw new Error(`usage: node driver.mjs v1|v2|v2-auto, not ${flavour}`);
 }
 
 let client = null;
+let transport = null;
 const reported = [];
 
 function answer(message) {
@@ -40,13 +46,17 @@ function describe(error) {
 }
 
 async function connect(command) {
-  const stderr = fs.openSync(command.stderr, "a");
-  const transport = new StdioClientTransport({
-    command: command.command,
-    args: command.args,
-    env: command.env,
-    stderr,
-  });
+  if (command.url !== undefined) {
+    transport = new StreamableHTTPClientTransport(new URL(command.url));
+  } else {
+    const stderr = fs.openSync(command.stderr, "a");
+    transport = new StdioClientTransport({
+      command: command.command,
+      args: command.args,
+      env: command.env,
+      stderr,
+    });
+  }
   const options = { capabilities: {} };
   if (flavour === "v2-auto") {
     options.versionNegotiation = { mode: "auto" };
@@ -92,6 +102,11 @@ async function run(command) {
       return await client.listTools();
     case "call":
       return await call(command);
+    case "sessionId":
+      return transport.sessionId ?? null;
+    case "terminate":
+      await transport.terminateSession();
+      return transport.sessionId ?? null;
     case "protocol":
       return client.getNegotiatedProtocolVersion?.() ?? null;
     case "errors":
