@@ -21,6 +21,10 @@ HERE = Path(__file__).resolve().parent
 #: What ``driver.mjs`` accepts: the v1 SDK, and v2 in its handshake (legacy) and
 #: negotiating (``auto``: the stateless 2026-07-28 revision) modes.
 FLAVOURS = ("v1", "v2", "v2-auto")
+#: The name ``driver.mjs`` is installed under: by its content, since the install
+#: directory is shared by every checkout with the same lock file (two checkouts with
+#: different drivers, testing at once, must not run each other's).
+DRIVER = f"driver-{hashlib.sha256((HERE / 'driver.mjs').read_bytes()).hexdigest()[:16]}.mjs"
 ANSWER_TIMEOUT = 60.0
 INSTALL_TIMEOUT = 600.0
 
@@ -34,9 +38,9 @@ def _cache_root() -> Path:
 
 
 def installed_clients() -> Path:
-    """A directory holding ``driver.mjs`` beside the SDKs the lock file names, installed
-    with ``npm ci`` once per lock file (reused while its hash is the same); skips the
-    test where Node or npm is missing."""
+    """A directory holding ``driver.mjs`` (as :data:`DRIVER`) beside the SDKs the lock
+    file names, installed with ``npm ci`` once per lock file (reused while its hash is
+    the same); skips the test where Node or npm is missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js and npm are needed to test the TypeScript SDK clients")
@@ -63,7 +67,10 @@ def installed_clients() -> Path:
             staging.rename(target)
         except OSError:  # another run installed it first
             shutil.rmtree(staging, ignore_errors=True)
-    shutil.copyfile(HERE / "driver.mjs", target / "driver.mjs")
+    if not (target / DRIVER).exists():  # written whole, then renamed into place
+        staging = target / f"{DRIVER}.{os.getpid()}.tmp"
+        shutil.copyfile(HERE / "driver.mjs", staging)
+        staging.rename(target / DRIVER)
     return target
 
 
@@ -89,7 +96,7 @@ class Driver:
         self._arrived: queue.Queue[dict[str, Any] | None] = queue.Queue()
         with log.open("a") as stderr:
             self.proc = subprocess.Popen(
-                ["node", str(directory / "driver.mjs"), flavour],
+                ["node", str(directory / DRIVER), flavour],
                 cwd=directory,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
