@@ -1,10 +1,12 @@
 """Sessions owned by a principal: created with ``principal=``, reached through handles
 checked with ``authorized(..., principal=)``, listed only to their principal, stored
-with the state (so restarts and other processes on the same file keep the owner)."""
+with the state (so restarts and other processes on the same store, SQLite or Redis,
+keep the owner)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -15,7 +17,7 @@ import triact
 
 from ._helpers import OpenManager
 
-NOT_FOUND = "it never existed, or it expired, ended or was removed"
+StoreMaker = Callable[[], triact.SessionStore]
 
 
 async def test_another_principal_is_told_the_session_does_not_exist(
@@ -134,11 +136,23 @@ def test_the_codec_keeps_the_principal_and_omits_it_when_there_is_none() -> None
     assert triact.decode_state(triact.encode_state(unowned)) == unowned
 
 
-async def test_the_principal_survives_a_restart_on_sqlite(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
+def store_maker(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreMaker:
+    """A function making a new store object on one place (a file, a key prefix), as
+    each process would."""
+    if kind == "sqlite":
+        return lambda: triact.SqliteStore(tmp_path / "s.db")
+    place = request.getfixturevalue("redis_place")
+    return lambda: triact.RedisStore(place.url, prefix=place.prefix)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_the_principal_survives_a_restart(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    make = store_maker(kind, tmp_path, request)
 
     def config() -> triact.SessionConfig:
-        return triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+        return triact.SessionConfig(store=make(), secret_key=b"k" * 32)
 
     async with triact.open_session_manager(config()) as manager:
         session = await manager.create_session("kept", principal="alice")
@@ -153,11 +167,14 @@ async def test_the_principal_survives_a_restart_on_sqlite(tmp_path: Path) -> Non
         assert await manager.usable_sessions(principal="bob") == []
 
 
-async def test_a_second_manager_on_the_same_file_sees_the_owner(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_second_manager_on_the_same_store_sees_the_owner(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    make = store_maker(kind, tmp_path, request)
 
     def config() -> triact.SessionConfig:
-        return triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+        return triact.SessionConfig(store=make(), secret_key=b"k" * 32)
 
     async with (
         triact.open_session_manager(config()) as first,
