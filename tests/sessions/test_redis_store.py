@@ -174,6 +174,42 @@ async def test_every_change_is_published_in_commit_order(redis_place: RedisPlace
     ]
 
 
+async def next_event(subscription: triact.Subscription) -> tuple[str, str, int]:
+    with trio.fail_after(10):
+        event = await subscription.__anext__()
+    return event.kind, event.session_id, event.version
+
+
+async def test_every_manager_hears_of_the_others_changes_once_in_commit_order(
+    redis_place: RedisPlace,
+) -> None:
+    configs = [
+        triact.SessionConfig(store=RedisStore(redis_place.url, prefix=redis_place.prefix))
+        for _ in range(2)
+    ]
+    async with (
+        triact.open_session_manager(configs[0]) as a,
+        triact.open_session_manager(configs[1]) as b,
+    ):
+        heard_a, heard_b = a.subscribe(), b.subscribe()
+        session = await a.create_session()
+        sid = session.id
+        assert await next_event(heard_a) == ("created", sid, 1)  # its own
+        assert await next_event(heard_b) == ("created", sid, 1)  # a's, through Redis
+        for _ in range(3):
+            await (await b.get_session(sid)).update(increment)
+        for version in (2, 3, 4):
+            assert await next_event(heard_b) == ("updated", sid, version)
+            assert await next_event(heard_a) == ("updated", sid, version)
+        await session.end()
+        assert await next_event(heard_a) == ("ended", sid, 4)
+        assert await next_event(heard_b) == ("removed", sid, 4)  # ended elsewhere
+        other = await b.create_session()
+        # The next a hears is b's creation: no echo of its own changes came between.
+        assert await next_event(heard_a) == ("created", other.id, 1)
+        assert await next_event(heard_b) == ("created", other.id, 1)
+
+
 # -- persistence ------------------------------------------------------------------
 
 

@@ -105,6 +105,7 @@ class Leases:
         config: SessionConfig,
         entries: dict[str, Entry],
         on_expired: Callable[[str, int], None],
+        on_event: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -112,6 +113,18 @@ class Leases:
         self.node = secrets.token_hex(8)
         self._entries = entries
         self._on_expired = on_expired
+        self._on_event = on_event
+
+    async def follow(self) -> None:
+        """Pass the changes other processes commit to the manager, until cancelled
+        (if the store has them to give; a failure is logged and ends it)."""
+        if self._on_event is None:
+            await trio.sleep_forever()
+            return
+        try:
+            await self.store.follow(self._on_event)
+        except Exception as exc:
+            logger.warning("shared session store: following its events failed: %r", exc)
 
     def expires_at(self, created_at: float, now: float) -> float:
         """The idle deadline (wall clock) of a session used at ``now``."""

@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -79,7 +79,9 @@ class SessionManager:
         self.leases: Leases | None = None
         if store.shared:
             assert isinstance(store, SharedSessionStore), f"{store!r} is not a SharedSessionStore"
-            self.leases = Leases(store, config, self._sessions, self._expired_in_store)
+            self.leases = Leases(
+                store, config, self._sessions, self._expired_in_store, self._changed_elsewhere
+            )
         # All that the sessions' actors and handles may use of this manager.
         self._host = SessionHost(
             config=config,
@@ -304,6 +306,13 @@ class SessionManager:
             if self._subscriptions:
                 event = SessionEvent("expired", session_id, version, self.wall_clock())
                 deliver(self._subscriptions, event)
+
+    def _changed_elsewhere(self, kind: str, session_id: str, version: int) -> None:
+        """A shared store reports a change another process committed (an event for
+        the subscribers; a session ended elsewhere arrives as "removed")."""
+        if self._subscriptions and kind in ("created", "updated", "expired", "removed"):
+            event = SessionEvent(cast(EventKind, kind), session_id, version, self.wall_clock())
+            deliver(self._subscriptions, event)
 
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
@@ -673,6 +682,7 @@ async def open_session_manager(
                 if manager.leases is not None:  # opens without the index; sweeps it
                     await manager.leases.sweep()
                     sup.start_soon(manager.leases.run)
+                    sup.start_soon(manager.leases.follow)
                 else:
                     await manager._load_index()  # noqa: SLF001 (the manager's own opener)
                 sup.start_soon(manager._ttl.run, manager._ttl_due)  # noqa: SLF001 (same)

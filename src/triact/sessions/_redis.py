@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -38,6 +38,8 @@ _T = TypeVar("_T")
 KEY_GRACE = 60.0
 #: How many background changes (touches, releases, discards) go in one pipeline.
 _NOTE_BATCH = 512
+#: The most events of its own a following store remembers, to leave their echo out.
+_OWN_KEPT = 4096
 
 
 class RedisStore(SharedSessionStore):
@@ -96,6 +98,11 @@ class RedisStore(SharedSessionStore):
         self._notes: list[tuple[str, list[str], list[str]]] = []
         self._wakeup = trio.Event()
         self._phase: Literal["closed", "opening", "open", "closing"] = "closed"
+        # While following events: those this store's own calls publish (or may), so
+        # that their echo is not reported as another's change. Bounded, oldest first.
+        self._following = False
+        self._own: dict[tuple[str, str, int | None], None] = {}
+        self._events: GlideClient | None = None  # subscribed to the events channel
         #: Function calls that changed sessions (creates, activations, writes, ...).
         self.calls = 0
 
@@ -134,6 +141,10 @@ class RedisStore(SharedSessionStore):
         try:
             await self._guard("load its functions", self._load_functions)
             await self._measure_clock()
+            # Subscribed before the store is used, so that :meth:`follow` misses
+            # nothing published after the store opened.
+            self._events = await self._connect(events=True)
+            self._following = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_notes)
                 self._phase = "open"
@@ -148,13 +159,17 @@ class RedisStore(SharedSessionStore):
         finally:
             with trio.CancelScope(shield=True):
                 await client.close()
-            self._client = None
+                if self._events is not None:
+                    await self._events.close()
+            self._client = self._events = None
+            self._following = False
+            self._own.clear()
             self._phase = "closed"
             self._wakeup = trio.Event()
         if body_error is not None:
             raise body_error
 
-    async def _connect(self) -> GlideClient:
+    async def _connect(self, *, events: bool = False) -> GlideClient:
         try:
             from glide import (
                 GlideClient,
@@ -177,6 +192,14 @@ class RedisStore(SharedSessionStore):
         credentials = None
         if address.password is not None:
             credentials = ServerCredentials(password=address.password, username=address.username)
+        subscriptions = None
+        if events:
+            exact = GlideClientConfiguration.PubSubChannelModes.Exact
+            subscriptions = GlideClientConfiguration.PubSubSubscriptions(
+                channels_and_patterns={exact: {f"{self._prefix}events"}},
+                callback=None,
+                context=None,
+            )
         config = GlideClientConfiguration(
             [NodeAddress(address.host, address.port)],
             use_tls=address.tls,
@@ -184,6 +207,7 @@ class RedisStore(SharedSessionStore):
             database_id=address.db,
             request_timeout=max(1, round(address.timeout * 1000)),
             client_name="triact",
+            pubsub_subscriptions=subscriptions,
         )
         try:
             return await GlideClient.create(config)
@@ -255,11 +279,25 @@ class RedisStore(SharedSessionStore):
         function = lua.function(name)
         return await self._guard(what, lambda c: c.fcall(function, keys=keys, arguments=args))
 
-    async def _fcall_through(self, name: str, what: str, keys: list[str], args: list[str]) -> Any:
-        """:meth:`_fcall`, seen through whatever happens to the caller (a change)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        with trio.CancelScope(shield=True):
-            return await self._fcall(name, what, keys, args)
+    async def _fcall_through(
+        self,
+        name: str,
+        what: str,
+        keys: list[str],
+        args: list[str],
+        *,
+        own: Sequence[tuple[str, str, int | None]] = (),
+    ) -> Any:
+        """:meth:`_fcall`, seen through whatever happens to the caller (a change);
+        ``own``: the events it may publish, forgotten again if it fails."""
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            with trio.CancelScope(shield=True):
+                return await self._fcall(name, what, keys, args)
+        except BaseException:
+            for key in own:
+                self._disown(key)
+            raise
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}{{{session_id}}}"
@@ -324,10 +362,14 @@ class RedisStore(SharedSessionStore):
             repr(state.last_used),
             *deadline,
         ]
-        reply = await self._fcall_through("write", "store a session", [self._key(state.id)], args)
+        own = self._expect("updated", state.id, state.version)
+        reply = await self._fcall_through(
+            "write", "store a session", [self._key(state.id)], args, own=[own]
+        )
         outcome = _text(reply[0])
         if outcome == "OK":
             return
+        self._disown(own)
         if outcome == "FENCED":
             stored = int(reply[1])
             raise SessionFencedError(
@@ -357,6 +399,7 @@ class RedisStore(SharedSessionStore):
         return await self.remove(session_id, version=None)
 
     def discard(self, session_id: str) -> None:
+        self._expect("removed", session_id, None)
         self._note("remove", session_id, [self._prefix, session_id, ""])
 
     async def index(self) -> list[IndexEntry]:
@@ -453,8 +496,13 @@ class RedisStore(SharedSessionStore):
             "inf" if max_sessions is None else str(max_sessions),
             "" if max_per_client is None else str(max_per_client),
         ]
-        reply = await self._fcall_through("create", "create a session", [self._key(state.id)], args)
+        own = self._expect("created", state.id, state.version)
+        reply = await self._fcall_through(
+            "create", "create a session", [self._key(state.id)], args, own=[own]
+        )
         outcome = _text(reply[0])
+        if outcome != "OK":
+            self._disown(own)
         if outcome == "EXISTS":
             raise _conflict(state.id, None, int(reply[1]))
         trimmed = _pairs(reply[-1])
@@ -540,10 +588,13 @@ class RedisStore(SharedSessionStore):
 
     async def remove(self, session_id: str, *, version: int | None) -> bool:
         args = [self._prefix, session_id, "" if version is None else str(version)]
+        own = self._expect("removed", session_id, None)
         reply = await self._fcall_through(
-            "remove", "remove a session", [self._key(session_id)], args
+            "remove", "remove a session", [self._key(session_id)], args, own=[own]
         )
         outcome = _text(reply[0])
+        if outcome != "OK":
+            self._disown(own)
         if outcome == "CONFLICT":
             stored = int(reply[1])
             raise SessionConcurrencyError(
@@ -579,10 +630,20 @@ class RedisStore(SharedSessionStore):
         ids = [sid for sid in (_text(raw) for raw in due) if sid not in spared][:limit]
         if not ids:
             return []
+        own = [self._expect("expired", sid, None) for sid in ids]
         reply = await self._fcall_through(
-            "expire", "expire sessions", [deadlines], [self._prefix, repr(server_now), *ids]
+            "expire",
+            "expire sessions",
+            [deadlines],
+            [self._prefix, repr(server_now), *ids],
+            own=own,
         )
-        return _pairs(reply)
+        expired = _pairs(reply)
+        gone = {sid for sid, _ in expired}
+        for key in own:
+            if key[1] not in gone:
+                self._disown(key)
+        return expired
 
     async def count(self) -> int:
         order = f"{self._prefix}order"
@@ -633,6 +694,51 @@ class RedisStore(SharedSessionStore):
         with trio.CancelScope(shield=True):
             removed = await self._guard("remove a record", lambda c: c.delete([name]))
         return int(removed) > 0
+
+    # -- events of other processes ------------------------------------------------------
+
+    async def follow(self, deliver: Callable[[str, str, int], None]) -> None:
+        """See :meth:`SharedSessionStore.follow`: the ``<prefix>events`` channel, on a
+        connection of its own, which the Redis functions publish to as they commit
+        (so in commit order, and at most once: Redis pub/sub keeps nothing for a
+        subscriber that is away). The changes of this store object are left out.
+        Every change published since the store opened is delivered (one follower at
+        a time)."""
+        client = self._events
+        if client is None:
+            await trio.lowlevel.checkpoint()
+            raise SessionStoreError(
+                f"{self!r} is not open; use it inside 'async with store.open()'"
+            )
+        while True:
+            try:
+                message = await client.get_pubsub_message()
+            except Exception as exc:
+                raise self._failure("follow its events", exc) from None
+            self._arrived(_text(message.message), deliver)
+
+    def _expect(
+        self, kind: str, session_id: str, version: int | None
+    ) -> tuple[str, str, int | None]:
+        """Note an event that a call of this store is about to publish."""
+        key = (kind, session_id, version)
+        if self._following:
+            self._own[key] = None
+            if len(self._own) > _OWN_KEPT:
+                del self._own[next(iter(self._own))]
+        return key
+
+    def _disown(self, key: tuple[str, str, int | None]) -> None:
+        self._own.pop(key, None)
+
+    def _arrived(self, text: str, deliver: Callable[[str, str, int], None]) -> None:
+        kind, session_id, version_text = text.split(" ")
+        version = int(version_text)
+        for key in ((kind, session_id, version), (kind, session_id, None)):
+            if key in self._own:
+                del self._own[key]
+                return
+        deliver(kind, session_id, version)
 
     # -- background changes ----------------------------------------------------------
 

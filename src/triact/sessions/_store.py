@@ -231,6 +231,14 @@ class SharedSessionStore(SessionStore):
         """Up to ``limit`` stored sessions ordered by (created_at, id), after the
         position ``after``."""
 
+    async def follow(self, deliver: Callable[[str, str, int], None]) -> None:
+        """Call ``deliver(kind, session_id, version)`` for each change that others
+        (other store objects, other processes) commit through the store, in commit
+        order per session, at most once, until cancelled; ``kind`` is "created",
+        "updated", "removed" or "expired". By default there are none to follow: this
+        waits until cancelled."""
+        await trio.sleep_forever()
+
 
 class MemoryStore(SessionStore):
     """Keeps states in a dict: the default. Nothing survives the process."""
