@@ -4,8 +4,8 @@
 //   node driver.mjs v1|v2|v2-auto
 //
 // Commands: {"id", "op": "connect", "command", "args", "env", "stderr"} starts the server
-// (its stderr appended to the file named), or {"id", "op": "connect", "url"} connects to
-// one over streamable HTTP; "sessionId" (the HTTP transport's MCP session id, or null),
+// (its stderr appended to the file named), or {"id", "op": "connect", "url", "headers"}
+// connects to one over streamable HTTP (sending "headers", if given, with each request); "sessionId" (the HTTP transport's MCP session id, or null),
 // "terminate" (ends the HTTP MCP session: DELETE), "listTools", "protocol" (the
 // negotiated revision; v2 only), "call" {"name", "arguments",
 // "progress", "abortAfterMs", "timeoutMs"}, "errors" (what the client reported through
@@ -47,7 +47,10 @@ function describe(error) {
 
 async function connect(command) {
   if (command.url !== undefined) {
-    transport = new StreamableHTTPClientTransport(new URL(command.url));
+    // "headers": sent with every request (a bearer token, as a remote server's
+    // client configuration gives it).
+    const options = command.headers ? { requestInit: { headers: command.headers } } : undefined;
+    transport = new StreamableHTTPClientTransport(new URL(command.url), options);
   } else {
     const stderr = fs.openSync(command.stderr, "a");
     transport = new StdioClientTransport({
