@@ -499,6 +499,8 @@ async def test_usable_sessions_are_the_unbound_and_those_of_the_tokens_given(
         assert mine.token is not None
         assert theirs.token is not None
         assert ids(await manager.usable_sessions([mine.token, "wrong"])) == [unbound.id, mine.id]
+        index = await manager.usable_index([mine.token, "wrong"])
+        assert [(e.id, bool(e.token_hmac)) for e in index] == [(unbound.id, False), (mine.id, True)]
         both = [theirs.token, mine.token]
         assert ids(await manager.usable_sessions(both)) == [unbound.id, mine.id, theirs.id]
         with pytest.raises(TypeError, match="collection of tokens"):

@@ -120,6 +120,12 @@ async def test_usable_sessions_lists_every_managers_sessions(place: Place) -> No
         assert [s.id for s in await b.usable_sessions()] == [open_one.id]
         listed = await a.usable_sessions([bound.token])
         assert [s.id for s in listed] == [open_one.id, bound.id]
+        index = await a.usable_index([bound.token])
+        assert [(e.id, e.topic, e.version, bool(e.token_hmac)) for e in index] == [
+            (open_one.id, "open", 1, False),
+            (bound.id, "bound", 1, True),
+        ]
+        assert [e.id for e in await b.usable_index()] == [open_one.id]
 
 
 async def test_concurrent_increments_from_every_manager_add_up(place: Place) -> None:

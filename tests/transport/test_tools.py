@@ -522,3 +522,40 @@ def test_a_result_is_encoded_as_the_whole_message_would_be(
 def test_a_result_json_cannot_carry_is_refused() -> None:
     with pytest.raises(ValueError, match="JSON compliant"):
         ToolResult({"x": float("inf")}).line(1, stateless=False)
+
+
+class CountingStore(triact.SqliteStore):
+    """A SqliteStore that counts the states it loads."""
+
+    loads = 0
+
+    async def load(self, session_id: str) -> triact.SessionState | None:
+        self.loads += 1
+        return await super().load(session_id)
+
+
+async def test_list_with_a_shared_store_reads_its_index_and_loads_no_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    counting = CountingStore(path)
+    key = b"k" * 32
+    async with (
+        triact.open_session_manager(
+            triact.SessionConfig(store=triact.SqliteStore(path), secret_key=key)
+        ) as other,
+        triact.open_session_manager(triact.SessionConfig(store=counting, secret_key=key)) as ours,
+        connect(ours, initialize="2025-11-25") as peer,
+    ):
+        unbound = await other.create_session(topic="open")
+        bound = await other.create_session(topic="bound", bind_client=True)
+        await (await other.get_session(unbound.id)).update(lambda s: s)
+        assert bound.token is not None
+        listed = await peer.ok("session_list", {"tokens": [bound.token]})
+        assert [
+            (s["session_id"], s["topic"], s["version"], s["bound"]) for s in listed["sessions"]
+        ] == [(unbound.id, "open", 2, False), (bound.id, "bound", 1, True)]
+        listed = await peer.ok("session_list")
+        assert [s["session_id"] for s in listed["sessions"]] == [unbound.id]
+        assert listed["total"] == 1
+        assert counting.loads == 0

@@ -114,6 +114,14 @@ class SessionManager:
         usable = partial(self._manager.usable_sessions, tokens, principal=principal)
         return await self._run.call(usable)
 
+    async def usable_index(
+        self, tokens: Iterable[str] = (), *, principal: str | None = None
+    ) -> list[IndexEntry]:
+        """Those sessions as index entries, what a listing shows: see
+        :meth:`triact.SessionManager.usable_index`."""
+        usable = partial(self._manager.usable_index, tokens, principal=principal)
+        return await self._run.call(usable)
+
     async def create_session(
         self,
         topic: str | None = None,

@@ -372,21 +372,44 @@ class SessionManager:
                 entry = self._sessions.get(item.id)
                 state = entry.state if entry is not None and entry.gone is None else None
                 if state is None or state.version != item.version:
-                    try:
-                        state = await store.load(item.id)
-                    except SessionError:
-                        raise
-                    except Exception as exc:
-                        raise SessionStoreError(
-                            f"listing sessions: the store failed to load session {item.id!r}: "
-                            f"{exc!r}"
-                        ) from exc
+                    state = await _load_to_list(store, item.id)
                 if (
                     state is not None
                     and state.principal == principal
                     and opens(digests, state.client_binding)
                 ):
                     usable.append(state)
+        return usable
+
+    async def usable_index(
+        self, tokens: Iterable[str] = (), *, principal: str | None = None
+    ) -> list[IndexEntry]:
+        """The sessions of :meth:`usable_sessions` as index entries (id, times,
+        version, topic, token HMAC, principal), oldest first: what a listing shows.
+        With a shared store they come from the store's pages, and no session's state
+        is loaded."""
+        if isinstance(tokens, str):
+            raise TypeError("usable_index() takes a collection of tokens, not one str")
+        check_principal(principal)
+        if self.leases is None:
+            states = await self.usable_sessions(tokens, principal=principal)
+            return [_index_entry(state) for state in states]
+        store = self.leases.store
+        digests = frozenset(self._token_digest(token) for token in tokens)
+        usable: list[IndexEntry] = []
+        after: tuple[float, str] | None = None
+        while page := await store.page(after, 256):
+            after = (page[-1].created_at, page[-1].id)
+            for item in page:
+                if item.token_hmac is None:  # the store does not say: look
+                    state = await _load_to_list(store, item.id)
+                    if state is None:
+                        continue
+                    item = _index_entry(state)
+                if item.principal == principal and (
+                    not item.token_hmac or item.token_hmac in digests
+                ):
+                    usable.append(item)
         return usable
 
     async def remove_session(self, session_id: str) -> bool:
@@ -694,3 +717,28 @@ async def open_session_manager(
         manager._close_subscriptions()  # noqa: SLF001 (same)
     if body_error is not None:
         raise body_error
+
+
+async def _load_to_list(store: SessionStore, session_id: str) -> SessionState | None:
+    try:
+        return await store.load(session_id)
+    except SessionError:
+        raise
+    except Exception as exc:
+        raise SessionStoreError(
+            f"listing sessions: the store failed to load session {session_id!r}: {exc!r}"
+        ) from exc
+
+
+def _index_entry(state: SessionState) -> IndexEntry:
+    binding = state.client_binding
+    return IndexEntry(
+        state.id,
+        state.created_at,
+        state.last_used,
+        None if binding is None else binding.client_id,
+        state.version,
+        state.topic,
+        "" if binding is None else binding.token_hmac,
+        state.principal,
+    )

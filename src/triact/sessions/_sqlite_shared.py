@@ -259,10 +259,21 @@ def count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
 
+#: What a page tells of each session: its columns, and from the stored state (the
+#: codec's layout: ``{"schema": 1, "state": {...}}``) its topic, token HMAC and
+#: principal.
+_PAGE = (
+    "SELECT id, created_at, last_used, client_id, version, "
+    "json_extract(state, '$.state.topic'), "
+    "coalesce(json_extract(state, '$.state.client_binding.token_hmac'), ''), "
+    "json_extract(state, '$.state.principal') FROM sessions"
+)
+
+
 def page(
     conn: sqlite3.Connection, *, after: tuple[float, str] | None, limit: int
 ) -> list[IndexEntry]:
-    columns = "SELECT id, created_at, last_used, client_id, version FROM sessions"
+    columns = _PAGE
     if after is None:
         rows = conn.execute(f"{columns} ORDER BY created_at, id LIMIT ?", (limit,))
     else:

@@ -25,6 +25,13 @@ class IndexEntry:
     last_used: float  #: wall-clock
     client_id: str | None = None
     version: int = 0  #: the stored version (0: the store does not say)
+    topic: str | None = None
+    #: The HMAC of a bound session's token (its ``client_binding.token_hmac``), ""
+    #: for an unbound session; None: the store does not say (load it to know).
+    token_hmac: str | None = None
+    #: The session's principal (None: none); told by the stores that tell
+    #: ``token_hmac``.
+    principal: str | None = None
 
 
 @attrs.frozen
@@ -229,7 +236,8 @@ class SharedSessionStore(SessionStore):
     @abc.abstractmethod
     async def page(self, after: tuple[float, str] | None, limit: int) -> list[IndexEntry]:
         """Up to ``limit`` stored sessions ordered by (created_at, id), after the
-        position ``after``."""
+        position ``after``; with their ``topic`` and ``token_hmac`` (which listing
+        needs), so that listing loads no state."""
 
     async def follow(self, deliver: Callable[[str, str, int], None]) -> None:
         """Call ``deliver(kind, session_id, version)`` for each change that others

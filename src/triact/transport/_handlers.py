@@ -22,6 +22,7 @@ import trio
 
 from .._version import __version__
 from ..sessions import (
+    IndexEntry,
     Session,
     SessionManager,
     SessionState,
@@ -213,26 +214,27 @@ def _cursor_start(cursor: str, ids: list[str]) -> int:
         return min(at, len(ids))  # that session is gone: best effort
 
 
-async def listable_sessions(env: ToolEnv, args: arguments.ListArgs) -> list[SessionState]:
+async def listable_sessions(env: ToolEnv, args: arguments.ListArgs) -> list[IndexEntry]:
     """The sessions session_list shows this caller: only those it may use, so that the
     others' ids, and their number, stay unknown to it: the sessions of the caller's
     principal (over stdio, and over HTTP without tokens, those of none), unbound or
     bound to a token the caller presents."""
-    return await env.manager.usable_sessions(args.tokens or (), principal=env.principal)
+    return await env.manager.usable_index(args.tokens or (), principal=env.principal)
 
 
 async def list_sessions(env: ToolEnv, args: arguments.ListArgs) -> results.ListResult:
-    """A page of :func:`listable_sessions`, from their committed states: listing is no
-    call to the sessions, so it keeps none of them alive."""
-    states = await listable_sessions(env, args)
-    ids = [state.id for state in states]
+    """A page of :func:`listable_sessions`, from the index of their committed states
+    (with a shared store, the store's pages: no state is loaded): listing is no call
+    to the sessions, so it keeps none of them alive."""
+    entries = await listable_sessions(env, args)
+    ids = [entry.id for entry in entries]
     start = _cursor_start(args.cursor, ids) if args.cursor is not None else 0
-    page = states[start : start + args.limit]
+    page = entries[start : start + args.limit]
     summaries = tuple(
         results.SessionSummary(
-            state.id, state.topic, state.version, state.last_used, state.client_binding is not None
+            entry.id, entry.topic, entry.version, entry.last_used, bool(entry.token_hmac)
         )
-        for state in page
+        for entry in page
     )
     end = start + len(page)
     next_cursor = _encode_cursor(page[-1].id, end) if page and end < len(ids) else None
