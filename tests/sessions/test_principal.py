@@ -121,6 +121,8 @@ async def test_usable_sessions_are_the_principals_own(open_manager: OpenManager)
         assert await ids((bound.token,), principal="alice") == [a1.id, bound.id]
         assert await ids((bound.token,), principal="bob") == [b1.id]
         assert await ids() == [nobody.id]
+        index = await manager.usable_index((bound.token,), principal="alice")
+        assert [(e.id, e.principal) for e in index] == [(a1.id, "alice"), (bound.id, "alice")]
 
 
 def test_the_codec_keeps_the_principal_and_omits_it_when_there_is_none() -> None:
@@ -194,6 +196,10 @@ async def test_a_second_manager_on_the_same_store_sees_the_owner(
         assert [s.id for s in await second.usable_sessions(principal="alice")] == [session.id]
         assert await second.usable_sessions(principal="bob") == []
         assert await second.usable_sessions() == []
+        listed = await second.usable_index(principal="alice")  # from the store's index
+        assert [(e.id, e.principal, e.topic) for e in listed] == [(session.id, "alice", "here")]
+        assert await second.usable_index(principal="bob") == []
+        assert await second.usable_index() == []
         with trio.fail_after(5):
             final = await session.authorized(None, principal="alice").snapshot()
         assert final.data == {"n": 1}
