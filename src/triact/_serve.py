@@ -95,6 +95,18 @@ class ServeConfig:
     tokens: Path | None = None
     #: With ``http`` and no ``tokens``: serve a host beyond loopback all the same.
     allow_unauthenticated: bool = False
+    #: Over HTTP: origins allowed beside loopback ones (``--allow-origin``).
+    allow_origins: tuple[str, ...] = ()
+    #: Over HTTP: the largest request body, in bytes.
+    max_body_bytes: int | None = None
+    #: Over HTTP: requests handled at once (beyond, 503).
+    max_requests: int | None = None
+    #: Over HTTP: seconds a client gets to send a request's body (beyond, 408).
+    read_timeout: float | None = None
+    #: Over HTTP: seconds an idle keep-alive connection stays open.
+    keep_alive: float | None = None
+    #: Over HTTP: seconds an MCP session lives after its last request.
+    mcp_session_ttl: float | None = None
 
     def http_address(self) -> tuple[str, int] | None:
         """The host and port of ``http`` (host 127.0.0.1 by default). Without
@@ -135,6 +147,23 @@ class ServeConfig:
             return BearerTokens.read(self.tokens)
         except TokenFileError as exc:
             raise ServeConfigError(str(exc)) from None
+
+    def http_options(self, tokens: BearerTokens | None = None) -> HttpOptions:
+        """The HTTP transport's options (ServeConfigError if one is refused)."""
+        given = _given(
+            tokens=tokens,
+            allowed_origins=self.allow_origins or None,
+            max_body_bytes=self.max_body_bytes,
+            max_requests=self.max_requests,
+            body_timeout=self.read_timeout,
+            session_ttl=self.mcp_session_ttl,
+        )
+        try:
+            return HttpOptions(**given)
+        except ValueError as exc:
+            raise ServeConfigError(
+                str(exc).replace("HttpOptions.allowed_origins", "--allow-origin")
+            ) from exc
 
     def open_store(self) -> tuple[SessionStore, Path | None]:
         """The store, and the key file that goes with it by default (None for memory)."""
@@ -298,7 +327,12 @@ def run_serve(config: ServeConfig) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     address = config.http_address()
-    tokens = config.bearer_tokens()
+    http = config.http_options(config.bearer_tokens())
+    if address is None and (http != HttpOptions() or config.keep_alive is not None):
+        raise ServeConfigError(
+            "--allow-origin, --max-body-bytes, --max-requests, --read-timeout, "
+            "--keep-alive and --mcp-session-ttl are for the HTTP transport: add --http"
+        )
     session_config, key_file = config.session_config()
     options = config.server_options()
     work_config = config.work
@@ -319,7 +353,7 @@ def run_serve(config: ServeConfig) -> int:
     shown = store.url if isinstance(store, RedisStore) else getattr(store, "path", None)
     logger.info("serving MCP on stdio; store: %s", shown or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config, address, tokens)
+        trio.run(_serve, session_config, options, work_config, address, http, config.keep_alive)
     except ServeStartError:
         _remove(leftovers, store)
         raise
@@ -357,7 +391,8 @@ async def _serve(
     options: ServerOptions,
     work_config: WorkConfig,
     address: tuple[str, int] | None = None,
-    tokens: BearerTokens | None = None,
+    http: HttpOptions | None = None,
+    keep_alive: float | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         try:
@@ -370,7 +405,7 @@ async def _serve(
         if address is None:
             await serve_stdio(manager, tools, options)
         else:
-            await _serve_http(manager, tools, options, address, tokens)
+            await _serve_http(manager, tools, options, address, http, keep_alive)
     logger.info("stopped; the store is flushed")
 
 
@@ -379,9 +414,12 @@ async def _serve_http(
     tools: ToolSet,
     options: ServerOptions,
     address: tuple[str, int],
-    tokens: BearerTokens | None = None,
+    http: HttpOptions | None = None,
+    keep_alive: float | None = None,
 ) -> None:
-    """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT."""
+    """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT:
+    then it takes no new connections, lets the requests in flight finish within the
+    grace period (their calls too), and returns."""
     try:
         from hypercorn.config import Config
         from hypercorn.trio import serve
@@ -395,8 +433,16 @@ async def _serve_http(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.graceful_timeout = options.shutdown_grace
+    http = http or HttpOptions()
+    # No read_timeout: Hypercorn's closes a connection whose client is silent that long
+    # even while its request runs (a long call). A connection that has not sent a
+    # whole request head is closed after keep_alive_timeout; the app bounds the time a
+    # body takes (body_timeout, 408).
+    if keep_alive is not None:
+        config.keep_alive_timeout = keep_alive
+    config.h11_max_incomplete_size = 64 * 1024  # request line and headers
     stop = trio.Event()
-    http = HttpOptions(tokens=tokens)
+    tokens = http.tokens
     if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "serving %s without authentication (--allow-unauthenticated): anyone who can "

@@ -20,7 +20,7 @@ from ._cli_args import (
 )
 from ._version import __version__
 from .sessions import SessionConfig
-from .transport import ServerOptions
+from .transport import HttpOptions, ServerOptions
 from .work import WorkConfig
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -142,6 +142,57 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "notification, and between the next ones "
         f"(default: {_default(ServerOptions, 'progress_interval'):g})",
     )
+    http = serve.add_argument_group("HTTP (with --http)")
+    http.add_argument(
+        "--allow-origin",
+        metavar="ORIGIN",
+        action="append",
+        dest="allow_origins",
+        default=None,
+        help="an origin (scheme://host[:port]) whose browser pages may call the server, "
+        "beside loopback ones; repeat for several (default: loopback origins only; a "
+        "request from any other Origin gets 403)",
+    )
+    http.add_argument(
+        "--max-body-bytes",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="largest request body; a larger one gets 413 "
+        f"(default: {_mib(_default(HttpOptions, 'max_body_bytes'))})",
+    )
+    http.add_argument(
+        "--max-requests",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="requests handled at once; beyond, 503 with Retry-After "
+        f"(default: {_default(HttpOptions, 'max_requests')})",
+    )
+    http.add_argument(
+        "--read-timeout",
+        metavar="S",
+        type=positive_float,
+        default=None,
+        help="seconds a client gets to send a request's body; slower, 408 "
+        f"(default: {_default(HttpOptions, 'body_timeout'):g})",
+    )
+    http.add_argument(
+        "--keep-alive",
+        metavar="S",
+        type=positive_float,
+        default=None,
+        help="seconds an idle connection (or one still sending its request line and "
+        "headers) stays open (default: 5)",
+    )
+    http.add_argument(
+        "--mcp-session-ttl",
+        metavar="S",
+        type=positive_float,
+        default=None,
+        help="seconds an MCP session (handshake era) lives after its last request "
+        f"(default: {_default(HttpOptions, 'session_ttl'):g})",
+    )
     work = serve.add_argument_group("work tools (session_start, checkpoints, reflections)")
     work.add_argument(
         "--allowed-root",
@@ -240,6 +291,12 @@ def _serve(args: argparse.Namespace) -> int:
         http=args.http,
         tokens=args.tokens,
         allow_unauthenticated=args.allow_unauthenticated,
+        allow_origins=tuple(args.allow_origins or ()),
+        max_body_bytes=args.max_body_bytes,
+        max_requests=args.max_requests,
+        read_timeout=args.read_timeout,
+        keep_alive=args.keep_alive,
+        mcp_session_ttl=args.mcp_session_ttl,
     )
     try:
         return run_serve(config)

@@ -142,10 +142,13 @@ def _check_command(words: list[str], capsys: pytest.CaptureFixture[str]) -> None
         if args == ["--debug"]:
             return
         assert args[:2] == ["mcp", "add"], words
-        if args[2:4] == ["--transport", "http"]:  # a remote server: a URL and its header
-            assert args[5].endswith("/mcp"), words
-            assert args[6] == "--header", words
-            assert args[7].startswith("Authorization: Bearer "), words
+        if args[2:4] == ["--transport", "http"]:  # a server at a URL, started by the user
+            if len(args) > 6:  # a remote one: its URL and bearer header
+                assert args[5].endswith("/mcp"), words
+                assert args[6] == "--header", words
+                assert args[7].startswith("Authorization: Bearer "), words
+            else:
+                _check_mcp_url(args[5])
             return
         assert args[3] == "--", words
         _check_command(args[4:], capsys)
@@ -206,11 +209,19 @@ def test_every_client_configuration_starts_triact(
 ) -> None:
     servers = json.loads(code)["mcpServers"]
     for server in servers.values():
-        if server.get("type") == "http":  # a remote server: its URL and bearer header
-            assert server["url"].endswith("/mcp"), server
-            assert server["headers"]["Authorization"].startswith("Bearer "), server
+        if server.get("type") == "http":  # a server the user started: its URL
+            if "headers" in server:  # a remote one, with its bearer header
+                assert server["url"].endswith("/mcp"), server
+                assert server["headers"]["Authorization"].startswith("Bearer "), server
+            else:
+                _check_mcp_url(server["url"])
             continue
         _check_command([Path(server["command"]).name, *server["args"]], capsys)
+
+
+def _check_mcp_url(url: str) -> None:
+    """A URL where ``triact serve --http`` serves MCP: a loopback host, path /mcp."""
+    assert re.fullmatch(r"http://(127\.0\.0\.1|localhost):[0-9]+/mcp", url), url
 
 
 def test_the_asyncio_example_prints_what_it_says() -> None:

@@ -51,11 +51,14 @@ async def http_server(
     tools: ToolSet = SESSION_TOOLS,
     options: ServerOptions | None = None,
     http: HttpOptions | None = None,
+    keep_alive: float | None = None,
 ) -> AsyncIterator[Served]:
     """The app at ``/mcp`` on a Hypercorn server on a free loopback port."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    if keep_alive is not None:
+        config.keep_alive_timeout = keep_alive
     stop = trio.Event()
     async with (
         open_http_app(manager, tools, options, http) as app,

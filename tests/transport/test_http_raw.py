@@ -304,7 +304,15 @@ async def test_notifications_cancelled_cancels_a_call_of_the_mcp_session(
 
 async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.SessionManager) -> None:
     http = HttpOptions(body_timeout=0.5)
-    async with http_server(manager, http=http) as served:
+    async with http_server(manager, http=http, keep_alive=0.5) as served:
+        host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
+        # One that never finishes its request head is closed after the keep-alive time.
+        head = await trio.open_tcp_stream(host, int(port))
+        async with head:
+            await head.send_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")
+            with trio.fail_after(10):
+                while await head.receive_some(4096):
+                    pass
         host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream, httpx.AsyncClient(timeout=30) as client:
@@ -321,3 +329,29 @@ async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.Sessio
                 while b"\r\n\r\n" not in reply:
                     reply += await stream.receive_some(4096)
         assert reply.startswith(b"HTTP/1.1 408")
+
+
+async def test_requests_beyond_max_requests_get_503(manager: triact.SessionManager) -> None:
+    session_id = (await manager.create_session()).id
+    async with (
+        http_server(manager, http=HttpOptions(max_requests=1)) as served,
+        httpx.AsyncClient(timeout=30) as client,
+        holding(manager, session_id) as release,
+        trio.open_nursery() as nursery,
+    ):
+        body = stateless_call("session_get", {"session_id": session_id})
+        headers = stateless_headers("tools/call", "session_get")
+        answers: list[httpx.Response] = []
+
+        async def held() -> None:
+            answers.append(await client.post(served.url, json=body, headers=headers))
+
+        nursery.start_soon(held)
+        with trio.fail_after(10):
+            while not served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        busy = await client.post(served.url, json=body, headers=headers)
+        assert "busy" in refused(busy, 503, -32600)
+        assert busy.headers["retry-after"] == "1"
+        release.set()
+    assert answers[0].status_code == 200

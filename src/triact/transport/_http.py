@@ -68,6 +68,9 @@ HEADER_MISMATCH: Final = -32020
 MCP_SESSION_NAMESPACE: Final = "mcp-session"
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
 #: MCP sessions served lately, kept in memory (their records are the truth).
 _PEERS_MAX = 4096
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
@@ -89,6 +92,15 @@ def _at_least(minimum: float) -> Any:
     return check
 
 
+def _origins(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for origin in value:
+        if not isinstance(origin, str) or _ORIGIN.fullmatch(origin) is None:
+            raise ValueError(
+                f"HttpOptions.{attribute.name}: {origin!r} is not an origin; write it as "
+                "scheme://host[:port] (http or https, no path), e.g. https://app.example"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class HttpOptions:
     """How the HTTP transport takes requests."""
@@ -99,7 +111,7 @@ class HttpOptions:
     body_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
     #: Origins a browser may send requests from (``scheme://host[:port]``); requests
     #: with any other ``Origin`` get 403. Loopback origins are always allowed.
-    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_origins)
     #: Seconds an MCP session (handshake era) lives after its last request.
     session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
     #: Requests handled at once; beyond, 503 with Retry-After.
@@ -198,8 +210,12 @@ class McpHttpApp:
         if scope["type"] != "http":
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix (path is the full one)
+            path = path[len(root) :]
         try:
-            if scope["path"].rstrip("/") != MCP_PATH:
+            if path.rstrip("/") != MCP_PATH:
                 raise _Refused(404, INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
             if not self._origin_allowed(headers.get(b"origin")):
                 raise _Refused(403, INVALID_REQUEST, "Forbidden: origin not allowed")
@@ -262,8 +278,7 @@ class McpHttpApp:
         if origin is None:
             return True  # not a browser
         text = origin.decode("latin-1")
-        host = text.split("://", 1)[-1].rsplit(":", 1)[0] if "://" in text else ""
-        return host in _LOOPBACK_HOSTS or text in self._http.allowed_origins
+        return _origin_host(text) in _LOOPBACK_HOSTS or text in self._http.allowed_origins
 
     # -- POST ----------------------------------------------------------------------
 
@@ -630,6 +645,16 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif event["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _origin_host(origin: str) -> str:
+    """The host of an origin (``scheme://host[:port]``), an IPv6 one in brackets."""
+    if "://" not in origin:
+        return ""
+    authority = origin.split("://", 1)[1]
+    if authority.startswith("["):
+        return authority[: authority.find("]") + 1]
+    return authority.split(":", 1)[0]
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
