@@ -214,6 +214,37 @@ def test_check_state_walks_only_the_mappings_that_changed() -> None:
     # A mapping carried over from the previous state is not walked again (it was
     # checked when it was committed); a new one is.
     carried = attrs.evolve(state, version=2)
-    assert check_state(carried, state, 10_000) is carried
+    assert check_state(carried, state, 10_000) is not None
     with pytest.raises(triact.SessionValueError, match=r"data\.x"):
         check_state(attrs.evolve(state, data={"x": float("inf")}), state, 10_000)
+
+
+def test_check_state_with_known_sizes_refuses_what_a_full_check_refuses() -> None:
+    """Given the sizes its check of the previous state returned, a change of data or
+    metadata is checked without encoding the state: the same values and sizes are
+    refused, and the sizes stay a bound of the state's JSON."""
+    limit = 2_000
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    known = check_state(state, None, limit)
+    assert known is not None
+    for bad in [float("nan"), 2**63, "\ud800", {1: 2}, nested(100)]:
+        for field in ("data", "metadata"):
+            with pytest.raises(triact.SessionValueError, match=f"{field}\\.bad"):
+                check_state(attrs.evolve(state, **{field: {"bad": bad}}), state, limit, known)
+    with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+        check_state(attrs.evolve(state, data={"a": "x" * limit}), state, limit, known)
+    for step in range(100):  # each state checked after the last, with its sizes
+        new = attrs.evolve(
+            state, version=state.version + 1, data={**state.data, f"k{step}": "x" * 10}
+        )
+        try:
+            known = check_state(new, state, limit, known)
+        except triact.SessionLimitError:
+            break
+        assert known is not None
+        size = len(triact.encode_state(new).encode())
+        assert size <= known[0] <= limit
+        data_size = size - len(triact.encode_state(attrs.evolve(new, data={})).encode()) + 2
+        assert data_size <= known[1]
+        state = new
+    assert limit - 30 < len(triact.encode_state(state).encode()) <= limit

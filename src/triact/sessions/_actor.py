@@ -39,10 +39,10 @@ from ._errors import (
     SessionStoreError,
     no_session,
 )
-from ._limits import check_state
+from ._limits import Sizes, check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
-from ._state import SessionMetrics, SessionState, stamped
+from ._state import SessionMetrics, SessionState, new_metrics, stamped
 
 if TYPE_CHECKING:
     from ._host import SessionHost
@@ -90,10 +90,12 @@ class SessionActor(Actor[Op, Any]):
 
     __slots__ = (
         "_bucket",
+        "_checked",
         "_entry",
         "_guard",
         "_host",
         "_latencies",
+        "_sizes",
         "errors",
         "max_latency",
         "operations",
@@ -110,6 +112,10 @@ class SessionActor(Actor[Op, Any]):
         self.max_latency = metrics.max_latency
         self._latencies: deque[float] | None = None
         self._bucket: _TokenBucket | None = None
+        # The last state this actor checked for a commit, and what its check learnt
+        # (see check_state): the next commit after it is checked without encoding.
+        self._checked: SessionState | None = None
+        self._sizes: Sizes | None = None
         guard = entry.guard
         if guard is None:  # kept on the entry, so that passivation keeps it
             guard = entry.guard = SessionGuard(host.token_digest, host.config)
@@ -271,7 +277,7 @@ class SessionActor(Actor[Op, Any]):
         self._host.tally.account(latency, failed)
 
     def metrics(self) -> SessionMetrics:
-        return SessionMetrics(self.operations, self.errors, self.total_latency, self.max_latency)
+        return new_metrics(self.operations, self.errors, self.total_latency, self.max_latency)
 
     def latencies(self) -> list[float]:
         return list(self._latencies or ())
@@ -284,9 +290,10 @@ class SessionActor(Actor[Op, Any]):
         if expected is not None and expected != state.version and self._host.leases:
             return self._change_fresh(op)  # the cache may be behind: ask the store
         _check_version(state, expected)
+        guard = self._guard
         try:
             # The security events not committed yet are committed with this change.
-            result = op.transform(self._guard.with_events(state))
+            result = op.transform(guard.with_events(state) if guard.pending else state)
         except Exception:
             if self._host.leases is not None:  # it may have failed on a stale copy:
                 return self._change_fresh(op)  # run it again on the stored state
@@ -326,9 +333,12 @@ class SessionActor(Actor[Op, Any]):
             state.version + 1,
             self._host.wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
-            SessionMetrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
+            new_metrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
         )
-        return check_state(new, state, self._host.config.max_state_bytes)
+        known = self._sizes if self._checked is state else None
+        self._sizes = check_state(new, state, self._host.config.max_state_bytes, known)
+        self._checked = new
+        return new
 
     def _commit(
         self, new: SessionState, start: float | None, replay: Change | None
@@ -338,12 +348,14 @@ class SessionActor(Actor[Op, Any]):
         ``replay`` is the change that made ``new`` if it may run again (a shared
         store's conflict)."""
         entry = self._entry
-        self._check_live("this change was committed")
+        if entry.gone is not None:
+            self._check_live("this change was committed")
         store = self._host.store
         if store.immediate:
             store.write_now(new, previous_version=self.state.version)
             entry.state = new
-            self._guard.committed()
+            if self._guard.pending:
+                self._guard.committed()
             self._host.publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.

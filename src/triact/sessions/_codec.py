@@ -22,7 +22,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
 from ._errors import SessionDataError
-from ._state import SessionState
+from ._state import SessionState, plain_dict
 
 #: Bumped whenever the stored shape changes; records from a newer schema are refused.
 SCHEMA_VERSION = 1
@@ -89,7 +89,7 @@ def _as_they_are(value: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` and ``metadata`` hold JSON values, written as they are: a value that is
     not one (a datetime, a set) is refused when encoded, not turned into something
     that would not decode to it."""
-    return dict(value)
+    return plain_dict(value)
 
 
 converter.register_unstructure_hook_func(_is_free_form, _as_they_are)
@@ -134,7 +134,7 @@ def _free_form(value: Mapping[str, Any]) -> orjson.Fragment:
     """``data`` or ``metadata`` as a JSON fragment, the text json would give."""
     if not value:
         return _EMPTY_OBJECT
-    plain = dict(value)
+    plain = plain_dict(value)
     try:
         text = orjson.dumps(plain, default=_not_plain, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, _NotPlain):  # a big int, a subclass, a str key...

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import weakref
 from collections.abc import Iterator
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 import orjson
 
 from ._codec import encode_state_bytes
 from ._errors import SessionDataError, SessionLimitError, SessionValueError
-from ._state import SessionState
+from ._state import SessionState, plain_dict
 
 #: Deepest nesting of objects and arrays in ``data`` or ``metadata`` (the object itself
 #: is level 1). Deeper values cost recursion in every encoder and decoder on their way.
@@ -169,17 +168,57 @@ def value_problems(value: Any, path: str, *, max_nesting: int = MAX_NESTING) -> 
     return problems
 
 
+#: What a commit check learns of a state it accepts, for the next check to build on:
+#: bounds of the state's JSON size and of its ``data``'s and ``metadata``'s JSON sizes
+#: (as the codec writes plain JSON types).
+Sizes: TypeAlias = tuple[int, int, int]
+
+
 def check_state(
-    new: SessionState, previous: SessionState | None, max_state_bytes: int
-) -> SessionState:
-    """``new``, if it may be committed (after ``previous``, or as a new session);
+    new: SessionState,
+    previous: SessionState | None,
+    max_state_bytes: int,
+    known: Sizes | None = None,
+) -> Sizes | None:
+    """Check that ``new`` may be committed (after ``previous``, or as a new session);
     else raise, and nothing may be committed.
 
     Raises :class:`SessionValueError` if ``data`` or ``metadata`` holds what
     :func:`value_problems` refuses, or anything else in the state cannot be written
     as JSON and read back; :class:`SessionLimitError` if its JSON is longer than
     ``max_state_bytes``. Mappings unchanged since ``previous`` are not walked again.
+
+    ``known`` is what the check of ``previous`` returned, if the caller kept it: then a
+    change of ``data``, ``metadata`` and the stamp only (the common change) is checked
+    without encoding the state (see below). Returns what to give the check of the
+    state after ``new`` (None: nothing is known, that check encodes in full).
     """
+    if known is not None and previous is not None and _same_rest(new, previous):
+        bound, data_size, metadata_size = known
+        data, metadata = new.data, new.metadata
+        data_changed = data is not previous.data
+        metadata_changed = metadata is not previous.metadata
+        new_data = _size_bound(data) if data_changed else data_size
+        new_metadata = _size_bound(metadata) if metadata_changed else metadata_size
+        if new_data is not None and new_metadata is not None:  # both plainly valid
+            rest = bound - data_size - metadata_size + _STAMP_ROOM
+            if rest + new_data + new_metadata <= max_state_bytes:
+                return rest + new_data + new_metadata, new_data, new_metadata
+            # Too loose to tell: measure the changed mappings exactly.
+            new_data = _json_size(data) if data_changed else data_size
+            new_metadata = _json_size(metadata) if metadata_changed else metadata_size
+            if (
+                new_data is not None
+                and new_metadata is not None
+                and rest + new_data + new_metadata <= max_state_bytes
+            ):
+                return rest + new_data + new_metadata, new_data, new_metadata
+    return _check_in_full(new, previous, max_state_bytes)
+
+
+def _check_in_full(
+    new: SessionState, previous: SessionState | None, max_state_bytes: int
+) -> Sizes | None:
     for name in ("data", "metadata"):
         mapping = getattr(new, name)
         if previous is not None and mapping is getattr(previous, name):
@@ -191,10 +230,6 @@ def check_state(
                     f"session {new.id!r} may not hold this value, nothing was committed: "
                     + "; ".join(problems)
                 )
-    bound = _bound_after(previous, new)
-    if bound is not None and bound[0] <= max_state_bytes:
-        _remember(new, bound)
-        return new
     try:
         size = len(encode_state_bytes(new))
     except SessionDataError as exc:  # a field other than data or metadata
@@ -205,16 +240,26 @@ def check_state(
             f"{max_state_bytes} (max_state_bytes); nothing was committed. Keep less in "
             "the session (large values belong in files it names)"
         )
-    _remember(new, (size, _json_size(new.data), _json_size(new.metadata)))
-    return new
+    data_size, metadata_size = _json_size(new.data), _json_size(new.metadata)
+    if data_size is None or metadata_size is None:
+        return None
+    return size, data_size, metadata_size
 
 
 # Most changes replace only data (or metadata) and the stamp (version, last_used,
 # metrics). For those the state need not be encoded again: every other field is the
-# very object that was checked in the previous state, and the size is bounded by the
-# previous state's bound, changed by the free-form parts' difference, plus room for the
-# stamp's numbers to grow. Each checked state's size bound and parts' sizes are kept
-# while the state lives, by identity (states cannot carry it: they are frozen values).
+# very object that was checked in the previous state, so the new state's size is
+# bounded by the previous state's bound, less the bounds of the mappings replaced,
+# plus the new mappings' bounds and room for the stamp's numbers to grow. The caller
+# keeps the sizes of the state it last checked (a session's actor: its committed
+# state's) and passes them back with it.
+#
+# A new mapping's bound is counted while its top level is walked for validity
+# (_size_bound), without encoding it: strings and keys at 6 bytes a character (an
+# escape such as \u001f is 6), numbers at their longest. It is loose, so the bound
+# creeps up (and by _STAMP_ROOM a commit); once it would pass the limit, the changed
+# mappings are encoded to measure them exactly, and if that is not enough either,
+# the whole state is (which makes every figure exact again).
 _STAMP_ROOM = 256  # what version, last_used and the metrics may add as JSON: far less
 _STAMP_AND_FREE_FORM = ("data", "metadata", "version", "last_used", "metrics")
 
@@ -235,42 +280,61 @@ _PLAIN_ONLY = (
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
-#: id(state) -> (the state, weakly; its size bound; its data's and metadata's sizes)
-_bounds: dict[int, tuple[weakref.ref[SessionState], int, int, int]] = {}
+_dumps = orjson.dumps
+_isfinite = math.isfinite
 
 
 def _json_size(mapping: Any) -> int | None:
-    try:  # as the codec writes plain JSON types; anything else is encoded in full
-        return len(orjson.dumps(dict(mapping), option=_PLAIN_ONLY))
+    """The JSON size of a mapping as the codec writes plain JSON types (None: it holds
+    something else, which only a full encoding measures)."""
+    if not mapping:
+        return 2
+    try:
+        return len(_dumps(plain_dict(mapping), option=_PLAIN_ONLY))
     except orjson.JSONEncodeError:
         return None
 
 
-def _bound_after(
-    previous: SessionState | None, new: SessionState
-) -> tuple[int, int | None, int | None] | None:
-    """An upper bound of ``new``'s size, with its data's and metadata's sizes, if it
-    differs from ``previous`` (which was checked) in data, metadata and the stamp only."""
-    if previous is None:
-        return None
-    known = _bounds.get(id(previous))
-    if known is None or known[0]() is not previous:
-        return None
-    if not _same_rest(new, previous):
-        return None
-    _, bound, data_size, metadata_size = known
-    new_data = data_size if new.data is previous.data else _json_size(new.data)
-    new_metadata = metadata_size if new.metadata is previous.metadata else _json_size(new.metadata)
-    if new_data is None or new_metadata is None:
-        return None
-    grown = new_data - data_size + new_metadata - metadata_size
-    return bound + grown + _STAMP_ROOM, new_data, new_metadata
+#: Bounds of JSON scalars as orjson writes them: -9223372036854775808 (20 characters),
+#: -2.2250738585072014e-308 (24), false, null.
+_INT_BOUND, _FLOAT_BOUND, _BOOL_BOUND, _NULL_BOUND = 20, 24, 5, 4
 
 
-def _remember(state: SessionState, bound: tuple[int, int | None, int | None]) -> None:
-    size, data_size, metadata_size = bound
-    if data_size is None or metadata_size is None:
-        return
-    key = id(state)
-    ref = weakref.ref(state, lambda _: _bounds.pop(key, None))
-    _bounds[key] = (ref, size, data_size, metadata_size)
+def _size_bound(mapping: Any) -> int | None:
+    """A bound of the JSON size of a new ``data`` or ``metadata`` if it is plainly
+    valid (as :func:`_plainly_valid` judges: its top level is walked here, values
+    nested in it by that function and measured by encoding them); else None, and the
+    state is checked in full (which names the problems, or accepts a subclass that it
+    can encode)."""
+    size = 1  # "{", then each "key":value and a "," or the closing "}"
+    for key, value in mapping.items():
+        if type(key) is not str or not (key.isascii() or _string_problem(key) is None):
+            return None
+        kind = type(value)
+        if kind is str:
+            if not (value.isascii() or _string_problem(value) is None):
+                return None
+            size += 6 * (len(key) + len(value)) + 6
+        elif kind is int:
+            if not MIN_INT <= value <= MAX_INT:
+                return None
+            size += 6 * len(key) + 4 + _INT_BOUND
+        elif kind is float:
+            if not _isfinite(value):
+                return None
+            size += 6 * len(key) + 4 + _FLOAT_BOUND
+        elif kind is dict or kind is list or kind is tuple:
+            # At level 2 of the mapping: as if at level 1 with one level less.
+            if not _plainly_valid(value, MAX_NESTING - 1):
+                return None
+            try:
+                size += 6 * len(key) + 4 + len(_dumps(value, option=_PLAIN_ONLY))
+            except orjson.JSONEncodeError:
+                return None
+        elif value is None:
+            size += 6 * len(key) + 4 + _NULL_BOUND
+        elif kind is bool:
+            size += 6 * len(key) + 4 + _BOOL_BOUND
+        else:
+            return None
+    return size if mapping else 2

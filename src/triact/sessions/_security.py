@@ -54,7 +54,15 @@ class SessionGuard:
     committed. Used only from the session's actor (one call at a time); it lives as
     long as the manager's record of the session, across passivation."""
 
-    __slots__ = ("_config", "_digest", "_failures", "_pending", "_primed", "_throttled_until")
+    __slots__ = (
+        "_config",
+        "_digest",
+        "_failures",
+        "_pending",
+        "_primed",
+        "_throttled_until",
+        "pending",
+    )
 
     def __init__(self, digest: Callable[[str], str], config: SessionConfig) -> None:
         self._digest = digest  # token -> its HMAC under the manager's key (token_digest)
@@ -62,6 +70,10 @@ class SessionGuard:
         self._failures: deque[float] = deque()  # Trio times of refusals in the window
         self._throttled_until = 0.0  # Trio time
         self._pending: list[SecurityEvent] = []
+        #: Whether some security events are not committed yet (a plain attribute: every
+        #: change reads it, and calls :meth:`with_events` and :meth:`committed` only if
+        #: it is true).
+        self.pending = False
         self._primed = False
 
     def passes(self, token: str | None, state: SessionState) -> bool:
@@ -112,11 +124,6 @@ class SessionGuard:
 
     # -- events beside the committed state -------------------------------------------
 
-    @property
-    def pending(self) -> bool:
-        """Whether some security events are not committed yet."""
-        return bool(self._pending)
-
     def with_events(self, state: SessionState) -> SessionState:
         """``state`` with the events not yet committed (the newest kept, as bounded by
         ``max_security_events``): what reads show and what the next change builds on."""
@@ -129,9 +136,11 @@ class SessionGuard:
         """The events were stored with a committed change (built on
         :meth:`with_events`)."""
         self._pending.clear()
+        self.pending = False
 
     def _record(self, event: SecurityEvent) -> None:
         self._pending.append(event)
+        self.pending = True
         if len(self._pending) > self._config.max_security_events:
             del self._pending[0]
 

@@ -71,58 +71,55 @@ class Session:
     async def _call(self, op: ops.Op) -> Any:
         if self._auth is not None and type(op) is not ops.Validate:
             op = ops.Authorized(op, *self._auth)  # type: ignore[arg-type]
-        holds = HOLDS.get()
-        if not holds:  # not called from inside an async update
-            return await self._ask(op)
-        waiter = wait_on(self._entry, holds)  # SessionReentrancyError on a cycle
-        try:
-            return await self._ask(op)
-        finally:
-            if waiter is not None:
-                done_waiting(waiter, self._entry)
-
-    async def _ask(self, op: ops.Op) -> Any:
         host = self._host
         entry = self._entry
-        while True:
-            if entry.forgotten:  # this process dropped it; the store may still hold it
-                entry = self._entry = host.adopt(entry.id)
-            ref = entry.ref
-            if ref is None or not ref.accepting:
-                ref = await host.activate(entry)
-            try:
-                return await ref.ask(op)
-            except (SessionSecurityError, SessionNotFoundError):
-                # A refused token (or principal) is not activity: it keeps no session
-                # alive (and a session not found has none to keep).
-                raise
-            except BaseException as exc:
-                # Idleness counts from a call's end: the actor stamps the calls it
-                # handled, and a busy session never expires; this stamps the others
-                # (refused, cancelled).
-                entry.last_active = host.now()
-                if isinstance(exc, MailboxFullError):
-                    host.tally.busy_rejected()
-                    raise SessionBusyError(
-                        f"session {self.id!r} has {host.config.mailbox_size} calls "
-                        "queued (mailbox_size); retry later"
-                    ) from None
-                if isinstance(exc, ReentrantCallError):
-                    raise SessionReentrancyError(
-                        f"session {self.id!r} was called from inside its own handler; that "
-                        "call would wait for itself forever. Work on the state passed to "
-                        "your update function instead"
-                    ) from None
-                if isinstance(exc, ActorFailedError):
-                    host.session_failed(entry, exc)
-                    raise SessionFailedError(
-                        f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
-                    ) from exc
-                if not isinstance(exc, ActorStoppedError):
+        holds = HOLDS.get()
+        # Called from inside an async update: SessionReentrancyError on a cycle.
+        waiter = wait_on(entry, holds) if holds else None
+        waits_on = entry
+        try:
+            while True:
+                if entry.forgotten:  # this process dropped it; the store may still hold it
+                    entry = self._entry = host.adopt(entry.id)
+                ref = entry.ref
+                if ref is None or not ref.accepting:
+                    ref = await host.activate(entry)
+                try:
+                    return await ref.ask(op)
+                except (SessionSecurityError, SessionNotFoundError):
+                    # A refused token (or principal) is not activity: it keeps no session
+                    # alive (and a session not found has none to keep).
                     raise
-                # Passivated (or shut down) between our look and the ask: go round.
-                if host.closing() or entry.gone is not None:
-                    raise host.refusal(entry) from None
+                except BaseException as exc:
+                    # Idleness counts from a call's end: the actor stamps the calls it
+                    # handled, and a busy session never expires; this stamps the others
+                    # (refused, cancelled).
+                    entry.last_active = host.now()
+                    if isinstance(exc, MailboxFullError):
+                        host.tally.busy_rejected()
+                        raise SessionBusyError(
+                            f"session {self.id!r} has {host.config.mailbox_size} calls "
+                            "queued (mailbox_size); retry later"
+                        ) from None
+                    if isinstance(exc, ReentrantCallError):
+                        raise SessionReentrancyError(
+                            f"session {self.id!r} was called from inside its own handler; that "
+                            "call would wait for itself forever. Work on the state passed to "
+                            "your update function instead"
+                        ) from None
+                    if isinstance(exc, ActorFailedError):
+                        host.session_failed(entry, exc)
+                        raise SessionFailedError(
+                            f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
+                        ) from exc
+                    if not isinstance(exc, ActorStoppedError):
+                        raise
+                    # Passivated (or shut down) between our look and the ask: go round.
+                    if host.closing() or entry.gone is not None:
+                        raise host.refusal(entry) from None
+        finally:
+            if waiter is not None:
+                done_waiting(waiter, waits_on)
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import linecache
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -33,6 +33,16 @@ def check_principal(principal: str | None) -> str | None:
     if principal is not None and (type(principal) is not str or not principal):
         raise TypeError(f"principal must be a non-empty str or None, got {principal!r}")
     return principal
+
+
+def plain_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A state's mapping as a new plain dict: through the view's own ``copy`` (the
+    dict's, five to fifteen times faster than ``dict(view)``, which goes key by key)."""
+    if type(mapping) is MappingProxyType:
+        copy = mapping.copy()
+        if type(copy) is dict:
+            return copy
+    return dict(mapping)
 
 
 @attrs.frozen
@@ -147,12 +157,26 @@ class SessionState:
         return None
 
 
+def _generated(name: str, lines: list[str], namespace: dict[str, Any]) -> Any:
+    """Compile the function ``name`` from ``lines``, with a file name and a linecache
+    entry (as attrs gives the methods it generates), so that a traceback through it
+    shows its source."""
+    source = "\n".join(lines) + "\n"
+    filename = f"<triact generated {name} (sessions/_state.py)>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
+def _setters(cls: type, names: list[str]) -> dict[str, Any]:
+    return {f"set_{name}": getattr(cls, name).__set__ for name in names}
+
+
 def _make_stamped() -> Any:
     """Build :func:`stamped`: a copy of the fields, unrolled (as attrs builds its own
     methods), through the slots' descriptors, which a frozen class allows."""
     stamp = ("version", "last_used", "metrics")
     kept = [a.name for a in attrs.fields(SessionState) if a.name not in stamp]
-    setters = {f"set_{name}": getattr(SessionState, name).__set__ for name in (*kept, *stamp)}
     lines = [
         "def stamped(state, version, last_used, metrics):",
         "    new = new_state(SessionState)",
@@ -160,23 +184,29 @@ def _make_stamped() -> Any:
         *(f"    set_{name}(new, {name})" for name in stamp),
         "    return new",
     ]
-    namespace: dict[str, Any] = {"new_state": object.__new__, "SessionState": SessionState}
-    namespace.update(setters)
-    # A file name and a linecache entry (as attrs gives the methods it generates), so
-    # that a traceback through the generated function shows its source.
-    source = "\n".join(lines) + "\n"
-    filename = "<triact generated stamped (sessions/_state.py)>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace["stamped"]
+    namespace = {"new_state": object.__new__, "SessionState": SessionState}
+    namespace.update(_setters(SessionState, [*kept, *stamp]))
+    return _generated("stamped", lines, namespace)
 
 
-_stamped = _make_stamped()
+def _make_new_metrics() -> Any:
+    """Build :func:`new_metrics` the same way (a frozen class's ``__init__`` sets each
+    field through ``object.__setattr__``, which costs twice as much)."""
+    names = [a.name for a in attrs.fields(SessionMetrics)]
+    lines = [
+        f"def new_metrics({', '.join(names)}):",
+        "    new = new_state(SessionMetrics)",
+        *(f"    set_{name}(new, {name})" for name in names),
+        "    return new",
+    ]
+    namespace = {"new_state": object.__new__, "SessionMetrics": SessionMetrics}
+    namespace.update(_setters(SessionMetrics, names))
+    return _generated("new_metrics", lines, namespace)
 
 
-def stamped(
-    state: SessionState, version: int, last_used: float, metrics: SessionMetrics
-) -> SessionState:
-    """``attrs.evolve(state, version=..., last_used=..., metrics=...)``, at a third of
-    the cost: every commit pays it, and the other fields need no converter again."""
-    return _stamped(state, version, last_used, metrics)  # type: ignore[no-any-return]
+#: ``attrs.evolve(state, version=..., last_used=..., metrics=...)``, at a third of the
+#: cost: every commit pays it, and the other fields need no converter again.
+stamped: Callable[[SessionState, int, float, SessionMetrics], SessionState] = _make_stamped()
+#: ``SessionMetrics(operations, errors, total_latency, max_latency)``, made faster for
+#: every commit's stamp (the fields are plain numbers: nothing to convert or check).
+new_metrics: Callable[[int, int, float, float], SessionMetrics] = _make_new_metrics()
