@@ -427,7 +427,8 @@ class SessionActor(Actor[Op, Any]):
             raise self._failed_group(exc, outcomes, len(committed), start) from exc
         if entry.gone is None:
             entry.state = committed[-1]
-            self._guard.committed()
+            if self._guard.pending:
+                self._guard.committed()
         for state in committed:
             host.publish("updated", state)
         for queued, outcome in outcomes:
@@ -463,16 +464,20 @@ class SessionActor(Actor[Op, Any]):
         through once begun (even if we are cancelled)."""
         host = self._host
         leases = host.leases
-        with trio.CancelScope(shield=not host.store.writes_see_through):
-            if leases is not None:
-                await leases.store.write(
-                    new,
-                    previous_version=previous,
-                    epoch=self._entry.epoch,
-                    expires_at=leases.expires_at(new.created_at, new.last_used),
-                )
-            else:
-                await host.store.write(new, previous_version=previous)
+        if leases is not None:
+            write = leases.store.write(
+                new,
+                previous_version=previous,
+                epoch=self._entry.epoch,
+                expires_at=leases.expires_at(new.created_at, new.last_used),
+            )
+        else:
+            write = host.store.write(new, previous_version=previous)
+        if host.store.writes_see_through:  # no shield needed, and none paid for
+            await write
+        else:
+            with trio.CancelScope(shield=True):
+                await write
 
     def _groupable(self, op: Op) -> bool:
         """Whether a queued op can join a group commit: a plain change, or one that
