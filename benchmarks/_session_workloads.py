@@ -91,9 +91,15 @@ def rate(count: int, start_ns: int) -> float:
 
 
 async def triact_updates(
-    plan: Plan, fn: Callable[[SessionState], Any], lost: list[int], store: Any = None
+    plan: Plan,
+    fn: Callable[[SessionState], Any],
+    lost: list[int],
+    store: Any = None,
+    batches: list[tuple[int, int]] | None = None,
 ) -> float:
-    """Updates per second through ``session.update``; appends what was lost to ``lost``."""
+    """Updates per second through ``session.update``; appends what was lost to
+    ``lost`` and, with a store that counts them, the transactions and writes of the
+    timed updates (not of the sessions' creation) to ``batches``."""
     config = SessionConfig(max_sessions=max(plan.sessions, 10_000), store=store)
     async with open_session_manager(config) as manager:
         sessions = [await manager.create_session() for _ in range(plan.sessions)]
@@ -102,11 +108,14 @@ async def triact_updates(
             for i in picks:
                 await sessions[i].update(fn)
 
+        counted = (store.transactions, store.writes) if batches is not None else (0, 0)
         start = time.perf_counter_ns()
         async with trio.open_nursery() as nursery:
             for picks in plan.picks:
                 nursery.start_soon(caller, picks)
         result = rate(plan.updates, start)
+        if batches is not None:
+            batches.append((store.transactions - counted[0], store.writes - counted[1]))
         states: list[SessionState | None] = [await session.snapshot() for session in sessions]
     if store is not None:  # what the file holds, read back through a fresh store
         reopened = type(store)(store.path)
