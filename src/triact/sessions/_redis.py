@@ -103,7 +103,8 @@ class RedisStore(SharedSessionStore):
         self._following = False
         self._own: dict[tuple[str, str, int | None], None] = {}
         self._events: GlideClient | None = None  # subscribed to the events channel
-        #: Function calls that changed sessions (creates, activations, writes, ...).
+        #: Redis function calls and pipelines this store has sent (reads of single
+        #: fields, such as version checks, not counted).
         self.calls = 0
 
     @property
