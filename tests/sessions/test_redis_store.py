@@ -14,6 +14,7 @@ import trio
 
 import triact
 from triact.sessions._redis import KEY_GRACE, RedisStore
+from triact.sessions._redis_lua import LIBRARY
 from triact.sessions._redis_url import RedisUrlError, parse_redis_url
 from triact.sessions._state import SessionState
 
@@ -128,7 +129,7 @@ async def test_functions_flushed_from_the_server_are_loaded_again(redis_place: R
     async with store.open():
         await create(store, make_state())
         with redis_place.client() as client:
-            client.function_delete("triact_1")
+            client.function_delete(LIBRARY)
         await store.write(make_state(version=2), previous_version=1, epoch=1)
         assert await store.version("s1") == 2
 

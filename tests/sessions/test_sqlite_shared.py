@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -242,6 +243,21 @@ async def test_pages_list_every_session_in_creation_order(two_stores: TwoStores)
         assert [e.id for e in first] == ["s0", "s1"]
         rest = await b.page((first[-1].created_at, first[-1].id), 10)
         assert [e.id for e in rest] == ["s2", "s3", "s4"]
+
+
+async def test_a_page_tells_each_sessions_topic_token_hmac_and_principal(
+    two_stores: TwoStores,
+) -> None:
+    binding = triact.ClientBinding(client_id="c", token_hmac="ab12", created_at=NOW)
+    states = [
+        SessionState(id="open", version=1, created_at=NOW, last_used=NOW, topic="t"),
+        attrs.evolve(make_state("bound"), client_binding=binding, principal="alice"),
+    ]
+    async with two_stores() as (a, b):
+        for state in states:
+            await create(a, state)
+        told = [(e.id, e.topic, e.token_hmac, e.principal) for e in await b.page(None, 10)]
+    assert sorted(told) == [("bound", None, "ab12", "alice"), ("open", "t", "", None)]
 
 
 async def test_a_version_1_file_is_migrated_and_keeps_its_sessions(path: Path) -> None:

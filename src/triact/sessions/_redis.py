@@ -664,10 +664,13 @@ class RedisStore(SharedSessionStore):
                 _text(sid),
                 float(created),
                 float(used),
-                None if client is None else _text(client),
+                _optional(client),
                 int(version),
+                topic=_optional(topic),
+                token_hmac=_optional(token_hmac),
+                principal=None if token_hmac is None else _optional(principal),
             )
-            for sid, created, used, client, version in rows
+            for sid, created, used, client, version, topic, token_hmac, principal in rows
         ]
 
     # -- records ---------------------------------------------------------------------
@@ -779,6 +782,10 @@ class RedisStore(SharedSessionStore):
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _optional(raw: Any) -> str | None:
+    return None if raw is None else _text(raw)
 
 
 def _pairs(flat: list[Any]) -> list[tuple[str, int]]:

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 #: The library's name, which versions it: a triact whose functions change bumps it,
 #: so that processes of two versions can share one Redis during an upgrade.
-LIBRARY = "triact_1"
+LIBRARY = "triact_2"
 
-SOURCE = """#!lua name=triact_1
+SOURCE = """#!lua name=triact_2
 
 local function skey(p, sid) return p .. '{' .. sid .. '}' end
 
@@ -196,8 +196,23 @@ local function expire(keys, args)
   return expire_ids(args[1], ids, tonumber(args[2]), {})
 end
 
+-- What a listing tells of a session from its state: topic, token HMAC ('' unbound)
+-- and principal; all nil (the caller then loads it) if the state does not decode.
+local function described(text)
+  local ok, record = pcall(cjson.decode, text)
+  if not ok or type(record) ~= 'table' or type(record.state) ~= 'table' then
+    return false, false, false
+  end
+  local st = record.state
+  local function plain(v) if type(v) == 'string' then return v end return false end
+  local hmac = ''
+  if type(st.client_binding) == 'table' then hmac = plain(st.client_binding.token_hmac) end
+  return plain(st.topic), hmac, plain(st.principal)
+end
+
 -- KEYS: order. ARGV: p after_created|'' after_id limit.
--- -> {{id, created, used, client|nil, v}, ...} in (created, id) order.
+-- -> {{id, created, used, client|nil, v, topic|nil, token_hmac|nil, principal|nil},
+--     ...} in (created, id) order.
 local function page(keys, args)
   local p, after_id, limit = args[1], args[3], tonumber(args[4])
   local after = tonumber(args[2])
@@ -211,8 +226,11 @@ local function page(keys, args)
     for i = 1, #batch, 2 do
       local sid, score = batch[i], tonumber(batch[i + 1])
       if #out < limit and (after == nil or score > after or sid > after_id) then
-        local r = redis.call('HMGET', skey(p, sid), 'c', 'u', 'cl', 'v')
-        if r[1] then out[#out + 1] = {sid, r[1], r[2], r[3], r[4]} end
+        local r = redis.call('HMGET', skey(p, sid), 'c', 'u', 'cl', 'v', 's')
+        if r[1] then
+          local topic, hmac, principal = described(r[5])
+          out[#out + 1] = {sid, r[1], r[2], r[3], r[4], topic, hmac, principal}
+        end
       end
     end
     offset = offset + #batch / 2
@@ -235,17 +253,17 @@ local function record_get(keys, args)
   return r[1]
 end
 
-redis.register_function('triact_1_create', create)
-redis.register_function('triact_1_activate', activate)
-redis.register_function('triact_1_write', write)
-redis.register_function('triact_1_renew', renew)
-redis.register_function('triact_1_touch', touch)
-redis.register_function('triact_1_release', release)
-redis.register_function('triact_1_remove', remove)
-redis.register_function('triact_1_expire', expire)
-redis.register_function('triact_1_record_put', record_put)
-redis.register_function('triact_1_record_get', record_get)
-redis.register_function{function_name = 'triact_1_page', callback = page,
+redis.register_function('triact_2_create', create)
+redis.register_function('triact_2_activate', activate)
+redis.register_function('triact_2_write', write)
+redis.register_function('triact_2_renew', renew)
+redis.register_function('triact_2_touch', touch)
+redis.register_function('triact_2_release', release)
+redis.register_function('triact_2_remove', remove)
+redis.register_function('triact_2_expire', expire)
+redis.register_function('triact_2_record_put', record_put)
+redis.register_function('triact_2_record_get', record_get)
+redis.register_function{function_name = 'triact_2_page', callback = page,
                         flags = {'no-writes'}}
 """
 
