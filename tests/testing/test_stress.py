@@ -26,6 +26,8 @@ from triact.testing._stress import (
 )
 from triact.testing._targets import InprocTarget, StressTarget, open_inproc
 
+from .._redis import RedisPlace
+
 
 async def test_a_short_inproc_run_checks_out() -> None:
     report = await stress(StressOptions(duration=2.0, seed=5))
@@ -234,6 +236,28 @@ async def test_a_short_http_run_over_two_serve_processes_checks_out() -> None:
     assert report.unexpected == []
     assert report.description.startswith("2 triact serve processes on one SQLite file over http")
     assert len(report.calls_by_process) == 2
+    assert min(report.calls_by_process) > 0
+    assert sum(report.calls_by_process) == report.operations
+
+
+async def test_a_short_http_run_over_three_serve_processes_on_redis_checks_out(
+    redis_place: RedisPlace,
+) -> None:
+    """Three HTTP nodes on one Redis, each call to a random node: 2025-11-25 clients'
+    Mcp-Session-Id records live in Redis, so every node serves every client."""
+    options = StressOptions(
+        sessions=4,
+        clients=6,
+        duration=1.5,
+        target="http",
+        store=f"{redis_place.url}?prefix={redis_place.prefix}",
+        processes=3,
+        seed=5,
+    )
+    report = await stress(options)
+    assert report.violations == []
+    assert report.unexpected == []
+    assert report.description.startswith("3 triact serve processes on one Redis over http")
     assert min(report.calls_by_process) > 0
     assert sum(report.calls_by_process) == report.operations
 
