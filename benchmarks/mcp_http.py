@@ -7,8 +7,11 @@ SDK's ``MCPServer`` with the session tools of ``baselines/mcp_sdk_server.py`` (s
 in a dict), served by its own ``streamable_http_app`` (stateless, JSON responses) on
 uvicorn, as the SDK runs it.
 
-One lean client drives both: C keep-alive HTTP/1.1 connections (h11 on Trio sockets),
-each a loop of POST, read the answer, POST again; C = 1, 16 and 64, in both protocol
+One lean client drives both: C keep-alive HTTP/1.1 connections on Trio sockets (each
+request's bytes a fixed head plus its body; an answer read by its status line, headers
+and length), each a loop of POST, read the answer, POST again (a connection the server
+closes, as Hypercorn does after 1,000 requests, is opened again and counted in
+``reconnects``); C = 1, 16 and 64, in both protocol
 eras: the initialize handshake at 2025-11-25 (each connection its own MCP session:
 ``Mcp-Session-Id`` where the server gives one, ``MCP-Protocol-Version`` on every later
 request) and the stateless 2026-07-28 (``_meta`` on each request, with its
@@ -23,8 +26,14 @@ after the measured window), the share of a core the server used (near 1.0: the s
 is the bottleneck), and the client's own CPU per call (so that a client that could
 not keep up would show).
 
+The floor (``floor_hypercorn_*``, ``baselines/floor_asgi.py``): an ASGI app doing the
+least an MCP answer needs, with no MCP library, on Hypercorn's Trio worker (what
+``triact serve --http`` runs on) beside the same app on uvicorn: what the HTTP server
+alone costs per call.
+
     python benchmarks/mcp_http.py [--runs N] [--quick] [--era handshake|stateless]
-    python benchmarks/mcp_http.py --profile triact.prof   # cProfile the server at C=16
+                                  [--no-floor]
+    python benchmarks/mcp_http.py --profile triact.prof [--era E]  # cProfile at C=16
 """
 
 from __future__ import annotations
@@ -590,6 +599,34 @@ _PARTS = (
 )
 
 
+#: Whose time: the cumulative time of a few functions, by (path suffix, name). The app's
+#: time includes the Hypercorn sends it awaits; they are taken out of it.
+_WHO = (
+    ("Hypercorn: reading, parsing requests", "hypercorn/trio/tcp_server.py", "run"),
+    ("Hypercorn: sending answers", "hypercorn/protocol/http_stream.py", "app_send"),
+    ("Hypercorn: keep-alive timer", "hypercorn/trio/worker_context.py", "restart"),
+    ("triact: the ASGI app, sends excluded", "triact/transport/_http.py", "__call__"),
+    ("triact: tool calls, sessions included", "triact/transport/_calls.py", "_work"),
+)
+
+
+def _who(raw: dict[Any, Any], total: float, calls: int) -> None:
+    cumulative: dict[str, float] = {}
+    for label, suffix, name in _WHO:
+        cumulative[label] = sum(
+            values[3]
+            for (file, _, function), values in raw.items()
+            if function == name and file.endswith(suffix)
+        )
+    cumulative["triact: the ASGI app, sends excluded"] -= cumulative["Hypercorn: sending answers"]
+    print("  by whose code it ran in (cumulative):", file=sys.stderr)
+    for label, seconds in cumulative.items():
+        print(
+            f"    {label:40} {seconds / total:6.1%}  {seconds / calls * 1e6:7.1f} µs/call",
+            file=sys.stderr,
+        )
+
+
 def profile(path: str, era: str, sizes: Sizes) -> None:
     """Run triact's server under cProfile (CPU time, the measured window only) at
     C = 16; print on stderr its own time per call by part (Hypercorn, h11, triact,
@@ -625,11 +662,13 @@ def profile(path: str, era: str, sizes: Sizes) -> None:
         f"(server CPU without the profiler's cost: see the benchmark's lines)",
         file=sys.stderr,
     )
+    print("  by the package its own time was spent in:", file=sys.stderr)
     for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
         print(
-            f"  {part:20} {seconds / total:6.1%}  {seconds / calls * 1e6:7.1f} µs/call",
+            f"    {part:40} {seconds / total:6.1%}  {seconds / calls * 1e6:7.1f} µs/call",
             file=sys.stderr,
         )
+    _who(raw, total, calls)
     stats.sort_stats("tottime").print_stats(30)
 
 
