@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import triact
-from triact.transport import SESSION_TOOLS, McpServer, ServerOptions, ToolSet
+from triact.transport import SESSION_TOOLS, McpServer, PromptSet, ServerOptions, ToolSet
 
 STATELESS = "2026-07-28"
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
@@ -166,13 +166,14 @@ async def connect(
     manager: triact.SessionManager,
     *,
     tools: ToolSet = SESSION_TOOLS,
+    prompts: PromptSet | None = None,
     initialize: str | None = None,
     **options: Any,
 ) -> AsyncIterator[Peer]:
-    """An McpServer offering ``tools`` for ``manager`` over an in-memory stream; EOF on
-    exit, and the server must then return."""
+    """An McpServer offering ``tools`` (and ``prompts``) for ``manager`` over an
+    in-memory stream; EOF on exit, and the server must then return."""
     client, server_end = trio.testing.memory_stream_pair()
-    server = McpServer(manager, tools=tools, options=ServerOptions(**options))
+    server = McpServer(manager, tools=tools, options=ServerOptions(**options), prompts=prompts)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve, server_end, server_end)
         peer = Peer(client, server)

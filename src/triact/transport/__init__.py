@@ -3,7 +3,8 @@ transport, routing each tool call to its session's actor.
 
 A server offers the tools it is given, as a :class:`ToolSet`: :data:`SESSION_TOOLS`
 (the session tools, acting on sessions only), combined with others with ``|`` (such as
-the work tools of :func:`triact.work.work_tools`). Serve them for a
+the work tools of :func:`triact.work.work_tools`), and optionally prompts, as a
+:class:`PromptSet` (such as :func:`triact.work.work_prompts`). Serve them for a
 :class:`~triact.SessionManager` on stdin/stdout with :func:`serve_stdio`, or on any
 pair of Trio byte streams with :meth:`McpServer.serve`.
 """
@@ -24,6 +25,7 @@ from ._jsonrpc import (
     JsonRpcError,
     TransportError,
 )
+from ._prompts import Prompt, PromptArgument, PromptSet
 from ._protocol import HANDSHAKE_VERSIONS, STATELESS_VERSIONS, SUPPORTED_VERSIONS
 from ._results import SessionView
 from ._schema import Spec
@@ -52,6 +54,9 @@ __all__ = [
     "JsonRpcError",
     "McpHttpApp",
     "McpServer",
+    "Prompt",
+    "PromptArgument",
+    "PromptSet",
     "ServerOptions",
     "SessionArgs",
     "SessionView",

@@ -30,6 +30,8 @@ from ._jsonrpc import (
     internal_error,
     result_line,
 )
+from ._prompts import PromptSet, advertised
+from ._prompts import answer as prompts_answer
 from ._tools import ToolSet
 
 logger = logging.getLogger("triact.transport")
@@ -92,8 +94,9 @@ class Peer:
 
 class McpCore:
     """Dispatches the requests and notifications of a server's clients: answers the
-    protocol's own methods at once and runs tool calls in :attr:`calls` (whose
-    ``nursery`` the transport sets before the first call)."""
+    protocol's own methods (and the prompts', with a prompt set) at once and runs tool
+    calls in :attr:`calls` (whose ``nursery`` the transport sets before the first
+    call)."""
 
     def __init__(
         self,
@@ -104,9 +107,11 @@ class McpCore:
         default_session: bool,
         max_line_bytes: int,
         progress_interval: float,
+        prompts: PromptSet | None = None,
     ) -> None:
         self.manager = manager
         self.tools = tools
+        self.prompts = prompts
         self.calls = ToolCalls(
             manager,
             tools,
@@ -169,10 +174,13 @@ class McpCore:
             return protocol.shape(
                 ctx, {"tools": self.tools.definitions(stateless=ctx.stateless)}, cacheable=True
             )
+        if method in protocol.PROMPT_METHODS:
+            result = prompts_answer(self.prompts, method, params)
+            return protocol.shape(ctx, result, cacheable=method == "prompts/list")
         if method == "initialize":
-            return protocol.initialize(params, peer.handshake)
+            return advertised(self.prompts, protocol.initialize(params, peer.handshake))
         if method == "server/discover":
-            return protocol.discover(ctx)
+            return advertised(self.prompts, protocol.discover(ctx))
         if method == "logging/setLevel":
             return protocol.set_level(params, peer.handshake)
         assert method == "ping"

@@ -50,6 +50,7 @@ from ._jsonrpc import (
     encode_json,
     parse_line,
 )
+from ._prompts import PromptSet
 from ._server import ServerOptions, core_for
 from ._session_tools import SESSION_TOOLS
 from ._tools import ToolSet
@@ -618,13 +619,15 @@ async def open_http_app(
     tools: ToolSet = SESSION_TOOLS,
     options: ServerOptions | None = None,
     http: HttpOptions | None = None,
+    *,
+    prompts: PromptSet | None = None,
 ) -> AsyncIterator[McpHttpApp]:
-    """An ASGI app serving ``tools`` for ``manager``'s sessions over MCP's streamable
-    HTTP at ``/mcp``, for the block; mount it in any ASGI server or framework that runs
-    on Trio. On exit it takes no more requests (503), lets the calls in flight finish
-    within ``options.shutdown_grace`` and cancels the rest."""
+    """An ASGI app serving ``tools`` (and ``prompts``, if given) for ``manager``'s
+    sessions over MCP's streamable HTTP at ``/mcp``, for the block; mount it in any ASGI
+    server or framework that runs on Trio. On exit it takes no more requests (503), lets
+    the calls in flight finish within ``options.shutdown_grace`` and cancels the rest."""
     options = options or ServerOptions()
-    core = core_for(manager, tools, options)
+    core = core_for(manager, tools, options, prompts)
     async with trio.open_nursery() as nursery:
         core.calls.nursery = nursery
         app = McpHttpApp(core, http or HttpOptions())

@@ -57,10 +57,15 @@ LOG_LEVELS: Final = (
 )
 LOG_RANK: Final = {level: rank for rank, level in enumerate(LOG_LEVELS)}
 
-HANDSHAKE_METHODS: Final = frozenset(
-    {"initialize", "ping", "tools/list", "tools/call", "logging/setLevel"}
+#: Prompts are answered only by a server given a prompt set (else "Method not found").
+PROMPT_METHODS: Final = frozenset({"prompts/list", "prompts/get"})
+HANDSHAKE_METHODS: Final = (
+    frozenset({"initialize", "ping", "tools/list", "tools/call", "logging/setLevel"})
+    | PROMPT_METHODS
 )
-STATELESS_METHODS: Final = frozenset({"server/discover", "tools/list", "tools/call"})
+STATELESS_METHODS: Final = (
+    frozenset({"server/discover", "tools/list", "tools/call"}) | PROMPT_METHODS
+)
 KNOWN_METHODS: Final = HANDSHAKE_METHODS | STATELESS_METHODS
 
 #: How long a stateless client may cache tools/list and server/discover (ms).

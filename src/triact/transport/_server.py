@@ -22,6 +22,7 @@ from ._jsonrpc import (
     error_line,
     parse_line,
 )
+from ._prompts import PromptSet
 from ._session_tools import SESSION_TOOLS
 from ._tools import ToolSet
 
@@ -66,7 +67,8 @@ class McpServer:
     """Serves MCP (both protocol eras) over one connection: the tools of ``tools`` (by
     default :data:`SESSION_TOOLS`), on the sessions of ``manager``, for ``principal``:
     the sessions it creates are its own, and it reaches no other principal's (None, as
-    over stdio: an unauthenticated client, who reaches only sessions without one).
+    over stdio: an unauthenticated client, who reaches only sessions without one); and
+    the prompts of ``prompts`` if given (then it advertises the ``prompts`` capability).
 
     Guarantees: every request gets exactly one response, except calls cancelled by the
     client before they completed (which get none, and whose changes did not happen);
@@ -81,11 +83,13 @@ class McpServer:
         tools: ToolSet = SESSION_TOOLS,
         options: ServerOptions | None = None,
         principal: str | None = None,
+        prompts: PromptSet | None = None,
     ) -> None:
         self.manager = manager
         self.tools = tools
         #: Who this connection's calls are made as (None: an unauthenticated client).
         self.principal = principal
+        self.prompts = prompts
         self.options = options = options or ServerOptions()
         self._out: list[bytes] = []  # lines for the writer, in order
         self._out_bytes = 0  # emitted, not yet written
@@ -93,7 +97,7 @@ class McpServer:
         self._out_ready: trio.Event | None = None  # set to wake the writer
         self._out_closed = False
         #: The protocol core, and the one client it serves here.
-        self.core = core_for(manager, tools, options)
+        self.core = core_for(manager, tools, options, prompts)
         self.peer = self.core.peer(principal=principal)
         #: The tool calls in flight (keyed by request id).
         self.calls = self.core.calls
@@ -258,8 +262,13 @@ class McpServer:
         self.core.notification(self.peer, notification)
 
 
-def core_for(manager: SessionManager, tools: ToolSet, options: ServerOptions) -> McpCore:
-    """The protocol core serving ``tools`` as ``options`` say."""
+def core_for(
+    manager: SessionManager,
+    tools: ToolSet,
+    options: ServerOptions,
+    prompts: PromptSet | None = None,
+) -> McpCore:
+    """The protocol core serving ``tools`` (and ``prompts``) as ``options`` say."""
     return McpCore(
         manager,
         tools,
@@ -267,4 +276,5 @@ def core_for(manager: SessionManager, tools: ToolSet, options: ServerOptions) ->
         default_session=options.default_session,
         max_line_bytes=options.max_line_bytes,
         progress_interval=options.progress_interval,
+        prompts=prompts,
     )

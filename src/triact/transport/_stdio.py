@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import trio
 
 from ..sessions import SessionManager
+from ._prompts import PromptSet
 from ._server import McpServer, ServerOptions
 from ._session_tools import SESSION_TOOLS
 from ._tools import ToolSet
@@ -25,6 +26,7 @@ async def serve_stdio(
     options: ServerOptions | None = None,
     *,
     handle_signals: bool = True,
+    prompts: PromptSet | None = None,
 ) -> None:
     """Serve the tools of ``tools`` over MCP on stdin/stdout (newline-delimited
     JSON-RPC) until stdin ends.
@@ -36,7 +38,7 @@ async def serve_stdio(
     a stray ``print`` in code it runs goes to the log, not into the protocol. Unix
     only (the streams are :class:`trio.lowlevel.FdStream`).
     """
-    server = McpServer(manager, tools=tools, options=options)
+    server = McpServer(manager, tools=tools, options=options, prompts=prompts)
     # Duplicates, so that closing the streams leaves fds 0 and 1 to the interpreter.
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     with _stdout_kept_for_protocol() as protocol_fd:
