@@ -53,9 +53,8 @@ def test_demo_drives_the_server_as_an_mcp_client() -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "$ python -m triact serve --store memory"
     assert "-> initialize (protocol 2025-11-25)" in lines
-    assert f"<- triact {triact.__version__}, protocol 2025-11-25, capabilities: tools, logging" in (
-        lines
-    )
+    capabilities = "capabilities: tools, logging, prompts"
+    assert f"<- triact {triact.__version__}, protocol 2025-11-25, {capabilities}" in lines
     listed = next(line for line in lines if line.startswith("<- ") and " tools: " in line)
     for tool in SERVE_TOOL_NAMES:
         assert tool in listed
@@ -121,6 +120,10 @@ def test_serve_help_lists_its_options() -> None:
         "--git-timeout",
         "--max-reflections-per-project",
         "--max-reflection-chars",
+        "--max-conversations-per-project",
+        "--semantic",
+        "--recency-weight",
+        "--recency-half-life",
     ):
         assert option in result.stdout
 
@@ -150,6 +153,21 @@ def test_serve_refuses_a_relative_allowed_root() -> None:
     result = run("serve", "--store", "memory", "--allowed-root", "projects")
     assert result.returncode == 2
     assert "argument --allowed-root: must be an absolute path, got 'projects'" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--recency-weight", "1.5"], "recency_weight must be a number from 0 to 1, got 1.5"),
+        (["--recency-half-life", "0"], "argument --recency-half-life"),
+        (["--semantic", "maybe"], "argument --semantic: invalid choice: 'maybe'"),
+    ],
+)
+def test_serve_refuses_bad_search_options(options: list[str], says: str) -> None:
+    result = run("serve", "--store", "memory", *options)
+    assert result.returncode == 2
+    assert says in result.stderr
     assert result.stdout == ""
 
 

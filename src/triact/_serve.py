@@ -33,13 +33,14 @@ from .transport import (
     SESSION_TOOLS,
     BearerTokens,
     HttpOptions,
+    PromptSet,
     ServerOptions,
     TokenFileError,
     ToolSet,
     open_http_app,
     serve_stdio,
 )
-from .work import WorkConfig, WorkStoreError, open_work_sessions, work_tools
+from .work import WorkConfig, WorkStoreError, open_work_sessions, work_prompts, work_tools
 
 logger = logging.getLogger("triact.serve")
 
@@ -402,10 +403,11 @@ async def _serve(
             logger.debug("triact serve could not start", exc_info=True)
             raise ServeStartError(_one_line(exc)) from exc
         tools = SESSION_TOOLS | work_tools(work)
+        prompts = work_prompts()
         if address is None:
-            await serve_stdio(manager, tools, options)
+            await serve_stdio(manager, tools, options, prompts=prompts)
         else:
-            await _serve_http(manager, tools, options, address, http, keep_alive)
+            await _serve_http(manager, tools, options, address, http, keep_alive, prompts)
     logger.info("stopped; the store is flushed")
 
 
@@ -416,6 +418,7 @@ async def _serve_http(
     address: tuple[str, int],
     http: HttpOptions | None = None,
     keep_alive: float | None = None,
+    prompts: PromptSet | None = None,
 ) -> None:
     """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT:
     then it takes no new connections, lets the requests in flight finish within the
@@ -450,7 +453,7 @@ async def _serve_http(
             host,
         )
     async with (
-        open_http_app(manager, tools, options, http) as app,
+        open_http_app(manager, tools, options, http, prompts=prompts) as app,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_set_on_signal, stop)

@@ -235,6 +235,39 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="longest reflection, in characters "
         f"(default: {_default(WorkConfig, 'max_reflection_chars')})",
     )
+    work.add_argument(
+        "--max-conversations-per-project",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="conversation excerpts kept per project, the oldest dropped first "
+        f"(default: {_default(WorkConfig, 'max_conversations_per_project')})",
+    )
+    work.add_argument(
+        "--semantic",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="search reflections and conversations by meaning as well as words: 'auto' "
+        "where the semantic extra is installed, 'on' to require it, 'off' for words alone "
+        f"(default: {_default(WorkConfig, 'semantic')})",
+    )
+    work.add_argument(
+        "--recency-weight",
+        metavar="W",
+        type=float,
+        default=None,
+        help="in search by meaning, the share of a score that age can take away, 0 to 1 "
+        f"(default: {_default(WorkConfig, 'recency_weight'):g})",
+    )
+    work.add_argument(
+        "--recency-half-life",
+        metavar="DAYS",
+        type=positive_float,
+        default=None,
+        dest="recency_half_life_days",
+        help="in search by meaning, days after which age has taken half of what it can "
+        f"(default: {_default(WorkConfig, 'recency_half_life_days'):g})",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -271,6 +304,10 @@ def _serve(args: argparse.Namespace) -> int:
                     "git_timeout",
                     "max_reflections_per_project",
                     "max_reflection_chars",
+                    "max_conversations_per_project",
+                    "semantic",
+                    "recency_weight",
+                    "recency_half_life_days",
                 )
             }
         )

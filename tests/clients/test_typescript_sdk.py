@@ -29,7 +29,7 @@ def _new_session(client: Driver, **arguments: object) -> str:
 def test_tools_list_is_the_documented_set(client: Driver) -> None:
     tools = client.request("listTools")["tools"]
     assert [tool["name"] for tool in tools] == documented_tools()
-    assert len(tools) == 19
+    assert len(tools) == 21
     assert all(tool["outputSchema"]["type"] == "object" for tool in tools)
 
 

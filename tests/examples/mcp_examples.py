@@ -58,7 +58,7 @@ _VOLATILE = {
 
 
 class _Server:
-    """``triact serve --store memory`` spoken to in raw JSON-RPC lines."""
+    """``triact serve --store memory --semantic off`` spoken to in raw JSON-RPC lines."""
 
     def __init__(self, home: Path) -> None:
         env = {
@@ -71,7 +71,9 @@ class _Server:
             "GIT_COMMITTER_EMAIL": "me@example.com",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"],
+            # Words alone, so that the examples are the same with the semantic extra
+            # installed or not (docs/work.md shows a hybrid search).
+            [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", "--semantic", "off"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -169,6 +171,14 @@ def run_examples() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
                 project="parser",
             )
             call("reflection_search", query="parser failure", project="parser")
+            call(
+                "conversation_save",
+                content="user: why does the parser reject empty files?\n"
+                "assistant: an empty file has no root node; we now return an empty tree.",
+                tags=["parser"],
+                project="parser",
+            )
+            call("conversation_search", query="empty files", project="parser")
     shown = json.loads(json.dumps(examples).replace(tmp, SHOWN_HOME))
     return {name: (params, result) for name, (params, result) in shown.items()}
 

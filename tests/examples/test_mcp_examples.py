@@ -22,7 +22,7 @@ def test_every_tool_has_its_example(live: dict[str, Any]) -> None:
     headings = [line[5:-1] for line in ex.DOC.read_text().splitlines() if line.startswith("### `")]
     assert sorted(TOOLS) == sorted(live)
     assert sorted(TOOLS) == sorted([*headings, "conflict"])
-    assert len(headings) == 19
+    assert len(headings) == 21
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))

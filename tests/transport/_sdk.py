@@ -36,6 +36,8 @@ SERVE_TOOL_NAMES = [
     "trust_list",
     "reflection_store",
     "reflection_search",
+    "conversation_save",
+    "conversation_search",
 ]
 
 

@@ -190,6 +190,8 @@ async def test_triact_serve_http_serves_until_sigterm(tmp_path: Path) -> None:
         async with mcp.Client(served.url, mode="legacy") as client:
             names = [tool.name for tool in (await client.list_tools()).tools]
             assert names == SERVE_TOOL_NAMES
+            prompts = [prompt.name for prompt in (await client.list_prompts()).prompts]
+            assert prompts == ["start", "checkpoint", "end", "recall"]
             started = await client.call_tool("session_start", {"working_directory": str(tmp_path)})
             assert structured(started)["created"] is True
         served.process.send_signal(signal.SIGTERM)

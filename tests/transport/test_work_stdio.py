@@ -18,8 +18,10 @@ from ._sdk import sdk_session as serve_session
 from ._sdk import structured
 
 
-def store(tmp_path: Path) -> tuple[str, str]:
-    return ("--store", f"sqlite:{tmp_path / 'sessions.db'}")
+def store(tmp_path: Path) -> tuple[str, ...]:
+    # Words alone: these tests check FTS5's ranking (tests/work/test_semantic.py and
+    # test_semantic_serve.py search by meaning).
+    return ("--store", f"sqlite:{tmp_path / 'sessions.db'}", "--semantic", "off")
 
 
 def parameters(tmp_path: Path) -> StdioServerParameters:

@@ -27,6 +27,8 @@ WORK_TOOL_NAMES = [
     "trust_list",
     "reflection_store",
     "reflection_search",
+    "conversation_save",
+    "conversation_search",
 ]
 
 
@@ -47,6 +49,10 @@ def repo(tmp_path: Path) -> Path:
     return _repo(tmp_path / "repo")
 
 
+#: These tests check the word searches (tests/work/test_semantic.py: by meaning).
+WORDS_ONLY = WorkConfig(semantic="off")
+
+
 def serve_tools(work: WorkSessions) -> ToolSet:
     """The tools of ``triact serve``: the session tools and the work tools."""
     return SESSION_TOOLS | work_tools(work)
@@ -56,7 +62,7 @@ def serve_tools(work: WorkSessions) -> ToolSet:
 async def peer(manager: triact.SessionManager) -> AsyncIterator[Peer]:
     """A connection offering the session and work tools, initialized at 2025-11-25."""
     async with (
-        open_work_sessions(manager) as work,
+        open_work_sessions(manager, WORDS_ONLY) as work,
         connect(manager, tools=serve_tools(work), initialize="2025-11-25") as peer,
     ):
         yield peer
@@ -235,7 +241,7 @@ async def test_stateless_era_and_sqlite_search(
     sqlite_manager: triact.SessionManager, tmp_path: Path
 ) -> None:
     async with (
-        open_work_sessions(sqlite_manager) as work,
+        open_work_sessions(sqlite_manager, WORDS_ONLY) as work,
         connect(sqlite_manager, tools=serve_tools(work)) as peer,
     ):
         meta = envelope()
@@ -326,3 +332,22 @@ async def test_the_work_tools_run_no_program_of_a_hostile_repository(
     assert point["checkpoint"]["commit"] is not None
     await ok(peer, "session_end", {"session_id": sid, "write_handoff": True})
     assert not marker.exists()
+
+
+async def test_conversation_tools(peer: Peer) -> None:
+    saved = await ok(
+        peer,
+        "conversation_save",
+        {"content": "user: why trio?\nassistant: structured concurrency", "project": "p"},
+    )
+    assert (saved["excerpt"]["project"], saved["kept"], saved["embedded"]) == ("p", 1, False)
+    await ok(peer, "reflection_store", {"content": "structured concurrency pays", "project": "p"})
+    found = await ok(peer, "conversation_search", {"query": "concurrency", "project": "p"})
+    assert found["method"] == "text-match"
+    assert [r["id"] for r in found["results"]] == [saved["excerpt"]["id"]]
+    assert found["results"][0]["similarity"] is None
+    too_long = await peer.fails("conversation_save", {"content": "x" * 20_001})
+    assert too_long["code"] == "invalid_arguments"
+    assert "max_conversation_chars" in too_long["message"]
+    no_words = await peer.fails("conversation_search", {"query": "!!!"})
+    assert no_words["code"] == "invalid_arguments"

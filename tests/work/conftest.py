@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import triact
-from triact.work import WorkConfig, WorkSessions, open_work_sessions
+from triact.work import Embedder, WorkConfig, WorkSessions, open_work_sessions
 
 
 def git(directory: Path, *args: str) -> str:
@@ -72,14 +73,22 @@ def clock() -> Clock:
 
 @asynccontextmanager
 async def opened(
-    clock: Clock | None = None, config: WorkConfig | None = None, **settings: Any
+    clock: Clock | None = None,
+    config: WorkConfig | None = None,
+    *,
+    semantic: str = "off",
+    embedder: Embedder | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[triact.SessionManager, WorkSessions]]:
-    """A manager (``SessionConfig(**settings)``) and its work sessions."""
+    """A manager (``SessionConfig(**settings)``) and its work sessions: searching by
+    words alone unless ``semantic`` says otherwise (test_semantic.py searches by
+    meaning, with ``embedder`` or the semantic extra's model)."""
     if clock is not None:
         settings["wall_clock"] = clock
+    config = attrs.evolve(config or WorkConfig(), semantic=semantic)
     async with (
         triact.open_session_manager(triact.SessionConfig(**settings)) as manager,
-        open_work_sessions(manager, config) as work,
+        open_work_sessions(manager, config, embedder=embedder) as work,
     ):
         yield manager, work
 

@@ -3,12 +3,14 @@ start to end (checkpoints, git state, a handoff for the next session in the same
 directory), remembers the operations a user trusts, and keeps reflections to search.
 
 Open it on a manager with :func:`open_work_sessions`; offer its MCP tools with
-:func:`work_tools` (``SESSION_TOOLS | work_tools(work)``); see ``docs/work.md``.
+:func:`work_tools` (``SESSION_TOOLS | work_tools(work)``), and the lifecycle's MCP
+prompts with :func:`work_prompts`; see ``docs/work.md``.
 """
 
 from .._public import fixup_module_metadata
 from ._backend import MemoryWorkStore, WorkStore
 from ._config import WorkConfig
+from ._embedding import Embedder
 from ._errors import (
     GitError,
     GitTimeoutError,
@@ -21,9 +23,13 @@ from ._errors import (
     WorkStoreError,
 )
 from ._handoff import render_handoff
+from ._prompts import work_prompts
 from ._records import (
     WORK_DATA_KEY,
     Checkpoint,
+    Excerpt,
+    ExcerptHit,
+    ExcerptSearch,
     FailedRequest,
     GitState,
     Handoff,
@@ -32,6 +38,7 @@ from ._records import (
     ReflectionSearch,
     RequestSummary,
     SearchMethod,
+    StoredExcerpt,
     StoredReflection,
     ThreadSummary,
     TrustGrant,
@@ -48,7 +55,11 @@ __all__ = [
     "WORK_DATA_KEY",
     "WORK_ERROR_CODES",
     "Checkpoint",
+    "Embedder",
     "Ended",
+    "Excerpt",
+    "ExcerptHit",
+    "ExcerptSearch",
     "FailedRequest",
     "GitError",
     "GitState",
@@ -63,6 +74,7 @@ __all__ = [
     "SearchMethod",
     "SqliteWorkStore",
     "Started",
+    "StoredExcerpt",
     "StoredReflection",
     "ThreadSummary",
     "TrustGrant",
@@ -84,6 +96,7 @@ __all__ = [
     "open_work_sessions",
     "render_handoff",
     "scope_of",
+    "work_prompts",
     "work_record",
     "work_tools",
 ]

@@ -1,7 +1,8 @@
 """Where the work layer keeps what outlives a session: the index of live sessions by
-directory, the last handoff of each directory, and reflections. :class:`WorkStore` is
-the interface; :class:`MemoryWorkStore` keeps them in memory, for as long as the
-WorkSessions that owns it."""
+directory, the last handoff of each directory, and notes (reflections and conversation
+excerpts) with their embedding vectors. :class:`WorkStore` is the interface;
+:class:`MemoryWorkStore` keeps them in memory, for as long as the WorkSessions that
+owns it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import ClassVar
 
 import trio
 
-from ._records import Handoff, Reflection, SearchMethod
+from ._records import Handoff, NoteKind, Reflection, SearchMethod
 from ._search import text_match
 
 
@@ -44,20 +45,23 @@ class WorkStore(abc.ABC):
         session (if it still is), together."""
 
     @abc.abstractmethod
-    async def add_reflection(
+    async def add_note(
         self,
+        kind: NoteKind,
         content: str,
         tags: tuple[str, ...],
         project: str | None,
         now: float,
         keep: int,
     ) -> tuple[Reflection, int, int]:
-        """Store a reflection, dropping the oldest of its project beyond ``keep``;
-        returns it, how many its project keeps and how many were dropped."""
+        """Store a note of ``kind`` (a reflection or a conversation excerpt; each kind
+        has ids of its own), dropping the oldest of its kind and project beyond
+        ``keep``; returns it, how many its project keeps and how many were dropped."""
 
     @abc.abstractmethod
-    async def search(
+    async def search_notes(
         self,
+        kind: NoteKind,
         terms: Sequence[str],
         project: str | None,
         tags: tuple[str, ...],
@@ -65,25 +69,89 @@ class WorkStore(abc.ABC):
         *,
         all_projects: bool,
     ) -> list[tuple[Reflection, float]]:
-        """The best ``limit`` reflections for the terms (any of them), with their scores,
-        best first, newest first among equal scores; only those with every tag in
-        ``tags``, of ``project`` unless ``all_projects``."""
+        """The best ``limit`` notes of ``kind`` for the terms (any of them), with their
+        scores, best first, newest first among equal scores; only those with every tag
+        in ``tags``, of ``project`` unless ``all_projects``."""
+
+    # -- embedding vectors (search by meaning); a store that keeps none says so ------
+
+    #: Whether this store keeps vectors (the methods below); without, search is by
+    #: words alone.
+    keeps_vectors: ClassVar[bool] = False
+
+    async def vectors(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+        after: int = 0,
+    ) -> list[tuple[int, float, bytes]]:
+        """``(id, created_at, vector)`` of every note of ``kind`` with an id above
+        ``after`` that has a vector made by ``model``, with the filters of
+        :meth:`search_notes`, by id."""
+        raise NotImplementedError
+
+    async def vector_signature(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+    ) -> tuple[int, int, int]:
+        """How many notes :meth:`vectors` would give, and their lowest and highest ids
+        (0 for none): what a cache of them checks (ids only grow)."""
+        raise NotImplementedError
+
+    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
+        """The notes of ``kind`` with these ids that are still kept, in any order."""
+        raise NotImplementedError
+
+    async def missing_vectors(
+        self, kind: NoteKind, model: str, limit: int
+    ) -> list[tuple[int, str]]:
+        """``(id, content)`` of up to ``limit`` notes of ``kind`` with no vector made by
+        ``model``, newest first."""
+        raise NotImplementedError
+
+    async def put_vectors(
+        self, kind: NoteKind, model: str, rows: Sequence[tuple[int, bytes]]
+    ) -> None:
+        """Keep ``(id, vector)`` for notes of ``kind`` still kept (others are skipped),
+        replacing a vector of another model."""
+        raise NotImplementedError
+
+
+class _Notes:
+    __slots__ = ("by_project", "next_id", "vectors")
+
+    def __init__(self) -> None:
+        self.by_project: dict[str | None, list[Reflection]] = {}
+        self.vectors: dict[int, tuple[str, bytes]] = {}
+        self.next_id = 1
+
+    def kept(self) -> dict[int, Reflection]:
+        return {note.id: note for notes in self.by_project.values() for note in notes}
 
 
 class _MemoryData:
-    __slots__ = ("directories", "handoffs", "next_id", "reflections")
+    __slots__ = ("directories", "handoffs", "notes")
 
     def __init__(self) -> None:
         self.directories: dict[str, str] = {}
         self.handoffs: dict[str, Handoff] = {}
-        self.reflections: dict[str | None, list[Reflection]] = {}
-        self.next_id = 1
+        self.notes: dict[NoteKind, _Notes] = {"reflection": _Notes(), "conversation": _Notes()}
 
 
 class MemoryWorkStore(WorkStore):
     """In memory; search is a simple scored text match ("text-match")."""
 
     search_method = "text-match"
+    keeps_vectors = True
 
     def __init__(self) -> None:
         self._data = _MemoryData()
@@ -109,8 +177,9 @@ class MemoryWorkStore(WorkStore):
         if self._data.directories.get(directory) == session_id:
             del self._data.directories[directory]
 
-    async def add_reflection(
+    async def add_note(
         self,
+        kind: NoteKind,
         content: str,
         tags: tuple[str, ...],
         project: str | None,
@@ -118,17 +187,28 @@ class MemoryWorkStore(WorkStore):
         keep: int,
     ) -> tuple[Reflection, int, int]:
         await trio.lowlevel.checkpoint()
-        data = self._data
-        reflection = Reflection(data.next_id, content, tags, project, now)
-        data.next_id += 1
-        kept = data.reflections.setdefault(project, [])
-        kept.append(reflection)
+        notes = self._data.notes[kind]
+        note = Reflection(notes.next_id, content, tags, project, now)
+        notes.next_id += 1
+        kept = notes.by_project.setdefault(project, [])
+        kept.append(note)
         dropped = max(0, len(kept) - keep)
+        for gone in kept[:dropped]:
+            notes.vectors.pop(gone.id, None)
         del kept[:dropped]
-        return reflection, len(kept), dropped
+        return note, len(kept), dropped
 
-    async def search(
+    def _candidates(
+        self, kind: NoteKind, project: str | None, tags: tuple[str, ...], all_projects: bool
+    ) -> list[Reflection]:
+        by_project = self._data.notes[kind].by_project
+        buckets = list(by_project.values()) if all_projects else [by_project.get(project, [])]
+        wanted = set(tags)
+        return [note for bucket in buckets for note in bucket if wanted.issubset(note.tags)]
+
+    async def search_notes(
         self,
+        kind: NoteKind,
         terms: Sequence[str],
         project: str | None,
         tags: tuple[str, ...],
@@ -137,11 +217,65 @@ class MemoryWorkStore(WorkStore):
         all_projects: bool,
     ) -> list[tuple[Reflection, float]]:
         await trio.lowlevel.checkpoint()
-        buckets = (
-            list(self._data.reflections.values())
-            if all_projects
-            else [self._data.reflections.get(project, [])]
-        )
-        wanted = set(tags)
-        candidates = [r for bucket in buckets for r in bucket if wanted.issubset(r.tags)]
-        return text_match(candidates, terms, limit)
+        return text_match(self._candidates(kind, project, tags, all_projects), terms, limit)
+
+    async def vectors(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+        after: int = 0,
+    ) -> list[tuple[int, float, bytes]]:
+        await trio.lowlevel.checkpoint()
+        vectors = self._data.notes[kind].vectors
+        found = [
+            (note.id, note.created_at, vectors[note.id][1])
+            for note in self._candidates(kind, project, tags, all_projects)
+            if note.id > after and vectors.get(note.id, ("", b""))[0] == model
+        ]
+        found.sort()
+        return found
+
+    async def vector_signature(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+    ) -> tuple[int, int, int]:
+        rows = await self.vectors(kind, model, project, tags, all_projects=all_projects)
+        ids = [row[0] for row in rows]
+        return len(ids), min(ids, default=0), max(ids, default=0)
+
+    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
+        await trio.lowlevel.checkpoint()
+        kept = self._data.notes[kind].kept()
+        return [kept[note_id] for note_id in ids if note_id in kept]
+
+    async def missing_vectors(
+        self, kind: NoteKind, model: str, limit: int
+    ) -> list[tuple[int, str]]:
+        await trio.lowlevel.checkpoint()
+        notes = self._data.notes[kind]
+        missing = [
+            (note.id, note.content)
+            for note in notes.kept().values()
+            if notes.vectors.get(note.id, ("", b""))[0] != model
+        ]
+        missing.sort(reverse=True)
+        return missing[:limit]
+
+    async def put_vectors(
+        self, kind: NoteKind, model: str, rows: Sequence[tuple[int, bytes]]
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        notes = self._data.notes[kind]
+        kept = notes.kept()
+        for note_id, vector in rows:
+            if note_id in kept:
+                notes.vectors[note_id] = (model, vector)

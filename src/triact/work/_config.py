@@ -20,6 +20,26 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
         )
 
 
+def _fraction(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"WorkConfig.{attribute.name} must be a number from 0 to 1, got {value!r}")
+
+
+def _similarity(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise ValueError(
+            f"WorkConfig.{attribute.name} must be a number from -1 to 1, got {value!r}"
+        )
+
+
+def _days(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+        raise ValueError(f"WorkConfig.{attribute.name} must be a number of days > 0, got {value!r}")
+
+
+SEMANTIC_MODES = ("auto", "on", "off")
+
+
 def _file_name(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if (
         not isinstance(value, str)
@@ -96,3 +116,19 @@ class WorkConfig:
     max_reflection_tags: int = attrs.field(default=16, validator=_at_least_one)
     #: Most results one search returns.
     max_search_limit: int = attrs.field(default=100, validator=_at_least_one)
+    #: Longest conversation excerpt, in characters.
+    max_conversation_chars: int = attrs.field(default=20_000, validator=_at_least_one)
+    #: Conversation excerpts kept per project (oldest dropped first).
+    max_conversations_per_project: int = attrs.field(default=1000, validator=_at_least_one)
+    #: Search by meaning (hybrid search, with the ``semantic`` extra): "auto" uses it
+    #: where the extra is installed, "on" requires it (opening fails without it), "off"
+    #: searches by words alone (``triact serve --semantic``).
+    semantic: str = attrs.field(default="auto", validator=attrs.validators.in_(SEMANTIC_MODES))
+    #: How much of a hybrid score age can take away: 0 ignores age; 0.2 (the default)
+    #: lets a note lose at most a fifth of its score as it ages (``--recency-weight``).
+    recency_weight: float = attrs.field(default=0.2, validator=_fraction)
+    #: Days after which age has taken half of what it can (``--recency-half-life``).
+    recency_half_life_days: float = attrs.field(default=30.0, validator=_days)
+    #: Cosine similarity a note needs to be found by its meaning alone (with no word
+    #: of the query in it).
+    min_similarity: float = attrs.field(default=0.2, validator=_similarity)

@@ -23,7 +23,12 @@ WORK_DATA_KEY = "triact.work"
 #: Version of the work record's shape; records from a newer one are refused.
 WORK_SCHEMA_VERSION = 1
 
-SearchMethod = Literal["fts5-bm25", "text-match"]
+#: What ranked a search: words and meaning ("hybrid": the text score and the cosine
+#: similarity of embeddings, weighted by age), or words alone (SQLite FTS5's bm25, or
+#: the memory store's scored text match).
+SearchMethod = Literal["hybrid", "fts5-bm25", "text-match"]
+#: The two kinds of notes the work layer keeps and searches.
+NoteKind = Literal["reflection", "conversation"]
 
 converter = make_converter(forbid_extra_keys=True)
 
@@ -237,26 +242,78 @@ class Reflection:
     created_at: float = attrs.field(metadata={"description": "Seconds since the epoch."})
 
 
+_SCORE = {"description": "Higher is better; comparable within one search only."}
+_SIMILARITY = {
+    "description": "Cosine similarity of its meaning to the query's (-1 to 1); null when "
+    "the search ranked by words alone."
+}
+_METHOD = {
+    "description": "What ranked the results: 'hybrid' (words and meaning, weighted by "
+    "age), or words alone: 'fts5-bm25' (SQLite FTS5's bm25) or 'text-match' (a simple "
+    "scored match, in memory)."
+}
+
+
 @attrs.frozen
 class ReflectionHit:
     reflection: Reflection
-    score: float = attrs.field(
-        metadata={"description": "Higher is better; comparable within one search only."}
-    )
+    score: float = attrs.field(metadata=_SCORE)
+    similarity: float | None = attrs.field(default=None, metadata=_SIMILARITY)
 
 
 @attrs.frozen
 class ReflectionSearch:
     """Reflections that match a query, best first (recency breaks ties)."""
 
-    method: SearchMethod = attrs.field(
-        metadata={
-            "description": "What ranked the results: SQLite FTS5's bm25, or a "
-            "simple scored text match."
-        }
-    )
+    method: SearchMethod = attrs.field(metadata=_METHOD)
     query: str
     hits: tuple[ReflectionHit, ...]
+
+
+@attrs.frozen
+class Excerpt:
+    """An excerpt of a conversation kept for later, searchable."""
+
+    id: int
+    content: str
+    tags: tuple[str, ...]
+    project: str | None
+    created_at: float = attrs.field(metadata={"description": "Seconds since the epoch."})
+
+    @classmethod
+    def of(cls, note: Reflection) -> Excerpt:
+        return cls(note.id, note.content, note.tags, note.project, note.created_at)
+
+
+@attrs.frozen
+class ExcerptHit:
+    excerpt: Excerpt
+    score: float = attrs.field(metadata=_SCORE)
+    similarity: float | None = attrs.field(default=None, metadata=_SIMILARITY)
+
+
+@attrs.frozen
+class ExcerptSearch:
+    """Conversation excerpts that match a query, best first (recency breaks ties)."""
+
+    method: SearchMethod = attrs.field(metadata=_METHOD)
+    query: str
+    hits: tuple[ExcerptHit, ...]
+
+
+@attrs.frozen
+class StoredExcerpt:
+    excerpt: Excerpt
+    kept: int = attrs.field(
+        metadata={"description": "Conversation excerpts now kept for its project."}
+    )
+    dropped: int = attrs.field(
+        metadata={"description": "Oldest excerpts of its project dropped to stay in bound."}
+    )
+    embedded: bool = attrs.field(
+        default=False,
+        metadata={"description": "Its meaning was embedded (hybrid search is on)."},
+    )
 
 
 @attrs.frozen
@@ -265,4 +322,8 @@ class StoredReflection:
     kept: int = attrs.field(metadata={"description": "Reflections now kept for its project."})
     dropped: int = attrs.field(
         metadata={"description": "Oldest reflections of its project dropped to stay in bound."}
+    )
+    embedded: bool = attrs.field(
+        default=False,
+        metadata={"description": "Its meaning was embedded (hybrid search is on)."},
     )

@@ -36,12 +36,33 @@ def check_reflection(
 ) -> tuple[str, tuple[str, ...], str | None]:
     """The reflection as it is stored (tags stripped, lower-cased, de-duplicated);
     WorkLimitError / WorkArgumentError if it is refused."""
+    return check_note(config, content, tags, project, "a reflection", "max_reflection_chars")
+
+
+def check_excerpt(
+    config: WorkConfig, content: str, tags: Iterable[str], project: str | None
+) -> tuple[str, tuple[str, ...], str | None]:
+    """The conversation excerpt as it is stored, as :func:`check_reflection`."""
+    return check_note(
+        config, content, tags, project, "a conversation excerpt", "max_conversation_chars"
+    )
+
+
+def check_note(
+    config: WorkConfig,
+    content: str,
+    tags: Iterable[str],
+    project: str | None,
+    what: str,
+    setting: str,
+) -> tuple[str, tuple[str, ...], str | None]:
     if not isinstance(content, str) or not content.strip():
-        raise WorkArgumentError("a reflection's content must be a non-empty string")
-    if len(content) > config.max_reflection_chars:
+        raise WorkArgumentError(f"{what}'s content must be a non-empty string")
+    most: int = getattr(config, setting)
+    if len(content) > most:
         raise WorkLimitError(
-            f"a reflection holds at most {config.max_reflection_chars} characters "
-            f"(WorkConfig.max_reflection_chars), got {len(content)}; shorten it or split it"
+            f"{what} holds at most {most} characters (WorkConfig.{setting}), got "
+            f"{len(content)}; shorten it or split it"
         )
     return content, check_tags(config, tags), check_project(project)
 
@@ -60,7 +81,7 @@ def check_tags(config: WorkConfig, tags: Iterable[str]) -> tuple[str, ...]:
     unique = tuple(dict.fromkeys(cleaned))
     if len(unique) > config.max_reflection_tags:
         raise WorkLimitError(
-            f"a reflection has at most {config.max_reflection_tags} tags "
+            f"a note has at most {config.max_reflection_tags} tags "
             f"(WorkConfig.max_reflection_tags), got {len(unique)}"
         )
     return unique
@@ -83,6 +104,14 @@ def check_limit(config: WorkConfig, limit: int) -> int:
             f"(WorkConfig.max_search_limit), got {limit!r}"
         )
     return limit
+
+
+def coverage(note: Reflection, terms: Sequence[str]) -> float:
+    """The share of ``terms`` that begin a word of the note (its content or tags)."""
+    if not terms:
+        return 0.0
+    found = set(words(note.content)) | {w for tag in note.tags for w in words(tag)}
+    return sum(any(w.startswith(term) for w in found) for term in terms) / len(terms)
 
 
 def text_match(

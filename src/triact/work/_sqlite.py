@@ -1,6 +1,8 @@
 """The work layer's tables in a :class:`~triact.SqliteStore`'s file, reached through
-the store's single connection (:meth:`SqliteStore.run`). Reflections are searched with
-SQLite's FTS5, ranked by bm25, newest first among equal ranks."""
+the store's single connection (:meth:`SqliteStore.run`). Reflections and conversation
+excerpts are searched with SQLite's FTS5, ranked by bm25, newest first among equal
+ranks; their embedding vectors, where search by meaning is on, are kept beside them in
+``work_vectors``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 from ..sessions import SqliteStore
 from ._backend import WorkStore
 from ._errors import WorkStoreError
-from ._records import Handoff, Reflection, decode_handoff, encode_handoff
+from ._records import Handoff, NoteKind, Reflection, decode_handoff, encode_handoff
 
 #: Version of the work tables' layout, kept in the store's ``meta`` table.
 WORK_TABLES_VERSION = 1
@@ -28,23 +30,40 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS work_reflections (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "project TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL, created_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS work_reflections_by_project ON work_reflections (project, id)",
+    "CREATE TABLE IF NOT EXISTS work_conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "project TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL, "
+    "created_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS work_conversations_by_project ON work_conversations (project, id)",
+    # One vector per note (the model that made it named): float32, unit length.
+    # (A rowid table: a vector's 1,536 bytes fit in its page there, not in an index's.)
+    "CREATE TABLE IF NOT EXISTS work_vectors (kind TEXT NOT NULL, id INTEGER NOT NULL, "
+    "model TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (kind, id))",
+    # Covers the checks of which vectors there are, without reading them.
+    "CREATE INDEX IF NOT EXISTS work_vectors_by_model ON work_vectors (kind, id, model)",
 )
-# Its rowid is the reflection's id; kept in step by hand in the same transactions.
+#: The table of each kind of note; its FTS5 index is the same name + "_fts".
+TABLES: dict[NoteKind, str] = {
+    "reflection": "work_reflections",
+    "conversation": "work_conversations",
+}
+# Its rowid is the note's id; kept in step by hand in the same transactions.
 _FTS_TABLE = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS work_reflections_fts USING {module}"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS {table}_fts USING {module}"
     "(content, tags, tokenize = 'porter unicode61 remove_diacritics 2')"
 )
 
 
 class SqliteWorkStore(WorkStore):
-    """Tables ``work_directories``, ``work_handoffs``, ``work_reflections`` and the FTS5
-    index ``work_reflections_fts`` in the store's file, created on first use.
+    """Tables ``work_directories``, ``work_handoffs``, ``work_reflections`` and
+    ``work_conversations`` with their FTS5 indexes (``..._fts``), and ``work_vectors``,
+    in the store's file, created on first use.
 
     WorkStoreError if this Python's SQLite has no FTS5, or if a newer triact laid the
     tables out.
     """
 
     search_method = "fts5-bm25"
+    keeps_vectors = True
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
@@ -88,8 +107,9 @@ class SqliteWorkStore(WorkStore):
         )
         await self.store.run(step, write=True)
 
-    async def add_reflection(
+    async def add_note(
         self,
+        kind: NoteKind,
         content: str,
         tags: tuple[str, ...],
         project: str | None,
@@ -97,12 +117,21 @@ class SqliteWorkStore(WorkStore):
         keep: int,
     ) -> tuple[Reflection, int, int]:
         await self.prepare()
-        step = partial(_add, content=content, tags=tags, project=project, now=now, keep=keep)
+        step = partial(
+            _add,
+            table=TABLES[kind],
+            content=content,
+            tags=tags,
+            project=project,
+            now=now,
+            keep=keep,
+        )
         new_id, kept, dropped = await self.store.run(step, write=True)
         return Reflection(new_id, content, tags, project, now), kept, dropped
 
-    async def search(
+    async def search_notes(
         self,
+        kind: NoteKind,
         terms: Sequence[str],
         project: str | None,
         tags: tuple[str, ...],
@@ -113,16 +142,79 @@ class SqliteWorkStore(WorkStore):
         await self.prepare()
         step = partial(
             _search,
+            table=TABLES[kind],
             match=" OR ".join(f'"{term}"' for term in terms),  # words only: no FTS syntax
             project=None if all_projects else _bucket(project),
             tags=tags,
             limit=limit,
         )
         rows = await self.store.run(step, write=False)
-        return [
-            (Reflection(row[0], row[2], tuple(json.loads(row[3])), row[1] or None, row[4]), -row[5])
-            for row in rows
-        ]
+        return [(_note(row), -row[5]) for row in rows]
+
+    async def vectors(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+        after: int = 0,
+    ) -> list[tuple[int, float, bytes]]:
+        await self.prepare()
+        step = partial(
+            _vectors,
+            table=TABLES[kind],
+            kind=kind,
+            model=model,
+            project=None if all_projects else _bucket(project),
+            tags=tags,
+            after=after,
+        )
+        return await self.store.run(step, write=False)
+
+    async def vector_signature(
+        self,
+        kind: NoteKind,
+        model: str,
+        project: str | None,
+        tags: tuple[str, ...],
+        *,
+        all_projects: bool,
+    ) -> tuple[int, int, int]:
+        await self.prepare()
+        step = partial(
+            _signature,
+            table=TABLES[kind],
+            kind=kind,
+            model=model,
+            project=None if all_projects else _bucket(project),
+            tags=tags,
+        )
+        return await self.store.run(step, write=False)
+
+    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
+        await self.prepare()
+        rows = await self.store.run(partial(_notes, table=TABLES[kind], ids=ids), write=False)
+        return [_note(row) for row in rows]
+
+    async def missing_vectors(
+        self, kind: NoteKind, model: str, limit: int
+    ) -> list[tuple[int, str]]:
+        await self.prepare()
+        step = partial(_missing, table=TABLES[kind], kind=kind, model=model, limit=limit)
+        return await self.store.run(step, write=False)
+
+    async def put_vectors(
+        self, kind: NoteKind, model: str, rows: Sequence[tuple[int, bytes]]
+    ) -> None:
+        await self.prepare()
+        step = partial(_put_vectors, table=TABLES[kind], kind=kind, model=model, rows=rows)
+        await self.store.run(step, write=True)
+
+
+def _note(row: Sequence[Any]) -> Reflection:
+    return Reflection(row[0], row[2], tuple(json.loads(row[3])), row[1] or None, row[4])
 
 
 def _bucket(project: str | None) -> str:
@@ -142,7 +234,8 @@ def _create(conn: sqlite3.Connection, *, path: str) -> None:
     for statement in _TABLES:
         conn.execute(statement)
     try:
-        conn.execute(_FTS_TABLE.format(module=FTS_MODULE))
+        for table in TABLES.values():
+            conn.execute(_FTS_TABLE.format(table=table, module=FTS_MODULE))
     except sqlite3.OperationalError as exc:
         if "no such module" not in str(exc):
             raise
@@ -196,6 +289,7 @@ def _finish(
 def _add(
     conn: sqlite3.Connection,
     *,
+    table: str,
     content: str,
     tags: tuple[str, ...],
     project: str | None,
@@ -204,56 +298,150 @@ def _add(
 ) -> tuple[int, int, int]:
     bucket = _bucket(project)
     cursor = conn.execute(
-        "INSERT INTO work_reflections (project, content, tags, created_at) VALUES (?, ?, ?, ?)",
+        f"INSERT INTO {table} (project, content, tags, created_at) VALUES (?, ?, ?, ?)",
         (bucket, content, json.dumps(list(tags), ensure_ascii=False), now),
     )
     new_id = cursor.lastrowid
     assert new_id is not None
     conn.execute(
-        "INSERT INTO work_reflections_fts (rowid, content, tags) VALUES (?, ?, ?)",
+        f"INSERT INTO {table}_fts (rowid, content, tags) VALUES (?, ?, ?)",
         (new_id, content, " ".join(tags)),
     )
     old = [
         row[0]
         for row in conn.execute(
-            "SELECT id FROM work_reflections WHERE project = ? ORDER BY id DESC LIMIT -1 OFFSET ?",
+            f"SELECT id FROM {table} WHERE project = ? ORDER BY id DESC LIMIT -1 OFFSET ?",
             (bucket, keep),
         )
     ]
+    kind = _kind_of(table)
     for chunk in range(0, len(old), 500):
         ids = old[chunk : chunk + 500]
         marks = ",".join("?" * len(ids))
-        conn.execute(f"DELETE FROM work_reflections WHERE id IN ({marks})", ids)
-        conn.execute(f"DELETE FROM work_reflections_fts WHERE rowid IN ({marks})", ids)
-    (kept,) = conn.execute(
-        "SELECT COUNT(*) FROM work_reflections WHERE project = ?", (bucket,)
-    ).fetchone()
+        conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM {table}_fts WHERE rowid IN ({marks})", ids)
+        conn.execute(f"DELETE FROM work_vectors WHERE kind = ? AND id IN ({marks})", [kind, *ids])
+    (kept,) = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE project = ?", (bucket,)).fetchone()
     return new_id, kept, len(old)
 
 
-def _search(
-    conn: sqlite3.Connection,
-    *,
-    match: str,
-    project: str | None,
-    tags: tuple[str, ...],
-    limit: int,
-) -> list[tuple[Any, ...]]:
-    where = ["work_reflections_fts MATCH ?"]
-    params: list[Any] = [match]
+def _kind_of(table: str) -> NoteKind:
+    return next(kind for kind, name in TABLES.items() if name == table)
+
+
+def _filters(
+    project: str | None, tags: tuple[str, ...], params: list[Any], where: list[str]
+) -> None:
     if project is not None:
         where.append("r.project = ?")
         params.append(project)
     for tag in tags:
         where.append("EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = ?)")
         params.append(tag)
+
+
+def _search(
+    conn: sqlite3.Connection,
+    *,
+    table: str,
+    match: str,
+    project: str | None,
+    tags: tuple[str, ...],
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    where = [f"{table}_fts MATCH ?"]
+    params: list[Any] = [match]
+    _filters(project, tags, params, where)
     params.append(limit)
     query = (
         "SELECT r.id, r.project, r.content, r.tags, r.created_at, "
-        "bm25(work_reflections_fts) AS rank "
-        "FROM work_reflections_fts JOIN work_reflections AS r "
-        "ON r.id = work_reflections_fts.rowid "
+        f"bm25({table}_fts) AS rank "
+        f"FROM {table}_fts JOIN {table} AS r "
+        f"ON r.id = {table}_fts.rowid "
         f"WHERE {' AND '.join(where)} "
         "ORDER BY rank, r.created_at DESC, r.id DESC LIMIT ?"
     )
     return conn.execute(query, params).fetchall()
+
+
+def _vectors(
+    conn: sqlite3.Connection,
+    *,
+    table: str,
+    kind: NoteKind,
+    model: str,
+    project: str | None,
+    tags: tuple[str, ...],
+    after: int,
+) -> list[tuple[int, float, bytes]]:
+    where = ["r.id > ?"]
+    params: list[Any] = [kind, model, after]
+    _filters(project, tags, params, where)
+    query = (
+        f"SELECT r.id, r.created_at, v.vector FROM {table} AS r JOIN work_vectors AS v "
+        "ON v.kind = ? AND v.id = r.id AND v.model = ? "
+        f"WHERE {' AND '.join(where)} ORDER BY r.id"
+    )
+    return conn.execute(query, params).fetchall()
+
+
+def _signature(
+    conn: sqlite3.Connection,
+    *,
+    table: str,
+    kind: NoteKind,
+    model: str,
+    project: str | None,
+    tags: tuple[str, ...],
+) -> tuple[int, int, int]:
+    where = ["1"]
+    params: list[Any] = [kind, model]
+    _filters(project, tags, params, where)
+    query = (
+        f"SELECT COUNT(*), MIN(r.id), MAX(r.id) FROM {table} AS r "
+        "JOIN work_vectors AS v INDEXED BY work_vectors_by_model "
+        "ON v.kind = ? AND v.id = r.id AND v.model = ? "
+        f"WHERE {' AND '.join(where)}"
+    )
+    count, low, high = conn.execute(query, params).fetchone()
+    return count, low or 0, high or 0
+
+
+def _notes(conn: sqlite3.Connection, *, table: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for chunk in range(0, len(ids), 500):
+        part = list(ids[chunk : chunk + 500])
+        marks = ",".join("?" * len(part))
+        rows += conn.execute(
+            f"SELECT id, project, content, tags, created_at FROM {table} WHERE id IN ({marks})",
+            part,
+        ).fetchall()
+    return rows
+
+
+def _missing(
+    conn: sqlite3.Connection, *, table: str, kind: NoteKind, model: str, limit: int
+) -> list[tuple[int, str]]:
+    query = (
+        f"SELECT r.id, r.content FROM {table} AS r WHERE NOT EXISTS (SELECT 1 FROM "
+        "work_vectors AS v WHERE v.kind = ? AND v.id = r.id AND v.model = ?) "
+        "ORDER BY r.id DESC LIMIT ?"
+    )
+    return conn.execute(query, (kind, model, limit)).fetchall()
+
+
+def _put_vectors(
+    conn: sqlite3.Connection,
+    *,
+    table: str,
+    kind: NoteKind,
+    model: str,
+    rows: Sequence[tuple[int, bytes]],
+) -> None:
+    # Only for notes still there (one may have been dropped while it was embedded).
+    conn.executemany(
+        "INSERT INTO work_vectors (kind, id, model, vector) "
+        f"SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM {table} WHERE id = ?) "
+        "ON CONFLICT (kind, id) DO UPDATE SET model = excluded.model, vector = excluded.vector",
+        [(kind, note_id, model, vector, note_id) for note_id, vector in rows],
+    )

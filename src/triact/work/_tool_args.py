@@ -8,7 +8,14 @@ from typing import Annotated
 import attrs
 
 from ..transport import SessionArgs, SessionView, Spec
-from ._records import Checkpoint, Handoff, ReflectionSearch, SearchMethod
+from ._records import (
+    Checkpoint,
+    ExcerptSearch,
+    Handoff,
+    ReflectionHit,
+    ReflectionSearch,
+    SearchMethod,
+)
 from ._reports import WorkReport
 
 # -- arguments -------------------------------------------------------------------------
@@ -92,21 +99,36 @@ class ReflectionStoreArgs:
 
 
 @attrs.frozen(kw_only=True)
+class ConversationSaveArgs:
+    content: Annotated[
+        str,
+        Spec(
+            "The excerpt: what was asked and answered, decided and why (up to 20000 characters).",
+            minLength=1,
+        ),
+    ]
+    tags: Annotated[list[str] | None, Spec(_TAGS)] = None
+    project: Annotated[
+        str | None, Spec("The project it belongs to.", minLength=1, maxLength=200)
+    ] = None
+
+
+@attrs.frozen(kw_only=True)
 class ReflectionSearchArgs:
     query: Annotated[
         str,
         Spec(
-            "Words to look for; a reflection matching more (and rarer) ones ranks higher.",
+            "What to look for, in your own words: with search by meaning ('hybrid') one "
+            "that says it differently is found too; by words alone, one matching more "
+            "(and rarer) of them ranks higher.",
             minLength=1,
         ),
     ]
     project: Annotated[
         str | None,
-        Spec(
-            "Only this project's reflections (omit: every project's).", minLength=1, maxLength=200
-        ),
+        Spec("Only this project's (omit: every project's).", minLength=1, maxLength=200),
     ] = None
-    tags: Annotated[list[str] | None, Spec("Only reflections with all of these tags.")] = None
+    tags: Annotated[list[str] | None, Spec("Only those with all of these tags.")] = None
     limit: Annotated[int, Spec("Most results.", minimum=1, maximum=100)] = 10
 
 
@@ -168,7 +190,9 @@ class EndResult:
 
 
 @attrs.frozen
-class FoundReflection:
+class Found:
+    """A reflection or conversation excerpt found by a search."""
+
     id: int
     content: str
     tags: tuple[str, ...]
@@ -177,33 +201,43 @@ class FoundReflection:
     score: float = attrs.field(
         metadata={"description": "Higher is better; comparable within one search only."}
     )
+    similarity: float | None = attrs.field(
+        metadata={
+            "description": "Cosine similarity of its meaning to the query's (-1 to 1); null "
+            "when the search ranked by words alone."
+        }
+    )
 
 
 @attrs.frozen
 class SearchResult:
     method: SearchMethod = attrs.field(
         metadata={
-            "description": "What ranked the results: 'fts5-bm25' (SQLite FTS5's bm25, "
-            "recency breaking ties) or 'text-match' (a simple scored match, in memory)."
+            "description": "What ranked the results: 'hybrid' (words and meaning: bm25 and "
+            "the cosine similarity of embeddings, weighted by age), or words alone: "
+            "'fts5-bm25' (SQLite FTS5's bm25, recency breaking ties) or 'text-match' (a "
+            "simple scored match, in memory)."
         }
     )
     query: str
     count: int
-    results: tuple[FoundReflection, ...] = attrs.field(
+    results: tuple[Found, ...] = attrs.field(
         metadata={"description": "Best first; newest first among equal scores."}
     )
 
     @classmethod
-    def of(cls, found: ReflectionSearch) -> SearchResult:
+    def of(cls, found: ReflectionSearch | ExcerptSearch) -> SearchResult:
         results = tuple(
-            FoundReflection(
-                hit.reflection.id,
-                hit.reflection.content,
-                hit.reflection.tags,
-                hit.reflection.project,
-                hit.reflection.created_at,
-                hit.score,
+            Found(
+                note.id, note.content, note.tags, note.project, note.created_at, score, similarity
             )
-            for hit in found.hits
+            for note, score, similarity in (
+                (
+                    hit.reflection if isinstance(hit, ReflectionHit) else hit.excerpt,
+                    hit.score,
+                    hit.similarity,
+                )
+                for hit in found.hits
+            )
         )
         return cls(found.method, found.query, len(results), results)

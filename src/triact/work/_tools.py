@@ -1,5 +1,5 @@
 """The work-session tools (session_start, session_checkpoint, session_status, a
-session_end with its handoff, trust_*, reflection_*): their handlers and definitions
+session_end with its handoff, trust_*, reflection_*, conversation_*): their handlers and definitions
 (their arguments and results are in ``_tool_args``). :func:`work_tools` gives them for
 one :class:`WorkSessions`, which each handler takes as its first argument.
 
@@ -27,12 +27,13 @@ from ._errors import (
     WorkStoreError,
 )
 from ._handoff import render_handoff
-from ._records import Handoff, StoredReflection
+from ._records import Handoff, StoredExcerpt, StoredReflection
 from ._reports import TrustState
 from ._rooted import rooted_tools
 from ._tool_args import (
     CheckpointArgs,
     CheckpointResult,
+    ConversationSaveArgs,
     EndArgs,
     EndResult,
     ReflectionSearchArgs,
@@ -129,6 +130,21 @@ async def reflection_search(
     work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
 ) -> SearchResult:
     found = await work.search_reflections(
+        args.query, project=args.project, tags=args.tags or (), limit=args.limit
+    )
+    return SearchResult.of(found)
+
+
+async def conversation_save(
+    work: WorkSessions, env: ToolEnv, args: ConversationSaveArgs
+) -> StoredExcerpt:
+    return await work.save_conversation(args.content, tags=args.tags or (), project=args.project)
+
+
+async def conversation_search(
+    work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
+) -> SearchResult:
+    found = await work.search_conversations(
         args.query, project=args.project, tags=args.tags or (), limit=args.limit
     )
     return SearchResult.of(found)
@@ -254,7 +270,8 @@ _TOOLS: tuple[Tool, ...] = (
         "Store a reflection",
         "Keep a reflection (a lesson, a decision, an observation) to search later, with "
         "tags and a project. Each project keeps its newest 1000 (configurable); the oldest "
-        "are dropped. Errors: invalid_arguments (too long, too many tags).",
+        "are dropped. With search by meaning on, its embedding is made before it returns "
+        "('embedded'). Errors: invalid_arguments (too long, too many tags).",
         ReflectionStoreArgs,
         StoredReflection,
         "none",
@@ -263,13 +280,39 @@ _TOOLS: tuple[Tool, ...] = (
     Tool(
         "reflection_search",
         "Search reflections",
-        "Find stored reflections by words, best match first (newest first among equal "
-        "matches), optionally of one project and with given tags. 'method' says what "
-        "ranked them: 'fts5-bm25' (SQLite store) or 'text-match' (memory store).",
+        "Find stored reflections, best match first (newest first among equal matches), "
+        "optionally of one project and with given tags. 'method' says what ranked them: "
+        "'hybrid' (words and meaning, so a reflection that says it in other words is "
+        "found too; recent ones rank a little higher), or words alone: 'fts5-bm25' "
+        "(SQLite store) or 'text-match' (memory store).",
         ReflectionSearchArgs,
         SearchResult,
         "none",
         reflection_search,
+        read_only=True,
+        idempotent=True,
+    ),
+    Tool(
+        "conversation_save",
+        "Save a conversation excerpt",
+        "Keep an excerpt of this conversation (what was asked and answered, what was "
+        "decided and why) to search later, with tags and a project. Each project keeps its "
+        "newest 1000 (configurable); the oldest are dropped. Errors: invalid_arguments "
+        "(too long, too many tags).",
+        ConversationSaveArgs,
+        StoredExcerpt,
+        "none",
+        conversation_save,
+    ),
+    Tool(
+        "conversation_search",
+        "Search conversation excerpts",
+        "Find saved conversation excerpts, ranked as reflection_search ranks reflections "
+        "('method' says how: 'hybrid', 'fts5-bm25' or 'text-match').",
+        ReflectionSearchArgs,
+        SearchResult,
+        "none",
+        conversation_search,
         read_only=True,
         idempotent=True,
     ),

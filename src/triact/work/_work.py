@@ -25,18 +25,27 @@ from . import _search as search
 from . import _trust as trust
 from ._backend import MemoryWorkStore, WorkStore
 from ._config import WorkConfig
-from ._errors import WorkLimitError
+from ._embedding import Embedder, semantic_installed
+from ._errors import WorkLimitError, WorkStoreError
 from ._git import check_directory, checkpoint_git, report, resolve
 from ._handoff import hand_off
 from ._records import (
     Checkpoint,
+    Excerpt,
+    ExcerptHit,
+    ExcerptSearch,
+    NoteKind,
+    Reflection,
     ReflectionHit,
     ReflectionSearch,
+    SearchMethod,
+    StoredExcerpt,
     StoredReflection,
     with_work_record,
     work_record,
 )
 from ._reports import Ended, Started, TrustState, WorkReport
+from ._semantic import Semantic
 from ._sqlite import SqliteWorkStore
 
 logger = logging.getLogger("triact.work")
@@ -60,6 +69,8 @@ class WorkSessions:
         self.manager = manager
         self.config = config or WorkConfig()
         self.store = store or _store_for(manager)
+        #: Search by meaning, when on (set by :func:`open_work_sessions`).
+        self.semantic: Semantic | None = None
         # Starts in progress, by directory: a second start for a directory waits for
         # the first, so that one directory never gets two sessions.
         self._starting: dict[str, trio.Event] = {}
@@ -318,22 +329,54 @@ class WorkSessions:
             state.id, state.version, trust.scope_of(state), grants, operation, changed
         )
 
-    # -- reflections ----------------------------------------------------------------
+    # -- reflections and conversation excerpts --------------------------------------
+
+    @property
+    def search_mode(self) -> SearchMethod:
+        """How searches rank now: "hybrid" while search by meaning is on (its model may
+        still fail to load, and a search then says it ranked by words), else the
+        store's word search."""
+        semantic = self.semantic
+        return "hybrid" if semantic is not None and semantic.usable else self.store.search_method
 
     async def store_reflection(
         self, content: str, *, tags: Iterable[str] = (), project: str | None = None
     ) -> StoredReflection:
         """Keep a reflection (at most ``max_reflection_chars``); its project keeps its
-        newest ``max_reflections_per_project``, the oldest are dropped."""
+        newest ``max_reflections_per_project``, the oldest are dropped. With search by
+        meaning on, it also waits for its embedding (``embedded``)."""
         content, clean_tags, project = search.check_reflection(self.config, content, tags, project)
-        reflection, kept, dropped = await self.store.add_reflection(
-            content,
-            clean_tags,
-            project,
-            self.manager.wall_clock(),
-            self.config.max_reflections_per_project,
+        note, kept, dropped, embedded = await self._add(
+            "reflection", content, clean_tags, project, self.config.max_reflections_per_project
         )
-        return StoredReflection(reflection, kept, dropped)
+        return StoredReflection(note, kept, dropped, embedded)
+
+    async def save_conversation(
+        self, content: str, *, tags: Iterable[str] = (), project: str | None = None
+    ) -> StoredExcerpt:
+        """Keep an excerpt of a conversation (at most ``max_conversation_chars``); its
+        project keeps its newest ``max_conversations_per_project``, the oldest are
+        dropped. With search by meaning on, it also waits for its embedding."""
+        content, clean_tags, project = search.check_excerpt(self.config, content, tags, project)
+        note, kept, dropped, embedded = await self._add(
+            "conversation", content, clean_tags, project, self.config.max_conversations_per_project
+        )
+        return StoredExcerpt(Excerpt.of(note), kept, dropped, embedded)
+
+    async def _add(
+        self,
+        kind: NoteKind,
+        content: str,
+        tags: tuple[str, ...],
+        project: str | None,
+        keep: int,
+    ) -> tuple[Reflection, int, int, bool]:
+        now = self.manager.wall_clock()
+        note, kept, dropped = await self.store.add_note(kind, content, tags, project, now, keep)
+        embedded = False
+        if self.semantic is not None:
+            embedded = await self.semantic.embed_note(kind, note)
+        return note, kept, dropped, embedded
 
     async def search_reflections(
         self,
@@ -343,19 +386,56 @@ class WorkSessions:
         tags: Iterable[str] = (),
         limit: int = 10,
     ) -> ReflectionSearch:
-        """The reflections matching any word of ``query``, best first (newest first
-        among equals), with every tag in ``tags``, of ``project`` (None: of every
-        project). ``method`` says what ranked them: "fts5-bm25" (SqliteStore) or
+        """The reflections matching ``query``, best first (newest first among equals),
+        with every tag in ``tags``, of ``project`` (None: of every project).
+        ``method`` says what ranked them: "hybrid" (words and meaning, weighted by age:
+        with the semantic extra), else words alone: "fts5-bm25" (SqliteStore) or
         "text-match" (memory)."""
+        method, found = await self._search("reflection", query, project, tags, limit)
+        hits = tuple(ReflectionHit(note, score, sim) for note, score, sim in found)
+        return ReflectionSearch(method, query, hits)
+
+    async def search_conversations(
+        self,
+        query: str,
+        *,
+        project: str | None = None,
+        tags: Iterable[str] = (),
+        limit: int = 10,
+    ) -> ExcerptSearch:
+        """The conversation excerpts matching ``query``, as :meth:`search_reflections`."""
+        method, found = await self._search("conversation", query, project, tags, limit)
+        hits = tuple(ExcerptHit(Excerpt.of(note), score, sim) for note, score, sim in found)
+        return ExcerptSearch(method, query, hits)
+
+    async def _search(
+        self,
+        kind: NoteKind,
+        query: str,
+        project: str | None,
+        tags: Iterable[str],
+        limit: int,
+    ) -> tuple[SearchMethod, list[tuple[Reflection, float, float | None]]]:
         terms = search.query_terms(query)
         clean_tags = search.check_tags(self.config, tags)
         project = search.check_project(project)
         limit = search.check_limit(self.config, limit)
-        found = await self.store.search(
-            terms, project, clean_tags, limit, all_projects=project is None
+        everywhere = project is None
+        if self.semantic is not None:
+            return await self.semantic.search(
+                kind,
+                query,
+                terms,
+                project,
+                clean_tags,
+                limit,
+                all_projects=everywhere,
+                now=self.manager.wall_clock(),
+            )
+        found = await self.store.search_notes(
+            kind, terms, project, clean_tags, limit, all_projects=everywhere
         )
-        hits = tuple(ReflectionHit(reflection, score) for reflection, score in found)
-        return ReflectionSearch(self.store.search_method, query, hits)
+        return self.store.search_method, [(note, score, None) for note, score in found]
 
 
 def _store_for(manager: SessionManager) -> WorkStore:
@@ -376,17 +456,59 @@ def _store_for(manager: SessionManager) -> WorkStore:
     return MemoryWorkStore()
 
 
+def _embedder_for(config: WorkConfig, store: WorkStore) -> Embedder | None:
+    if config.semantic == "off":
+        return None
+    if not store.keeps_vectors:
+        if config.semantic == "on":
+            raise WorkStoreError(
+                f"search by meaning (semantic 'on') needs a work store that keeps vectors; "
+                f"{type(store).__name__} keeps none"
+            )
+        return None
+    if not semantic_installed():
+        if config.semantic == "on":
+            raise WorkStoreError(
+                "search by meaning (semantic 'on') needs triact's semantic extra: "
+                "pip install 'triact[semantic]' (see docs/work.md for a CPU-only torch)"
+            )
+        return None
+    return Embedder()
+
+
 @asynccontextmanager
 async def open_work_sessions(
     manager: SessionManager,
     config: WorkConfig | None = None,
     *,
     store: WorkStore | None = None,
+    embedder: Embedder | None = None,
 ) -> AsyncIterator[WorkSessions]:
     """A :class:`WorkSessions` for ``manager``, ready for the block (tables created:
     WorkStoreError here if SQLite lacks FTS5). Without ``store``, it keeps its records
     in the tables of the manager's SqliteStore, or else in memory for as long as it
-    lives."""
+    lives.
+
+    Search by meaning follows ``config.semantic``: by default it is on where the
+    ``semantic`` extra is installed, its model loaded on first use (in a worker thread),
+    not here. ``embedder`` replaces the extra's model (its vectors are kept under its
+    ``name``). Vectors missing from stored notes are made in the background during the
+    block, which ends that work when it ends."""
     work = WorkSessions(manager, config, store)
     await work.store.prepare()
-    yield work
+    if embedder is None:
+        embedder = _embedder_for(work.config, work.store)
+    elif not work.store.keeps_vectors or work.config.semantic == "off":
+        embedder = None
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        if embedder is not None:
+            work.semantic = Semantic(work.store, embedder, work.config, nursery)
+        try:
+            yield work
+        except BaseException as exc:
+            body_error = exc  # raised again below, outside the nursery, unwrapped
+        finally:
+            nursery.cancel_scope.cancel()  # ends the background embedding
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,30 @@
+"""Smoke test of benchmarks/semantic.py: it runs with the real model and prints one JSON
+object per figure. No timing is asserted. Skipped where the semantic extra is not
+installed."""
+
+from __future__ import annotations
+
+import pytest
+
+from triact.work._embedding import semantic_installed
+
+from ._run import FIGURE_KEYS, run_quick
+
+
+@pytest.mark.skipif(not semantic_installed(), reason="the semantic extra is not installed")
+def test_quick_run_prints_a_json_line_per_figure() -> None:
+    lines = run_quick("semantic.py", timeout=300)
+    assert [line["bench"] for line in lines] == [
+        "semantic_model_load",
+        "semantic_embed_one",
+        "semantic_embed_batch",
+        "semantic_search_hybrid",
+        "semantic_store",
+        "semantic_serve_startup",
+    ]
+    for line in lines:
+        assert line.keys() >= FIGURE_KEYS, line
+        assert line["median"] > 0
+    search = lines[3]
+    assert search["p99"] >= search["median"]
+    assert search["baseline_median"] > 0
