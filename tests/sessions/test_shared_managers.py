@@ -232,6 +232,25 @@ async def test_a_session_busy_in_one_manager_is_never_expired_by_another(
         assert (await session.snapshot()).data["n"] == 1
 
 
+async def test_an_expiry_is_counted_once_though_a_handle_finds_it_later(
+    place: Place, shared_clock: trio.testing.MockClock
+) -> None:
+    """The manager drops an idle session from memory, the store's sweep expires it,
+    then a call through a handle kept from before finds it gone: one expiry, one
+    event."""
+    async with managers(place, count=1, idle_ttl=3.0, lease=1.0) as (a,):
+        events = a.subscribe()
+        session = await a.create_session()
+        await trio.sleep(6.0)  # dropped here at 3 s, swept from the store by 5 s
+        assert (await a.stats()).expired == 1
+        with pytest.raises(triact.SessionNotFoundError):
+            await session.snapshot()
+        assert (await a.stats()).expired == 1
+        events.close()
+        kinds = [event.kind async for event in events]
+    assert kinds == ["created", "expired"]
+
+
 async def test_an_idle_session_expires_in_the_store_for_every_manager(
     place: Place, shared_clock: trio.testing.MockClock
 ) -> None:

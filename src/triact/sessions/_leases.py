@@ -46,6 +46,7 @@ class Entry:
     this process has used lately; others' sessions are found in the store)."""
 
     __slots__ = (
+        "__weakref__",
         "actor",
         "client_id",
         "created",

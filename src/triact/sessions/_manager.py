@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -66,6 +67,9 @@ class SessionManager:
         self._sup = sup
         self._key = config.secret_key or secrets.token_bytes(32)
         self._sessions: dict[str, Entry] = {}
+        #: Shared store: the records of sessions dropped from memory that a handle
+        #: still holds; an expiry the store reports is theirs (counted once).
+        self._forgotten: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
         self._reserved = 0  # creations admitted and not yet in _sessions
         self._per_client: dict[str, int] = {}
         self._ttl: DeadlineQueue[Entry] = DeadlineQueue()
@@ -297,7 +301,7 @@ class SessionManager:
 
     def _expired_in_store(self, session_id: str, version: int) -> None:
         """A shared store expired a session (this process's sweep or creation)."""
-        entry = self._sessions.get(session_id)
+        entry = self._sessions.get(session_id) or self._forgotten.get(session_id)
         if entry is not None:
             entry.version = version
             self._session_gone(entry, "expired", None)
@@ -638,6 +642,7 @@ class SessionManager:
         """Drop a shared store's session from this process's memory (it idled here);
         it lives on in the store until the store expires it."""
         entry.forgotten = True
+        self._forgotten[entry.id] = entry
         if self._sessions.get(entry.id) is entry:
             del self._sessions[entry.id]
         if entry.ref is not None:

@@ -79,7 +79,7 @@ class Session:
         waits_on = entry
         try:
             while True:
-                if entry.forgotten:  # this process dropped it; the store may still hold it
+                if entry.forgotten and entry.gone is None:  # dropped here; the store may hold it
                     entry = self._entry = host.adopt(entry.id)
                 ref = entry.ref
                 if ref is None or not ref.accepting:
