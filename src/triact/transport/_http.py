@@ -72,6 +72,8 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 )
+#: Bytes of a body too large that are read (and dropped) before the refusal is sent.
+_DISCARD_MAX = 1024 * 1024
 #: MCP sessions served lately, kept in memory (their records are the truth).
 _PEERS_MAX = 4096
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
@@ -340,6 +342,7 @@ class McpHttpApp:
                 chunk = event.get("body", b"")
                 size += len(chunk)
                 if size > limit:
+                    await _discard_body(receive, event, _DISCARD_MAX)
                     raise _Refused(413, INVALID_REQUEST, f"Content Too Large: over {limit} bytes")
                 chunks.append(chunk)
                 if not event.get("more_body", False):
@@ -647,6 +650,18 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif event["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _discard_body(receive: Receive, event: MutableMapping[str, Any], limit: int) -> None:
+    """Read and drop the rest of a refused body, up to ``limit`` bytes in all: closing
+    the connection with a body still arriving resets it, and the client may then lose
+    the refusal before it reads it."""
+    size = 0
+    while event.get("more_body", False) and event["type"] != "http.disconnect":
+        event = await receive()
+        size += len(event.get("body", b""))
+        if size > limit:
             return
 
 
