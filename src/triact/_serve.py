@@ -443,7 +443,6 @@ async def _serve_http(
     # body takes (body_timeout, 408).
     if keep_alive is not None:
         config.keep_alive_timeout = keep_alive
-    config.h11_max_incomplete_size = 64 * 1024  # request line and headers
     stop = trio.Event()
     tokens = http.tokens
     if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
