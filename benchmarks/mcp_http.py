@@ -29,7 +29,8 @@ not keep up would show).
 The floor (``floor_hypercorn_*``, ``baselines/floor_asgi.py``): an ASGI app doing the
 least an MCP answer needs, with no MCP library, on Hypercorn's Trio worker (what
 ``triact serve --http`` runs on) beside the same app on uvicorn: what the HTTP server
-alone costs per call.
+alone costs per call; and (``floor_h11_trio_*``) the same answers from a bare h11 loop
+on Trio, no ASGI server at all, for scale.
 
     python benchmarks/mcp_http.py [--runs N] [--quick] [--era handshake|stateless]
                                   [--no-floor]
@@ -578,13 +579,13 @@ def era_figures(era: str, options: Options, sizes: Sizes) -> Iterator[dict[str, 
 
 def floor_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     """The floor: the least an MCP answer takes (``baselines/floor_asgi.py``) on
-    Hypercorn's Trio worker beside the same on uvicorn; what each HTTP server costs."""
-    hypercorn, uvicorn = ((*FLOOR, server) for server in ("hypercorn", "uvicorn"))
-    ours, theirs = alternate(options.runs, hypercorn, uvicorn, "handshake", sizes)
+    Hypercorn's Trio worker, and in a bare h11 loop on Trio, each beside the same app
+    on uvicorn; what each HTTP server costs."""
+    uvicorn = (*FLOOR, "uvicorn")
     baseline = f"the same ASGI app on uvicorn {versions()[1]} (asyncio, h11)"
-    yield from lines_for(
-        "floor_hypercorn", "handshake", ours, theirs, baseline, sizes, targets=False
-    )
+    for name, server in (("floor_hypercorn", "hypercorn"), ("floor_h11_trio", "h11")):
+        ours, theirs = alternate(options.runs, (*FLOOR, server), uvicorn, "handshake", sizes)
+        yield from lines_for(name, "handshake", ours, theirs, baseline, sizes, targets=False)
 
 
 # -- the profile -------------------------------------------------------------------

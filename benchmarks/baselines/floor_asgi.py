@@ -4,9 +4,14 @@ version, a new session id, or the session's next version), with no MCP library, 
 on Hypercorn's Trio worker (what ``triact serve --http`` runs on) or on uvicorn (what
 the SDK's server runs on). Its CPU per call is what the HTTP server alone costs.
 
+``h11``: the same answers with no ASGI server at all, for scale: a loop per
+connection on Trio's ``serve_tcp`` that reads requests and writes answers with h11
+(the HTTP/1.1 library that Hypercorn and uvicorn parse with). A measuring stick, not a
+server: no timeouts, limits, pipelining or error handling.
+
 Prints ``listening on http://HOST:PORT/mcp`` on stderr once it listens.
 
-    python benchmarks/baselines/floor_asgi.py hypercorn|uvicorn
+    python benchmarks/baselines/floor_asgi.py hypercorn|uvicorn|h11
 """
 
 import json
@@ -77,8 +82,54 @@ def _hypercorn() -> None:
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
+            binds = await nursery.start(partial(serve, app, config))
             print(f"listening on {binds[0]}/mcp", file=sys.stderr, flush=True)
+
+    trio.run(main)
+
+
+def _answer(body: bytes) -> tuple[int, bytes]:
+    request = json.loads(body)
+    if "id" not in request:
+        return 202, b""
+    answer = {"jsonrpc": "2.0", "id": request["id"], "result": _result(request)}
+    return 200, json.dumps(answer).encode()
+
+
+def _h11() -> None:
+    from functools import partial
+
+    import h11
+    import trio
+
+    async def connection(stream: trio.SocketStream) -> None:
+        http = h11.Connection(h11.SERVER)
+        chunks: list[bytes] = []
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                status, body = _answer(b"".join(chunks))
+                chunks.clear()
+                headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+                out = http.send(h11.Response(status_code=status, headers=headers))
+                out += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
+                await stream.send_all(out)
+                if http.our_state is h11.MUST_CLOSE:
+                    return
+                http.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, connection, 0, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            port = listeners[0].socket.getsockname()[1]
+            print(f"listening on http://127.0.0.1:{port}/mcp", file=sys.stderr, flush=True)
 
     trio.run(main)
 
@@ -101,4 +152,4 @@ def _uvicorn() -> None:
 
 
 if __name__ == "__main__":
-    {"hypercorn": _hypercorn, "uvicorn": _uvicorn}[sys.argv[1]]()
+    {"hypercorn": _hypercorn, "uvicorn": _uvicorn, "h11": _h11}[sys.argv[1]]()
