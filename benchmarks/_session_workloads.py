@@ -241,20 +241,26 @@ def _traced_per(n: int) -> float:
     return current / n
 
 
-async def triact_memory(n: int) -> float:
-    """Bytes per idle session with default state, the manager's own overhead included."""
+async def triact_memory(n: int, calls: int = 0) -> float:
+    """Bytes per idle session with default state, the manager's own overhead included;
+    each session updated ``calls`` times (``bump``) before it is measured, idle."""
     _start_tracing()
     async with open_session_manager(SessionConfig(max_sessions=n)) as manager:
         for _ in range(n):
-            await manager.create_session()
+            session = await manager.create_session()
+            for _ in range(calls):
+                await session.update(bump)
+        del session
         return _traced_per(n)
 
 
-async def asyncio_memory(n: int) -> float:
+async def asyncio_memory(n: int, calls: int = 0) -> float:
     _start_tracing()
     async with open_asyncio_lock_manager(max_sessions=n) as manager:
         for _ in range(n):
-            await manager.create_session()
+            session_id = (await manager.create_session())[0].session_id
+            for _ in range(calls):
+                await manager.atomic_update(session_id, bump_in_place)
         return _traced_per(n)
 
 

@@ -16,6 +16,7 @@ BENCHES = {
     "create_session_bound",
     "validate_security",
     "memory_per_idle_session",
+    "memory_per_called_idle_session",
     "expiry_longest_gap",
     "expiry_longest_gap_real_clock",
     *(f"shared_sqlite_{mode}_{count}" for mode in ("owner", "guest") for count in (1, 2, 3)),

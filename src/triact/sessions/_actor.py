@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections import deque
+from array import array
 from collections.abc import Coroutine
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -110,7 +110,9 @@ class SessionActor(Actor[Op, Any]):
         self.errors = metrics.errors
         self.total_latency = metrics.total_latency
         self.max_latency = metrics.max_latency
-        self._latencies: deque[float] | None = None
+        # The latencies of the last _LATENCIES_KEPT calls, in no order, as machine
+        # doubles (a deque of floats costs 760 bytes from its first call on).
+        self._latencies: array[float] | None = None
         self._bucket: _TokenBucket | None = None
         # The last state this actor checked for a commit, and what its check learnt
         # (see check_state): the next commit after it is checked without encoding.
@@ -271,9 +273,13 @@ class SessionActor(Actor[Op, Any]):
         self.total_latency += latency
         if latency > self.max_latency:
             self.max_latency = latency
-        if self._latencies is None:
-            self._latencies = deque(maxlen=_LATENCIES_KEPT)
-        self._latencies.append(latency)
+        kept = self._latencies
+        if kept is None:
+            self._latencies = array("d", (latency,))
+        elif len(kept) < _LATENCIES_KEPT:
+            kept.append(latency)
+        else:  # a ring: operations moves on by one a call
+            kept[self.operations % _LATENCIES_KEPT] = latency
         self._host.tally.account(latency, failed)
 
     def metrics(self) -> SessionMetrics:

@@ -67,9 +67,11 @@ class SessionGuard:
     def __init__(self, digest: Callable[[str], str], config: SessionConfig) -> None:
         self._digest = digest  # token -> its HMAC under the manager's key (token_digest)
         self._config = config
-        self._failures: deque[float] = deque()  # Trio times of refusals in the window
+        # Trio times of refusals in the window; made at the first refusal (most
+        # sessions never see one, and an empty deque costs 624 bytes).
+        self._failures: deque[float] | None = None
         self._throttled_until = 0.0  # Trio time
-        self._pending: list[SecurityEvent] = []
+        self._pending: list[SecurityEvent] | None = None  # made when one is recorded
         #: Whether some security events are not committed yet (a plain attribute: every
         #: change reads it, and calls :meth:`with_events` and :meth:`committed` only if
         #: it is true).
@@ -102,6 +104,8 @@ class SessionGuard:
             self._record(SecurityEvent(THROTTLED, wall, tool_name, message))
             return SessionThrottledError(message, retry_after=retry)
         failures = self._failures
+        if failures is None:
+            failures = self._failures = deque()
         while failures and failures[0] <= now - config.security_window:
             failures.popleft()
         failures.append(now)
@@ -135,14 +139,17 @@ class SessionGuard:
     def committed(self) -> None:
         """The events were stored with a committed change (built on
         :meth:`with_events`)."""
-        self._pending.clear()
+        self._pending = None
         self.pending = False
 
     def _record(self, event: SecurityEvent) -> None:
-        self._pending.append(event)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = []
+        pending.append(event)
         self.pending = True
-        if len(self._pending) > self._config.max_security_events:
-            del self._pending[0]
+        if len(pending) > self._config.max_security_events:
+            del pending[0]
 
     def _prime(self, state: SessionState, now: float, wall: float) -> None:
         """Rebuild the throttle from the events the state stores, once, so that a
@@ -159,6 +166,8 @@ class SessionGuard:
             if event.kind == LEGACY_LOCKED:
                 self._throttled_until, self._failures = at + window, deque()
                 continue
+            if self._failures is None:
+                self._failures = deque()
             self._failures.append(at)
             if len(self._failures) >= self._config.security_max_failures:
                 self._throttled_until, self._failures = at + window, deque()
