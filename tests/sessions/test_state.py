@@ -10,10 +10,12 @@ import copy
 import dataclasses
 import datetime
 import enum
+import inspect
 import json
 import math
 import re
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -416,3 +418,32 @@ def test_a_traceback_through_the_generated_stamped_function_shows_its_source() -
         raise AssertionError("stamped accepted an object that is not a state")
     assert "triact generated stamped" in text
     assert "set_" in text  # the generated line itself, from the linecache entry
+
+
+def test_the_state_is_built_as_attrs_would_build_it() -> None:
+    """SessionState's __init__ is generated (sessions/_state.py, _make_init): the
+    same parameters, defaults and converters as attrs', and the state stays frozen."""
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=2.0)
+    assert attrs.asdict(state, recurse=False) == {
+        field.name: (
+            field.default
+            if field.default is not attrs.NOTHING
+            else {"id": "s", "version": 1, "created_at": 1.0, "last_used": 2.0}[field.name]
+        )
+        for field in attrs.fields(SessionState)
+    }
+    changed = attrs.evolve(state, data={"a": [1]}, metadata={"m": 1}, topic="t")
+    assert type(changed.data) is MappingProxyType
+    assert type(changed.metadata) is MappingProxyType
+    assert (changed.data, changed.metadata, changed.topic) == ({"a": [1]}, {"m": 1}, "t")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        changed.topic = "u"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="last_used"):
+        SessionState(id="s", version=1, created_at=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="expected a mapping"):
+        SessionState(id="s", version=1, created_at=1.0, last_used=2.0, data=[1])  # type: ignore[arg-type]
+    parameters = inspect.signature(SessionState).parameters
+    assert [(p.name, p.default) for p in parameters.values()] == [
+        (f.name, inspect.Parameter.empty if f.default is attrs.NOTHING else f.default)
+        for f in attrs.fields(SessionState)
+    ]
