@@ -171,6 +171,29 @@ def test_serve_refuses_bad_search_options(options: list[str], says: str) -> None
     assert result.stdout == ""
 
 
+def test_serve_semantic_on_without_the_extra_stops_with_a_clear_error(tmp_path: Path) -> None:
+    # The extra looks missing to this process (it may be installed here).
+    script = (
+        "import sys, triact.work._work as work\n"
+        "work.semantic_installed = lambda: False\n"
+        "from triact.cli import main\n"
+        "sys.exit(main(['serve', '--store', 'memory', '--semantic', 'on']))\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "needs triact's semantic extra" in done.stderr
+    assert done.stdout == ""
+
+
 def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     (allowed / "project").mkdir(parents=True)
