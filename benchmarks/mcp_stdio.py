@@ -18,17 +18,27 @@ sessions in a dict). Two clients measure them:
   it. The SDK client's own CPU cost is in these figures; on 2 cores it hides most of
   the servers' difference, which is why capacity is measured with the lean client.
 
-    python benchmarks/mcp_stdio.py [--runs N] [--quick] [--only pipelined|sdk]
+A third comparison puts triact beside the official MCP **TypeScript** SDK's server
+(``baselines/ts_sdk/server.mjs``: ``McpServer`` on ``StdioServerTransport``, Node) with
+the lean client at C = 16 and 256, handshake era (the SDK's v1 server has no other).
+Its packages are installed from ``baselines/ts_sdk/package-lock.json`` by ``npm ci``
+into a cache directory (``$TRIACT_NODE_CACHE``, else ``~/.cache/triact/node-clients``),
+once per lock file; without ``node`` and ``npm`` those figures are skipped, with a
+message on stderr.
+
+    python benchmarks/mcp_stdio.py [--runs N] [--quick] [--only pipelined|sdk|ts]
     python benchmarks/mcp_stdio.py --profile triact.prof   # cProfile the server at C=16
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +67,12 @@ ENVELOPE = {
     "io.modelcontextprotocol/clientInfo": {"name": "mcp_stdio bench", "version": "0"},
 }
 CONCURRENCY = (1, 16)
+TS_CONCURRENCY = (16, 256)
+TS_SDK = HERE / "baselines" / "ts_sdk"
+TS_NAME = (
+    "official MCP TypeScript SDK server (@modelcontextprotocol/sdk {}, McpServer on stdio, node {})"
+)
+NPM_TIMEOUT = 600.0
 
 
 @attrs.frozen
@@ -241,7 +257,7 @@ async def pipelined(
                 continue  # a notification
             sent, session, nth = in_flight.pop(answer["id"])
             result = answer.get("result")
-            if result is None or result["isError"]:
+            if result is None or result.get("isError", False):
                 run.errors += 1
             elif (
                 result["structuredContent"]["version"]
@@ -264,12 +280,14 @@ async def pipelined(
     return run
 
 
-async def pipelined_runs(command: Sequence[str], era: str, sizes: Sizes) -> dict[int, Run]:
-    """One connection to a fresh server process: C = 1, then C = 16."""
+async def pipelined_runs(
+    command: Sequence[str], era: str, sizes: Sizes, windows: Sequence[int] = CONCURRENCY
+) -> dict[int, Run]:
+    """One connection to a fresh server process: each C of ``windows`` in turn."""
     client, meta = await open_connection(command, era)
     try:
         ids = await create_sessions(client, meta, sizes.sessions)
-        return {c: await pipelined(client, meta, ids, c, sizes) for c in CONCURRENCY}
+        return {c: await pipelined(client, meta, ids, c, sizes) for c in windows}
     finally:
         await close_connection(client)
 
@@ -342,6 +360,10 @@ def _cpu(runs: list[Run]) -> float | None:
     return None if any(math.isnan(v) for v in values) else round(statistics.median(values), 1)
 
 
+def _ratio(mine: float | None, theirs: float | None) -> float | None:
+    return None if mine is None or not theirs else round(mine / theirs, 3)
+
+
 def alternate(
     runs: int, triact: Callable[[], dict[int, Run]], reference: Callable[[], dict[int, Run]]
 ) -> tuple[list[dict[int, Run]], list[dict[int, Run]]]:
@@ -359,10 +381,13 @@ def lines_for(
     theirs: list[dict[int, Run]],
     baseline: str,
     *,
-    capacity_target: bool,
+    capacity_target: float | None,
+    windows: Sequence[int] = CONCURRENCY,
     **extra: Any,
 ) -> Iterator[dict[str, Any]]:
-    for window in CONCURRENCY:
+    """Per C, a calls/s line (with ``capacity_target`` as its ratio's bound at C >= 16)
+    and a p99 line."""
+    for window in windows:
         mine = [runs[window] for runs in ours]
         ref = [runs[window] for runs in theirs]
         p50 = [_ms(percentile(r.latencies, 0.5)) for r in mine]
@@ -374,6 +399,7 @@ def lines_for(
             **extra,
             "server_cpu_us_per_call": _cpu(mine),
             "baseline_server_cpu_us_per_call": _cpu(ref),
+            "server_cpu_ratio": _ratio(_cpu(mine), _cpu(ref)),
             "calls": sum(len(r.latencies) for r in mine),
             "baseline_calls": sum(len(r.latencies) for r in ref),
             "errors": sum(r.errors for r in mine),
@@ -388,7 +414,11 @@ def lines_for(
             [r.rate for r in mine],
             baseline=baseline,
             baseline_runs=[r.rate for r in ref],
-            target=Target("ratio", ">=", 10) if capacity_target and window == 16 else None,
+            target=(
+                Target("ratio", ">=", capacity_target)
+                if capacity_target is not None and window >= 16
+                else None
+            ),
             p50_ms=statistics.median(p50),
             p99_ms=statistics.median(p99),
             baseline_p50_ms=statistics.median(ref_p50),
@@ -430,7 +460,7 @@ def pipelined_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]
             ours,
             theirs,
             REFERENCE_NAME.format(sdk_version()) + f", protocol {protocol}",
-            capacity_target=True,
+            capacity_target=10,
             client="lean pipelined JSON-RPC client (Trio)",
             protocol=protocol,
             sessions=sizes.sessions,
@@ -449,8 +479,85 @@ def sdk_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
         ours,
         theirs,
         REFERENCE_NAME.format(sdk_version()) + f", protocol {HANDSHAKE}",
-        capacity_target=False,
+        capacity_target=None,
         client=f"mcp.ClientSession over stdio_client (mcp {sdk_version()}, asyncio)",
+        protocol=HANDSHAKE,
+        sessions=sizes.sessions,
+        seconds=sizes.seconds,
+    )
+
+
+def ts_server() -> tuple[str, ...] | None:
+    """The command that starts the TypeScript reference, its packages installed with
+    ``npm ci`` from the committed lock file into a cache directory (once per lock file
+    and script); None, with a message on stderr, where Node or npm is missing."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        print(
+            "mcp_stdio: node and npm not found: the TypeScript SDK baseline is skipped",
+            file=sys.stderr,
+        )
+        return None
+    files = ("package.json", "package-lock.json", "server.mjs")
+    digest = hashlib.sha256(b"".join((TS_SDK / name).read_bytes() for name in files))
+    configured = os.environ.get("TRIACT_NODE_CACHE")
+    root = (
+        Path(configured)
+        if configured
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "triact"
+        / "node-clients"
+    )
+    target = root / f"bench-ts-sdk-{digest.hexdigest()[:16]}"
+    if not (target / "node_modules" / ".installed").exists():
+        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in files:
+            shutil.copyfile(TS_SDK / name, staging / name)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
+        (staging / "node_modules" / ".installed").touch()
+        try:
+            staging.rename(target)
+        except OSError:  # another run installed it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return (node, str(target / "server.mjs"))
+
+
+def ts_versions(command: Sequence[str]) -> tuple[str, str]:
+    """The SDK's version (from its installed package.json) and node's."""
+    package = Path(command[1]).parent / "node_modules" / "@modelcontextprotocol" / "sdk"
+    sdk = json.loads((package / "package.json").read_text())["version"]
+    node = subprocess.run([command[0], "--version"], capture_output=True, text=True, check=True)
+    return sdk, node.stdout.strip().lstrip("v")
+
+
+def ts_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    command = ts_server()
+    if command is None:
+        return
+    ours, theirs = alternate(
+        options.runs,
+        partial(trio.run, pipelined_runs, TRIACT, "handshake", sizes, TS_CONCURRENCY),
+        partial(trio.run, pipelined_runs, command, "handshake", sizes, TS_CONCURRENCY),
+    )
+    yield from lines_for(
+        "ts_sdk_handshake",
+        ours,
+        theirs,
+        TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}",
+        capacity_target=1,
+        windows=TS_CONCURRENCY,
+        client="lean pipelined JSON-RPC client (Trio)",
         protocol=HANDSHAKE,
         sessions=sizes.sessions,
         seconds=sizes.seconds,
@@ -471,6 +578,7 @@ def profile(path: str, sizes: Sizes) -> None:
 BENCHMARKS: dict[str, Callable[[Options, Sizes], Iterator[dict[str, Any]]]] = {
     "pipelined": pipelined_figures,
     "sdk": sdk_figures,
+    "ts": ts_figures,
 }
 
 
@@ -481,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     picked, rest = pick.parse_known_args(argv)
     options = parse_options(
         "triact serve beside a reference server on the official MCP SDK, over stdio; "
-        "prints JSON lines. --only pipelined|sdk runs one client's figures; "
+        "prints JSON lines. --only pipelined|sdk|ts runs one comparison's figures; "
         "--profile PATH runs triact's server under cProfile instead.",
         rest,
     )

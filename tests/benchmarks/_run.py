@@ -17,10 +17,10 @@ FIGURE_KEYS = frozenset(
 )
 
 
-def run_quick(script: str, *, timeout: float = 120) -> list[dict[str, Any]]:
-    """The figures ``benchmarks/<script>`` prints in a quick run; it must exit 0."""
+def run_quick(script: str, *args: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """The figures ``benchmarks/<script> *args`` prints in a quick run; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--quick", "--runs", "1"],
+        [sys.executable, str(BENCHMARKS / script), "--quick", "--runs", "1", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
