@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from triact.transport._jsonrpc import (
     INVALID_PARAMS,
@@ -15,6 +17,8 @@ from triact.transport._jsonrpc import (
     Notification,
     Request,
     Response,
+    _decoder,
+    decode_json,
     encode,
     error_line,
     parse_line,
@@ -125,3 +129,88 @@ def test_result_and_error_lines() -> None:
         "id": None,
         "error": {"code": -32602, "message": "bad", "data": {"why": 1}},
     }
+
+
+# -- decode_json: orjson first, json's value or error in every case -------------------
+
+
+def _json_reading(line: bytes) -> object:
+    """What the standard json module makes of ``line`` (the value, or the error)."""
+    try:
+        return ("value", _decoder.decode(line.decode("utf-8")))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return ("error", type(exc), str(exc))
+
+
+def _decode_reading(line: bytes) -> object:
+    try:
+        return ("value", decode_json(line))
+    except (ValueError, RecursionError) as exc:
+        return ("error", type(exc), str(exc))
+
+
+def _typed(value: object) -> object:
+    """``value`` with each number's type kept (1 == 1.0 == True in Python); floats by
+    repr, so NaN compares equal to itself."""
+    if isinstance(value, dict):
+        return ("dict", [(key, _typed(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(item) for item in value])
+    if isinstance(value, float):
+        return ("float", repr(value))
+    return (type(value).__name__, value)
+
+
+def _same_reading(line: bytes) -> None:
+    ours, theirs = _decode_reading(line), _json_reading(line)
+    if ours[0] == "value" and theirs[0] == "value":
+        assert _typed(ours[1]) == _typed(theirs[1]), line
+    else:
+        assert ours == theirs, line
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=_json_values, ascii_only=st.booleans())
+def test_decode_json_reads_every_json_text_as_json_does(value: object, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    _same_reading(text.encode("utf-8", "surrogatepass"))
+
+
+@given(
+    line=st.binary(max_size=40)
+    | st.text(alphabet='{}[]",:0123456789.eE+-\\u tnrfalsNI ', max_size=40).map(str.encode)
+)
+def test_decode_json_reads_any_bytes_as_json_does(line: bytes) -> None:
+    _same_reading(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"18446744073709551616",  # past 64 bits: orjson would make it a float
+        b"-9223372036854775809",
+        b'{"n":123456789012345678901234567890}',
+        b"1e400",
+        b"NaN",
+        b'"\\ud800"',
+        b"\xef\xbb\xbf{}",
+        b"[" * 2000 + b"]" * 2000,
+        b"[" * 1010 + b"]" * 1010,  # orjson's limit is 1024 levels, json's lower
+        b"[" * 256 + b"]" * 256,
+        b'"\xff"',
+        b' {"a":1,"a":2} \r',
+    ],
+)
+def test_decode_json_edge_cases_read_as_json_does(line: bytes) -> None:
+    _same_reading(line)

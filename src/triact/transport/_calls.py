@@ -303,7 +303,9 @@ class ToolCalls:
                 logger.info("request %r (%s) was cancelled; not run", call.request_id, tool.name)
                 self._debug_call(call, None, "cancelled", 0.0)
                 return
-            started = trio.current_time()
+            # The call's duration is only logged: read the clock only if it will be.
+            timed = ctx.log_level is not None or logger.isEnabledFor(logging.DEBUG)
+            started = trio.current_time() if timed else 0.0
             result: ToolResult | None = None
             outcome = "failed"
             if ctx.progress_token is not None:
@@ -320,13 +322,15 @@ class ToolCalls:
             finally:
                 hold_until = self._reports.stop(call.key)
                 if logger.isEnabledFor(logging.DEBUG):
-                    self._debug_call(call, result, outcome, trio.current_time() - started)
+                    elapsed = trio.current_time() - started if timed else 0.0
+                    self._debug_call(call, result, outcome, elapsed)
             assert result is not None
             if hold_until is not None:
                 # The change is made: a cancellation now must not lose its answer.
                 with trio.CancelScope(shield=True):
                     await trio.sleep_until(hold_until)
-            self._log_call(call.sink, ctx, tool, result, trio.current_time() - started)
+            if timed:
+                self._log_call(call.sink, ctx, tool, result, trio.current_time() - started)
             self._reply_tool(call.sink, call.request_id, ctx, result)
         except Exception:
             logger.exception("tool %s failed (request %r)", tool.name, call.request_id)

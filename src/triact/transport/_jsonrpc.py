@@ -10,7 +10,10 @@ an array) keeps its id.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import orjson
 
 #: Invalid JSON was received.
 PARSE_ERROR = -32700
@@ -118,10 +121,40 @@ _decoder = json.JSONDecoder(parse_constant=_no_constants)
 encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+#: 19 digits in a row: maybe an integer past 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: Brackets and braces (in strings too) past which a text is left to ``json``: nesting
+#: this deep is far below its recursion limit.
+_ORJSON_MAX_OPENINGS = 256
+
+
+def decode_json(line: bytes) -> Any:
+    """The value of one JSON text, as :mod:`json` (with :data:`_decoder`) reads it.
+
+    orjson reads it first, about three times faster: every text it accepts, it reads to
+    the same value as ``json``, except integers past 64 bits (it makes them floats), so
+    a text with 19 digits in a row (in a number or a string) is left to ``json``; and it
+    accepts nesting up to 1024 levels, where ``json`` stops at the interpreter's
+    recursion limit (about 1000, less the caller's stack), so a text with more than
+    :data:`_ORJSON_MAX_OPENINGS` brackets and braces is left to ``json`` too. What
+    orjson refuses (NaN, lone surrogates, text that is not UTF-8 or not JSON) goes to
+    ``json``, which accepts it or raises as it always has: the value or the error is
+    ``json``'s in every case."""
+    if (
+        line.count(b"[") + line.count(b"{") <= _ORJSON_MAX_OPENINGS
+        and _LONG_DIGITS.search(line) is None
+    ):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return _decoder.decode(line.decode("utf-8"))
+
+
 def parse_line(line: bytes) -> Message:
     """Classify one line (without its newline) as a JSON-RPC message."""
     try:
-        obj = _decoder.decode(line.decode("utf-8"))
+        obj = decode_json(line)
     except UnicodeDecodeError:
         return Invalid(None, JsonRpcError(PARSE_ERROR, "Parse error: the line is not UTF-8 text"))
     except (ValueError, RecursionError) as exc:
