@@ -27,7 +27,8 @@ once per lock file; without ``node`` and ``npm`` those figures are skipped, with
 message on stderr.
 
     python benchmarks/mcp_stdio.py [--runs N] [--quick] [--only pipelined|sdk|ts]
-    python benchmarks/mcp_stdio.py --profile triact.prof   # cProfile the server at C=16
+    python benchmarks/mcp_stdio.py --profile triact.prof [--concurrency 256]
+        # cProfile (CPU time, the measured window) of the server at C=16 (or C)
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ import math
 import os
 import pstats
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -220,11 +223,17 @@ def _templates(ids: list[str], meta: dict[str, Any]) -> list[tuple[bytes, bytes]
 
 
 async def pipelined(
-    client: LineClient, meta: dict[str, Any], ids: list[str], window: int, sizes: Sizes
+    client: LineClient,
+    meta: dict[str, Any],
+    ids: list[str],
+    window: int,
+    sizes: Sizes,
+    on_window: Callable[[bool], None] | None = None,
 ) -> Run:
     """Keep ``window`` calls in flight: ``sizes.warmup`` answered first, then as many
     as ``sizes.seconds`` allow. Each session's versions must rise by 1 per call, in the
-    order its calls were sent."""
+    order its calls were sent. ``on_window`` is told when the measured window opens
+    (True) and when its last call is answered (False)."""
     templates = _templates(ids, meta)
     in_flight: dict[int, tuple[float, int, int]] = {}  # id -> (sent, session, nth call)
     calls = [0] * len(ids)  # per session, calls sent
@@ -268,6 +277,8 @@ async def pipelined(
             if answered == sizes.warmup:
                 start, stop = now, now + sizes.seconds
                 cpu = cpu_seconds(client.process.pid)
+                if on_window is not None:
+                    on_window(True)
             elif answered > sizes.warmup:
                 run.latencies.append(now - max(sent, start))
                 last = now
@@ -277,6 +288,8 @@ async def pipelined(
             await client.send(b"".join(more))
     run.rate = len(run.latencies) / (last - start)
     run.cpu = cpu_seconds(client.process.pid) - cpu
+    if on_window is not None:
+        on_window(False)
     return run
 
 
@@ -564,15 +577,69 @@ def ts_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     )
 
 
-def profile(path: str, sizes: Sizes) -> None:
-    """Run triact's server under cProfile for the C = 16 handshake figure; print
-    where its time went on stderr."""
-    command = (sys.executable, "-m", "cProfile", "-o", path, *TRIACT[1:])
-    runs = trio.run(pipelined_runs, command, "handshake", sizes)
-    rate = runs[16].rate
-    print(f"C=16 under cProfile: {rate:,.0f} calls/s; profile in {path}", file=sys.stderr)
+#: Where the server's own time went, by the file a function is in (first match).
+_PARTS = (
+    ("triact.transport", "/triact/transport/"),
+    ("triact.sessions", "/triact/sessions/"),
+    ("triact.actors", "/triact/actors/"),
+    ("trio", "/trio/"),
+    ("attrs, cattrs", "/attr/"),
+    ("attrs, cattrs", "/cattrs/"),
+    ("json", "/json/"),
+)
+
+
+def profile(path: str, window: int, sizes: Sizes) -> None:
+    """Run triact's server under cProfile (CPU time, the measured window only) at C =
+    ``window``, handshake era; print on stderr its own time per call by part and its
+    top functions."""
+    command = (sys.executable, str(HERE / "_profiled.py"), path, *TRIACT[2:])
+
+    async def one() -> Run:
+        client, meta = await open_connection(command, "handshake")
+        try:
+            ids = await create_sessions(client, meta, sizes.sessions)
+
+            def signal_server(opened: bool) -> None:
+                client.process.send_signal(signal.SIGUSR1 if opened else signal.SIGUSR2)
+
+            return await pipelined(client, meta, ids, window, sizes, signal_server)
+        finally:
+            await close_connection(client)
+
+    Path(path).unlink(missing_ok=True)
+    run = trio.run(one)  # the server has exited: the profile is written, or never will be
+    if not Path(path).exists():
+        raise SystemExit(f"the server wrote no profile to {path}")
+    calls = len(run.latencies)
     stats = pstats.Stats(path, stream=sys.stderr)
-    stats.sort_stats("tottime").print_stats(30)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    parts: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (file, _, name), (_, _, tottime, *_) in raw.items():
+        total += tottime
+        part = next((label for label, marker in _PARTS if marker in file), None)
+        if part is None:
+            if "poll" in name:
+                part = "epoll"
+            elif "posix.write" in name or "posix.read" in name:
+                part = "pipe reads and writes (syscalls)"
+            else:
+                part = "stdlib and builtins"
+        parts[part] += tottime
+    print(
+        f"C={window} handshake under cProfile (CPU time): {run.rate:,.0f} calls/s, "
+        f"{calls:,} calls measured; {total / calls * 1e6:.0f} µs of profiled CPU per call "
+        f"(server CPU without the profiler's cost: see the benchmark's lines)",
+        file=sys.stderr,
+    )
+    print("  by the package its own time was spent in:", file=sys.stderr)
+    for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        print(
+            f"    {part:40} {seconds / total:6.1%}  {seconds / calls * 1e6:7.1f} µs/call",
+            file=sys.stderr,
+        )
+    stats.sort_stats("tottime").print_stats(40)
 
 
 BENCHMARKS: dict[str, Callable[[Options, Sizes], Iterator[dict[str, Any]]]] = {
@@ -586,16 +653,17 @@ def main(argv: list[str] | None = None) -> None:
     pick = argparse.ArgumentParser(add_help=False)
     pick.add_argument("--only", choices=list(BENCHMARKS))
     pick.add_argument("--profile", metavar="PATH")
+    pick.add_argument("--concurrency", type=int, default=16)
     picked, rest = pick.parse_known_args(argv)
     options = parse_options(
         "triact serve beside a reference server on the official MCP SDK, over stdio; "
         "prints JSON lines. --only pipelined|sdk|ts runs one comparison's figures; "
-        "--profile PATH runs triact's server under cProfile instead.",
+        "--profile PATH [--concurrency C] runs triact's server under cProfile instead.",
         rest,
     )
     sizes = QUICK if options.quick else FULL
     if picked.profile:
-        profile(picked.profile, sizes)
+        profile(picked.profile, picked.concurrency, sizes)
         return
     for name, bench in BENCHMARKS.items():
         if picked.only in (None, name):
