@@ -34,6 +34,8 @@ from triact.testing import (
     run_in_trio,
 )
 
+from .._redis import RedisPlace, forget, unique_prefix
+
 passivation = st.none() | st.sampled_from([0.5, 1.5, 4.0])
 # SQLite examples cost more (a file, a worker thread): a third of the profile's budget.
 sqlite_budget = settings(max_examples=max(10, settings.default.max_examples // 3))
@@ -98,6 +100,24 @@ def test_memory_store_with_faults(program: Program) -> None:
 @given(programs(passivate=passivation, faults=fault_schedules, max_steps=12))
 def test_sqlite_store_with_faults(program: Program) -> None:
     run_and_check(program, "sqlite")
+
+
+class SingleProcessRedis(triact.RedisStore):
+    """A RedisStore used by one manager alone, through the single-process durable path,
+    as :class:`SingleProcessSqlite` is."""
+
+    shared = False
+
+
+@sqlite_budget
+@given(program=programs(passivate=passivation, faults=st.none() | fault_schedules, max_steps=12))
+def test_redis_store(redis_url: str, program: Program) -> None:
+    """Each example on a new key prefix of the tests' Redis."""
+    prefix = unique_prefix()
+    try:
+        check_run(run_in_trio(program, lambda: SingleProcessRedis(redis_url, prefix=prefix)))
+    finally:
+        forget(RedisPlace(redis_url, prefix))
 
 
 @given(programs(faults=st.none() | fault_schedules, with_shutdown=True))

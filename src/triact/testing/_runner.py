@@ -65,8 +65,15 @@ class Run:
 
 
 def _tasks_now() -> set[trio.lowlevel.Task]:
+    """The tasks of the program: the main task and all below it. Trio's system tasks
+    are left out: they are not the manager's, and live as long as the run (a client
+    library's I/O reader, such as valkey-glide's, is one)."""
+    main = trio.lowlevel.current_task()
+    root = trio.lowlevel.current_root_task()
+    while main.parent_nursery is not None and main.parent_nursery.parent_task is not root:
+        main = main.parent_nursery.parent_task
     found: set[trio.lowlevel.Task] = set()
-    pending = [trio.lowlevel.current_root_task()]
+    pending: list[trio.lowlevel.Task | None] = [main]
     while pending:
         task = pending.pop()
         if task is None:
