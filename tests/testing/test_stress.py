@@ -16,7 +16,9 @@ import pytest
 
 from triact.testing._display import Display
 from triact.testing._history import Call
+from triact.testing._http import HttpTarget
 from triact.testing._model import DataChange
+from triact.testing._spread import SpreadTarget, open_servers
 from triact.testing._stress import (
     StressOptions,
     add_stress_parser,
@@ -228,16 +230,33 @@ async def test_a_short_http_run_against_triact_serve_checks_out() -> None:
 
 
 async def test_a_short_http_run_over_two_serve_processes_checks_out() -> None:
+    through: list[int] = []
+
+    @asynccontextmanager
+    async def servers() -> AsyncIterator[StressTarget]:
+        async with open_servers("sqlite", 2, None, 4, "http", 4) as spread:
+            yield spread
+            assert isinstance(spread, SpreadTarget)
+            for target in spread.targets:
+                assert isinstance(target, HttpTarget)
+                through.extend(c.answered for c in target.mixed.clients if not c.owner)
+
     options = StressOptions(
         sessions=4, clients=4, duration=1.5, target="http", store="sqlite", processes=2, seed=4
     )
-    report = await stress(options)
+    report = await stress(options, target=servers)
     assert report.violations == []
     assert report.unexpected == []
-    assert report.description.startswith("2 triact serve processes on one SQLite file over http")
+    assert report.description.startswith(
+        "2 triact serve processes on one SQLite file over http, each call to one at random "
+        "(MCP sessions too)"
+    )
     assert len(report.calls_by_process) == 2
     assert min(report.calls_by_process) > 0
     assert sum(report.calls_by_process) == report.operations
+    # Each process served the MCP session the other's handshake client opened.
+    assert len(through) == 2
+    assert min(through) > 0
 
 
 async def test_a_short_http_run_over_three_serve_processes_on_redis_checks_out(

@@ -182,6 +182,11 @@ class McpHttpClient:
         self.url = url
         self.era = era
         self.session_id: str | None = None
+        #: Whether this client opened its MCP session (and ends it on aclose), or
+        #: speaks for another's (:meth:`through`).
+        self.owner = True
+        #: Requests answered (with a result or an error).
+        self.answered = 0
         self._path = found.group("path")
         self._ids = count(1)
         self._http = Connections(found.group("host").strip("[]"), int(found.group("port")))
@@ -264,6 +269,7 @@ class McpHttpClient:
         body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
         answer = await self._post(body, self._headers(method, name))
         message = self._message(answer, method)
+        self.answered += 1
         if "error" in message or answer.status != 200:
             raise JsonRpcErrorReply(
                 f"{method}: HTTP {answer.status}, JSON-RPC error {message.get('error')}"
@@ -273,10 +279,19 @@ class McpHttpClient:
         result: dict[str, Any] = message["result"]
         return result
 
+    def through(self, url: str) -> McpHttpClient:
+        """This client's MCP session, spoken to through the server at ``url`` (another
+        process on the same store, which reads the session's record from it)."""
+        other = McpHttpClient(url, self.era)
+        other.session_id = self.session_id
+        other.owner = False
+        return other
+
     async def aclose(self) -> None:
-        """End the MCP session (DELETE) if there is one, and the connections."""
+        """End the MCP session (DELETE) if this client opened one, and close the
+        connections."""
         try:
-            if self.session_id is not None:
+            if self.session_id is not None and self.owner:
                 with trio.move_on_after(_STOP_TIMEOUT):
                     headers = list(self._headers().items())
                     await self._http.exchange("DELETE", self._path, headers)
@@ -307,11 +322,30 @@ class HttpTarget(StdioTarget):
 
     def __init__(self, clients: MixedClients, url: str) -> None:
         super().__init__(clients, [])
+        self.url = url
+        self.mixed = clients
         eras = sorted({client.era for client in clients.clients})
         self.description = (
             f"MCP server over HTTP at {url} ({len(clients.clients)} clients, "
             f"protocols {' and '.join(eras)})"
         )
+
+    def own_sessions(self) -> list[McpHttpClient]:
+        """The clients that opened an MCP session on this server."""
+        return [c for c in self.mixed.clients if c.owner and c.session_id is not None]
+
+    @asynccontextmanager
+    async def serving(self, others: list[McpHttpClient]) -> AsyncIterator[None]:
+        """For the block, this server also takes calls for the MCP sessions ``others``
+        opened on other servers (their records are in the shared store)."""
+        through = [client.through(self.url) for client in others]
+        self.mixed.clients.extend(through)
+        try:
+            yield
+        finally:
+            for client in through:
+                self.mixed.clients.remove(client)
+                await client.aclose()
 
 
 def http_command(command: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from contextlib import (
 )
 
 from ._history import Call
-from ._http import open_http
+from ._http import HttpTarget, open_http
 from ._model import DataChange
 from ._targets import StdioTarget, StressTarget, open_stdio, own_prefix, server_command
 
@@ -40,6 +40,8 @@ class SpreadTarget:
             f"{len(targets)} triact serve processes on one {store} over {transport}, "
             "each call to one at random"
         )
+        if transport == "http":
+            self.description += " (MCP sessions too)"
 
     def _pick(self) -> StdioTarget:
         index = self._rng.randrange(len(self.targets))
@@ -102,8 +104,9 @@ async def open_servers(
 ) -> AsyncIterator[StressTarget]:
     """``processes`` servers on ``store`` (a :class:`SpreadTarget` for more than one),
     over ``transport`` ("stdio", or "http": ``clients`` MCP clients spread over the
-    servers, at least two per server), started one after the other: the first to open
-    a new file creates it and its key file, which the others then read. All are
+    servers, at least two per server, and each handshake client's MCP session also
+    spoken to through every other server), started one after the other: the first to
+    open a new file creates it and its key file, which the others then read. All are
     stopped on exit."""
     with run_spec(store) as spec:
         command = command or server_command(spec)
@@ -120,5 +123,10 @@ async def open_servers(
             return
         async with AsyncExitStack() as stack:
             targets = [await stack.enter_async_context(one(i)) for i in range(processes)]
+            if transport == "http":  # every MCP session served by every process
+                http = [t for t in targets if isinstance(t, HttpTarget)]
+                for target in http:
+                    others = [c for t in http if t is not target for c in t.own_sessions()]
+                    await stack.enter_async_context(target.serving(others))
             redis = spec.startswith(("redis://", "rediss://"))
             yield SpreadTarget(targets, seed, "Redis" if redis else "SQLite file", transport)
