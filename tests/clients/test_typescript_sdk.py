@@ -10,8 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ._node import Driver, DriverError
 from ._results import content, documented_tools
 
@@ -130,11 +128,20 @@ def test_a_cancelled_call_did_not_happen_or_happened_whole(client: Driver) -> No
     aborted = client.send("call", name="session_update", arguments=update, abortAfterMs=0)
     for command in queued:
         assert client.wait(command)["result"]["isError"] is False
-    with pytest.raises(DriverError) as raised:
-        client.wait(aborted)
-    assert raised.value.message.endswith("the test cancelled it")  # the client's abort
+    answer: dict[str, Any] | DriverError
+    try:
+        answer = client.wait(aborted)
+    except DriverError as error:
+        answer = error
+    answered = not isinstance(answer, DriverError)
+    if isinstance(answer, DriverError):
+        assert answer.message.endswith("the test cancelled it")  # the client's abort
+    else:
+        # On a loaded machine the answer can reach the client before its 0 ms timer
+        # fires: then the call happened, whole, and the client kept its answer.
+        assert answer["result"]["isError"] is False
     state = content(client.call("session_get", {"session_id": session_id}))["session"]
-    assert state["data"]["n"] in (100, 101)
+    assert state["data"]["n"] in ((101,) if answered else (100, 101))
     assert state["version"] == state["data"]["n"] + 1
     log = (client.tmp / "serve.log").read_text()  # type: ignore[attr-defined]
     outcomes = re.findall(rf"tool=session_update \S+ session={session_id} outcome=(\w+)", log)
