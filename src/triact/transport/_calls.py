@@ -47,11 +47,7 @@ class Sink(Protocol):
 
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
 _KNOWN_MAX = 65_536
-#: Idle worker tasks kept for the next calls once none is in flight. While calls are
-#: in flight, a worker that finds no call waiting stays (parked) as long as fewer
-#: workers are idle than calls are in flight: under C calls at once, a worker that has
-#: answered one is needed again as soon as the client sends the next ones (with a fixed
-#: bound of 64, at C = 256 seven calls in ten started a task of their own).
+#: Idle worker tasks kept for the next calls; more than this many idle ones exit.
 _IDLE_WORKERS_MAX = 64
 
 
@@ -286,8 +282,7 @@ class ToolCalls:
             with trio.CancelScope() as scope:
                 while not scope.cancel_called:
                     if not self._queue:
-                        idle = len(self._idle)
-                        if idle >= _IDLE_WORKERS_MAX and idle >= len(self._in_flight):
+                        if len(self._idle) >= _IDLE_WORKERS_MAX:
                             return
                         await self._idle.park()
                         continue
@@ -344,12 +339,8 @@ class ToolCalls:
             if call.turn is not None:
                 self._lanes.finish(call.turn)
             del self._in_flight[call.key]
-            if not self._in_flight:
-                if self.closing:
-                    self.drained.set()
-                excess = len(self._idle) - _IDLE_WORKERS_MAX
-                if excess > 0:  # kept while calls were in flight: let them exit
-                    self._idle.unpark(count=excess)
+            if not self._in_flight and self.closing:
+                self.drained.set()
 
     async def _execute(self, call: _Call) -> ToolResult:
         tool, args, turn, peer = call.tool, call.args, call.turn, call.peer
