@@ -4,9 +4,9 @@ and negotiating the stateless 2026-07-28 revision. Each flavour is one Node proc
 one server (a real subprocess on a free loopback port) for the module.
 
 The tests that hold on any transport are those of ``test_typescript_sdk.py``, run here
-over HTTP (imported, so that this module's ``client`` fixture serves them); the ones
-below are HTTP's own: many calls at once on one client, an error result, and the end
-of the MCP session (DELETE)."""
+over HTTP (imported, so that this module's ``client`` fixture serves them), progress
+(an SSE answer) among them; the ones below are HTTP's own: many calls at once on one
+client, an error result, an aborted call, and the end of the MCP session (DELETE)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._node import FLAVOURS, Driver
+from ._node import FLAVOURS, Driver, DriverError
 from ._results import content, error
 from .test_typescript_sdk import (
+    SERVE_ARGS,
     test_every_session_tool,
     test_every_work_tool,
+    test_progress_of_a_long_call_reaches_onprogress,
     test_the_revision_each_client_speaks,
     test_tools_list_is_the_documented_set,
 )
@@ -34,6 +36,7 @@ from .test_typescript_sdk import (
 __all__ = [
     "test_every_session_tool",
     "test_every_work_tool",
+    "test_progress_of_a_long_call_reaches_onprogress",
     "test_the_revision_each_client_speaks",
     "test_tools_list_is_the_documented_set",
 ]
@@ -52,7 +55,7 @@ def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         "PATH": os.environ.get("PATH", ""),
     }
     log = tmp / "serve.log"
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"]
+    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *SERVE_ARGS]
     with log.open("ab") as stderr:
         server = subprocess.Popen(
             [*command, "--http", "127.0.0.1:0"], stdin=subprocess.DEVNULL, stderr=stderr, env=env
@@ -119,6 +122,32 @@ def test_an_error_result(client: Driver) -> None:
     )
     content(client.call("session_end", {"session_id": session_id}))
     assert client.request("errors") == []
+
+
+def test_a_cancelled_call_did_not_happen_or_happened_whole(client: Driver) -> None:
+    """An aborted fetch: the server cancels the call when the client closes the
+    request, or never sees it if the abort came first; either way the call applied
+    whole or not at all, and the server's log says which."""
+    session_id = content(client.call("session_create", {}))["session_id"]
+    update = {"session_id": session_id, "increment": {"n": 1}}
+    queued = [client.send("call", name="session_update", arguments=update) for _ in range(100)]
+    aborted = client.send("call", name="session_update", arguments=update, abortAfterMs=0)
+    for command in queued:
+        assert client.wait(command)["result"]["isError"] is False
+    with pytest.raises(DriverError) as raised:
+        client.wait(aborted)
+    assert raised.value.message.endswith("the test cancelled it")  # the client's abort
+    state = content(client.call("session_get", {"session_id": session_id}))["session"]
+    assert state["data"]["n"] in (100, 101)
+    assert state["version"] == state["data"]["n"] + 1
+    log = (client.tmp / "serve.log").read_text()  # type: ignore[attr-defined]
+    outcomes = re.findall(rf"tool=session_update \S+ session={session_id} outcome=(\w+)", log)
+    # The 100, and the aborted one unless its request was never sent.
+    assert len(outcomes) in (100, 101)
+    assert outcomes.count("ok") == state["data"]["n"]
+    assert set(outcomes) <= {"ok", "cancelled"}
+    late = [e["message"] for e in client.request("errors")]
+    assert all(m.startswith("Received a response for an unknown message ID") for m in late)
 
 
 def test_the_session_ends_with_terminate_session(client: Driver) -> None:
