@@ -33,8 +33,14 @@ def test_quick_run_prints_one_json_figure_per_line() -> None:
     for line in lines:
         assert line.keys() >= KEYS, line
         assert len(line["runs"]) == 1
-        assert line["median"] > 0
-        assert line["baseline_median"] > 0
+        if line["bench"].endswith("_cpu"):
+            # CPU time is read from /proc in clock ticks (10 ms): a quick run's few
+            # calls may take less than one tick on one side, so only the sign is sure.
+            assert line["median"] >= 0
+            assert line["baseline_median"] >= 0
+        else:
+            assert line["median"] > 0
+            assert line["baseline_median"] > 0
         assert isinstance(line["ok"], bool)
         # Every call was answered without error, and in order per session, on both sides.
         assert line["errors"] == line["baseline_errors"] == 0
