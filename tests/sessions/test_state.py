@@ -447,3 +447,15 @@ def test_the_state_is_built_as_attrs_would_build_it() -> None:
         (f.name, inspect.Parameter.empty if f.default is attrs.NOTHING else f.default)
         for f in attrs.fields(SessionState)
     ]
+
+
+def test_stamped_with_is_stamped_with_new_metrics() -> None:
+    from triact.sessions._state import new_metrics, stamped_with
+
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=1.0, data={"a": 1})
+    assert stamped_with(state, 2, 3.0, 4, 1, 0.5, 0.25) == stamped(
+        state, 2, 3.0, new_metrics(4, 1, 0.5, 0.25)
+    )
+    assert stamped_with(state, 2, 3.0, 4, 1, 0.5, 0.25).metrics == triact.SessionMetrics(
+        4, 1, 0.5, 0.25
+    )

@@ -42,7 +42,7 @@ from ._errors import (
 from ._limits import Sizes, check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
-from ._state import SessionMetrics, SessionState, new_metrics, stamped
+from ._state import SessionMetrics, SessionState, new_metrics, stamped_with
 
 if TYPE_CHECKING:
     from ._host import SessionHost
@@ -295,7 +295,8 @@ class SessionActor(Actor[Op, Any]):
         expected = op.expected_version
         if expected is not None and expected != state.version and self._host.leases:
             return self._change_fresh(op)  # the cache may be behind: ask the store
-        _check_version(state, expected)
+        if expected is not None:
+            _check_version(state, expected)
         guard = self._guard
         try:
             # The security events not committed yet are committed with this change.
@@ -325,7 +326,7 @@ class SessionActor(Actor[Op, Any]):
             )
 
     def _stamp(self, state: SessionState, result: Any) -> SessionState:
-        if not isinstance(result, SessionState):
+        if type(result) is not SessionState and not isinstance(result, SessionState):
             raise TypeError(
                 f"an update of session {state.id!r} returned {type(result).__name__}, "
                 "not a SessionState (use attrs.evolve(state, ...))"
@@ -334,12 +335,15 @@ class SessionActor(Actor[Op, Any]):
             raise ValueError(
                 f"an update of session {state.id!r} may not change its id or its principal"
             )
-        new = stamped(
+        new = stamped_with(
             result,
             state.version + 1,
             self._host.wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
-            new_metrics(self.operations + 1, self.errors, self.total_latency, self.max_latency),
+            self.operations + 1,
+            self.errors,
+            self.total_latency,
+            self.max_latency,
         )
         known = self._sizes if self._checked is state else None
         self._sizes = check_state(new, state, self._host.config.max_state_bytes, known)

@@ -214,6 +214,39 @@ stamped: Callable[[SessionState, int, float, SessionMetrics], SessionState] = _m
 new_metrics: Callable[[int, int, float, float], SessionMetrics] = _make_new_metrics()
 
 
+def _make_stamped_with() -> Any:
+    """Build :func:`stamped_with`: :func:`stamped` and :func:`new_metrics` in one."""
+    stamp = ("version", "last_used", "metrics")
+    kept = [a.name for a in attrs.fields(SessionState) if a.name not in stamp]
+    counters = [a.name for a in attrs.fields(SessionMetrics)]
+    lines = [
+        f"def stamped_with(state, version, last_used, {', '.join(counters)}):",
+        "    metrics = new_state(SessionMetrics)",
+        *(f"    set_metrics_{name}(metrics, {name})" for name in counters),
+        "    new = new_state(SessionState)",
+        *(f"    set_{name}(new, state.{name})" for name in kept),
+        *(f"    set_{name}(new, {name})" for name in stamp),
+        "    return new",
+    ]
+    namespace = {
+        "new_state": object.__new__,
+        "SessionState": SessionState,
+        "SessionMetrics": SessionMetrics,
+    }
+    namespace.update(_setters(SessionState, [*kept, *stamp]))
+    namespace.update(
+        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
+    )
+    return _generated("stamped_with", lines, namespace)
+
+
+#: ``stamped(state, version, last_used, new_metrics(operations, errors, total_latency,
+#: max_latency))`` in one call: what every commit calls.
+stamped_with: Callable[[SessionState, int, float, int, int, float, float], SessionState] = (
+    _make_stamped_with()
+)
+
+
 def _make_init(cls: type) -> Any:
     """Build ``cls.__init__`` as attrs would for a frozen class, but setting each
     field through its slot's descriptor: attrs' frozen ``__init__`` goes through
