@@ -331,7 +331,7 @@ async def test_a_call_cancelled_before_a_worker_took_it_never_runs(peer: Peer) -
 
 
 async def test_each_call_gets_a_worker_and_idle_workers_are_bounded(
-    manager: triact.SessionManager,
+    manager: triact.SessionManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with connect(manager, initialize="2025-11-25") as peer:
         session_id = (await peer.ok("session_create"))["session_id"]
@@ -349,6 +349,20 @@ async def test_each_call_gets_a_worker_and_idle_workers_are_bounded(
             (await peer.response(m["id"]))["result"]["structuredContent"]["version"] for m in calls
         ]
         assert versions == list(range(3, 203))
+        await trio.testing.wait_all_tasks_blocked()
+        # Kept for the next burst of calls, until the server has been quiet a while.
+        assert len(nursery.child_tasks) >= 200
+        await trio.sleep(0.5)
+        more = [
+            peer.call_message("session_update", {"session_id": session_id, "increment": {"n": 1}})
+            for _ in range(100)
+        ]
+        await send_in_chunks(peer, more, 5)
+        for m in more:
+            await peer.response(m["id"])
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) >= 200  # still kept: calls came within the period
+        await trio.sleep(1.5)
         await trio.testing.wait_all_tasks_blocked()
         assert len(nursery.child_tasks) <= 64
 

@@ -47,8 +47,13 @@ class Sink(Protocol):
 
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
 _KNOWN_MAX = 65_536
-#: Idle worker tasks kept for the next calls; more than this many idle ones exit.
+#: Idle worker tasks kept once the server has been quiet (no call started and none in
+#: flight) for :data:`_QUIET_SECONDS`. Until then every idle worker is kept: a client
+#: with C calls in flight reads a burst of answers, then sends as many calls, so the
+#: workers that answered are needed again at once (with a fixed bound of 64, at C = 256
+#: about seven calls in ten started a task of their own, about 9 µs each).
 _IDLE_WORKERS_MAX = 64
+_QUIET_SECONDS = 1.0
 
 
 class _Known:
@@ -140,6 +145,9 @@ class ToolCalls:
         self._in_flight: dict[Hashable, _Call] = {}
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
+        self._starts = 0  # calls started so far (the trimmer's sign of activity)
+        self._shed = 0  # idle workers to exit (set by the trimmer)
+        self._trimming = False  # a trimmer waits for a quiet period
         self._lanes = Lanes(manager.config.mailbox_size)
         self._reports = ProgressReports(progress_interval)
         self._started = trio.current_time()
@@ -227,6 +235,7 @@ class ToolCalls:
             self._refuse(sink, request_id, ctx, name, getattr(args, "session_id", None), error)
             return
         call = self._in_flight[key] = _Call(key, request_id, ctx, tool, args, turn, peer, sink)
+        self._starts += 1
         self._queue.append(call)
         if self._idle:
             self._idle.unpark()
@@ -282,7 +291,8 @@ class ToolCalls:
             with trio.CancelScope() as scope:
                 while not scope.cancel_called:
                     if not self._queue:
-                        if len(self._idle) >= _IDLE_WORKERS_MAX:
+                        if self._shed:
+                            self._shed -= 1
                             return
                         await self._idle.park()
                         continue
@@ -294,6 +304,22 @@ class ToolCalls:
                 logger.info(
                     "request %r (%s) was cancelled; not answered", call.request_id, call.tool.name
                 )
+
+    async def _trim_when_quiet(self) -> None:
+        """Once no call has started and none has been in flight for a quiet period,
+        let the idle workers past :data:`_IDLE_WORKERS_MAX` exit."""
+        try:
+            while True:
+                starts = self._starts
+                await trio.sleep(_QUIET_SECONDS)
+                if self._starts == starts and not self._in_flight:
+                    break
+        finally:
+            self._trimming = False
+        excess = len(self._idle) - _IDLE_WORKERS_MAX
+        if excess > 0:
+            self._shed += excess
+            self._idle.unpark(count=excess)
 
     async def _run(self, call: _Call) -> None:
         """Run one call and answer it, unless it is cancelled first."""
@@ -339,8 +365,13 @@ class ToolCalls:
             if call.turn is not None:
                 self._lanes.finish(call.turn)
             del self._in_flight[call.key]
-            if not self._in_flight and self.closing:
-                self.drained.set()
+            if not self._in_flight:
+                if self.closing:
+                    self.drained.set()
+                if len(self._idle) >= _IDLE_WORKERS_MAX and not self._trimming:
+                    assert self.nursery is not None
+                    self._trimming = True
+                    self.nursery.start_soon(self._trim_when_quiet)
 
     async def _execute(self, call: _Call) -> ToolResult:
         tool, args, turn, peer = call.tool, call.args, call.turn, call.peer
