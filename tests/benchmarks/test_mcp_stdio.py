@@ -62,4 +62,5 @@ def test_quick_run_beside_the_typescript_sdk_server() -> None:
     for line in lines:
         assert line["protocol"] == "2025-11-25"
         assert "TypeScript SDK" in line["baseline"]
-        assert line["server_cpu_ratio"] is None or line["server_cpu_ratio"] > 0
+        # CPU time comes in 10 ms ticks: a quick run may see 0 on either side.
+        assert line["server_cpu_ratio"] is None or line["server_cpu_ratio"] >= 0
