@@ -284,3 +284,63 @@ def test_find_violations_reports_each_broken_session_once() -> None:
         h.op("b", "read", 6, 7, version=1, data={}, session=session)
     found = find_violations(h.history())
     assert [v.session_id for v in found] == ["s", "u"]
+
+
+# -- calls of unknown outcome (a node died or hung under them) -------------------------
+
+
+def test_an_update_of_unknown_outcome_may_have_committed_a_version() -> None:
+    h = Script()
+    h.create()
+    h.op("a", "update", 2, 9, "unknown", change=INCR)  # timed out: took effect
+    h.op("b", "update", 3, 10, "unknown", change=INCR)  # timed out: did not
+    h.op("c", "read", 11, 12, version=2, data={"n": 1})
+    h.op("c", "update", 13, 14, version=3, data={"n": 2}, change=INCR, expected=2)
+    check_history(h.history())
+
+
+def test_an_update_of_unknown_outcome_is_not_an_error_by_itself() -> None:
+    h = Script()
+    h.create()
+    h.op("a", "update", 2, 3, "unknown", change=INCR)
+    h.op("b", "read", 4, 5, version=1, data={})
+    assert find_violations(h.history()) == []
+
+
+def test_more_new_versions_than_updates_of_unknown_outcome_are_caught() -> None:
+    h = Script()
+    h.create()
+    h.op("a", "update", 2, 9, "unknown", change=INCR)
+    h.op("c", "read", 11, 12, version=3, data={"n": 2})  # two versions, one candidate
+    violation = caught(h)
+    assert "version 3 was committed by no acknowledged update" in str(violation)
+
+
+def test_an_update_of_unknown_outcome_called_after_the_version_was_seen_is_caught() -> None:
+    h = Script()
+    h.create()
+    h.op("c", "read", 2, 3, version=2, data={"n": 1})
+    h.op("a", "update", 4, 5, "unknown", change=INCR)  # too late to have made version 2
+    violation = caught(h)
+    assert "version 2 was committed by no acknowledged update" in str(violation)
+
+
+def test_an_unknown_update_expecting_another_version_cannot_fill_a_gap() -> None:
+    h = Script()
+    h.create()
+    h.op("a", "update", 2, 3, version=2, data={"n": 1}, change=INCR)
+    h.op("b", "update", 4, 9, "unknown", change=INCR, expected=1)  # stale: cannot be 3
+    h.op("c", "read", 10, 11, version=3, data={"n": 2})
+    violation = caught(h)
+    assert "version 3 was committed by no acknowledged update" in str(violation)
+
+
+def test_a_lost_acknowledged_update_is_caught_despite_unknown_ones() -> None:
+    h = Script()
+    h.create()
+    h.op("x", "update", 2, 9, "unknown", change=INCR)
+    first = h.op("a", "update", 3, 5, version=2, data={"n": 1}, change=INCR)
+    second = h.op("b", "update", 4, 6, version=2, data={"n": 1}, change=INCR)
+    violation = caught(h)
+    assert "two updates both committed version 2" in str(violation)
+    assert violation.operations == [first, second]

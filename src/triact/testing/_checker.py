@@ -147,6 +147,10 @@ class _SessionCheck:
         self.deaths: list[Operation] = []
         self.gone: list[Operation] = []
         self.ran_live: list[Operation] = []
+        #: Updates whose outcome is unknown (the node died or hung): each may or may
+        #: not have committed one version.
+        self.unknown: list[Operation] = []
+        self.filled: dict[int, Operation] = {}
 
     def fail(self, invariant: str, summary: str, ops: Iterable[Operation | None]) -> None:
         raise HistoryViolation(invariant, summary, [op for op in ops if op], self.sid)
@@ -196,6 +200,8 @@ class _SessionCheck:
                 self.gone.append(op)
             elif outcome in _RAN_LIVE:
                 self.ran_live.append(op)
+            elif outcome == "unknown" and op.kind == "update":
+                self.unknown.append(op)
 
     def observe(self, version: int, op: Operation) -> None:
         self.observers.setdefault(version, []).append(op)
@@ -222,8 +228,9 @@ class _SessionCheck:
                     f"an update committed version {v}, but the session began at version {base}",
                     [self.producers[v], self.create],
                 )
+        self.filled = self.fill_gaps(base, last)
         for v in range(base + 1, last + 1):
-            if v not in self.producers:
+            if v not in self.producers and v not in self.filled:
                 later = min(u for u in seen if u >= v)
                 self.fail(
                     "I3 versioned",
@@ -237,6 +244,40 @@ class _SessionCheck:
                     ],
                 )
         return base, last
+
+    def fill_gaps(self, base: int, last: int) -> dict[int, Operation]:
+        """The versions no acknowledged update committed, each given to an update of
+        unknown outcome that may have committed it: one called before any call that
+        saw that version or a later one returned (and, with an expected_version, only
+        the version after it). Those expecting exactly the gap's predecessor go first,
+        then the earliest called: the gaps' deadlines only grow with the version."""
+        gaps = [v for v in range(base + 1, last + 1) if v not in self.producers]
+        if not gaps or not self.unknown:
+            return {}
+        returns: dict[int, float] = {}
+        for v, op in self.producers.items():
+            returns[v] = min(
+                returns.get(v, math.inf), math.inf if op.return_seq is None else op.return_seq
+            )
+        for v, ops in self.observers.items():
+            for op in ops:
+                returns[v] = min(
+                    returns.get(v, math.inf), math.inf if op.return_seq is None else op.return_seq
+                )
+        free = sorted(self.unknown, key=lambda op: op.call_seq)
+        filled: dict[int, Operation] = {}
+        for v in gaps:
+            deadline = min((r for u, r in returns.items() if u >= v), default=math.inf)
+            fits = [
+                op for op in free if op.call_seq < deadline and op.expected_version in (None, v - 1)
+            ]
+            if not fits:
+                continue  # reported by versions()
+            exact = [op for op in fits if op.expected_version == v - 1]
+            chosen = (exact or fits)[0]
+            free.remove(chosen)
+            filled[v] = chosen
+        return filled
 
     def check_expected_versions(self) -> None:
         for v, op in self.producers.items():
@@ -289,6 +330,13 @@ class _SessionCheck:
         for v, op in self.producers.items():
             lower(v - base, op, f"op {op.id} committed version {v} only once it was called")
             upper(v - base, op, f"op {op.id}, which committed version {v}, had returned")
+        for v, op in self.filled.items():
+            lower(
+                v - base,
+                op,
+                f"op {op.id} (outcome unknown) may have committed version "
+                f"{v}, but only once it was called",
+            )
         if self.create is not None:
             lower(0, self.create, f"op {self.create.id} created the session only once called")
         for v, ops in self.observers.items():
@@ -333,6 +381,8 @@ class _SessionCheck:
             model = ModelSession(self.sid, 1, self.create.data or {})
         for v in range(base, last + 1):
             producer = self.producers.get(v)
+            if v > base and producer is None:
+                model = None  # an update of unknown outcome: take the data from what is seen
             if v > base and model is not None and producer is not None:
                 if producer.change is None:
                     model = None  # an opaque update: take the data from what is seen

@@ -32,9 +32,20 @@ OpKind = Literal["create", "read", "update", "end", "remove"]
 #: ``remove`` returned False; ``closed``: SessionClosedError; ``busy``: the mailbox or
 #: the rate limit refused it; ``raised``: the update function (or anything that is not
 #: a session error) raised; ``store_error``: SessionStoreError or SessionDataError;
-#: ``cancelled``: Cancelled or TooSlowError; ``error``: any other SessionError.
+#: ``cancelled``: Cancelled or TooSlowError; ``error``: any other SessionError;
+#: ``unknown``: no answer came (the server died, hung or the call timed out), so it
+#: may or may not have taken effect.
 Outcome = Literal[
-    "ok", "conflict", "gone", "closed", "busy", "raised", "store_error", "cancelled", "error"
+    "ok",
+    "conflict",
+    "gone",
+    "closed",
+    "busy",
+    "raised",
+    "store_error",
+    "cancelled",
+    "error",
+    "unknown",
 ]
 
 
