@@ -126,11 +126,22 @@ def add_stress_parser(
     )
     parser.add_argument(
         "--target",
-        choices=("inproc", "stdio", "http"),
+        choices=("inproc", "stdio", "http", "cluster"),
         default="inproc",
         help="an in-process manager, or `triact serve` over MCP on stdio, or "
-        "`triact serve --http` over MCP on HTTP with clients of both protocol eras "
+        "`triact serve --http` over MCP on HTTP with clients of both protocol eras, or "
+        "a cluster of such nodes on one shared store with faults: one node killed "
+        "(SIGKILL) and restarted, another paused (SIGSTOP) past the lease and resumed "
         "(default: inproc)",
+    )
+    parser.add_argument(
+        "--nodes",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="cluster target: N `triact serve --http` nodes, each call sent to one at "
+        "random (default: 3; at least 3; needs --store sqlite[:PATH] or redis://... "
+        "and --duration 8 or more)",
     )
     parser.add_argument(
         "--processes",

@@ -18,6 +18,7 @@ import trio
 from .._cli_args import add_stress_parser as add_stress_parser  # its parser, re-exported
 from ..sessions import SessionError, SessionStoreError
 from ._checker import HistoryViolation, find_violations
+from ._cluster import MIN_DURATION, ClusterTarget, open_cluster
 from ._faults import InjectedError
 from ._history import HistoryRecorder, Operation, Outcome
 from ._model import DataChange
@@ -36,18 +37,21 @@ class StressOptions:
     duration: float = 10.0
     store: str = "memory"
     faults: float = 0.0  #: rate of injected faults (store faults, failing and cancelled calls)
-    target: Literal["inproc", "stdio", "http"] = "inproc"
+    target: Literal["inproc", "stdio", "http", "cluster"] = "inproc"
     seed: int | None = None
     #: stdio and http: how to start the server (http appends ``--http 127.0.0.1:0``)
     server_command: tuple[str, ...] | None = None
-    #: stdio and http: how many servers, all on one shared store (more than one needs
-    #: sqlite or redis).
+    #: stdio, http and cluster: how many servers, all on one shared store (more than
+    #: one needs sqlite or redis; the cluster target needs three at least).
     processes: int = attrs.field(default=1)
 
     @processes.validator
     def _check_processes(self, _: object, processes: int) -> None:
         if processes < 1:
             raise ValueError(f"--processes must be >= 1, got {processes}")
+        if self.target == "cluster":
+            self._check_cluster(processes)
+            return
         missing = []
         if processes > 1 and self.target not in ("stdio", "http"):
             missing.append(f"--target stdio or http (got {self.target})")
@@ -57,6 +61,20 @@ class StressOptions:
             raise ValueError(
                 f"--processes {processes} runs that many `triact serve` processes on one "
                 f"shared store: it needs {' and '.join(missing)}"
+            )
+
+    def _check_cluster(self, nodes: int) -> None:
+        problems = []
+        if nodes < 3:
+            problems.append(f"--nodes 3 or more (got {nodes})")
+        if self.store.partition(":")[0] not in ("sqlite", "redis", "rediss"):
+            problems.append(f"--store sqlite[:PATH] or redis://... (got {self.store})")
+        if self.duration < MIN_DURATION:
+            problems.append(f"--duration {MIN_DURATION:g} or more (got {self.duration:g})")
+        if problems:
+            raise ValueError(
+                "--target cluster kills one node and pauses another past the lease: it "
+                f"needs {' and '.join(problems)}"
             )
 
 
@@ -141,6 +159,8 @@ class _Load:
         if options.faults:
             base.add("store_error")
         self.base = base
+        if options.target == "cluster":  # a node died or hung under the call
+            self.base = base | {"unknown"}
 
     async def setup(self) -> None:
         for _ in range(self.options.sessions):
@@ -244,6 +264,16 @@ class _Load:
             if not call.op.done:
                 call.failed("cancelled", f"cancelled after {timeout:.4f} s")
 
+    async def final_reads(self, cluster: ClusterTarget) -> None:
+        """After the load, read every live session through every node: each read must
+        answer (no unknown outcome), and the checker holds them to what was
+        acknowledged, so all nodes must agree."""
+        for node in range(len(cluster.nodes)):
+            for session_id in self.slots:
+                with self.recorder.call("final", session_id, "read") as call:
+                    self.allowed[call.op.id] = {"ok", "gone"}
+                    await cluster.read_on(node, call, session_id)
+
     def expected(self, ops: list[Operation]) -> Counter[str]:
         """The outcomes other than "ok" that the load allowed its calls, by kind."""
         return Counter(
@@ -271,6 +301,15 @@ async def stress(
         command = list(options.server_command) if options.server_command else None
 
         def target() -> AbstractAsyncContextManager[StressTarget]:
+            if options.target == "cluster":
+                return open_cluster(
+                    options.store,
+                    options.processes,
+                    command,
+                    seed,
+                    options.clients,
+                    options.duration,
+                )
             if options.target in ("stdio", "http"):
                 return open_servers(
                     options.store,
@@ -297,10 +336,13 @@ async def stress(
                     clients.start_soon(load.client, index, deadline)
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - start
+        if isinstance(system, ClusterTarget):
+            await system.settle()
+            await load.final_reads(system)
         faults = dict(system.faults())
         description = system.description
         by_process = list(system.calls) if isinstance(system, SpreadTarget) else []
-    ops = [op for op in load.recorder.operations if op.task not in ("setup",)]
+    ops = [op for op in load.recorder.operations if op.task not in ("setup", "final")]
     violations = find_violations(load.recorder)
     if load.stopped is not None:
         violations.append(HistoryViolation("server failed", load.stopped, []))
@@ -333,6 +375,11 @@ async def _report_progress(
 
 def options_from_args(args: argparse.Namespace) -> StressOptions:
     command = tuple(shlex.split(args.server_command)) if args.server_command else None
+    processes = args.processes
+    if args.target == "cluster":
+        processes = args.nodes if args.nodes is not None else 3
+    elif args.nodes is not None:
+        raise ValueError(f"--nodes is for --target cluster (got --target {args.target})")
     return StressOptions(
         sessions=args.sessions,
         clients=args.clients,
@@ -342,7 +389,7 @@ def options_from_args(args: argparse.Namespace) -> StressOptions:
         target=args.target,
         seed=args.seed,
         server_command=command,
-        processes=args.processes,
+        processes=processes,
     )
 
 
