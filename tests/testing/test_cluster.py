@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,7 @@ from triact.testing._stress import (
 )
 from triact.testing._targets import StressTarget
 
-from .._redis import RedisServer
+from .._redis import RedisPlace, RedisServer
 
 #: Seconds of load: the shortest the faults fit in under CI.
 DURATION = 8.0 if os.environ.get("CI") else 12.0
@@ -94,3 +96,29 @@ def test_the_stress_parser_takes_nodes_for_the_cluster_target() -> None:
     args = parser.parse_args(["stress", "--target", "http", "--nodes", "4", *store])
     with pytest.raises(ValueError, match=r"--nodes is for --target cluster \(got --target http\)"):
         options_from_args(args)
+
+
+NAIVE = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines" / "mcp_sdk_redis_server.py"
+
+
+async def test_the_checker_catches_the_naive_redis_baseline(redis_place: RedisPlace) -> None:
+    """The gate before trusting a clean run: the official SDK's HTTP server keeping
+    sessions in Redis by GET, change, SET (no compare-and-set), three processes, two
+    sessions, eight clients: overlapping updates both commit the same version, and
+    the checker says so."""
+    store = f"{redis_place.url}?prefix={redis_place.prefix}"
+    options = StressOptions(
+        sessions=2,
+        clients=8,
+        duration=3.0,
+        target="http",
+        store=store,
+        processes=3,
+        seed=3,
+        server_command=(sys.executable, str(NAIVE), "--redis", store),
+    )
+    report = await stress(options)
+    assert report.failed
+    assert report.unexpected == []  # every answer is well formed: only the history is wrong
+    lost = [v for v in report.violations if "two updates both committed version" in str(v)]
+    assert lost, "\n\n".join(str(v) for v in report.violations)
