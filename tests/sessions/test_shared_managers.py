@@ -330,10 +330,14 @@ class HeldVersionStore(triact.SqliteStore):
     only once the test lets them (so that another process can act in between)."""
 
     hold: trio.Event | None = None
+    #: Set once a held version check has read the store (its thread is done).
+    read: trio.Event | None = None
 
     async def version(self, session_id: str, *, now: float | None = None) -> int | None:
         version = await super().version(session_id, now=now)
         if self.hold is not None:
+            if self.read is not None:
+                self.read.set()
             await self.hold.wait()
         return version
 
@@ -349,7 +353,7 @@ async def test_a_group_whose_session_another_process_ended_answers_every_caller(
     ):
         session = await a.create_session()
         await session.update(increment())  # a owns it and caches it
-        held.hold = trio.Event()
+        held.hold, held.read = trio.Event(), trio.Event()
         outcomes: list[str] = []
 
         async def call(fn: Callable[[], Any]) -> None:
@@ -361,7 +365,9 @@ async def test_a_group_whose_session_another_process_ended_answers_every_caller(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call, session.snapshot)  # a checks the stored version...
-            await trio.testing.wait_all_tasks_blocked()
+            # (read, not only started: a task waiting on the store's thread counts as
+            # blocked, and a check still reading when b ends the session reads nothing)
+            await held.read.wait()
             for _ in range(3):  # ...while three changes queue behind it, to commit as one
                 nursery.start_soon(call, lambda: session.update(increment()))
             await trio.testing.wait_all_tasks_blocked()
