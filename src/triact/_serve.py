@@ -47,6 +47,10 @@ logger = logging.getLogger("triact.serve")
 _KEY_BYTES = 32
 
 
+#: Requests one keep-alive HTTP connection may carry before the server closes it.
+KEEP_ALIVE_MAX_REQUESTS = 1_000_000
+
+
 class ServeConfigError(Exception):
     """``triact serve`` was configured in a way it cannot run with."""
 
@@ -436,6 +440,13 @@ async def _serve_http(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.graceful_timeout = options.shutdown_grace
+    # Hypercorn closes a keep-alive connection after 1,000 requests by default (a
+    # multi-worker server's way to spread connections anew); this is one process, so
+    # a client keeps its connection (and skips a reconnect) for far longer.
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
+    # No "server: hypercorn-h11" header: one header less to build and send per
+    # answer, and nothing told about the server's software.
+    config.include_server_header = False
     http = http or HttpOptions()
     # No read_timeout: Hypercorn's closes a connection whose client is silent that long
     # even while its request runs (a long call). A connection that has not sent a

@@ -14,7 +14,13 @@ import httpx
 import pytest
 import trio
 
-from ._http_server import ACCEPT, initialize_body, serve_process
+from ._http_server import (
+    ACCEPT,
+    STATELESS_META,
+    initialize_body,
+    serve_process,
+    stateless_headers,
+)
 from ._sdk import SERVE
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGTERM")
@@ -90,6 +96,28 @@ async def test_two_processes_on_one_store_serve_one_mcp_session(tmp_path: Path) 
             headers=headers,
         )
         assert got.json()["result"]["isError"] is True
+
+
+async def test_a_keep_alive_connection_outlives_hypercorns_default_1000_requests(
+    tmp_path: Path,
+) -> None:
+    listing = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {"_meta": STATELESS_META},
+    }
+    headers = stateless_headers("tools/list")
+    async with (
+        serve_process("--store", "memory", env=environment(tmp_path, "a")) as served,
+        httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) as client,
+    ):
+        for _ in range(1_001):
+            response = await client.post(served.url, json=listing, headers=headers)
+            assert response.status_code == 200, response.text
+            # Hypercorn's default would close the connection with the 1,000th answer.
+            assert response.headers.get("connection") != "close"
+            assert "server" not in response.headers
 
 
 async def test_allow_origin_and_the_body_limit_from_the_command_line(tmp_path: Path) -> None:
