@@ -272,6 +272,40 @@ async def test_a_client_that_closes_its_request_cancels_the_call(
     assert state.data == {}
 
 
+async def test_a_client_gone_before_its_call_is_watched_still_cancels_it(
+    served: Served, manager: triact.SessionManager
+) -> None:
+    # The client is watched only once a call has run 50 ms; one that closes its
+    # connection right after sending the request is seen going away then.
+    session_id = (await manager.create_session()).id
+    body = json.dumps(
+        stateless_call("session_update", {"session_id": session_id, "set": {"a": 1}})
+    ).encode()
+    head = "".join(
+        f"{name}: {value}\r\n"
+        for name, value in stateless_headers("tools/call", "session_update").items()
+    )
+    host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
+    async with holding(manager, session_id) as release:
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + head.encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            with trio.fail_after(10):
+                while not served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                    await trio.sleep(0.001)
+        with trio.fail_after(10):
+            while served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        release.set()
+    state = await (await manager.get_session(session_id)).snapshot()
+    assert state.data == {}
+
+
 async def test_notifications_cancelled_cancels_a_call_of_the_mcp_session(
     served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
 ) -> None:

@@ -76,6 +76,9 @@ _ORIGIN = re.compile(
 _DISCARD_MAX = 1024 * 1024
 #: MCP sessions served lately, kept in memory (their records are the truth).
 _PEERS_MAX = 4096
+#: Seconds a tool call runs before its client is watched for going away (see
+#: McpHttpApp._stream_lines).
+_UNWATCHED = 0.05
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
 #: and 2025-03-26, which the spec says to assume when the header is missing.
 _HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
@@ -567,11 +570,24 @@ class McpHttpApp:
         session_id: str | None,
         before: str | None,
     ) -> None:
+        # Most calls are answered within a few milliseconds: the client is watched
+        # (a task reading ``receive`` for its disconnect) only once a call has taken
+        # _UNWATCHED seconds or sent a notification. A client that goes away before
+        # then cancels the call when the watch starts, unless it was answered first.
+        lines: list[bytes] = []
+        with trio.move_on_after(_UNWATCHED):
+            lines = await exchange.next_lines()
+        if exchange.answered and len(lines) == 1:
+            if session_id is not None:
+                await self._save(session_id, peer, before)
+            await _respond(send, 200, lines[0], [*extra, *_JSON])
+            return
         streaming = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cancel_on_disconnect, receive, key, nursery.cancel_scope)
             while True:
-                lines = await exchange.next_lines()
+                if not lines:
+                    lines = await exchange.next_lines()
                 if exchange.answered and session_id is not None:
                     await self._save(session_id, peer, before)
                 if not streaming:
@@ -587,6 +603,7 @@ class McpHttpApp:
                 )
                 if exchange.answered:
                     break
+                lines = []
             nursery.cancel_scope.cancel()
 
     async def _cancel_on_disconnect(
