@@ -103,6 +103,28 @@ async def test_an_mcp_session_from_initialize_to_delete(
     assert refused(await client.delete(served.url, headers=headers), 404, -32600)
 
 
+async def test_an_mcp_session_in_use_outlives_its_ttl_and_an_idle_one_expires(
+    manager: triact.SessionManager, client: httpx.AsyncClient
+) -> None:
+    # Its record is read from the store (which starts its TTL again) at most every
+    # half TTL while in use: often enough to keep it; idle, it expires all the same.
+    async with http_server(manager, http=HttpOptions(session_ttl=1.0)) as served:
+        headers = await open_session(client, served.url)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "session_update", "arguments": {"set": {"a": 1}}},
+        }
+        assert (await client.post(served.url, json=call, headers=headers)).status_code == 200
+        for _ in range(8):  # 2.4 s in all, beyond the TTL
+            await trio.sleep(0.3)
+            assert (await client.post(served.url, json=PING, headers=headers)).status_code == 200
+        await trio.sleep(1.2)
+        gone = await client.post(served.url, json=PING, headers=headers)
+        assert "unknown or expired MCP session" in refused(gone, 404, -32600)
+
+
 async def test_session_headers_are_required_and_checked(
     served: Served, client: httpx.AsyncClient
 ) -> None:

@@ -14,6 +14,8 @@ import httpx
 import pytest
 import trio
 
+from triact.transport._http import RECORD_FRESH
+
 from ._http_server import (
     ACCEPT,
     STATELESS_META,
@@ -82,11 +84,18 @@ async def test_two_processes_on_one_store_serve_one_mcp_session(tmp_path: Path) 
         )
         assert seen["session"]["session_id"] == made["session_id"]
         assert seen["session"]["data"] == {"n": 6}
-        # Ended through the other process, it is gone for both.
+        # Ended through the other process, it is gone for both: at once for the one
+        # that ended it (and for a DELETE anywhere), within RECORD_FRESH seconds for
+        # the other, which may have read its record just before.
         assert (await client.delete(two.url, headers=headers)).status_code == 200
-        for url in (one.url, two.url):
-            ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
-            assert (await client.post(url, json=ping, headers=headers)).status_code == 404
+        ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
+        ended = trio.current_time()
+        assert (await client.post(two.url, json=ping, headers=headers)).status_code == 404
+        while (await client.post(one.url, json=ping, headers=headers)).status_code == 200:
+            assert trio.current_time() - ended < RECORD_FRESH
+            await trio.sleep(RECORD_FRESH / 20)
+        assert (await client.post(one.url, json=ping, headers=headers)).status_code == 404
+        assert (await client.delete(one.url, headers=headers)).status_code == 404
         # Its default session ended with it.
         other = await client.post(one.url, json=initialize_body(), headers=ACCEPT)
         headers["mcp-session-id"] = other.headers["mcp-session-id"]

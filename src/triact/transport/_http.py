@@ -79,6 +79,10 @@ _PEERS_MAX = 4096
 #: Seconds a tool call runs before its client is watched for going away (see
 #: McpHttpApp._stream_lines).
 _UNWATCHED = 0.05
+#: Seconds an MCP session's record, once read, is taken as it was without reading the
+#: store again (at most; half the session TTL if that is shorter): a record changed or
+#: deleted through another process is seen here within this time.
+RECORD_FRESH: Final = 1.0
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
 #: and 2025-03-26, which the spec says to assume when the header is missing.
 _HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
@@ -181,6 +185,35 @@ class _Refused(Exception):
         self.headers = headers or []
 
 
+#: What an MCP session's record holds, as a tuple that compares cheaply.
+_State = tuple[Any, ...]
+
+
+def _state(peer: Peer) -> _State:
+    handshake = peer.handshake
+    return (
+        handshake.version,
+        handshake.client_info,
+        handshake.initialized,
+        handshake.log_level,
+        peer.default_session_id,
+        peer.principal,
+    )
+
+
+class _Known:
+    """An MCP session served lately: its peer, the record it was last read from or
+    saved as (text, and the state the peer then had), and when the store last saw it."""
+
+    __slots__ = ("peer", "read_at", "state", "text")
+
+    def __init__(self, peer: Peer, text: str, read_at: float) -> None:
+        self.peer = peer
+        self.text = text
+        self.state = _state(peer)
+        self.read_at = read_at
+
+
 def _record(peer: Peer) -> str:
     handshake = peer.handshake
     return encode_json(
@@ -205,7 +238,8 @@ class McpHttpApp:
         self._keys = count(1)
         # The stateless requests' client, one per principal.
         self._stateless: dict[str | None, Peer] = {}
-        self._peers: dict[str, Peer] = {}  # MCP sessions served lately, by id
+        self._peers: dict[str, _Known] = {}  # MCP sessions served lately, by id
+        self._fresh = min(RECORD_FRESH, http.session_ttl / 2)
         self._requests = 0  # being handled
         self.closing = False
 
@@ -435,7 +469,9 @@ class McpHttpApp:
                 "Bad Request: initialize opens a new MCP session; send it without Mcp-Session-Id",
                 request_id,
             )
-        peer = await self._session_peer(session_id, principal)
+        peer = await self._session_peer(
+            session_id, principal, default=_may_use_default_session(message)
+        )
         if peer is None:
             raise _Refused(
                 404,
@@ -444,7 +480,7 @@ class McpHttpApp:
                 request_id,
             )
         if type(message) is Notification:
-            before = _record(peer)
+            before = _state(peer)
             self._core.notification(peer, message)
             await self._save(session_id, peer, before)
             await _respond(send, 202, b"", [])
@@ -461,26 +497,46 @@ class McpHttpApp:
         peer = self._core.peer(session_id, keyed=True, principal=principal)
         await self._dispatch(peer, request, receive, send, session_id=session_id, new=True)
 
-    async def _session_peer(self, session_id: str, principal: str | None) -> Peer | None:
-        """The MCP session ``session_id`` as its record in the store says (which starts
-        its time to live again), or None if it has none, or if it is another
-        principal's (which its caller cannot tell from none)."""
+    async def _session_peer(
+        self, session_id: str, principal: str | None, *, fresh: bool = False, default: bool = True
+    ) -> Peer | None:
+        """The MCP session ``session_id`` as its record in the store says (reading it
+        starts its time to live again), or None if it has none, or if it is another
+        principal's (which its caller cannot tell from none). A record read or saved
+        here less than ``self._fresh`` seconds ago is not read again, unless ``fresh``,
+        or the request may use (``default``) the session's default session and it has
+        none yet (one made through another process must be seen at once, or the MCP
+        session would get two)."""
         if _SESSION_ID.fullmatch(session_id) is None:
             return None
+        known = self._peers.get(session_id)
+        now = trio.current_time()
+        if (
+            known is not None
+            and not fresh
+            and now - known.read_at < self._fresh
+            and known.peer.principal == principal
+            # Without a default session yet, another process may have just made one.
+            and (known.peer.default_session_id is not None or not default)
+            and _state(known.peer) == known.state
+        ):
+            await trio.lowlevel.checkpoint()
+            return known.peer
         text = await self._store.get_record(MCP_SESSION_NAMESPACE, session_id)
         if text is None:
             self._peers.pop(session_id, None)
             return None
+        if known is not None and text == known.text and _state(known.peer) == known.state:
+            if known.peer.principal != principal:
+                return None
+            known.read_at = now  # as the record says: nothing to decode
+            return known.peer
         record = json.loads(text)
         if record.get("principal") != principal:
             return None
-        peer = self._peers.get(session_id)
-        if peer is None or peer.principal != principal:
-            if len(self._peers) >= _PEERS_MAX:
-                self._peers.clear()  # a cache: what is forgotten is read again
-            peer = self._peers[session_id] = self._core.peer(
-                session_id, keyed=True, principal=principal
-            )
+        peer = known.peer if known is not None and known.peer.principal == principal else None
+        if peer is None:
+            peer = self._core.peer(session_id, keyed=True, principal=principal)
         handshake = peer.handshake
         handshake.version = record["version"]
         handshake.client_info = record["client_info"]
@@ -488,18 +544,24 @@ class McpHttpApp:
         handshake.log_level = record["log_level"]
         if peer.default_creating is None:  # else this process is making it
             peer.default_session_id = record["default_session_id"]
+        self._know(session_id, peer, text, now)
         return peer
 
-    async def _save(self, session_id: str, peer: Peer, before: str | None) -> None:
+    def _know(self, session_id: str, peer: Peer, text: str, now: float) -> None:
+        if session_id not in self._peers and len(self._peers) >= _PEERS_MAX:
+            self._peers.clear()  # a cache: what is forgotten is read again
+        self._peers[session_id] = _Known(peer, text, now)
+
+    async def _save(self, session_id: str, peer: Peer, before: _State | None) -> None:
         """Put the MCP session's record if it changed since ``before``; the first
         record of a session only once ``initialize`` has succeeded."""
-        if peer.handshake.version is None:
+        if peer.handshake.version is None or _state(peer) == before:
             return
         record = _record(peer)
-        if record != before:
-            await self._store.put_record(
-                MCP_SESSION_NAMESPACE, session_id, record, ttl=self._http.session_ttl
-            )
+        await self._store.put_record(
+            MCP_SESSION_NAMESPACE, session_id, record, ttl=self._http.session_ttl
+        )
+        self._know(session_id, peer, record, trio.current_time())
 
     async def _dispatch(
         self,
@@ -517,7 +579,7 @@ class McpHttpApp:
         ``new``, the request opens the MCP session ``session_id``."""
         key = next(self._keys)
         exchange = _Exchange()
-        before = _record(peer) if session_id is not None and not new else None
+        before = _state(peer) if session_id is not None and not new else None
         extra: list[tuple[bytes, bytes]] = []
         try:
             try:
@@ -549,7 +611,7 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-        before: str | None,
+        before: _State | None,
     ) -> None:
         """Wait for a tool call's answer while watching for the client to go away;
         with a progressToken, stream the notifications as they come (SSE)."""
@@ -568,7 +630,7 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-        before: str | None,
+        before: _State | None,
     ) -> None:
         # Most calls are answered within a few milliseconds: the client is watched
         # (a task reading ``receive`` for its disconnect) only once a call has taken
@@ -620,7 +682,11 @@ class McpHttpApp:
 
     async def _delete(self, headers: dict[bytes, bytes], send: Send, principal: str | None) -> None:
         session_id = _header(headers, b"mcp-session-id")
-        peer = await self._session_peer(session_id, principal) if session_id is not None else None
+        peer = (
+            await self._session_peer(session_id, principal, fresh=True)
+            if session_id is not None
+            else None
+        )
         if session_id is None or peer is None:
             raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
         await self._store.delete_record(MCP_SESSION_NAMESPACE, session_id)
@@ -680,6 +746,19 @@ async def _discard_body(receive: Receive, event: MutableMapping[str, Any], limit
         size += len(event.get("body", b""))
         if size > limit:
             return
+
+
+def _may_use_default_session(message: Any) -> bool:
+    """Whether a handshake-era message may use its MCP session's default session: any
+    request but a ping and a tool call that names its session."""
+    if type(message) is not Request:
+        return False
+    if message.method == "ping":
+        return False
+    if message.method == "tools/call":
+        arguments = message.params.get("arguments")
+        return not (type(arguments) is dict and type(arguments.get("session_id")) is str)
+    return True
 
 
 def _origin_host(origin: str) -> str:
