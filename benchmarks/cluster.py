@@ -11,7 +11,8 @@ of one session overlap), sent to a node at random or, for triact's three nodes a
 by affinity (the session id's CRC-32 modulo the nodes, as a load balancer hashing the
 session id would). After each cell every session is read: ``lost`` is the
 acknowledged increments that its final count misses (0 for triact; the baseline loses
-some whenever two updates of a session overlap).
+some whenever two updates of a session overlap), of ``acknowledged`` (warm-up
+included; ``updates`` counts the measured window only).
 
 Per cell: updates per second, the servers' CPU time per update (user + system of every
 server process, from /proc, over the measured window; Redis's own is not counted),
@@ -81,6 +82,7 @@ class Cell:
     latencies: list[float] = attrs.field(factory=list)
     errors: int = 0
     lost: int = 0  # acknowledged increments missing from the final counts
+    acknowledged: int = 0  # increments acknowledged, warm-up included
 
     @property
     def rate(self) -> float:
@@ -136,7 +138,8 @@ async def measure_cell(
         counts = [
             (await _tool(last, "session_get", {"session_id": s}))["session"] for s in sessions
         ]
-        cell.lost = sum(acked.values()) - sum(int(c["data"].get("n", 0)) for c in counts)
+        cell.acknowledged = sum(acked.values())
+        cell.lost = cell.acknowledged - sum(int(c["data"].get("n", 0)) for c in counts)
     return cell
 
 
@@ -239,6 +242,7 @@ def lines(results: dict[str, list[Cell]], sizes: Sizes) -> list[dict[str, Any]]:
             ),
             f"{prefix}errors": sum(c.errors for c in cells),
             f"{prefix}lost": sum(c.lost for c in cells),
+            f"{prefix}acknowledged": sum(c.acknowledged for c in cells),
             f"{prefix}updates": sum(c.updates for c in cells),
         }
 

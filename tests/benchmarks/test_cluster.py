@@ -35,6 +35,7 @@ def test_quick_run_prints_one_json_figure_per_line() -> None:
         assert line["updates"] > 0
         assert line["errors"] == 0
         assert line["lost"] == 0  # every acknowledged increment is in the final count
+        assert line["acknowledged"] >= line["updates"]
     for name in ("cluster_1node", "cluster_3node_random"):
         line = by_name[name]
         assert "GET, change, SET" in line["baseline"]
