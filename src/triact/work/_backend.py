@@ -18,7 +18,11 @@ from ._search import text_match
 
 class WorkStore(abc.ABC):
     """The work layer's storage. Methods raise SessionStoreError (or a WorkError) for
-    failures. Directories are resolved paths; a project of None is its own bucket."""
+    failures. Directories are resolved paths; a project of None is its own bucket.
+
+    Everything is kept per ``principal`` (the authenticated caller's name, None for an
+    unauthenticated one, each its own bucket): a method reads only what was written
+    with the same principal, and a bound drops only that principal's oldest notes."""
 
     #: What ranks :meth:`search` results.
     search_method: ClassVar[SearchMethod]
@@ -28,19 +32,23 @@ class WorkStore(abc.ABC):
         """Make ready (create tables); safe to call more than once."""
 
     @abc.abstractmethod
-    async def session_for(self, directory: str) -> str | None:
+    async def session_for(self, directory: str, *, principal: str | None = None) -> str | None:
         """The id last recorded for ``directory`` (the session may be gone since)."""
 
     @abc.abstractmethod
-    async def remember(self, directory: str, session_id: str, now: float) -> None:
+    async def remember(
+        self, directory: str, session_id: str, now: float, *, principal: str | None = None
+    ) -> None:
         """Record ``session_id`` as the session of ``directory``."""
 
     @abc.abstractmethod
-    async def handoff(self, directory: str) -> Handoff | None:
+    async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         """The last handoff written for ``directory``."""
 
     @abc.abstractmethod
-    async def finish(self, directory: str, session_id: str, handoff: Handoff) -> None:
+    async def finish(
+        self, directory: str, session_id: str, handoff: Handoff, *, principal: str | None = None
+    ) -> None:
         """Keep ``handoff`` as the directory's last, and forget ``session_id`` as its
         session (if it still is), together."""
 
@@ -53,6 +61,8 @@ class WorkStore(abc.ABC):
         project: str | None,
         now: float,
         keep: int,
+        *,
+        principal: str | None = None,
     ) -> tuple[Reflection, int, int]:
         """Store a note of ``kind`` (a reflection or a conversation excerpt; each kind
         has ids of its own), dropping the oldest of its kind and project beyond
@@ -68,6 +78,7 @@ class WorkStore(abc.ABC):
         limit: int,
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> list[tuple[Reflection, float]]:
         """The best ``limit`` notes of ``kind`` for the terms (any of them), with their
         scores, best first, newest first among equal scores; only those with every tag
@@ -88,6 +99,7 @@ class WorkStore(abc.ABC):
         *,
         all_projects: bool,
         after: int = 0,
+        principal: str | None = None,
     ) -> list[tuple[int, float, bytes]]:
         """``(id, created_at, vector)`` of every note of ``kind`` with an id above
         ``after`` that has a vector made by ``model``, with the filters of
@@ -102,20 +114,24 @@ class WorkStore(abc.ABC):
         tags: tuple[str, ...],
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> tuple[int, int, int]:
         """How many notes :meth:`vectors` would give, and their lowest and highest ids
         (0 for none): what a cache of them checks (ids only grow)."""
         raise NotImplementedError
 
-    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
-        """The notes of ``kind`` with these ids that are still kept, in any order."""
+    async def notes(
+        self, kind: NoteKind, ids: Sequence[int], *, principal: str | None = None
+    ) -> list[Reflection]:
+        """The notes of ``kind`` with these ids that are still kept (and ``principal``'s),
+        in any order."""
         raise NotImplementedError
 
     async def missing_vectors(
         self, kind: NoteKind, model: str, limit: int
     ) -> list[tuple[int, str]]:
         """``(id, content)`` of up to ``limit`` notes of ``kind`` with no vector made by
-        ``model``, newest first."""
+        ``model``, newest first, whoever's (for the background embedding only)."""
         raise NotImplementedError
 
     async def put_vectors(
@@ -126,24 +142,36 @@ class WorkStore(abc.ABC):
         raise NotImplementedError
 
 
+#: A bucket of notes: (principal, project).
+_Bucket = tuple[str | None, str | None]
+
+
 class _Notes:
     __slots__ = ("by_project", "next_id", "vectors")
 
     def __init__(self) -> None:
-        self.by_project: dict[str | None, list[Reflection]] = {}
+        self.by_project: dict[_Bucket, list[Reflection]] = {}
         self.vectors: dict[int, tuple[str, bytes]] = {}
         self.next_id = 1
 
-    def kept(self) -> dict[int, Reflection]:
-        return {note.id: note for notes in self.by_project.values() for note in notes}
+    def kept(
+        self, principal: str | None = None, *, everyone: bool = False
+    ) -> dict[int, Reflection]:
+        return {
+            note.id: note
+            for (owner, _), notes in self.by_project.items()
+            if everyone or owner == principal
+            for note in notes
+        }
 
 
 class _MemoryData:
     __slots__ = ("directories", "handoffs", "notes")
 
     def __init__(self) -> None:
-        self.directories: dict[str, str] = {}
-        self.handoffs: dict[str, Handoff] = {}
+        # Keyed by (principal, directory).
+        self.directories: dict[tuple[str | None, str], str] = {}
+        self.handoffs: dict[tuple[str | None, str], Handoff] = {}
         self.notes: dict[NoteKind, _Notes] = {"reflection": _Notes(), "conversation": _Notes()}
 
 
@@ -159,23 +187,28 @@ class MemoryWorkStore(WorkStore):
     async def prepare(self) -> None:
         await trio.lowlevel.checkpoint()
 
-    async def session_for(self, directory: str) -> str | None:
+    async def session_for(self, directory: str, *, principal: str | None = None) -> str | None:
         await trio.lowlevel.checkpoint()
-        return self._data.directories.get(directory)
+        return self._data.directories.get((principal, directory))
 
-    async def remember(self, directory: str, session_id: str, now: float) -> None:
+    async def remember(
+        self, directory: str, session_id: str, now: float, *, principal: str | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
-        self._data.directories[directory] = session_id
+        self._data.directories[principal, directory] = session_id
 
-    async def handoff(self, directory: str) -> Handoff | None:
+    async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         await trio.lowlevel.checkpoint()
-        return self._data.handoffs.get(directory)
+        return self._data.handoffs.get((principal, directory))
 
-    async def finish(self, directory: str, session_id: str, handoff: Handoff) -> None:
+    async def finish(
+        self, directory: str, session_id: str, handoff: Handoff, *, principal: str | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
-        self._data.handoffs[directory] = handoff
-        if self._data.directories.get(directory) == session_id:
-            del self._data.directories[directory]
+        key = (principal, directory)
+        self._data.handoffs[key] = handoff
+        if self._data.directories.get(key) == session_id:
+            del self._data.directories[key]
 
     async def add_note(
         self,
@@ -185,12 +218,14 @@ class MemoryWorkStore(WorkStore):
         project: str | None,
         now: float,
         keep: int,
+        *,
+        principal: str | None = None,
     ) -> tuple[Reflection, int, int]:
         await trio.lowlevel.checkpoint()
         notes = self._data.notes[kind]
         note = Reflection(notes.next_id, content, tags, project, now)
         notes.next_id += 1
-        kept = notes.by_project.setdefault(project, [])
+        kept = notes.by_project.setdefault((principal, project), [])
         kept.append(note)
         dropped = max(0, len(kept) - keep)
         for gone in kept[:dropped]:
@@ -199,10 +234,18 @@ class MemoryWorkStore(WorkStore):
         return note, len(kept), dropped
 
     def _candidates(
-        self, kind: NoteKind, project: str | None, tags: tuple[str, ...], all_projects: bool
+        self,
+        kind: NoteKind,
+        principal: str | None,
+        project: str | None,
+        tags: tuple[str, ...],
+        all_projects: bool,
     ) -> list[Reflection]:
         by_project = self._data.notes[kind].by_project
-        buckets = list(by_project.values()) if all_projects else [by_project.get(project, [])]
+        if all_projects:
+            buckets = [notes for (owner, _), notes in by_project.items() if owner == principal]
+        else:
+            buckets = [by_project.get((principal, project), [])]
         wanted = set(tags)
         return [note for bucket in buckets for note in bucket if wanted.issubset(note.tags)]
 
@@ -215,9 +258,11 @@ class MemoryWorkStore(WorkStore):
         limit: int,
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> list[tuple[Reflection, float]]:
         await trio.lowlevel.checkpoint()
-        return text_match(self._candidates(kind, project, tags, all_projects), terms, limit)
+        found = self._candidates(kind, principal, project, tags, all_projects)
+        return text_match(found, terms, limit)
 
     async def vectors(
         self,
@@ -228,12 +273,13 @@ class MemoryWorkStore(WorkStore):
         *,
         all_projects: bool,
         after: int = 0,
+        principal: str | None = None,
     ) -> list[tuple[int, float, bytes]]:
         await trio.lowlevel.checkpoint()
         vectors = self._data.notes[kind].vectors
         found = [
             (note.id, note.created_at, vectors[note.id][1])
-            for note in self._candidates(kind, project, tags, all_projects)
+            for note in self._candidates(kind, principal, project, tags, all_projects)
             if note.id > after and vectors.get(note.id, ("", b""))[0] == model
         ]
         found.sort()
@@ -247,14 +293,19 @@ class MemoryWorkStore(WorkStore):
         tags: tuple[str, ...],
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> tuple[int, int, int]:
-        rows = await self.vectors(kind, model, project, tags, all_projects=all_projects)
+        rows = await self.vectors(
+            kind, model, project, tags, all_projects=all_projects, principal=principal
+        )
         ids = [row[0] for row in rows]
         return len(ids), min(ids, default=0), max(ids, default=0)
 
-    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
+    async def notes(
+        self, kind: NoteKind, ids: Sequence[int], *, principal: str | None = None
+    ) -> list[Reflection]:
         await trio.lowlevel.checkpoint()
-        kept = self._data.notes[kind].kept()
+        kept = self._data.notes[kind].kept(principal)
         return [kept[note_id] for note_id in ids if note_id in kept]
 
     async def missing_vectors(
@@ -264,7 +315,7 @@ class MemoryWorkStore(WorkStore):
         notes = self._data.notes[kind]
         missing = [
             (note.id, note.content)
-            for note in notes.kept().values()
+            for note in notes.kept(everyone=True).values()
             if notes.vectors.get(note.id, ("", b""))[0] != model
         ]
         missing.sort(reverse=True)
@@ -275,7 +326,7 @@ class MemoryWorkStore(WorkStore):
     ) -> None:
         await trio.lowlevel.checkpoint()
         notes = self._data.notes[kind]
-        kept = notes.kept()
+        kept = notes.kept(everyone=True)
         for note_id, vector in rows:
             if note_id in kept:
                 notes.vectors[note_id] = (model, vector)

@@ -183,7 +183,7 @@ async def hand_off(
             file_error = f"the handoff file was not written: {exc.strerror or type(exc).__name__}"
             logger.warning("session %r: writing its handoff file: %s", final.id, exc)
     try:
-        await store.finish(resolved or directory, final.id, handoff)
+        await store.finish(resolved or directory, final.id, handoff, principal=final.principal)
     except (SessionStoreError, WorkError) as exc:
         logger.warning("session %r: its handoff was not stored: %s", final.id, exc)
         return Ended(final, handoff, False, file_error, f"not stored: {exc}")

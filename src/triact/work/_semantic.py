@@ -28,7 +28,7 @@ import bisect
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -55,8 +55,18 @@ RECHECK_SECONDS = 60.0
 _DAY = 86_400.0
 
 
-#: Sets of vectors (one per kind, project and tags searched) kept in memory.
+#: Sets of vectors (one per kind, principal, project and tags searched) kept in memory.
 CACHED_SETS = 8
+
+
+class _Scope(NamedTuple):
+    """Whose notes a search looks at: ``principal``'s, of ``project`` (or of every
+    project), with every tag in ``tags``."""
+
+    principal: str | None
+    project: str | None
+    tags: tuple[str, ...]
+    all_projects: bool
 
 
 class _Cached:
@@ -108,7 +118,7 @@ class Semantic:
         self.config = config
         self._nursery = nursery
         self._backfills: dict[NoteKind, trio.Event] = {}
-        self._cache: dict[tuple[NoteKind, str | None, tuple[str, ...]], _Cached] = {}
+        self._cache: dict[tuple[NoteKind, str | None, str | None, tuple[str, ...]], _Cached] = {}
         self._checked: dict[NoteKind, float] = {}
 
     @property
@@ -145,12 +155,13 @@ class Semantic:
         *,
         all_projects: bool,
         now: float,
+        principal: str | None = None,
     ) -> tuple[SearchMethod, list[tuple[Reflection, float, float | None]]]:
         """The best ``limit`` notes, as ``(note, score, similarity)``, and how they were
         ranked: "hybrid", or the store's word search if the model cannot be had."""
         wide = max(limit * CANDIDATES, 50)
         word_hits = await self.store.search_notes(
-            kind, terms, project, tags, wide, all_projects=all_projects
+            kind, terms, project, tags, wide, all_projects=all_projects, principal=principal
         )
         if self.usable:
             try:
@@ -159,9 +170,8 @@ class Semantic:
                 pass
             else:
                 self._maybe_backfill(kind)
-                ranked = await self._hybrid(
-                    kind, query_vector, terms, word_hits, project, tags, limit, all_projects, now
-                )
+                scope = _Scope(principal, project, tags, all_projects)
+                ranked = await self._hybrid(kind, query_vector, terms, word_hits, scope, limit, now)
                 return "hybrid", ranked
         return self.store.search_method, [(note, score, None) for note, score in word_hits[:limit]]
 
@@ -171,15 +181,13 @@ class Semantic:
         query_vector: bytes,
         terms: Sequence[str],
         word_hits: list[tuple[Reflection, float]],
-        project: str | None,
-        tags: tuple[str, ...],
+        scope: _Scope,
         limit: int,
-        all_projects: bool,
         now: float,
     ) -> list[tuple[Reflection, float, float | None]]:
         import numpy as np  # with the semantic extra only
 
-        cached = await self._vectors(kind, project, tags, all_projects)
+        cached = await self._vectors(kind, scope)
         similarity: dict[int, float] = {}
         semantic_ids: list[int] = []
         if cached.ids:
@@ -203,7 +211,7 @@ class Semantic:
         notes = {note.id: note for note, _ in word_hits}
         missing = [note_id for note_id in semantic_ids if note_id not in notes]
         if missing:
-            for note in await self.store.notes(kind, missing):
+            for note in await self.store.notes(kind, missing, principal=scope.principal):
                 notes[note.id] = note
         best_text = max((score for _, score in word_hits), default=0.0)
         text = {
@@ -223,22 +231,27 @@ class Semantic:
         ranked.sort(key=lambda item: (-item[1], -item[0].created_at, -item[0].id))
         return ranked[:limit]
 
-    async def _vectors(
-        self, kind: NoteKind, project: str | None, tags: tuple[str, ...], all_projects: bool
-    ) -> _Cached:
+    async def _vectors(self, kind: NoteKind, scope: _Scope) -> _Cached:
         """The vectors a search compares with, from the cache if they are still what the
         store holds; only those stored since are read, when that is all that changed
         (oldest dropped, newest added)."""
         model = self.embedder.name
-        key = (kind, None if all_projects else project, tags)
+        principal, project, tags, all_projects = scope
+        key = (kind, principal, None if all_projects else project, tags)
         signature = await self.store.vector_signature(
-            kind, model, project, tags, all_projects=all_projects
+            kind, model, project, tags, all_projects=all_projects, principal=principal
         )
         cached = self._cache.pop(key, None)
         if cached is not None and cached.signature != signature:
             count, low, _ = signature
             rows = await self.store.vectors(
-                kind, model, project, tags, all_projects=all_projects, after=cached.high
+                kind,
+                model,
+                project,
+                tags,
+                all_projects=all_projects,
+                after=cached.high,
+                principal=principal,
             )
             first = bisect.bisect_left(cached.ids, low)
             if len(cached.ids) - first + len(rows) == count:
@@ -246,7 +259,9 @@ class Semantic:
             else:
                 cached = None
         if cached is None:
-            rows = await self.store.vectors(kind, model, project, tags, all_projects=all_projects)
+            rows = await self.store.vectors(
+                kind, model, project, tags, all_projects=all_projects, principal=principal
+            )
             cached = _Cached.empty(signature).updated(0, rows, signature)
         self._cache[key] = cached  # the most recently used last
         while len(self._cache) > CACHED_SETS:

@@ -2,7 +2,11 @@
 the store's single connection (:meth:`SqliteStore.run`). Reflections and conversation
 excerpts are searched with SQLite's FTS5, ranked by bm25, newest first among equal
 ranks; their embedding vectors, where search by meaning is on, are kept beside them in
-``work_vectors``."""
+``work_vectors``.
+
+Every row belongs to a principal (column ``principal``; ``''`` for none, a principal's
+name never being empty), and is read only for it. Layout 1 had no such column: its
+rows, all written without a principal, are moved to ``''`` by :func:`_migrate`."""
 
 from __future__ import annotations
 
@@ -18,22 +22,33 @@ from ._errors import WorkStoreError
 from ._records import Handoff, NoteKind, Reflection, decode_handoff, encode_handoff
 
 #: Version of the work tables' layout, kept in the store's ``meta`` table.
-WORK_TABLES_VERSION = 1
+WORK_TABLES_VERSION = 2
 #: The full-text module (a name, so that tests can pretend it is missing).
 FTS_MODULE = "fts5"
 
+_DIRECTORIES = (
+    "CREATE TABLE IF NOT EXISTS work_directories (principal TEXT NOT NULL, "
+    "directory TEXT NOT NULL, session_id TEXT NOT NULL, updated_at REAL NOT NULL, "
+    "PRIMARY KEY (principal, directory))"
+)
+_HANDOFFS = (
+    "CREATE TABLE IF NOT EXISTS work_handoffs (principal TEXT NOT NULL, "
+    "directory TEXT NOT NULL, session_id TEXT NOT NULL, ended_at REAL NOT NULL, "
+    "record TEXT NOT NULL, PRIMARY KEY (principal, directory))"
+)
 _TABLES = (
-    "CREATE TABLE IF NOT EXISTS work_directories (directory TEXT PRIMARY KEY, "
-    "session_id TEXT NOT NULL, updated_at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS work_handoffs (directory TEXT PRIMARY KEY, "
-    "session_id TEXT NOT NULL, ended_at REAL NOT NULL, record TEXT NOT NULL)",
+    _DIRECTORIES,
+    _HANDOFFS,
     "CREATE TABLE IF NOT EXISTS work_reflections (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "project TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL, created_at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS work_reflections_by_project ON work_reflections (project, id)",
+    "project TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL, "
+    "created_at REAL NOT NULL, principal TEXT NOT NULL DEFAULT '')",
+    "CREATE INDEX IF NOT EXISTS work_reflections_by_owner "
+    "ON work_reflections (principal, project, id)",
     "CREATE TABLE IF NOT EXISTS work_conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "project TEXT NOT NULL, content TEXT NOT NULL, tags TEXT NOT NULL, "
-    "created_at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS work_conversations_by_project ON work_conversations (project, id)",
+    "created_at REAL NOT NULL, principal TEXT NOT NULL DEFAULT '')",
+    "CREATE INDEX IF NOT EXISTS work_conversations_by_owner "
+    "ON work_conversations (principal, project, id)",
     # One vector per note (the model that made it named): float32, unit length.
     # (A rowid table: a vector's 1,536 bytes fit in its page there, not in an index's.)
     "CREATE TABLE IF NOT EXISTS work_vectors (kind TEXT NOT NULL, id INTEGER NOT NULL, "
@@ -56,7 +71,8 @@ _FTS_TABLE = (
 class SqliteWorkStore(WorkStore):
     """Tables ``work_directories``, ``work_handoffs``, ``work_reflections`` and
     ``work_conversations`` with their FTS5 indexes (``..._fts``), and ``work_vectors``,
-    in the store's file, created on first use.
+    in the store's file, created on first use (and those of layout 1 brought to
+    layout 2, their rows becoming those of no principal).
 
     WorkStoreError if this Python's SQLite has no FTS5, or if a newer triact laid the
     tables out.
@@ -74,18 +90,28 @@ class SqliteWorkStore(WorkStore):
             await self.store.run(partial(_create, path=self.store.path), write=True)
             self._prepared = True
 
-    async def session_for(self, directory: str) -> str | None:
+    async def session_for(self, directory: str, *, principal: str | None = None) -> str | None:
         await self.prepare()
-        return await self.store.run(partial(_session_for, directory=directory), write=False)
+        step = partial(_session_for, directory=directory, owner=_owner(principal))
+        return await self.store.run(step, write=False)
 
-    async def remember(self, directory: str, session_id: str, now: float) -> None:
+    async def remember(
+        self, directory: str, session_id: str, now: float, *, principal: str | None = None
+    ) -> None:
         await self.prepare()
-        step = partial(_remember, directory=directory, session_id=session_id, now=now)
+        step = partial(
+            _remember,
+            directory=directory,
+            owner=_owner(principal),
+            session_id=session_id,
+            now=now,
+        )
         await self.store.run(step, write=True)
 
-    async def handoff(self, directory: str) -> Handoff | None:
+    async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         await self.prepare()
-        text = await self.store.run(partial(_handoff, directory=directory), write=False)
+        step = partial(_handoff, directory=directory, owner=_owner(principal))
+        text = await self.store.run(step, write=False)
         if text is None:
             return None
         where = f"the handoff of {directory!r} in {self.store.path}"
@@ -95,12 +121,15 @@ class SqliteWorkStore(WorkStore):
             raw = None
         return decode_handoff(raw, where=where)
 
-    async def finish(self, directory: str, session_id: str, handoff: Handoff) -> None:
+    async def finish(
+        self, directory: str, session_id: str, handoff: Handoff, *, principal: str | None = None
+    ) -> None:
         await self.prepare()
         record = json.dumps(encode_handoff(handoff), ensure_ascii=False, allow_nan=False)
         step = partial(
             _finish,
             directory=directory,
+            owner=_owner(principal),
             session_id=session_id,
             ended_at=handoff.ended_at,
             record=record,
@@ -115,11 +144,14 @@ class SqliteWorkStore(WorkStore):
         project: str | None,
         now: float,
         keep: int,
+        *,
+        principal: str | None = None,
     ) -> tuple[Reflection, int, int]:
         await self.prepare()
         step = partial(
             _add,
             table=TABLES[kind],
+            owner=_owner(principal),
             content=content,
             tags=tags,
             project=project,
@@ -138,11 +170,13 @@ class SqliteWorkStore(WorkStore):
         limit: int,
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> list[tuple[Reflection, float]]:
         await self.prepare()
         step = partial(
             _search,
             table=TABLES[kind],
+            owner=_owner(principal),
             match=" OR ".join(f'"{term}"' for term in terms),  # words only: no FTS syntax
             project=None if all_projects else _bucket(project),
             tags=tags,
@@ -160,11 +194,13 @@ class SqliteWorkStore(WorkStore):
         *,
         all_projects: bool,
         after: int = 0,
+        principal: str | None = None,
     ) -> list[tuple[int, float, bytes]]:
         await self.prepare()
         step = partial(
             _vectors,
             table=TABLES[kind],
+            owner=_owner(principal),
             kind=kind,
             model=model,
             project=None if all_projects else _bucket(project),
@@ -181,11 +217,13 @@ class SqliteWorkStore(WorkStore):
         tags: tuple[str, ...],
         *,
         all_projects: bool,
+        principal: str | None = None,
     ) -> tuple[int, int, int]:
         await self.prepare()
         step = partial(
             _signature,
             table=TABLES[kind],
+            owner=_owner(principal),
             kind=kind,
             model=model,
             project=None if all_projects else _bucket(project),
@@ -193,9 +231,12 @@ class SqliteWorkStore(WorkStore):
         )
         return await self.store.run(step, write=False)
 
-    async def notes(self, kind: NoteKind, ids: Sequence[int]) -> list[Reflection]:
+    async def notes(
+        self, kind: NoteKind, ids: Sequence[int], *, principal: str | None = None
+    ) -> list[Reflection]:
         await self.prepare()
-        rows = await self.store.run(partial(_notes, table=TABLES[kind], ids=ids), write=False)
+        step = partial(_notes, table=TABLES[kind], ids=ids, owner=_owner(principal))
+        rows = await self.store.run(step, write=False)
         return [_note(row) for row in rows]
 
     async def missing_vectors(
@@ -221,6 +262,10 @@ def _bucket(project: str | None) -> str:
     return project or ""  # no project: the '' bucket (a project name is never empty)
 
 
+def _owner(principal: str | None) -> str:
+    return principal or ""  # no principal: '' (a principal's name is never empty)
+
+
 # -- in the store's db thread -----------------------------------------------------------
 
 
@@ -231,6 +276,8 @@ def _create(conn: sqlite3.Connection, *, path: str) -> None:
             f"the work tables in {path!r} have layout {row[0]}, newer than this triact "
             f"understands ({WORK_TABLES_VERSION}); upgrade triact"
         )
+    if row is not None and int(row[0]) < WORK_TABLES_VERSION:
+        _migrate(conn)
     for statement in _TABLES:
         conn.execute(statement)
     try:
@@ -245,44 +292,74 @@ def _create(conn: sqlite3.Connection, *, path: str) -> None:
             "SQLite has FTS5, or a MemoryStore"
         ) from None
     conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('work_schema', ?) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO meta (key, value) VALUES ('work_schema', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(WORK_TABLES_VERSION),),
     )
 
 
-def _session_for(conn: sqlite3.Connection, *, directory: str) -> str | None:
-    query = "SELECT session_id FROM work_directories WHERE directory = ?"
-    row = conn.execute(query, (directory,)).fetchone()
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Layout 1 to 2, in the savepoint of :func:`_create`: every row gets the principal
+    ``''`` (none: layout 1 kept no principal, and only callers without one wrote), and
+    the directory index and the handoffs are keyed by principal and directory."""
+    for table in TABLES.values():
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN principal TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"DROP INDEX IF EXISTS {table}_by_project")
+    for table, create, columns in (
+        ("work_directories", _DIRECTORIES, "directory, session_id, updated_at"),
+        ("work_handoffs", _HANDOFFS, "directory, session_id, ended_at, record"),
+    ):
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+        conn.execute(create)
+        conn.execute(
+            f"INSERT INTO {table} (principal, {columns}) SELECT '', {columns} FROM {table}_v1"
+        )
+        conn.execute(f"DROP TABLE {table}_v1")
+
+
+def _session_for(conn: sqlite3.Connection, *, directory: str, owner: str) -> str | None:
+    query = "SELECT session_id FROM work_directories WHERE principal = ? AND directory = ?"
+    row = conn.execute(query, (owner, directory)).fetchone()
     return None if row is None else str(row[0])
 
 
-def _remember(conn: sqlite3.Connection, *, directory: str, session_id: str, now: float) -> None:
+def _remember(
+    conn: sqlite3.Connection, *, directory: str, owner: str, session_id: str, now: float
+) -> None:
     conn.execute(
-        "INSERT INTO work_directories (directory, session_id, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (directory) DO UPDATE SET session_id = excluded.session_id, "
-        "updated_at = excluded.updated_at",
-        (directory, session_id, now),
+        "INSERT INTO work_directories (principal, directory, session_id, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (principal, directory) DO UPDATE SET "
+        "session_id = excluded.session_id, updated_at = excluded.updated_at",
+        (owner, directory, session_id, now),
     )
 
 
-def _handoff(conn: sqlite3.Connection, *, directory: str) -> Any:
-    row = conn.execute("SELECT record FROM work_handoffs WHERE directory = ?", (directory,))
+def _handoff(conn: sqlite3.Connection, *, directory: str, owner: str) -> Any:
+    query = "SELECT record FROM work_handoffs WHERE principal = ? AND directory = ?"
+    row = conn.execute(query, (owner, directory))
     found = row.fetchone()
     return None if found is None else found[0]
 
 
 def _finish(
-    conn: sqlite3.Connection, *, directory: str, session_id: str, ended_at: float, record: str
+    conn: sqlite3.Connection,
+    *,
+    directory: str,
+    owner: str,
+    session_id: str,
+    ended_at: float,
+    record: str,
 ) -> None:
     conn.execute(
-        "INSERT INTO work_handoffs (directory, session_id, ended_at, record) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (directory) DO UPDATE SET session_id = excluded.session_id, "
-        "ended_at = excluded.ended_at, record = excluded.record",
-        (directory, session_id, ended_at, record),
+        "INSERT INTO work_handoffs (principal, directory, session_id, ended_at, record) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (principal, directory) DO UPDATE SET "
+        "session_id = excluded.session_id, ended_at = excluded.ended_at, "
+        "record = excluded.record",
+        (owner, directory, session_id, ended_at, record),
     )
     conn.execute(
-        "DELETE FROM work_directories WHERE directory = ? AND session_id = ?",
-        (directory, session_id),
+        "DELETE FROM work_directories WHERE principal = ? AND directory = ? AND session_id = ?",
+        (owner, directory, session_id),
     )
 
 
@@ -290,6 +367,7 @@ def _add(
     conn: sqlite3.Connection,
     *,
     table: str,
+    owner: str,
     content: str,
     tags: tuple[str, ...],
     project: str | None,
@@ -298,8 +376,9 @@ def _add(
 ) -> tuple[int, int, int]:
     bucket = _bucket(project)
     cursor = conn.execute(
-        f"INSERT INTO {table} (project, content, tags, created_at) VALUES (?, ?, ?, ?)",
-        (bucket, content, json.dumps(list(tags), ensure_ascii=False), now),
+        f"INSERT INTO {table} (principal, project, content, tags, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (owner, bucket, content, json.dumps(list(tags), ensure_ascii=False), now),
     )
     new_id = cursor.lastrowid
     assert new_id is not None
@@ -310,8 +389,9 @@ def _add(
     old = [
         row[0]
         for row in conn.execute(
-            f"SELECT id FROM {table} WHERE project = ? ORDER BY id DESC LIMIT -1 OFFSET ?",
-            (bucket, keep),
+            f"SELECT id FROM {table} WHERE principal = ? AND project = ? "
+            "ORDER BY id DESC LIMIT -1 OFFSET ?",
+            (owner, bucket, keep),
         )
     ]
     kind = _kind_of(table)
@@ -321,7 +401,9 @@ def _add(
         conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
         conn.execute(f"DELETE FROM {table}_fts WHERE rowid IN ({marks})", ids)
         conn.execute(f"DELETE FROM work_vectors WHERE kind = ? AND id IN ({marks})", [kind, *ids])
-    (kept,) = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE project = ?", (bucket,)).fetchone()
+    (kept,) = conn.execute(
+        f"SELECT COUNT(*) FROM {table} WHERE principal = ? AND project = ?", (owner, bucket)
+    ).fetchone()
     return new_id, kept, len(old)
 
 
@@ -330,8 +412,10 @@ def _kind_of(table: str) -> NoteKind:
 
 
 def _filters(
-    project: str | None, tags: tuple[str, ...], params: list[Any], where: list[str]
+    owner: str, project: str | None, tags: tuple[str, ...], params: list[Any], where: list[str]
 ) -> None:
+    where.append("r.principal = ?")
+    params.append(owner)
     if project is not None:
         where.append("r.project = ?")
         params.append(project)
@@ -344,6 +428,7 @@ def _search(
     conn: sqlite3.Connection,
     *,
     table: str,
+    owner: str,
     match: str,
     project: str | None,
     tags: tuple[str, ...],
@@ -351,7 +436,7 @@ def _search(
 ) -> list[tuple[Any, ...]]:
     where = [f"{table}_fts MATCH ?"]
     params: list[Any] = [match]
-    _filters(project, tags, params, where)
+    _filters(owner, project, tags, params, where)
     params.append(limit)
     query = (
         "SELECT r.id, r.project, r.content, r.tags, r.created_at, "
@@ -368,6 +453,7 @@ def _vectors(
     conn: sqlite3.Connection,
     *,
     table: str,
+    owner: str,
     kind: NoteKind,
     model: str,
     project: str | None,
@@ -376,7 +462,7 @@ def _vectors(
 ) -> list[tuple[int, float, bytes]]:
     where = ["r.id > ?"]
     params: list[Any] = [kind, model, after]
-    _filters(project, tags, params, where)
+    _filters(owner, project, tags, params, where)
     query = (
         f"SELECT r.id, r.created_at, v.vector FROM {table} AS r JOIN work_vectors AS v "
         "ON v.kind = ? AND v.id = r.id AND v.model = ? "
@@ -389,6 +475,7 @@ def _signature(
     conn: sqlite3.Connection,
     *,
     table: str,
+    owner: str,
     kind: NoteKind,
     model: str,
     project: str | None,
@@ -396,7 +483,7 @@ def _signature(
 ) -> tuple[int, int, int]:
     where = ["1"]
     params: list[Any] = [kind, model]
-    _filters(project, tags, params, where)
+    _filters(owner, project, tags, params, where)
     query = (
         f"SELECT COUNT(*), MIN(r.id), MAX(r.id) FROM {table} AS r "
         "JOIN work_vectors AS v INDEXED BY work_vectors_by_model "
@@ -407,14 +494,17 @@ def _signature(
     return count, low or 0, high or 0
 
 
-def _notes(conn: sqlite3.Connection, *, table: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+def _notes(
+    conn: sqlite3.Connection, *, table: str, ids: Sequence[int], owner: str
+) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for chunk in range(0, len(ids), 500):
         part = list(ids[chunk : chunk + 500])
         marks = ",".join("?" * len(part))
         rows += conn.execute(
-            f"SELECT id, project, content, tags, created_at FROM {table} WHERE id IN ({marks})",
-            part,
+            f"SELECT id, project, content, tags, created_at FROM {table} "
+            f"WHERE principal = ? AND id IN ({marks})",
+            [owner, *part],
         ).fetchall()
     return rows
 

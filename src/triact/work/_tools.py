@@ -123,14 +123,20 @@ async def trust_list(
 async def reflection_store(
     work: WorkSessions, env: ToolEnv, args: ReflectionStoreArgs
 ) -> StoredReflection:
-    return await work.store_reflection(args.content, tags=args.tags or (), project=args.project)
+    return await work.store_reflection(
+        args.content, tags=args.tags or (), project=args.project, principal=env.principal
+    )
 
 
 async def reflection_search(
     work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
 ) -> SearchResult:
     found = await work.search_reflections(
-        args.query, project=args.project, tags=args.tags or (), limit=args.limit
+        args.query,
+        project=args.project,
+        tags=args.tags or (),
+        limit=args.limit,
+        principal=env.principal,
     )
     return SearchResult.of(found)
 
@@ -138,14 +144,20 @@ async def reflection_search(
 async def conversation_save(
     work: WorkSessions, env: ToolEnv, args: ConversationSaveArgs
 ) -> StoredExcerpt:
-    return await work.save_conversation(args.content, tags=args.tags or (), project=args.project)
+    return await work.save_conversation(
+        args.content, tags=args.tags or (), project=args.project, principal=env.principal
+    )
 
 
 async def conversation_search(
     work: WorkSessions, env: ToolEnv, args: ReflectionSearchArgs
 ) -> SearchResult:
     found = await work.search_conversations(
-        args.query, project=args.project, tags=args.tags or (), limit=args.limit
+        args.query,
+        project=args.project,
+        tags=args.tags or (),
+        limit=args.limit,
+        principal=env.principal,
     )
     return SearchResult.of(found)
 

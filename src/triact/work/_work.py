@@ -159,7 +159,8 @@ class WorkSessions:
             principal=principal,
         )
         try:
-            await self.store.remember(directory, session.id, self.manager.wall_clock())
+            now = self.manager.wall_clock()
+            await self.store.remember(directory, session.id, now, principal=principal)
         except BaseException:
             with trio.CancelScope(shield=True):  # no session nobody can find
                 await self.manager.remove_session(session.id)
@@ -169,7 +170,7 @@ class WorkSessions:
     async def _live_session(
         self, directory: str, token: str | None, principal: str | None
     ) -> Session | None:
-        session_id = await self.store.session_for(directory)
+        session_id = await self.store.session_for(directory, principal=principal)
         if session_id is None:
             return None
         try:
@@ -207,7 +208,7 @@ class WorkSessions:
         if directory is not None:
             resolved, problem = await resolve(directory, self.config)
             git = await report(resolved, problem, self.config)
-            handoff = await self.store.handoff(resolved or directory)
+            handoff = await self.store.handoff(resolved or directory, principal=state.principal)
         return WorkReport(
             session_id=state.id,
             version=state.version,
@@ -340,26 +341,47 @@ class WorkSessions:
         return "hybrid" if semantic is not None and semantic.usable else self.store.search_method
 
     async def store_reflection(
-        self, content: str, *, tags: Iterable[str] = (), project: str | None = None
+        self,
+        content: str,
+        *,
+        tags: Iterable[str] = (),
+        project: str | None = None,
+        principal: str | None = None,
     ) -> StoredReflection:
-        """Keep a reflection (at most ``max_reflection_chars``); its project keeps its
-        newest ``max_reflections_per_project``, the oldest are dropped. With search by
-        meaning on, it also waits for its embedding (``embedded``)."""
+        """Keep a reflection (at most ``max_reflection_chars``) for ``principal`` (None:
+        the caller without one), who alone finds it; its project keeps its newest
+        ``max_reflections_per_project`` of the principal's, the oldest are dropped. With
+        search by meaning on, it also waits for its embedding (``embedded``)."""
         content, clean_tags, project = search.check_reflection(self.config, content, tags, project)
         note, kept, dropped, embedded = await self._add(
-            "reflection", content, clean_tags, project, self.config.max_reflections_per_project
+            "reflection",
+            content,
+            clean_tags,
+            project,
+            self.config.max_reflections_per_project,
+            principal,
         )
         return StoredReflection(note, kept, dropped, embedded)
 
     async def save_conversation(
-        self, content: str, *, tags: Iterable[str] = (), project: str | None = None
+        self,
+        content: str,
+        *,
+        tags: Iterable[str] = (),
+        project: str | None = None,
+        principal: str | None = None,
     ) -> StoredExcerpt:
-        """Keep an excerpt of a conversation (at most ``max_conversation_chars``); its
-        project keeps its newest ``max_conversations_per_project``, the oldest are
-        dropped. With search by meaning on, it also waits for its embedding."""
+        """Keep an excerpt of a conversation (at most ``max_conversation_chars``) for
+        ``principal``, as :meth:`store_reflection` keeps a reflection; its project keeps
+        its newest ``max_conversations_per_project`` of the principal's."""
         content, clean_tags, project = search.check_excerpt(self.config, content, tags, project)
         note, kept, dropped, embedded = await self._add(
-            "conversation", content, clean_tags, project, self.config.max_conversations_per_project
+            "conversation",
+            content,
+            clean_tags,
+            project,
+            self.config.max_conversations_per_project,
+            principal,
         )
         return StoredExcerpt(Excerpt.of(note), kept, dropped, embedded)
 
@@ -370,9 +392,12 @@ class WorkSessions:
         tags: tuple[str, ...],
         project: str | None,
         keep: int,
+        principal: str | None,
     ) -> tuple[Reflection, int, int, bool]:
         now = self.manager.wall_clock()
-        note, kept, dropped = await self.store.add_note(kind, content, tags, project, now, keep)
+        note, kept, dropped = await self.store.add_note(
+            kind, content, tags, project, now, keep, principal=principal
+        )
         embedded = False
         if self.semantic is not None:
             embedded = await self.semantic.embed_note(kind, note)
@@ -385,13 +410,15 @@ class WorkSessions:
         project: str | None = None,
         tags: Iterable[str] = (),
         limit: int = 10,
+        principal: str | None = None,
     ) -> ReflectionSearch:
-        """The reflections matching ``query``, best first (newest first among equals),
-        with every tag in ``tags``, of ``project`` (None: of every project).
+        """The reflections of ``principal`` (None: those stored without one) matching
+        ``query``, best first (newest first among equals), with every tag in ``tags``, of
+        ``project`` (None: of every project).
         ``method`` says what ranked them: "hybrid" (words and meaning, weighted by age:
         with the semantic extra), else words alone: "fts5-bm25" (SqliteStore) or
         "text-match" (memory)."""
-        method, found = await self._search("reflection", query, project, tags, limit)
+        method, found = await self._search("reflection", query, project, tags, limit, principal)
         hits = tuple(ReflectionHit(note, score, sim) for note, score, sim in found)
         return ReflectionSearch(method, query, hits)
 
@@ -402,9 +429,11 @@ class WorkSessions:
         project: str | None = None,
         tags: Iterable[str] = (),
         limit: int = 10,
+        principal: str | None = None,
     ) -> ExcerptSearch:
-        """The conversation excerpts matching ``query``, as :meth:`search_reflections`."""
-        method, found = await self._search("conversation", query, project, tags, limit)
+        """The conversation excerpts of ``principal`` matching ``query``, as
+        :meth:`search_reflections`."""
+        method, found = await self._search("conversation", query, project, tags, limit, principal)
         hits = tuple(ExcerptHit(Excerpt.of(note), score, sim) for note, score, sim in found)
         return ExcerptSearch(method, query, hits)
 
@@ -415,6 +444,7 @@ class WorkSessions:
         project: str | None,
         tags: Iterable[str],
         limit: int,
+        principal: str | None,
     ) -> tuple[SearchMethod, list[tuple[Reflection, float, float | None]]]:
         terms = search.query_terms(query)
         clean_tags = search.check_tags(self.config, tags)
@@ -431,9 +461,10 @@ class WorkSessions:
                 limit,
                 all_projects=everywhere,
                 now=self.manager.wall_clock(),
+                principal=principal,
             )
         found = await self.store.search_notes(
-            kind, terms, project, clean_tags, limit, all_projects=everywhere
+            kind, terms, project, clean_tags, limit, all_projects=everywhere, principal=principal
         )
         return self.store.search_method, [(note, score, None) for note, score in found]
 
