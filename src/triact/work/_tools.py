@@ -192,7 +192,9 @@ _TOOLS: tuple[Tool, ...] = (
         "Start work in a directory: resumes that directory's live session, or creates one. "
         "Reports the project's state (git repository?, branch, HEAD, uncommitted files), the "
         "session's checkpoints and trusted operations, and the handoff the previous session "
-        "in this directory left. Use the returned session_id with the other tools. "
+        "in this directory left (the caller's own: with bearer tokens, each principal has its "
+        "own sessions and handoffs per directory). Use the returned session_id with the other "
+        "tools. "
         "Errors: invalid_arguments (directory missing, relative or not allowed), "
         "unauthorized (the directory's live session is bound: pass its token).",
         StartArgs,
@@ -281,7 +283,8 @@ _TOOLS: tuple[Tool, ...] = (
         "reflection_store",
         "Store a reflection",
         "Keep a reflection (a lesson, a decision, an observation) to search later, with "
-        "tags and a project. Each project keeps its newest 1000 (configurable); the oldest "
+        "tags and a project, as the caller's (with bearer tokens, only its principal finds "
+        "it). Each project keeps its newest 1000 (configurable); the oldest "
         "are dropped. With search by meaning on, its embedding is made before it returns "
         "('embedded'). Errors: invalid_arguments (too long, too many tags).",
         ReflectionStoreArgs,
@@ -292,7 +295,8 @@ _TOOLS: tuple[Tool, ...] = (
     Tool(
         "reflection_search",
         "Search reflections",
-        "Find stored reflections, best match first (newest first among equal matches), "
+        "Find the caller's stored reflections (with bearer tokens, its principal's), best "
+        "match first (newest first among equal matches), "
         "optionally of one project and with given tags. 'method' says what ranked them: "
         "'hybrid' (words and meaning, so a reflection that says it in other words is "
         "found too; recent ones rank a little higher), or words alone: 'fts5-bm25' "
@@ -308,7 +312,8 @@ _TOOLS: tuple[Tool, ...] = (
         "conversation_save",
         "Save a conversation excerpt",
         "Keep an excerpt of this conversation (what was asked and answered, what was "
-        "decided and why) to search later, with tags and a project. Each project keeps its "
+        "decided and why) to search later, with tags and a project, as the caller's (with "
+        "bearer tokens, only its principal finds it). Each project keeps its "
         "newest 1000 (configurable); the oldest are dropped. Errors: invalid_arguments "
         "(too long, too many tags).",
         ConversationSaveArgs,
@@ -319,7 +324,8 @@ _TOOLS: tuple[Tool, ...] = (
     Tool(
         "conversation_search",
         "Search conversation excerpts",
-        "Find saved conversation excerpts, ranked as reflection_search ranks reflections "
+        "Find the caller's saved conversation excerpts (with bearer tokens, its "
+        "principal's), ranked as reflection_search ranks reflections "
         "('method' says how: 'hybrid', 'fts5-bm25' or 'text-match').",
         ReflectionSearchArgs,
         SearchResult,
