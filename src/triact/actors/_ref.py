@@ -44,7 +44,7 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+    from ._supervisor import Crew
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -69,11 +69,12 @@ class Queued(Generic[M, R]):
     unanswered then fail with :class:`ActorError`).
     """
 
-    __slots__ = ("_ref", "_taken", "message", "task")
+    __slots__ = ("_ref", "message", "taken", "task")
 
     def __init__(self, ref: ActorRef[M, R], message: M, task: Task | None) -> None:
         self._ref = ref
-        self._taken = False
+        #: True from :meth:`ActorRef.take_queued` until it is answered.
+        self.taken = False
         self.message = message
         self.task = task  # the asker, sleeping until its turn; None for tell/send
 
@@ -91,14 +92,13 @@ class Queued(Generic[M, R]):
         self._answer(outcome.Error(error))
 
     def _answer(self, result: outcome.Outcome[Any]) -> None:
-        if not self._taken:
+        if not self.taken:
             raise ActorError("this message was already answered, or never taken")
-        self._taken = False
-        self._ref._taken_count -= 1
+        self.taken = False
         if self.task is not None:
             reschedule(self.task, result)
         elif isinstance(result, outcome.Error):
-            self._ref._told_failed(self.message, cast(Exception, result.error))
+            self._ref.told_failed(self.message, cast(Exception, result.error))
 
 
 class ActorRef(Generic[M, R]):
@@ -111,6 +111,7 @@ class ActorRef(Generic[M, R]):
     __slots__ = (
         "_actor",
         "_armed",
+        "_crew",
         "_factory",
         "_failure",
         "_fatal",
@@ -125,16 +126,14 @@ class ActorRef(Generic[M, R]):
         "_started",
         "_state",
         "_stopped",
-        "_sup",
         "_taken",
-        "_taken_count",
         "errors",
         "name",
     )
 
     def __init__(
         self,
-        sup: Supervisor,
+        crew: Crew,
         name: str,
         factory: Callable[[], Actor[M, R]],
         mailbox_size: int,
@@ -143,7 +142,7 @@ class ActorRef(Generic[M, R]):
         self.name = name
         #: How many told messages raised in their handler.
         self.errors = 0
-        self._sup = sup
+        self._crew = crew
         self._factory = factory
         self._actor: Actor[M, R] = factory()
         self._adopt(self._actor)
@@ -152,7 +151,6 @@ class ActorRef(Generic[M, R]):
         self._holder: Task | None = None
         self._mailbox: deque[Queued[M, R]] | None = None  # allocated on first queueing
         self._taken: list[Queued[M, R]] | None = None  # see take_queued
-        self._taken_count = 0
         self._mailbox_size = mailbox_size
         self._room: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
         self._scope: trio.CancelScope | None = None  # what a forced shutdown cancels
@@ -162,6 +160,8 @@ class ActorRef(Generic[M, R]):
         self._armed = False
         self._restarts: deque[float] | None = None
         self._failure: BaseException | None = None
+        if idle_timeout is not None:
+            self._went_idle(idle_timeout)
 
     def __repr__(self) -> str:
         state = ("open", "stopping", "stopped")[self._state]
@@ -269,7 +269,7 @@ class ActorRef(Generic[M, R]):
         self._enqueue(queued)
 
         def abort(_: Any) -> Abort:
-            if queued._taken:
+            if queued.taken:
                 return Abort.FAILED  # a handler is working on it and will answer
             # Still queued (a task handed the baton was rescheduled, so is never
             # aborted): take the message back out, so it is never handled.
@@ -304,10 +304,10 @@ class ActorRef(Generic[M, R]):
         if schedule_point:
             # Yield only if the supervisor's askers have gone a slice without (see
             # open_supervisor): a plain handler of an idle actor then costs no switch.
-            sup = self._sup
+            crew = self._crew
             now = perf_counter()
-            if now - sup._yielded_at >= sup._slice:
-                sup._yielded_at = now
+            if now - crew.yielded_at >= crew.slice:
+                crew.yielded_at = now
                 await cancel_shielded_checkpoint()
         return cast(R, reply)
 
@@ -389,7 +389,7 @@ class ActorRef(Generic[M, R]):
 
     def _start_drainer(self) -> None:
         self._holder = _DRAINER
-        self._sup._start_soon(self._drain)
+        self._crew.start_soon(self._drain)
 
     def take_queued(
         self, limit: int, *, while_: Callable[[M], bool] | None = None
@@ -411,11 +411,10 @@ class ActorRef(Generic[M, R]):
             if while_ is not None and not while_(mailbox[0].message):
                 break
             queued = mailbox.popleft()
-            queued._taken = True
+            queued.taken = True
             taken.append(queued)
             self._wake_sender()
         if taken:
-            self._taken_count += len(taken)
             if self._taken is None:
                 self._taken = taken
             else:
@@ -425,10 +424,8 @@ class ActorRef(Generic[M, R]):
     def _answer_left_over(self, error: BaseException | None) -> None:
         """Fail what a handler took with take_queued() and did not answer."""
         taken, self._taken = self._taken, None
-        if not self._taken_count or taken is None:
-            return
-        for queued in taken:
-            if queued._taken:
+        for queued in taken or ():
+            if queued.taken:
                 failure = ActorError(
                     f"the handler of actor {self.name!r} that took this message "
                     f"ended without answering it ({error!r})"
@@ -436,7 +433,9 @@ class ActorRef(Generic[M, R]):
                 failure.__cause__ = error
                 queued.fail(failure)
 
-    def _told_failed(self, message: M, exc: Exception) -> None:
+    def told_failed(self, message: M, exc: Exception) -> None:
+        """Count a told message whose handling failed and pass it to the actor's
+        :meth:`Actor.on_error` (:meth:`Queued.fail` of a told message does this)."""
         self.errors += 1
         try:
             self._actor.on_error(message, exc)
@@ -469,7 +468,7 @@ class ActorRef(Generic[M, R]):
         self._idle_deadline = trio.current_time() + idle_timeout
         if not self._armed:
             self._armed = True
-            self._sup._arm_idle(self)
+            self._crew.arm_idle(self, self._idle_deadline)
 
     async def _drain(self) -> None:
         """Handle told messages from the front of the mailbox (a drainer task)."""
@@ -502,7 +501,7 @@ class ActorRef(Generic[M, R]):
             return
         except Exception as exc:
             error = exc
-            self._told_failed(message, exc)
+            self.told_failed(message, exc)
             if isinstance(exc, self._fatal):
                 self._crash(exc)
         finally:
@@ -528,7 +527,10 @@ class ActorRef(Generic[M, R]):
     def _crash(self, exc: BaseException) -> None:
         """Replace the broken instance with a fresh one, or give up."""
         self._started = False
-        if not self._sup._may_restart(self):
+        restarts = self._restarts
+        if restarts is None:
+            restarts = self._restarts = deque()
+        if not self._crew.may_restart(restarts):
             self._fail(exc)
             return
         logger.warning("actor %r crashed (%r); restarting", self.name, exc)
@@ -543,15 +545,30 @@ class ActorRef(Generic[M, R]):
 
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc
-        self._sup._record_failure(self, exc)
-        self._close(
+        self._crew.record_failure(self.name, exc)
+        self.stop_now(
             lambda: ActorFailedError(
                 f"actor {self.name!r} failed and was stopped before handling this message: {exc!r}"
             )
         )
 
-    def _close(self, error: Callable[[], ActorError]) -> None:
-        """Stop at once: fail queued asks with ``error()``, drop told messages."""
+    # -- the refs' side of the seam with the supervisor (see Crew) ----------------
+
+    def reap_if_idle(self, now: float) -> float | None:
+        """Stop the actor if it has been idle since its idle deadline, which is
+        ``now`` or earlier (its supervisor's idle queue calls this). Returns the
+        later deadline to re-arm at if it was busy since, else None."""
+        if self._state == _OPEN and self._holder is None and not self._mailbox:
+            if self._idle_deadline > now:
+                return self._idle_deadline  # it was busy since: re-arm, lazily
+            self.stop_soon()
+        self._armed = False  # a busy actor re-arms when it next goes idle
+        return None
+
+    def stop_now(self, error: Callable[[], ActorError]) -> None:
+        """Stop at once (the supervisor's shutdown, past its grace period, or a
+        failure): fail queued asks with ``error()``, drop told messages, cancel an
+        async handler or ``on_stop`` that is running."""
         self._state = _STOPPED
         mailbox, self._mailbox = self._mailbox, None
         dropped = 0
@@ -578,14 +595,14 @@ class ActorRef(Generic[M, R]):
         try:
             stopping = self._actor.on_stop()
         except Exception as exc:
-            self._sup._record_failure(self, exc)
+            self._crew.record_failure(self.name, exc)
             self._gone()
             return
         if stopping is None:
             self._gone()
         else:
             self._holder = _DRAINER
-            self._sup._start_soon(self._await_stop, stopping)
+            self._crew.start_soon(self._await_stop, stopping)
 
     async def _await_stop(self, stopping: Awaitable[None]) -> None:
         self._holder = current_task()
@@ -598,7 +615,7 @@ class ActorRef(Generic[M, R]):
                 self._scope = scope
                 await stopping
         except Exception as exc:
-            self._sup._record_failure(self, exc)
+            self._crew.record_failure(self.name, exc)
         finally:
             self._scope = None
             self._holder = None
@@ -606,6 +623,6 @@ class ActorRef(Generic[M, R]):
 
     def _gone(self) -> None:
         self._state = _STOPPED
-        self._sup._forget(self)
+        self._crew.forget(self)
         if self._stopped is not None:
             self._stopped.set()

@@ -15,7 +15,7 @@ import trio
 from ._actor import Actor
 from ._deadlines import DeadlineQueue
 from ._errors import ActorStoppedError
-from ._ref import _OPEN, ActorRef
+from ._ref import ActorRef
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -53,11 +53,29 @@ class ActorFailure:
     at: float  #: Trio clock time
 
 
-class Supervisor:
-    """Owns a set of actors and the nursery their background work runs in.
+class Crew:
+    """The supervisor's side of the seam between a supervisor and its actors (the
+    state they share, as ``trio/_channel.py``'s channels share one state object).
 
-    Open one with :func:`open_supervisor`.
+    Every :class:`ActorRef` holds its supervisor's crew and reaches the supervisor
+    only through it: its pacing of askers' schedule points (``yielded_at`` and
+    ``slice``, read on every ask of an idle actor, so plain attributes), and the
+    named calls below. The refs' side is :meth:`ActorRef.reap_if_idle` and
+    :meth:`ActorRef.stop_now`. :class:`Supervisor` is the public face of a crew.
     """
+
+    __slots__ = (
+        "actors",
+        "all_gone",
+        "closing",
+        "failures",
+        "grace",
+        "idle",
+        "nursery",
+        "restart",
+        "slice",
+        "yielded_at",
+    )
 
     def __init__(
         self,
@@ -66,29 +84,108 @@ class Supervisor:
         shutdown_grace: float,
         schedule_slice: float,
     ) -> None:
-        self._nursery = nursery
-        self._restart = restart
-        self._grace = shutdown_grace
-        self._slice = schedule_slice
-        # When an ask of this supervisor last yielded at its schedule point
-        # (time.perf_counter: CPU time that passed, whatever Trio's clock says).
-        self._yielded_at = -math.inf
-        self._actors: dict[str, ActorRef[Any, Any]] = {}
-        self._idle: DeadlineQueue[ActorRef[Any, Any]] = DeadlineQueue()
-        self._failures: deque[ActorFailure] = deque(maxlen=_FAILURES_KEPT)
-        self._closing = False
-        self._all_gone: trio.Event | None = None
+        self.nursery = nursery
+        self.restart = restart
+        self.grace = shutdown_grace
+        #: How long askers may go without a schedule point (see open_supervisor).
+        self.slice = schedule_slice
+        #: When an ask of this supervisor last yielded at its schedule point
+        #: (time.perf_counter: CPU time that passed, whatever Trio's clock says).
+        self.yielded_at = -math.inf
+        self.actors: dict[str, ActorRef[Any, Any]] = {}
+        #: Idle actors by the deadline they are reaped at (see ActorRef.reap_if_idle).
+        self.idle: DeadlineQueue[ActorRef[Any, Any]] = DeadlineQueue()
+        self.failures: deque[ActorFailure] = deque(maxlen=_FAILURES_KEPT)
+        self.closing = False
+        self.all_gone: trio.Event | None = None
+
+    # -- called by ActorRef --------------------------------------------------------
+
+    def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run an actor's background task (a drainer, an ``on_stop``) in the nursery."""
+        self.nursery.start_soon(fn, *args)
+
+    def arm_idle(self, ref: ActorRef[Any, Any], deadline: float) -> None:
+        """Have ``ref.reap_if_idle`` called at ``deadline``."""
+        self.idle.push(deadline, ref)
+
+    def may_restart(self, restarts: deque[float]) -> bool:
+        """Whether an actor that crashed, with these past restart times, may restart
+        (the crash is then added to them)."""
+        policy = self.restart
+        now = trio.current_time()
+        while restarts and restarts[0] <= now - policy.within:
+            restarts.popleft()
+        if len(restarts) >= policy.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+    def record_failure(self, name: str, error: BaseException) -> None:
+        """Log and keep the failure of actor ``name`` (see Supervisor.failures)."""
+        logger.error("actor %r failed: %r", name, error, exc_info=error)
+        self.failures.append(ActorFailure(name, error, trio.current_time()))
+
+    def forget(self, ref: ActorRef[Any, Any]) -> None:
+        """``ref`` is gone: it no longer counts as running."""
+        if self.actors.get(ref.name) is ref:
+            del self.actors[ref.name]
+        if not self.actors and self.all_gone is not None:
+            self.all_gone.set()
+
+    # -- the supervisor's own work -------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop every actor, gracefully for up to ``grace`` seconds, then at once;
+        then cancel what is left in the nursery."""
+        self.closing = True
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.grace
+            for i, ref in enumerate(list(self.actors.values())):
+                ref.stop_soon()
+                if i % 1024 == 1023:
+                    await trio.lowlevel.checkpoint()
+            if self.actors:
+                self.all_gone = trio.Event()
+                await self.all_gone.wait()
+        if self.actors:
+            logger.warning(
+                "supervisor shutdown: grace period of %ss expired with %d actors "
+                "still busy; stopping them",
+                self.grace,
+                len(self.actors),
+            )
+            for ref in list(self.actors.values()):
+                ref.stop_now(
+                    lambda: ActorStoppedError(
+                        "the supervisor shut down (grace period expired) before "
+                        "this message was handled"
+                    )
+                )
+        self.nursery.cancel_scope.cancel()
+
+
+class Supervisor:
+    """Owns a set of actors and the nursery their background work runs in.
+
+    Open one with :func:`open_supervisor`.
+    """
+
+    __slots__ = ("_crew", "_next_id")
+
+    def __init__(self, crew: Crew) -> None:
+        self._crew = crew
         self._next_id = 0
 
     def __len__(self) -> int:
         """How many actors are running (not yet stopped)."""
-        return len(self._actors)
+        return len(self._crew.actors)
 
     @property
     def failures(self) -> tuple[ActorFailure, ...]:
         """Actors that crashed past their restart policy, and ``on_stop`` hooks that
         raised, oldest first (the last 1,000 are kept)."""
-        return tuple(self._failures)
+        return tuple(self._crew.failures)
 
     def spawn(
         self,
@@ -105,7 +202,8 @@ class Supervisor:
         stopped after that many seconds without a message. No task is started: an
         idle actor costs only memory.
         """
-        if self._closing:
+        crew = self._crew
+        if crew.closing:
             raise ActorStoppedError("the supervisor is shutting down; spawn refused")
         if mailbox_size < 1:
             raise ValueError(f"mailbox_size must be >= 1, got {mailbox_size!r}")
@@ -114,94 +212,24 @@ class Supervisor:
         if name is None:
             self._next_id += 1
             name = f"{getattr(factory, '__name__', 'actor')}-{self._next_id}"
-        elif name in self._actors:
+        elif name in crew.actors:
             raise ValueError(f"an actor named {name!r} is already running here")
-        ref = ActorRef(self, name, factory, mailbox_size, idle_timeout)
-        self._actors[name] = ref
-        if idle_timeout is not None:
-            ref._went_idle(idle_timeout)
+        ref = ActorRef(crew, name, factory, mailbox_size, idle_timeout)
+        crew.actors[name] = ref
         return ref
 
     def get(self, name: str) -> ActorRef[Any, Any] | None:
         """The running actor called ``name``, or None."""
-        return self._actors.get(name)
+        return self._crew.actors.get(name)
 
     def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn(*args)`` as a background task of the supervisor.
 
         It is cancelled when the supervisor has finished shutting its actors down.
         """
-        if self._closing:
+        if self._crew.closing:
             raise ActorStoppedError("the supervisor is shutting down; task refused")
-        self._nursery.start_soon(fn, *args)
-
-    # -- called by ActorRef --------------------------------------------------------
-
-    def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        self._nursery.start_soon(fn, *args)
-
-    def _arm_idle(self, ref: ActorRef[Any, Any]) -> None:
-        self._idle.push(ref._idle_deadline, ref)
-
-    def _may_restart(self, ref: ActorRef[Any, Any]) -> bool:
-        policy = self._restart
-        now = trio.current_time()
-        restarts = ref._restarts
-        if restarts is None:
-            restarts = ref._restarts = deque()
-        while restarts and restarts[0] <= now - policy.within:
-            restarts.popleft()
-        if len(restarts) >= policy.max_restarts:
-            return False
-        restarts.append(now)
-        return True
-
-    def _record_failure(self, ref: ActorRef[Any, Any], error: BaseException) -> None:
-        logger.error("actor %r failed: %r", ref.name, error, exc_info=error)
-        self._failures.append(ActorFailure(ref.name, error, trio.current_time()))
-
-    def _forget(self, ref: ActorRef[Any, Any]) -> None:
-        if self._actors.get(ref.name) is ref:
-            del self._actors[ref.name]
-        if not self._actors and self._all_gone is not None:
-            self._all_gone.set()
-
-    # -- background work -----------------------------------------------------------
-
-    def _idle_due(self, ref: ActorRef[Any, Any], now: float) -> float | None:
-        if ref._state == _OPEN and ref._holder is None and not ref._mailbox:
-            if ref._idle_deadline > now:
-                return ref._idle_deadline  # it was busy since: re-arm, lazily
-            ref.stop_soon()
-        ref._armed = False  # a busy actor re-arms when it next goes idle
-        return None
-
-    async def _shutdown(self) -> None:
-        self._closing = True
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self._grace
-            for i, ref in enumerate(list(self._actors.values())):
-                ref.stop_soon()
-                if i % 1024 == 1023:
-                    await trio.lowlevel.checkpoint()
-            if self._actors:
-                self._all_gone = trio.Event()
-                await self._all_gone.wait()
-        if self._actors:
-            logger.warning(
-                "supervisor shutdown: grace period of %ss expired with %d actors "
-                "still busy; stopping them",
-                self._grace,
-                len(self._actors),
-            )
-            for ref in list(self._actors.values()):
-                ref._close(
-                    lambda: ActorStoppedError(
-                        "the supervisor shut down (grace period expired) before "
-                        "this message was handled"
-                    )
-                )
-        self._nursery.cancel_scope.cancel()
+        self._crew.start_soon(fn, *args)
 
 
 @asynccontextmanager
@@ -236,15 +264,15 @@ async def open_supervisor(
         )
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        sup = Supervisor(nursery, restart or RestartPolicy(), shutdown_grace, schedule_slice)
-        nursery.start_soon(sup._idle.run, sup._idle_due)
+        crew = Crew(nursery, restart or RestartPolicy(), shutdown_grace, schedule_slice)
+        nursery.start_soon(crew.idle.run, ActorRef.reap_if_idle)
         try:
-            yield sup
+            yield Supervisor(crew)
         except BaseException as exc:
             # Raised again below, outside the nursery, so that the caller sees the
             # body's own exception rather than an ExceptionGroup wrapping it.
             body_error = exc
         finally:
-            await sup._shutdown()
+            await crew.shutdown()
     if body_error is not None:
         raise body_error
