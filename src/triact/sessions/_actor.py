@@ -20,7 +20,7 @@ import random
 from array import array
 from collections.abc import Coroutine
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -57,11 +57,17 @@ _AWAITED = (Coroutine, SeeThrough)  # the replies of receive() that are awaitabl
 #: What a call of a session's actor answers: the state it committed or read (None for
 #: a token check).
 Answer: TypeAlias = SessionState | None
+#: An answer of a known kind (a state, or None).
+A = TypeVar("A", bound=Answer)
 #: A commit in progress: a durable write seen through, or a coroutine (an async
 #: update, a passivated session's load, a shared store's check).
 Pending: TypeAlias = SeeThrough[SessionState] | Coroutine[Any, Any, Answer]
 #: What ``receive`` returns: the answer now, or the awaitable that gives it.
 Reply: TypeAlias = Answer | Pending
+#: How a change taken into a group commit ended: the state it committed, or its error.
+Outcome: TypeAlias = SessionState | Exception
+#: The changes of a group commit taken from the mailbox, each with its outcome.
+Taken: TypeAlias = list[tuple[Queued[Op, Answer], Outcome]]
 
 
 def _foreign(op: Authorized | Validate, state: SessionState) -> bool:
@@ -74,7 +80,7 @@ def _groupable_change(op: Op) -> bool:
     return type(op) is Change and not inspect.iscoroutinefunction(op.transform)
 
 
-class SessionActor(Actor[Op, Any]):
+class SessionActor(Actor[Op, Answer]):
     """One session's actor: it holds the session's committed state (on the manager's
     record of the session, so that a restarted or re-activated actor starts from it)
     and handles the session's calls one at a time, in mailbox order.
@@ -170,7 +176,7 @@ class SessionActor(Actor[Op, Any]):
             kind = type(op)
         try:
             if kind is Change:
-                reply = self._change(op, start)  # type: ignore[arg-type]
+                reply = self._change(op)  # type: ignore[arg-type]
             elif kind is Read:
                 if self._host.leases is not None:
                     reply = self._read_shared()
@@ -179,13 +185,15 @@ class SessionActor(Actor[Op, Any]):
                         attrs.evolve(self.state, metrics=self.metrics())
                     )
             else:
-                reply = self._end(op, start)  # type: ignore[arg-type]
+                reply = self._end(op)  # type: ignore[arg-type]
         except Exception:
             self._account(start, failed=True)
             raise
+        # Every call that got here is counted once, when its reply is known: now,
+        # or by _finish once the awaitable that gives it is through.
         shape = type(reply)  # (not isinstance: this is every call's path)
-        if shape is SeeThrough:  # a durable commit: it accounts for its call itself
-            return reply
+        if shape is SeeThrough:  # a durable commit: seen through, and so its count
+            return see_through(self._finish(reply.coroutine, start))  # type: ignore[union-attr]
         if shape is CoroutineType:
             return self._finish(reply, start)  # type: ignore[arg-type]
         self._account(start, failed=False)
@@ -231,7 +239,8 @@ class SessionActor(Actor[Op, Any]):
             "it, or it expired); create a new one"
         )
 
-    async def _finish(self, pending: Pending, start: float) -> Answer:
+    async def _finish(self, pending: Coroutine[Any, Any, A], start: float) -> A:
+        """Await a call's reply, then count the call (see :meth:`_account`)."""
         try:
             reply = await pending
         except Exception:
@@ -248,19 +257,21 @@ class SessionActor(Actor[Op, Any]):
     def _account(self, start: float, *, failed: bool) -> None:
         """Count one handled call, begun at ``start``, once it has ended.
 
-        The rule: every call that reaches :meth:`receive` and is not refused unhandled
-        (its session gone, over its rate limit, a refused token) is counted exactly
-        once, when its reply is known, by the code that produces that reply:
+        The rule, "every call is accounted once": each call that reaches
+        :meth:`receive` and is not refused unhandled (its session gone, over its rate
+        limit, a refused token: those are counted by the manager's :class:`Tally` as
+        busy rejections and security failures, not as operations) is counted exactly
+        once, when its reply is known. There are two places that do it:
 
-        * a passivated session's call: by the :meth:`receive` that
-          :meth:`_load_then` runs once the state is loaded (a failed load: not counted);
-        * a reply known at once (or a raise): by :meth:`receive`;
-        * a coroutine reply (an async update, a shared store's read or check): by
-          :meth:`_finish`, which awaits it;
-        * a durable commit or end (a reply seen through, given ``start``): by
-          :meth:`_commit_durably` (or :meth:`_failed_group`), :meth:`_end_shared`
-          and :meth:`_end_durably`, which end it; the changes they take from the
-          queue into a group are counted there too, one each.
+        * :meth:`receive`, for the call it was given: at once for a reply known at
+          once (or a raise), else by :meth:`_finish`, through which every awaited
+          reply flows (an async update, a shared store's read or check, a durable
+          commit or end, seen through). A passivated session's call is counted by the
+          :meth:`receive` that :meth:`_load_then` runs once the state is loaded (a
+          failed load: not counted). A call cancelled before its reply is known (only
+          an async update can be) is not counted: it committed nothing.
+        * :meth:`_commit_durably`, for each change it takes from the mailbox into a
+          group commit (they never reach :meth:`receive`): once, as it is applied.
         """
         now = self._host.now()
         # Idle time counts from the end of a call: set before the actor is released,
@@ -290,7 +301,7 @@ class SessionActor(Actor[Op, Any]):
 
     # -- changes -------------------------------------------------------------------
 
-    def _change(self, op: Change, start: float) -> SessionState | Pending:
+    def _change(self, op: Change) -> SessionState | Pending:
         state = self.state
         expected = op.expected_version
         if expected is not None and expected != state.version and self._host.leases:
@@ -310,7 +321,7 @@ class SessionActor(Actor[Op, Any]):
                 result.close()  # not begun: it runs again on the latest state, leased
                 return self._change_exclusive(op)
             return self._change_async(result)
-        return self._commit(self._stamp(state, result), start, op)
+        return self._commit(self._stamp(state, result), op)
 
     async def _change_async(self, pending: Any) -> SessionState:
         with holding(self._entry):  # its calls to other sessions are checked for cycles
@@ -351,12 +362,11 @@ class SessionActor(Actor[Op, Any]):
         return new
 
     def _commit(
-        self, new: SessionState, start: float | None, replay: Change | None
+        self, new: SessionState, replay: Change | None
     ) -> SessionState | SeeThrough[SessionState]:
         """Commit ``new`` now (immediate store), or return the durable commit as a
-        reply seen through; with ``start``, that reply accounts for the call.
-        ``replay`` is the change that made ``new`` if it may run again (a shared
-        store's conflict)."""
+        reply seen through. ``replay`` is the change that made ``new`` if it may run
+        again (a shared store's conflict)."""
         entry = self._entry
         if entry.gone is not None:
             self._check_live("this change was committed")
@@ -369,19 +379,17 @@ class SessionActor(Actor[Op, Any]):
             self._host.publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
-        return see_through(self._commit_durably(new, start, replay))
+        return see_through(self._commit_durably(new, replay))
 
     async def _committed(self, new: SessionState, replay: Change | None) -> SessionState:
         """Commit ``new`` (see :meth:`_commit`) from inside an async reply: the
-        committed state, once durable; the reply accounts for the call."""
-        committed = self._commit(new, None, replay)
+        committed state, once durable."""
+        committed = self._commit(new, replay)
         if isinstance(committed, SeeThrough):
             return await committed
         return committed
 
-    async def _commit_durably(
-        self, new: SessionState, start: float | None, replay: Change | None
-    ) -> SessionState:
+    async def _commit_durably(self, new: SessionState, replay: Change | None) -> SessionState:
         """Commit ``new`` and the plain changes queued behind it in one write.
 
         The queued changes run against the group's uncommitted states, so none of
@@ -394,22 +402,24 @@ class SessionActor(Actor[Op, Any]):
         assert ref is not None
         previous = self.state.version
         committed = [new]
-        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
+        outcomes: Taken = []
         for queued in ref.take_queued(host.config.group_commit_max - 1, while_=self._groupable):
             queued_start = host.now()
+            outcome: Outcome
             try:
-                committed.append(await self._apply(queued.message, committed[-1]))
+                outcome = await self._apply(queued.message, committed[-1])
             except Exception as exc:
-                self._account(queued_start, failed=True)
-                outcomes.append((queued, exc))
-                continue
-            self._account(queued_start, failed=False)
-            outcomes.append((queued, committed[-1]))
+                outcome = exc
+            else:
+                committed.append(outcome)
+            # The one count of a change taken into the group (see _account).
+            self._account(queued_start, failed=isinstance(outcome, Exception))
+            outcomes.append((queued, outcome))
         try:
             await self._write(committed[-1], previous)
         except SessionConcurrencyError as exc:
             if host.leases is None or entry.gone is not None:
-                raise self._failed_group(exc, outcomes, len(committed), start) from exc
+                raise self._failed_group(exc, outcomes, len(committed)) from exc
             # Another process committed first: reload, run the group again (seen
             # through: its callers are answered, whatever happens to ours).
             try:
@@ -418,36 +428,22 @@ class SessionActor(Actor[Op, Any]):
             except SessionNotFoundError as gone:  # another process ended it meanwhile
                 for queued, _ in outcomes:
                     queued.fail(SessionNotFoundError(str(gone)))
-                if start is not None:
-                    self._account(start, failed=True)
                 raise
             except Exception as failure:
-                raise self._failed_group(failure, outcomes, len(committed), start) from failure
-            for queued, outcome in outcomes:
-                if isinstance(outcome, Exception):
-                    queued.fail(outcome)
-                else:
-                    queued.reply(outcome)
-            if start is not None:
-                self._account(start, failed=isinstance(first, Exception))
+                raise self._failed_group(failure, outcomes, len(committed)) from failure
+            _answer(outcomes)
             if isinstance(first, Exception):
                 raise first from None
             return first
         except Exception as exc:
-            raise self._failed_group(exc, outcomes, len(committed), start) from exc
+            raise self._failed_group(exc, outcomes, len(committed)) from exc
         if entry.gone is None:
             entry.state = committed[-1]
             if self._guard.pending:
                 self._guard.committed()
         for state in committed:
             host.publish("updated", state)
-        for queued, outcome in outcomes:
-            if isinstance(outcome, Exception):
-                queued.fail(outcome)
-            else:
-                queued.reply(outcome)
-        if start is not None:
-            self._account(start, failed=False)
+        _answer(outcomes)
         return new
 
     async def _apply(self, op: Op, base: SessionState) -> SessionState:
@@ -500,19 +496,11 @@ class SessionActor(Actor[Op, Any]):
             op = op.op
         return _groupable_change(op)
 
-    def _failed_group(
-        self,
-        exc: Exception,
-        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]],
-        group: int,
-        start: float | None,
-    ) -> SessionError:
+    def _failed_group(self, exc: Exception, outcomes: Taken, group: int) -> SessionError:
         """Fail every queued caller of a group whose write failed; the error for the
-        caller that began it (accounted for with ``start``)."""
+        caller that began it."""
         for queued, _ in outcomes:  # each caller gets its own exception object
             queued.fail(self._group_failure(exc, group))
-        if start is not None:
-            self._account(start, failed=True)
         self._check_live("this change was committed")
         if isinstance(exc, SessionConcurrencyError) and exc.actual == -1:
             return self._gone_from_store()
@@ -623,8 +611,8 @@ class SessionActor(Actor[Op, Any]):
         self,
         conflict: SessionConcurrencyError,
         first: Change | None,
-        outcomes: list[tuple[Queued[Op, Any], SessionState | Exception]],
-    ) -> tuple[SessionState | Exception, list[tuple[Queued[Op, Any], SessionState | Exception]]]:
+        outcomes: Taken,
+    ) -> tuple[Outcome, Taken]:
         """After a conflict (or a fencing) of a group's write, reload and run the
         group's changes again on the stored state, then write again: at most
         REPLAYS times. Returns the outcome of ``first`` (None: it may not run again,
@@ -642,7 +630,7 @@ class SessionActor(Actor[Op, Any]):
                 raise self._gone_from_store()
             base = await self._reload()
             committed = [base]
-            head: SessionState | Exception
+            head: Outcome
             try:
                 if first is None:
                     raise _moved(entry.id, error, ran_on=previous, now_at=base.version)
@@ -650,7 +638,7 @@ class SessionActor(Actor[Op, Any]):
                 head = committed[-1]
             except Exception as exc:
                 head = exc
-            again: list[tuple[Queued[Op, Any], SessionState | Exception]] = []
+            again: Taken = []
             for queued, _ in outcomes:
                 try:
                     committed.append(await self._apply(queued.message, committed[-1]))
@@ -691,7 +679,7 @@ class SessionActor(Actor[Op, Any]):
 
     # -- ending --------------------------------------------------------------------
 
-    def _end(self, op: End, start: float) -> SessionState | SeeThrough[SessionState]:
+    def _end(self, op: End) -> SessionState | SeeThrough[SessionState]:
         final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
         host = self._host
         if host.store.immediate:
@@ -699,58 +687,57 @@ class SessionActor(Actor[Op, Any]):
             host.session_gone(self._entry, op.reason, final)
             return final
         if host.leases is not None:
-            return see_through(self._end_shared(op, start))
-        return see_through(self._end_durably(final, op, start))
+            return see_through(self._end_shared(op))
+        return see_through(self._end_durably(final, op))
 
-    async def _end_shared(self, op: End, start: float) -> SessionState:
+    async def _end_shared(self, op: End) -> SessionState:
         """Delete the stored session if it is still at the version this process
         holds, else reload and try again (so that the final state returned is the
-        one deleted). Accounts for the call."""
+        one deleted)."""
         leases = self._host.leases
         assert leases is not None
-        try:
-            for _ in range(REPLAYS):
-                final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
-                try:
-                    with trio.CancelScope(shield=True):
-                        removed = await leases.store.remove(final.id, version=final.version)
-                except SessionConcurrencyError:
-                    await self._reload()
-                    continue
-                except Exception as exc:
-                    raise _store_error(final.id, exc) from exc
-                self._check_live("it could end")
-                if not removed:
-                    raise self._gone_from_store()
-                self._host.session_gone(self._entry, op.reason, final)
-                self._account(start, failed=False)
-                return final
-            raise SessionContendedError(
-                f"session {self._entry.id!r} was changed by other processes at each of "
-                f"{REPLAYS} tries to end it; it was not ended, retry",
-                retry_after=0.01 * REPLAYS,
-            )
-        except Exception:
-            self._account(start, failed=True)
-            raise
+        for _ in range(REPLAYS):
+            final = self._guard.with_events(attrs.evolve(self.state, metrics=self.metrics()))
+            try:
+                with trio.CancelScope(shield=True):
+                    removed = await leases.store.remove(final.id, version=final.version)
+            except SessionConcurrencyError:
+                await self._reload()
+                continue
+            except Exception as exc:
+                raise _store_error(final.id, exc) from exc
+            self._check_live("it could end")
+            if not removed:
+                raise self._gone_from_store()
+            self._host.session_gone(self._entry, op.reason, final)
+            return final
+        raise SessionContendedError(
+            f"session {self._entry.id!r} was changed by other processes at each of "
+            f"{REPLAYS} tries to end it; it was not ended, retry",
+            retry_after=0.01 * REPLAYS,
+        )
 
-    async def _end_durably(self, final: SessionState, op: End, start: float) -> SessionState:
+    async def _end_durably(self, final: SessionState, op: End) -> SessionState:
         """Delete the stored session, then let it go: if the store fails, the session
-        lives on, whole, and the caller gets the error. Accounts for the call."""
+        lives on, whole, and the caller gets the error."""
         with trio.CancelScope(shield=True):
             try:
                 await self._host.store.delete(final.id)
             except Exception as exc:
-                self._account(start, failed=True)
                 raise _store_error(final.id, exc) from exc
-        try:
-            self._check_live("it could end")  # a removal during the delete came first
-        except SessionClosedError:
-            self._account(start, failed=True)
-            raise
+        self._check_live("it could end")  # a removal during the delete came first
         self._host.session_gone(self._entry, op.reason, final)
-        self._account(start, failed=False)
         return final
+
+
+def _answer(outcomes: Taken) -> None:
+    """Answer each change taken into a group commit with its outcome (they were
+    counted as they were applied)."""
+    for queued, outcome in outcomes:
+        if isinstance(outcome, Exception):
+            queued.fail(outcome)
+        else:
+            queued.reply(outcome)
 
 
 def _moved(
