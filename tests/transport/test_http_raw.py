@@ -103,6 +103,43 @@ async def test_an_mcp_session_from_initialize_to_delete(
     assert refused(await client.delete(served.url, headers=headers), 404, -32600)
 
 
+async def test_a_call_that_outlives_the_delete_of_its_mcp_session_does_not_bring_it_back(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    headers = await open_session(client, served.url)
+    session_id = headers["mcp-session-id"]
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "session_update", "arguments": {"set": {"a": 1}}},
+    }
+    updated = await client.post(served.url, json=call, headers=headers)
+    default = updated.json()["result"]["structuredContent"]["session_id"]
+    end = {**call, "id": 4, "params": {"name": "session_end", "arguments": {}}}
+    answers: list[httpx.Response] = []
+
+    async def post(body: dict[str, Any]) -> None:
+        answers.append(await client.post(served.url, json=body, headers=headers))
+
+    async with holding(manager, default) as release, trio.open_nursery() as nursery:
+        # An end of the default session waits behind the hold; the MCP session is
+        # deleted meanwhile; then the end runs, and changes what its record would say.
+        nursery.start_soon(post, end)
+        with trio.fail_after(10):
+            while not served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+                await trio.sleep(0.01)
+        nursery.start_soon(partial(client.delete, served.url, headers=headers))
+        with trio.fail_after(10):
+            while await manager.store.get_record(MCP_NAMESPACE, session_id):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        release.set()
+    assert answers[0].status_code == 200
+    assert await manager.store.get_record(MCP_NAMESPACE, session_id) is None
+    gone = await client.post(served.url, json=PING, headers=headers)
+    assert "unknown or expired MCP session" in refused(gone, 404, -32600)
+
+
 async def test_an_mcp_session_in_use_outlives_its_ttl_and_an_idle_one_expires(
     manager: triact.SessionManager, client: httpx.AsyncClient
 ) -> None:

@@ -53,6 +53,7 @@ class Peer:
         "calls",
         "default_creating",
         "default_session_id",
+        "ended",
         "handshake",
         "lane",
         "manager",
@@ -79,6 +80,9 @@ class Peer:
         #: The arrival-order lane of the default session (no session id looks like it).
         self.lane = "\x00default" + name
         self.requests: dict[RequestId, Hashable] | None = {} if keyed else None
+        #: Set once the client's MCP session has ended (HTTP's DELETE): a call still
+        #: running for it must not keep anything of it again.
+        self.ended = False
 
     def session_created(self, session: Session, bound: bool) -> None:
         self.calls.remember(session, unbound=not bound, owner=self.principal)

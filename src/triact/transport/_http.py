@@ -34,7 +34,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..sessions import SessionManager, SessionNotFoundError
+from ..sessions import SessionClosedError, SessionManager, SessionNotFoundError
 from . import _protocol as protocol
 from ._auth import BearerTokens, Unauthorized
 from ._core import McpCore, Peer
@@ -555,7 +555,7 @@ class McpHttpApp:
     async def _save(self, session_id: str, peer: Peer, before: _State | None) -> None:
         """Put the MCP session's record if it changed since ``before``; the first
         record of a session only once ``initialize`` has succeeded."""
-        if peer.handshake.version is None or _state(peer) == before:
+        if peer.handshake.version is None or peer.ended or _state(peer) == before:
             return
         record = _record(peer)
         await self._store.put_record(
@@ -689,11 +689,13 @@ class McpHttpApp:
         )
         if session_id is None or peer is None:
             raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
+        peer.ended = True  # before the delete: a call that outlives it saves nothing
         await self._store.delete_record(MCP_SESSION_NAMESPACE, session_id)
         self._peers.pop(session_id, None)
         default = peer.default_session_id
         if default is not None:
-            with contextlib.suppress(SessionNotFoundError):  # else already gone
+            # Else already gone, or ended by a call of the session meanwhile.
+            with contextlib.suppress(SessionNotFoundError, SessionClosedError):
                 await (await self._core.manager.get_session(default)).end()
             peer.session_gone(default)
         await _respond(send, 200, b"", [])
