@@ -30,39 +30,7 @@ from pathlib import Path
 
 import redis
 import trio
-
-import triact
-
-SESSIONS = 8
-TASKS = 16  # concurrent callers per process
-
-CHILD = """
-import random, sys, attrs, trio, triact
-
-async def main(url, index, count, mode, seconds):
-    ids = sys.stdin.read().split()
-    config = triact.SessionConfig(store=triact.RedisStore(url), secret_key=b"k" * 32)
-    done = 0
-    async with triact.open_session_manager(config) as manager:
-        mine = [i for n, i in enumerate(ids) if mode == "guest" or n % count == index]
-        handles = [await manager.get_session(i) for i in mine]
-        bump = lambda s: attrs.evolve(s, data={**s.data, "n": s.data.get("n", 0) + 1})
-
-        async def caller(seed):
-            nonlocal done
-            rng = random.Random(seed)
-            while True:
-                await rng.choice(handles).update(bump)
-                done += 1
-
-        with trio.move_on_after(seconds):
-            async with trio.open_nursery() as nursery:
-                for t in range(TASKS):
-                    nursery.start_soon(caller, index * 1000 + t)
-    print(done, flush=True)
-
-trio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
-""".replace("TASKS", str(TASKS))
+from shared_sqlite import check_total, create_sessions, run_processes
 
 
 def start_redis(directory: Path, fsync: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -87,19 +55,6 @@ def start_redis(directory: Path, fsync: str) -> tuple[subprocess.Popen[bytes], i
             time.sleep(0.05)
 
 
-async def create_sessions(url: str) -> list[str]:
-    config = triact.SessionConfig(store=triact.RedisStore(url), secret_key=b"k" * 32)
-    async with triact.open_session_manager(config) as manager:
-        return [(await manager.create_session(topic=f"s{i}")).id for i in range(SESSIONS)]
-
-
-async def total(url: str, ids: list[str]) -> int:
-    config = triact.SessionConfig(store=triact.RedisStore(url), secret_key=b"k" * 32)
-    async with triact.open_session_manager(config) as manager:
-        states = [await (await manager.get_session(i)).snapshot() for i in ids]
-    return sum(state.data.get("n", 0) for state in states)
-
-
 def fcalls(port: int) -> int:
     with redis.Redis(port=port) as client:
         stats = client.info("commandstats")
@@ -111,26 +66,10 @@ def one_run(
 ) -> tuple[float, float]:
     url = f"redis://127.0.0.1:{port}/0?prefix=bench-{random.random()}:"
     ids = trio.run(create_sessions, url)
-    child = directory / "child.py"
-    child.write_text(CHILD)
     before = fcalls(port)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(child), url, str(i), str(count), mode, str(seconds)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(count)
-    ]
-    acknowledged = 0
-    for process in processes:
-        out, _ = process.communicate(" ".join(ids))
-        assert process.returncode == 0, f"a child failed ({process.returncode})"
-        acknowledged += int(out.split()[-1])
+    acknowledged = run_processes(directory, url, ids, count, mode, seconds)
     calls = fcalls(port) - before
-    stored = trio.run(total, url, ids)
-    assert stored == acknowledged, f"lost updates: {acknowledged} acknowledged, {stored} stored"
+    check_total(url, ids, acknowledged)
     return acknowledged / seconds, calls / max(1, acknowledged)
 
 

@@ -35,9 +35,10 @@ TASKS = 16  # concurrent callers per process
 CHILD = """
 import random, sys, attrs, trio, triact
 
-async def main(path, index, count, mode, seconds):
+async def main(spec, index, count, mode, seconds):
     ids = sys.stdin.readline().split()
-    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+    store = triact.RedisStore(spec) if spec.startswith("redis") else triact.SqliteStore(spec)
+    config = triact.SessionConfig(store=store, secret_key=b"k" * 32)
     done = 0
     async with triact.open_session_manager(config) as manager:
         mine = [i for n, i in enumerate(ids) if mode == "guest" or n % count == index]
@@ -63,27 +64,35 @@ trio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], flo
 """.replace("TASKS", str(TASKS))
 
 
-async def create_sessions(path: Path) -> list[str]:
-    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+def store_of(spec: str) -> triact.SessionStore:
+    """The store a child opens for ``spec``: a redis:// URL, else a SQLite file."""
+    return triact.RedisStore(spec) if spec.startswith("redis") else triact.SqliteStore(spec)
+
+
+async def create_sessions(spec: str) -> list[str]:
+    config = triact.SessionConfig(store=store_of(spec), secret_key=b"k" * 32)
     async with triact.open_session_manager(config) as manager:
         return [(await manager.create_session(topic=f"s{i}")).id for i in range(SESSIONS)]
 
 
-async def total(path: Path, ids: list[str]) -> int:
-    config = triact.SessionConfig(store=triact.SqliteStore(path), secret_key=b"k" * 32)
+async def total(spec: str, ids: list[str]) -> int:
+    config = triact.SessionConfig(store=store_of(spec), secret_key=b"k" * 32)
     async with triact.open_session_manager(config) as manager:
         states = [await (await manager.get_session(i)).snapshot() for i in ids]
     return sum(state.data.get("n", 0) for state in states)
 
 
-def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
-    path = directory / f"{mode}-{count}-{random.random()}.db"
-    ids = trio.run(create_sessions, path)
+def run_processes(
+    directory: Path, spec: str, ids: list[str], count: int, mode: str, seconds: float
+) -> int:
+    """Run ``count`` processes updating the sessions ``ids`` on the store ``spec`` (a
+    SQLite path or a redis:// URL) for ``seconds``, all measuring over the same window;
+    the updates they acknowledged."""
     child = directory / "child.py"
     child.write_text(CHILD)
     processes = [
         subprocess.Popen(
-            [sys.executable, str(child), str(path), str(i), str(count), mode, str(seconds)],
+            [sys.executable, str(child), spec, str(i), str(count), mode, str(seconds)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -102,8 +111,20 @@ def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
         out, _ = process.communicate("go\n")
         assert process.returncode == 0, f"a child failed ({process.returncode})"
         acknowledged += int(out.split()[-1])
-    stored = trio.run(total, path, ids)
+    return acknowledged
+
+
+def check_total(spec: str, ids: list[str], acknowledged: int) -> None:
+    """Every session's counter together is what the processes acknowledged."""
+    stored = trio.run(total, spec, ids)
     assert stored == acknowledged, f"lost updates: {acknowledged} acknowledged, {stored} stored"
+
+
+def one_run(directory: Path, count: int, mode: str, seconds: float) -> float:
+    path = str(directory / f"{mode}-{count}-{random.random()}.db")
+    ids = trio.run(create_sessions, path)
+    acknowledged = run_processes(directory, path, ids, count, mode, seconds)
+    check_total(path, ids, acknowledged)
     return acknowledged / seconds
 
 
