@@ -134,6 +134,34 @@ async def test_functions_flushed_from_the_server_are_loaded_again(redis_place: R
         assert await store.version("s1") == 2
 
 
+_OTHER = """#!lua name=triact_test_other
+redis.register_function('triact_test_other_echo', function(keys, args) return args[1] end)
+"""
+
+
+async def test_run_lends_the_connection_and_loads_a_lost_library_again(
+    redis_place: RedisPlace,
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+
+    async def echo(client: Any) -> Any:
+        return await client.fcall("triact_test_other_echo", keys=[], arguments=["hi"])
+
+    with pytest.raises(triact.SessionStoreError, match="is not open"):
+        await store.run("echo", echo, library=_OTHER)
+    async with store.open():
+        # Not loaded yet: run loads it, once Redis says the function is missing.
+        assert await store.run("echo", echo, library=_OTHER) == b"hi"
+        with redis_place.client() as client:
+            client.function_delete("triact_test_other")
+        assert await store.run("echo", echo, library=_OTHER) == b"hi"
+        # Without the library, a missing function stays an error, saying what failed.
+        with redis_place.client() as client:
+            client.function_delete("triact_test_other")
+        with pytest.raises(triact.SessionStoreError, match=r"could not echo: .*[Ff]unction"):
+            await store.run("echo", echo)
+
+
 # -- keys, expiry and events --------------------------------------------------------
 
 

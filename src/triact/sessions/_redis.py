@@ -240,10 +240,32 @@ class RedisStore(SharedSessionStore):
 
     # -- calling Redis ---------------------------------------------------------------
 
-    async def _guard(self, what: str, call: Callable[[GlideClient], Awaitable[_T]]) -> _T:
+    async def run(
+        self,
+        what: str,
+        call: Callable[[GlideClient], Awaitable[_T]],
+        *,
+        library: str | None = None,
+    ) -> _T:
+        """``call(client)`` on this store's connection, for a layer that keeps keys of
+        its own beside the sessions, under :attr:`prefix` (the work layer does): glide's
+        errors as SessionStoreError saying the store could not ``what`` (the password
+        hidden). ``library`` is the source of the Redis function library ``call`` uses:
+        if Redis lost it (restarted without persistence, or flushed), it is loaded
+        again and the call made once more."""
+        return await self._guard(what, call, library=library)
+
+    async def _guard(
+        self,
+        what: str,
+        call: Callable[[GlideClient], Awaitable[_T]],
+        *,
+        library: str | None = None,
+    ) -> _T:
         """``call(client)``; glide's errors as SessionStoreError. A library of
         functions missing from the server (a Redis restarted without persistence,
-        or flushed) is loaded again and the call made once more."""
+        or flushed) is loaded again (``library``, by default the sessions') and the
+        call made once more."""
         client = self._client
         if client is None:
             await trio.lowlevel.checkpoint()
@@ -258,7 +280,10 @@ class RedisStore(SharedSessionStore):
             if "function not found" not in str(exc).lower():
                 raise self._failure(what, exc) from None
         try:
-            await self._load_functions(client)
+            if library is None:
+                await self._load_functions(client)
+            else:
+                await client.function_load(library, replace=True)
             return await call(client)
         except Exception as exc:
             raise self._failure(what, exc) from None
