@@ -17,11 +17,23 @@ Figures, one JSON line each (``median`` is the median of ``--runs`` runs):
   its answer to ``initialize``, against ``--semantic off`` as baseline (the model's
   libraries are not imported at start-up, so the ratio should be 1).
 
-    python benchmarks/semantic.py [--runs N] [--quick]
+With ``--redis``, the same reflections are also kept in a RedisStore's work store (a
+private ``redis-server`` on loopback, AOF ``everysec``), and searched in turn with the
+SQLite ones in each run (SQLite, Redis, SQLite, Redis...), as baseline:
+
+- ``semantic_search_hybrid_redis``: as ``semantic_search_hybrid``, on Redis, against
+  it (on SQLite) as baseline;
+- ``semantic_search_words_redis``: bm25 alone on Redis (computed by a Redis function
+  over its inverted index), against FTS5's on SQLite;
+- ``semantic_store_redis``: milliseconds per ``store_reflection`` with its embedding on
+  Redis, against the same on SQLite.
+
+    python benchmarks/semantic.py [--runs N] [--quick] [--redis]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import statistics
@@ -29,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +96,11 @@ def note(i: int, rng: random.Random) -> str:
     )
 
 
-async def fill(path: Path, count: int, encode: Any) -> None:
+#: A new store object on the same data each call.
+StoreMaker = Callable[[], triact.SessionStore]
+
+
+async def fill(make_store: StoreMaker, count: int, encode: Any) -> None:
     """``count`` reflections in project "big", each with its vector: the distinct texts
     embedded once each (a note's vector is that of its text without the number), so
     that the set-up takes seconds, not minutes."""
@@ -91,7 +108,7 @@ async def fill(path: Path, count: int, encode: Any) -> None:
     texts = [note(i, rng) for i in range(count)]
     bases = sorted({text.split(" (")[0] for text in texts})
     vectors = dict(zip(bases, encode(bases), strict=True))
-    config = triact.SessionConfig(store=triact.SqliteStore(path))
+    config = triact.SessionConfig(store=make_store())
     work_config = WorkConfig(semantic="off", max_reflections_per_project=count)
     async with (
         triact.open_session_manager(config) as manager,
@@ -110,20 +127,24 @@ async def fill(path: Path, count: int, encode: Any) -> None:
         await work.store.put_vectors("reflection", MODEL_NAME, ids)
 
 
-async def search_latencies(path: Path, encode: Any, semantic: str, queries: int) -> list[float]:
-    config = triact.SessionConfig(store=triact.SqliteStore(path))
+async def search_latencies(
+    make_store: StoreMaker, encode: Any, semantic: str, queries: int
+) -> list[float]:
+    config = triact.SessionConfig(store=make_store())
     embedder = Embedder(lambda: encode)
     async with (
         triact.open_session_manager(config) as manager,
         open_work_sessions(manager, WorkConfig(semantic=semantic), embedder=embedder) as work,
     ):
         await work.search_reflections("warm up", project="big")
+        words = work.store.search_method
         times = []
         for i in range(queries):
             started = time.perf_counter()
             found = await work.search_reflections(QUERIES[i % len(QUERIES)], project="big")
             times.append((time.perf_counter() - started) * 1000)
-            assert found.method == ("hybrid" if semantic == "on" else "fts5-bm25")
+            assert found.method == ("hybrid" if semantic == "on" else words)
+            assert len(found.hits) == 10
     return times
 
 
@@ -132,8 +153,8 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-async def store_ms(path: Path, encode: Any, semantic: str, count: int) -> float:
-    config = triact.SessionConfig(store=triact.SqliteStore(path))
+async def store_ms(make_store: StoreMaker, encode: Any, semantic: str, count: int) -> float:
+    config = triact.SessionConfig(store=make_store())
     embedder = Embedder(lambda: encode)
     rng = random.Random(3)
     async with (
@@ -205,8 +226,48 @@ def startup_seconds(semantic: str, home: Path) -> float:
     return elapsed
 
 
+def search_figures(
+    stores: dict[str, StoreMaker], encode: Any, runs: int, notes: int, queries: int
+) -> None:
+    """Hybrid and words-alone search latencies on each store (SQLite first: the
+    baseline), the stores taking turns within each run."""
+    p50s: dict[tuple[str, str], list[float]] = {}
+    p99s: dict[tuple[str, str], list[float]] = {}
+    for _ in range(runs):
+        for semantic in ("on", "off"):
+            for name, make_store in stores.items():
+                times = trio.run(search_latencies, make_store, encode, semantic, queries)
+                p50s.setdefault((name, semantic), []).append(statistics.median(times))
+                p99s.setdefault((name, semantic), []).append(p99(times))
+
+    def line(name: str, semantic: str, bench: str, base: tuple[str, str], base_bench: str) -> None:
+        emit(
+            figure(
+                bench,
+                "ms",
+                p50s[name, semantic],
+                baseline=base_bench,
+                baseline_runs=p50s[base],
+                p99=statistics.median(p99s[name, semantic]),
+                baseline_p99=statistics.median(p99s[base]),
+                notes=notes,
+                queries=queries,
+            )
+        )
+
+    words = ("sqlite", "off")
+    line("sqlite", "on", "semantic_search_hybrid", words, "semantic_search_words")
+    if "redis" in stores:
+        hybrid = ("sqlite", "on")
+        line("redis", "on", "semantic_search_hybrid_redis", hybrid, "semantic_search_hybrid")
+        line("redis", "off", "semantic_search_words_redis", words, "semantic_search_words")
+
+
 def main() -> None:
-    options = parse_options(__doc__.splitlines()[0])
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--redis", action="store_true")
+    known, rest = extra.parse_known_args()
+    options = parse_options(__doc__.splitlines()[0] + " (--redis: also on Redis)", rest)
     if not semantic_installed():
         sys.exit("benchmarks/semantic.py needs the semantic extra (docs/work.md)")
     notes = 300 if options.quick else 10_000
@@ -221,48 +282,72 @@ def main() -> None:
             run = lambda per_call=per_call: trio.run(embed_ms, encode, per_call, texts)  # noqa: E731
             emit(figure(name, "ms/text", measure(runs, run), texts=texts, per_call=per_call))
 
-        path = home / "search.db"
-        trio.run(fill, path, notes, encode)
-        p50s: list[float] = []
-        p99s: list[float] = []
-        word_p50s: list[float] = []
-        word_p99s: list[float] = []
-        for _ in range(runs):
-            hybrid = trio.run(search_latencies, path, encode, "on", queries)
-            words = trio.run(search_latencies, path, encode, "off", queries)
-            p50s.append(statistics.median(hybrid))
-            p99s.append(p99(hybrid))
-            word_p50s.append(statistics.median(words))
-            word_p99s.append(p99(words))
-        emit(
-            figure(
-                "semantic_search_hybrid",
-                "ms",
-                p50s,
-                baseline="semantic_search_words",
-                baseline_runs=word_p50s,
-                p99=statistics.median(p99s),
-                baseline_p99=statistics.median(word_p99s),
-                notes=notes,
-                queries=queries,
+        server = None
+        stores: dict[str, StoreMaker] = {"sqlite": lambda: triact.SqliteStore(home / "search.db")}
+        if known.redis:
+            from shared_redis import start_redis
+
+            redis_dir = home / "redis"
+            redis_dir.mkdir()
+            server, port = start_redis(redis_dir, "everysec")
+            url = f"redis://127.0.0.1:{port}/0"
+            stores["redis"] = lambda: triact.RedisStore(url, prefix="search:")
+        try:
+            for make_store in stores.values():
+                trio.run(fill, make_store, notes, encode)
+            search_figures(stores, encode, runs, notes, queries)
+            count = 10 if options.quick else 100
+            stores_on, plain = measure_pair(
+                runs,
+                lambda: trio.run(
+                    store_ms, lambda: triact.SqliteStore(home / "stores.db"), encode, "on", count
+                ),
+                lambda: trio.run(
+                    store_ms, lambda: triact.SqliteStore(home / "plain.db"), encode, "off", count
+                ),
             )
-        )
-        count = 10 if options.quick else 100
-        stores, plain = measure_pair(
-            runs,
-            lambda: trio.run(store_ms, home / "stores.db", encode, "on", count),
-            lambda: trio.run(store_ms, home / "plain.db", encode, "off", count),
-        )
-        emit(
-            figure(
-                "semantic_store",
-                "ms",
-                stores,
-                baseline="store_without_embedding",
-                baseline_runs=plain,
-                stores=count,
+            emit(
+                figure(
+                    "semantic_store",
+                    "ms",
+                    stores_on,
+                    baseline="store_without_embedding",
+                    baseline_runs=plain,
+                    stores=count,
+                )
             )
-        )
+            if known.redis:
+                on_redis, on_sqlite = measure_pair(
+                    runs,
+                    lambda: trio.run(
+                        store_ms,
+                        lambda: triact.RedisStore(url, prefix="stores:"),
+                        encode,
+                        "on",
+                        count,
+                    ),
+                    lambda: trio.run(
+                        store_ms,
+                        lambda: triact.SqliteStore(home / "stores.db"),
+                        encode,
+                        "on",
+                        count,
+                    ),
+                )
+                emit(
+                    figure(
+                        "semantic_store_redis",
+                        "ms",
+                        on_redis,
+                        baseline="semantic_store",
+                        baseline_runs=on_sqlite,
+                        stores=count,
+                    )
+                )
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
         startup, startup_off = measure_pair(
             runs, lambda: startup_seconds("auto", home), lambda: startup_seconds("off", home)
         )

@@ -1,9 +1,10 @@
-"""Temporary git repositories, a settable wall clock, and managers with work sessions."""
+"""Temporary git repositories, a settable wall clock, managers with work sessions, and
+the session stores their work stores go with (memory, SQLite, Redis)."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,43 @@ async def work(clock: Clock) -> AsyncIterator[WorkSessions]:
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "sessions.db"
+
+
+#: A new session store object on the same place each call (a restart, or another
+#: process), whose work store is the one under test.
+StoreMaker = Callable[[], "triact.SessionStore | None"]
+
+
+def store_maker(
+    request: pytest.FixtureRequest, kind: str, clock: Clock, sqlite_path: Path
+) -> StoreMaker:
+    """Memory (None: the manager's own, a work store in memory), a SQLite file, or a
+    prefix of this test's own on the tests' Redis (skipped without one)."""
+    if kind == "sqlite":
+        return lambda: triact.SqliteStore(sqlite_path)
+    if kind == "redis":
+        place = request.getfixturevalue("redis_place")
+        return lambda: triact.RedisStore(place.url, prefix=place.prefix, clock=clock)
+    assert kind == "memory", kind
+    return lambda: None
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def any_store(request: pytest.FixtureRequest, clock: Clock, sqlite_path: Path) -> StoreMaker:
+    """Each kind of store in turn."""
+    return store_maker(request, request.param, clock, sqlite_path)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def durable_store(request: pytest.FixtureRequest, clock: Clock, sqlite_path: Path) -> StoreMaker:
+    """Each store that outlives its process in turn: SQLite and Redis."""
+    return store_maker(request, request.param, clock, sqlite_path)
+
+
+def words_method(store: triact.SessionStore | None) -> str:
+    """The method of a search by words alone with this store's work store."""
+    if isinstance(store, triact.SqliteStore):
+        return "fts5-bm25"
+    if isinstance(store, triact.RedisStore):
+        return "redis-bm25"
+    return "text-match"

@@ -21,7 +21,7 @@ from triact.work import (
     work_record,
 )
 
-from .conftest import Clock, git, opened
+from .conftest import Clock, StoreMaker, git, opened
 
 
 async def test_start_creates_a_session_and_reports_the_project(
@@ -279,20 +279,19 @@ async def test_a_symlinked_handoff_file_is_replaced_not_followed(
     assert not (repo / ".triact-handoff.md").is_symlink()
 
 
-async def test_handoffs_survive_a_restart_with_sqlite(
-    clock: Clock, repo: Path, sqlite_path: Path
+async def test_handoffs_survive_a_restart(
+    clock: Clock, repo: Path, durable_store: StoreMaker
 ) -> None:
-    store = triact.SqliteStore(sqlite_path)
-    async with opened(clock, store=store) as (_, work):
+    async with opened(clock, store=durable_store()) as (_, work):
         first = await work.start(repo)
         await work.checkpoint(first.session, "before the restart")
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+    async with opened(clock, store=durable_store()) as (_, work):
         resumed = await work.start(repo)  # the session survived, and so did the index
         assert not resumed.created
         assert resumed.session.id == first.session.id
         assert resumed.report.last_checkpoint is not None
         await work.end(resumed.session)
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+    async with opened(clock, store=durable_store()) as (_, work):
         report = (await work.start(repo)).report
         assert report.previous_handoff is not None
         assert report.previous_handoff.checkpoints[0].note == "before the restart"

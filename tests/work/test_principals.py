@@ -1,4 +1,4 @@
-"""The work layer's records kept per principal, on both stores: reflections,
+"""The work layer's records kept per principal, on every store: reflections,
 conversation excerpts (by words and, with numpy, by meaning), their bounds, the
 directory index and handoffs; and a database of layout 1 (made by triact before
 principals) brought to layout 2, its rows becoming those of no principal."""
@@ -17,7 +17,7 @@ import triact
 from triact.work import WorkConfig, WorkSessions, WorkStoreError
 from triact.work._sqlite import WORK_TABLES_VERSION, SqliteWorkStore
 
-from .conftest import Clock, opened
+from .conftest import Clock, StoreMaker, opened
 
 #: Made with triact at d640ba8 (work tables of layout 1): a session that ended in
 #: ENDED (a checkpoint "before the migration"), the live session of LIVE, reflections
@@ -29,12 +29,9 @@ ENDED, ENDED_ID = "/tmp/triact-work-v1/ended", "QjyLL8iFORLBrolJdYhv9g"
 LIVE, LIVE_ID = "/tmp/triact-work-v1/live", "fsNuZ8XK4PmYeHQwiF6-gA"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def work(
-    request: pytest.FixtureRequest, clock: Clock, sqlite_path: Path
-) -> AsyncIterator[WorkSessions]:
-    store = triact.SqliteStore(sqlite_path) if request.param == "sqlite" else None
-    async with opened(clock, store=store) as (_, work):
+@pytest.fixture
+async def work(clock: Clock, any_store: StoreMaker) -> AsyncIterator[WorkSessions]:
+    async with opened(clock, store=any_store()) as (_, work):
         yield work
 
 
@@ -59,9 +56,11 @@ async def test_each_principal_finds_only_its_own_notes(work: WorkSessions) -> No
     assert (await work.search_reflections("parser", principal="carol")).hits == ()
 
 
-async def test_a_principal_fills_only_its_own_bound(clock: Clock, sqlite_path: Path) -> None:
+async def test_a_principal_fills_only_its_own_bound(
+    clock: Clock, durable_store: StoreMaker
+) -> None:
     config = WorkConfig(max_reflections_per_project=2)
-    async with opened(clock, config, store=triact.SqliteStore(sqlite_path)) as (_, work):
+    async with opened(clock, config, store=durable_store()) as (_, work):
         await work.store_reflection("bob keeps this", project="p", principal="bob")
         for n in range(3):
             stored = await work.store_reflection(f"alice {n}", project="p", principal="alice")
@@ -98,27 +97,27 @@ async def test_directories_and_handoffs_are_kept_per_principal(
     assert (await work.status(hers.session)).previous_handoff == handoff
 
 
-async def test_the_hybrid_path_keeps_principals_apart(clock: Clock, sqlite_path: Path) -> None:
+async def test_the_hybrid_path_keeps_principals_apart(clock: Clock, any_store: StoreMaker) -> None:
     pytest.importorskip("numpy", reason="hybrid search needs numpy (the semantic extra)")
     from .test_semantic import embedder
 
-    for store in (None, triact.SqliteStore(sqlite_path)):
-        async with opened(clock, store=store, semantic="auto", embedder=embedder()) as (_, work):
-            await work.store_reflection("retry the flaky test", principal="alice")
-            await work.store_reflection("retry the slow build", principal="bob")
-            await work.save_conversation("conflicts in the merge", principal="bob")
-            for principal, mine in (
-                ("alice", "retry the flaky test"),
-                ("bob", "retry the slow build"),
-            ):
-                # "again" is a synonym of "retry" for the stand-in model: found by meaning.
-                found = await work.search_reflections("again", principal=principal)
-                assert found.method == "hybrid"
-                assert [hit.reflection.content for hit in found.hits] == [mine]
-            assert (await work.search_conversations("clash", principal="alice")).hits == ()
-            talk = await work.search_conversations("clash", principal="bob")
-            assert [hit.excerpt.content for hit in talk.hits] == ["conflicts in the merge"]
-            assert (await work.search_reflections("again")).hits == ()
+    store = any_store()
+    async with opened(clock, store=store, semantic="auto", embedder=embedder()) as (_, work):
+        await work.store_reflection("retry the flaky test", principal="alice")
+        await work.store_reflection("retry the slow build", principal="bob")
+        await work.save_conversation("conflicts in the merge", principal="bob")
+        for principal, mine in (
+            ("alice", "retry the flaky test"),
+            ("bob", "retry the slow build"),
+        ):
+            # "again" is a synonym of "retry" for the stand-in model: found by meaning.
+            found = await work.search_reflections("again", principal=principal)
+            assert found.method == "hybrid"
+            assert [hit.reflection.content for hit in found.hits] == [mine]
+        assert (await work.search_conversations("clash", principal="alice")).hits == ()
+        talk = await work.search_conversations("clash", principal="bob")
+        assert [hit.excerpt.content for hit in talk.hits] == ["conflicts in the merge"]
+        assert (await work.search_reflections("again")).hits == ()
 
 
 # -- layout 1 -> 2 -----------------------------------------------------------------------

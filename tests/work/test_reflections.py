@@ -1,5 +1,5 @@
-"""Reflections: stored with bounds, searched with FTS5 bm25 (SQLite) or a scored text
-match (memory)."""
+"""Reflections: stored with bounds, searched with bm25 (SQLite's FTS5, or the same in
+Redis) or a scored text match (memory), on every store."""
 
 from __future__ import annotations
 
@@ -19,20 +19,17 @@ from triact.work import (
 )
 from triact.work import _sqlite as work_sqlite
 
-from .conftest import Clock, opened
+from .conftest import Clock, StoreMaker, opened, words_method
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def any_work(
-    request: pytest.FixtureRequest, clock: Clock, sqlite_path: Path
-) -> AsyncIterator[WorkSessions]:
-    store = triact.SqliteStore(sqlite_path) if request.param == "sqlite" else None
-    async with opened(clock, store=store) as (_, work):
+@pytest.fixture
+async def any_work(clock: Clock, any_store: StoreMaker) -> AsyncIterator[WorkSessions]:
+    async with opened(clock, store=any_store()) as (_, work):
         yield work
 
 
 def _method(work: WorkSessions) -> str:
-    return "fts5-bm25" if isinstance(work.manager.store, triact.SqliteStore) else "text-match"
+    return words_method(work.manager.store)
 
 
 async def test_search_finds_the_best_match_first(any_work: WorkSessions, clock: Clock) -> None:
@@ -92,26 +89,25 @@ async def test_queries_are_words_not_syntax(any_work: WorkSessions) -> None:
         await any_work.search_reflections("  ?! ")
 
 
-async def test_each_project_keeps_its_newest(clock: Clock, sqlite_path: Path) -> None:
+async def test_each_project_keeps_its_newest(clock: Clock, any_store: StoreMaker) -> None:
     config = WorkConfig(max_reflections_per_project=3)
-    for store in (None, triact.SqliteStore(sqlite_path)):
-        async with opened(clock, config, store=store) as (_, work):
-            results = [await work.store_reflection(f"note {i}", project="p") for i in range(5)]
-            await work.store_reflection("note other", project="q")
-            assert [(r.kept, r.dropped) for r in results] == [
-                (1, 0),
-                (2, 0),
-                (3, 0),
-                (3, 1),
-                (3, 1),
-            ]
-            found = await work.search_reflections("note", project="p")
-            assert sorted(h.reflection.content for h in found.hits) == [
-                "note 2",
-                "note 3",
-                "note 4",
-            ]
-            assert len((await work.search_reflections("note", project="q")).hits) == 1
+    async with opened(clock, config, store=any_store()) as (_, work):
+        results = [await work.store_reflection(f"note {i}", project="p") for i in range(5)]
+        await work.store_reflection("note other", project="q")
+        assert [(r.kept, r.dropped) for r in results] == [
+            (1, 0),
+            (2, 0),
+            (3, 0),
+            (3, 1),
+            (3, 1),
+        ]
+        found = await work.search_reflections("note", project="p")
+        assert sorted(h.reflection.content for h in found.hits) == [
+            "note 2",
+            "note 3",
+            "note 4",
+        ]
+        assert len((await work.search_reflections("note", project="q")).hits) == 1
 
 
 async def test_size_and_tag_bounds(clock: Clock) -> None:
@@ -127,31 +123,34 @@ async def test_size_and_tag_bounds(clock: Clock) -> None:
             await work.search_reflections("ok", limit=0)
 
 
-async def test_reflections_persist_with_sqlite(clock: Clock, sqlite_path: Path) -> None:
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+async def test_reflections_persist(clock: Clock, durable_store: StoreMaker) -> None:
+    async with opened(clock, store=durable_store()) as (_, work):
         await work.store_reflection("remember the milk", tags=["home"])
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+    async with opened(clock, store=durable_store()) as (_, work):
         found = await work.search_reflections("milk")
         assert [(h.reflection.content, h.reflection.tags) for h in found.hits] == [
             ("remember the milk", ("home",))
         ]
 
 
-async def test_a_thousand_reflections_rank_with_bm25(clock: Clock, sqlite_path: Path) -> None:
+async def test_a_thousand_reflections_rank_with_bm25(
+    clock: Clock, durable_store: StoreMaker
+) -> None:
     topics = ["alpha", "bravo", "charlie", "delta", "echo"]
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+    sessions = durable_store()
+    async with opened(clock, store=sessions) as (_, work):
 
         async def store(i: int) -> None:
             words = " ".join(topics[(i + k) % 5] for k in range(3))
             await work.store_reflection(f"reflection {i}: {words} filler text", project="big")
 
-        async with trio.open_nursery() as nursery:  # group-committed by the store
+        async with trio.open_nursery() as nursery:  # concurrently
             for i in range(1000):
                 nursery.start_soon(store, i)
         await work.store_reflection("zulu zulu zulu the needle", project="big")
         await work.store_reflection("zulu appears once among many many other words here")
         found = await work.search_reflections("zulu needle", limit=5)
-        assert found.method == "fts5-bm25"
+        assert found.method == words_method(sessions)
         assert [h.reflection.content for h in found.hits][:2] == [
             "zulu zulu zulu the needle",
             "zulu appears once among many many other words here",

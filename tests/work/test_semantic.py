@@ -1,4 +1,4 @@
-"""Hybrid search's mechanics, on both stores: which mode ran, vectors kept beside the
+"""Hybrid search's mechanics, on every store: which mode ran, vectors kept beside the
 notes (a restart finds them, missing ones are made in the background), batching in
 worker threads, a model that fails, and the age weighting. The model here is a small
 deterministic one (each word hashed to a dimension), so that these run without the
@@ -12,7 +12,6 @@ import struct
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +30,7 @@ from triact.work import (
 from triact.work import _work as work_module
 from triact.work._search import words
 
-from .conftest import Clock, opened
+from .conftest import Clock, StoreMaker, opened, words_method
 
 pytest.importorskip("numpy", reason="hybrid search needs numpy (the semantic extra)")
 
@@ -60,28 +59,27 @@ def embedder(encode: Callable[[list[str]], list[bytes]] = hashed) -> Embedder:
     return Embedder(lambda: encode, name="hashed-words")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def hybrid(
-    request: pytest.FixtureRequest, clock: Clock, sqlite_path: Path
-) -> AsyncIterator[WorkSessions]:
-    store = triact.SqliteStore(sqlite_path) if request.param == "sqlite" else None
+@pytest.fixture
+async def hybrid(clock: Clock, any_store: StoreMaker) -> AsyncIterator[WorkSessions]:
+    store = any_store()
     async with opened(clock, store=store, semantic="auto", embedder=embedder()) as (_, work):
         yield work
 
 
-async def test_the_result_says_which_mode_ran(clock: Clock, sqlite_path: Path) -> None:
-    store = triact.SqliteStore(sqlite_path)
+async def test_the_result_says_which_mode_ran(clock: Clock, durable_store: StoreMaker) -> None:
+    store = durable_store()
     async with opened(clock, store=store, semantic="auto", embedder=embedder()) as (_, work):
         stored = await work.store_reflection("the parser fails on empty input")
         found = await work.search_reflections("empty input")
         assert stored.embedded is True
         assert found.method == work.search_mode == "hybrid"
         assert found.hits[0].similarity is not None
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, words_only):
+    store = durable_store()
+    async with opened(clock, store=store) as (_, words_only):
         stored = await words_only.store_reflection("another note about input")
         found = await words_only.search_reflections("empty input")
         assert stored.embedded is False
-        assert found.method == words_only.search_mode == "fts5-bm25"
+        assert found.method == words_only.search_mode == words_method(store)
         assert [hit.similarity for hit in found.hits] == [None, None]
 
 
@@ -107,16 +105,16 @@ async def test_exact_words_rank_before_meaning(hybrid: WorkSessions, clock: Cloc
     assert len(found.hits) == 2
 
 
-async def test_vectors_outlive_a_restart(clock: Clock, sqlite_path: Path) -> None:
+async def test_vectors_outlive_a_restart(clock: Clock, durable_store: StoreMaker) -> None:
     first = embedder()
-    store = triact.SqliteStore(sqlite_path)
+    store = durable_store()
     async with opened(clock, store=store, semantic="auto", embedder=first) as (_, work):
         for i in range(5):
             await work.store_reflection(f"note {i} about caching and retries", project="p")
         before = await work.search_reflections("caching retries", project="p")
     assert first.texts_embedded == 6  # five notes and the query
     second = embedder()
-    store = triact.SqliteStore(sqlite_path)
+    store = durable_store()
     async with opened(clock, store=store, semantic="auto", embedder=second) as (_, work):
         after = await work.search_reflections("caching retries", project="p")
         assert second.texts_embedded == 1  # the query only: the vectors were kept
@@ -129,12 +127,14 @@ async def test_vectors_outlive_a_restart(clock: Clock, sqlite_path: Path) -> Non
     ]
 
 
-async def test_missing_vectors_are_made_in_the_background(clock: Clock, sqlite_path: Path) -> None:
-    async with opened(clock, store=triact.SqliteStore(sqlite_path)) as (_, work):
+async def test_missing_vectors_are_made_in_the_background(
+    clock: Clock, durable_store: StoreMaker
+) -> None:
+    async with opened(clock, store=durable_store()) as (_, work):
         for i in range(20):  # stored with search by meaning off: no vectors
             await work.store_reflection(f"stored without a vector {i}", project="p")
     model = embedder()
-    store = triact.SqliteStore(sqlite_path)
+    store = durable_store()
     async with opened(clock, store=store, semantic="auto", embedder=model) as (_, work):
         assert work.semantic is not None
         found = await work.search_reflections("vector", project="p")
@@ -178,20 +178,20 @@ async def test_concurrent_stores_are_embedded_in_batches(clock: Clock) -> None:
 
 
 async def test_a_model_that_cannot_load_leaves_words(
-    clock: Clock, sqlite_path: Path, caplog: pytest.LogCaptureFixture
+    clock: Clock, durable_store: StoreMaker, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken() -> Callable[[list[str]], list[bytes]]:
         raise OSError("no weights here")
 
-    store = triact.SqliteStore(sqlite_path)
+    store = durable_store()
     model = Embedder(broken, name="broken")
     with caplog.at_level(logging.WARNING, logger="triact.work"):
         async with opened(clock, store=store, semantic="auto", embedder=model) as (_, work):
             stored = await work.store_reflection("still kept")
             found = await work.search_reflections("kept")
-            assert work.search_mode == "fts5-bm25"
+            assert work.search_mode == words_method(store)
     assert stored.embedded is False
-    assert found.method == "fts5-bm25"
+    assert found.method == words_method(store)
     assert [hit.reflection.content for hit in found.hits] == ["still kept"]
     warnings = [
         r.getMessage() for r in caplog.records if "search by meaning is off" in r.getMessage()

@@ -45,6 +45,7 @@ from ._records import (
     WorkRecord,
     work_record,
 )
+from ._redis import RedisWorkStore
 from ._reports import Ended, Started, TrustState, WorkReport
 from ._sqlite import SqliteWorkStore
 from ._tools import WORK_ERROR_CODES, work_tools
@@ -67,6 +68,7 @@ __all__ = [
     "Handoff",
     "MemoryWorkStore",
     "NotAGitRepositoryError",
+    "RedisWorkStore",
     "Reflection",
     "ReflectionHit",
     "ReflectionSearch",

@@ -24,9 +24,9 @@ WORK_DATA_KEY = "triact.work"
 WORK_SCHEMA_VERSION = 1
 
 #: What ranked a search: words and meaning ("hybrid": the text score and the cosine
-#: similarity of embeddings, weighted by age), or words alone (SQLite FTS5's bm25, or
-#: the memory store's scored text match).
-SearchMethod = Literal["hybrid", "fts5-bm25", "text-match"]
+#: similarity of embeddings, weighted by age), or words alone (SQLite FTS5's bm25, the
+#: same bm25 computed in Redis, or the memory store's scored text match).
+SearchMethod = Literal["hybrid", "fts5-bm25", "redis-bm25", "text-match"]
 #: The two kinds of notes the work layer keeps and searches.
 NoteKind = Literal["reflection", "conversation"]
 
@@ -249,8 +249,8 @@ _SIMILARITY = {
 }
 _METHOD = {
     "description": "What ranked the results: 'hybrid' (words and meaning, weighted by "
-    "age), or words alone: 'fts5-bm25' (SQLite FTS5's bm25) or 'text-match' (a simple "
-    "scored match, in memory)."
+    "age), or words alone: 'fts5-bm25' (SQLite FTS5's bm25), 'redis-bm25' (the same "
+    "bm25, in Redis) or 'text-match' (a simple scored match, in memory)."
 }
 
 

@@ -58,6 +58,7 @@ def check_note(
 ) -> tuple[str, tuple[str, ...], str | None]:
     if not isinstance(content, str) or not content.strip():
         raise WorkArgumentError(f"{what}'s content must be a non-empty string")
+    _check_text(content, f"{what}'s content")
     most: int = getattr(config, setting)
     if len(content) > most:
         raise WorkLimitError(
@@ -75,6 +76,7 @@ def check_tags(config: WorkConfig, tags: Iterable[str]) -> tuple[str, ...]:
         if not isinstance(tag, str) or not tag.strip():
             raise WorkArgumentError(f"a tag must be a non-empty string, got {tag!r}")
         tag = tag.strip().casefold()
+        _check_text(tag, "a tag")
         if len(tag) > _TAG_CHARS:
             raise WorkLimitError(f"a tag has at most {_TAG_CHARS} characters, got {tag!r}")
         cleaned.append(tag)
@@ -94,7 +96,19 @@ def check_project(project: str | None) -> str | None:
         raise WorkArgumentError(f"project must be a non-empty string or null, got {project!r}")
     if len(project) > _PROJECT_CHARS:
         raise WorkLimitError(f"project names have at most {_PROJECT_CHARS} characters")
+    _check_text(project, "a project name")
     return project
+
+
+def _check_text(text: str, what: str) -> None:
+    """WorkArgumentError if ``text`` holds a lone surrogate, which no store can keep
+    as text (nor read back)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise WorkArgumentError(
+            f"{what} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
 
 
 def check_limit(config: WorkConfig, limit: int) -> int:

@@ -215,8 +215,8 @@ class SearchResult:
         metadata={
             "description": "What ranked the results: 'hybrid' (words and meaning: bm25 and "
             "the cosine similarity of embeddings, weighted by age), or words alone: "
-            "'fts5-bm25' (SQLite FTS5's bm25, recency breaking ties) or 'text-match' (a "
-            "simple scored match, in memory)."
+            "'fts5-bm25' (SQLite FTS5's bm25, recency breaking ties), 'redis-bm25' (the "
+            "same bm25, in Redis) or 'text-match' (a simple scored match, in memory)."
         }
     )
     query: str

@@ -300,7 +300,7 @@ _TOOLS: tuple[Tool, ...] = (
         "optionally of one project and with given tags. 'method' says what ranked them: "
         "'hybrid' (words and meaning, so a reflection that says it in other words is "
         "found too; recent ones rank a little higher), or words alone: 'fts5-bm25' "
-        "(SQLite store) or 'text-match' (memory store).",
+        "(SQLite store), 'redis-bm25' (Redis store) or 'text-match' (memory store).",
         ReflectionSearchArgs,
         SearchResult,
         "none",
@@ -326,7 +326,7 @@ _TOOLS: tuple[Tool, ...] = (
         "Search conversation excerpts",
         "Find the caller's saved conversation excerpts (with bearer tokens, its "
         "principal's), ranked as reflection_search ranks reflections "
-        "('method' says how: 'hybrid', 'fts5-bm25' or 'text-match').",
+        "('method' says how: 'hybrid', 'fts5-bm25', 'redis-bm25' or 'text-match').",
         ReflectionSearchArgs,
         SearchResult,
         "none",

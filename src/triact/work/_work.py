@@ -13,6 +13,7 @@ import trio
 
 from ..sessions import (
     MemoryStore,
+    RedisStore,
     Session,
     SessionManager,
     SessionNotFoundError,
@@ -44,6 +45,7 @@ from ._records import (
     with_work_record,
     work_record,
 )
+from ._redis import RedisWorkStore
 from ._reports import Ended, Started, TrustState, WorkReport
 from ._semantic import Semantic
 from ._sqlite import SqliteWorkStore
@@ -416,8 +418,8 @@ class WorkSessions:
         ``query``, best first (newest first among equals), with every tag in ``tags``, of
         ``project`` (None: of every project).
         ``method`` says what ranked them: "hybrid" (words and meaning, weighted by age:
-        with the semantic extra), else words alone: "fts5-bm25" (SqliteStore) or
-        "text-match" (memory)."""
+        with the semantic extra), else words alone: "fts5-bm25" (SqliteStore),
+        "redis-bm25" (RedisStore) or "text-match" (memory)."""
         method, found = await self._search("reflection", query, project, tags, limit, principal)
         hits = tuple(ReflectionHit(note, score, sim) for note, score, sim in found)
         return ReflectionSearch(method, query, hits)
@@ -471,12 +473,14 @@ class WorkSessions:
 
 def _store_for(manager: SessionManager) -> WorkStore:
     """The WorkStore that goes with the manager's store: its tables in a SqliteStore's
-    file; otherwise memory, kept by this WorkSessions (for a store kind this layer does
-    not know, such as a wrapper or a RedisStore, that is not durable: said at warning
-    level; pass ``store=`` to do better)."""
+    file, its keys in a RedisStore's Redis; otherwise memory, kept by this WorkSessions
+    (for a store kind this layer does not know, such as a wrapper, that is not
+    durable: said at warning level; pass ``store=`` to do better)."""
     store = manager.store
     if isinstance(store, SqliteStore):
         return SqliteWorkStore(store)
+    if isinstance(store, RedisStore):
+        return RedisWorkStore(store)
     if not isinstance(store, MemoryStore):
         logger.warning(
             "the work layer keeps directory records, handoffs and reflections in "
@@ -517,8 +521,8 @@ async def open_work_sessions(
 ) -> AsyncIterator[WorkSessions]:
     """A :class:`WorkSessions` for ``manager``, ready for the block (tables created:
     WorkStoreError here if SQLite lacks FTS5). Without ``store``, it keeps its records
-    in the tables of the manager's SqliteStore, or else in memory for as long as it
-    lives.
+    in the tables of the manager's SqliteStore or the keys of its RedisStore, or else
+    in memory for as long as it lives.
 
     Search by meaning follows ``config.semantic``: by default it is on where the
     ``semantic`` extra is installed, its model loaded on first use (in a worker thread),
