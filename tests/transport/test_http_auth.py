@@ -185,6 +185,30 @@ async def test_an_mcp_session_id_belongs_to_the_principal_that_made_it(url: str)
         assert (await http.post(url, json=ping, headers=alices)).status_code == 404
 
 
+async def test_probing_anothers_mcp_session_id_leaves_no_trace(
+    manager: triact.SessionManager,
+) -> None:
+    # Bob's requests with alice's Mcp-Session-Id do not keep her MCP session alive:
+    # it expires a TTL after her own last request, however often he probes it.
+    http = HttpOptions(tokens=TOKENS, session_ttl=1.0)
+    async with http_server(manager, http=http) as served, httpx.AsyncClient() as client:
+        started = await client.post(served.url, json=initialize_body(), headers=bearer(ALICE))
+        session_id = started.headers["mcp-session-id"]
+        alices = {**bearer(ALICE), "mcp-session-id": session_id}
+        stolen = {**bearer(BOB), "mcp-session-id": session_id}
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        assert (await client.post(served.url, json=ping, headers=alices)).status_code == 200
+        last_use = trio.current_time()
+        while trio.current_time() - last_use < 1.6:  # beyond the TTL
+            probe = await client.post(served.url, json=ping, headers=stolen)
+            assert probe.status_code == 404
+            assert (await client.delete(served.url, headers=stolen)).status_code == 404
+            await trio.sleep(0.2)
+        expired = await client.post(served.url, json=ping, headers=alices)
+        assert expired.status_code == 404
+        assert "unknown or expired" in expired.json()["error"]["message"]
+
+
 @asynccontextmanager
 async def sdk_client(url: str, token: str, era: str) -> AsyncIterator[mcp.Client]:
     """The official SDK's client, sending ``Authorization: Bearer token`` on every

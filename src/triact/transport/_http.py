@@ -214,6 +214,14 @@ class _Known:
         self.read_at = read_at
 
 
+def _record_key(session_id: str, principal: str | None) -> str:
+    """The store key of an MCP session's record: its id, under its principal's name
+    (``principal/id``; a principal name holds no ``/``). A request made as another
+    principal looks its id up under its own name and finds nothing, as for an unknown
+    id: it reads (so keeps alive) no other principal's record."""
+    return session_id if principal is None else f"{principal}/{session_id}"
+
+
 def _record(peer: Peer) -> str:
     handshake = peer.handshake
     return encode_json(
@@ -502,7 +510,9 @@ class McpHttpApp:
     ) -> Peer | None:
         """The MCP session ``session_id`` as its record in the store says (reading it
         starts its time to live again), or None if it has none, or if it is another
-        principal's (which its caller cannot tell from none). A record read or saved
+        principal's: that is looked up under the caller's principal (see
+        :func:`_record_key`) and found missing, like an unknown id, at the same cost and
+        without a trace (no TTL started again, nothing forgotten here). A record read or saved
         here less than ``self._fresh`` seconds ago is not read again, unless ``fresh``,
         or the request may use (``default``) the session's default session and it has
         none yet (one made through another process must be seen at once, or the MCP
@@ -510,31 +520,33 @@ class McpHttpApp:
         if _SESSION_ID.fullmatch(session_id) is None:
             return None
         known = self._peers.get(session_id)
+        foreign = known is not None and known.peer.principal != principal
+        if foreign:
+            known = None  # another principal's: looked up as an unknown id is
         now = trio.current_time()
         if (
             known is not None
             and not fresh
             and now - known.read_at < self._fresh
-            and known.peer.principal == principal
             # Without a default session yet, another process may have just made one.
             and (known.peer.default_session_id is not None or not default)
             and _state(known.peer) == known.state
         ):
             await trio.lowlevel.checkpoint()
             return known.peer
-        text = await self._store.get_record(MCP_SESSION_NAMESPACE, session_id)
+        key = _record_key(session_id, principal)
+        text = await self._store.get_record(MCP_SESSION_NAMESPACE, key)
         if text is None:
-            self._peers.pop(session_id, None)
+            if not foreign:  # (the other principal's stays known)
+                self._peers.pop(session_id, None)
             return None
         if known is not None and text == known.text and _state(known.peer) == known.state:
-            if known.peer.principal != principal:
-                return None
             known.read_at = now  # as the record says: nothing to decode
             return known.peer
         record = json.loads(text)
         if record.get("principal") != principal:
             return None
-        peer = known.peer if known is not None and known.peer.principal == principal else None
+        peer = known.peer if known is not None else None
         if peer is None:
             peer = self._core.peer(session_id, keyed=True, principal=principal)
         handshake = peer.handshake
@@ -559,7 +571,10 @@ class McpHttpApp:
             return
         record = _record(peer)
         await self._store.put_record(
-            MCP_SESSION_NAMESPACE, session_id, record, ttl=self._http.session_ttl
+            MCP_SESSION_NAMESPACE,
+            _record_key(session_id, peer.principal),
+            record,
+            ttl=self._http.session_ttl,
         )
         self._know(session_id, peer, record, trio.current_time())
 
@@ -690,7 +705,7 @@ class McpHttpApp:
         if session_id is None or peer is None:
             raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
         peer.ended = True  # before the delete: a call that outlives it saves nothing
-        await self._store.delete_record(MCP_SESSION_NAMESPACE, session_id)
+        await self._store.delete_record(MCP_SESSION_NAMESPACE, _record_key(session_id, principal))
         self._peers.pop(session_id, None)
         default = peer.default_session_id
         if default is not None:
