@@ -282,6 +282,31 @@ async def test_stateless_requests_are_checked_against_their_headers(
     assert (await client.post(url, json=note, headers=stateless_headers("x"))).status_code == 202
 
 
+async def test_mcp_headers_must_be_plain_ascii_and_single(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    url = served.url
+    # A name outside visible ASCII travels as =?base64?...?=, never as raw bytes, even
+    # when those bytes, read as Latin-1, spell the body's name.
+    latin = stateless_call("h\u00e9alth_check", {})
+    raw = {**stateless_headers("tools/call"), "mcp-name": b"h\xe9alth_check"}
+    assert "characters" in refused(await client.post(url, json=latin, headers=raw), 400, -32020)
+    control = {**stateless_headers("tools/call"), "mcp-name": b"health_check\x7f"}
+    body = stateless_call("health_check", {})
+    refused(await client.post(url, json=body, headers=control), 400, -32020)
+    # Two copies of a header: an intermediary may route on the first, this server
+    # would act on the last; so neither.
+    base = [(k, v) for k, v in stateless_headers("tools/call").items()]
+    twice = [*base, ("mcp-name", "session_end"), ("Mcp-Name", "health_check")]
+    message = refused(await client.post(url, json=body, headers=twice), 400, -32020)
+    assert "Mcp-Name header appears more than once" in message
+    auth = [*base, ("mcp-name", "health_check"), ("authorization", "a"), ("authorization", "b")]
+    refused(await client.post(url, json=body, headers=auth), 400, -32600)
+    # Headers that may repeat still may.
+    again = [*base, ("mcp-name", "health_check"), ("x-trace", "1"), ("x-trace", "2")]
+    assert (await client.post(url, json=body, headers=again)).status_code == 200
+
+
 async def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
     assert response.headers["content-type"] == "text/event-stream"
     events = []

@@ -257,7 +257,8 @@ class McpHttpApp:
             return
         if scope["type"] != "http":
             return
-        headers = {name.lower(): value for name, value in scope["headers"]}
+        raw_headers = scope["headers"]
+        headers = {name.lower(): value for name, value in raw_headers}
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a prefix (path is the full one)
@@ -265,6 +266,8 @@ class McpHttpApp:
         try:
             if path.rstrip("/") != MCP_PATH:
                 raise _Refused(404, INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
+            if len(headers) != len(raw_headers):
+                _check_single(raw_headers)
             if not self._origin_allowed(headers.get(b"origin")):
                 raise _Refused(403, INVALID_REQUEST, "Forbidden: origin not allowed")
             if self._requests >= self._http.max_requests or self.closing:
@@ -817,6 +820,36 @@ def _decoded(value: str) -> str | None:
         return None
 
 
+#: Headers a request may carry once: a second copy could tell an intermediary (which
+#: may act on the first) another story than the one this server acts on (the last).
+_SINGLE: Final = {
+    b"authorization": "Authorization",
+    b"content-type": "Content-Type",
+    b"origin": "Origin",
+    b"mcp-session-id": "Mcp-Session-Id",
+    b"mcp-protocol-version": "MCP-Protocol-Version",
+    b"mcp-method": "Mcp-Method",
+    b"mcp-name": "Mcp-Name",
+}
+#: What a header value may hold that MCP compares with the body (RFC 9110's visible
+#: ASCII, space and tab); anything else travels in the ``=?base64?...?=`` form.
+_HEADER_VALUE = re.compile(rb"[\x20-\x7e\t]*")
+
+
+def _check_single(raw_headers: list[tuple[bytes, bytes]]) -> None:
+    """400 if a header of :data:`_SINGLE` appears more than once."""
+    seen: set[bytes] = set()
+    for name, _ in raw_headers:
+        name = name.lower()
+        if name in _SINGLE:
+            if name in seen:
+                code = HEADER_MISMATCH if name.startswith(b"mcp-") else INVALID_REQUEST
+                raise _Refused(
+                    400, code, f"Bad Request: the {_SINGLE[name]} header appears more than once"
+                )
+            seen.add(name)
+
+
 def _check_header(
     headers: dict[bytes, bytes], name: bytes, title: str, expected: Any, request_id: RequestId
 ) -> None:
@@ -824,6 +857,14 @@ def _check_header(
     if value is None:
         raise _Refused(
             400, HEADER_MISMATCH, f"Header mismatch: the {title} header is missing", request_id
+        )
+    if _HEADER_VALUE.fullmatch(headers[name]) is None:
+        raise _Refused(
+            400,
+            HEADER_MISMATCH,
+            f"Header mismatch: the {title} header holds characters a header value may not "
+            "carry (send a value outside visible ASCII as =?base64?...?=)",
+            request_id,
         )
     if _decoded(value) != expected:
         raise _Refused(
