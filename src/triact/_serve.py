@@ -106,6 +106,8 @@ class ServeConfig:
     max_body_bytes: int | None = None
     #: Over HTTP: requests handled at once (beyond, 503).
     max_requests: int | None = None
+    #: Over HTTP with tokens: requests one principal has handled at once (beyond, 503).
+    max_requests_per_principal: int | None = None
     #: Over HTTP: seconds a client gets to send a request's body (beyond, 408).
     read_timeout: float | None = None
     #: Over HTTP: seconds an idle keep-alive connection stays open.
@@ -155,11 +157,17 @@ class ServeConfig:
 
     def http_options(self, tokens: BearerTokens | None = None) -> HttpOptions:
         """The HTTP transport's options (ServeConfigError if one is refused)."""
+        if self.max_requests_per_principal is not None and tokens is None:
+            raise ServeConfigError(
+                "--max-requests-per-principal needs --tokens: without tokens no request "
+                "has a principal"
+            )
         given = _given(
             tokens=tokens,
             allowed_origins=self.allow_origins or None,
             max_body_bytes=self.max_body_bytes,
             max_requests=self.max_requests,
+            max_requests_per_principal=self.max_requests_per_principal,
             body_timeout=self.read_timeout,
             session_ttl=self.mcp_session_ttl,
         )
@@ -335,7 +343,8 @@ def run_serve(config: ServeConfig) -> int:
     http = config.http_options(config.bearer_tokens())
     if address is None and (http != HttpOptions() or config.keep_alive is not None):
         raise ServeConfigError(
-            "--allow-origin, --max-body-bytes, --max-requests, --read-timeout, "
+            "--allow-origin, --max-body-bytes, --max-requests, "
+            "--max-requests-per-principal, --read-timeout, "
             "--keep-alive and --mcp-session-ttl are for the HTTP transport: add --http"
         )
     session_config, key_file = config.session_config()

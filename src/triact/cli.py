@@ -170,6 +170,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default: {_default(HttpOptions, 'max_requests')})",
     )
     http.add_argument(
+        "--max-requests-per-principal",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="with --tokens, requests one principal has handled at once; beyond, 503 with "
+        "Retry-After (default: a quarter of --max-requests)",
+    )
+    http.add_argument(
         "--read-timeout",
         metavar="S",
         type=positive_float,
@@ -331,6 +339,7 @@ def _serve(args: argparse.Namespace) -> int:
         allow_origins=tuple(args.allow_origins or ()),
         max_body_bytes=args.max_body_bytes,
         max_requests=args.max_requests,
+        max_requests_per_principal=args.max_requests_per_principal,
         read_timeout=args.read_timeout,
         keep_alive=args.keep_alive,
         mcp_session_ttl=args.mcp_session_ttl,

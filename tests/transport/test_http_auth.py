@@ -19,6 +19,7 @@ import httpx
 import mcp
 import pytest
 import trio
+import trio.testing
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -34,6 +35,7 @@ from ._http_server import (
     stateless_headers,
 )
 from ._sdk import SERVE
+from .test_routing import holding
 
 ALICE = "alice-0123456789abcdefghij"
 BOB = "bob-0123456789abcdefghijkl"
@@ -209,6 +211,42 @@ async def test_probing_anothers_mcp_session_id_leaves_no_trace(
         assert "unknown or expired" in expired.json()["error"]["message"]
 
 
+async def test_one_principal_cannot_take_every_request_slot(
+    manager: triact.SessionManager,
+) -> None:
+    session_id = (await manager.create_session(principal="alice")).id
+    http = HttpOptions(tokens=TOKENS, max_requests=10, max_requests_per_principal=2)
+    async with http_server(manager, http=http) as served, httpx.AsyncClient(timeout=30) as client:
+        body = stateless_call("session_get", {"session_id": session_id})
+        headers = {**bearer(ALICE), **stateless_headers("tools/call", "session_get")}
+        answers: list[httpx.Response] = []
+
+        async def held() -> None:
+            answers.append(await client.post(served.url, json=body, headers=headers))
+
+        async with holding(manager, session_id) as release, trio.open_nursery() as nursery:
+            nursery.start_soon(held)
+            nursery.start_soon(held)
+            with trio.fail_after(10):
+                while served.app.calls_in_flight < 2:  # noqa: ASYNC110 (the server, from outside)
+                    await trio.sleep(0.01)
+            busy = await client.post(served.url, json=body, headers=headers)
+            assert busy.status_code == 503
+            assert "this principal" in busy.json()["error"]["message"]
+            assert busy.headers["retry-after"] == "1"
+            # Another principal is served meanwhile.
+            bob = Caller(client, served.url, BOB)
+            assert ok(await bob.call("health_check"))["status"] == "ok"
+            release.set()
+        assert [answer.status_code for answer in answers] == [200, 200]
+        # Its slots are free again once its requests are done (the server's tasks may
+        # finish a moment after their answers arrive).
+        await trio.testing.wait_all_tasks_blocked()
+        alice = Caller(client, served.url, ALICE)
+        for _ in range(3):
+            assert ok(await alice.call("session_get", session_id=session_id))["session"]
+
+
 @asynccontextmanager
 async def sdk_client(url: str, token: str, era: str) -> AsyncIterator[mcp.Client]:
     """The official SDK's client, sending ``Authorization: Bearer token`` on every
@@ -366,6 +404,7 @@ def run_serve(*options: str) -> subprocess.CompletedProcess[str]:
         ),
         (("--http", "0", "--tokens", "MISSING"), "cannot read the token file"),
         (("--http", "0", "--tokens", "BAD"), "line 3: the token is shorter than 16 characters"),
+        (("--http", "0", "--max-requests-per-principal", "2"), "needs --tokens"),
     ],
 )
 def test_triact_serve_refuses_bad_auth_options(

@@ -103,6 +103,26 @@ async def test_an_mcp_session_from_initialize_to_delete(
     assert refused(await client.delete(served.url, headers=headers), 404, -32600)
 
 
+async def test_an_mcp_session_record_keeps_a_bounded_client_info(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    # Whatever clientInfo a client sends (up to the body limit), its MCP session's
+    # record, kept in the store for the TTL, holds a few short strings of it.
+    body = initialize_body()
+    body["params"]["clientInfo"] = {
+        "name": "n" * 10_000,
+        "version": "1",
+        "icons": [{"src": "data:image/png;base64," + "A" * 40_000}],
+        "extra": {"deep": ["x" * 10_000]},
+    }
+    started = await client.post(served.url, json=body, headers=ACCEPT)
+    assert started.status_code == 200
+    text = await manager.store.get_record(MCP_NAMESPACE, started.headers["mcp-session-id"])
+    assert text is not None
+    assert len(text) < 1024
+    assert json.loads(text)["client_info"] == {"name": "n" * 256, "version": "1"}
+
+
 async def test_a_call_that_outlives_the_delete_of_its_mcp_session_does_not_bring_it_back(
     served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
 ) -> None:
@@ -449,10 +469,49 @@ async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.Sessio
         assert reply.startswith(b"HTTP/1.1 408")
 
 
+async def test_bodies_being_received_are_bounded_in_all(manager: triact.SessionManager) -> None:
+    http = HttpOptions(max_body_bytes=1000, max_buffered_bytes=1500)
+    async with http_server(manager, http=http) as served, httpx.AsyncClient() as client:
+        body = stateless_call("health_check", {})
+        body["params"]["_meta"] = {**STATELESS_META, "pad": ""}
+        body["params"]["_meta"]["pad"] = "x" * (900 - len(json.dumps(body)))
+        payload = json.dumps(body).encode()
+        assert len(payload) == 900
+        headers = {
+            **stateless_headers("tools/call", "health_check"),
+            "content-type": "application/json",
+        }
+        host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
+        slow = await trio.open_tcp_stream(host, int(port))
+        async with slow:
+            await slow.send_all(
+                b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n"
+                + b" "
+                * 900
+            )
+            with trio.fail_after(10):  # until the server holds the slow body's 900 bytes
+                while True:
+                    answer = await client.post(served.url, content=payload, headers=headers)
+                    if answer.status_code != 200:
+                        break
+                    await trio.sleep(0.01)
+            assert "receiving" in refused(answer, 503, -32600)
+            assert answer.headers["retry-after"] == "1"
+        # The slow client gone, its bytes are free again.
+        with trio.fail_after(10):
+            while True:
+                answer = await client.post(served.url, content=payload, headers=headers)
+                if answer.status_code != 503:
+                    break
+                await trio.sleep(0.01)
+        assert answer.status_code == 200, answer.text
+
+
 async def test_requests_beyond_max_requests_get_503(manager: triact.SessionManager) -> None:
     session_id = (await manager.create_session()).id
     async with (
-        http_server(manager, http=HttpOptions(max_requests=1)) as served,
+        http_server(manager, http=HttpOptions(max_requests=1), keep_alive=60) as served,
         httpx.AsyncClient(timeout=30) as client,
         holding(manager, session_id) as release,
         trio.open_nursery() as nursery,
@@ -471,5 +530,22 @@ async def test_requests_beyond_max_requests_get_503(manager: triact.SessionManag
         busy = await client.post(served.url, json=body, headers=headers)
         assert "busy" in refused(busy, 503, -32600)
         assert busy.headers["retry-after"] == "1"
+        # The refused client's connection is closed after the answer, long before the
+        # keep-alive time: a server at its limit holds no idle connection for it.
+        host, port = served.url.removeprefix("http://").removesuffix("/mcp").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            payload = json.dumps(body).encode()
+            head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            await stream.send_all(
+                f"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"{head}Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            reply = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some(4096):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.1 503")
         release.set()
     assert answers[0].status_code == 200

@@ -87,6 +87,9 @@ RECORD_FRESH: Final = 1.0
 #: and 2025-03-26, which the spec says to assume when the header is missing.
 _HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
 _JSON = [(b"content-type", b"application/json")]
+#: The headers of a 503: retry in a second; the connection is closed after the answer,
+#: so that a server at a limit keeps no idle connection (a file descriptor) for it.
+_BUSY = [(b"retry-after", b"1"), (b"connection", b"close")]
 _SSE = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -126,6 +129,16 @@ class HttpOptions:
     session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
     #: Requests handled at once; beyond, 503 with Retry-After.
     max_requests: int = attrs.field(default=1000, validator=_at_least(1))
+    #: Requests one principal (with ``tokens``) has handled at once; beyond, 503 with
+    #: Retry-After, so that no principal takes every request slot from the others.
+    #: None: a quarter of ``max_requests`` (at least 1).
+    max_requests_per_principal: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(1))
+    )
+    #: Bytes of request bodies being received at once, over all requests (at least
+    #: ``max_body_bytes``); a body that would take more gets 503 with Retry-After: so
+    #: that slow uploads cannot hold ``max_requests`` times ``max_body_bytes`` of memory.
+    max_buffered_bytes: int = attrs.field(default=128 * 1024 * 1024, validator=_at_least(1))
     #: The bearer tokens every request must carry one of (else 401), each naming the
     #: principal its calls are made as; None: no authentication (no principal).
     tokens: BearerTokens | None = None
@@ -249,6 +262,10 @@ class McpHttpApp:
         self._peers: dict[str, _Known] = {}  # MCP sessions served lately, by id
         self._fresh = min(RECORD_FRESH, http.session_ttl / 2)
         self._requests = 0  # being handled
+        self._per_principal = http.max_requests_per_principal or max(1, http.max_requests // 4)
+        self._held: dict[str, int] = {}  # requests being handled, by principal
+        self._buffered = 0  # bytes of bodies being received
+        self._buffer_budget = max(http.max_buffered_bytes, http.max_body_bytes)
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -275,11 +292,22 @@ class McpHttpApp:
                     503,
                     INVALID_REQUEST,
                     "Service Unavailable: the server is busy or shutting down; retry later",
-                    headers=[(b"retry-after", b"1")],
+                    headers=_BUSY,
                 )
             # Every request's client is known here, before its body is read: the one
             # place where a caller is authenticated.
             principal = self._authenticate(headers)
+            if principal is not None:
+                held = self._held.get(principal, 0)
+                if held >= self._per_principal:
+                    raise _Refused(
+                        503,
+                        INVALID_REQUEST,
+                        f"Service Unavailable: {held} requests of this principal are being "
+                        "handled, the most one principal may have at once; retry later",
+                        headers=_BUSY,
+                    )
+                self._held[principal] = held + 1
             method = scope["method"]
             self._requests += 1
             try:
@@ -298,6 +326,10 @@ class McpHttpApp:
                     )
             finally:
                 self._requests -= 1
+                if principal is not None:
+                    held = self._held.pop(principal) - 1
+                    if held:
+                        self._held[principal] = held
         except _Refused as refused:
             error = {"code": refused.error.code, "message": refused.error.message}
             if refused.error.data is not None:
@@ -382,19 +414,34 @@ class McpHttpApp:
         limit = self._http.max_body_bytes
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(self._http.body_timeout):
-            while True:
-                event = await receive()
-                if event["type"] == "http.disconnect":
-                    return None
-                chunk = event.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    await _discard_body(receive, event, _DISCARD_MAX)
-                    raise _Refused(413, INVALID_REQUEST, f"Content Too Large: over {limit} bytes")
-                chunks.append(chunk)
-                if not event.get("more_body", False):
-                    return b"".join(chunks)
+        try:
+            with trio.move_on_after(self._http.body_timeout):
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        return None
+                    chunk = event.get("body", b"")
+                    size += len(chunk)
+                    self._buffered += len(chunk)
+                    if size > limit:
+                        await _discard_body(receive, event, _DISCARD_MAX)
+                        raise _Refused(
+                            413, INVALID_REQUEST, f"Content Too Large: over {limit} bytes"
+                        )
+                    if self._buffered > self._buffer_budget:
+                        await _discard_body(receive, event, _DISCARD_MAX)
+                        raise _Refused(
+                            503,
+                            INVALID_REQUEST,
+                            "Service Unavailable: the server is receiving as many request "
+                            "bytes as it holds at once; retry later",
+                            headers=_BUSY,
+                        )
+                    chunks.append(chunk)
+                    if not event.get("more_body", False):
+                        return b"".join(chunks)
+        finally:
+            self._buffered -= size
         raise _Refused(
             408,
             INVALID_REQUEST,

@@ -229,12 +229,28 @@ def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, A
         )
     version = _negotiate(requested)
     handshake.version = version
-    handshake.client_info = client_info
+    handshake.client_info = _kept_client_info(client_info)
     return {
         "protocolVersion": version,
         "capabilities": CAPABILITIES,
         "serverInfo": dict(SERVER_INFO),
         "instructions": INSTRUCTIONS,
+    }
+
+
+#: What is kept of an initialize's clientInfo (which over HTTP lives in the MCP
+#: session's record in the store for its whole TTL): these strings, each cut to
+#: _CLIENT_INFO_CHARS characters; the rest (icons, ...) is dropped, so that a client
+#: cannot make the server keep megabytes for it.
+_CLIENT_INFO_KEPT = ("name", "version", "title")
+_CLIENT_INFO_CHARS = 256
+
+
+def _kept_client_info(client_info: dict[str, Any]) -> dict[str, str]:
+    return {
+        key: value[:_CLIENT_INFO_CHARS]
+        for key in _CLIENT_INFO_KEPT
+        if type(value := client_info.get(key)) is str
     }
 
 
