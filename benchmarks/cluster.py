@@ -19,18 +19,24 @@ server process, from /proc, over the measured window; Redis's own is not counted
 p99 latency, errors (tool errors or failed requests) and lost updates.
 
     python benchmarks/cluster.py [--runs N] [--quick]
+    python benchmarks/cluster.py --profile triact.prof  # one node under cProfile
+    python benchmarks/cluster.py --only triact_1,naive_1  # some cells only
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import pstats
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -111,7 +117,11 @@ async def _tool(connection: Connection, name: str, arguments: dict[str, Any]) ->
 
 
 async def measure_cell(
-    commands: Sequence[Sequence[str]], affinity: bool, sizes: Sizes, seed: int
+    commands: Sequence[Sequence[str]],
+    affinity: bool,
+    sizes: Sizes,
+    seed: int,
+    on_window: Callable[[list[Server], bool], None] | None = None,
 ) -> Cell:
     """Start the servers, create the sessions, run the callers, read the counts."""
     cell = Cell()
@@ -132,7 +142,7 @@ async def measure_cell(
             for connection in connections:
                 stack.push_async_callback(connection.aclose)
             callers.append(connections)
-        await _load(cell, servers, callers, sessions, acked, affinity, sizes, seed)
+        await _load(cell, servers, callers, sessions, acked, affinity, sizes, seed, on_window)
         last = await open_mcp(servers[0], ERA)  # the first has been idle: it may be closed
         stack.push_async_callback(last.aclose)
         counts = [
@@ -152,6 +162,7 @@ async def _load(
     affinity: bool,
     sizes: Sizes,
     seed: int,
+    on_window: Callable[[list[Server], bool], None] | None = None,
 ) -> None:
     measuring = False
     done = False
@@ -188,6 +199,8 @@ async def _load(
     async def window() -> None:
         nonlocal measuring, done
         await trio.sleep(sizes.warmup)
+        if on_window is not None:
+            on_window(servers, True)
         pids = [server.process.pid for server in servers]
         cpu = sum(cpu_seconds(pid) for pid in pids)
         begin = clock()
@@ -196,6 +209,8 @@ async def _load(
         measuring = False
         cell.elapsed = clock() - begin
         cell.server_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
+        if on_window is not None:
+            on_window(servers, False)
         done = True
 
     async with trio.open_nursery() as nursery:
@@ -207,11 +222,13 @@ async def _load(
 CELLS = ("triact_1", "naive_1", "triact_3_random", "triact_3_affinity", "naive_3")
 
 
-def run_cells(url: str, sizes: Sizes, runs: int) -> dict[str, list[Cell]]:
+def run_cells(
+    url: str, sizes: Sizes, runs: int, cells: Sequence[str] = CELLS
+) -> dict[str, list[Cell]]:
     """Every cell ``runs`` times, alternately, each on a key prefix of its own."""
     results: dict[str, list[Cell]] = {name: [] for name in CELLS}
     for run in range(runs):
-        for name in CELLS:
+        for name in cells:
             kind, nodes, *routing = name.split("_")
             place = f"{url}?prefix=cluster-bench-{run}-{name}:"
             command = triact_command(place) if kind == "triact" else naive_command(place)
@@ -246,81 +263,169 @@ def lines(results: dict[str, list[Cell]], sizes: Sizes) -> list[dict[str, Any]]:
             f"{prefix}updates": sum(c.updates for c in cells),
         }
 
+    def have(*names: str) -> bool:
+        return all(results.get(name) for name in names)
+
     shape = {"sessions": sizes.sessions, "callers": sizes.callers, "protocol": "2026-07-28"}
     one = "triact serve --http, 1 node"
-    return [
-        figure(
-            "cluster_1node",
-            "updates/s",
-            rates("triact_1"),
-            baseline=f"{BASELINE}, 1 process",
-            baseline_runs=rates("naive_1"),
-            target=Target("ratio", ">=", 3),
-            **shape,
-            **about("triact_1"),
-            **about("naive_1", "baseline_"),
-        ),
-        figure(
-            "cluster_1node_cpu",
-            "server CPU µs/update",
-            cpus("triact_1"),
-            baseline=f"{BASELINE}, 1 process",
-            baseline_runs=cpus("naive_1"),
-            target=Target("ratio", "<=", 1 / 3),
-            **shape,
-        ),
-        figure(
-            "cluster_3node_random",
-            "updates/s",
-            rates("triact_3_random"),
-            baseline=f"{BASELINE}, 3 processes, random routing",
-            baseline_runs=rates("naive_3"),
-            target=Target("ratio", ">=", 3),
-            **shape,
-            **about("triact_3_random"),
-            **about("naive_3", "baseline_"),
-        ),
-        figure(
-            "cluster_3node_random_vs_1node",
-            "updates/s",
-            rates("triact_3_random"),
-            baseline=one,
-            baseline_runs=rates("triact_1"),
-            target=Target("ratio", ">=", 0.6),
-            **shape,
-        ),
-        figure(
-            "cluster_3node_affinity_vs_1node",
-            "updates/s",
-            rates("triact_3_affinity"),
-            baseline=one,
-            baseline_runs=rates("triact_1"),
-            target=Target("ratio", ">=", 0.8),
-            **shape,
-            **about("triact_3_affinity"),
-        ),
-        figure(
-            "cluster_3node_random_cpu",
-            "server CPU µs/update",
-            cpus("triact_3_random"),
-            baseline=one,
-            baseline_runs=cpus("triact_1"),
-            **shape,
-        ),
-    ]
+    out = []
+    if have("triact_1", "naive_1"):
+        out.append(
+            figure(
+                "cluster_1node",
+                "updates/s",
+                rates("triact_1"),
+                baseline=f"{BASELINE}, 1 process",
+                baseline_runs=rates("naive_1"),
+                target=Target("ratio", ">=", 3),
+                **shape,
+                **about("triact_1"),
+                **about("naive_1", "baseline_"),
+            )
+        )
+        out.append(
+            figure(
+                "cluster_1node_cpu",
+                "server CPU µs/update",
+                cpus("triact_1"),
+                baseline=f"{BASELINE}, 1 process",
+                baseline_runs=cpus("naive_1"),
+                target=Target("ratio", "<=", 1 / 3),
+                **shape,
+            )
+        )
+    if have("triact_3_random", "naive_3"):
+        out.append(
+            figure(
+                "cluster_3node_random",
+                "updates/s",
+                rates("triact_3_random"),
+                baseline=f"{BASELINE}, 3 processes, random routing",
+                baseline_runs=rates("naive_3"),
+                target=Target("ratio", ">=", 3),
+                **shape,
+                **about("triact_3_random"),
+                **about("naive_3", "baseline_"),
+            )
+        )
+    if have("triact_3_random", "triact_1"):
+        out.append(
+            figure(
+                "cluster_3node_random_vs_1node",
+                "updates/s",
+                rates("triact_3_random"),
+                baseline=one,
+                baseline_runs=rates("triact_1"),
+                target=Target("ratio", ">=", 0.6),
+                **shape,
+            )
+        )
+    if have("triact_3_affinity", "triact_1"):
+        out.append(
+            figure(
+                "cluster_3node_affinity_vs_1node",
+                "updates/s",
+                rates("triact_3_affinity"),
+                baseline=one,
+                baseline_runs=rates("triact_1"),
+                target=Target("ratio", ">=", 0.8),
+                **shape,
+                **about("triact_3_affinity"),
+            )
+        )
+    if have("triact_3_random", "triact_1"):
+        out.append(
+            figure(
+                "cluster_3node_random_cpu",
+                "server CPU µs/update",
+                cpus("triact_3_random"),
+                baseline=one,
+                baseline_runs=cpus("triact_1"),
+                **shape,
+            )
+        )
+    return out
+
+
+#: Where the server's own time went, by the file a function is in (first match).
+_PARTS = (
+    ("hypercorn", "/hypercorn/"),
+    ("h11", "/h11/"),
+    ("glide", "/glide/"),
+    ("triact.transport", "/triact/transport/"),
+    ("triact.sessions", "/triact/sessions/"),
+    ("triact.actors", "/triact/actors/"),
+    ("trio", "/trio/"),
+    ("attrs, cattrs", "/attr"),
+    ("json", "/json/"),
+)
+
+
+def profile(url: str, path: str, sizes: Sizes) -> None:
+    """Run one triact node under cProfile (CPU time, the measured window only); print on
+    stderr its own time per update by package and its top functions."""
+    command = (
+        sys.executable,
+        str(HERE / "_profiled.py"),
+        path,
+        *triact_command(f"{url}?prefix=cluster-profile:")[2:],
+    )
+
+    def signal_server(servers: list[Server], opened: bool) -> None:
+        servers[0].process.send_signal(signal.SIGUSR1 if opened else signal.SIGUSR2)
+
+    Path(path).unlink(missing_ok=True)
+    cell = trio.run(measure_cell, [command], False, sizes, 0, signal_server)
+    if not Path(path).exists():
+        raise SystemExit(f"the server wrote no profile to {path}")
+    stats = pstats.Stats(path, stream=sys.stderr)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    parts: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (file, _, name), (_, _, tottime, *_) in raw.items():
+        total += tottime
+        part = next((label for label, marker in _PARTS if marker in file), None)
+        if part is None:
+            part = "epoll" if "poll" in name else "stdlib and builtins"
+        parts[part] += tottime
+    updates = cell.updates
+    print(
+        f"1 node under cProfile (CPU time): {cell.rate:,.0f} updates/s, {updates:,} updates "
+        f"measured; {total / updates * 1e6:.0f} µs of profiled CPU per update",
+        file=sys.stderr,
+    )
+    for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        print(
+            f"    {part:40} {seconds / total:6.1%}  {seconds / updates * 1e6:7.1f} µs/update",
+            file=sys.stderr,
+        )
+    stats.sort_stats("tottime").print_stats(40)
 
 
 def main(argv: list[str] | None = None) -> None:
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument("--profile", metavar="PATH")
+    pick.add_argument("--only", metavar="CELLS")
+    picked, rest = pick.parse_known_args(argv)
     options = parse_options(
         "triact serve --http on 1 and 3 nodes on Redis beside the SDK's HTTP server with "
-        "a Redis dict (GET, change, SET) on 1 and 3 processes; prints JSON lines.",
-        argv,
+        "a Redis dict (GET, change, SET) on 1 and 3 processes; prints JSON lines. "
+        "--profile PATH runs one triact node under cProfile instead; --only CELL,... "
+        f"runs some cells only (of {', '.join(CELLS)}).",
+        rest,
     )
+    cells = CELLS if picked.only is None else tuple(picked.only.split(","))
+    if unknown := set(cells) - set(CELLS):
+        raise SystemExit(f"unknown cells: {', '.join(sorted(unknown))}")
     sizes = QUICK if options.quick else FULL
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as directory:
         redis_server, port = start_redis(Path(directory), "everysec")
+        url = f"redis://127.0.0.1:{port}/0"
         try:
-            results = run_cells(f"redis://127.0.0.1:{port}/0", sizes, options.runs)
+            if picked.profile:
+                profile(url, picked.profile, sizes)
+                return
+            results = run_cells(url, sizes, options.runs, cells)
         finally:
             redis_server.terminate()
             redis_server.wait(timeout=10)

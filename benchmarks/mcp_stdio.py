@@ -34,12 +34,10 @@ message on stderr.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import pstats
-import shutil
 import signal
 import statistics
 import subprocess
@@ -55,6 +53,7 @@ import anyio
 import attrs
 import trio
 from _common import Options, Target, emit, figure, parse_options
+from _ts_sdk import ts_command, ts_versions
 
 HERE = Path(__file__).resolve().parent
 TRIACT = (sys.executable, "-m", "triact", "serve", "--store", "memory")
@@ -71,11 +70,9 @@ ENVELOPE = {
 }
 CONCURRENCY = (1, 16)
 TS_CONCURRENCY = (16, 256)
-TS_SDK = HERE / "baselines" / "ts_sdk"
 TS_NAME = (
     "official MCP TypeScript SDK server (@modelcontextprotocol/sdk {}, McpServer on stdio, node {})"
 )
-NPM_TIMEOUT = 600.0
 
 
 @attrs.frozen
@@ -500,62 +497,8 @@ def sdk_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     )
 
 
-def ts_server() -> tuple[str, ...] | None:
-    """The command that starts the TypeScript reference, its packages installed with
-    ``npm ci`` from the committed lock file into a cache directory (once per lock file
-    and script); None, with a message on stderr, where Node or npm is missing."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        print(
-            "mcp_stdio: node and npm not found: the TypeScript SDK baseline is skipped",
-            file=sys.stderr,
-        )
-        return None
-    files = ("package.json", "package-lock.json", "server.mjs")
-    digest = hashlib.sha256(b"".join((TS_SDK / name).read_bytes() for name in files))
-    configured = os.environ.get("TRIACT_NODE_CACHE")
-    root = (
-        Path(configured)
-        if configured
-        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        / "triact"
-        / "node-clients"
-    )
-    target = root / f"bench-ts-sdk-{digest.hexdigest()[:16]}"
-    if not (target / "node_modules" / ".installed").exists():
-        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in files:
-            shutil.copyfile(TS_SDK / name, staging / name)
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
-        (staging / "node_modules" / ".installed").touch()
-        try:
-            staging.rename(target)
-        except OSError:  # another run installed it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return (node, str(target / "server.mjs"))
-
-
-def ts_versions(command: Sequence[str]) -> tuple[str, str]:
-    """The SDK's version (from its installed package.json) and node's."""
-    package = Path(command[1]).parent / "node_modules" / "@modelcontextprotocol" / "sdk"
-    sdk = json.loads((package / "package.json").read_text())["version"]
-    node = subprocess.run([command[0], "--version"], capture_output=True, text=True, check=True)
-    return sdk, node.stdout.strip().lstrip("v")
-
-
 def ts_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
-    command = ts_server()
+    command = ts_command("server.mjs", "mcp_stdio")
     if command is None:
         return
     ours, theirs = alternate(
