@@ -6,6 +6,7 @@ went missing from the server."""
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import attrs
@@ -160,6 +161,112 @@ async def test_run_lends_the_connection_and_loads_a_lost_library_again(
             client.function_delete("triact_test_other")
         with pytest.raises(triact.SessionStoreError, match=r"could not echo: .*[Ff]unction"):
             await store.run("echo", echo)
+
+
+# -- pipelines ---------------------------------------------------------------------
+
+
+async def write_all(
+    store: RedisStore, writes: list[tuple[SessionState, int, int | None]]
+) -> list[BaseException | None]:
+    """Make ``writes`` (state, previous version, epoch) at once; each one's error."""
+    outcomes: list[BaseException | None] = [None] * len(writes)
+
+    async def one(index: int, state: SessionState, previous: int, epoch: int | None) -> None:
+        try:
+            await store.write(state, previous_version=previous, epoch=epoch)
+        except triact.SessionError as exc:
+            outcomes[index] = exc
+
+    async with trio.open_nursery() as nursery:
+        for index, (state, previous, epoch) in enumerate(writes):
+            nursery.start_soon(one, index, state, previous, epoch)
+    return outcomes
+
+
+async def test_writes_of_many_sessions_share_pipelines_and_keep_their_own_outcomes(
+    redis_place: RedisPlace,
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        for n in range(12):
+            await create(store, make_state(f"s{n}"))
+        with redis_place.client() as client:  # a key Redis cannot read as a hash
+            client.set(f"{redis_place.prefix}{{s11}}", "not a hash")
+        writes: list[tuple[SessionState, int, int | None]] = [
+            (make_state(f"s{n}", version=2, n=n), 1, 1) for n in range(12)
+        ]
+        writes[3] = (make_state("s3", version=3), 2, 1)  # a stale version
+        writes[4] = (make_state("s4", version=2), 1, 7)  # a stale epoch
+        calls = store.calls
+        outcomes = await write_all(store, writes)
+        # The first goes alone; the eleven made meanwhile share one pipeline.
+        assert store.calls - calls == 2
+        assert isinstance(outcomes[3], triact.SessionConcurrencyError)
+        assert isinstance(outcomes[4], triact.SessionFencedError)
+        assert isinstance(outcomes[11], triact.SessionStoreError)
+        assert "could not store a session" in str(outcomes[11])
+        assert [n for n, outcome in enumerate(outcomes) if outcome is None] == [
+            0,
+            1,
+            2,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+        ]
+        for n in (0, 1, 2, 5, 6, 7, 8, 9, 10):
+            state = await store.load(f"s{n}")
+            assert state is not None
+            assert (state.version, state.data) == (2, {"n": n})
+        assert await store.version("s3") == 1
+        assert await store.version("s4") == 1
+
+
+async def test_a_pipeline_finds_its_functions_loaded_again(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        for n in range(4):
+            await create(store, make_state(f"s{n}"))
+        with redis_place.client() as client:
+            client.function_delete(LIBRARY)
+        writes: list[tuple[SessionState, int, int | None]] = [
+            (make_state(f"s{n}", version=2), 1, 1) for n in range(4)
+        ]
+        assert await write_all(store, writes) == [None] * 4
+        assert [await store.version(f"s{n}") for n in range(4)] == [2] * 4
+
+
+async def test_a_pipeline_redis_does_not_answer_fails_each_of_its_writes(
+    private_redis: RedisServer,
+) -> None:
+    store = RedisStore(private_redis.url + "?timeout=0.5", clock=lambda: NOW)
+    async with store.open():
+        for n in range(4):
+            await create(store, make_state(f"s{n}"))
+        assert private_redis.process is not None
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            calls = store.calls
+            writes: list[tuple[SessionState, int, int | None]] = [
+                (make_state(f"s{n}", version=2), 1, 1) for n in range(4)
+            ]
+            outcomes = await write_all(store, writes)
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        assert store.calls - calls == 2
+        assert all(isinstance(outcome, triact.SessionStoreError) for outcome in outcomes)
+        assert len({id(outcome) for outcome in outcomes}) == 4  # each its own
+        # Whether they were applied is unknown; the store works on.
+        with trio.fail_after(10):
+            while True:
+                try:
+                    assert await store.version("s0") in (1, 2)
+                    break
+                except triact.SessionStoreError:
+                    await trio.sleep(0.1)
 
 
 # -- keys, expiry and events --------------------------------------------------------

@@ -103,6 +103,9 @@ class RedisStore(SharedSessionStore):
         self._following = False
         self._own: dict[tuple[str, str, int | None], None] = {}
         self._events: GlideClient | None = None  # subscribed to the events channel
+        # Seen-through function calls waiting for the one pipeline on its way.
+        self._queued: list[_Queued] = []
+        self._sending = False
         #: Redis function calls and pipelines this store has sent (reads of single
         #: fields, such as version checks, not counted).
         self.calls = 0
@@ -315,15 +318,83 @@ class RedisStore(SharedSessionStore):
         own: Sequence[tuple[str, str, int | None]] = (),
     ) -> Any:
         """:meth:`_fcall`, seen through whatever happens to the caller (a change);
-        ``own``: the events it may publish, forgotten again if it fails."""
+        ``own``: the events it may publish, forgotten again if it fails.
+
+        Such calls of many sessions share round trips: while one is on its way, those
+        made meanwhile wait, and go together, as one pipeline, once it is answered
+        (the first of them sends it). Each is still one atomic function call; the
+        pipeline only saves the client's cost per call, which is most of a commit's."""
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             with trio.CancelScope(shield=True):
-                return await self._fcall(name, what, keys, args)
+                return await self._pipelined(_Queued(lua.function(name), what, keys, args))
         except BaseException:
             for key in own:
                 self._disown(key)
             raise
+
+    async def _pipelined(self, call: _Queued) -> Any:
+        """``call``'s reply, sent with the calls queued beside it (see
+        :meth:`_fcall_through`); shielded by the caller."""
+        self._queued.append(call)
+        if self._sending:
+            await call.turn.wait()  # answered, or handed the next pipeline to send
+        if not call.done:
+            self._sending = True
+            taken, self._queued = self._queued, []
+            try:
+                await self._send_calls(taken)
+            finally:
+                for each in taken:
+                    if not each.done:  # only if sending raised past its own handling
+                        each.fail(SessionStoreError("the Redis call was not sent"))
+                if self._queued:
+                    self._queued[0].turn.set()  # it sends the next pipeline
+                else:
+                    self._sending = False
+        return call.result()
+
+    async def _send_calls(self, calls: list[_Queued]) -> None:
+        """Send ``calls`` (one function call, or a pipeline of them) and settle each
+        with its reply or its error."""
+        if len(calls) == 1:
+            call = calls[0]
+            try:
+                call.answer(await self._fcall_now(call))
+            except SessionStoreError as exc:
+                call.fail(exc)
+            return
+        from glide import Batch
+
+        batch = Batch(is_atomic=False)
+        for call in calls:
+            batch.fcall(call.function, keys=call.keys, arguments=call.args)
+        self.calls += 1
+        try:
+            replies = await self._guard(
+                "send a pipeline of changes", lambda c: c.exec(batch, raise_on_error=False)
+            )
+        except SessionStoreError as exc:
+            for call in calls:  # each its own exception object
+                call.fail(SessionStoreError(str(exc)))
+            return
+        assert replies is not None  # a pipeline, not a transaction: never aborted
+        for call, reply in zip(calls, replies, strict=True):
+            if not isinstance(reply, Exception):
+                call.answer(reply)
+            elif "function not found" in str(reply).lower():
+                try:  # a Redis that lost its functions: loaded again, and called again
+                    call.answer(await self._fcall_now(call))
+                except SessionStoreError as exc:
+                    call.fail(exc)
+            else:
+                call.fail(self._failure(call.what, reply))
+
+    async def _fcall_now(self, call: _Queued) -> Any:
+        self.calls += 1
+        return await self._guard(
+            call.what, lambda c: c.fcall(call.function, keys=call.keys, arguments=call.args)
+        )
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}{{{session_id}}}"
@@ -803,6 +874,37 @@ class RedisStore(SharedSessionStore):
                 await self._exec("send deadline and lease changes", batch)
             except SessionStoreError as exc:  # best effort: leases and deadlines run out
                 logger.warning("%s (%d changes not sent)", exc, len(taken))
+
+
+class _Queued:
+    """A seen-through function call waiting to be sent (see
+    :meth:`RedisStore._fcall_through`): its reply or error once settled; ``turn`` is
+    set when it is settled, or when it is to send the next pipeline."""
+
+    __slots__ = ("args", "done", "error", "function", "keys", "reply", "turn", "what")
+
+    def __init__(self, function: str, what: str, keys: list[str], args: list[str]) -> None:
+        self.function = function
+        self.what = what
+        self.keys = keys
+        self.args = args
+        self.done = False
+        self.reply: Any = None
+        self.error: SessionStoreError | None = None
+        self.turn = trio.Event()
+
+    def answer(self, reply: Any) -> None:
+        self.reply, self.done = reply, True
+        self.turn.set()
+
+    def fail(self, error: SessionStoreError) -> None:
+        self.error, self.done = error, True
+        self.turn.set()
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
 
 
 def _text(raw: Any) -> str:
