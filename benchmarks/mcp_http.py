@@ -20,6 +20,8 @@ sends ``Accept: application/json, text/event-stream``. Each connection owns its
 sessions (no two connections share one), so every answer is checked: no error, and
 each session's version one above its previous answer's.
 
+The warm-up lasts ``warmup`` seconds and until every connection has been answered once;
+the window, ``seconds`` and until a call has been answered in it.
 Per figure: calls/s, the latency of each call from its write to its answer's read
 (p50, p99), the server's CPU time per call (user + system, read from /proc before and
 after the measured window), the share of a core the server used (near 1.0: the server
@@ -52,7 +54,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -401,25 +403,42 @@ async def measure(
     """``window`` connections, each with its sessions, calling in a loop: warm up, then
     measure ``sizes.seconds``."""
     per_connection = max(1, sizes.sessions // window)
+    connections: list[Connection] = []
     callers: list[Caller] = []
+
+    async def set_up() -> None:
+        connection = await open_mcp(server, era)
+        connections.append(connection)
+        sessions = []
+        for n in range(per_connection):
+            result = await connection.request(
+                "tools/call",
+                _params(era, "session_create", {}),
+                n,
+                _call_headers(era, "session_create"),
+            )
+            sessions.append(result["structuredContent"]["session_id"])
+        callers.append(Caller(connection, era, sessions))
+
     try:
-        for _ in range(window):
-            connection = await open_mcp(server, era)
-            callers.append(Caller(connection, era, []))
-            sessions = []
-            for n in range(per_connection):
-                result = await connection.request(
-                    "tools/call",
-                    _params(era, "session_create", {}),
-                    n,
-                    _call_headers(era, "session_create"),
-                )
-                sessions.append(result["structuredContent"]["session_id"])
-            callers[-1] = Caller(connection, era, sessions)
+        # Set up 16 connections at a time (one by one, C = 256 took longer than the
+        # servers' 5 s keep-alive timeout, which closed the first ones again).
+        async with trio.open_nursery() as nursery:
+            limit = trio.Semaphore(16)
+            for _ in range(window):
+                await limit.acquire()
+                nursery.start_soon(_released, limit, set_up)
         return await _measured(server, callers, sizes, on_window)
     finally:
-        for caller in callers:
-            await caller.connection.aclose()
+        for connection in connections:
+            await connection.aclose()
+
+
+async def _released(limit: trio.Semaphore, work: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await work()
+    finally:
+        limit.release()
 
 
 async def _measured(
@@ -436,7 +455,12 @@ async def _measured(
     done = False
     clock = time.perf_counter
 
+    waiting = len(callers)  # callers not answered yet
+    all_answered = trio.Event()
+    counted = trio.Event()  # a call answered in the window
+
     async def loop(caller: Caller) -> None:
+        nonlocal waiting
         k = 0
         while not done:
             k += 1
@@ -444,16 +468,25 @@ async def _measured(
             await caller.call(k, measuring)
             if measuring is not None:
                 run.latencies.append(clock() - max(sent, begin))
+                counted.set()
+            if k == 1:
+                waiting -= 1
+                if not waiting:
+                    all_answered.set()
 
     async def window() -> None:
         nonlocal measuring, begin, done
+        # The warm-up lasts until every connection has been answered once (at C = 256
+        # on a loaded machine that can take longer than the warm-up itself).
         await trio.sleep(sizes.warmup)
+        await all_answered.wait()
         if on_window is not None:
             on_window(True)
         cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
         begin = clock()
         measuring = run
         await trio.sleep(sizes.seconds)
+        await counted.wait()  # a quick run's window on a loaded machine may see none
         measuring = None
         done = True
         run.elapsed = clock() - begin
