@@ -310,6 +310,36 @@ async def test_every_change_is_published_in_commit_order(redis_place: RedisPlace
     ]
 
 
+async def test_a_pipeline_of_commits_reaches_a_follower_whole_and_in_order(
+    redis_place: RedisPlace,
+) -> None:
+    writer = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    follower = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    heard: list[tuple[str, str, int]] = []
+    all_heard = trio.Event()
+
+    def deliver(kind: str, session_id: str, version: int) -> None:
+        heard.append((kind, session_id, version))
+        if len(heard) == 24:
+            all_heard.set()
+
+    async with writer.open(), follower.open(), trio.open_nursery() as nursery:
+        nursery.start_soon(follower.follow, deliver)
+        for n in range(8):
+            await create(writer, make_state(f"s{n}"))
+        for version in (2, 3):  # eight commits at once, twice: pipelines
+            writes: list[tuple[SessionState, int, int | None]] = [
+                (make_state(f"s{n}", version=version), version - 1, 1) for n in range(8)
+            ]
+            assert await write_all(writer, writes) == [None] * 8
+        with trio.fail_after(10):
+            await all_heard.wait()
+        nursery.cancel_scope.cancel()
+    assert sorted(heard[:8]) == [("created", f"s{n}", 1) for n in range(8)]
+    assert sorted(heard[8:16]) == [("updated", f"s{n}", 2) for n in range(8)]
+    assert sorted(heard[16:]) == [("updated", f"s{n}", 3) for n in range(8)]
+
+
 async def next_event(subscription: triact.Subscription) -> tuple[str, str, int]:
     with trio.fail_after(10):
         event = await subscription.__anext__()

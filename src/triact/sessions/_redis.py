@@ -813,9 +813,15 @@ class RedisStore(SharedSessionStore):
         while True:
             try:
                 message = await client.get_pubsub_message()
+                # The events of a pipeline of commits come together: those already
+                # here are taken without waiting (and waking) once for each.
+                messages = [message]
+                while (more := client.try_get_pubsub_message()) is not None:
+                    messages.append(more)
             except Exception as exc:
                 raise self._failure("follow its events", exc) from None
-            self._arrived(_text(message.message), deliver)
+            for message in messages:
+                self._arrived(_text(message.message), deliver)
 
     def _expect(
         self, kind: str, session_id: str, version: int | None
