@@ -20,8 +20,10 @@ sends ``Accept: application/json, text/event-stream``. Each connection owns its
 sessions (no two connections share one), so every answer is checked: no error, and
 each session's version one above its previous answer's.
 
-The warm-up lasts ``warmup`` seconds and until every connection has been answered once;
-the window, ``seconds`` and until a call has been answered in it.
+The warm-up lasts ``warmup`` seconds and until every connection has been answered once
+(and, beside the TypeScript server, until 3,000 calls have been answered: Node's JIT
+compiles hot code only after some use); the window, ``seconds`` and until a call has
+been answered in it.
 Per figure: calls/s, the latency of each call from its write to its answer's read
 (p50, p99), the server's CPU time per call (user + system, read from /proc before and
 after the measured window), the share of a core the server used (near 1.0: the server
@@ -97,9 +99,15 @@ class Sizes:
     seconds: float  # measured per figure and run, after the warm-up
     warmup: float  # seconds of calls before measuring
     sessions: int  # spread over the connections (at least one each)
+    #: Calls answered before measuring, at least (Node's JIT compiles the TypeScript
+    #: server's hot code only after some thousands of calls).
+    warmup_calls: int = 0
 
 
 FULL = Sizes(seconds=2.0, warmup=0.5, sessions=64)
+#: Node's code is compiled by its JIT after some use: before each window, the
+#: TypeScript comparison warms both servers up with this many calls.
+TS_WARMUP_CALLS = 3000
 QUICK = Sizes(seconds=0.2, warmup=0.05, sessions=4)
 
 
@@ -458,9 +466,13 @@ async def _measured(
     waiting = len(callers)  # callers not answered yet
     all_answered = trio.Event()
     counted = trio.Event()  # a call answered in the window
+    warm = trio.Event()  # sizes.warmup_calls answered
+    answered = 0
+    if not sizes.warmup_calls:
+        warm.set()
 
     async def loop(caller: Caller) -> None:
-        nonlocal waiting
+        nonlocal waiting, answered
         k = 0
         while not done:
             k += 1
@@ -469,6 +481,9 @@ async def _measured(
             if measuring is not None:
                 run.latencies.append(clock() - max(sent, begin))
                 counted.set()
+            answered += 1
+            if answered == sizes.warmup_calls:
+                warm.set()
             if k == 1:
                 waiting -= 1
                 if not waiting:
@@ -480,6 +495,7 @@ async def _measured(
         # on a loaded machine that can take longer than the warm-up itself).
         await trio.sleep(sizes.warmup)
         await all_answered.wait()
+        await warm.wait()
         if on_window is not None:
             on_window(True)
         cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
@@ -651,6 +667,8 @@ def ts_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     command = ts_command("http_server.mjs", "mcp_http")
     if command is None:
         return
+    if not options.quick:
+        sizes = attrs.evolve(sizes, warmup_calls=TS_WARMUP_CALLS)
     ours, theirs = alternate(options.runs, TRIACT, command, "handshake", sizes, TS_CONCURRENCY)
     baseline = TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}"
     yield from lines_for(
