@@ -151,6 +151,27 @@ async def test_a_principal_cannot_reach_anothers_sessions(url: str) -> None:
         assert ok(await alice.call("session_end", session_id=sid))["ended"] is True
 
 
+async def test_a_principal_sees_no_server_wide_figures(url: str) -> None:
+    # Bob's activity (his sessions, calls, errors) shows nowhere in what alice reads.
+    async with httpx.AsyncClient() as http:
+        alice, bob = Caller(http, url, ALICE), Caller(http, url, BOB)
+        for _ in range(3):
+            sid = ok(await bob.call("session_create"))["session_id"]
+            error(await bob.call("session_update", session_id=sid, set={"triact.x": 1}))
+        mine = ok(await alice.call("session_create"))["session_id"]
+        stats = ok(await alice.call("session_stats", session_id=mine))
+        assert stats["manager"] is None
+        assert stats["session"]["session_id"] == mine
+        assert ok(await alice.call("session_stats"))["manager"] is None
+        health = ok(await alice.call("health_check"))
+        assert health["status"] == "ok"
+        assert (health["sessions"], health["active_actors"], health["in_flight"]) == (
+            None,
+            None,
+            None,
+        )
+
+
 async def test_an_mcp_session_id_belongs_to_the_principal_that_made_it(url: str) -> None:
     async with httpx.AsyncClient() as http:
         started = await http.post(url, json=initialize_body(), headers=bearer(ALICE))

@@ -244,14 +244,21 @@ async def list_sessions(env: ToolEnv, args: arguments.ListArgs) -> results.ListR
 async def stats(
     env: ToolEnv, session: Session | None, args: arguments.SessionArgs
 ) -> results.StatsResult:
+    """The session's figures, and the manager's for an unauthenticated caller only:
+    those count every principal's sessions and calls, which one principal may not see
+    (not even how many, or how busy)."""
     session_stats = await session.stats() if session is not None else None
-    return results.StatsResult(await env.manager.stats(), session_stats)
+    manager_stats = await env.manager.stats() if env.principal is None else None
+    return results.StatsResult(manager_stats, session_stats)
 
 
 async def health(env: ToolEnv, args: arguments.NoArgs) -> results.HealthResult:
+    """Whether the server is up; its counts of sessions and calls (every principal's)
+    for an unauthenticated caller only, as in :func:`stats`."""
     manager = env.manager
     manager_stats = await manager.stats()
     server = env.health()
+    shown = env.principal is None
     store_problem = await manager.store.check()
     status: results.HealthStatus = "shutting_down" if server.closing else "ok"
     if store_problem is not None:
@@ -261,10 +268,10 @@ async def health(env: ToolEnv, args: arguments.NoArgs) -> results.HealthResult:
         "triact",
         __version__,
         server.uptime,
-        manager_stats.sessions,
-        manager_stats.active_actors,
+        manager_stats.sessions if shown else None,
+        manager_stats.active_actors if shown else None,
         manager_stats.store,
-        server.in_flight,
+        server.in_flight if shown else None,
         SUPPORTED_VERSIONS,
         server.max_line_bytes,
         store_problem,

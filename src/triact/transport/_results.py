@@ -148,9 +148,17 @@ class ListResult:
     )
 
 
+_SERVER_WIDE = (
+    "; null for an authenticated caller (HTTP with bearer tokens): server-wide figures "
+    "would tell one principal of the others' activity"
+)
+
+
 @attrs.frozen
 class StatsResult:
-    manager: ManagerStats
+    manager: ManagerStats | None = attrs.field(
+        metadata={"description": "Manager-wide figures" + _SERVER_WIDE + "."}
+    )
     session: SessionStats | None = attrs.field(
         metadata={"description": "The named (or default) session's figures, if any."}
     )
@@ -165,10 +173,16 @@ class HealthResult:
     server: str
     version: str
     uptime: float = attrs.field(metadata={"description": "Seconds since the server started."})
-    sessions: int
-    active_actors: int
+    sessions: int | None = attrs.field(
+        metadata={"description": "Live sessions, in all" + _SERVER_WIDE + "."}
+    )
+    active_actors: int | None = attrs.field(
+        metadata={"description": "Sessions in memory" + _SERVER_WIDE + "."}
+    )
     store: str
-    in_flight: int = attrs.field(metadata={"description": "Tool calls being handled now."})
+    in_flight: int | None = attrs.field(
+        metadata={"description": "Tool calls being handled now" + _SERVER_WIDE + "."}
+    )
     protocol_versions: tuple[str, ...]
     max_line_bytes: int
     store_problem: str | None = attrs.field(

@@ -116,9 +116,9 @@ SESSION_TOOLS = ToolSet(
         Tool(
             "session_stats",
             "Session statistics",
-            "Manager-wide figures (sessions, operations, error rate, latency percentiles) "
-            "and, for a named session (or this connection's default one, if it exists), "
-            "that session's figures.",
+            "Manager-wide figures (sessions, operations, error rate, latency percentiles; "
+            "null for an authenticated caller) and, for a named session (or this "
+            "connection's default one, if it exists), that session's figures.",
             args.SessionArgs,
             results.StatsResult,
             "optional",
