@@ -2,14 +2,17 @@
 
 The baseline is what one writes without triact: one task per "actor", reading
 ``(message, reply)`` requests from a memory channel bounded like a mailbox, and
-answering through a ``trio.Event`` and a slot. Both sides are measured alternately
-in the same process; see ``docs/performance.md``.
+answering through a ``trio.Event`` and a slot. The async handler figures are also
+measured against the same design on asyncio (``baselines/asyncio_actor.py``: an
+``asyncio.Queue`` in, a future out). Both sides are measured alternately in the same
+process; see ``docs/performance.md``.
 
     python benchmarks/actors.py [--runs N] [--quick]
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import statistics
@@ -24,6 +27,7 @@ import attrs
 import trio
 import trio.testing
 from _common import Options, Target, emit, figure, measure, measure_pair, parse_options
+from baselines.asyncio_actor import AsyncioActor
 
 from triact.actors import DEFAULT_SCHEDULE_SLICE, Actor, ActorRef, open_supervisor
 
@@ -73,6 +77,16 @@ class Increment(Actor[int, int]):
     __slots__ = ()
 
     def receive(self, message: int) -> int:
+        return message + 1
+
+
+class AsyncIncrement(Actor[int, int]):
+    """Waits once per message (a checkpoint), as a handler doing I/O does."""
+
+    __slots__ = ()
+
+    async def receive(self, message: int) -> int:
+        await trio.lowlevel.checkpoint()
         return message + 1
 
 
@@ -184,6 +198,36 @@ async def baseline_round_trip(n: int) -> float:
             await server.ask(i)
         elapsed = time.perf_counter_ns() - start
         nursery.cancel_scope.cancel()
+    return elapsed / n
+
+
+async def triact_async_round_trip(n: int) -> float:
+    """Nanoseconds per ``ask`` of a handler that awaits once, one asker."""
+    async with open_supervisor() as sup:
+        ref = sup.spawn(AsyncIncrement)
+        for i in range(n // 10):  # warm-up
+            await ref.ask(i)
+        start = time.perf_counter_ns()
+        for i in range(n):
+            await ref.ask(i)
+        return (time.perf_counter_ns() - start) / n
+
+
+async def _asyncio_increment(message: int) -> int:
+    await asyncio.sleep(0)
+    return message + 1
+
+
+async def asyncio_async_round_trip(n: int) -> float:
+    """The same through an asyncio actor (a task, an ``asyncio.Queue``, a future)."""
+    actor = AsyncioActor(_asyncio_increment)
+    for i in range(n // 10):
+        await actor.ask(i)
+    start = time.perf_counter_ns()
+    for i in range(n):
+        await actor.ask(i)
+    elapsed = time.perf_counter_ns() - start
+    await actor.stop()
     return elapsed / n
 
 
@@ -377,14 +421,60 @@ async def baseline_fanin(plan: FanIn, *, wait: bool) -> float:
     return rate
 
 
+class AsyncioTally:
+    """An asyncio actor that counts what it handled, awaiting once per message."""
+
+    __slots__ = ("actor", "handled")
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.actor = AsyncioActor(self._handle)
+
+    async def _handle(self, message: int) -> int:
+        await asyncio.sleep(0)
+        self.handled += 1
+        return message + 1
+
+
+async def asyncio_fanin(plan: FanIn, lost: list[int]) -> float:
+    """The async fan-in through asyncio actors; appends what was lost to ``lost``."""
+    tallies = [AsyncioTally() for _ in range(plan.actors)]
+    await asyncio.sleep(0)  # every actor task parked in get(), as spawned actors are
+    correct = 0
+
+    async def asker(picks: list[int]) -> None:
+        nonlocal correct
+        for i in picks:
+            if await tallies[i].actor.ask(i) == i + 1:
+                correct += 1
+
+    start = time.perf_counter_ns()
+    async with asyncio.TaskGroup() as group:
+        for picks in plan.picks:
+            group.create_task(asker(picks))
+    elapsed = time.perf_counter_ns() - start
+    for tally in tallies:
+        await tally.actor.stop()
+    lost.append(plan.lost(correct, [tally.handled for tally in tallies]))
+    return plan.asks / elapsed * 1e9
+
+
 # -- the figures -------------------------------------------------------------------
 
 BASELINE = "one trio task per actor: memory channel in, trio.Event and a slot out"
+ASYNCIO_BASELINE = "one asyncio task per actor: asyncio.Queue in, a future out"
 
 
 def run(fn: Callable[..., Awaitable[float]], *args: Any, **kwargs: Any) -> Callable[[], float]:
     """A run of ``fn`` in a fresh event loop, as :func:`measure` wants it."""
     return lambda: trio.run(partial(fn, *args, **kwargs))
+
+
+def run_asyncio(
+    fn: Callable[..., Awaitable[float]], *args: Any, **kwargs: Any
+) -> Callable[[], float]:
+    """The same for an asyncio baseline."""
+    return lambda: asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
 
 
 def round_trip(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
@@ -410,6 +500,22 @@ def round_trip(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
             n=n,
             schedule_slice=schedule_slice,
         )
+
+
+def async_round_trip(options: Options, sizes: Sizes) -> dict[str, Any]:
+    n = sizes.round_trips // 4  # each ask is a few task switches
+    runs, baseline_runs = measure_pair(
+        options.runs, run(triact_async_round_trip, n), run_asyncio(asyncio_async_round_trip, n)
+    )
+    return figure(
+        "ask_round_trip_async_handler",
+        "ns/op",
+        runs,
+        baseline=ASYNCIO_BASELINE,
+        baseline_runs=baseline_runs,
+        target=Target("ratio", "<=", 2.0),  # at least half the asyncio actor's rate
+        n=n,
+    )
 
 
 def memory(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
@@ -485,16 +591,44 @@ def fanin(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
         )
 
 
+def fanin_vs_asyncio(options: Options, sizes: Sizes) -> dict[str, Any]:
+    plan = plan_fanin(sizes)
+    lost: list[int] = []
+    baseline_lost: list[int] = []
+    runs, baseline_runs = measure_pair(
+        options.runs,
+        run(triact_fanin, plan, AsyncTally, lost),
+        run_asyncio(asyncio_fanin, plan, baseline_lost),
+    )
+    line = figure(
+        "fanin_async_handler_vs_asyncio_actor",
+        "asks/s",
+        runs,
+        baseline=ASYNCIO_BASELINE,
+        baseline_runs=baseline_runs,
+        target=Target("ratio", ">=", 0.5),
+        actors=sizes.fanin_actors,
+        askers=sizes.fanin_askers,
+        asks_per_asker=sizes.asks_per_asker,
+        lost=sum(lost),
+        baseline_lost=sum(baseline_lost),
+    )
+    line["ok"] = line["ok"] and not sum(lost) and not sum(baseline_lost)
+    return line
+
+
 def main(argv: list[str] | None = None) -> None:
     options = parse_options("Benchmarks of triact.actors; prints JSON lines.", argv)
     sizes = QUICK if options.quick else FULL
     for line in round_trip(options, sizes):
         emit(line)
+    emit(async_round_trip(options, sizes))
     for line in memory(options, sizes):
         emit(line)
     emit(spawn_rate(options, sizes))
     for line in fanin(options, sizes):
         emit(line)
+    emit(fanin_vs_asyncio(options, sizes))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from ._run import FIGURE_KEYS, run_quick
 BENCHES = [
     "ask_round_trip",
     "ask_round_trip_every_ask_yields",
+    "ask_round_trip_async_handler",
     "memory_per_idle_actor",
     "memory_per_idle_actor_after_one_ask",
     "memory_per_idle_actor_after_one_tell",
@@ -16,6 +17,7 @@ BENCHES = [
     "fanin_sync_handler",
     "fanin_sync_handler_every_ask_yields",
     "fanin_async_handler",
+    "fanin_async_handler_vs_asyncio_actor",
 ]
 
 
@@ -30,3 +32,4 @@ def test_quick_run_prints_one_json_figure_per_line() -> None:
         assert isinstance(line["ok"], bool)
     fanins = [line for line in lines if line["bench"].startswith("fanin_")]
     assert all(line["lost"] == 0 for line in fanins)
+    assert all(line.get("baseline_lost", 0) == 0 for line in fanins)
