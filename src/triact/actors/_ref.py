@@ -91,6 +91,15 @@ class Queued(Generic[M, R]):
         """Raise ``error`` to the asker; for a told message, report it to ``on_error``."""
         self._answer(outcome.Error(error))
 
+    def __call__(self, _: Any) -> Abort:
+        """Abort the asker's wait (Trio calls this when the asker is cancelled)."""
+        if self.taken:
+            return Abort.FAILED  # a handler is working on it and will answer
+        # Still queued (a task handed the baton was rescheduled, so is never
+        # aborted): take the message back out, so it is never handled.
+        self._ref.withdraw(self)
+        return Abort.SUCCEEDED
+
     def _answer(self, result: outcome.Outcome[Any]) -> None:
         if not self.taken:
             raise ActorError("this message was already answered, or never taken")
@@ -267,18 +276,9 @@ class ActorRef(Generic[M, R]):
             )
         queued = Queued(self, message, task)
         self._enqueue(queued)
-
-        def abort(_: Any) -> Abort:
-            if queued.taken:
-                return Abort.FAILED  # a handler is working on it and will answer
-            # Still queued (a task handed the baton was rescheduled, so is never
-            # aborted): take the message back out, so it is never handled.
-            assert self._mailbox is not None
-            self._mailbox.remove(queued)
-            self._wake_sender()
-            return Abort.SUCCEEDED
-
-        answer = await wait_task_rescheduled(abort)
+        # The queued message is its asker's abort function (Queued.__call__): no
+        # closure and cells to allocate, and keep alive while the asker waits.
+        answer = await wait_task_rescheduled(queued)
         if answer is _YOUR_TURN:
             return await self._handle(message)
         return cast(R, answer)
@@ -291,11 +291,23 @@ class ActorRef(Generic[M, R]):
                 await self._start()
             reply = self._actor.receive(message)
             if type(reply) is CoroutineType:
-                reply = await self._finish_reply(reply)
+                # An async reply runs in a scope that a forced shutdown can cancel
+                # (stop_now). Awaited here rather than in a coroutine of its own: a
+                # frame less to create, and to pass through at every suspension.
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    reply = await reply
+                self._scope = None
+                if scope.cancelled_caught:
+                    raise ActorStoppedError(
+                        f"the supervisor of actor {self.name!r} shut down (grace period "
+                        "expired) while this message was being handled"
+                    )
             elif type(reply) is SeeThrough:
                 reply = await reply.coroutine
                 schedule_point = False  # a reply seen through is a checkpoint itself
         except BaseException as exc:
+            self._scope = None
             if isinstance(exc, self._fatal):
                 self._crash(exc)
             self._release(exc)
@@ -310,19 +322,6 @@ class ActorRef(Generic[M, R]):
                 crew.yielded_at = now
                 await cancel_shielded_checkpoint()
         return cast(R, reply)
-
-    async def _finish_reply(self, reply: Coroutine[Any, Any, R]) -> R:
-        # An async handler runs in a scope that a forced shutdown can cancel.
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            result = await reply
-        self._scope = None
-        if scope.cancelled_caught:
-            raise ActorStoppedError(
-                f"the supervisor of actor {self.name!r} shut down (grace period "
-                "expired) while this message was being handled"
-            )
-        return result
 
     async def stop(self) -> None:
         """Stop taking messages, handle those already queued, then stop.
@@ -432,6 +431,13 @@ class ActorRef(Generic[M, R]):
                 )
                 failure.__cause__ = error
                 queued.fail(failure)
+
+    def withdraw(self, queued: Queued[M, R]) -> None:
+        """Take ``queued``, whose asker was cancelled while it waited, out of the
+        mailbox: it is never handled (:class:`Queued` calls this)."""
+        assert self._mailbox is not None
+        self._mailbox.remove(queued)
+        self._wake_sender()
 
     def told_failed(self, message: M, exc: Exception) -> None:
         """Count a told message whose handling failed and pass it to the actor's

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ..actors import Actor, Queued, SeeThrough, see_through
-from ._cycles import holding
+from ._cycles import hold, holding, release
 from ._errors import (
     SessionClosedError,
     SessionConcurrencyError,
@@ -324,10 +324,18 @@ class SessionActor(Actor[Op, Answer]):
         return self._commit(self._stamp(state, result), op)
 
     async def _change_async(self, pending: Any) -> SessionState:
-        with holding(self._entry):  # its calls to other sessions are checked for cycles
+        # Its calls to other sessions are checked for cycles (holding(), spelled out).
+        held = hold(self._entry)
+        try:
             result = await pending  # cancelled or raising here: nothing committed (I2)
+        finally:
+            release(held)
         self._check_live("this change was committed")
-        return await self._committed(self._stamp(self.state, result), None)
+        # _committed, spelled out: a coroutine less per async update.
+        committed = self._commit(self._stamp(self.state, result), None)
+        if type(committed) is SeeThrough:
+            return await committed
+        return committed  # type: ignore[return-value]
 
     def _check_live(self, before: str) -> None:
         entry = self._entry

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
 from ._errors import SessionReentrancyError
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class Hold:
     """One async update of a session, while it runs."""
 
-    __slots__ = ("active", "entry", "waits_on")
+    __slots__ = ("active", "entry", "token", "waits_on")
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
@@ -34,25 +34,42 @@ class Hold:
         #: The sessions that code inside this update is calling now (a list: several
         #: tasks started by the update may call the same session).
         self.waits_on: list[Entry] = []
+        self.token: Token[tuple[Hold, ...]] | None = None  # HOLDS before this one
 
 
 #: The updates the current code runs inside, outermost first.
 HOLDS: ContextVar[tuple[Hold, ...]] = ContextVar("triact_session_holds", default=())
 
 
+def hold(entry: Entry) -> Hold:
+    """Mark what runs from now on, in this task, as the running async update of
+    ``entry``'s session, until :func:`release` of the hold returned (in a
+    ``finally``: :func:`holding` spelled out, for the hot path of async updates,
+    which spares a generator and a context manager per update)."""
+    held = Hold(entry)
+    entry.hold = held
+    held.token = HOLDS.set((*HOLDS.get(), held))
+    return held
+
+
+def release(held: Hold) -> None:
+    """End what :func:`hold` began."""
+    held.active = False  # a task the update left running must not look inside it
+    entry = held.entry
+    if entry.hold is held:
+        entry.hold = None
+    assert held.token is not None
+    HOLDS.reset(held.token)
+
+
 @contextmanager
 def holding(entry: Entry) -> Iterator[None]:
     """Mark the block as the running async update of ``entry``'s session."""
-    hold = Hold(entry)
-    entry.hold = hold
-    token = HOLDS.set((*HOLDS.get(), hold))
+    held = hold(entry)
     try:
         yield
     finally:
-        hold.active = False  # a task the update left running must not look inside it
-        if entry.hold is hold:
-            entry.hold = None
-        HOLDS.reset(token)
+        release(held)
 
 
 def wait_on(target: Entry, holds: tuple[Hold, ...]) -> Hold | None:
