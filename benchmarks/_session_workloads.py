@@ -23,6 +23,7 @@ import attrs
 import trio
 import trio.testing
 from baselines._model import Session as BaselineSession
+from baselines.asyncio_actor import open_asyncio_actor_sessions
 from baselines.asyncio_lock_manager import open_asyncio_lock_manager
 from baselines.asyncio_sqlite_manager import open_asyncio_sqlite_manager
 from baselines.trio_lock_manager import open_trio_lock_manager
@@ -90,16 +91,30 @@ def rate(count: int, start_ns: int) -> float:
     return count / (time.perf_counter_ns() - start_ns) * 1e9
 
 
+def cpu_now() -> tuple[int, int]:
+    """The CPU time of this thread (the event loop's) and of the whole process, in ns."""
+    return time.thread_time_ns(), time.process_time_ns()
+
+
+def cpu_per(count: int, since: tuple[int, int]) -> tuple[float, float]:
+    """The event loop's and the other threads' (a store's) CPU µs per item since
+    ``since`` (:func:`cpu_now`)."""
+    loop_ns, process_ns = time.thread_time_ns() - since[0], time.process_time_ns() - since[1]
+    return loop_ns / count / 1e3, (process_ns - loop_ns) / count / 1e3
+
+
 async def triact_updates(
     plan: Plan,
     fn: Callable[[SessionState], Any],
     lost: list[int],
     store: Any = None,
     batches: list[tuple[int, int]] | None = None,
+    loop_cpu: list[tuple[float, float]] | None = None,
 ) -> float:
     """Updates per second through ``session.update``; appends what was lost to
-    ``lost`` and, with a store that counts them, the transactions and writes of the
-    timed updates (not of the sessions' creation) to ``batches``."""
+    ``lost``, with a store that counts them the transactions and writes of the
+    timed updates (not of the sessions' creation) to ``batches``, and the loop's and
+    the other threads' CPU µs per timed update to ``loop_cpu`` (see :func:`cpu_per`)."""
     config = SessionConfig(max_sessions=max(plan.sessions, 10_000), store=store)
     async with open_session_manager(config) as manager:
         sessions = [await manager.create_session() for _ in range(plan.sessions)]
@@ -109,11 +124,13 @@ async def triact_updates(
                 await sessions[i].update(fn)
 
         counted = (store.transactions, store.writes) if batches is not None else (0, 0)
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), cpu_now()
         async with trio.open_nursery() as nursery:
             for picks in plan.picks:
                 nursery.start_soon(caller, picks)
         result = rate(plan.updates, start)
+        if loop_cpu is not None:
+            loop_cpu.append(cpu_per(plan.updates, cpu_start))
         if batches is not None:
             batches.append((store.transactions - counted[0], store.writes - counted[1]))
         states: list[SessionState | None] = [await session.snapshot() for session in sessions]
@@ -132,9 +149,11 @@ async def asyncio_updates(
     lost: list[int],
     path: str | None = None,
     synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    loop_cpu: list[tuple[float, float]] | None = None,
 ) -> float:
     """Updates per second through today's ``atomic_update`` on asyncio (durable, in
-    the SQLite file ``path``, if given)."""
+    the SQLite file ``path``, if given); the CPU per update to ``loop_cpu`` as
+    :func:`triact_updates` does (its SQLite writes run on the event loop)."""
     max_sessions = max(plan.sessions, 10_000)
     opened = (
         open_asyncio_lock_manager(max_sessions=max_sessions)
@@ -148,11 +167,13 @@ async def asyncio_updates(
             for i in picks:
                 await manager.atomic_update(ids[i], fn)
 
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), cpu_now()
         async with asyncio.TaskGroup() as group:
             for picks in plan.picks:
                 group.create_task(caller(picks))
         result = rate(plan.updates, start)
+        if loop_cpu is not None:
+            loop_cpu.append(cpu_per(plan.updates, cpu_start))
         if path is None:
             states = [(await manager.get_session(i)).to_dict() for i in ids]
         else:  # what the file holds; a missing row counts as every update lost
@@ -161,6 +182,28 @@ async def asyncio_updates(
     lost.append(
         plan.lost([s["data"].get("n", 0) for s in states], [s["version"] for s in states], 1)
     )
+    return result
+
+
+async def asyncio_actor_updates(
+    plan: Plan, fn: Callable[[BaselineSession], Any], lost: list[int]
+) -> float:
+    """Updates per second through sessions that are asyncio actors (one task and one
+    ``asyncio.Queue`` per session, a future per reply)."""
+    async with open_asyncio_actor_sessions() as manager:
+        ids = [(await manager.create_session()).session_id for _ in range(plan.sessions)]
+
+        async def caller(picks: list[int]) -> None:
+            for i in picks:
+                await manager.atomic_update(ids[i], fn)
+
+        start = time.perf_counter_ns()
+        async with asyncio.TaskGroup() as group:
+            for picks in plan.picks:
+                group.create_task(caller(picks))
+        result = rate(plan.updates, start)
+        sessions = [manager.get_session(i) for i in ids]
+    lost.append(plan.lost([s.data.get("n", 0) for s in sessions], [s.version for s in sessions], 1))
     return result
 
 

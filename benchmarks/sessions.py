@@ -29,6 +29,7 @@ import trio.testing
 from _common import Options, Target, emit, figure, measure, measure_pair, parse_options
 from _session_workloads import (
     Expiry,
+    asyncio_actor_updates,
     asyncio_create,
     asyncio_memory,
     asyncio_updates,
@@ -100,6 +101,7 @@ QUICK = Sizes(
 
 TODAY = "today's layer on asyncio: dict + global asyncio.Lock + asyncio.Lock per session"
 TODAY_ON_TRIO = "today's layer on Trio: dict + global trio.Lock + trio.Lock per session"
+ASYNCIO_ACTOR = "an asyncio actor per session: one task, an asyncio.Queue in, a future out"
 TODAY_DURABLE = TODAY + " + one SQLite write (WAL, synchronous=FULL) per update"
 
 
@@ -136,16 +138,18 @@ def updates(options: Options, sizes: Sizes, *, awaiting: bool) -> Iterator[dict[
     lost: list[int] = []
     asyncio_lost: list[int] = []
     trio_lost: list[int] = []
+    actor_lost: list[int] = []
     fns = (
         (bump_after_checkpoint, bump_in_place_after_sleep, bump_in_place_after_checkpoint)
         if awaiting
         else (bump, bump_in_place, bump_in_place)
     )
-    runs, asyncio_runs, trio_runs = measure_alternately(
+    runs, asyncio_runs, trio_runs, actor_runs = measure_alternately(
         options.runs,
         on_trio(triact_updates, plan, fns[0], lost),
         on_asyncio(asyncio_updates, plan, fns[1], asyncio_lost),
         on_trio(trio_lock_updates, plan, fns[2], trio_lost),
+        on_asyncio(asyncio_actor_updates, plan, fns[1], actor_lost),
     )
     bench = "update_awaiting" if awaiting else "update"
     params: dict[str, Any] = {
@@ -176,6 +180,17 @@ def updates(options: Options, sizes: Sizes, *, awaiting: bool) -> Iterator[dict[
         baseline_lost=sum(trio_lost),
     )
     yield checked(line, sum(lost), sum(trio_lost))
+    line = figure(
+        f"{bench}_vs_asyncio_actor",
+        "updates/s",
+        runs,
+        baseline=ASYNCIO_ACTOR,
+        baseline_runs=actor_runs,
+        target=Target("ratio", ">=", 0.5) if awaiting else None,
+        **params,
+        baseline_lost=sum(actor_lost),
+    )
+    yield checked(line, sum(lost), sum(actor_lost))
 
 
 def durable(
@@ -188,17 +203,19 @@ def durable(
     baseline_lost: list[int] = []
     stores: list[SqliteStore] = []
     batches: list[tuple[int, int]] = []  # (transactions, writes) of the timed updates
+    cpu: list[tuple[float, float]] = []  # (event loop, store thread) µs per timed update
+    baseline_cpu: list[tuple[float, float]] = []
 
     def triact_run() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             stores.append(SqliteStore(os.path.join(tmp, "sessions.db"), synchronous=synchronous))
-            return trio.run(triact_updates, plan, bump, lost, stores[-1], batches)
+            return trio.run(triact_updates, plan, bump, lost, stores[-1], batches, cpu)
 
     def baseline_run() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "sessions.db")
             return asyncio.run(
-                asyncio_updates(plan, bump_in_place, baseline_lost, path, synchronous)
+                asyncio_updates(plan, bump_in_place, baseline_lost, path, synchronous, baseline_cpu)
             )
 
     runs, baseline_runs = measure_pair(options.runs, triact_run, baseline_run)
@@ -224,6 +241,13 @@ def durable(
         timed_writes_per_transaction=round(
             sum(w for _, w in batches) / max(1, sum(t for t, _ in batches)), 2
         ),
+        # CPU time per timed update (medians over the runs): the event loop's
+        # (thread_time), and the store's thread's (the rest of the process's). The
+        # baseline writes on its event loop, so its loop figure includes its writes.
+        loop_cpu_us_per_update=round(statistics.median(c for c, _ in cpu), 2),
+        store_thread_cpu_us_per_update=round(statistics.median(t for _, t in cpu), 2),
+        baseline_loop_cpu_us_per_update=round(statistics.median(c for c, _ in baseline_cpu), 2),
+        load=round(os.getloadavg()[0], 2),
         lost=sum(lost),
         baseline_lost=sum(baseline_lost),
     )

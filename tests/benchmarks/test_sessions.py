@@ -8,8 +8,10 @@ from ._run import FIGURE_KEYS, run_quick
 BENCHES = {
     "update",
     "update_vs_trio_lock",
+    "update_vs_asyncio_actor",
     "update_awaiting",
     "update_awaiting_vs_trio_lock",
+    "update_awaiting_vs_asyncio_actor",
     "durable_update",
     "durable_update_sync_normal",
     "create_session",
