@@ -8,6 +8,8 @@ triact against in the same run.
 * :mod:`.trio_lock_manager`: the same design with ``trio.Lock``.
 * :mod:`.asyncio_sqlite_manager`: the asyncio design, plus one synchronous SQLite
   write (WAL) of the session's JSON per update, as durable variants do today.
+* :mod:`.asyncio_actor`: the actor one writes on asyncio (a task per actor, an
+  ``asyncio.Queue`` in, a future out), and sessions built from such actors.
 
 They are deliberately lean (no logging, no deep copies): every cost they carry is one
 the design itself imposes.
