@@ -114,6 +114,8 @@ class ServeConfig:
     keep_alive: float | None = None
     #: Over HTTP: seconds an MCP session lives after its last request.
     mcp_session_ttl: float | None = None
+    #: Over HTTP: MCP sessions one principal may have open through this process.
+    max_mcp_sessions: int | None = None
 
     def http_address(self) -> tuple[str, int] | None:
         """The host and port of ``http`` (host 127.0.0.1 by default). Without
@@ -170,6 +172,7 @@ class ServeConfig:
             max_requests_per_principal=self.max_requests_per_principal,
             body_timeout=self.read_timeout,
             session_ttl=self.mcp_session_ttl,
+            max_mcp_sessions=self.max_mcp_sessions,
         )
         try:
             return HttpOptions(**given)
@@ -345,7 +348,8 @@ def run_serve(config: ServeConfig) -> int:
         raise ServeConfigError(
             "--allow-origin, --max-body-bytes, --max-requests, "
             "--max-requests-per-principal, --read-timeout, "
-            "--keep-alive and --mcp-session-ttl are for the HTTP transport: add --http"
+            "--keep-alive, --mcp-session-ttl and --max-mcp-sessions are for the HTTP "
+            "transport: add --http"
         )
     session_config, key_file = config.session_config()
     options = config.server_options()

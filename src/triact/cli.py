@@ -194,6 +194,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "headers) stays open (default: 5)",
     )
     http.add_argument(
+        "--max-mcp-sessions",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="MCP sessions (handshake era) one principal (without --tokens: all clients) "
+        "may have open through this process; beyond, initialize gets 429 "
+        f"(default: {_default(HttpOptions, 'max_mcp_sessions')})",
+    )
+    http.add_argument(
         "--mcp-session-ttl",
         metavar="S",
         type=positive_float,
@@ -343,6 +352,7 @@ def _serve(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         keep_alive=args.keep_alive,
         mcp_session_ttl=args.mcp_session_ttl,
+        max_mcp_sessions=args.max_mcp_sessions,
     )
     try:
         return run_serve(config)

@@ -151,6 +151,32 @@ async def test_a_principal_cannot_reach_anothers_sessions(url: str) -> None:
         assert ok(await alice.call("session_end", session_id=sid))["ended"] is True
 
 
+async def test_one_principal_cannot_open_mcp_sessions_without_bound(
+    manager: triact.SessionManager,
+) -> None:
+    http = HttpOptions(tokens=TOKENS, max_mcp_sessions=2)
+    async with http_server(manager, http=http) as served, httpx.AsyncClient() as client:
+
+        async def initialize(token: str) -> httpx.Response:
+            return await client.post(served.url, json=initialize_body(), headers=bearer(token))
+
+        first, second = await initialize(ALICE), await initialize(ALICE)
+        assert first.status_code == second.status_code == 200
+        refused = await initialize(ALICE)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == -32600
+        assert "MCP sessions of this principal" in refused.json()["error"]["message"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 3600
+        assert "mcp-session-id" not in refused.headers
+        # Bob has his own bound.
+        assert (await initialize(BOB)).status_code == 200
+        # An MCP session ended makes room for another.
+        ended = {**bearer(ALICE), "mcp-session-id": first.headers["mcp-session-id"]}
+        assert (await client.delete(served.url, headers=ended)).status_code == 200
+        assert (await initialize(ALICE)).status_code == 200
+        assert (await initialize(ALICE)).status_code == 429
+
+
 async def test_a_principal_sees_no_server_wide_figures(url: str) -> None:
     # Bob's activity (his sessions, calls, errors) shows nowhere in what alice reads.
     async with httpx.AsyncClient() as http:
@@ -426,6 +452,7 @@ def run_serve(*options: str) -> subprocess.CompletedProcess[str]:
         (("--http", "0", "--tokens", "MISSING"), "cannot read the token file"),
         (("--http", "0", "--tokens", "BAD"), "line 3: the token is shorter than 16 characters"),
         (("--http", "0", "--max-requests-per-principal", "2"), "needs --tokens"),
+        (("--max-mcp-sessions", "2"), "are for the HTTP transport"),
     ],
 )
 def test_triact_serve_refuses_bad_auth_options(

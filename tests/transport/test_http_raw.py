@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import triact
-from triact.transport import HttpOptions, ServerOptions
+from triact.transport import HttpOptions, ServerOptions, open_http_app
 
 from ._http_server import (
     ACCEPT,
@@ -24,6 +25,7 @@ from ._http_server import (
     stateless_call,
     stateless_headers,
 )
+from .test_http_fuzz import ask
 from .test_routing import holding
 
 PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
@@ -121,6 +123,37 @@ async def test_an_mcp_session_record_keeps_a_bounded_client_info(
     assert text is not None
     assert len(text) < 1024
     assert json.loads(text)["client_info"] == {"name": "n" * 256, "version": "1"}
+
+
+async def test_mcp_sessions_open_are_counted_until_they_expire(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # In-process, on Trio's clock: an MCP session counts against max_mcp_sessions for a
+    # TTL after its last use (its record's life), then no more.
+    http = HttpOptions(max_mcp_sessions=1, session_ttl=10)
+    init = [
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+    ]
+    body = json.dumps(initialize_body()).encode()
+    async with (
+        triact.open_session_manager() as manager,
+        open_http_app(manager, http=http) as app,
+    ):
+        status, headers, _ = await ask(app, "POST", "/mcp", init, [body])
+        assert status == 200
+        session = [*init, (b"mcp-session-id", headers[b"mcp-session-id"])]
+        status, headers, _ = await ask(app, "POST", "/mcp", init, [body])
+        assert (status, headers[b"retry-after"]) == (429, b"10")
+        await trio.sleep(6)
+        status, _, _ = await ask(app, "POST", "/mcp", session, [json.dumps(PING).encode()])
+        assert status == 200  # used: it lives (and counts) 10 s from now
+        await trio.sleep(6)
+        status, _, _ = await ask(app, "POST", "/mcp", init, [body])
+        assert status == 429
+        await trio.sleep(5)
+        status, _, _ = await ask(app, "POST", "/mcp", init, [body])
+        assert status == 200
 
 
 async def test_a_call_that_outlives_the_delete_of_its_mcp_session_does_not_bring_it_back(

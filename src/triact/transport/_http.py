@@ -24,6 +24,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -127,6 +128,10 @@ class HttpOptions:
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_origins)
     #: Seconds an MCP session (handshake era) lives after its last request.
     session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
+    #: MCP sessions one principal (or, without tokens, all clients together) may have
+    #: open through this process: opened here, neither ended nor expired; beyond,
+    #: initialize gets 429 with Retry-After. Each keeps a record in the store.
+    max_mcp_sessions: int = attrs.field(default=10_000, validator=_at_least(1))
     #: Requests handled at once; beyond, 503 with Retry-After.
     max_requests: int = attrs.field(default=1000, validator=_at_least(1))
     #: Requests one principal (with ``tokens``) has handled at once; beyond, 503 with
@@ -266,6 +271,9 @@ class McpHttpApp:
         self._held: dict[str, int] = {}  # requests being handled, by principal
         self._buffered = 0  # bytes of bodies being received
         self._buffer_budget = max(http.max_buffered_bytes, http.max_body_bytes)
+        # The MCP sessions opened here, by principal: id -> when its record expires,
+        # unless read again (soonest first).
+        self._opened: dict[str | None, dict[str, float]] = {}
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -551,9 +559,26 @@ class McpHttpApp:
     async def _initialize(
         self, request: Request, receive: Receive, send: Send, principal: str | None
     ) -> None:
+        opened = self._opened.setdefault(principal, {})
+        now = trio.current_time()
+        while opened and next(iter(opened.values())) <= now:  # expired meanwhile
+            del opened[next(iter(opened))]
+        if len(opened) >= self._http.max_mcp_sessions:
+            retry = math.ceil(next(iter(opened.values())) - now)
+            raise _Refused(
+                429,
+                INVALID_REQUEST,
+                f"Too Many Requests: {len(opened)} MCP sessions of this principal are open, "
+                "the most one principal may have; end those it no longer uses (DELETE), or "
+                "retry once one has expired",
+                request.id,
+                headers=[(b"retry-after", str(max(1, retry)).encode())],
+            )
         session_id = secrets.token_urlsafe(16)  # 128 bits
         peer = self._core.peer(session_id, keyed=True, principal=principal)
         await self._dispatch(peer, request, receive, send, session_id=session_id, new=True)
+        if peer.handshake.version is not None:  # opened: its record is in the store
+            opened[session_id] = trio.current_time() + self._http.session_ttl
 
     async def _session_peer(
         self, session_id: str, principal: str | None, *, fresh: bool = False, default: bool = True
@@ -590,6 +615,7 @@ class McpHttpApp:
             if not foreign:  # (the other principal's stays known)
                 self._peers.pop(session_id, None)
             return None
+        self._opened_again(principal, session_id, now)
         if known is not None and text == known.text and _state(known.peer) == known.state:
             known.read_at = now  # as the record says: nothing to decode
             return known.peer
@@ -608,6 +634,12 @@ class McpHttpApp:
             peer.default_session_id = record["default_session_id"]
         self._know(session_id, peer, text, now)
         return peer
+
+    def _opened_again(self, principal: str | None, session_id: str, now: float) -> None:
+        """The record of an MCP session opened here was read: it lives a TTL from now."""
+        opened = self._opened.get(principal)
+        if opened is not None and opened.pop(session_id, None) is not None:
+            opened[session_id] = now + self._http.session_ttl
 
     def _know(self, session_id: str, peer: Peer, text: str, now: float) -> None:
         if session_id not in self._peers and len(self._peers) >= _PEERS_MAX:
@@ -757,6 +789,9 @@ class McpHttpApp:
         peer.ended = True  # before the delete: a call that outlives it saves nothing
         await self._store.delete_record(MCP_SESSION_NAMESPACE, _record_key(session_id, principal))
         self._peers.pop(session_id, None)
+        opened = self._opened.get(principal)
+        if opened is not None:
+            opened.pop(session_id, None)
         default = peer.default_session_id
         if default is not None:
             # Else already gone, or ended by a call of the session meanwhile.
