@@ -36,8 +36,16 @@ least an MCP answer needs, with no MCP library, on Hypercorn's Trio worker (what
 alone costs per call; and (``floor_h11_trio_*``) the same answers from a bare h11 loop
 on Trio, no ASGI server at all, for scale.
 
+A third comparison puts triact beside the official MCP **TypeScript** SDK's streamable
+HTTP server (``baselines/ts_sdk/http_server.mjs``: ``createMcpExpressApp``, a
+``StreamableHTTPServerTransport`` and ``McpServer`` per MCP session, JSON responses,
+the tools of ``tools.mjs``, Node) at C = 16 and 256, handshake era (the only one the
+SDK's v1 server speaks), both servers warmed up with 3,000 calls before each window.
+Its packages are installed by ``_ts_sdk.py`` (``npm ci`` from the committed lock file
+into the node cache); without ``node`` and ``npm`` those figures are skipped.
+
     python benchmarks/mcp_http.py [--runs N] [--quick] [--era handshake|stateless]
-                                  [--no-floor]
+                                  [--no-floor] [--only sdk|ts|floor]
     python benchmarks/mcp_http.py --profile triact.prof [--era E]  # cProfile at C=16
 """
 
