@@ -17,6 +17,7 @@ from typing import Literal
 
 import attrs
 import redis
+import trio
 
 SHARED = ("127.0.0.1", 6379)
 
@@ -134,3 +135,62 @@ def forget(place: RedisPlace) -> None:
         keys = list(client.scan_iter(match=f"{place.prefix}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+class RedisGate:
+    """A TCP proxy in front of a Redis that can hold one process's requests: once
+    :meth:`hold` is given some bytes, the first request (on a connection that is not
+    subscribed to a channel) that contains them waits, with everything sent after it
+    on its connection, until :meth:`release`; subscribed connections always flow.
+    Start it with ``await nursery.start(gate.serve)``, which gives its port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self._hold_on: bytes | None = None
+        self.held = trio.Event()
+        self._released = trio.Event()
+
+    def hold(self, marker: bytes) -> None:
+        self._hold_on = marker
+        self.held = trio.Event()
+        self._released = trio.Event()
+
+    def release(self) -> None:
+        self._hold_on = None
+        self._released.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, client: trio.SocketStream) -> None:
+        async with (
+            client,
+            await trio.open_tcp_stream(*self.target) as server,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._requests, client, server, nursery.cancel_scope)
+            nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+
+    async def _requests(
+        self, source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        subscribed = False
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                subscribed = subscribed or b"SUBSCRIBE" in data.upper()
+                marker = self._hold_on
+                if not subscribed and marker is not None and marker in data:
+                    self.held.set()
+                    await self._released.wait()
+                await sink.send_all(data)
+        done.cancel()
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        done.cancel()

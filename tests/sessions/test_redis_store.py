@@ -376,6 +376,55 @@ async def test_every_manager_hears_of_the_others_changes_once_in_commit_order(
         assert await next_event(heard_b) == ("created", other.id, 1)
 
 
+async def test_a_broadcast_reaches_every_listener_of_its_channel_and_no_other(
+    redis_place: RedisPlace,
+) -> None:
+    stores = [RedisStore(redis_place.url, prefix=redis_place.prefix) for _ in range(2)]
+    other = RedisStore(redis_place.url, prefix="another:" + redis_place.prefix)
+    heard: list[list[str]] = [[], [], [], []]
+    async with stores[0].open(), stores[1].open(), other.open(), trio.open_nursery() as nursery:
+        await nursery.start(stores[0].listen, "cancel", heard[0].append)
+        await nursery.start(stores[1].listen, "cancel", heard[1].append)
+        await nursery.start(stores[1].listen, "other", heard[2].append)
+        await nursery.start(other.listen, "cancel", heard[3].append)  # another prefix
+        assert await stores[1].broadcast("cancel", "m1")
+        assert await stores[0].broadcast("cancel", '{"m": 2}')
+        with trio.fail_after(10):
+            while len(heard[0]) < 2 or len(heard[1]) < 2:  # noqa: ASYNC110 (glide's thread)
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert heard == [["m1", '{"m": 2}'], ["m1", '{"m": 2}'], [], []]
+
+
+@pytest.mark.parametrize("channel", ["events", "Cancel", "", "a:b", "x" * 33, 3])
+async def test_a_broadcast_channel_is_a_lowercase_word_other_than_events(
+    redis_place: RedisPlace, channel: Any
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    async with store.open():
+        with pytest.raises(ValueError, match="channel"):
+            await store.broadcast(channel, "m")
+        with pytest.raises(ValueError, match="channel"):
+            await store.listen(channel, print)
+
+
+async def test_a_store_that_is_not_shared_broadcasts_to_nobody() -> None:
+    store = triact.MemoryStore()
+    assert not store.broadcasts
+    async with store.open(), trio.open_nursery() as nursery:
+        await nursery.start(store.listen, "cancel", print)
+        assert not await store.broadcast("cancel", "m")
+        nursery.cancel_scope.cancel()
+
+
+async def test_listening_outside_the_open_block_is_refused(redis_place: RedisPlace) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    with pytest.raises(triact.SessionStoreError, match="is not open"):
+        await store.listen("cancel", print)
+    with pytest.raises(triact.SessionStoreError, match="is not open"):
+        await store.broadcast("cancel", "m")
+
+
 # -- persistence ------------------------------------------------------------------
 
 

@@ -458,19 +458,59 @@ async def test_notifications_cancelled_cancels_a_call_of_the_mcp_session(
         },
     }
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "c"}}
+    responses: list[httpx.Response] = []
+
+    async def post_call() -> None:
+        responses.append(await client.post(served.url, json=call, headers=headers))
+
     async with holding(manager, session_id) as release, trio.open_nursery() as nursery:
-        nursery.start_soon(partial(client.post, served.url, json=call, headers=headers))
+        nursery.start_soon(post_call)
         with trio.fail_after(10):
             while not served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
                 await trio.sleep(0.01)
         assert (await client.post(served.url, json=cancel, headers=headers)).status_code == 202
         with trio.fail_after(10):
-            while served.app.calls_in_flight:  # noqa: ASYNC110 (the server, from outside)
+            while not responses:  # noqa: ASYNC110 (the server, from outside)
                 await trio.sleep(0.01)
+        assert not served.app.calls_in_flight
         release.set()
-        nursery.cancel_scope.cancel()  # its request has no answer to wait for
+    # Its request ends without an answer: an SSE stream with no message.
+    (response,) = responses
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.content == b""
     state = await (await manager.get_session(session_id)).snapshot()
     assert state.data == {}
+
+
+async def test_a_cancellation_that_comes_before_its_request_cancels_it_when_it_comes(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    headers = await open_session(client, served.url)
+    session_id = (await manager.create_session()).id
+
+    def update(request_id: Any) -> dict[str, Any]:
+        arguments = {"session_id": session_id, "increment": {"n": 1}}
+        params = {"name": "session_update", "arguments": arguments}
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+    for request_id in ("c", 7):
+        params = {"requestId": request_id, "reason": "changed my mind"}
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+        assert (await client.post(served.url, json=cancel, headers=headers)).status_code == 202
+    # Another MCP session's request "c", and request "7" (not 7), are not those.
+    other = await open_session(client, served.url)
+    ran = await client.post(served.url, json=update("c"), headers=other)
+    assert ran.json()["result"]["structuredContent"]["version"] == 2
+    ran = await client.post(served.url, json=update("7"), headers=headers)
+    assert ran.json()["result"]["structuredContent"]["version"] == 3
+    for request_id in ("c", 7):
+        dropped = await client.post(served.url, json=update(request_id), headers=headers)
+        assert dropped.status_code == 200
+        assert dropped.headers["content-type"] == "text/event-stream"
+        assert dropped.content == b""
+    state = await (await manager.get_session(session_id)).snapshot()
+    assert (state.version, state.data) == (3, {"n": 2})
 
 
 async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.SessionManager) -> None:

@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._redis_url import RedisAddress, parse_redis_url
 from ._state import SessionState
-from ._store import Activation, IndexEntry, SharedSessionStore, check_record
+from ._store import Activation, IndexEntry, SharedSessionStore, check_channel, check_record
 
 if TYPE_CHECKING:
     from glide import Batch, GlideClient
@@ -173,7 +173,7 @@ class RedisStore(SharedSessionStore):
         if body_error is not None:
             raise body_error
 
-    async def _connect(self, *, events: bool = False) -> GlideClient:
+    async def _connect(self, *, events: bool = False, channel: str | None = None) -> GlideClient:
         try:
             from glide import (
                 GlideClient,
@@ -197,10 +197,10 @@ class RedisStore(SharedSessionStore):
         if address.password is not None:
             credentials = ServerCredentials(password=address.password, username=address.username)
         subscriptions = None
-        if events:
+        if events or channel is not None:
             exact = GlideClientConfiguration.PubSubChannelModes.Exact
             subscriptions = GlideClientConfiguration.PubSubSubscriptions(
-                channels_and_patterns={exact: {f"{self._prefix}events"}},
+                channels_and_patterns={exact: {f"{self._prefix}{channel or 'events'}"}},
                 callback=None,
                 context=None,
             )
@@ -794,6 +794,46 @@ class RedisStore(SharedSessionStore):
         with trio.CancelScope(shield=True):
             removed = await self._guard("remove a record", lambda c: c.delete([name]))
         return int(removed) > 0
+
+    # -- broadcasts --------------------------------------------------------------------
+
+    broadcasts = True
+
+    async def broadcast(self, channel: str, message: str) -> bool:
+        """See :meth:`SessionStore.broadcast`: ``PUBLISH`` on ``<prefix><channel>``."""
+        check_channel(channel)
+        name = f"{self._prefix}{channel}"
+        await self._guard("broadcast", lambda c: c.publish(message, name))
+        return True
+
+    async def listen(
+        self,
+        channel: str,
+        deliver: Callable[[str], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """See :meth:`SessionStore.listen`: subscribed to ``<prefix><channel>`` on a
+        connection of its own (glide subscribes again after a reconnection; what is
+        published meanwhile is not delivered)."""
+        check_channel(channel)
+        if self._phase != "open":
+            await trio.lowlevel.checkpoint()
+            raise SessionStoreError(
+                f"{self!r} is not open; use it inside 'async with store.open()'"
+            )
+        client = await self._connect(channel=channel)
+        try:
+            task_status.started()
+            while True:
+                try:
+                    message = await client.get_pubsub_message()
+                except Exception as exc:
+                    raise self._failure(f"listen on its {channel!r} channel", exc) from None
+                deliver(_text(message.message))
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.close()
 
     # -- events of other processes ------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import heapq
+import re
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import ClassVar
@@ -131,6 +132,34 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def delete_record(self, namespace: str, key: str) -> bool:
         """Remove the record; True if it was there (and not expired)."""
+
+    # -- broadcasts: short messages to every process on the store, for the layers above
+
+    #: Whether :meth:`broadcast` reaches the other processes on the store.
+    broadcasts: ClassVar[bool] = False
+
+    async def broadcast(self, channel: str, message: str) -> bool:
+        """Send ``message`` to every :meth:`listen` of ``channel`` on this store, in
+        every process (this one's included), at most once and without waiting for
+        them; True if sent. A store that is not shared has nobody to send to: False.
+        ``channel`` is a lowercase word other than "events"."""
+        check_channel(channel)
+        await trio.lowlevel.checkpoint()
+        return False
+
+    async def listen(
+        self,
+        channel: str,
+        deliver: Callable[[str], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``deliver(message)`` for each message broadcast on ``channel`` once this
+        has started (``task_status.started()``), until cancelled. SessionStoreError if
+        the store stops delivering them. By default there are none: this waits."""
+        check_channel(channel)
+        task_status.started()
+        await trio.sleep_forever()
 
 
 class SharedSessionStore(SessionStore):
@@ -348,6 +377,14 @@ class MemoryStore(SessionStore):
         await trio.lowlevel.checkpoint()
         self._purge_records(self._now())
         return self._records.pop((namespace, key), None) is not None
+
+
+def check_channel(channel: str) -> None:
+    """ValueError unless ``channel`` may name a broadcast channel."""
+    if not isinstance(channel, str) or re.fullmatch("[a-z]{1,32}", channel) is None:
+        raise ValueError(f"a broadcast channel is a lowercase word (a-z, 1 to 32), not {channel!r}")
+    if channel == "events":
+        raise ValueError("the channel 'events' is the store's own (see follow)")
 
 
 def check_record(namespace: str, key: str, value: str, ttl: float) -> None:

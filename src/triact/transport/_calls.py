@@ -43,6 +43,8 @@ class Sink(Protocol):
 
     def notify(self, line: bytes) -> None: ...
     def answer(self, line: bytes) -> None: ...
+    def dropped(self) -> None:
+        """The call ended without an answer: it was cancelled, so it never gets one."""
 
 
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
@@ -324,6 +326,7 @@ class ToolCalls:
     async def _run(self, call: _Call) -> None:
         """Run one call and answer it, unless it is cancelled first."""
         ctx, tool = call.ctx, call.tool
+        answered = False
         try:
             if call.cancelled:  # before it started: it never runs
                 logger.info("request %r (%s) was cancelled; not run", call.request_id, tool.name)
@@ -358,10 +361,14 @@ class ToolCalls:
             if timed:
                 self._log_call(call.sink, ctx, tool, result, trio.current_time() - started)
             self._reply_tool(call.sink, call.request_id, ctx, result)
+            answered = True
         except Exception:
             logger.exception("tool %s failed (request %r)", tool.name, call.request_id)
             call.sink.answer(error_line(call.request_id, internal_error()))
+            answered = True
         finally:
+            if not answered:
+                call.sink.dropped()
             if call.turn is not None:
                 self._lanes.finish(call.turn)
             del self._in_flight[call.key]

@@ -13,8 +13,12 @@ protocol core as stdio's (``_core``), one POST per JSON-RPC message, both eras.
 A request is answered with ``application/json``, or with an SSE stream
 (``text/event-stream``) when it sends notifications before its answer: progress, when
 it carries a ``progressToken``, or log messages. A client that closes the response
-(or sends ``notifications/cancelled``) cancels the call: it did not happen. GET gets
-405: this server sends no messages of its own, and no stream is resumable.
+(or sends ``notifications/cancelled``) cancels the call: it did not happen, and its
+response ends without an answer. A ``notifications/cancelled`` for a request this
+process does not run is kept for a while (the request may come later) and, on a store
+that broadcasts (Redis), sent to every process, where it cancels the call of the same
+MCP session and principal. GET gets 405: this server sends no messages of its own, and
+no stream is resumable.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..sessions import SessionClosedError, SessionManager, SessionNotFoundError
+from ..sessions import (
+    SessionClosedError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionStoreError,
+)
 from . import _protocol as protocol
 from ._auth import BearerTokens, Unauthorized
 from ._core import McpCore, Peer
@@ -84,6 +93,14 @@ _UNWATCHED = 0.05
 #: store again (at most; half the session TTL if that is shorter): a record changed or
 #: deleted through another process is seen here within this time.
 RECORD_FRESH: Final = 1.0
+#: Seconds a ``notifications/cancelled`` for a request this process does not run is
+#: kept, so that the request is cancelled if it arrives later (its POST may reach this
+#: process after the cancellation reached another).
+CANCEL_KEPT: Final = 30.0
+#: The most such cancellations kept (the oldest forgotten first).
+_CANCELS_MAX = 10_000
+#: The store channel cancellations travel on to the other processes.
+CANCEL_CHANNEL: Final = "cancel"
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
 #: and 2025-03-26, which the spec says to assume when the header is missing.
 _HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
@@ -151,13 +168,15 @@ class HttpOptions:
 
 class _Exchange:
     """One request's messages (a :class:`~._calls.Sink`): the notifications sent
-    while it runs, then its answer."""
+    while it runs, then its answer; or none if it was cancelled (``over`` without
+    ``answered``)."""
 
-    __slots__ = ("answered", "lines", "wake")
+    __slots__ = ("answered", "lines", "over", "wake")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.answered = False
+        self.over = False  # answered, or cancelled: nothing more comes
         self.wake: trio.Event | None = None
 
     def notify(self, line: bytes) -> None:
@@ -167,7 +186,11 @@ class _Exchange:
 
     def answer(self, line: bytes) -> None:
         self.lines.append(line)
-        self.answered = True
+        self.answered = self.over = True
+        self._wake()
+
+    def dropped(self) -> None:
+        self.over = True
         self._wake()
 
     def _wake(self) -> None:
@@ -176,8 +199,9 @@ class _Exchange:
             self.wake = None
 
     async def next_lines(self) -> list[bytes]:
-        """The messages sent since the last call, waiting for one if there is none."""
-        if not self.lines:
+        """The messages sent since the last call, waiting for one if there is none
+        (none at all once it is over)."""
+        if not self.lines and not self.over:
             self.wake = trio.Event()
             await self.wake.wait()
         lines, self.lines = self.lines, []
@@ -274,6 +298,9 @@ class McpHttpApp:
         # The MCP sessions opened here, by principal: id -> when its record expires,
         # unless read again (soonest first).
         self._opened: dict[str | None, dict[str, float]] = {}
+        # Cancellations of requests not (yet) running here: (MCP session id,
+        # principal, request id) -> until when (Trio's clock), oldest first.
+        self._cancels: dict[tuple[str, str | None, RequestId], float] = {}
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -547,7 +574,10 @@ class McpHttpApp:
             )
         if type(message) is Notification:
             before = _state(peer)
+            elsewhere = _not_running_here(peer, message)
             self._core.notification(peer, message)
+            if elsewhere is not None:
+                await self._cancel_elsewhere(session_id, peer, elsewhere, message)
             await self._save(session_id, peer, before)
             await _respond(send, 202, b"", [])
             return
@@ -555,6 +585,79 @@ class McpHttpApp:
             await _respond(send, 202, b"", [])  # a response: this server asked nothing
             return
         await self._dispatch(peer, message, receive, send, session_id=session_id)
+
+    # -- notifications/cancelled across processes ------------------------------------
+
+    async def _cancel_elsewhere(
+        self, session_id: str, peer: Peer, request_id: RequestId, message: Notification
+    ) -> None:
+        """A cancellation of a request this process does not run: kept here for a while
+        (its POST may still come), and sent to every other process on the store."""
+        self._keep_cancel(session_id, peer.principal, request_id)
+        if self._store.broadcasts:
+            reason = (message.params or {}).get("reason")
+            text = encode_json(
+                {
+                    "session": session_id,
+                    "principal": peer.principal,
+                    "request": request_id,
+                    "reason": reason if type(reason) is str else None,
+                }
+            )
+            await self._store.broadcast(CANCEL_CHANNEL, text)
+
+    def _keep_cancel(self, session_id: str, principal: str | None, request_id: RequestId) -> None:
+        now = trio.current_time()
+        cancels = self._cancels
+        while cancels:  # oldest first: drop those past their time, and past the bound
+            oldest, until = next(iter(cancels.items()))
+            if until > now and len(cancels) < _CANCELS_MAX:
+                break
+            del cancels[oldest]
+        name = (session_id, principal, request_id)
+        cancels.pop(name, None)
+        cancels[name] = now + CANCEL_KEPT
+
+    def cancelled_elsewhere(self, text: str) -> None:
+        """A cancellation another process received (see :meth:`_cancel_elsewhere`):
+        cancel the request if it runs here for the same MCP session and principal,
+        else keep it for a while."""
+        try:
+            message = json.loads(text)
+            session_id = message["session"]
+            principal = message["principal"]
+            request_id = message["request"]
+            reason = message["reason"]
+        except (ValueError, TypeError, KeyError):
+            logger.warning("ignored a malformed cancellation from the store: %.200r", text)
+            return
+        if not (
+            type(session_id) is str
+            and (principal is None or type(principal) is str)
+            and type(request_id) in (str, int)
+        ):
+            logger.warning("ignored a malformed cancellation from the store: %.200r", text)
+            return
+        known = self._peers.get(session_id)
+        peer = known.peer if known is not None else None
+        if peer is not None and peer.principal == principal and peer.requests:
+            key = peer.requests.get(request_id)
+            if key is not None:
+                self._core.calls.cancel(key, reason)
+                return
+        logger.info(
+            "notifications/cancelled of request %r, received by another process: "
+            "not running here; kept %g s",
+            request_id,
+            CANCEL_KEPT,
+        )
+        self._keep_cancel(session_id, principal, request_id)
+
+    def _cancelled_before(self, session_id: str, principal: str | None, request: Request) -> bool:
+        """Whether the request was cancelled before it arrived here (and the
+        cancellation is still kept); forgets that cancellation."""
+        until = self._cancels.pop((session_id, principal, request.id), None)
+        return until is not None and until > trio.current_time()
 
     async def _initialize(
         self, request: Request, receive: Receive, send: Send, principal: str | None
@@ -688,6 +791,12 @@ class McpHttpApp:
                 elif exc.code == METHOD_NOT_FOUND and stateless:
                     status = 404
                 raise _Refused(status, exc.code, exc.message, request.id, exc.data) from None
+            if (
+                self._cancels
+                and session_id is not None
+                and self._cancelled_before(session_id, peer.principal, request)
+            ):
+                self._core.calls.cancel(key, "notifications/cancelled came before the request")
             if exchange.answered and len(exchange.lines) == 1:  # answered at once
                 if session_id is not None:
                     await self._save(session_id, peer, before)
@@ -747,7 +856,7 @@ class McpHttpApp:
             while True:
                 if not lines:
                     lines = await exchange.next_lines()
-                if exchange.answered and session_id is not None:
+                if exchange.over and session_id is not None:
                     await self._save(session_id, peer, before)
                 if not streaming:
                     if exchange.answered and len(lines) == 1:
@@ -756,11 +865,12 @@ class McpHttpApp:
                     streaming = True
                     start = {"type": "http.response.start", "status": 200}
                     await send({**start, "headers": [*extra, *_SSE]})
+                # A cancelled call's stream ends without its answer.
                 data = b"".join(b"event: message\ndata: " + line + b"\n\n" for line in lines)
                 await send(
-                    {"type": "http.response.body", "body": data, "more_body": not exchange.answered}
+                    {"type": "http.response.body", "body": data, "more_body": not exchange.over}
                 )
-                if exchange.answered:
+                if exchange.over:
                     break
                 lines = []
             nursery.cancel_scope.cancel()
@@ -819,6 +929,8 @@ async def open_http_app(
     async with trio.open_nursery() as nursery:
         core.calls.nursery = nursery
         app = McpHttpApp(core, http or HttpOptions())
+        if manager.store.broadcasts:
+            await nursery.start(_listen_for_cancels, app, manager)
         try:
             yield app
         finally:
@@ -826,6 +938,45 @@ async def open_http_app(
             with trio.CancelScope(shield=True):
                 await core.drain(options.shutdown_grace)
             nursery.cancel_scope.cancel()
+
+
+async def _listen_for_cancels(
+    app: McpHttpApp, manager: SessionManager, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Take the cancellations other processes on the store received (a failure is
+    logged: cancellations then reach only the process they are sent to)."""
+    status = _Status(task_status)
+    try:
+        await manager.store.listen(CANCEL_CHANNEL, app.cancelled_elsewhere, task_status=status)
+    except SessionStoreError as exc:
+        logger.warning(
+            "notifications/cancelled from other processes do not reach this one: %s", exc
+        )
+    if not status.done:
+        task_status.started()
+
+
+class _Status(trio.TaskStatus[None]):
+    """A task status that tells whether it was started."""
+
+    def __init__(self, status: trio.TaskStatus[None]) -> None:
+        self._status = status
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._status.started()
+
+
+def _not_running_here(peer: Peer, message: Notification) -> RequestId | None:
+    """The request id a ``notifications/cancelled`` names if no call of ``peer``
+    with that id runs here (None otherwise, and for any other notification)."""
+    if message.method != "notifications/cancelled" or message.params is None:
+        return None
+    request_id = message.params.get("requestId")
+    if type(request_id) not in (str, int) or peer.requests is None:
+        return None
+    return None if request_id in peer.requests else request_id
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

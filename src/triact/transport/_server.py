@@ -219,8 +219,12 @@ class McpServer:
             self._out_ready = None
             ready.set()
 
-    # The sink of every request (``_calls.Sink``): all goes to the output, in order.
+    # The sink of every request (``_calls.Sink``): all goes to the output, in order;
+    # a cancelled call's request gets nothing.
     answer = notify = _emit
+
+    def dropped(self) -> None:
+        pass
 
     # -- messages ------------------------------------------------------------------
 
