@@ -81,6 +81,8 @@ class ServeConfig:
     store: str | None = None
     idle_ttl: float | None = None
     max_sessions: int | None = None
+    #: Sessions one principal (a bearer token's, over HTTP) may have at once.
+    max_sessions_per_principal: int | None = None
     log_level: str = "warning"
     max_line_bytes: int | None = None
     max_state_bytes: int | None = None
@@ -232,6 +234,7 @@ class ServeConfig:
         given = _given(
             idle_ttl=self.idle_ttl,
             max_sessions=self.max_sessions,
+            max_sessions_per_principal=self.max_sessions_per_principal,
             max_state_bytes=self.max_state_bytes,
             shutdown_grace=self.shutdown_grace,
         )

@@ -95,6 +95,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default: {_default(SessionConfig, 'max_sessions')})",
     )
     serve.add_argument(
+        "--max-sessions-per-principal",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="sessions one principal (a --tokens token's) may have at once, counted "
+        "across every process on the store; beyond, session_create fails with "
+        "limit_exceeded (default: no cap)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=_LOG_LEVELS,
         default="warning",
@@ -335,6 +344,7 @@ def _serve(args: argparse.Namespace) -> int:
         store=args.store,
         idle_ttl=args.idle_ttl,
         max_sessions=args.max_sessions,
+        max_sessions_per_principal=args.max_sessions_per_principal,
         log_level=args.log_level,
         max_line_bytes=args.max_line_bytes,
         max_state_bytes=args.max_state_bytes,

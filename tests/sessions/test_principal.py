@@ -203,3 +203,49 @@ async def test_a_second_manager_on_the_same_store_sees_the_owner(
         with trio.fail_after(5):
             final = await session.authorized(None, principal="alice").snapshot()
         assert final.data == {"n": 1}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_max_sessions_per_principal_counts_each_principals_sessions_in_every_manager(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    make: StoreMaker = triact.MemoryStore
+    if kind != "memory":
+        make = store_maker(kind, tmp_path, request)
+
+    def config() -> triact.SessionConfig:
+        return triact.SessionConfig(
+            store=make(), secret_key=b"k" * 32, max_sessions_per_principal=2
+        )
+
+    async with (
+        triact.open_session_manager(config()) as first,
+        triact.open_session_manager(config()) as second,
+    ):
+        # Two managers on one shared store count together; on memory stores, apart.
+        other = second if kind != "memory" else first
+        kept = await first.create_session(principal="alice")
+        await other.create_session(principal="alice")
+        for manager in (first, other):
+            with pytest.raises(triact.SessionLimitError, match=r"principal 'alice'.*limit of 2"):
+                await manager.create_session(principal="alice")
+        await other.create_session(principal="bob")  # another principal's own count
+        for _ in range(3):  # sessions of no principal are not counted
+            await other.create_session()
+        await (await other.get_session(kept.id)).end()  # ending one makes room
+        await first.create_session(principal="alice")
+        with pytest.raises(triact.SessionLimitError, match="max_sessions_per_principal"):
+            await other.create_session(principal="alice")
+        if kind == "memory":
+            assert await second.count_sessions() == 0
+
+
+async def test_a_principals_sessions_adopted_from_a_store_count(tmp_path: Path) -> None:
+    # A store that is not shared, opened on sessions it already holds (a restart).
+    store = triact.MemoryStore()
+    config = triact.SessionConfig(store=store, max_sessions_per_principal=1)
+    async with triact.open_session_manager(config) as manager:
+        await manager.create_session(principal="alice")
+    async with triact.open_session_manager(config) as manager:
+        with pytest.raises(triact.SessionLimitError, match="principal 'alice'"):
+            await manager.create_session(principal="alice")

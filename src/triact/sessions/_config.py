@@ -79,6 +79,10 @@ class SessionConfig:
     rate_limit: RateLimit | None = None
     #: Optional cap of live sessions per client id (``create_session(client_id=)``).
     max_sessions_per_client: int | None = attrs.field(default=None, validator=_at_least_one)
+    #: Optional cap of live sessions per principal (``create_session(principal=)``:
+    #: an authenticated caller, such as a bearer token's over HTTP). Sessions without
+    #: a principal are not counted.
+    max_sessions_per_principal: int | None = attrs.field(default=None, validator=_at_least_one)
     #: Events a subscriber may fall behind by before the oldest are dropped.
     event_buffer: int = attrs.field(default=1000, validator=_at_least_one)
     #: Seconds that in-flight calls get to finish when the manager closes.

@@ -58,6 +58,7 @@ class Entry:
         "hold",
         "id",
         "last_active",
+        "principal",
         "ref",
         "state",
         "touched",
@@ -81,6 +82,9 @@ class Entry:
         self.created_wall = 0.0 if state is None else state.created_at
         self.last_active = now  # Trio clock
         self.client_id = client_id
+        #: Its principal, counted for ``max_sessions_per_principal`` (a store that is
+        #: not shared; None otherwise).
+        self.principal: str | None = None
         #: Why the session is gone ("ended", "expired", ...), None while it lives.
         self.gone: GoneReason | None = None
         #: The session's token checks and security events not yet committed (made by

@@ -73,6 +73,7 @@ class SessionManager:
         self._forgotten: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
         self._reserved = 0  # creations admitted and not yet in _sessions
         self._per_client: dict[str, int] = {}
+        self._per_principal: dict[str, int] = {}
         self._ttl: DeadlineQueue[Entry] = DeadlineQueue()
         self._subscriptions: list[Subscription] = []
         self._closing = False
@@ -166,7 +167,7 @@ class SessionManager:
         name) owns the session, for good: handles checked with
         :meth:`Session.authorized` reach it only as that principal, and
         :meth:`usable_sessions` lists it only to it. Raises :class:`SessionLimitError`
-        past ``max_sessions`` or the per-client cap.
+        past ``max_sessions``, the per-client cap or the per-principal cap.
         """
         check_principal(principal)
         self._check_open()
@@ -175,7 +176,7 @@ class SessionManager:
         # creations see each other); a shared store counts them itself.
         reserved = None if leases is not None else client_id
         if leases is None:
-            self._reserve(client_id)
+            self._reserve(client_id, principal)
         try:
             if working_directory is not None:
                 working_directory = await trio.to_thread.run_sync(
@@ -213,8 +214,11 @@ class SessionManager:
                     await self.store.write(state, previous_version=None)
         finally:
             if leases is None:
-                self._release(client_id)
-        entry = self._admit(Entry(state.id, state, trio.current_time(), reserved))
+                self._release(client_id, principal)
+        entry = Entry(state.id, state, trio.current_time(), reserved)
+        if leases is None:
+            entry.principal = principal
+        entry = self._admit(entry)
         if leases is not None:
             leases.leased(entry, 1)  # created leased to this process
         self._counts["created"] += 1
@@ -234,11 +238,12 @@ class SessionManager:
             lease=config.lease,
             max_sessions=config.max_sessions,
             max_per_client=config.max_sessions_per_client,
+            max_per_principal=config.max_sessions_per_principal,
         )
         for session_id, version in trimmed:
             self._expired_in_store(session_id, version)
 
-    def _reserve(self, client_id: str | None) -> None:
+    def _reserve(self, client_id: str | None, principal: str | None) -> None:
         config = self.config
         if len(self._sessions) + self._reserved >= config.max_sessions:
             raise SessionLimitError(
@@ -251,15 +256,36 @@ class SessionManager:
                 f"client {client_id!r} holds its limit of {cap} sessions "
                 "(max_sessions_per_client); end one first"
             )
+        most = config.max_sessions_per_principal
+        if (
+            principal is not None
+            and most is not None
+            and self._per_principal.get(principal, 0) >= most
+        ):
+            raise SessionLimitError(
+                f"principal {principal!r} holds its limit of {most} sessions "
+                "(max_sessions_per_principal); end one first"
+            )
         self._reserved += 1
         if client_id is not None:
             self._per_client[client_id] = self._per_client.get(client_id, 0) + 1
+        if principal is not None:
+            self._per_principal[principal] = self._per_principal.get(principal, 0) + 1
 
-    def _release(self, client_id: str | None) -> None:
+    def _release(self, client_id: str | None, principal: str | None) -> None:
         """Undo :meth:`_reserve` (a created session is counted by :meth:`_admit`)."""
         self._reserved -= 1
         if client_id is not None:
             self._drop_client(client_id)
+        if principal is not None:
+            self._drop_principal(principal)
+
+    def _drop_principal(self, principal: str) -> None:
+        left = self._per_principal[principal] - 1
+        if left:
+            self._per_principal[principal] = left
+        else:
+            del self._per_principal[principal]
 
     def _drop_client(self, client_id: str) -> None:
         left = self._per_client[client_id] - 1
@@ -272,6 +298,8 @@ class SessionManager:
         self._sessions[entry.id] = entry
         if entry.client_id is not None:
             self._per_client[entry.client_id] = self._per_client.get(entry.client_id, 0) + 1
+        if entry.principal is not None:
+            self._per_principal[entry.principal] = self._per_principal.get(entry.principal, 0) + 1
         self._ttl.push(self._deadline(entry), entry)
         return entry
 
@@ -603,6 +631,8 @@ class SessionManager:
             del self._sessions[entry.id]
         if entry.client_id is not None:
             self._drop_client(entry.client_id)
+        if entry.principal is not None:
+            self._drop_principal(entry.principal)
         self._counts[reason] += 1
         if self._subscriptions:
             kind: EventKind = "ended" if reason == "failed" else reason
@@ -668,6 +698,7 @@ class SessionManager:
                 expired += 1
             else:
                 entry = Entry(item.id, None, now, item.client_id)
+                entry.principal = item.principal
                 entry.version = item.version
                 entry.created_wall = item.created_at
                 entry.last_active = now - idle

@@ -549,6 +549,7 @@ class RedisStore(SharedSessionStore):
         lease: float,
         max_sessions: int,
         max_per_client: int | None,
+        max_per_principal: int | None = None,
     ) -> list[tuple[str, int]]:
         text = await self._encode(state)
         return await self._create(
@@ -561,6 +562,7 @@ class RedisStore(SharedSessionStore):
             lease_until=self._server_time(now) + lease,
             max_sessions=max_sessions,
             max_per_client=max_per_client,
+            max_per_principal=max_per_principal,
         )
 
     async def _create(
@@ -575,6 +577,7 @@ class RedisStore(SharedSessionStore):
         lease_until: float,
         max_sessions: int | None,
         max_per_client: int | None,
+        max_per_principal: int | None = None,
     ) -> list[tuple[str, int]]:
         deadline = self._server_time(expires_at)
         args = [
@@ -592,6 +595,8 @@ class RedisStore(SharedSessionStore):
             repr(self._server_time(now)),
             "inf" if max_sessions is None else str(max_sessions),
             "" if max_per_client is None else str(max_per_client),
+            state.principal or "",
+            "" if max_per_principal is None else str(max_per_principal),
         ]
         own = self._expect("created", state.id, state.version)
         reply = await self._fcall_through(
@@ -604,6 +609,11 @@ class RedisStore(SharedSessionStore):
             raise _conflict(state.id, None, int(reply[1]))
         trimmed = _pairs(reply[-1])
         if outcome == "LIMIT":
+            if _text(reply[1]) == "principal":
+                raise SessionLimitError(
+                    f"principal {state.principal!r} holds its limit of {max_per_principal} "
+                    "sessions (max_sessions_per_principal); end one first"
+                )
             if _text(reply[1]) == "client":
                 raise SessionLimitError(
                     f"client {client_id!r} holds its limit of {max_per_client} sessions "

@@ -14,6 +14,8 @@ Keys, under the store's prefix ``P``:
 - ``Pdeadlines``: sorted set, id -> deadline (what is due, for the sweep).
 - ``Porder``: sorted set, id -> created_at (count and listing in creation order).
 - ``Pclient:<client id>``: set of the client's session ids (per-client caps).
+- ``Pprincipal:<principal>``: set of the principal's session ids (per-principal
+  caps); the session's hash keeps its principal as ``pr``.
 - ``Prec:<len>:<namespace>:<key>``: a record: hash of ``v`` value and ``t`` its ttl
   in ms, with a Redis expiry of that ttl, restarted by every read.
 - Channel ``Pevents``: ``"<kind> <id> <version>"`` for every change, published by
@@ -27,9 +29,9 @@ from __future__ import annotations
 
 #: The library's name, which versions it: a triact whose functions change bumps it,
 #: so that processes of two versions can share one Redis during an upgrade.
-LIBRARY = "triact_2"
+LIBRARY = "triact_3"
 
-SOURCE = """#!lua name=triact_2
+SOURCE = """#!lua name=triact_3
 
 local function skey(p, sid) return p .. '{' .. sid .. '}' end
 
@@ -38,10 +40,25 @@ local function publish(p, kind, sid, v)
 end
 
 local function drop(p, sid, h, cl)
+  local pr = redis.call('HGET', h, 'pr')
   redis.call('DEL', h)
   redis.call('ZREM', p .. 'deadlines', sid)
   redis.call('ZREM', p .. 'order', sid)
   if cl then redis.call('SREM', p .. 'client:' .. cl, sid) end
+  if pr then redis.call('SREM', p .. 'principal:' .. pr, sid) end
+end
+
+-- How many of the set's sessions still exist (those Redis expired itself leave it).
+local function live_members(p, set)
+  local held = 0
+  for _, other in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('EXISTS', skey(p, other)) == 1 then
+      held = held + 1
+    else
+      redis.call('SREM', set, other)
+    end
+  end
+  return held
 end
 
 local function due(dl, lx, now)
@@ -74,7 +91,8 @@ local function set_deadline(p, sid, h, dl, pexp)
 end
 
 -- KEYS: session. ARGV: p sid version state created used client dl pexp node lx now
--- max cap. -> {'OK', trimmed} | {'LIMIT', 'sessions'|'client', trimmed} | {'EXISTS', v}
+-- max cap principal principal_cap.
+-- -> {'OK', trimmed} | {'LIMIT', 'sessions'|'client'|'principal', trimmed} | {'EXISTS', v}
 local function create(keys, args)
   local h, p, sid = keys[1], args[1], args[2]
   local now = tonumber(args[12])
@@ -83,18 +101,16 @@ local function create(keys, args)
   if redis.call('ZCARD', p .. 'order') >= tonumber(args[13]) then
     return {'LIMIT', 'sessions', trimmed}
   end
-  local cl = args[7]
+  local cl, pr = args[7], args[15]
   if cl ~= '' and args[14] ~= '' then
-    local ck = p .. 'client:' .. cl
-    local held = 0
-    for _, other in ipairs(redis.call('SMEMBERS', ck)) do
-      if redis.call('EXISTS', skey(p, other)) == 1 then
-        held = held + 1
-      else
-        redis.call('SREM', ck, other)
-      end
+    if live_members(p, p .. 'client:' .. cl) >= tonumber(args[14]) then
+      return {'LIMIT', 'client', trimmed}
     end
-    if held >= tonumber(args[14]) then return {'LIMIT', 'client', trimmed} end
+  end
+  if pr ~= '' and args[16] ~= '' then
+    if live_members(p, p .. 'principal:' .. pr) >= tonumber(args[16]) then
+      return {'LIMIT', 'principal', trimmed}
+    end
   end
   if redis.call('EXISTS', h) == 1 then return {'EXISTS', redis.call('HGET', h, 'v')} end
   redis.call('HSET', h, 'v', args[3], 's', args[4], 'c', args[5], 'u', args[6],
@@ -102,6 +118,10 @@ local function create(keys, args)
   if cl ~= '' then
     redis.call('HSET', h, 'cl', cl)
     redis.call('SADD', p .. 'client:' .. cl, sid)
+  end
+  if pr ~= '' then
+    redis.call('HSET', h, 'pr', pr)
+    redis.call('SADD', p .. 'principal:' .. pr, sid)
   end
   set_deadline(p, sid, h, args[8], args[9])
   redis.call('ZADD', p .. 'order', args[5], sid)
@@ -253,17 +273,17 @@ local function record_get(keys, args)
   return r[1]
 end
 
-redis.register_function('triact_2_create', create)
-redis.register_function('triact_2_activate', activate)
-redis.register_function('triact_2_write', write)
-redis.register_function('triact_2_renew', renew)
-redis.register_function('triact_2_touch', touch)
-redis.register_function('triact_2_release', release)
-redis.register_function('triact_2_remove', remove)
-redis.register_function('triact_2_expire', expire)
-redis.register_function('triact_2_record_put', record_put)
-redis.register_function('triact_2_record_get', record_get)
-redis.register_function{function_name = 'triact_2_page', callback = page,
+redis.register_function('triact_3_create', create)
+redis.register_function('triact_3_activate', activate)
+redis.register_function('triact_3_write', write)
+redis.register_function('triact_3_renew', renew)
+redis.register_function('triact_3_touch', touch)
+redis.register_function('triact_3_release', release)
+redis.register_function('triact_3_remove', remove)
+redis.register_function('triact_3_expire', expire)
+redis.register_function('triact_3_record_put', record_put)
+redis.register_function('triact_3_record_get', record_get)
+redis.register_function{function_name = 'triact_3_page', callback = page,
                         flags = {'no-writes'}}
 """
 

@@ -316,6 +316,7 @@ class SqliteStore(SharedSessionStore):
         lease: float,
         max_sessions: int,
         max_per_client: int | None,
+        max_per_principal: int | None = None,
     ) -> list[tuple[str, int]]:
         row = await self._row(state)
         run = partial(
@@ -328,6 +329,8 @@ class SqliteStore(SharedSessionStore):
             lease=lease,
             max_sessions=max_sessions,
             max_per_client=max_per_client,
+            principal=state.principal,
+            max_per_principal=max_per_principal,
         )
         return await self._call(_Job("write", state.id, run), withdrawable=False)
 

@@ -152,9 +152,12 @@ def create(
     lease: float,
     max_sessions: int,
     max_per_client: int | None,
+    principal: str | None = None,
+    max_per_principal: int | None = None,
 ) -> list[tuple[str, int]]:
     """Trim what is due, check the limits against the store, insert leased to
-    ``node`` at epoch 1; returns what was trimmed."""
+    ``node`` at epoch 1; returns what was trimmed. (The principal's sessions are
+    counted from their states: a scan of the table, only with ``max_per_principal``.)"""
     trimmed = [(str(i), int(v)) for i, v in trim_due(conn, now, -float("inf"), 1000)]
     (count,) = conn.execute("SELECT count(*) FROM sessions").fetchone()
     if count >= max_sessions:
@@ -169,6 +172,14 @@ def create(
             raise SessionLimitError(
                 f"client {client_id!r} holds its limit of {max_per_client} sessions "
                 "(max_sessions_per_client); end one first"
+            )
+    if principal is not None and max_per_principal is not None:
+        query = "SELECT count(*) FROM sessions WHERE json_extract(state, '$.state.principal') = ?"
+        (held,) = conn.execute(query, (principal,)).fetchone()
+        if held >= max_per_principal:
+            raise SessionLimitError(
+                f"principal {principal!r} holds its limit of {max_per_principal} sessions "
+                "(max_sessions_per_principal); end one first"
             )
     session_id, version, created_at, last_used, _, text = row
     cursor = conn.execute(

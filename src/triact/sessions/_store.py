@@ -212,9 +212,11 @@ class SharedSessionStore(SessionStore):
         lease: float,
         max_sessions: int,
         max_per_client: int | None,
+        max_per_principal: int | None = None,
     ) -> list[tuple[str, int]]:
         """Store a new session, leased to ``node`` (epoch 1), if the store holds fewer
-        than ``max_sessions`` sessions and ``client_id`` fewer than ``max_per_client``
+        than ``max_sessions`` sessions, ``client_id`` fewer than ``max_per_client``
+        and the state's principal (if any) fewer than ``max_per_principal``
         (SessionLimitError otherwise), in one atomic step that first removes the
         sessions whose deadline passed. Returns those (id, version)."""
 
@@ -335,6 +337,9 @@ class MemoryStore(SessionStore):
                 s.last_used,
                 s.client_binding.client_id if s.client_binding else None,
                 s.version,
+                s.topic,
+                s.client_binding.token_hmac if s.client_binding else "",
+                s.principal,
             )
             for s in self._states.values()
         ]
