@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 
+import triact
+
 from .._redis import RedisPlace
 from .test_stdio import INITIALIZE, Raw, call, raw_server
 
@@ -206,3 +208,50 @@ async def test_processes_started_at_once_on_a_fresh_store_share_one_key(
                 assert content(got)["session"]["session_id"] == session["session_id"]
         for server in servers:
             assert await server.close_input() == 0
+
+
+async def test_a_third_process_hears_every_processs_commits_in_commit_order(
+    tmp_path: Path, redis_place: RedisPlace
+) -> None:
+    """Events across processes through Redis: two processes commit many changes of the
+    same sessions at once; a manager in a third (this one) hears them at most once,
+    in version order per session (gaps would be allowed: delivery is at most once)."""
+    url = f"{redis_place.url}?prefix={redis_place.prefix}"
+    store = ["--store", url, "--secret-key-file", str(tmp_path / "redis.key")]
+    listener = triact.RedisStore(redis_place.url, prefix=redis_place.prefix)
+    heard: dict[str, list[tuple[str, int]]] = {}
+    async with (
+        triact.open_session_manager(triact.SessionConfig(store=listener)) as manager,
+        AsyncExitStack() as stack,
+    ):
+        subscription = manager.subscribe()
+        servers = await start(stack, tmp_path, store, 2)
+        sessions = [
+            content(await tool(servers[0], 1 + i, "session_create"))["session_id"] for i in range(2)
+        ]
+        answers: list[list[dict[str, Any]]] = [[], []]
+
+        async def load(index: int) -> None:
+            answers[index] = await pipeline(servers[index], 1000, sessions)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(2):
+                nursery.start_soon(load, index)
+        final = 1 + 2 * PIPELINED
+        for reply in (reply for batch in answers for reply in batch):
+            assert not reply["result"].get("isError"), reply
+        with trio.fail_after(30):
+            async for event in subscription:
+                heard.setdefault(event.session_id, []).append((event.kind, event.version))
+                if all(heard.get(sid, [("", 0)])[-1][1] == final for sid in sessions):
+                    break
+        for server in servers:
+            assert await server.close_input() == 0
+    assert sorted(heard) == sorted(sessions)
+    for sid in sessions:
+        kinds = [kind for kind, _ in heard[sid]]
+        versions = [version for _, version in heard[sid]]
+        assert kinds == ["created"] + ["updated"] * (len(kinds) - 1)
+        assert versions == sorted(set(versions)), versions  # no repeat, no reordering
+        assert versions[0] == 1
+        assert versions[-1] == final
