@@ -153,6 +153,14 @@ def add_stress_parser(
         "sqlite[:PATH] or redis://...)",
     )
     parser.add_argument(
+        "--routing",
+        choices=("random", "affinity"),
+        default="random",
+        help="with several servers (--processes, --target cluster): each call to one at "
+        "random, or each session's calls to the one its id hashes to, as a load "
+        "balancer with affinity on the session id does (default: random)",
+    )
+    parser.add_argument(
         "--seed", type=integer, default=None, help="seed of the load (default: random, printed)"
     )
     parser.add_argument(

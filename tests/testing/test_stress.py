@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Literal, cast
 
 import pytest
 
@@ -26,7 +26,7 @@ from triact.testing._stress import (
     run_stress,
     stress,
 )
-from triact.testing._targets import InprocTarget, StressTarget, open_inproc
+from triact.testing._targets import InprocTarget, StdioTarget, StressTarget, open_inproc
 
 from .._redis import RedisPlace
 
@@ -328,3 +328,59 @@ async def test_the_http_target_without_h11_names_the_extra(
     assert await run_stress(StressOptions(target="http", seed=1), out=out, err=err) == 2
     assert "--target http needs h11" in err.getvalue()
     assert "pip install '.[http]'" in err.getvalue()
+
+
+def test_affinity_sends_each_sessions_calls_to_the_server_its_id_hashes_to() -> None:
+    servers = [f"server {i}" for i in range(3)]
+    spread = SpreadTarget(cast(list[StdioTarget], servers), seed=1, routing="affinity")
+    spread.arm(True)
+    ids = [f"session-{i}" for i in range(30)]
+    chosen = {sid: spread._pick(sid) for sid in ids}
+    assert all(spread._pick(sid) == chosen[sid] for sid in ids for _ in range(3))
+    assert set(chosen.values()) == set(servers)  # spread over all of them
+    unnamed = {spread._pick() for _ in range(50)}  # session_create names none: random
+    assert unnamed == set(servers)
+    assert sum(spread.calls) == 30 * 4 + 50
+    assert "each session's calls to the one its id hashes to" in spread.description
+
+
+def test_affinity_needs_several_servers_and_the_parser_takes_it() -> None:
+    with pytest.raises(ValueError, match="--routing affinity spreads calls over several"):
+        StressOptions(target="stdio", store="sqlite", routing="affinity")
+    with pytest.raises(ValueError, match="--routing is random or affinity"):
+        StressOptions(target="stdio", store="sqlite", processes=2, routing="sticky")  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser(prog="triact")
+    add_stress_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "stress",
+            "--target",
+            "stdio",
+            "--processes",
+            "2",
+            "--store",
+            "sqlite",
+            "--routing",
+            "affinity",
+        ]
+    )
+    assert options_from_args(args).routing == "affinity"
+
+
+async def test_a_short_run_over_two_serve_processes_with_affinity_checks_out() -> None:
+    options = StressOptions(
+        sessions=4,
+        clients=4,
+        duration=1.5,
+        target="stdio",
+        store="sqlite",
+        processes=2,
+        seed=4,
+        routing="affinity",
+    )
+    report = await stress(options)
+    assert report.violations == []
+    assert report.unexpected == []
+    assert sum(report.calls_by_process) == report.operations
+    assert min(report.calls_by_process) > 0
+    assert "each session's calls to the one its id hashes to" in report.description

@@ -32,7 +32,7 @@ from ._http import (
     _listening,
 )
 from ._model import DataChange
-from ._spread import SpreadTarget, run_spec
+from ._spread import Routing, SpreadTarget, routed, run_spec
 from ._targets import StdioTarget, server_command
 
 #: Seconds a call waits for its answer before its outcome is unknown.
@@ -56,6 +56,8 @@ class ClusterNode:
         self.port = 0
         self.process: trio.Process | None = None
         self.paused = False
+        #: Whether its process listens (False while it starts).
+        self.ready = False
         #: The stderr of each process this node ran, in order.
         self.logs: list[Path] = []
         self._logs = logs
@@ -63,6 +65,7 @@ class ClusterNode:
     async def start(self) -> None:
         """Start the process (on a free port the first time, on its port after) and
         wait until it listens."""
+        self.ready = False
         command = [*self.command, "--http", f"127.0.0.1:{self.port}"]
         path = self._logs / f"node{self.index + 1}-{len(self.logs) + 1}.log"
         self.logs.append(path)
@@ -80,8 +83,10 @@ class ClusterNode:
         found = _URL.fullmatch(self.url)
         assert found is not None
         self.port = int(found.group("port"))
+        self.ready = True
 
     async def kill(self) -> None:
+        self.ready = False
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
@@ -126,8 +131,9 @@ class ClusterTarget(SpreadTarget):
         duration: float,
         nursery: trio.Nursery,
         store: str,
+        routing: Routing = "random",
     ) -> None:
-        super().__init__(list[StdioTarget](targets), seed, store, "http")
+        super().__init__(list[StdioTarget](targets), seed, store, "http", routing)
         self.nodes = nodes
         self.duration = duration
         self.nursery = nursery
@@ -136,10 +142,14 @@ class ClusterTarget(SpreadTarget):
         #: (seconds into the load, what happened) for the report.
         self.log: list[tuple[float, str]] = []
         self._faults: trio.CancelScope | None = None
+        self._start = 0.0  # when the faults began (Trio time)
+        #: Fault actions begun and not finished (a restart the end of the load cut
+        #: short): name -> what the log says; settle() finishes them.
+        self._pending: dict[str, str] = {}
         self.description = (
-            f"{len(nodes)} triact serve --http nodes on one {store}, each call to one at "
-            "random (MCP sessions too); faults: SIGKILL and restart, SIGSTOP past the "
-            "lease and SIGCONT"
+            f"{len(nodes)} triact serve --http nodes on one {store}, {routed(routing)} "
+            "(MCP sessions too); faults: SIGKILL and restart, SIGSTOP past the lease and "
+            "SIGCONT"
         )
 
     def arm(self, armed: bool) -> None:
@@ -156,32 +166,53 @@ class ClusterTarget(SpreadTarget):
         for :data:`PAUSE` seconds, from 60 % of the run (earlier in short runs, so that
         it is resumed by 90 %)."""
         d = self.duration
-        start = trio.current_time()
+        start = self._start = trio.current_time()
         killed, paused = self.nodes[1], self.nodes[2 % len(self.nodes)]
         stop_at = max(0.0, min(0.6 * d, 0.9 * d - PAUSE))
-        events: list[tuple[float, str, Callable[[], Awaitable[None]]]] = [
-            (d / 3, "SIGKILL", killed.kill),
-            (d / 2, "restart", killed.start),
-            (stop_at, "SIGSTOP", _sync(paused.pause)),
-            (stop_at + PAUSE, "SIGCONT", _sync(paused.resume)),
+        # Two chains, each in order, side by side: a slow restart delays no other.
+        chains: list[list[tuple[float, str, Callable[[], Awaitable[None]]]]] = [
+            [(d / 3, "SIGKILL", killed.kill), (d / 2, "restart", killed.start)],
+            [
+                (stop_at, "SIGSTOP", _sync(paused.pause)),
+                (stop_at + PAUSE, "SIGCONT", _sync(paused.resume)),
+            ],
         ]
-        with scope:
-            for at, name, action in sorted(events, key=lambda e: e[0]):
+
+        async def run(chain: list[tuple[float, str, Callable[[], Awaitable[None]]]]) -> None:
+            for at, name, action in chain:
                 await trio.sleep_until(start + at)
-                await action()
-                self.injected[name] += 1
                 node = killed if name in ("SIGKILL", "restart") else paused
-                self.log.append((trio.current_time() - start, f"{name} node {node.index + 1}"))
+                label = f"{name} node {node.index + 1}"
+                self._pending[name] = label
+                await action()
+                del self._pending[name]
+                self._done(name, label)
+
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for chain in chains:
+                    nursery.start_soon(run, chain)
+
+    def _done(self, name: str, label: str) -> None:
+        self.injected[name] += 1
+        self.log.append((trio.current_time() - self._start, label))
 
     async def settle(self) -> None:
-        """Stop injecting faults, and bring every node back (resumed, restarted)."""
+        """Stop injecting faults, and bring every node back (resumed, restarted);
+        a fault action the end of the load cut short is finished here, and counted."""
         if self._faults is not None:
             self._faults.cancel()
+        cut, self._pending = self._pending, {}
+        # A start the end of the faults cut short is made again.
         for node in self.nodes:
             if node.paused:
                 node.resume()
+            if not node.ready:
+                await node.kill()
             if not node.running:
                 await node.start()
+        for name, label in cut.items():
+            self._done(name, label)
 
     async def _guard(self, call: Call, attempt: Callable[[], Awaitable[None]]) -> None:
         """Run ``attempt``; no answer within the timeout, or a connection that fails,
@@ -209,7 +240,7 @@ class ClusterTarget(SpreadTarget):
         return found[0]
 
     async def read(self, call: Call, session_id: str) -> None:
-        target = self._pick()
+        target = self._pick(session_id)
         await self._guard(call, lambda: target.read(call, session_id))
 
     async def read_on(self, node: int, call: Call, session_id: str) -> None:
@@ -226,7 +257,7 @@ class ClusterTarget(SpreadTarget):
         fails: bool,
         slow: float,
     ) -> None:
-        target = self._pick()
+        target = self._pick(session_id)
         await self._guard(
             call,
             lambda: target.update(
@@ -235,7 +266,7 @@ class ClusterTarget(SpreadTarget):
         )
 
     async def end(self, call: Call, session_id: str) -> None:
-        target = self._pick()
+        target = self._pick(session_id)
         await self._guard(call, lambda: target.end(call, session_id))
 
 
@@ -255,6 +286,7 @@ async def open_cluster(
     seed: int,
     clients: int,
     duration: float,
+    routing: Routing = "random",
 ) -> AsyncIterator[ClusterTarget]:
     """``nodes`` servers on ``store``, each with its share of ``clients`` MCP clients
     (at least two, of both eras), each handshake client's MCP session also spoken to
@@ -262,32 +294,31 @@ async def open_cluster(
     if nodes < 3:
         raise ValueError(f"--target cluster needs at least 3 nodes, got {nodes}")
     _h11()
-    with run_spec(store) as spec, tempfile.TemporaryDirectory(prefix="triact-cluster-") as logs:
+    async with AsyncExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="triact-cluster-")))
+        spec = stack.enter_context(run_spec(store))
         command = command or server_command(spec)
-        members = [ClusterNode(command, i, Path(logs)) for i in range(nodes)]
-        async with AsyncExitStack() as stack:
+        members = [ClusterNode(command, i, logs) for i in range(nodes)]
+        for node in members:
+            stack.push_async_callback(node.stop)
+        async with trio.open_nursery() as starting:
             for node in members:
-                stack.push_async_callback(node.stop)
-            async with trio.open_nursery() as starting:
-                for node in members:
-                    starting.start_soon(node.start)
-            share = max(2, -(-clients // nodes))
-            targets = []
-            for index, node in enumerate(members):
-                mcp = []
-                for i in range(share):
-                    client = McpHttpClient(node.url, (HANDSHAKE, STATELESS)[i % 2])
-                    stack.push_async_callback(client.aclose)
-                    await client.open()
-                    mcp.append(client)
-                targets.append(HttpTarget(MixedClients(mcp, f"{seed}:http:{index}"), node.url))
-            for target in targets:
-                others = [c for t in targets if t is not target for c in t.own_sessions()]
-                await stack.enter_async_context(target.serving(others))
-            redis = spec.startswith(("redis://", "rediss://"))
-            async with trio.open_nursery() as nursery:
-                cluster = ClusterTarget(
-                    members, targets, seed, duration, nursery, "Redis" if redis else "SQLite file"
-                )
-                yield cluster
-                nursery.cancel_scope.cancel()
+                starting.start_soon(node.start)
+        share = max(2, -(-clients // nodes))
+        targets = []
+        for index, node in enumerate(members):
+            mcp = []
+            for i in range(share):
+                client = McpHttpClient(node.url, (HANDSHAKE, STATELESS)[i % 2])
+                stack.push_async_callback(client.aclose)
+                await client.open()
+                mcp.append(client)
+            targets.append(HttpTarget(MixedClients(mcp, f"{seed}:http:{index}"), node.url))
+        for target in targets:
+            others = [c for t in targets if t is not target for c in t.own_sessions()]
+            await stack.enter_async_context(target.serving(others))
+        shared = "Redis" if spec.startswith(("redis://", "rediss://")) else "SQLite file"
+        async with trio.open_nursery() as nursery:
+            cluster = ClusterTarget(members, targets, seed, duration, nursery, shared, routing)
+            yield cluster
+            nursery.cancel_scope.cancel()

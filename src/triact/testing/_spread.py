@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import (
     AbstractAsyncContextManager,
@@ -13,17 +14,23 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
+from typing import Literal
 
 from ._history import Call
 from ._http import HttpTarget, open_http
 from ._model import DataChange
 from ._targets import StdioTarget, StressTarget, open_stdio, own_prefix, server_command
 
+#: How calls are spread over the servers: each to one at random, or each session's
+#: to the one its id hashes to (as a load balancer with affinity on the session id
+#: header does; ``session_create``, which names none, still goes to one at random).
+Routing = Literal["random", "affinity"]
+
 
 class SpreadTarget:
     """Several :class:`StdioTarget` (or HTTP targets) on one store: each call goes to
-    one of them, chosen at random; :attr:`calls` counts the calls each one got once the
-    load is armed (so they add up to the report's operations)."""
+    one of them, as ``routing`` says; :attr:`calls` counts the calls each one got once
+    the load is armed (so they add up to the report's operations)."""
 
     def __init__(
         self,
@@ -31,20 +38,26 @@ class SpreadTarget:
         seed: int,
         store: str = "SQLite file",
         transport: str = "stdio",
+        routing: Routing = "random",
     ) -> None:
         self.targets = targets
         self.calls = [0] * len(targets)
+        self.routing = routing
         self._rng = random.Random(f"{seed}:spread")
         self._armed = False
         self.description = (
             f"{len(targets)} triact serve processes on one {store} over {transport}, "
-            "each call to one at random"
+            + routed(routing)
         )
         if transport == "http":
             self.description += " (MCP sessions too)"
 
-    def _pick(self) -> StdioTarget:
-        index = self._rng.randrange(len(self.targets))
+    def _pick(self, session_id: str | None = None) -> StdioTarget:
+        """The target of a call on ``session_id`` (None: a call that names none)."""
+        if session_id is not None and self.routing == "affinity":
+            index = zlib.crc32(session_id.encode()) % len(self.targets)
+        else:
+            index = self._rng.randrange(len(self.targets))
         if self._armed:
             self.calls[index] += 1
         return self.targets[index]
@@ -53,7 +66,7 @@ class SpreadTarget:
         return await self._pick().create(call)
 
     async def read(self, call: Call, session_id: str) -> None:
-        await self._pick().read(call, session_id)
+        await self._pick(session_id).read(call, session_id)
 
     async def update(
         self,
@@ -65,17 +78,23 @@ class SpreadTarget:
         fails: bool,
         slow: float,
     ) -> None:
-        target = self._pick()
+        target = self._pick(session_id)
         await target.update(call, session_id, change, expected_version, fails=fails, slow=slow)
 
     async def end(self, call: Call, session_id: str) -> None:
-        await self._pick().end(call, session_id)
+        await self._pick(session_id).end(call, session_id)
 
     def faults(self) -> Mapping[str, int]:
         return {}
 
     def arm(self, armed: bool) -> None:
         self._armed = armed
+
+
+def routed(routing: Routing) -> str:
+    if routing == "affinity":
+        return "each session's calls to the one its id hashes to"
+    return "each call to one at random"
 
 
 @contextmanager
@@ -101,6 +120,7 @@ async def open_servers(
     seed: int,
     transport: str = "stdio",
     clients: int = 2,
+    routing: Routing = "random",
 ) -> AsyncIterator[StressTarget]:
     """``processes`` servers on ``store`` (a :class:`SpreadTarget` for more than one),
     over ``transport`` ("stdio", or "http": ``clients`` MCP clients spread over the
@@ -129,4 +149,5 @@ async def open_servers(
                     others = [c for t in http if t is not target for c in t.own_sessions()]
                     await stack.enter_async_context(target.serving(others))
             redis = spec.startswith(("redis://", "rediss://"))
-            yield SpreadTarget(targets, seed, "Redis" if redis else "SQLite file", transport)
+            store_name = "Redis" if redis else "SQLite file"
+            yield SpreadTarget(targets, seed, store_name, transport, routing)

@@ -22,7 +22,7 @@ from ._cluster import MIN_DURATION, ClusterTarget, open_cluster
 from ._faults import InjectedError
 from ._history import HistoryRecorder, Operation, Outcome
 from ._model import DataChange
-from ._spread import SpreadTarget, open_servers
+from ._spread import Routing, SpreadTarget, open_servers
 from ._targets import StdioServerError, StressTarget, open_target
 
 TargetFactory = Callable[[], AbstractAsyncContextManager[StressTarget]]
@@ -44,6 +44,19 @@ class StressOptions:
     #: stdio, http and cluster: how many servers, all on one shared store (more than
     #: one needs sqlite or redis; the cluster target needs three at least).
     processes: int = attrs.field(default=1)
+    #: With several servers: each call to one at random, or each session's calls to
+    #: the one its id hashes to ("affinity").
+    routing: Routing = attrs.field(default="random")
+
+    @routing.validator
+    def _check_routing(self, _: object, routing: str) -> None:
+        if routing not in ("random", "affinity"):
+            raise ValueError(f"--routing is random or affinity, got {routing!r}")
+        if routing == "affinity" and self.processes < 2:
+            raise ValueError(
+                "--routing affinity spreads calls over several servers: it needs "
+                "--target cluster, or --processes 2 or more"
+            )
 
     @processes.validator
     def _check_processes(self, _: object, processes: int) -> None:
@@ -309,6 +322,7 @@ async def stress(
                     seed,
                     options.clients,
                     options.duration,
+                    options.routing,
                 )
             if options.target in ("stdio", "http"):
                 return open_servers(
@@ -318,6 +332,7 @@ async def stress(
                     seed,
                     options.target,
                     options.clients,
+                    options.routing,
                 )
             return open_target(options.target, options.store, options.faults, seed, command)
 
@@ -390,6 +405,7 @@ def options_from_args(args: argparse.Namespace) -> StressOptions:
         seed=args.seed,
         server_command=command,
         processes=processes,
+        routing=args.routing,
     )
 
 
