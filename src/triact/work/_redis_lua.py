@@ -143,6 +143,31 @@ local function tagged(bb, id, tags)
   return true
 end
 
+-- A flat HGETALL reply as a table field -> number.
+local function hash_table(flat)
+  local out = {}
+  for x = 1, #flat, 2 do out[flat[x]] = tonumber(flat[x + 1]) end
+  return out
+end
+
+-- The members of each tag's set in bucket bb, as lookup tables.
+local function tag_sets(bb, tags)
+  local sets = {}
+  for j, tag in ipairs(tags) do
+    local members = {}
+    for _, id in ipairs(redis.call('SMEMBERS', bb .. 'g:' .. tag)) do members[id] = true end
+    sets[j] = members
+  end
+  return sets
+end
+
+local function in_all(sets, id)
+  for _, members in ipairs(sets) do
+    if not members[id] then return false end
+  end
+  return true
+end
+
 -- Read the tags of a read's arguments from position i: -> tags, next position.
 local function read_tags(args, i)
   local tags = {}
@@ -178,50 +203,75 @@ local function search(keys, args)
     idf[j] = value
   end
   local k1, b = 1.2, 0.75
-  local ids, scores = {}, {}
+  local nphrases = #phrases
+  local ids, scores, count = {}, {}, 0
   for _, bb in ipairs(buckets(nb, args[3], args[4], args[5])) do
-    local freq = {}  -- id -> {count per phrase}
-    local order = {}
+    local freq = {}  -- per phrase: id -> its count in the note
+    local order = {}  -- the ids with any, in the order first seen
+    local seen = {}
     for j, tok in ipairs(phrases) do
+      local counts = {}
       local flat = redis.call('HGETALL', bb .. 't:' .. tok)
       for x = 1, #flat, 2 do
         local id = flat[x]
-        local f = freq[id]
-        if not f then
-          f = {}
-          freq[id] = f
+        counts[id] = tonumber(flat[x + 1])
+        if not seen[id] then
+          seen[id] = true
           order[#order + 1] = id
         end
-        f[j] = tonumber(flat[x + 1])
       end
+      freq[j] = counts
     end
+    -- Many candidates: the lengths (and tag sets) in one read each, not one per note.
+    local many = #order > 64
+    local lengths = many and hash_table(redis.call('HGETALL', bb .. 'dl')) or nil
+    local sets = many and tag_sets(bb, tags) or nil
     for _, id in ipairs(order) do
-      if tagged(bb, id, tags) then
-        local d = tonumber(redis.call('HGET', bb .. 'dl', id))
-        local f = freq[id]
+      if (sets and in_all(sets, id)) or (not sets and tagged(bb, id, tags)) then
+        local d
+        if lengths then d = lengths[id] else d = tonumber(redis.call('HGET', bb .. 'dl', id)) end
+        -- FTS5's sum, phrase by phrase (one without the token adds 0).
+        local norm = k1 * (1 - b + b * d / avgdl)
         local score = 0.0
-        for j = 1, #phrases do
-          local c = f[j] or 0
-          score = score + idf[j] * ((c * (k1 + 1.0)) / (c + k1 * (1 - b + b * d / avgdl)))
+        for j = 1, nphrases do
+          local c = freq[j][id]
+          if c then score = score + idf[j] * ((c * (k1 + 1.0)) / (c + norm)) end
         end
-        ids[#ids + 1] = tonumber(id)
-        scores[#scores + 1] = score
+        count = count + 1
+        ids[count] = tonumber(id)
+        scores[count] = score
       end
     end
   end
-  -- The best limit, and every one tied with the last of them (ordered by age next).
-  local floor = -math.huge
-  if #scores > limit then
+  -- The best limit: those above the limit-th best score, then of those tied with it
+  -- the newest (creation time, then id), found by sorting numbers, not records.
+  local function created(id) return tonumber(redis.call('HGET', nb .. 'n:' .. id, 'a')) end
+  local best = {}
+  if #scores <= limit then
+    for x, id in ipairs(ids) do best[x] = {id, scores[x], created(id)} end
+  else
     local sorted = {}
     for x, s in ipairs(scores) do sorted[x] = s end
     table.sort(sorted)
-    floor = sorted[#sorted - limit + 1]
-  end
-  local best = {}
-  for x, id in ipairs(ids) do
-    if scores[x] >= floor then
-      local at = tonumber(redis.call('HGET', nb .. 'n:' .. id, 'a'))
-      best[#best + 1] = {id, scores[x], at}
+    local floor = sorted[#sorted - limit + 1]
+    local tied = {}
+    for x, id in ipairs(ids) do
+      if scores[x] > floor then
+        best[#best + 1] = {id, scores[x], created(id)}
+      elseif scores[x] == floor then
+        tied[#tied + 1] = id
+      end
+    end
+    local room = limit - #best
+    local times, at = {}, {}
+    for x, id in ipairs(tied) do
+      at[id] = created(id)
+      times[x] = at[id]
+    end
+    table.sort(times)
+    local newest = times[#times - room + 1]
+    for _, id in ipairs(tied) do
+      if at[id] >= newest then best[#best + 1] = {id, floor, at[id]} end
     end
   end
   table.sort(best, function(l, r)
