@@ -88,3 +88,23 @@ async def test_mass_expiry_yields_to_other_tasks(autojump_clock: trio.testing.Mo
         nursery.cancel_scope.cancel()
     assert handled == 5000
     assert any(0 < seen < 5000 for seen in observed)
+
+
+async def test_orderable_items_due_at_the_same_time_are_all_handled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue: DeadlineQueue[int] = DeadlineQueue(orderable=True)
+    seen: list[int] = []
+
+    def on_due(item: int, now: float) -> float | None:
+        seen.append(item)
+        return now + 1.0 if item == 3 and seen.count(3) == 1 else None
+
+    for item in (3, 1, 2):
+        queue.push(1.0, item)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.run, on_due)
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert seen == [1, 2, 3, 3]  # ties in the items' own order; 3 re-armed once
+    assert len(queue) == 0

@@ -452,6 +452,38 @@ async def test_stop_handles_queued_messages_then_runs_on_stop() -> None:
     assert events == ["start", 0, 1, 2, "stop"]
 
 
+async def test_stop_when_idle_stops_an_idle_actor_at_once() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder, name="r")
+        assert await ref.ask("a") == 1
+        ref.stop_when_idle()
+        assert ref.stopped
+        assert sup.get("r") is None
+
+
+async def test_stop_when_idle_keeps_taking_messages_until_the_mailbox_runs_dry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder, idle_timeout=100.0)
+        replies: list[object] = []
+
+        async def ask(message: object) -> None:
+            replies.append(await ref.ask(message))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, ("first", 1.0))
+            await trio.testing.wait_all_tasks_blocked()
+            ref.stop_when_idle()
+            assert ref.accepting  # unlike stop_soon, later messages still queue here
+            for i in range(3):
+                nursery.start_soon(ask, (i, 0.5))
+                await trio.testing.wait_all_tasks_blocked()
+        assert ref.stopped
+        assert replies == [1, 2, 3, 4]
+        assert ref._actor.seen == ["first", 0, 1, 2]  # type: ignore[attr-defined]
+
+
 async def test_on_stop_not_run_for_an_actor_never_started() -> None:
     stopped = []
 

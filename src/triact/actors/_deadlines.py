@@ -6,7 +6,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -30,16 +30,20 @@ class DeadlineQueue(Generic[T]):
 
     __slots__ = ("_heap", "_seq", "_wakeup")
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, T]] = []
-        self._seq = itertools.count()
+    def __init__(self, *, orderable: bool = False) -> None:
+        """``orderable``: the items can be compared (``<``) with each other, so that
+        entries due at the same time need no sequence number between deadline and
+        item (an entry is then a pair: 40 bytes less for each)."""
+        self._heap: list[tuple[Any, ...]] = []
+        self._seq = None if orderable else itertools.count()
         self._wakeup: trio.CancelScope | None = None
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def push(self, deadline: float, item: T) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), item))
+        seq = self._seq
+        heapq.heappush(self._heap, (deadline, item) if seq is None else (deadline, next(seq), item))
         wakeup = self._wakeup
         if wakeup is not None and deadline < wakeup.deadline:
             wakeup.deadline = deadline
@@ -55,7 +59,7 @@ class DeadlineQueue(Generic[T]):
             now = trio.current_time()
             handled = 0
             while heap and heap[0][0] <= now:
-                _, _, item = heapq.heappop(heap)
+                item = heapq.heappop(heap)[-1]
                 again = on_due(item, now)
                 if again is not None:
                     self.push(again, item)

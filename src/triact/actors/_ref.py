@@ -343,6 +343,17 @@ class ActorRef(Generic[M, R]):
             self._stopped = trio.Event()
         await self._stopped.wait()
 
+    def stop_when_idle(self) -> None:
+        """Stop as soon as the actor has nothing to do: now if it is idle, else once
+        the message it handles and those queued behind it are handled (messages keep
+        being taken until then). Unlike :meth:`stop_soon`, a message sent meanwhile is
+        still handled by this actor, in order."""
+        if self._holder is None and not self._mailbox:
+            self.stop_soon()
+        else:
+            self._idle_timeout = 0.0  # read by _release as "stop now"
+            self._armed = True  # an idle deadline armed earlier no longer re-arms
+
     def stop_soon(self) -> None:
         """Close the mailbox now; the actor stops once what is queued is handled."""
         if self._state != _OPEN:
@@ -468,7 +479,10 @@ class ActorRef(Generic[M, R]):
         if self._state == _STOPPING:
             self._finish()
         elif self._idle_timeout is not None:
-            self._went_idle(self._idle_timeout)
+            if self._idle_timeout:
+                self._went_idle(self._idle_timeout)
+            else:  # see stop_when_idle
+                self.stop_soon()
 
     def _went_idle(self, idle_timeout: float) -> None:
         self._idle_deadline = trio.current_time() + idle_timeout
