@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 import triact
+from triact.sessions._manager import MEMORY_ACTOR_IDLE
 
 from ._helpers import OpenManager, put, sleep_then_put
 
@@ -285,6 +286,99 @@ async def test_many_passivations_and_activations_keep_every_change(
         assert (state.version, state.data) == (21, {"n": 20})
         stats = await manager.stats()
         assert (stats.passivated, stats.activations) == (20, 21)
+
+
+async def test_with_a_memory_store_an_idle_session_gives_its_actor_back(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = triact.MemoryStore()
+    async with open_manager(store=store) as manager:
+        session = await manager.create_session()
+        await session.update(put("k", 1))
+        before = await session.snapshot()
+        assert (await manager.stats()).active_actors == 1
+        await trio.sleep(MEMORY_ACTOR_IDLE * 0.9)
+        assert (await manager.stats()).active_actors == 1
+        await trio.sleep(MEMORY_ACTOR_IDLE * 0.2)
+        stats = await manager.stats()
+        assert (stats.active_actors, stats.passivated, stats.sessions) == (0, 1, 1)
+        after = await session.snapshot()
+        assert attrs.evolve(after, metrics=before.metrics) == before
+        assert after.metrics.operations == before.metrics.operations + 1  # none lost
+        # that read was cold: its actor left at once, and the store holds what the
+        # session's record holds, every call counted (update, snapshot, snapshot)
+        assert (await manager.stats()).active_actors == 0
+        stored = await store.load(session.id)
+        assert stored is not None
+        assert stored.metrics.operations == 3
+        state = await session.update(put("k", 2), expected_version=2)
+        assert (state.version, state.data) == (3, {"k": 2})
+
+
+async def test_a_cold_call_leaves_no_actor_behind_and_a_warm_one_keeps_it(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        await trio.sleep(MEMORY_ACTOR_IDLE * 5)
+        state = await session.update(put("k", 1))  # cold: idle longer than an actor stays
+        stats = await manager.stats()
+        assert (stats.active_actors, stats.activations, stats.passivated) == (0, 1, 1)
+        assert state.version == 2
+        await session.update(put("k", 2))  # warm: its last call just ended
+        await session.update(put("k", 3))
+        stats = await manager.stats()
+        assert (stats.active_actors, stats.activations, stats.passivated) == (1, 2, 1)
+        final = await session.snapshot()
+        assert (final.version, final.data, final.metrics.operations) == (4, {"k": 3}, 3)
+
+
+async def test_a_cold_calls_queue_is_handled_in_order_before_its_actor_goes(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        await trio.sleep(MEMORY_ACTOR_IDLE * 5)
+        order: list[int] = []
+
+        def append(i: int) -> Callable[[triact.SessionState], triact.SessionState]:
+            def change(state: triact.SessionState) -> triact.SessionState:
+                order.append(i)
+                seen = [*state.data.get("seen", []), i]
+                return attrs.evolve(state, data={**state.data, "seen": seen})
+
+            return change
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.update, sleep_then_put(1.0, "first", 0))
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(5):  # queued behind the cold call, or after its actor left
+                nursery.start_soon(session.update, append(i))
+                await trio.testing.wait_all_tasks_blocked()
+        state = await session.snapshot()
+        assert order == list(range(5))
+        assert (state.version, state.data["seen"], state.data["first"]) == (7, order, 0)
+
+
+async def test_a_rate_limited_session_keeps_its_actor_until_its_bucket_is_full(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A new actor starts with a full bucket: the old one may not leave before its
+    # bucket would be full again (burst / rate = 20 s), nor after a single call.
+    async with open_manager(rate_limit=triact.RateLimit(rate=0.1, burst=2)) as manager:
+        session = await manager.create_session()
+        await session.snapshot()
+        await session.snapshot()
+        await trio.sleep(MEMORY_ACTOR_IDLE * 2)
+        assert (await manager.stats()).active_actors == 1
+        with pytest.raises(triact.SessionRateLimitError):
+            await session.snapshot()
+        await trio.sleep(25.0)
+        assert (await manager.stats()).active_actors == 0
+        await session.snapshot()  # cold, but not released at once: one token spent
+        await session.snapshot()
+        with pytest.raises(triact.SessionRateLimitError):
+            await session.snapshot()
 
 
 # -- at scale --------------------------------------------------------------------------

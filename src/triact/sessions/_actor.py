@@ -106,6 +106,7 @@ class SessionActor(Actor[Op, Answer]):
         "max_latency",
         "operations",
         "total_latency",
+        "transient",
     )
 
     def __init__(self, host: SessionHost, entry: Entry) -> None:
@@ -128,6 +129,9 @@ class SessionActor(Actor[Op, Answer]):
         if guard is None:  # kept on the entry, so that passivation keeps it
             guard = entry.guard = SessionGuard(host.token_digest, host.config)
         self._guard = guard
+        #: Set by the manager for a cold call's actor: it leaves as soon as it has
+        #: nothing to do.
+        self.transient = False
         entry.actor = self  # last: a restart whose actor failed to start keeps the old
 
     # -- the handler ---------------------------------------------------------------
@@ -248,6 +252,12 @@ class SessionActor(Actor[Op, Answer]):
             raise
         self._account(start, failed=False)
         return reply
+
+    def on_start(self) -> None:
+        if self.transient:
+            ref = self._entry.ref
+            assert ref is not None
+            ref.stop_when_idle()  # once this call and those queued behind it are done
 
     def on_stop(self) -> None:
         self._host.actor_stopped(self._entry, self)

@@ -39,6 +39,8 @@ TOUCH_INTERVAL = 1.0
 #: with a shared store this is the granularity of expiry.
 SWEEP_INTERVAL = 1.0
 _SWEEP_BATCH = 1000
+_NEVER = -float("inf")  # one float for every entry (a float each is 24 bytes)
+_NEVER_ENDS = float("inf")
 
 
 class Entry:
@@ -49,8 +51,8 @@ class Entry:
         "__weakref__",
         "actor",
         "client_id",
-        "created",
         "created_wall",
+        "ends",
         "epoch",
         "forgotten",
         "gone",
@@ -77,7 +79,9 @@ class Entry:
         self.ref: ActorRef[ops.Op, Any] | None = None
         #: The actor that ``ref`` runs now (the last one made for this session).
         self.actor: SessionActor | None = None
-        self.created = now  # Trio clock
+        #: Trio time at which ``max_lifetime`` ends the session (inf: it does not; one
+        #: float shared by all, where a creation time of each would cost 24 bytes).
+        self.ends = _NEVER_ENDS
         #: Wall-clock creation time (the store's order of sessions).
         self.created_wall = 0.0 if state is None else state.created_at
         self.last_active = now  # Trio clock
@@ -95,10 +99,14 @@ class Entry:
         #: Shared store: the fencing epoch of this process's lease (None: a guest).
         self.epoch: int | None = None
         #: Shared store: Trio time of the last deadline push for a read.
-        self.touched = -float("inf")
+        self.touched = _NEVER
         #: Shared store: dropped from this process's memory while the session lives on
         #: in the store; a handle that still holds this record finds the session anew.
         self.forgotten = False
+
+    def __lt__(self, other: Entry) -> bool:
+        """An order of records, any (the TTL heap's, for records due at the same time)."""
+        return id(self) < id(other)
 
 
 class Leases:

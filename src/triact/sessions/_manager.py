@@ -49,6 +49,9 @@ logger = logging.getLogger("triact.sessions")
 
 # A busy session is looked at again this often by the reaper (it never expires busy).
 _BUSY_RECHECK = 1.0
+#: With a memory store and no ``passivate_after``: seconds a session's actor stays in
+#: memory after its last call (its state stays on the session's record either way).
+MEMORY_ACTOR_IDLE = 1.0
 _LATENCIES_KEPT = 4096
 
 
@@ -74,13 +77,17 @@ class SessionManager:
         self._reserved = 0  # creations admitted and not yet in _sessions
         self._per_client: dict[str, int] = {}
         self._per_principal: dict[str, int] = {}
-        self._ttl: DeadlineQueue[Entry] = DeadlineQueue()
+        self._ttl: DeadlineQueue[Entry] = DeadlineQueue(orderable=True)
         self._subscriptions: list[Subscription] = []
         self._closing = False
         self._counts = dict.fromkeys(
             ("created", "expired", "ended", "removed", "failed", "passivated", "activations"), 0
         )
         self._tally = Tally(_LATENCIES_KEPT)
+        #: Seconds an idle actor stays in memory (None: until its session goes), and
+        #: whether a call to a session idle for longer runs on an actor that leaves as
+        #: soon as it is done (see _spawn).
+        self._actor_idle, self._release_cold = _actor_idle(config, store)
         #: With a shared store: its leases, deadlines and sweeps (None otherwise).
         self.leases: Leases | None = None
         if store.shared:
@@ -295,6 +302,9 @@ class SessionManager:
             del self._per_client[client_id]
 
     def _admit(self, entry: Entry) -> Entry:
+        lifetime = self.config.max_lifetime
+        if lifetime is not None and entry.ends == math.inf:  # created (or adopted) now
+            entry.ends = entry.last_active + lifetime
         self._sessions[entry.id] = entry
         if entry.client_id is not None:
             self._per_client[entry.client_id] = self._per_client.get(entry.client_id, 0) + 1
@@ -559,12 +569,21 @@ class SessionManager:
             return self._spawn(entry)
 
     def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
+        idle = self._actor_idle
+        # A call to a session idle for longer than an actor stays (a cold call) gets an
+        # actor that leaves as soon as it has handled what it took: it is then garbage
+        # before any collection sees it, instead of an actor, its ref and its idle
+        # deadline kept for `idle` seconds (see docs/performance.md, "No GC cliff").
+        cold = self._release_cold and idle is not None and self.now() - entry.last_active >= idle
         ref: ActorRef[ops.Op, Any] = self._sup.spawn(
             partial(SessionActor, self._host, entry),  # (smaller than a closure)
             name=entry.id,
             mailbox_size=self.config.mailbox_size,
-            idle_timeout=self.config.passivate_after,
+            idle_timeout=None if cold else idle,
         )
+        if cold:
+            assert entry.actor is not None
+            entry.actor.transient = True
         entry.ref = ref
         self._counts["activations"] += 1
         return ref
@@ -590,7 +609,13 @@ class SessionManager:
                 entry.version = entry.state.version
                 entry.state = None  # it lives on in the store
             elif entry.state is not None:  # keep the counts of reads since the last commit
-                entry.state = attrs.evolve(entry.state, metrics=actor.metrics())
+                state = attrs.evolve(entry.state, metrics=actor.metrics())
+                # The store's copy too, so that the two do not each keep a state.
+                self.store.write_now(state, previous_version=state.version)
+                entry.state = state
+            guard = entry.guard
+            if guard is not None and guard.empty(self.now()):
+                entry.guard = None  # nothing to keep: the next actor makes a fresh one
 
     def _session_failed(self, entry: Entry, error: BaseException) -> None:
         if entry.gone is None:
@@ -646,10 +671,7 @@ class SessionManager:
     # -- time -----------------------------------------------------------------------
 
     def _deadline(self, entry: Entry) -> float:
-        deadline = entry.last_active + self.config.idle_ttl
-        if self.config.max_lifetime is not None:
-            deadline = min(deadline, entry.created + self.config.max_lifetime)
-        return deadline
+        return min(entry.last_active + self.config.idle_ttl, entry.ends)
 
     def _ttl_due(self, entry: Entry, now: float) -> float | None:
         if entry.gone is not None:
@@ -702,7 +724,7 @@ class SessionManager:
                 entry.version = item.version
                 entry.created_wall = item.created_at
                 entry.last_active = now - idle
-                entry.created = now - age
+                entry.ends = now + lifetime_left
                 self._admit(entry)
             if i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
@@ -754,6 +776,24 @@ async def open_session_manager(
         manager._close_subscriptions()  # noqa: SLF001 (same)
     if body_error is not None:
         raise body_error
+
+
+def _actor_idle(config: SessionConfig, store: SessionStore) -> tuple[float | None, bool]:
+    """How long an idle session's actor stays in memory, and whether a cold call's
+    actor leaves at once (see :meth:`SessionManager._spawn`).
+
+    With a memory store and no ``passivate_after``, an idle actor leaves after
+    MEMORY_ACTOR_IDLE seconds (at least the time its rate limit takes to refill, so
+    that the bucket its successor starts full with is the one it would have had),
+    and a cold call's actor at once, unless the sessions are rate limited (a bucket
+    one token down would come back full).
+    """
+    if config.passivate_after is not None or not store.immediate or store.shared:
+        return config.passivate_after, False
+    limit = config.rate_limit
+    if limit is None:
+        return MEMORY_ACTOR_IDLE, True
+    return max(MEMORY_ACTOR_IDLE, limit.burst / limit.rate), False
 
 
 async def _load_to_list(store: SessionStore, session_id: str) -> SessionState | None:

@@ -78,6 +78,12 @@ class SessionGuard:
         self.pending = False
         self._primed = False
 
+    def empty(self, now: float) -> bool:
+        """Whether this guard holds nothing that a fresh one (primed from the committed
+        state) would not have: no events to commit, no refusal in its window, no
+        throttle running at Trio time ``now``."""
+        return not self._pending and not self._failures and self._throttled_until <= now
+
     def passes(self, token: str | None, state: SessionState) -> bool:
         """Whether ``token`` may use ``state``: no binding, or the token's HMAC matches
         (compared in constant time). Records nothing; never affected by the throttle."""
