@@ -284,9 +284,14 @@ def _traced_per(n: int) -> float:
     return current / n
 
 
-async def triact_memory(n: int, calls: int = 0) -> float:
+#: How long the memory figure lets called sessions idle before it measures them.
+IDLE_WAIT = 1.5
+
+
+async def triact_memory(n: int, calls: int = 0, actors_left: list[int] | None = None) -> float:
     """Bytes per idle session with default state, the manager's own overhead included;
-    each session updated ``calls`` times (``bump``) before it is measured, idle."""
+    each session updated ``calls`` times (``bump``) before it is measured, idle (for
+    longer than an idle session's actor stays in memory, if it was called)."""
     _start_tracing()
     async with open_session_manager(SessionConfig(max_sessions=n)) as manager:
         for _ in range(n):
@@ -294,6 +299,10 @@ async def triact_memory(n: int, calls: int = 0) -> float:
             for _ in range(calls):
                 await session.update(bump)
         del session
+        if calls:  # idle for longer than an idle session's actor stays (one second)
+            await trio.sleep(IDLE_WAIT)
+            if actors_left is not None:
+                actors_left.append((await manager.stats()).active_actors)
         return _traced_per(n)
 
 
@@ -392,3 +401,109 @@ async def triact_expiry_real_clock(n: int, ttl: float, seen: Expiry) -> float:
         seen.created_in_s.append(time.perf_counter() - start)
         seen.expired_during_creation.append(n - manager.session_count)
         return await _expire_all(manager, seen)
+
+
+# -- the worst call at scale: the garbage collector ---------------------------------
+
+
+@attrs.define
+class WorstCall:
+    """What a worst-call run saw: each call's latency and the collector's time."""
+
+    #: Every timed call's latency, in nanoseconds (updates and creates).
+    latencies_ns: list[int] = attrs.field(factory=list)
+    updates: int = 0
+    creates: int = 0
+    #: Seconds spent in collections during the timed calls, and their count and
+    #: longest one, per generation.
+    gc_seconds: float = 0.0
+    collections: list[int] = attrs.field(factory=lambda: [0, 0, 0])
+    longest_collection: list[float] = attrs.field(factory=lambda: [0.0, 0.0, 0.0])
+    #: Objects the collector tracks at the start of the timed calls, per live session.
+    tracked_per_session: float = 0.0
+
+
+class GcClock:
+    """Totals the time of the collections that start and stop while it is on
+    (through ``gc.callbacks``)."""
+
+    def __init__(self, seen: WorstCall) -> None:
+        self.seen = seen
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        generation = info["generation"]
+        self.seen.gc_seconds += took
+        self.seen.collections[generation] += 1
+        self.seen.longest_collection[generation] = max(
+            self.seen.longest_collection[generation], took
+        )
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def _worst_call_plan(sessions: int, calls: int, create_every: int, seed: int = 0) -> list[int]:
+    """Which session each timed call updates, -1 for a create (every ``create_every``-th)."""
+    rng = random.Random(seed)
+    return [-1 if (i + 1) % create_every == 0 else rng.randrange(sessions) for i in range(calls)]
+
+
+async def triact_worst_call(sessions: int, calls: int, create_every: int, seen: WorstCall) -> float:
+    """The longest call (ms) of ``calls`` made one after another, by session id as a
+    server makes them (``get_session`` then ``update``), to random sessions of
+    ``sessions`` that were each created then updated once; every ``create_every``-th
+    call creates a session instead."""
+    plan = _worst_call_plan(sessions, calls, create_every)
+    config = SessionConfig(max_sessions=sessions + calls)
+    async with open_session_manager(config) as manager:
+        ids = [(await manager.create_session()).id for _ in range(sessions)]
+        for session_id in ids:
+            await (await manager.get_session(session_id)).update(bump)
+        seen.tracked_per_session = len(gc.get_objects()) / sessions
+        latencies = seen.latencies_ns
+        clock = time.perf_counter_ns
+        with GcClock(seen):
+            for pick in plan:
+                start = clock()
+                if pick < 0:
+                    await manager.create_session()
+                else:
+                    await (await manager.get_session(ids[pick])).update(bump)
+                latencies.append(clock() - start)
+        seen.creates = sum(pick < 0 for pick in plan)
+        seen.updates = calls - seen.creates
+        return max(latencies) / 1e6
+
+
+async def asyncio_worst_call(
+    sessions: int, calls: int, create_every: int, seen: WorstCall
+) -> float:
+    """The same through today's ``atomic_update`` on asyncio."""
+    plan = _worst_call_plan(sessions, calls, create_every)
+    async with open_asyncio_lock_manager(max_sessions=sessions + calls) as manager:
+        ids = [(await manager.create_session())[0].session_id for _ in range(sessions)]
+        for session_id in ids:
+            await manager.atomic_update(session_id, bump_in_place)
+        seen.tracked_per_session = len(gc.get_objects()) / sessions
+        latencies = seen.latencies_ns
+        clock = time.perf_counter_ns
+        with GcClock(seen):
+            for pick in plan:
+                start = clock()
+                if pick < 0:
+                    await manager.create_session()
+                else:
+                    await manager.atomic_update(ids[pick], bump_in_place)
+                latencies.append(clock() - start)
+        seen.creates = sum(pick < 0 for pick in plan)
+        seen.updates = calls - seen.creates
+        return max(latencies) / 1e6

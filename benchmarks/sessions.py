@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import tempfile
@@ -28,12 +29,15 @@ import trio
 import trio.testing
 from _common import Options, Target, emit, figure, measure, measure_pair, parse_options
 from _session_workloads import (
+    IDLE_WAIT,
     Expiry,
+    WorstCall,
     asyncio_actor_updates,
     asyncio_create,
     asyncio_memory,
     asyncio_updates,
     asyncio_validate,
+    asyncio_worst_call,
     bump,
     bump_after_checkpoint,
     bump_in_place,
@@ -46,6 +50,7 @@ from _session_workloads import (
     triact_memory,
     triact_updates,
     triact_validate,
+    triact_worst_call,
     trio_lock_updates,
 )
 from baselines._model import PBKDF2_ITERATIONS
@@ -68,6 +73,8 @@ class Sizes:
     baseline_validates: int  # likewise
     idle_sessions: int  # for the memory and expiry figures
     idle_ttl: float  # for the real-clock expiry figure
+    worst_call_sessions: tuple[int, ...]  # touched sessions of each worst-call figure
+    worst_call_calls: int  # timed calls of each
 
 
 FULL = Sizes(
@@ -83,6 +90,8 @@ FULL = Sizes(
     baseline_validates=30,
     idle_sessions=100_000,
     idle_ttl=2.0,
+    worst_call_sessions=(10_000, 100_000, 1_000_000),
+    worst_call_calls=200_000,
 )
 QUICK = Sizes(
     callers=1_000,
@@ -97,6 +106,8 @@ QUICK = Sizes(
     baseline_validates=3,
     idle_sessions=5_000,
     idle_ttl=0.5,
+    worst_call_sessions=(10_000,),
+    worst_call_calls=10_000,
 )
 
 TODAY = "today's layer on asyncio: dict + global asyncio.Lock + asyncio.Lock per session"
@@ -313,11 +324,13 @@ def memory(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
         (0, "memory_per_idle_session", 1536),
         (10, "memory_per_called_idle_session", 1024),
     ]:
+        actors_left: list[int] = []
         runs, baseline_runs = measure_pair(
             options.runs,
-            on_trio(triact_memory, n, calls),
+            on_trio(triact_memory, n, calls, actors_left),
             on_asyncio(asyncio_memory, n, calls),
         )
+        extra = {"idle_s": IDLE_WAIT, "actors_left": max(actors_left)} if calls else {}
         yield figure(
             bench,
             "B/session",
@@ -327,6 +340,67 @@ def memory(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
             target=Target("median", "<=", target),
             n=n,
             updates_per_session=calls,
+            **extra,
+        )
+
+
+#: One call in this many creates a session in the worst-call figures; the rest update.
+CREATE_EVERY = 100
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
+    """Medians over ``runs`` of the worst call, its p99.99 and the collector's share."""
+    worst, p9999, gc_us, gc_max = [], [], [], []
+    for seen in runs:
+        ordered = sorted(seen.latencies_ns)
+        worst.append(ordered[-1] / 1e6)
+        p9999.append(_percentile(ordered, 0.9999) / 1e6)
+        gc_us.append(seen.gc_seconds / seen.updates * 1e6)
+        gc_max.append(max(seen.longest_collection) * 1e3)
+    last = runs[-1]
+    return {
+        "max_ms": worst,
+        "p9999_ms": round(statistics.median(p9999), 3),
+        "gc_us_per_update": round(statistics.median(gc_us), 3),
+        "longest_collection_ms": round(statistics.median(gc_max), 3),
+        "collections_per_generation": last.collections,
+        "tracked_objects_per_session": round(last.tracked_per_session, 2),
+    }
+
+
+def worst_call(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    """The longest single call, and the collector's time per update, with this many
+    touched sessions, under updates mixed with creates (one call in CREATE_EVERY)."""
+    calls = sizes.worst_call_calls
+    for n in sizes.worst_call_sessions:
+        runs: list[WorstCall] = []
+        baseline_runs: list[WorstCall] = []
+        for _ in range(options.runs):
+            for fn, out, run in (
+                (on_trio, runs, triact_worst_call),
+                (on_asyncio, baseline_runs, asyncio_worst_call),
+            ):
+                seen = WorstCall()
+                measure(1, fn(run, n, calls, CREATE_EVERY, seen))
+                out.append(seen)
+        ours, theirs = _worst_call_line(runs), _worst_call_line(baseline_runs)
+        yield figure(
+            "gc_worst_call",
+            "ms",
+            ours.pop("max_ms"),
+            baseline=TODAY,
+            baseline_runs=theirs.pop("max_ms"),
+            target=Target("median", "<=", 20),
+            sessions=n,
+            calls=calls,
+            create_every=CREATE_EVERY,
+            **ours,
+            gc_us_per_update_target=1.0,
+            **{f"baseline_{key}": value for key, value in theirs.items()},
         )
 
 
@@ -388,6 +462,7 @@ BENCHMARKS: dict[str, Callable[[Options, Sizes], Any]] = {
     "validate": validate,
     "memory": memory,
     "expiry": expiry,
+    "gc_worst_call": worst_call,
     "shared": shared,
 }
 

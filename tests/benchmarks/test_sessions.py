@@ -21,6 +21,7 @@ BENCHES = {
     "memory_per_called_idle_session",
     "expiry_longest_gap",
     "expiry_longest_gap_real_clock",
+    "gc_worst_call",
     *(f"shared_sqlite_{mode}_{count}" for mode in ("owner", "guest") for count in (1, 2, 3)),
 }
 
