@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import math
@@ -49,6 +48,7 @@ from . import _protocol as protocol
 from ._auth import BearerTokens, Unauthorized
 from ._core import McpCore, Peer
 from ._jsonrpc import (
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     UNSUPPORTED_PROTOCOL_VERSION,
@@ -225,6 +225,18 @@ class _Refused(Exception):
         self.error = JsonRpcError(code, message, data)
         self.request_id = request_id
         self.headers = headers or []
+
+
+def _store_failed(what: str, exc: SessionStoreError) -> _Refused:
+    """The answer to a request whose MCP session's record the store could not read or
+    write: 503, to retry; the details (addresses, the driver's error) go to the log."""
+    logger.warning("an MCP session's record could not be %s: %s", what, exc)
+    return _Refused(
+        503,
+        INTERNAL_ERROR,
+        "Service Unavailable: the session store failed; retry later (the server's log says why)",
+        headers=_BUSY,
+    )
 
 
 #: What an MCP session's record holds, as a tuple that compares cheaply.
@@ -604,7 +616,10 @@ class McpHttpApp:
                     "reason": reason if type(reason) is str else None,
                 }
             )
-            await self._store.broadcast(CANCEL_CHANNEL, text)
+            try:
+                await self._store.broadcast(CANCEL_CHANNEL, text)
+            except SessionStoreError as exc:  # kept here all the same
+                logger.warning("a cancellation could not be sent to other processes: %s", exc)
 
     def _keep_cancel(self, session_id: str, principal: str | None, request_id: RequestId) -> None:
         now = trio.current_time()
@@ -713,7 +728,10 @@ class McpHttpApp:
             await trio.lowlevel.checkpoint()
             return known.peer
         key = _record_key(session_id, principal)
-        text = await self._store.get_record(MCP_SESSION_NAMESPACE, key)
+        try:
+            text = await self._store.get_record(MCP_SESSION_NAMESPACE, key)
+        except SessionStoreError as exc:
+            raise _store_failed("read", exc) from None
         if text is None:
             if not foreign:  # (the other principal's stays known)
                 self._peers.pop(session_id, None)
@@ -749,18 +767,31 @@ class McpHttpApp:
             self._peers.clear()  # a cache: what is forgotten is read again
         self._peers[session_id] = _Known(peer, text, now)
 
-    async def _save(self, session_id: str, peer: Peer, before: _State | None) -> None:
+    async def _save(
+        self, session_id: str, peer: Peer, before: _State | None, *, answered: bool = False
+    ) -> None:
         """Put the MCP session's record if it changed since ``before``; the first
-        record of a session only once ``initialize`` has succeeded."""
+        record of a session only once ``initialize`` has succeeded.
+
+        If the store fails, the request is refused (503) unless it is ``answered``: a
+        tool call that ran is answered as it went (refusing it would tell the client
+        that it did not happen, and a retry would do it twice); the record then keeps
+        its earlier state, which the next change of the session saves along."""
         if peer.handshake.version is None or peer.ended or _state(peer) == before:
             return
         record = _record(peer)
-        await self._store.put_record(
-            MCP_SESSION_NAMESPACE,
-            _record_key(session_id, peer.principal),
-            record,
-            ttl=self._http.session_ttl,
-        )
+        try:
+            await self._store.put_record(
+                MCP_SESSION_NAMESPACE,
+                _record_key(session_id, peer.principal),
+                record,
+                ttl=self._http.session_ttl,
+            )
+        except SessionStoreError as exc:
+            if not answered:
+                raise _store_failed("saved", exc) from None
+            logger.warning("an MCP session's record could not be saved: %s", exc)
+            return
         self._know(session_id, peer, record, trio.current_time())
 
     async def _dispatch(
@@ -799,7 +830,7 @@ class McpHttpApp:
                 self._core.calls.cancel(key, "notifications/cancelled came before the request")
             if exchange.answered and len(exchange.lines) == 1:  # answered at once
                 if session_id is not None:
-                    await self._save(session_id, peer, before)
+                    await self._save(session_id, peer, before, answered=not new)
                     if new and peer.handshake.version is not None:
                         extra.append((b"mcp-session-id", session_id.encode()))
                 await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
@@ -847,7 +878,7 @@ class McpHttpApp:
             lines = await exchange.next_lines()
         if exchange.answered and len(lines) == 1:
             if session_id is not None:
-                await self._save(session_id, peer, before)
+                await self._save(session_id, peer, before, answered=True)
             await _respond(send, 200, lines[0], [*extra, *_JSON])
             return
         streaming = False
@@ -857,7 +888,7 @@ class McpHttpApp:
                 if not lines:
                     lines = await exchange.next_lines()
                 if exchange.over and session_id is not None:
-                    await self._save(session_id, peer, before)
+                    await self._save(session_id, peer, before, answered=True)
                 if not streaming:
                     if exchange.answered and len(lines) == 1:
                         await _respond(send, 200, lines[0], [*extra, *_JSON])
@@ -897,7 +928,13 @@ class McpHttpApp:
         if session_id is None or peer is None:
             raise _Refused(404, INVALID_REQUEST, "Not Found: no such MCP session")
         peer.ended = True  # before the delete: a call that outlives it saves nothing
-        await self._store.delete_record(MCP_SESSION_NAMESPACE, _record_key(session_id, principal))
+        try:
+            await self._store.delete_record(
+                MCP_SESSION_NAMESPACE, _record_key(session_id, principal)
+            )
+        except SessionStoreError as exc:
+            peer.ended = False  # still open: the client may DELETE it again
+            raise _store_failed("deleted", exc) from None
         self._peers.pop(session_id, None)
         opened = self._opened.get(principal)
         if opened is not None:
@@ -905,8 +942,14 @@ class McpHttpApp:
         default = peer.default_session_id
         if default is not None:
             # Else already gone, or ended by a call of the session meanwhile.
-            with contextlib.suppress(SessionNotFoundError, SessionClosedError):
+            try:
                 await (await self._core.manager.get_session(default)).end()
+            except (SessionNotFoundError, SessionClosedError):
+                pass
+            except SessionStoreError as exc:  # the MCP session is gone all the same
+                logger.warning(
+                    "an ended MCP session's default session was left to its idle TTL: %s", exc
+                )
             peer.session_gone(default)
         await _respond(send, 200, b"", [])
 
