@@ -27,6 +27,9 @@ once per lock file; without ``node`` and ``npm`` those figures are skipped, with
 message on stderr.
 
     python benchmarks/mcp_stdio.py [--runs N] [--quick] [--only pipelined|sdk|ts]
+    python benchmarks/mcp_stdio.py --only ts --before OLD/src
+        # also triact from another source tree (PYTHONPATH=OLD/src), in the same
+        # alternation (before, after, TypeScript): ts_sdk_before_* lines, after / before
     python benchmarks/mcp_stdio.py --profile triact.prof [--concurrency 256]
         # cProfile (CPU time, the measured window) of the server at C=16 (or C)
 """
@@ -375,14 +378,14 @@ def _ratio(mine: float | None, theirs: float | None) -> float | None:
 
 
 def alternate(
-    runs: int, triact: Callable[[], dict[int, Run]], reference: Callable[[], dict[int, Run]]
-) -> tuple[list[dict[int, Run]], list[dict[int, Run]]]:
-    ours: list[dict[int, Run]] = []
-    theirs: list[dict[int, Run]] = []
+    runs: int, *commands: Callable[[], dict[int, Run]]
+) -> tuple[list[dict[int, Run]], ...]:
+    """Each command ``runs`` times, in turn (the first, the second, ..., the first)."""
+    results: tuple[list[dict[int, Run]], ...] = tuple([] for _ in commands)
     for _ in range(runs):
-        ours.append(triact())
-        theirs.append(reference())
-    return ours, theirs
+        for command, runs_of in zip(commands, results, strict=True):
+            runs_of.append(command())
+    return results
 
 
 def lines_for(
@@ -497,15 +500,48 @@ def sdk_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     )
 
 
-def ts_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
+def ts_figures(
+    options: Options, sizes: Sizes, before: str | None = None
+) -> Iterator[dict[str, Any]]:
     command = ts_command("server.mjs", "mcp_stdio")
     if command is None:
         return
-    ours, theirs = alternate(
-        options.runs,
+    commands = [
         partial(trio.run, pipelined_runs, TRIACT, "handshake", sizes, TS_CONCURRENCY),
         partial(trio.run, pipelined_runs, command, "handshake", sizes, TS_CONCURRENCY),
-    )
+    ]
+    if before is not None:
+        # The same command, with PYTHONPATH naming the other source tree first.
+        old = ("env", f"PYTHONPATH={Path(before).resolve()}", *TRIACT)
+        commands.insert(
+            0, partial(trio.run, pipelined_runs, old, "handshake", sizes, TS_CONCURRENCY)
+        )
+    *earlier, ours, theirs = alternate(options.runs, *commands)
+    for old_runs in earlier:
+        yield from lines_for(
+            "ts_sdk_before_handshake",
+            ours,
+            old_runs,
+            f"triact serve from {before}, protocol {HANDSHAKE}",
+            capacity_target=None,
+            windows=TS_CONCURRENCY,
+            client="lean pipelined JSON-RPC client (Trio)",
+            protocol=HANDSHAKE,
+            sessions=sizes.sessions,
+            seconds=sizes.seconds,
+        )
+        yield from lines_for(
+            "ts_sdk_before_vs_ts_handshake",
+            old_runs,
+            theirs,
+            TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}",
+            capacity_target=None,
+            windows=TS_CONCURRENCY,
+            client="lean pipelined JSON-RPC client (Trio)",
+            protocol=HANDSHAKE,
+            sessions=sizes.sessions,
+            seconds=sizes.seconds,
+        )
     yield from lines_for(
         "ts_sdk_handshake",
         ours,
@@ -597,20 +633,27 @@ def main(argv: list[str] | None = None) -> None:
     pick.add_argument("--only", choices=list(BENCHMARKS))
     pick.add_argument("--profile", metavar="PATH")
     pick.add_argument("--concurrency", type=int, default=16)
+    pick.add_argument("--before", metavar="SRC")
     picked, rest = pick.parse_known_args(argv)
     options = parse_options(
         "triact serve beside a reference server on the official MCP SDK, over stdio; "
         "prints JSON lines. --only pipelined|sdk|ts runs one comparison's figures; "
-        "--profile PATH [--concurrency C] runs triact's server under cProfile instead.",
+        "--profile PATH [--concurrency C] runs triact's server under cProfile instead; "
+        "--before SRC adds triact from another source tree to the ts comparison.",
         rest,
     )
     sizes = QUICK if options.quick else FULL
     if picked.profile:
         profile(picked.profile, picked.concurrency, sizes)
         return
+    if picked.before is not None and picked.only != "ts":
+        raise SystemExit("--before goes with --only ts")
     for name, bench in BENCHMARKS.items():
         if picked.only in (None, name):
-            for line in bench(options, sizes):
+            lines = (
+                ts_figures(options, sizes, picked.before) if name == "ts" else bench(options, sizes)
+            )
+            for line in lines:
                 emit(line)
 
 
