@@ -367,6 +367,32 @@ async def test_each_call_gets_a_worker_and_idle_workers_are_bounded(
         assert len(nursery.child_tasks) <= 64
 
 
+async def test_a_burst_of_calls_that_do_not_suspend_runs_in_one_worker() -> None:
+    # A slice long enough that no actor yields within the burst: every call completes
+    # without suspending, so the one worker woken for the first runs them all.
+    config = triact.SessionConfig(schedule_slice=60.0)
+    async with (
+        triact.open_session_manager(config) as manager,
+        connect(manager, initialize="2025-11-25") as peer,
+    ):
+        ids = [(await peer.ok("session_create"))["session_id"] for _ in range(20)]
+        nursery = peer.server.calls.nursery
+        assert nursery is not None
+        before = len(nursery.child_tasks)
+        calls = [
+            peer.call_message("session_update", {"session_id": ids[k % 20], "increment": {"n": 1}})
+            for k in range(100)
+        ]
+        await peer.send_raw(b"".join(json.dumps(m).encode() + b"\n" for m in calls))
+        for m in calls:
+            assert (await peer.response(m["id"]))["result"]["isError"] is False
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) <= max(before, 1)
+        for session_id in ids:
+            state = await peer.ok("session_get", {"session_id": session_id})
+            assert state["session"]["data"] == {"n": 5}
+
+
 async def test_workers_go_on_after_a_cancelled_call(manager: triact.SessionManager) -> None:
     async with connect(manager, initialize="2025-11-25") as peer:
         session_id = (await peer.ok("session_create"))["session_id"]

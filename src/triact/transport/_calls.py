@@ -9,8 +9,9 @@ the stateless requests of the HTTP app) run here; what differs per client is its
 from __future__ import annotations
 
 import logging
+import types
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Coroutine, Generator, Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -115,8 +116,15 @@ class ToolCalls:
     """The tool calls of a server, of all its clients. :meth:`start` runs in arrival
     order (under the reading task, for stdio); each call then runs in one of a pool of
     worker tasks in ``nursery``, one call per worker at a time, so calls run as
-    concurrently as if each had a task of its own (a worker is woken or started for
-    every call), without the cost of starting one.
+    concurrently as if each had a task of its own, without the cost of starting one.
+
+    A worker runs the queued calls one after another for as long as they complete
+    without suspending (most do: an in-memory session's actor handles a call in the
+    caller's task when it is idle), so a burst of calls read at once costs one task
+    switch, not one per call. The moment a call is about to suspend (it waits for its
+    lane, for a busy actor, for the store...), its worker hands the rest of the queue to
+    another worker (woken, or started) before it yields: no queued call waits for
+    another call's wait, as if each call had been given a worker of its own.
 
     Guarantees: calls for one session are issued to it in arrival order; a call is
     answered exactly once (through its sink) unless it is cancelled before it completed,
@@ -147,6 +155,9 @@ class ToolCalls:
         self._in_flight: dict[Hashable, _Call] = {}
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
+        #: Workers woken or started that will take queued calls before they park or
+        #: suspend: while there is one, a new call needs no other.
+        self._awake = 0
         self._starts = 0  # calls started so far (the trimmer's sign of activity)
         self._shed = 0  # idle workers to exit (set by the trimmer)
         self._trimming = False  # a trimmer waits for a quiet period
@@ -239,6 +250,12 @@ class ToolCalls:
         call = self._in_flight[key] = _Call(key, request_id, ctx, tool, args, turn, peer, sink)
         self._starts += 1
         self._queue.append(call)
+        if not self._awake:
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        """Have one more worker take queued calls: an idle one, else a new one."""
+        self._awake += 1
         if self._idle:
             self._idle.unpark()
         else:
@@ -283,29 +300,70 @@ class ToolCalls:
         return turn
 
     async def _work(self) -> None:
-        """A worker: run queued calls one at a time; park when there are none.
+        """A worker (counted in ``_awake`` by whoever woke or started it): run queued
+        calls one at a time, handing the queue on whenever a call suspends (see
+        :meth:`_handing_on`); park when there are none.
 
         Each call runs inside the worker's cancel scope, which cancels only that call:
-        a worker whose scope was cancelled leaves it after the call and opens a new one.
+        a worker leaves the scope after a call that was cancelled (whether or not the
+        cancellation reached it) and opens a new one.
         """
         while True:
             call = None
-            with trio.CancelScope() as scope:
-                while not scope.cancel_called:
-                    if not self._queue:
-                        if self._shed:
-                            self._shed -= 1
-                            return
-                        await self._idle.park()
-                        continue
-                    call = self._queue.popleft()
-                    call.scope = scope
-                    await self._run(call)
-                    call = None
+            try:
+                with trio.CancelScope() as scope:
+                    while True:
+                        if not self._queue:
+                            self._awake -= 1
+                            if self._shed:
+                                self._shed -= 1
+                                return
+                            await self._idle.park()  # whoever unparks it counts it awake
+                            continue
+                        call = self._queue.popleft()
+                        call.scope = scope
+                        await self._handing_on(self._run(call))
+                        done, call = call, None
+                        if done.cancelled:
+                            break
+            except BaseException:  # the server's cancellation: this worker is done
+                if call is not None:  # it counted as awake (it was not parked)
+                    self._awake -= 1
+                raise
             if call is not None:
                 logger.info(
                     "request %r (%s) was cancelled; not answered", call.request_id, call.tool.name
                 )
+
+    @types.coroutine
+    def _handing_on(self, run: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
+        """``await run``, except that each time it is about to suspend, the worker
+        stops counting as awake and, if calls are queued, has another worker take them
+        first; once resumed it counts again (it takes queued calls when this one is
+        done). A call that completes without suspending costs no task switch.
+
+        This is what ``await`` does (every value ``run`` yields goes to Trio, and what
+        Trio sends or throws back goes to ``run``), with the count kept around each
+        suspension."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                trap = run.send(value) if error is None else run.throw(error)
+            except StopIteration:
+                return
+            self._awake -= 1
+            if self._queue and not self._awake:
+                self._wake_worker()
+            try:
+                value = yield trap
+                error = None
+            except GeneratorExit:
+                run.close()
+                raise
+            except BaseException as exc:  # Cancelled among others: goes to ``run``
+                value, error = None, exc
+            self._awake += 1
 
     async def _trim_when_quiet(self) -> None:
         """Once no call has started and none has been in flight for a quiet period,
@@ -321,6 +379,7 @@ class ToolCalls:
         excess = len(self._idle) - _IDLE_WORKERS_MAX
         if excess > 0:
             self._shed += excess
+            self._awake += excess
             self._idle.unpark(count=excess)
 
     async def _run(self, call: _Call) -> None:
@@ -333,7 +392,8 @@ class ToolCalls:
                 self._debug_call(call, None, "cancelled", 0.0)
                 return
             # The call's duration is only logged: read the clock only if it will be.
-            timed = ctx.log_level is not None or logger.isEnabledFor(logging.DEBUG)
+            debug = logger.isEnabledFor(logging.DEBUG)
+            timed = debug or ctx.log_level is not None
             started = trio.current_time() if timed else 0.0
             result: ToolResult | None = None
             outcome = "failed"
@@ -349,8 +409,10 @@ class ToolCalls:
                 outcome = "cancelled"
                 raise
             finally:
-                hold_until = self._reports.stop(call.key)
-                if logger.isEnabledFor(logging.DEBUG):
+                hold_until = (
+                    self._reports.stop(call.key) if ctx.progress_token is not None else None
+                )
+                if debug:
                     elapsed = trio.current_time() - started if timed else 0.0
                     self._debug_call(call, result, outcome, elapsed)
             assert result is not None
