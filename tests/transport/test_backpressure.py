@@ -5,7 +5,11 @@ reads."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 
@@ -22,20 +26,42 @@ def request(request_id: int, session_id: str) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
-    # Real sockets: the server's writes block once the kernel's buffers are full.
-    client_socket, server_socket = trio.socket.socketpair()
-    client = trio.SocketStream(client_socket)
-    server_end = trio.SocketStream(server_socket)
+@asynccontextmanager
+async def connection(
+    kind: str,
+) -> AsyncIterator[
+    tuple[trio.abc.HalfCloseableStream, trio.abc.ReceiveStream, trio.abc.SendStream]
+]:
+    """The client's stream, and the server's receiving and sending ends: a socket pair,
+    or two pipes (as stdio serves them: the server reads and writes them directly)."""
+    if kind == "socket":
+        client_socket, server_socket = trio.socket.socketpair()
+        client = trio.SocketStream(client_socket)
+        server_end = trio.SocketStream(server_socket)
+        async with client, server_end:
+            yield client, server_end, server_end
+        return
+    to_server, from_server = os.pipe(), os.pipe()
+    client_send = trio.lowlevel.FdStream(to_server[1])
+    server_receive = trio.lowlevel.FdStream(to_server[0])
+    server_send = trio.lowlevel.FdStream(from_server[1])
+    client_receive = trio.lowlevel.FdStream(from_server[0])
+    stapled = trio.StapledStream(client_send, client_receive)
+    async with server_receive, server_send, stapled:
+        yield stapled, server_receive, server_send
+
+
+@pytest.mark.parametrize("kind", ["socket", "pipe"])
+async def test_a_client_that_does_not_read_stops_the_server_reading(kind: str) -> None:
+    # Real sockets or pipes: the server's writes block once the kernel's buffers are full.
     async with (
-        client,
-        server_end,
+        connection(kind) as (client, server_receive, server_send),
         triact.open_session_manager() as manager,
         trio.open_nursery() as nursery,
     ):
         session = await manager.create_session(metadata={"pad": "x" * 1000})
         server = McpServer(manager, options=ServerOptions(max_output_bytes=BOUND))
-        nursery.start_soon(server.serve, server_end, server_end)
+        nursery.start_soon(server.serve, server_receive, server_send)
         await client.send_all(
             b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'

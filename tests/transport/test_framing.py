@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
 
+import pytest
 import trio
 import trio.testing
 
-from triact.transport._framing import LineReader, LineTooLong
+from triact.transport._framing import (
+    LineReader,
+    LineTooLong,
+    PipeReceive,
+    pipe_fd,
+    send_to_pipe,
+)
 
 
 async def read_all(chunks: list[bytes], max_line_bytes: int = 10) -> list[bytes | str]:
@@ -94,3 +102,67 @@ async def test_an_oversized_line_in_small_pieces_is_skipped_in_linear_time() -> 
     while (lines := await reader.receive_lines()) is not None:
         got += ["too long" if isinstance(line, LineTooLong) else line for line in lines]
     assert got == ["too long", b"ok"]
+
+
+# -- pipes, read and written directly (stdio) ---------------------------------------
+
+
+def _pipe() -> tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream]:
+    read_fd, write_fd = os.pipe()
+    return trio.lowlevel.FdStream(read_fd), trio.lowlevel.FdStream(write_fd)
+
+
+async def test_only_an_fd_stream_is_read_and_written_directly() -> None:
+    receive, send = _pipe()
+    async with receive, send:
+        assert pipe_fd(receive) == receive.fileno()
+        assert pipe_fd(send) == send.fileno()
+    assert pipe_fd(trio.testing.memory_stream_one_way_pair()[0]) is None
+
+
+async def test_a_pipe_is_read_until_end_of_input_and_written_past_its_buffer() -> None:
+    receive, send = _pipe()
+    data = bytes(range(256)) * 4096  # 1 MiB: more than the pipe holds
+    received = bytearray()
+    async with receive, trio.open_nursery() as nursery:
+
+        async def write() -> None:
+            async with send:
+                await send_to_pipe(send.fileno(), data)
+
+        nursery.start_soon(write)
+        reader = PipeReceive(receive.fileno())
+        while chunk := await reader.receive_some(1 << 16):
+            received += chunk
+        await reader.aclose()  # the FdStream keeps the fd
+    assert received == data
+
+
+async def test_a_pipe_closed_while_read_is_a_closed_resource() -> None:
+    receive, send = _pipe()
+    async with send, trio.open_nursery() as nursery:
+
+        async def close_soon() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            await receive.aclose()
+
+        nursery.start_soon(close_soon)
+        with pytest.raises(trio.ClosedResourceError):
+            await PipeReceive(receive.fileno()).receive_some()
+
+
+async def test_writing_to_a_pipe_nobody_reads_is_a_broken_resource() -> None:
+    receive, send = _pipe()
+    await receive.aclose()
+    async with send:
+        with pytest.raises(trio.BrokenResourceError, match="the pipe failed"):
+            await send_to_pipe(send.fileno(), b"x\n")
+
+
+async def test_writing_to_a_closed_fd_is_a_closed_resource() -> None:
+    receive, send = _pipe()
+    fd = send.fileno()
+    await send.aclose()
+    async with receive:
+        with pytest.raises(trio.ClosedResourceError):
+            await send_to_pipe(fd, b"x\n")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from typing import Any
+
 import trio
 
 #: Default bound on one message, newline excluded.
@@ -94,3 +98,65 @@ class LineReader:
             self._discarding = True
         else:
             partial += memoryview(data)[start:]
+
+
+# -- pipes, read and written directly ----------------------------------------------
+# trio.lowlevel.FdStream checkpoints before every read and write, then tries the
+# syscall: a server that reads after handing out a batch of calls takes a scheduler
+# pass for the checkpoint and a read that fails (EAGAIN) before it waits; its writer
+# takes a pass for the checkpoint before every write. The two below wait for
+# readiness first (one pass, no failed read), and write at once (the pass that woke
+# the writer writes). Only what the server needs: one task reads, one writes.
+
+
+def pipe_fd(stream: Any) -> int | None:
+    """The fd of a :class:`trio.lowlevel.FdStream` (Unix), else None."""
+    fd_stream = getattr(trio.lowlevel, "FdStream", None)
+    if fd_stream is not None and type(stream) is fd_stream:
+        fileno: int = stream.fileno()
+        return fileno
+    return None
+
+
+class PipeReceive(trio.abc.ReceiveStream):
+    """The receiving side of a non-blocking pipe ``fd`` (an FdStream's, which keeps it)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The next bytes (at most ``max_bytes``); b"" at end of input. Always a
+        checkpoint: it waits for readiness before reading."""
+        size = _CHUNK if max_bytes is None else max_bytes
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            try:
+                return os.read(self._fd, size)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def send_to_pipe(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the non-blocking pipe ``fd``, waiting for room only if
+    it is full (not a checkpoint when the pipe takes it all at once)."""
+    with memoryview(data) as view:
+        sent = 0
+        length = len(view)
+        while sent < length:
+            try:
+                sent += os.write(fd, view[sent:])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+
+
+def _stream_error(exc: OSError) -> Exception:
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("the pipe was closed")
+    return trio.BrokenResourceError(f"the pipe failed: {exc.strerror}")

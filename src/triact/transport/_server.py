@@ -11,7 +11,14 @@ import trio
 
 from ..sessions import SessionManager
 from ._core import McpCore
-from ._framing import DEFAULT_MAX_LINE_BYTES, LineReader, LineTooLong
+from ._framing import (
+    DEFAULT_MAX_LINE_BYTES,
+    LineReader,
+    LineTooLong,
+    PipeReceive,
+    pipe_fd,
+    send_to_pipe,
+)
 from ._jsonrpc import (
     INVALID_REQUEST,
     Invalid,
@@ -140,6 +147,9 @@ class McpServer:
         return self._out_bytes
 
     async def _read_loop(self, receive: trio.abc.ReceiveStream) -> None:
+        fd = pipe_fd(receive)
+        if fd is not None:
+            receive = PipeReceive(fd)
         reader = LineReader(receive, self.options.max_line_bytes)
         while True:
             await self._output_room()
@@ -172,6 +182,7 @@ class McpServer:
     async def _write_loop(self, send: trio.abc.SendStream, done: trio.Event) -> None:
         """Write what was emitted, every line written so far in one write, until the
         output is closed and nothing is left."""
+        fd = pipe_fd(send)
         try:
             while True:
                 if not self._out:
@@ -183,7 +194,10 @@ class McpServer:
                 batch, self._out = self._out, []
                 data = b"".join(batch)
                 del batch
-                await send.send_all(data)
+                if fd is not None:
+                    await send_to_pipe(fd, data)
+                else:
+                    await send.send_all(data)
                 self._out_bytes -= len(data)
                 drained = self._out_drained
                 if drained is not None and self._out_bytes <= self.options.max_output_bytes:
