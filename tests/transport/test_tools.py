@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 import triact
 from triact.transport import ERROR_CODES
@@ -501,11 +503,12 @@ def old_encoding(
     [
         ToolResult({"session_id": "s", "version": 2, "data": {"a": [1, 2.5, None, True]}}),
         ToolResult({"data": {"snow": "\u2603", "lone": "\ud800", "slash": "\\u0041"}}),
+        ToolResult({"data": {'say "hi"': 'back\\slash "quoted" \\"', "tab": "a\tb\n\x00"}}),
         ToolResult(
             {"error": {"code": "conflict", "message": "at 3, not \u00e9", "actual": 3}}, error=True
         ),
     ],
-    ids=["plain", "non-ascii", "error"],
+    ids=["plain", "non-ascii", "quotes", "error"],
 )
 def test_a_result_is_encoded_as_the_whole_message_would_be(
     result: ToolResult, request_id: Any, stateless: bool
@@ -517,6 +520,26 @@ def test_a_result_is_encoded_as_the_whole_message_would_be(
     assert line.isascii()
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(structured=st.dictionaries(st.text(), _JSON, max_size=4), stateless=st.booleans())
+def test_any_result_is_encoded_as_the_whole_message_would_be(
+    structured: dict[str, Any], stateless: bool
+) -> None:
+    # The text block of a plain result is built by escaping the structured JSON.
+    line = ToolResult(structured).line(3, stateless=stateless)
+    assert line == old_encoding(3, structured, error=False, stateless=stateless)
 
 
 def test_a_result_json_cannot_carry_is_refused() -> None:

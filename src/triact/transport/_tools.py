@@ -286,7 +286,13 @@ class ToolResult:
             return self._error_line(id_json, stateless=stateless)
         structured = encode_json(self.structured)
         # The text block repeats the JSON, with readable characters where it escapes.
-        text = encode_json(self.text()) if "\\u" in structured else encode_json(structured)
+        # Else it is ``structured`` as a JSON string: ASCII without control characters
+        # (encode_json escapes those), so only backslashes and quotes need escaping.
+        text = (
+            encode_json(self.text())
+            if "\\u" in structured
+            else '"' + structured.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        )
         return (
             f'{{"jsonrpc":"2.0","id":{id_json},"result":{{"content":'
             f'[{{"type":"text","text":{text}}}],"structuredContent":{structured},'
