@@ -11,13 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from triact import value_problems
 from triact.transport._args import (
     ArgumentError,
     UpdateArgs,
+    _structure,
     converter,
     direct_structurer,
     structure_arguments,
 )
+from triact.transport._schema import constraint_problems
 from triact.transport._session_tools import SESSION_TOOLS
 from triact.work._tools import _TOOLS as WORK_TOOLS
 
@@ -25,12 +28,12 @@ CLASSES = sorted(
     {tool.arguments for tool in (*SESSION_TOOLS, *WORK_TOOLS)}, key=lambda cls: cls.__qualname__
 )
 
-_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+# Text with lone surrogates and beyond ASCII too; integers past 64 bits; NaN, infinities.
+_text = st.text(st.characters(codec=None, categories=None), max_size=4)
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | _text
 _values = st.recursive(
     _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
-    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=6,
 )
 
@@ -38,9 +41,16 @@ _values = st.recursive(
 def _arguments(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
     names = [field.name for field in attrs.fields(cls)]
     keys = st.sampled_from([*names, "unknown"]) if names else st.just("unknown")
-    numbers = st.dictionaries(st.text(max_size=3), st.integers() | st.floats(), max_size=3)
-    strings = st.lists(st.text(max_size=3), max_size=3)
+    numbers = st.dictionaries(_text, st.integers() | st.floats(), max_size=3)
+    strings = st.lists(_text, max_size=3)
     return st.dictionaries(keys, _values | numbers | strings, max_size=len(names) + 1)
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
 
 
 def _by_cattrs(arguments: dict[str, Any], cls: type[Any]) -> Any:
@@ -70,6 +80,67 @@ def test_direct_path_builds_what_cattrs_builds(cls: type[Any], data: st.DataObje
         assert ours is None  # refused by cattrs, so left to it for the error message
     elif ours is not None:
         _same(ours, theirs)
+
+
+def _the_full_way(arguments: dict[str, Any], cls: type[Any]) -> Any:
+    """What structure_arguments did before the direct path took value and constraint
+    checks: an instance, or the ArgumentError's problems."""
+    problems = value_problems(arguments, "arguments")
+    if problems:
+        return problems
+    try:
+        instance = _structure("tool", arguments, cls)
+    except ArgumentError as exc:
+        return exc.problems
+    return constraint_problems(instance, "arguments") or instance
+
+
+def _outcome(arguments: dict[str, Any], cls: type[Any]) -> Any:
+    """structure_arguments's instance, or its ArgumentError's problems."""
+    try:
+        return structure_arguments("tool", arguments, cls)
+    except ArgumentError as exc:
+        return exc.problems
+
+
+def _same_outcome(ours: Any, expected: Any) -> None:
+    if isinstance(expected, list):
+        assert ours == expected
+        assert expected  # a refusal names its problems
+    else:
+        _same(ours, expected)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+@given(data=st.data())
+def test_arguments_are_taken_or_refused_as_the_full_way_does(
+    cls: type[Any], data: st.DataObject
+) -> None:
+    arguments = data.draw(_arguments(cls))
+    _same_outcome(_outcome(arguments, cls), _the_full_way(arguments, cls))
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"session_id": ""},  # minLength
+        {"session_id": "s", "expected_version": 0},  # minimum
+        {"session_id": "s", "increment": {"n": 2**63}},  # past 64 bits
+        {"session_id": "s", "increment": {"n": float("inf")}},
+        {"session_id": "s", "set": {"k": float("nan")}},
+        {"session_id": "s", "set": {"k": "\ud800"}},  # a lone surrogate
+        {"session_id": "s\ud800"},
+        {"session_id": "s", "delete": ["\udfff"]},
+        {"session_id": "s", "increment": {"\ud800": 1}},
+        {"session_id": "s", "set": {"deep": _nested(99)}},  # arguments, set, deep: 101 levels
+        {"session_id": "s", "set": {"deep": _nested(98)}},  # 100: accepted
+        {"session_id": "s", "set": {"n": 2**60, "x": "\u00e9"}},  # fine, not plainly
+    ],
+)
+def test_values_at_the_limits_are_taken_or_refused_as_the_full_way_does(
+    arguments: dict[str, Any],
+) -> None:
+    _same_outcome(_outcome(arguments, UpdateArgs), _the_full_way(arguments, UpdateArgs))
 
 
 def test_direct_path_takes_a_typical_update_and_copies_objects_as_cattrs_does() -> None:

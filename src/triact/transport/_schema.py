@@ -119,7 +119,8 @@ def object_schema(cls: type, *, closed: bool, all_required: bool) -> dict[str, A
 
 
 @cache
-def _constrained(cls: type) -> list[tuple[str, dict[str, Any]]]:
+def constrained_fields(cls: type) -> list[tuple[str, dict[str, Any]]]:
+    """The fields of ``cls`` with Spec keywords, and those keywords."""
     return [
         (field.name, spec.keywords) for field, _, spec in _fields(cls) if spec and spec.keywords
     ]
@@ -129,7 +130,7 @@ def constraint_problems(instance: Any, path: str) -> list[str]:
     """Problems with the Spec keywords of an attrs instance's fields."""
     problems = []
     cls: type = type(instance)
-    for name, keywords in _constrained(cls):
+    for name, keywords in constrained_fields(cls):
         value = getattr(instance, name)
         if value is None:
             continue
