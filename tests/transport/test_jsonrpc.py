@@ -214,3 +214,10 @@ def test_decode_json_reads_any_bytes_as_json_does(line: bytes) -> None:
 )
 def test_decode_json_edge_cases_read_as_json_does(line: bytes) -> None:
     _same_reading(line)
+
+
+def test_nesting_past_the_parsers_depth_is_a_parse_error_in_plain_words() -> None:
+    parsed = parse_line(b"[" * 100_000)
+    assert type(parsed) is Invalid
+    assert parsed.error.code == PARSE_ERROR
+    assert parsed.error.message == "Parse error: arrays or objects nested too deeply"

@@ -157,7 +157,11 @@ def parse_line(line: bytes) -> Message:
         obj = decode_json(line)
     except UnicodeDecodeError:
         return Invalid(None, JsonRpcError(PARSE_ERROR, "Parse error: the line is not UTF-8 text"))
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:  # Python's words for it are about its own stack
+        return Invalid(
+            None, JsonRpcError(PARSE_ERROR, "Parse error: arrays or objects nested too deeply")
+        )
+    except ValueError as exc:
         return Invalid(None, JsonRpcError(PARSE_ERROR, f"Parse error: {exc}"))
     if type(obj) is not dict:
         if type(obj) is list:
