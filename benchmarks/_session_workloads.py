@@ -24,6 +24,7 @@ import trio
 import trio.testing
 from baselines._model import Session as BaselineSession
 from baselines.asyncio_actor import open_asyncio_actor_sessions
+from baselines.asyncio_copy_manager import AsyncioCopyManager
 from baselines.asyncio_lock_manager import open_asyncio_lock_manager
 from baselines.asyncio_sqlite_manager import open_asyncio_sqlite_manager
 from baselines.trio_lock_manager import open_trio_lock_manager
@@ -35,7 +36,23 @@ from triact import SessionConfig, SessionState, open_session_manager
 
 
 def bump(state: SessionState) -> SessionState:
+    return state.with_data(n=state.data.get("n", 0) + 1)
+
+
+def bump_evolve(state: SessionState) -> SessionState:
+    """:func:`bump` as it was written before ``with_data``."""
     return attrs.evolve(state, data={**state.data, "n": state.data.get("n", 0) + 1})
+
+
+def bump_copy(data: dict[str, Any]) -> dict[str, Any]:
+    """The fair baseline's change: ``data`` is its private copy, so it writes in place."""
+    data["n"] = data.get("n", 0) + 1
+    return data
+
+
+async def bump_copy_after_sleep(data: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return bump_copy(data)
 
 
 async def bump_after_checkpoint(state: SessionState) -> SessionState:
@@ -186,7 +203,10 @@ async def asyncio_updates(
 
 
 async def asyncio_actor_updates(
-    plan: Plan, fn: Callable[[BaselineSession], Any], lost: list[int]
+    plan: Plan,
+    fn: Callable[[BaselineSession], Any],
+    lost: list[int],
+    loop_cpu: list[tuple[float, float]] | None = None,
 ) -> float:
     """Updates per second through sessions that are asyncio actors (one task and one
     ``asyncio.Queue`` per session, a future per reply)."""
@@ -197,18 +217,23 @@ async def asyncio_actor_updates(
             for i in picks:
                 await manager.atomic_update(ids[i], fn)
 
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), cpu_now()
         async with asyncio.TaskGroup() as group:
             for picks in plan.picks:
                 group.create_task(caller(picks))
         result = rate(plan.updates, start)
+        if loop_cpu is not None:
+            loop_cpu.append(cpu_per(plan.updates, cpu_start))
         sessions = [manager.get_session(i) for i in ids]
     lost.append(plan.lost([s.data.get("n", 0) for s in sessions], [s.version for s in sessions], 1))
     return result
 
 
 async def trio_lock_updates(
-    plan: Plan, fn: Callable[[BaselineSession], Any], lost: list[int]
+    plan: Plan,
+    fn: Callable[[BaselineSession], Any],
+    lost: list[int],
+    loop_cpu: list[tuple[float, float]] | None = None,
 ) -> float:
     """Updates per second through today's ``atomic_update`` moved to Trio."""
     async with open_trio_lock_manager(max_sessions=max(plan.sessions, 10_000)) as manager:
@@ -218,13 +243,42 @@ async def trio_lock_updates(
             for i in picks:
                 await manager.atomic_update(ids[i], fn)
 
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), cpu_now()
         async with trio.open_nursery() as nursery:
             for picks in plan.picks:
                 nursery.start_soon(caller, picks)
         result = rate(plan.updates, start)
+        if loop_cpu is not None:
+            loop_cpu.append(cpu_per(plan.updates, cpu_start))
         sessions = [await manager.get_session(i) for i in ids]
     lost.append(plan.lost([s.data.get("n", 0) for s in sessions], [s.version for s in sessions], 1))
+    return result
+
+
+async def copy_updates(
+    plan: Plan,
+    fn: Callable[[dict[str, Any]], Any],
+    lost: list[int],
+    loop_cpu: list[tuple[float, float]] | None = None,
+) -> float:
+    """Updates per second through the fair baseline (``baselines.asyncio_copy_manager``:
+    triact's guarantees for an update, on asyncio, lean)."""
+    manager = AsyncioCopyManager(max_sessions=max(plan.sessions, 10_000))
+    ids = [manager.create_session().session_id for _ in range(plan.sessions)]
+
+    async def caller(picks: list[int]) -> None:
+        for i in picks:
+            await manager.update(ids[i], fn)
+
+    start, cpu_start = time.perf_counter_ns(), cpu_now()
+    async with asyncio.TaskGroup() as group:
+        for picks in plan.picks:
+            group.create_task(caller(picks))
+    result = rate(plan.updates, start)
+    if loop_cpu is not None:
+        loop_cpu.append(cpu_per(plan.updates, cpu_start))
+    states = [manager.snapshot(i) for i in ids]
+    lost.append(plan.lost([s.data.get("n", 0) for s in states], [s.version for s in states], 1))
     return result
 
 

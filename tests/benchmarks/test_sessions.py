@@ -6,12 +6,11 @@ from __future__ import annotations
 from ._run import FIGURE_KEYS, run_quick
 
 BENCHES = {
-    "update",
-    "update_vs_trio_lock",
-    "update_vs_asyncio_actor",
-    "update_awaiting",
-    "update_awaiting_vs_trio_lock",
-    "update_awaiting_vs_asyncio_actor",
+    *(
+        f"{bench}{versus}"
+        for bench in ("update", "update_sequential", "update_awaiting")
+        for versus in ("", "_vs_dict_lock", "_vs_trio_lock", "_vs_asyncio_actor")
+    ),
     "durable_update",
     "durable_update_sync_normal",
     "create_session",
