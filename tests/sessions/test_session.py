@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +55,77 @@ async def test_an_update_that_returns_the_state_unchanged_still_commits_a_versio
     async with open_manager() as manager:
         session = await manager.create_session()
         assert (await session.update(lambda state: state)).version == 2
+
+
+# A state the update function made and let go of is stamped in place (a copy saved);
+# one that anything else still refers to is copied, so it never changes.
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_state_the_update_keeps_is_never_stamped_in_place(
+    store: str, tmp_path: Path
+) -> None:
+    config = triact.SessionConfig(
+        store=triact.SqliteStore(str(tmp_path / "s.db")) if store == "sqlite" else None
+    )
+    kept: list[triact.SessionState] = []
+    closure: list[Callable[[], triact.SessionState]] = []
+    refs: list[weakref.ref[triact.SessionState]] = []
+
+    def keep_in_list(state: triact.SessionState) -> triact.SessionState:
+        kept.append(state.with_data(n=1))
+        return kept[-1]
+
+    def keep_in_closure(state: triact.SessionState) -> triact.SessionState:
+        new = state.with_data(n=2)
+        closure.append(lambda: new)
+        return new
+
+    def keep_weakly(state: triact.SessionState) -> triact.SessionState:
+        new = state.with_data(n=3)
+        refs.append(weakref.ref(new))
+        return new
+
+    async with triact.open_session_manager(config) as manager:
+        session = await manager.create_session()
+        first = await session.update(keep_in_list)
+        assert (first.version, kept[0].version) == (2, 1)  # kept as it was made
+        assert first is not kept[0]
+        second = await session.update(keep_in_closure)
+        assert (second.version, closure[0]().version) == (3, 2)
+        third = await session.update(keep_weakly)
+        made = refs[0]()
+        assert made is None or made.version == 3  # a copy was committed (version 4)
+        assert third.version == 4
+        assert third is not made
+        unchanged = await session.update(lambda state: state)
+        assert (unchanged.version, third.version) == (5, 4)
+        assert (await session.snapshot()).data == {"n": 3}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_state_the_update_let_go_of_is_committed_itself(store: str, tmp_path: Path) -> None:
+    from triact.sessions._actor import _UNSHARED_REFS
+
+    config = triact.SessionConfig(
+        store=triact.SqliteStore(str(tmp_path / "s.db")) if store == "sqlite" else None
+    )
+    made: list[int] = []
+
+    def bump(state: triact.SessionState) -> triact.SessionState:
+        new = state.with_data(n=state.data.get("n", 0) + 1)
+        made.append(id(new))  # an int: no reference to the state
+        return new
+
+    async with triact.open_session_manager(config) as manager:
+        session = await manager.create_session()
+        committed = await session.update(bump)
+        assert (committed.version, committed.data) == (2, {"n": 1})
+        assert committed.metrics.operations == 1
+        # Stamped in place where CPython's reference counts tell (else copied).
+        assert (id(committed) == made[0]) == (_UNSHARED_REFS is not None)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            committed.version = 7  # type: ignore[misc]
 
 
 async def test_async_update_fn_is_awaited_and_committed(

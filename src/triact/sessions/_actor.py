@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import inspect
 import random
+import sys
 from array import array
 from collections.abc import Coroutine
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from weakref import getweakrefcount
 
 import attrs
 import trio
@@ -42,7 +44,7 @@ from ._errors import (
 from ._limits import Sizes, check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
-from ._state import SessionMetrics, SessionState, new_metrics, stamped_with
+from ._state import SessionMetrics, SessionState, new_metrics, stamp_in_place, stamped_with
 
 if TYPE_CHECKING:
     from ._host import SessionHost
@@ -68,6 +70,46 @@ Reply: TypeAlias = Answer | Pending
 Outcome: TypeAlias = SessionState | Exception
 #: The changes of a group commit taken from the mailbox, each with its outcome.
 Taken: TypeAlias = list[tuple[Queued[Op, Answer], Outcome]]
+
+
+def _unshared_refs() -> int | None:
+    """How many references ``sys.getrefcount`` reports, in :func:`_unshared`, for a
+    state only :meth:`SessionActor._stamp`'s caller and ``_stamp`` hold (a local each,
+    plus the call's argument); None where that cannot be told (see below)."""
+    if sys.version_info >= (3, 14) or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        # 3.14 may borrow references to locals (fewer counted than held), and without
+        # the GIL another thread may take a reference meanwhile: stamp copies.
+        return None
+
+    def caller(value: Any) -> int:
+        local = value
+        del value
+        return _probe(local)
+
+    def _probe(value: Any) -> int:
+        return sys.getrefcount(value)
+
+    fresh = caller(object())  # held by caller's local and _probe's parameter
+    held = object()
+    return fresh if caller(held) == fresh + 1 else None
+
+
+_UNSHARED_REFS = _unshared_refs()
+
+
+def _unshared(result: Any) -> bool:
+    """Whether ``result`` (the state an update returned, as ``_stamp`` holds it) is a
+    plain SessionState that nothing but the actor's own frames refer to: no other
+    reference (counted by CPython), no weak reference. Such a state can be stamped in
+    place (version, last_used, metrics) instead of copied: no code can see it before
+    it is committed, and none holds it after but through the committed state (I2:
+    committed states never change). Anything else is copied, as before."""
+    return (
+        _UNSHARED_REFS is not None
+        and type(result) is SessionState
+        and sys.getrefcount(result) == _UNSHARED_REFS + 1  # + _unshared's own parameter
+        and getweakrefcount(result) == 0
+    )
 
 
 def _foreign(op: Authorized | Validate, state: SessionState) -> bool:
@@ -301,7 +343,11 @@ class SessionActor(Actor[Op, Answer]):
             kept.append(latency)
         else:  # a ring: operations moves on by one a call
             kept[self.operations % _LATENCIES_KEPT] = latency
-        self._host.tally.account(latency, failed)
+        # The manager's Tally, counted here (every call pays it).
+        tally = self._host.tally
+        tally.operations += 1
+        tally.errors += failed
+        tally.latencies.append(latency)
 
     def metrics(self) -> SessionMetrics:
         return new_metrics(self.operations, self.errors, self.total_latency, self.max_latency)
@@ -312,7 +358,7 @@ class SessionActor(Actor[Op, Answer]):
     # -- changes -------------------------------------------------------------------
 
     def _change(self, op: Change) -> SessionState | Pending:
-        state = self.state
+        state: SessionState = self._entry.state  # type: ignore[assignment]
         expected = op.expected_version
         if expected is not None and expected != state.version and self._host.leases:
             return self._change_fresh(op)  # the cache may be behind: ask the store
@@ -364,7 +410,11 @@ class SessionActor(Actor[Op, Answer]):
             raise ValueError(
                 f"an update of session {state.id!r} may not change its id or its principal"
             )
-        new = stamped_with(
+        # A state the update function made and let go of (the common case: it returned
+        # state.with_data(...) or attrs.evolve(...)) is stamped in place: nothing else
+        # can see it, so it is still a value nobody saw change (see _unshared).
+        stamp = stamp_in_place if _unshared(result) else stamped_with
+        new = stamp(
             result,
             state.version + 1,
             self._host.wall_clock(),
@@ -388,13 +438,15 @@ class SessionActor(Actor[Op, Answer]):
         entry = self._entry
         if entry.gone is not None:
             self._check_live("this change was committed")
-        store = self._host.store
+        host = self._host
+        store = host.store
         if store.immediate:
-            store.write_now(new, previous_version=self.state.version)
+            store.write_now(new, previous_version=entry.state.version)  # type: ignore[union-attr]
             entry.state = new
             if self._guard.pending:
                 self._guard.committed()
-            self._host.publish("updated", new)
+            if host.subscriptions:  # (a call less when nobody listens)
+                host.publish("updated", new)
             return new
         # Seen through: a forced shutdown must not abandon a write once begun.
         return see_through(self._commit_durably(new, replay))

@@ -18,7 +18,7 @@ import attrs
 from ..actors import ActorRef
 from ._config import SessionConfig
 from ._errors import SessionError
-from ._events import EventKind
+from ._events import EventKind, Subscription
 from ._leases import Entry, GoneReason, Leases
 from ._ops import Op
 from ._state import SessionState
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 class Tally:
     """A manager's counters of its sessions' calls: each call is counted once, with
-    its latency (the last ``kept`` latencies are kept for the percentiles)."""
+    its latency (the last ``kept`` latencies are kept for the percentiles), by
+    ``SessionActor._account`` (written there field by field: every call pays it)."""
 
     __slots__ = ("busy_rejections", "errors", "latencies", "operations", "security_failures")
 
@@ -40,12 +41,6 @@ class Tally:
         self.busy_rejections = 0
         self.security_failures = 0
         self.latencies: deque[float] = deque(maxlen=kept)
-
-    def account(self, latency: float, failed: bool) -> None:
-        """Count one finished call (an operation; an error if ``failed``)."""
-        self.operations += 1
-        self.errors += failed
-        self.latencies.append(latency)
 
     def busy_rejected(self) -> None:
         """Count a call refused unhandled: its mailbox was full, or over its rate limit."""
@@ -74,6 +69,9 @@ class SessionHost:
     token_digest: Callable[[str], str]
     #: Publish an event of a committed state to the manager's subscribers.
     publish: Callable[[EventKind, SessionState], None]
+    #: The manager's subscriptions (the list itself, read to skip ``publish`` when
+    #: it is empty).
+    subscriptions: list[Subscription]
     #: Forget a session: it ended, expired, was removed or failed (``final``: its
     #: last state, if known).
     session_gone: Callable[[Entry, GoneReason, SessionState | None], None]

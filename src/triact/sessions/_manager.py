@@ -106,6 +106,7 @@ class SessionManager:
             closing=lambda: self._closing,
             token_digest=self._token_digest,
             publish=self._publish,
+            subscriptions=self._subscriptions,
             session_gone=self._session_gone,
             actor_stopped=self._actor_stopped,
             session_failed=self._session_failed,

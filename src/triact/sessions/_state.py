@@ -268,6 +268,34 @@ stamped_with: Callable[[SessionState, int, float, int, int, float, float], Sessi
 )
 
 
+def _make_stamp_in_place() -> Any:
+    """Build :func:`stamp_in_place`: :func:`stamped_with`'s stamp, written into
+    ``state`` itself (see :func:`unshared`)."""
+    counters = [a.name for a in attrs.fields(SessionMetrics)]
+    lines = [
+        f"def stamp_in_place(state, version, last_used, {', '.join(counters)}):",
+        "    metrics = new_state(SessionMetrics)",
+        *(f"    set_metrics_{name}(metrics, {name})" for name in counters),
+        "    set_version(state, version)",
+        "    set_last_used(state, last_used)",
+        "    set_metrics(state, metrics)",
+        "    return state",
+    ]
+    namespace = {"new_state": object.__new__, "SessionMetrics": SessionMetrics}
+    namespace.update(_setters(SessionState, ["version", "last_used", "metrics"]))
+    namespace.update(
+        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
+    )
+    return _generated("stamp_in_place", lines, namespace)
+
+
+#: :func:`stamped_with` without the copy: only for a state that nothing else can
+#: see (:func:`unshared`), which then becomes the committed state.
+stamp_in_place: Callable[[SessionState, int, float, int, int, float, float], SessionState] = (
+    _make_stamp_in_place()
+)
+
+
 def _make_init(cls: type) -> Any:
     """Build ``cls.__init__`` as attrs would for a frozen class, but setting each
     field through its slot's descriptor: attrs' frozen ``__init__`` goes through
@@ -328,13 +356,13 @@ def _make_data_copies() -> tuple[Any, Any]:
         "def with_data(self, changes=EMPTY, /, **more):",
         "    if type(self) is not SessionState:",
         "        return evolve(self, data={**self.data, **changes, **more})",
-        "    if type(changes) is not dict and not isinstance(changes, Mapping):",
-        "        raise TypeError(",
-        "            'with_data takes a mapping of changes (and keyword arguments), '",
-        "            f'got {type(changes).__name__}'",
-        "        )",
         "    data = plain_dict(self.data)",
-        "    if changes:",
+        "    if changes is not EMPTY:",  # (not the ABC's isinstance on every call)
+        "        if type(changes) is not dict and not isinstance(changes, Mapping):",
+        "            raise TypeError(",
+        "                'with_data takes a mapping of changes (and keyword arguments), '",
+        "                f'got {type(changes).__name__}'",
+        "            )",
         "        data.update(changes)",
         "    if more:",
         "        data.update(more)",
