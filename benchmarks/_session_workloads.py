@@ -338,23 +338,23 @@ def _traced_per(n: int) -> float:
     return current / n
 
 
-#: How long the memory figure lets called sessions idle before it measures them.
-IDLE_WAIT = 1.5
-
-
-async def triact_memory(n: int, calls: int = 0, actors_left: list[int] | None = None) -> float:
+async def triact_memory(
+    n: int, calls: int = 0, actors_left: list[int] | None = None, idle: float | None = None
+) -> float:
     """Bytes per idle session with default state, the manager's own overhead included;
     each session updated ``calls`` times (``bump``) before it is measured, idle (for
-    longer than an idle session's actor stays in memory, if it was called)."""
+    longer than an idle session's actor stays in memory, if it was called: 30 s by
+    default, ``idle`` seconds if given, as ``passivate_after``)."""
     _start_tracing()
-    async with open_session_manager(SessionConfig(max_sessions=n)) as manager:
+    config = SessionConfig(max_sessions=n, passivate_after=idle)
+    async with open_session_manager(config) as manager:
         for _ in range(n):
             session = await manager.create_session()
             for _ in range(calls):
                 await session.update(bump)
         del session
-        if calls:  # idle for longer than an idle session's actor stays (one second)
-            await trio.sleep(IDLE_WAIT)
+        if calls:
+            await trio.sleep((30.0 if idle is None else idle) + 0.5)
             if actors_left is not None:
                 actors_left.append((await manager.stats()).active_actors)
         return _traced_per(n)

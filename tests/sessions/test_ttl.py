@@ -364,8 +364,8 @@ async def test_a_rate_limited_session_keeps_its_actor_until_its_bucket_is_full(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     # A new actor starts with a full bucket: the old one may not leave before its
-    # bucket would be full again (burst / rate = 20 s), nor after a single call.
-    async with open_manager(rate_limit=triact.RateLimit(rate=0.1, burst=2)) as manager:
+    # bucket would be full again (burst / rate = 200 s), nor after a single call.
+    async with open_manager(rate_limit=triact.RateLimit(rate=0.01, burst=2)) as manager:
         session = await manager.create_session()
         await session.snapshot()
         await session.snapshot()
@@ -373,7 +373,7 @@ async def test_a_rate_limited_session_keeps_its_actor_until_its_bucket_is_full(
         assert (await manager.stats()).active_actors == 1
         with pytest.raises(triact.SessionRateLimitError):
             await session.snapshot()
-        await trio.sleep(25.0)
+        await trio.sleep(250.0)
         assert (await manager.stats()).active_actors == 0
         await session.snapshot()  # cold, but not released at once: one token spent
         await session.snapshot()

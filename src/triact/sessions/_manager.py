@@ -51,7 +51,10 @@ logger = logging.getLogger("triact.sessions")
 _BUSY_RECHECK = 1.0
 #: With a memory store and no ``passivate_after``: seconds a session's actor stays in
 #: memory after its last call (its state stays on the session's record either way).
-MEMORY_ACTOR_IDLE = 1.0
+#: Well above the gaps between the calls of a session in use: an actor made again and
+#: again, each kept that long, is what the collector promotes and walks (see
+#: docs/performance.md).
+MEMORY_ACTOR_IDLE = 30.0
 _LATENCIES_KEPT = 4096
 
 
