@@ -16,7 +16,7 @@ import gc
 import random
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import attrs
@@ -160,6 +160,30 @@ async def triact_updates(
     return result
 
 
+async def _asyncio_callers(
+    plan: Plan,
+    update: Callable[[str, Any], Awaitable[Any]],
+    ids: list[str],
+    fn: Any,
+    loop_cpu: list[tuple[float, float]] | None,
+) -> float:
+    """Updates per second of ``plan``'s callers on asyncio, each awaiting ``update(id,
+    fn)`` for its picks in turn (the CPU per update to ``loop_cpu``, if given)."""
+
+    async def caller(picks: list[int]) -> None:
+        for i in picks:
+            await update(ids[i], fn)
+
+    start, cpu_start = time.perf_counter_ns(), cpu_now()
+    async with asyncio.TaskGroup() as group:
+        for picks in plan.picks:
+            group.create_task(caller(picks))
+    result = rate(plan.updates, start)
+    if loop_cpu is not None:
+        loop_cpu.append(cpu_per(plan.updates, cpu_start))
+    return result
+
+
 async def asyncio_updates(
     plan: Plan,
     fn: Callable[[BaselineSession], Any],
@@ -180,17 +204,7 @@ async def asyncio_updates(
     async with opened as manager:
         ids = [(await manager.create_session())[0].session_id for _ in range(plan.sessions)]
 
-        async def caller(picks: list[int]) -> None:
-            for i in picks:
-                await manager.atomic_update(ids[i], fn)
-
-        start, cpu_start = time.perf_counter_ns(), cpu_now()
-        async with asyncio.TaskGroup() as group:
-            for picks in plan.picks:
-                group.create_task(caller(picks))
-        result = rate(plan.updates, start)
-        if loop_cpu is not None:
-            loop_cpu.append(cpu_per(plan.updates, cpu_start))
+        result = await _asyncio_callers(plan, manager.atomic_update, ids, fn, loop_cpu)
         if path is None:
             states = [(await manager.get_session(i)).to_dict() for i in ids]
         else:  # what the file holds; a missing row counts as every update lost
@@ -213,17 +227,7 @@ async def asyncio_actor_updates(
     async with open_asyncio_actor_sessions() as manager:
         ids = [(await manager.create_session()).session_id for _ in range(plan.sessions)]
 
-        async def caller(picks: list[int]) -> None:
-            for i in picks:
-                await manager.atomic_update(ids[i], fn)
-
-        start, cpu_start = time.perf_counter_ns(), cpu_now()
-        async with asyncio.TaskGroup() as group:
-            for picks in plan.picks:
-                group.create_task(caller(picks))
-        result = rate(plan.updates, start)
-        if loop_cpu is not None:
-            loop_cpu.append(cpu_per(plan.updates, cpu_start))
+        result = await _asyncio_callers(plan, manager.atomic_update, ids, fn, loop_cpu)
         sessions = [manager.get_session(i) for i in ids]
     lost.append(plan.lost([s.data.get("n", 0) for s in sessions], [s.version for s in sessions], 1))
     return result
@@ -266,17 +270,7 @@ async def copy_updates(
     manager = AsyncioCopyManager(max_sessions=max(plan.sessions, 10_000))
     ids = [manager.create_session().session_id for _ in range(plan.sessions)]
 
-    async def caller(picks: list[int]) -> None:
-        for i in picks:
-            await manager.update(ids[i], fn)
-
-    start, cpu_start = time.perf_counter_ns(), cpu_now()
-    async with asyncio.TaskGroup() as group:
-        for picks in plan.picks:
-            group.create_task(caller(picks))
-    result = rate(plan.updates, start)
-    if loop_cpu is not None:
-        loop_cpu.append(cpu_per(plan.updates, cpu_start))
+    result = await _asyncio_callers(plan, manager.update, ids, fn, loop_cpu)
     states = [manager.snapshot(i) for i in ids]
     lost.append(plan.lost([s.data.get("n", 0) for s in states], [s.version for s in states], 1))
     return result
