@@ -12,9 +12,11 @@ import argparse
 import gc
 import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import attrs
@@ -132,6 +134,23 @@ def figure(
     line["target"] = None if target is None else str(target)
     line["ok"] = True if target is None else target.met(line)
     return line
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far (Linux; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; NaN for none)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def emit(line: Mapping[str, Any], out: TextIO | None = None) -> None:

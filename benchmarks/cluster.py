@@ -43,16 +43,14 @@ from typing import Any
 
 import attrs
 import trio
-from _common import Target, emit, figure, parse_options
+from _common import Target, cpu_seconds, emit, figure, parse_options, percentile
 from mcp_http import (
     Connection,
     HttpError,
     Server,
     _call_headers,
     _params,
-    cpu_seconds,
     open_mcp,
-    percentile,
     running,
 )
 from shared_redis import start_redis

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pstats
 import re
 import signal
@@ -71,7 +70,7 @@ from typing import Any
 
 import attrs
 import trio
-from _common import Options, Target, emit, figure, parse_options
+from _common import Options, Target, cpu_seconds, emit, figure, parse_options, percentile
 from _ts_sdk import ts_command, ts_versions
 
 HERE = Path(__file__).resolve().parent
@@ -135,22 +134,6 @@ class Run:
 
     def per_call_us(self, cpu: float) -> float:
         return cpu / len(self.latencies) * 1e6 if self.latencies else math.nan
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used so far (Linux; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- the servers -------------------------------------------------------------------

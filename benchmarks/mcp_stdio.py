@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pstats
 import signal
 import statistics
@@ -55,7 +54,7 @@ from typing import Any
 import anyio
 import attrs
 import trio
-from _common import Options, Target, emit, figure, parse_options
+from _common import Options, Target, cpu_seconds, emit, figure, parse_options, percentile
 from _ts_sdk import ts_command, ts_versions
 
 HERE = Path(__file__).resolve().parent
@@ -102,20 +101,6 @@ class Run:
     @property
     def cpu_us_per_call(self) -> float:
         return self.cpu / len(self.latencies) * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used so far (Linux; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- the lean client ---------------------------------------------------------------
