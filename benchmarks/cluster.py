@@ -261,87 +261,39 @@ def lines(results: dict[str, list[Cell]], sizes: Sizes) -> list[dict[str, Any]]:
             f"{prefix}updates": sum(c.updates for c in cells),
         }
 
-    def have(*names: str) -> bool:
-        return all(results.get(name) for name in names)
-
     shape = {"sessions": sizes.sessions, "callers": sizes.callers, "protocol": "2026-07-28"}
     one = "triact serve --http, 1 node"
+    naive_1, naive_3 = f"{BASELINE}, 1 process", f"{BASELINE}, 3 processes, random routing"
+    # name, unit, measured, baseline run and label, target, whether to describe each side
+    table: list[tuple[str, str, str, str, str, Target | None, bool, bool]] = [
+        ("cluster_1node", "updates/s", "triact_1", "naive_1", naive_1,
+         Target("ratio", ">=", 3), True, True),
+        ("cluster_1node_cpu", "server CPU µs/update", "triact_1", "naive_1", naive_1,
+         Target("ratio", "<=", 1 / 3), False, False),
+        ("cluster_3node_random", "updates/s", "triact_3_random", "naive_3", naive_3,
+         Target("ratio", ">=", 3), True, True),
+        ("cluster_3node_random_vs_1node", "updates/s", "triact_3_random", "triact_1", one,
+         Target("ratio", ">=", 0.6), False, False),
+        ("cluster_3node_affinity_vs_1node", "updates/s", "triact_3_affinity", "triact_1", one,
+         Target("ratio", ">=", 0.8), True, False),
+        ("cluster_3node_random_cpu", "server CPU µs/update", "triact_3_random", "triact_1", one,
+         None, False, False),
+    ]  # fmt: skip
     out = []
-    if have("triact_1", "naive_1"):
+    for name, unit, mine, base, label, target, describe, describe_base in table:
+        if not (results.get(mine) and results.get(base)):
+            continue
+        values = rates if unit == "updates/s" else cpus
+        extra = {
+            **(about(mine) if describe else {}),
+            **(about(base, "baseline_") if describe_base else {}),
+        }
         out.append(
             figure(
-                "cluster_1node",
-                "updates/s",
-                rates("triact_1"),
-                baseline=f"{BASELINE}, 1 process",
-                baseline_runs=rates("naive_1"),
-                target=Target("ratio", ">=", 3),
-                **shape,
-                **about("triact_1"),
-                **about("naive_1", "baseline_"),
+                name, unit, values(mine), baseline=label, baseline_runs=values(base),
+                target=target, **shape, **extra,
             )
-        )
-        out.append(
-            figure(
-                "cluster_1node_cpu",
-                "server CPU µs/update",
-                cpus("triact_1"),
-                baseline=f"{BASELINE}, 1 process",
-                baseline_runs=cpus("naive_1"),
-                target=Target("ratio", "<=", 1 / 3),
-                **shape,
-            )
-        )
-    if have("triact_3_random", "naive_3"):
-        out.append(
-            figure(
-                "cluster_3node_random",
-                "updates/s",
-                rates("triact_3_random"),
-                baseline=f"{BASELINE}, 3 processes, random routing",
-                baseline_runs=rates("naive_3"),
-                target=Target("ratio", ">=", 3),
-                **shape,
-                **about("triact_3_random"),
-                **about("naive_3", "baseline_"),
-            )
-        )
-    if have("triact_3_random", "triact_1"):
-        out.append(
-            figure(
-                "cluster_3node_random_vs_1node",
-                "updates/s",
-                rates("triact_3_random"),
-                baseline=one,
-                baseline_runs=rates("triact_1"),
-                target=Target("ratio", ">=", 0.6),
-                **shape,
-            )
-        )
-    if have("triact_3_affinity", "triact_1"):
-        out.append(
-            figure(
-                "cluster_3node_affinity_vs_1node",
-                "updates/s",
-                rates("triact_3_affinity"),
-                baseline=one,
-                baseline_runs=rates("triact_1"),
-                target=Target("ratio", ">=", 0.8),
-                **shape,
-                **about("triact_3_affinity"),
-            )
-        )
-    if have("triact_3_random", "triact_1"):
-        out.append(
-            figure(
-                "cluster_3node_random_cpu",
-                "server CPU µs/update",
-                cpus("triact_3_random"),
-                baseline=one,
-                baseline_runs=cpus("triact_1"),
-                **shape,
-            )
-        )
+        )  # fmt: skip
     return out
 
 
