@@ -17,6 +17,7 @@ import trio
 
 import triact
 from triact.work import (
+    NoteScope,
     RedisWorkStore,
     SqliteWorkStore,
     WorkArgumentError,
@@ -125,15 +126,14 @@ async def test_bm25_ranks_and_scores_as_sqlite_fts5(
                     for project, everywhere in (("p", False), (None, False), (None, True)):
                         for tags in ((), ("ops",), ("ops", "bug")):
                             for kind in ("reflection", "conversation"):
-                                hits = await store.search_notes(
+                                scope = NoteScope(
                                     kind,  # type: ignore[arg-type]
-                                    query_terms(query),
                                     project,
                                     tags,
-                                    7,
-                                    all_projects=everywhere,
-                                    principal=principal,
+                                    everywhere,
+                                    principal,
                                 )
+                                hits = await store.search_notes(scope, query_terms(query), 7)
                                 found.append([(note, score) for note, score in hits])
             results[name] = found
     assert any(results["sqlite"])
@@ -282,11 +282,11 @@ async def test_vectors_that_are_not_float32_are_refused(
             await work.store.put_vectors("reflection", "m", [(note_id, b"\x00" * 6)])
         await work.store.put_vectors("reflection", "m", [(note_id, struct.pack("<2f", 1, 0))])
         await work.store.put_vectors("reflection", "m", [(999, struct.pack("<2f", 1, 0))])
-        rows = await work.store.vectors("reflection", "m", None, (), all_projects=True)
+        rows = await work.store.vectors(NoteScope("reflection", all_projects=True), "m")
         assert rows == [(note_id, stored.reflection.created_at, struct.pack("<2f", 1, 0))]
         # Another model's vector replaces it.
         await work.store.put_vectors("reflection", "n", [(note_id, struct.pack("<2f", 0, 1))])
-        assert await work.store.vectors("reflection", "m", None, (), all_projects=True) == []
+        assert await work.store.vectors(NoteScope("reflection", all_projects=True), "m") == []
         assert await work.store.missing_vectors("reflection", "m", 10) == [(note_id, "a note")]
         assert await work.store.missing_vectors("reflection", "n", 10) == []
 
@@ -305,25 +305,17 @@ async def test_vectors_are_read_in_chunks_with_their_filters(
             )
             ids.append(note.id)
         await store.put_vectors("reflection", "m", [(i, struct.pack("<f", i)) for i in ids])
-        every = await store.vectors("reflection", "m", None, (), all_projects=True)
+        every = await store.vectors(NoteScope("reflection", all_projects=True), "m")
         assert [row[0] for row in every] == ids
-        even = await store.vectors("reflection", "m", None, ("even",), all_projects=True)
+        even = await store.vectors(NoteScope("reflection", tags=("even",), all_projects=True), "m")
         assert [row[0] for row in even] == ids[0::2]
-        in_p = await store.vectors("reflection", "m", "p", (), all_projects=False, after=ids[2])
+        in_p = await store.vectors(NoteScope("reflection", "p"), "m", after=ids[2])
         assert [row[0] for row in in_p] == ids[3:7]
-        assert await store.vector_signature("reflection", "m", None, (), all_projects=True) == (
-            10,
-            ids[0],
-            ids[-1],
-        )
-        assert await store.vector_signature(
-            "reflection", "m", "q", ("even",), all_projects=False
-        ) == (1, ids[8], ids[8])
-        assert await store.vector_signature("reflection", "x", None, (), all_projects=True) == (
-            0,
-            0,
-            0,
-        )
+        everywhere = NoteScope("reflection", all_projects=True)
+        assert await store.vector_signature(everywhere, "m") == (10, ids[0], ids[-1])
+        in_q = NoteScope("reflection", "q", ("even",))
+        assert await store.vector_signature(in_q, "m") == (1, ids[8], ids[8])
+        assert await store.vector_signature(everywhere, "x") == (0, 0, 0)
         # Only the caller's notes, by id.
         assert [n.id for n in await store.notes("reflection", [ids[1], 12345])] == [ids[1]]
         assert await store.notes("reflection", [ids[1]], principal="alice") == []

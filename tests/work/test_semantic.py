@@ -22,6 +22,7 @@ import triact
 from triact.work import (
     Embedder,
     MemoryWorkStore,
+    NoteScope,
     WorkConfig,
     WorkSessions,
     WorkStoreError,
@@ -89,9 +90,7 @@ async def test_found_by_meaning_without_a_shared_word(hybrid: WorkSessions) -> N
     found = await hybrid.search_reflections("retry", project="p")  # no word in common
     assert [hit.reflection.id for hit in found.hits] == [target.reflection.id]
     assert found.hits[0].similarity == pytest.approx(1 / math.sqrt(5))
-    words_only = await hybrid.store.search_notes(
-        "reflection", ["retry"], "p", (), 10, all_projects=False
-    )
+    words_only = await hybrid.store.search_notes(NoteScope("reflection", "p"), ["retry"], 10)
     assert words_only == []
 
 

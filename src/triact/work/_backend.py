@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import trio
 
-from ._records import Handoff, NoteKind, Reflection, SearchMethod
+from ._records import Handoff, NoteKind, NoteScope, Reflection, SearchMethod
 from ._search import text_match
 
 
@@ -70,19 +70,10 @@ class WorkStore(abc.ABC):
 
     @abc.abstractmethod
     async def search_notes(
-        self,
-        kind: NoteKind,
-        terms: Sequence[str],
-        project: str | None,
-        tags: tuple[str, ...],
-        limit: int,
-        *,
-        all_projects: bool,
-        principal: str | None = None,
+        self, scope: NoteScope, terms: Sequence[str], limit: int
     ) -> list[tuple[Reflection, float]]:
-        """The best ``limit`` notes of ``kind`` for the terms (any of them), with their
-        scores, best first, newest first among equal scores; only those with every tag
-        in ``tags``, of ``project`` unless ``all_projects``."""
+        """The best ``limit`` notes in ``scope`` for the terms (any of them), with their
+        scores, best first, newest first among equal scores."""
 
     # -- embedding vectors (search by meaning); a store that keeps none says so ------
 
@@ -91,34 +82,18 @@ class WorkStore(abc.ABC):
     keeps_vectors: ClassVar[bool] = False
 
     async def vectors(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        after: int = 0,
-        principal: str | None = None,
+        self, scope: NoteScope, model: str, *, after: int = 0
     ) -> list[tuple[int, float, bytes]]:
-        """``(id, created_at, vector)`` of every note of ``kind`` with an id above
-        ``after`` that has a vector made by ``model``, with the filters of
-        :meth:`search_notes`, by id."""
+        """``(id, created_at, vector)`` of every note in ``scope`` with an id above
+        ``after`` that has a vector made by ``model``, by id."""
         raise NotImplementedError
 
-    async def vector_signature(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        principal: str | None = None,
-    ) -> tuple[int, int, int]:
+    async def vector_signature(self, scope: NoteScope, model: str) -> tuple[int, int, int]:
         """How many notes :meth:`vectors` would give, and their lowest and highest ids
-        (0 for none): what a cache of them checks (ids only grow)."""
-        raise NotImplementedError
+        (0 for none): what a cache of them checks (ids only grow). This one reads them
+        all; a store that can count them where they are does better."""
+        ids = [row[0] for row in await self.vectors(scope, model)]
+        return len(ids), min(ids, default=0), max(ids, default=0)
 
     async def notes(
         self, kind: NoteKind, ids: Sequence[int], *, principal: str | None = None
@@ -233,73 +208,35 @@ class MemoryWorkStore(WorkStore):
         del kept[:dropped]
         return note, len(kept), dropped
 
-    def _candidates(
-        self,
-        kind: NoteKind,
-        principal: str | None,
-        project: str | None,
-        tags: tuple[str, ...],
-        all_projects: bool,
-    ) -> list[Reflection]:
-        by_project = self._data.notes[kind].by_project
-        if all_projects:
-            buckets = [notes for (owner, _), notes in by_project.items() if owner == principal]
+    def _candidates(self, scope: NoteScope) -> list[Reflection]:
+        by_project = self._data.notes[scope.kind].by_project
+        if scope.all_projects:
+            buckets = [
+                notes for (owner, _), notes in by_project.items() if owner == scope.principal
+            ]
         else:
-            buckets = [by_project.get((principal, project), [])]
-        wanted = set(tags)
+            buckets = [by_project.get((scope.principal, scope.project), [])]
+        wanted = set(scope.tags)
         return [note for bucket in buckets for note in bucket if wanted.issubset(note.tags)]
 
     async def search_notes(
-        self,
-        kind: NoteKind,
-        terms: Sequence[str],
-        project: str | None,
-        tags: tuple[str, ...],
-        limit: int,
-        *,
-        all_projects: bool,
-        principal: str | None = None,
+        self, scope: NoteScope, terms: Sequence[str], limit: int
     ) -> list[tuple[Reflection, float]]:
         await trio.lowlevel.checkpoint()
-        found = self._candidates(kind, principal, project, tags, all_projects)
-        return text_match(found, terms, limit)
+        return text_match(self._candidates(scope), terms, limit)
 
     async def vectors(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        after: int = 0,
-        principal: str | None = None,
+        self, scope: NoteScope, model: str, *, after: int = 0
     ) -> list[tuple[int, float, bytes]]:
         await trio.lowlevel.checkpoint()
-        vectors = self._data.notes[kind].vectors
+        vectors = self._data.notes[scope.kind].vectors
         found = [
             (note.id, note.created_at, vectors[note.id][1])
-            for note in self._candidates(kind, principal, project, tags, all_projects)
+            for note in self._candidates(scope)
             if note.id > after and vectors.get(note.id, ("", b""))[0] == model
         ]
         found.sort()
         return found
-
-    async def vector_signature(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        principal: str | None = None,
-    ) -> tuple[int, int, int]:
-        rows = await self.vectors(
-            kind, model, project, tags, all_projects=all_projects, principal=principal
-        )
-        ids = [row[0] for row in rows]
-        return len(ids), min(ids, default=0), max(ids, default=0)
 
     async def notes(
         self, kind: NoteKind, ids: Sequence[int], *, principal: str | None = None

@@ -242,6 +242,19 @@ class Reflection:
     created_at: float = attrs.field(metadata={"description": "Seconds since the epoch."})
 
 
+@attrs.frozen
+class NoteScope:
+    """Which notes a search looks through: those of ``kind`` kept for ``principal``
+    (None: kept without one), with every tag in ``tags``, of ``project`` (None is a
+    project of its own) or, with ``all_projects``, of every project."""
+
+    kind: NoteKind
+    project: str | None = None
+    tags: tuple[str, ...] = ()
+    all_projects: bool = False
+    principal: str | None = None
+
+
 _SCORE = {"description": "Higher is better; comparable within one search only."}
 _SIMILARITY = {
     "description": "Cosine similarity of its meaning to the query's (-1 to 1); null when "

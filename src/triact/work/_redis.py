@@ -23,7 +23,7 @@ import trio
 
 from ._backend import WorkStore
 from ._errors import WorkStoreError
-from ._records import Handoff, NoteKind, Reflection, decode_handoff, encode_handoff
+from ._records import Handoff, NoteKind, NoteScope, Reflection, decode_handoff, encode_handoff
 from ._redis_lua import SOURCE, function
 
 if TYPE_CHECKING:
@@ -274,45 +274,27 @@ class RedisWorkStore(WorkStore):
         new_id, kept, dropped = (int(part) for part in reply)
         return Reflection(new_id, content, tags, project, float(now)), kept, dropped
 
-    def _scope(
-        self,
-        kind: NoteKind,
-        principal: str | None,
-        project: str | None,
-        all_projects: bool,
-    ) -> list[str]:
+    def _scope(self, scope: NoteScope) -> list[str]:
+        """The functions' arguments that pick the notes in ``scope`` (its tags last, after
+        what each function puts between)."""
         return [
             self._prefix,
-            _KINDS[kind],
-            _owner(principal),
-            "1" if all_projects else "0",
-            _bucket(project),
+            _KINDS[scope.kind],
+            _owner(scope.principal),
+            "1" if scope.all_projects else "0",
+            _bucket(scope.project),
         ]
 
     async def search_notes(
-        self,
-        kind: NoteKind,
-        terms: Sequence[str],
-        project: str | None,
-        tags: tuple[str, ...],
-        limit: int,
-        *,
-        all_projects: bool,
-        principal: str | None = None,
+        self, scope: NoteScope, terms: Sequence[str], limit: int
     ) -> list[tuple[Reflection, float]]:
         await self.prepare()
         tokens = await trio.to_thread.run_sync(self._tokenizer.query, terms)
         if not tokens:
             return []
-        args = [
-            *self._scope(kind, principal, project, all_projects),
-            str(limit),
-            str(len(tags)),
-            *tags,
-            *tokens,
-        ]
-        rows = await self._fcall("search", f"search the {kind}s", args, read_only=True)
-        return [(self._note(kind, row), float(_text(row[5], "a score"))) for row in rows]
+        args = [*self._scope(scope), str(limit), *_tags(scope), *tokens]
+        rows = await self._fcall("search", f"search the {scope.kind}s", args, read_only=True)
+        return [(self._note(scope.kind, row), float(_text(row[5], "a score"))) for row in rows]
 
     def _note(self, kind: NoteKind, row: Sequence[Any]) -> Reflection:
         """A note read back, checked: WorkStoreError if its hash holds something this
@@ -336,27 +318,12 @@ class RedisWorkStore(WorkStore):
         return Reflection(note_id, content, tuple(tags), project or None, created_at)
 
     async def vectors(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        after: int = 0,
-        principal: str | None = None,
+        self, scope: NoteScope, model: str, *, after: int = 0
     ) -> list[tuple[int, float, bytes]]:
         found: list[tuple[int, float, bytes]] = []
         cursor = after
         while True:
-            args = [
-                *self._scope(kind, principal, project, all_projects),
-                model,
-                str(cursor),
-                str(VECTOR_CHUNK),
-                str(len(tags)),
-                *tags,
-            ]
+            args = [*self._scope(scope), model, str(cursor), str(VECTOR_CHUNK), *_tags(scope)]
             more, cursor, rows = await self._fcall("vectors", "read vectors", args, read_only=True)
             for note_id, created_at, vector in rows:
                 found.append((int(note_id), float(_text(created_at, "created_at")), vector))
@@ -364,22 +331,8 @@ class RedisWorkStore(WorkStore):
                 return found
             cursor = int(cursor)
 
-    async def vector_signature(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        principal: str | None = None,
-    ) -> tuple[int, int, int]:
-        args = [
-            *self._scope(kind, principal, project, all_projects),
-            model,
-            str(len(tags)),
-            *tags,
-        ]
+    async def vector_signature(self, scope: NoteScope, model: str) -> tuple[int, int, int]:
+        args = [*self._scope(scope), model, *_tags(scope)]
         count, low, high = await self._fcall("signature", "count vectors", args, read_only=True)
         return int(count), int(low), int(high)
 
@@ -419,6 +372,11 @@ class RedisWorkStore(WorkStore):
 
 def _owner(principal: str | None) -> str:
     return principal or ""  # no principal: '' (a principal's name is never empty)
+
+
+def _tags(scope: NoteScope) -> list[str]:
+    """A scope's tags as the functions take them: their count, then each."""
+    return [str(len(scope.tags)), *scope.tags]
 
 
 def _bucket(project: str | None) -> str:

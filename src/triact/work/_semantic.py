@@ -28,8 +28,9 @@ import bisect
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+import attrs
 import trio
 
 from ..sessions import SessionStoreError
@@ -37,7 +38,7 @@ from ._backend import WorkStore
 from ._config import WorkConfig
 from ._embedding import Embedder, EmbeddingUnavailableError
 from ._errors import WorkStoreError
-from ._records import NoteKind, Reflection, SearchMethod
+from ._records import NoteKind, NoteScope, Reflection, SearchMethod
 from ._search import coverage
 
 logger = logging.getLogger("triact.work")
@@ -57,16 +58,6 @@ _DAY = 86_400.0
 
 #: Sets of vectors (one per kind, principal, project and tags searched) kept in memory.
 CACHED_SETS = 8
-
-
-class _Scope(NamedTuple):
-    """Whose notes a search looks at: ``principal``'s, of ``project`` (or of every
-    project), with every tag in ``tags``."""
-
-    principal: str | None
-    project: str | None
-    tags: tuple[str, ...]
-    all_projects: bool
 
 
 class _Cached:
@@ -118,7 +109,7 @@ class Semantic:
         self.config = config
         self._nursery = nursery
         self._backfills: dict[NoteKind, trio.Event] = {}
-        self._cache: dict[tuple[NoteKind, str | None, str | None, tuple[str, ...]], _Cached] = {}
+        self._cache: dict[NoteScope, _Cached] = {}
         self._checked: dict[NoteKind, float] = {}
 
     @property
@@ -145,49 +136,36 @@ class Semantic:
         return True
 
     async def search(
-        self,
-        kind: NoteKind,
-        query: str,
-        terms: Sequence[str],
-        project: str | None,
-        tags: tuple[str, ...],
-        limit: int,
-        *,
-        all_projects: bool,
-        now: float,
-        principal: str | None = None,
+        self, scope: NoteScope, query: str, terms: Sequence[str], limit: int, *, now: float
     ) -> tuple[SearchMethod, list[tuple[Reflection, float, float | None]]]:
-        """The best ``limit`` notes, as ``(note, score, similarity)``, and how they were
-        ranked: "hybrid", or the store's word search if the model cannot be had."""
+        """The best ``limit`` notes in ``scope``, as ``(note, score, similarity)``, and
+        how they were ranked: "hybrid", or the store's word search if the model cannot
+        be had."""
         wide = max(limit * CANDIDATES, 50)
-        word_hits = await self.store.search_notes(
-            kind, terms, project, tags, wide, all_projects=all_projects, principal=principal
-        )
+        word_hits = await self.store.search_notes(scope, terms, wide)
         if self.usable:
             try:
                 (query_vector,) = await self.embedder.embed([query])
             except EmbeddingUnavailableError:
                 pass
             else:
-                self._maybe_backfill(kind)
-                scope = _Scope(principal, project, tags, all_projects)
-                ranked = await self._hybrid(kind, query_vector, terms, word_hits, scope, limit, now)
+                self._maybe_backfill(scope.kind)
+                ranked = await self._hybrid(query_vector, terms, word_hits, scope, limit, now)
                 return "hybrid", ranked
         return self.store.search_method, [(note, score, None) for note, score in word_hits[:limit]]
 
     async def _hybrid(
         self,
-        kind: NoteKind,
         query_vector: bytes,
         terms: Sequence[str],
         word_hits: list[tuple[Reflection, float]],
-        scope: _Scope,
+        scope: NoteScope,
         limit: int,
         now: float,
     ) -> list[tuple[Reflection, float, float | None]]:
         import numpy as np  # with the semantic extra only
 
-        cached = await self._vectors(kind, scope)
+        cached = await self._vectors(scope)
         similarity: dict[int, float] = {}
         semantic_ids: list[int] = []
         if cached.ids:
@@ -211,7 +189,7 @@ class Semantic:
         notes = {note.id: note for note, _ in word_hits}
         missing = [note_id for note_id in semantic_ids if note_id not in notes]
         if missing:
-            for note in await self.store.notes(kind, missing, principal=scope.principal):
+            for note in await self.store.notes(scope.kind, missing, principal=scope.principal):
                 notes[note.id] = note
         best_text = max((score for _, score in word_hits), default=0.0)
         text = {
@@ -231,37 +209,24 @@ class Semantic:
         ranked.sort(key=lambda item: (-item[1], -item[0].created_at, -item[0].id))
         return ranked[:limit]
 
-    async def _vectors(self, kind: NoteKind, scope: _Scope) -> _Cached:
+    async def _vectors(self, scope: NoteScope) -> _Cached:
         """The vectors a search compares with, from the cache if they are still what the
         store holds; only those stored since are read, when that is all that changed
         (oldest dropped, newest added)."""
         model = self.embedder.name
-        principal, project, tags, all_projects = scope
-        key = (kind, principal, None if all_projects else project, tags)
-        signature = await self.store.vector_signature(
-            kind, model, project, tags, all_projects=all_projects, principal=principal
-        )
+        key = attrs.evolve(scope, project=None) if scope.all_projects else scope
+        signature = await self.store.vector_signature(scope, model)
         cached = self._cache.pop(key, None)
         if cached is not None and cached.signature != signature:
             count, low, _ = signature
-            rows = await self.store.vectors(
-                kind,
-                model,
-                project,
-                tags,
-                all_projects=all_projects,
-                after=cached.high,
-                principal=principal,
-            )
+            rows = await self.store.vectors(scope, model, after=cached.high)
             first = bisect.bisect_left(cached.ids, low)
             if len(cached.ids) - first + len(rows) == count:
                 cached = cached.updated(first, rows, signature)
             else:
                 cached = None
         if cached is None:
-            rows = await self.store.vectors(
-                kind, model, project, tags, all_projects=all_projects, principal=principal
-            )
+            rows = await self.store.vectors(scope, model)
             cached = _Cached.empty(signature).updated(0, rows, signature)
         self._cache[key] = cached  # the most recently used last
         while len(self._cache) > CACHED_SETS:

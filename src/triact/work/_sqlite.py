@@ -19,7 +19,7 @@ from typing import Any
 from ..sessions import SqliteStore
 from ._backend import WorkStore
 from ._errors import WorkStoreError
-from ._records import Handoff, NoteKind, Reflection, decode_handoff, encode_handoff
+from ._records import Handoff, NoteKind, NoteScope, Reflection, decode_handoff, encode_handoff
 
 #: Version of the work tables' layout, kept in the store's ``meta`` table.
 WORK_TABLES_VERSION = 2
@@ -162,73 +162,28 @@ class SqliteWorkStore(WorkStore):
         return Reflection(new_id, content, tags, project, now), kept, dropped
 
     async def search_notes(
-        self,
-        kind: NoteKind,
-        terms: Sequence[str],
-        project: str | None,
-        tags: tuple[str, ...],
-        limit: int,
-        *,
-        all_projects: bool,
-        principal: str | None = None,
+        self, scope: NoteScope, terms: Sequence[str], limit: int
     ) -> list[tuple[Reflection, float]]:
         await self.prepare()
         step = partial(
             _search,
-            table=TABLES[kind],
-            owner=_owner(principal),
+            **_scoped(scope),
             match=" OR ".join(f'"{term}"' for term in terms),  # words only: no FTS syntax
-            project=None if all_projects else _bucket(project),
-            tags=tags,
             limit=limit,
         )
         rows = await self.store.run(step, write=False)
         return [(_note(row), -row[5]) for row in rows]
 
     async def vectors(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        after: int = 0,
-        principal: str | None = None,
+        self, scope: NoteScope, model: str, *, after: int = 0
     ) -> list[tuple[int, float, bytes]]:
         await self.prepare()
-        step = partial(
-            _vectors,
-            table=TABLES[kind],
-            owner=_owner(principal),
-            kind=kind,
-            model=model,
-            project=None if all_projects else _bucket(project),
-            tags=tags,
-            after=after,
-        )
+        step = partial(_vectors, **_scoped(scope), kind=scope.kind, model=model, after=after)
         return await self.store.run(step, write=False)
 
-    async def vector_signature(
-        self,
-        kind: NoteKind,
-        model: str,
-        project: str | None,
-        tags: tuple[str, ...],
-        *,
-        all_projects: bool,
-        principal: str | None = None,
-    ) -> tuple[int, int, int]:
+    async def vector_signature(self, scope: NoteScope, model: str) -> tuple[int, int, int]:
         await self.prepare()
-        step = partial(
-            _signature,
-            table=TABLES[kind],
-            owner=_owner(principal),
-            kind=kind,
-            model=model,
-            project=None if all_projects else _bucket(project),
-            tags=tags,
-        )
+        step = partial(_signature, **_scoped(scope), kind=scope.kind, model=model)
         return await self.store.run(step, write=False)
 
     async def notes(
@@ -256,6 +211,16 @@ class SqliteWorkStore(WorkStore):
 
 def _note(row: Sequence[Any]) -> Reflection:
     return Reflection(row[0], row[2], tuple(json.loads(row[3])), row[1] or None, row[4])
+
+
+def _scoped(scope: NoteScope) -> dict[str, Any]:
+    """The arguments of the statements below that pick the notes in ``scope``."""
+    return {
+        "table": TABLES[scope.kind],
+        "owner": _owner(scope.principal),
+        "project": None if scope.all_projects else _bucket(scope.project),
+        "tags": scope.tags,
+    }
 
 
 def _bucket(project: str | None) -> str:

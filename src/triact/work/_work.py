@@ -36,6 +36,7 @@ from ._records import (
     ExcerptHit,
     ExcerptSearch,
     NoteKind,
+    NoteScope,
     Reflection,
     ReflectionHit,
     ReflectionSearch,
@@ -452,22 +453,11 @@ class WorkSessions:
         clean_tags = search.check_tags(self.config, tags)
         project = search.check_project(project)
         limit = search.check_limit(self.config, limit)
-        everywhere = project is None
+        scope = NoteScope(kind, project, clean_tags, project is None, principal)
         if self.semantic is not None:
-            return await self.semantic.search(
-                kind,
-                query,
-                terms,
-                project,
-                clean_tags,
-                limit,
-                all_projects=everywhere,
-                now=self.manager.wall_clock(),
-                principal=principal,
-            )
-        found = await self.store.search_notes(
-            kind, terms, project, clean_tags, limit, all_projects=everywhere, principal=principal
-        )
+            now = self.manager.wall_clock()
+            return await self.semantic.search(scope, query, terms, limit, now=now)
+        found = await self.store.search_notes(scope, terms, limit)
         return self.store.search_method, [(note, score, None) for note, score in found]
 
 
