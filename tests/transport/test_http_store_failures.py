@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import triact
-from triact.transport import HttpOptions
+from triact.transport import HttpOptions, _http
 
 from ._http_server import ACCEPT, Served, http_server, initialize_body
 
@@ -60,6 +60,19 @@ async def served_on(
         http_server(manager, http=HttpOptions()) as served,
     ):
         yield served, manager
+
+
+@asynccontextmanager
+async def two_apps_on(store: FailingRecords) -> AsyncIterator[tuple[Served, Served]]:
+    """Two apps (as two processes would be) on one manager: the sessions one makes,
+    the other serves."""
+    config = triact.SessionConfig(store=store)
+    async with (
+        triact.open_session_manager(config) as manager,
+        http_server(manager, http=HttpOptions()) as first,
+        http_server(manager, http=HttpOptions()) as second,
+    ):
+        yield first, second
 
 
 @pytest.fixture
@@ -154,3 +167,60 @@ async def test_a_delete_the_store_refuses_gets_503_and_leaves_the_session_open(
         answered = await client.post(served.url, json=call(2, {"set": {"a": 1}}), headers=headers)
         assert answered.json()["result"]["structuredContent"]["data"] == {"a": 1}
         assert (await client.delete(served.url, headers=headers)).status_code == 200
+
+
+async def default_made_unsaved(
+    store: FailingRecords, client: httpx.AsyncClient, url: str
+) -> tuple[dict[str, str], str]:
+    """An MCP session opened at ``url`` whose first call made its default session while
+    the store refused to keep the record; its headers and that session's id."""
+    headers = await initialize(client, url)
+    store.failing = {"put"}
+    answered = await client.post(url, json=call(2, {"increment": {"n": 1}}), headers=headers)
+    store.failing = set()
+    return headers, answered.json()["result"]["structuredContent"]["session_id"]
+
+
+async def increment(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], request_id: int
+) -> tuple[str, object]:
+    """The default session's id and data after a call at ``url`` increments its n."""
+    answered = await client.post(
+        url, json=call(request_id, {"increment": {"n": 1}}), headers=headers
+    )
+    state = answered.json()["result"]["structuredContent"]
+    return state["session_id"], state["data"]
+
+
+async def test_a_record_change_the_store_refused_is_saved_by_the_next_request(
+    store: FailingRecords, client: httpx.AsyncClient
+) -> None:
+    async with two_apps_on(store) as (first, second):
+        headers, made = await default_made_unsaved(store, client, first.url)
+        assert await increment(client, first.url, headers, 3) == (made, {"n": 2})  # not a new one
+        # The record was saved along: another process serves the same default session.
+        assert await increment(client, second.url, headers, 4) == (made, {"n": 3})
+
+
+async def test_a_ping_saves_a_record_change_the_store_refused(
+    store: FailingRecords, client: httpx.AsyncClient
+) -> None:
+    async with two_apps_on(store) as (first, second):
+        headers, made = await default_made_unsaved(store, client, first.url)
+        ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+        assert (await client.post(first.url, json=ping, headers=headers)).status_code == 200
+        assert await increment(client, second.url, headers, 4) == (made, {"n": 2})
+
+
+async def test_an_unsaved_default_session_survives_a_record_changed_elsewhere(
+    store: FailingRecords, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "RECORD_FRESH", 0.0)  # every request reads the record
+    async with two_apps_on(store) as (first, second):
+        headers, made = await default_made_unsaved(store, client, first.url)
+        level = {"level": "error"}
+        set_level = {"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": level}
+        assert (await client.post(second.url, json=set_level, headers=headers)).status_code == 200
+        # The record changed, and names no default session: the one made here stays.
+        assert await increment(client, first.url, headers, 4) == (made, {"n": 2})
+        assert await increment(client, second.url, headers, 5) == (made, {"n": 3})

@@ -256,15 +256,16 @@ def _state(peer: Peer) -> _State:
 
 
 class _Known:
-    """An MCP session served lately: its peer, the record it was last read from or
-    saved as (text, and the state the peer then had), and when the store last saw it."""
+    """An MCP session served lately: its peer, the record the store holds as this
+    process last read or saved it (text, and that record's state: the peer's differs
+    while a change of it is not saved yet), and when the store last saw it."""
 
     __slots__ = ("peer", "read_at", "state", "text")
 
-    def __init__(self, peer: Peer, text: str, read_at: float) -> None:
+    def __init__(self, peer: Peer, text: str, state: _State, read_at: float) -> None:
         self.peer = peer
         self.text = text
-        self.state = _state(peer)
+        self.state = state
         self.read_at = read_at
 
 
@@ -585,12 +586,11 @@ class McpHttpApp:
                 request_id,
             )
         if type(message) is Notification:
-            before = _state(peer)
             elsewhere = _not_running_here(peer, message)
             self._core.notification(peer, message)
             if elsewhere is not None:
                 await self._cancel_elsewhere(session_id, peer, elsewhere, message)
-            await self._save(session_id, peer, before)
+            await self._save(session_id, peer)
             await _respond(send, 202, b"", [])
             return
         if type(message) is not Request:
@@ -723,7 +723,6 @@ class McpHttpApp:
             and now - known.read_at < self._fresh
             # Without a default session yet, another process may have just made one.
             and (known.peer.default_session_id is not None or not default)
-            and _state(known.peer) == known.state
         ):
             await trio.lowlevel.checkpoint()
             return known.peer
@@ -737,8 +736,11 @@ class McpHttpApp:
                 self._peers.pop(session_id, None)
             return None
         self._opened_again(principal, session_id, now)
-        if known is not None and text == known.text and _state(known.peer) == known.state:
-            known.read_at = now  # as the record says: nothing to decode
+        if known is not None and text == known.text:
+            # As this process last saw it: nothing to decode, and what the peer
+            # changed since (a save the store refused, or a call's that is not
+            # answered yet) is kept, to be saved with the request.
+            known.read_at = now
             return known.peer
         record = json.loads(text)
         if record.get("principal") != principal:
@@ -746,14 +748,20 @@ class McpHttpApp:
         peer = known.peer if known is not None else None
         if peer is None:
             peer = self._core.peer(session_id, keyed=True, principal=principal)
+        # A default session made here and not saved yet stays, if the record names
+        # none: else the MCP session would get a second one.
+        unsaved = None
+        if known is not None and peer.default_session_id != known.state[4]:
+            unsaved = peer.default_session_id
         handshake = peer.handshake
         handshake.version = record["version"]
         handshake.client_info = record["client_info"]
         handshake.initialized = record["initialized"]
         handshake.log_level = record["log_level"]
         if peer.default_creating is None:  # else this process is making it
-            peer.default_session_id = record["default_session_id"]
-        self._know(session_id, peer, text, now)
+            peer.default_session_id = record["default_session_id"] or unsaved
+        state = (*_state(peer)[:4], record["default_session_id"], peer.principal)
+        self._know(session_id, peer, text, state, now)
         return peer
 
     def _opened_again(self, principal: str | None, session_id: str, now: float) -> None:
@@ -762,22 +770,26 @@ class McpHttpApp:
         if opened is not None and opened.pop(session_id, None) is not None:
             opened[session_id] = now + self._http.session_ttl
 
-    def _know(self, session_id: str, peer: Peer, text: str, now: float) -> None:
+    def _know(self, session_id: str, peer: Peer, text: str, state: _State, now: float) -> None:
         if session_id not in self._peers and len(self._peers) >= _PEERS_MAX:
             self._peers.clear()  # a cache: what is forgotten is read again
-        self._peers[session_id] = _Known(peer, text, now)
+        self._peers[session_id] = _Known(peer, text, state, now)
 
-    async def _save(
-        self, session_id: str, peer: Peer, before: _State | None, *, answered: bool = False
-    ) -> None:
-        """Put the MCP session's record if it changed since ``before``; the first
-        record of a session only once ``initialize`` has succeeded.
+    async def _save(self, session_id: str, peer: Peer, *, answered: bool = False) -> None:
+        """Put the MCP session's record if the peer differs from the record this
+        process last read or saved; the first record of a session only once
+        ``initialize`` has succeeded.
 
         If the store fails, the request is refused (503) unless it is ``answered``: a
         tool call that ran is answered as it went (refusing it would tell the client
-        that it did not happen, and a retry would do it twice); the record then keeps
-        its earlier state, which the next change of the session saves along."""
-        if peer.handshake.version is None or peer.ended or _state(peer) == before:
+        that it did not happen, and a retry would do it twice); the peer keeps the
+        change, which the session's next request saves (its record keeps the earlier
+        state until then)."""
+        if peer.handshake.version is None or peer.ended:
+            return
+        state = _state(peer)
+        known = self._peers.get(session_id)
+        if known is not None and known.peer is peer and known.state == state:
             return
         record = _record(peer)
         try:
@@ -792,7 +804,7 @@ class McpHttpApp:
                 raise _store_failed("saved", exc) from None
             logger.warning("an MCP session's record could not be saved: %s", exc)
             return
-        self._know(session_id, peer, record, trio.current_time())
+        self._know(session_id, peer, record, state, trio.current_time())
 
     async def _dispatch(
         self,
@@ -810,7 +822,6 @@ class McpHttpApp:
         ``new``, the request opens the MCP session ``session_id``."""
         key = next(self._keys)
         exchange = _Exchange()
-        before = _state(peer) if session_id is not None and not new else None
         extra: list[tuple[bytes, bytes]] = []
         try:
             try:
@@ -830,12 +841,12 @@ class McpHttpApp:
                 self._core.calls.cancel(key, "notifications/cancelled came before the request")
             if exchange.answered and len(exchange.lines) == 1:  # answered at once
                 if session_id is not None:
-                    await self._save(session_id, peer, before, answered=not new)
+                    await self._save(session_id, peer, answered=not new)
                     if new and peer.handshake.version is not None:
                         extra.append((b"mcp-session-id", session_id.encode()))
                 await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
                 return
-            await self._stream(key, exchange, receive, send, extra, peer, session_id, before)
+            await self._stream(key, exchange, receive, send, extra, peer, session_id)
         finally:
             self._core.finished(peer, request.id, key)
 
@@ -848,12 +859,11 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-        before: _State | None,
     ) -> None:
         """Wait for a tool call's answer while watching for the client to go away;
         with a progressToken, stream the notifications as they come (SSE)."""
         try:
-            await self._stream_lines(key, exchange, receive, send, extra, peer, session_id, before)
+            await self._stream_lines(key, exchange, receive, send, extra, peer, session_id)
         finally:
             if not exchange.answered:  # the client went away, or the server is stopping
                 self._core.calls.cancel(key, "the HTTP request ended before its answer")
@@ -867,7 +877,6 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-        before: _State | None,
     ) -> None:
         # Most calls are answered within a few milliseconds: the client is watched
         # (a task reading ``receive`` for its disconnect) only once a call has taken
@@ -878,7 +887,7 @@ class McpHttpApp:
             lines = await exchange.next_lines()
         if exchange.answered and len(lines) == 1:
             if session_id is not None:
-                await self._save(session_id, peer, before, answered=True)
+                await self._save(session_id, peer, answered=True)
             await _respond(send, 200, lines[0], [*extra, *_JSON])
             return
         streaming = False
@@ -888,7 +897,7 @@ class McpHttpApp:
                 if not lines:
                     lines = await exchange.next_lines()
                 if exchange.over and session_id is not None:
-                    await self._save(session_id, peer, before, answered=True)
+                    await self._save(session_id, peer, answered=True)
                 if not streaming:
                     if exchange.answered and len(lines) == 1:
                         await _respond(send, 200, lines[0], [*extra, *_JSON])
