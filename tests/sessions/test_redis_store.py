@@ -19,7 +19,7 @@ from triact.sessions._redis_lua import LIBRARY
 from triact.sessions._redis_url import RedisUrlError, parse_redis_url
 from triact.sessions._state import SessionState
 
-from .._redis import RedisPlace, RedisServer, free_port
+from .._redis import RedisGate, RedisPlace, RedisServer, free_port
 
 NOW = 10_000.0
 
@@ -98,6 +98,29 @@ async def test_an_unreachable_redis_is_a_store_error_without_the_password() -> N
             pass
     assert "secret" not in str(info.value)
     assert "127.0.0.1" in str(info.value)
+
+
+async def test_the_trio_loop_runs_while_the_store_connects(redis_place: RedisPlace) -> None:
+    # The proxy runs in this Trio run and holds each connection's first request until
+    # a task of this run releases it: a connect that blocked the Trio thread would
+    # wait for it in vain, and fail when its timeout ran out.
+    address = parse_redis_url(redis_place.url)
+    gate = RedisGate(address.host, address.port)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(gate.serve)
+        gate.hold(b"")
+
+        async def release_when_held() -> None:
+            await gate.held.wait()
+            gate.release()
+
+        nursery.start_soon(release_when_held)
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=redis_place.prefix)
+        async with store.open():
+            assert gate.held.is_set()
+            await create(store, make_state())
+            assert await store.count() == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_wrong_password_is_refused_and_the_right_one_comes_from_the_environment(

@@ -3,8 +3,10 @@ many machines, through valkey-glide, which runs natively under Trio."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -174,20 +176,20 @@ class RedisStore(SharedSessionStore):
             raise body_error
 
     async def _connect(self, *, events: bool = False, channel: str | None = None) -> GlideClient:
-        try:
-            from glide import (
-                GlideClient,
-                GlideClientConfiguration,
-                Logger,
-                LogLevel,
-                NodeAddress,
-                ServerCredentials,
-            )
-        except ImportError as exc:
-            raise SessionStoreError(
-                "RedisStore needs valkey-glide: install triact's redis extra "
-                "(pip install 'triact[redis]')"
-            ) from exc
+        """A client connected (and, with ``events`` or ``channel``, subscribed) by the
+        time this returns. The Trio thread is never blocked meanwhile: glide connects
+        lazily (its eager connect is a blocking call, as long as the server takes to
+        answer) and the first PING, awaited, makes the connection."""
+        await _import_glide()
+        from glide import (
+            GlideClient,
+            GlideClientConfiguration,
+            Logger,
+            LogLevel,
+            NodeAddress,
+            ServerCredentials,
+        )
+
         # glide's core logs to stdout unless told otherwise, which would corrupt an MCP
         # stdio stream: off, unless the program configured glide's logger first.
         # Its errors reach triact as exceptions anyway.
@@ -212,11 +214,23 @@ class RedisStore(SharedSessionStore):
             request_timeout=max(1, round(address.timeout * 1000)),
             client_name="triact",
             pubsub_subscriptions=subscriptions,
+            lazy_connect=True,
         )
         try:
-            return await GlideClient.create(config)
+            client = await GlideClient.create(config)
         except Exception as exc:
             raise self._failure("connect", exc) from None
+        try:
+            # Connects, subscribing first (the subscriptions go on the connection
+            # before any command): once answered, nothing published is missed.
+            await client.ping()
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await client.close()
+            if isinstance(exc, Exception):
+                raise self._failure("connect", exc) from None
+            raise
+        return client
 
     async def _load_functions(self, client: GlideClient) -> None:
         await client.function_load(lua.SOURCE, replace=True)
@@ -930,6 +944,21 @@ class RedisStore(SharedSessionStore):
                 await self._exec("send deadline and lease changes", batch)
             except SessionStoreError as exc:  # best effort: leases and deadlines run out
                 logger.warning("%s (%d changes not sent)", exc, len(taken))
+
+
+async def _import_glide() -> None:
+    """Import valkey-glide in a worker thread the first time (its import takes seconds
+    on a loaded machine: the Trio thread keeps running meanwhile)."""
+    if "glide" in sys.modules:
+        await trio.lowlevel.checkpoint()
+        return
+    try:
+        await trio.to_thread.run_sync(importlib.import_module, "glide")
+    except ImportError as exc:
+        raise SessionStoreError(
+            "RedisStore needs valkey-glide: install triact's redis extra "
+            "(pip install 'triact[redis]')"
+        ) from exc
 
 
 class _Queued:
