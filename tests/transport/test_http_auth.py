@@ -5,6 +5,7 @@ its principals kept across a restart and seen by a second process on one SQLite 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 import triact
 from triact.transport import SESSION_TOOLS, BearerTokens, HttpOptions
+from triact.transport._http import CANCELS_KEPT_MAX
 
 from ._http_server import (
     ACCEPT,
@@ -292,6 +294,56 @@ async def test_one_principal_cannot_take_every_request_slot(
         alice = Caller(client, served.url, ALICE)
         for _ in range(3):
             assert ok(await alice.call("session_get", session_id=session_id))["session"]
+
+
+async def open_mcp_session(client: httpx.AsyncClient, url: str, token: str) -> dict[str, str]:
+    """The headers of requests in a new MCP session opened with ``token``."""
+    started = await client.post(url, json=initialize_body(), headers=bearer(token))
+    return {
+        **bearer(token),
+        "mcp-session-id": started.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+    }
+
+
+def increment(session_id: str, request_id: str | int) -> dict[str, Any]:
+    arguments = {"session_id": session_id, "increment": {"n": 1}}
+    params = {"name": "session_update", "arguments": arguments}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_one_principals_cancellations_forget_none_of_anothers(
+    manager: triact.SessionManager,
+) -> None:
+    bobs_session = (await manager.create_session(principal="bob")).id
+    alices_session = (await manager.create_session(principal="alice")).id
+    async with (
+        http_server(manager, http=HttpOptions(tokens=TOKENS)) as served,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        bob = await open_mcp_session(client, served.url, BOB)
+        alice = await open_mcp_session(client, served.url, ALICE)
+        for request_id in ("first", "last"):
+            params = {"requestId": request_id}
+            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+            assert (await client.post(served.url, json=cancel, headers=bob)).status_code == 202
+        # Alice's cancellations of requests that have not come, one more than are kept
+        # of hers (as other processes send them on, or her own POSTs would keep them).
+        for request_id in range(CANCELS_KEPT_MAX + 1):
+            text = {"session": alice["mcp-session-id"], "principal": "alice", "reason": None}
+            served.app.cancelled_elsewhere(json.dumps({**text, "request": request_id}))
+        for request_id in ("first", "last"):
+            dropped = await client.post(
+                served.url, json=increment(bobs_session, request_id), headers=bob
+            )
+            assert dropped.status_code == 200
+            assert dropped.content == b""  # cancelled: an SSE stream without an answer
+        # Hers are bounded: the oldest was forgotten, the newest is kept.
+        ran = await client.post(served.url, json=increment(alices_session, 0), headers=alice)
+        assert ran.json()["result"]["structuredContent"]["data"] == {"n": 1}
+        newest = increment(alices_session, CANCELS_KEPT_MAX)
+        assert (await client.post(served.url, json=newest, headers=alice)).content == b""
+    assert (await (await manager.get_session(bobs_session)).snapshot()).data == {}
 
 
 @asynccontextmanager

@@ -97,8 +97,10 @@ RECORD_FRESH: Final = 1.0
 #: kept, so that the request is cancelled if it arrives later (its POST may reach this
 #: process after the cancellation reached another).
 CANCEL_KEPT: Final = 30.0
-#: The most such cancellations kept (the oldest forgotten first).
-_CANCELS_MAX = 10_000
+#: The most such cancellations kept for one principal (without tokens, for all clients
+#: together), the oldest forgotten first: one principal's flood forgets none of
+#: another's.
+CANCELS_KEPT_MAX: Final = 10_000
 #: The store channel cancellations travel on to the other processes.
 CANCEL_CHANNEL: Final = "cancel"
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
@@ -311,9 +313,9 @@ class McpHttpApp:
         # The MCP sessions opened here, by principal: id -> when its record expires,
         # unless read again (soonest first).
         self._opened: dict[str | None, dict[str, float]] = {}
-        # Cancellations of requests not (yet) running here: (MCP session id,
-        # principal, request id) -> until when (Trio's clock), oldest first.
-        self._cancels: dict[tuple[str, str | None, RequestId], float] = {}
+        # Cancellations of requests not (yet) running here, by principal: (MCP session
+        # id, request id) -> until when (Trio's clock), oldest first.
+        self._cancels: dict[str | None, dict[tuple[str, RequestId], float]] = {}
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -623,13 +625,13 @@ class McpHttpApp:
 
     def _keep_cancel(self, session_id: str, principal: str | None, request_id: RequestId) -> None:
         now = trio.current_time()
-        cancels = self._cancels
+        cancels = self._cancels.setdefault(principal, {})
         while cancels:  # oldest first: drop those past their time, and past the bound
             oldest, until = next(iter(cancels.items()))
-            if until > now and len(cancels) < _CANCELS_MAX:
+            if until > now and len(cancels) < CANCELS_KEPT_MAX:
                 break
             del cancels[oldest]
-        name = (session_id, principal, request_id)
+        name = (session_id, request_id)
         cancels.pop(name, None)
         cancels[name] = now + CANCEL_KEPT
 
@@ -671,7 +673,12 @@ class McpHttpApp:
     def _cancelled_before(self, session_id: str, principal: str | None, request: Request) -> bool:
         """Whether the request was cancelled before it arrived here (and the
         cancellation is still kept); forgets that cancellation."""
-        until = self._cancels.pop((session_id, principal, request.id), None)
+        cancels = self._cancels.get(principal)
+        if cancels is None:
+            return False
+        until = cancels.pop((session_id, request.id), None)
+        if not cancels:
+            del self._cancels[principal]
         return until is not None and until > trio.current_time()
 
     async def _initialize(
