@@ -8,10 +8,14 @@ import itertools
 import json
 import os
 import queue
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +43,31 @@ def _cache_root() -> Path:
 
 def installed_clients() -> Path:
     """A directory holding ``driver.mjs`` (as :data:`DRIVER`) beside the SDKs the lock
-    file names, installed with ``npm ci`` once per lock file (reused while its hash is
-    the same); skips the test where Node or npm is missing."""
+    file names (see :func:`installed_packages`)."""
+    target = installed_packages(HERE)
+    if not (target / DRIVER).exists():  # written whole, then renamed into place
+        staging = target / f"{DRIVER}.{os.getpid()}.tmp"
+        shutil.copyfile(HERE / "driver.mjs", staging)
+        staging.rename(target / DRIVER)
+    return target
+
+
+def installed_packages(source: Path) -> Path:
+    """A directory holding the packages ``source``'s ``package-lock.json`` names,
+    installed with ``npm ci`` once per lock file (reused while its hash is the same);
+    skips the test where Node or npm is missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("Node.js and npm are needed to test the TypeScript SDK clients")
-    lock = (HERE / "package-lock.json").read_bytes()
-    digest = hashlib.sha256(lock + (HERE / "package.json").read_bytes()).hexdigest()[:16]
+        pytest.skip("Node.js and npm are needed to test with the TypeScript MCP clients")
+    lock = (source / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(lock + (source / "package.json").read_bytes()).hexdigest()[:16]
     target = _cache_root() / digest
     if not (target / "node_modules" / ".installed").exists():
         staging = target.with_name(f"{digest}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(HERE / name, staging / name)
+            shutil.copyfile(source / name, staging / name)
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
             cwd=staging,
@@ -67,11 +82,50 @@ def installed_clients() -> Path:
             staging.rename(target)
         except OSError:  # another run installed it first
             shutil.rmtree(staging, ignore_errors=True)
-    if not (target / DRIVER).exists():  # written whole, then renamed into place
-        staging = target / f"{DRIVER}.{os.getpid()}.tmp"
-        shutil.copyfile(HERE / "driver.mjs", staging)
-        staging.rename(target / DRIVER)
     return target
+
+
+_LISTENING = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
+
+
+def start_http_server(
+    tmp: Path, serve_args: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``triact serve --http 127.0.0.1:0 --store memory *serve_args`` (state and home
+    under ``tmp``, stderr in ``tmp/serve.log``), and the URL it prints once it listens."""
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "XDG_STATE_HOME": str(tmp / "state"),
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", ""),
+    }
+    log = tmp / "serve.log"
+    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *serve_args]
+    with log.open("ab") as stderr:
+        server = subprocess.Popen(
+            [*command, "--http", "127.0.0.1:0"], stdin=subprocess.DEVNULL, stderr=stderr, env=env
+        )
+    deadline = time.monotonic() + 60
+    while (found := _LISTENING.search(log.read_text())) is None:
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            server.wait()
+            raise AssertionError(f"triact serve --http did not listen:\n{log.read_text()}")
+        time.sleep(0.05)
+    return server, found.group(1)
+
+
+def stop_http_server(server: subprocess.Popen[bytes], tmp: Path) -> None:
+    """SIGTERM to a server :func:`start_http_server` started: it must exit with 0."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        status = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+        raise
+    assert status == 0, (tmp / "serve.log").read_text()
 
 
 class DriverError(Exception):

@@ -10,19 +10,14 @@ client, an error result, an aborted call, and the end of the MCP session (DELETE
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ._node import FLAVOURS, Driver, DriverError
+from ._node import FLAVOURS, Driver, DriverError, start_http_server, stop_http_server
 from ._results import content, error
 from .test_typescript_sdk import (
     SERVE_ARGS,
@@ -41,34 +36,6 @@ __all__ = [
     "test_tools_list_is_the_documented_set",
 ]
 
-_LISTENING = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
-
-
-def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``triact serve --http 127.0.0.1:0 --store memory`` (state and home under
-    ``tmp``, stderr in ``tmp/serve.log``), and the URL it prints once it listens."""
-    home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "XDG_STATE_HOME": str(tmp / "state"),
-        "HOME": str(home),
-        "PATH": os.environ.get("PATH", ""),
-    }
-    log = tmp / "serve.log"
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *SERVE_ARGS]
-    with log.open("ab") as stderr:
-        server = subprocess.Popen(
-            [*command, "--http", "127.0.0.1:0"], stdin=subprocess.DEVNULL, stderr=stderr, env=env
-        )
-    deadline = time.monotonic() + 60
-    while (found := _LISTENING.search(log.read_text())) is None:
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            server.wait()
-            raise AssertionError(f"triact serve --http did not listen:\n{log.read_text()}")
-        time.sleep(0.05)
-    return server, found.group(1)
-
 
 @pytest.fixture(scope="module", params=FLAVOURS)
 def client(
@@ -77,7 +44,7 @@ def client(
     """A client of its own ``triact serve --http``, connected over HTTP; the server
     must exit 0 on SIGTERM at the end."""
     tmp = tmp_path_factory.mktemp(f"http-client-{request.param}")
-    server, url = _start_server(tmp)
+    server, url = start_http_server(tmp, SERVE_ARGS)
     driver = Driver(request.param, node_clients, tmp / "driver.log")
     driver.tmp = tmp  # type: ignore[attr-defined]
     driver.url = url  # type: ignore[attr-defined]
@@ -86,14 +53,7 @@ def client(
         yield driver
     finally:
         driver.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            status = server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            raise
-    assert status == 0, (tmp / "serve.log").read_text()
+        stop_http_server(server, tmp)
 
 
 def test_fifty_concurrent_calls(client: Driver) -> None:
