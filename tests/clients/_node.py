@@ -88,18 +88,24 @@ def installed_packages(source: Path) -> Path:
 _LISTENING = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
 
 
+def server_env(tmp: Path) -> dict[str, str]:
+    """The environment of a ``triact serve`` under test: its state and home under
+    ``tmp``, nothing of the caller's but ``PATH``."""
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "XDG_STATE_HOME": str(tmp / "state"),
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
 def start_http_server(
     tmp: Path, serve_args: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``triact serve --http 127.0.0.1:0 --store memory *serve_args`` (state and home
     under ``tmp``, stderr in ``tmp/serve.log``), and the URL it prints once it listens."""
-    home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "XDG_STATE_HOME": str(tmp / "state"),
-        "HOME": str(home),
-        "PATH": os.environ.get("PATH", ""),
-    }
+    env = server_env(tmp)
     log = tmp / "serve.log"
     command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory", *serve_args]
     with log.open("ab") as stderr:
@@ -198,13 +204,7 @@ class Driver:
     def connect(self, tmp: Path, *args: str) -> Any:
         """Start ``triact serve *args`` (state and home under ``tmp``, stderr in
         ``tmp/serve.log``) and connect to it."""
-        home = tmp / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        env = {
-            "XDG_STATE_HOME": str(tmp / "state"),
-            "HOME": str(home),
-            "PATH": os.environ.get("PATH", ""),
-        }
+        env = server_env(tmp)
         return self.request(
             "connect",
             command=sys.executable,

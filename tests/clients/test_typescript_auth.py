@@ -4,23 +4,16 @@ header: a wrong token is refused, and one principal cannot reach another's sessi
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ._node import FLAVOURS, Driver, DriverError
+from ._node import FLAVOURS, Driver, DriverError, start_http_server, stop_http_server
 from ._results import content, error
 
 ALICE = "alice-0123456789abcdefghij"
 BOB = "bob-0123456789abcdefghijkl"
-_LISTENING = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
 
 
 @pytest.fixture(scope="module")
@@ -31,36 +24,11 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tokens = tmp / "tokens"
     tokens.write_text(f"alice {ALICE}\nbob {BOB}\n")
     tokens.chmod(0o600)
-    env = {
-        "XDG_STATE_HOME": str(tmp / "state"),
-        "HOME": str(tmp),
-        "PATH": os.environ.get("PATH", ""),
-    }
-    log = tmp / "serve.log"
-    command = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"]
-    with log.open("ab") as stderr:
-        server = subprocess.Popen(
-            [*command, "--http", "127.0.0.1:0", "--tokens", str(tokens)],
-            stdin=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
+    server, address = start_http_server(tmp, ("--tokens", str(tokens)))
     try:
-        deadline = time.monotonic() + 60
-        while (found := _LISTENING.search(log.read_text())) is None:
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield found.group(1)
+        yield address
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            status = server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            raise
-    assert status == 0, log.read_text()
+        stop_http_server(server, tmp)
 
 
 def connected(flavour: str, directory: Path, log: Path, url: str, token: str) -> Driver:
