@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from hypothesis import strategies as st
 
 import triact
 from triact.transport import ERROR_CODES
+from triact.transport._args import converter
 from triact.transport._jsonrpc import encode
 from triact.transport._protocol import SERVER_INFO
-from triact.transport._tools import ToolResult
+from triact.transport._results import UpdateResult, WorkingDirectoryResult
+from triact.transport._tools import ToolResult, success
 from triact.work import WORK_ERROR_CODES
 
 from .conftest import Peer, connect, envelope, serving
@@ -540,6 +543,47 @@ def test_any_result_is_encoded_as_the_whole_message_would_be(
     # The text block of a plain result is built by escaping the structured JSON.
     line = ToolResult(structured).line(3, stateless=stateless)
     assert line == old_encoding(3, structured, error=False, stateless=stateless)
+
+
+def _same_message(line: bytes, expected: bytes) -> None:
+    """``line`` is ``expected`` as JSON, the text block compared as the JSON it holds."""
+    got, want = json.loads(line), json.loads(expected)
+    got_text = got["result"]["content"][0].pop("text")
+    want_text = want["result"]["content"][0].pop("text")
+    assert got == want
+    assert json.loads(got_text) == json.loads(want_text)
+
+
+@given(
+    data=st.dictionaries(st.text(), _JSON | st.sampled_from(["\ud800", 2**64]), max_size=4),
+    stateless=st.booleans(),
+    request_id=st.integers(-(2**70), 2**70) | st.text(),
+)
+def test_a_plain_result_is_the_same_json(
+    data: dict[str, Any], stateless: bool, request_id: Any
+) -> None:
+    # Encoded by orjson (UTF-8), or by json where orjson refuses (a lone surrogate, an
+    # integer past 64 bits): either way the same message as the whole dict's encoding.
+    structured = {"session_id": "s", "version": 3, "data": data}
+    line = ToolResult(structured, plain=True).line(request_id, stateless=stateless)
+    expected = old_encoding(request_id, structured, error=False, stateless=stateless)
+    _same_message(line, expected)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    line.decode()  # UTF-8
+
+
+@given(data=st.dictionaries(st.text(), _JSON, max_size=4), version=st.integers(1, 2**63 - 1))
+def test_an_update_result_is_structured_as_the_converter_does(
+    data: dict[str, Any], version: int
+) -> None:
+    result = UpdateResult("s", version, MappingProxyType(data))
+    made = success(result)
+    assert made.plain
+    assert made.structured == converter.unstructure(result)
+    other = WorkingDirectoryResult("s", version, None)  # through the converter
+    assert not success(other).plain
+    assert success(other).structured == converter.unstructure(other)
 
 
 def test_a_result_json_cannot_carry_is_refused() -> None:

@@ -3,6 +3,7 @@ that coerces nothing and names the field path of every problem."""
 
 from __future__ import annotations
 
+import linecache
 import math
 import typing
 from collections.abc import Callable
@@ -133,25 +134,6 @@ _SAFE_INT = 2**53
 _isfinite = math.isfinite
 
 
-def _direct_str(value: Any) -> Any:
-    return value if type(value) is str and value.isascii() else _NO
-
-
-def _direct_int(value: Any) -> Any:
-    return value if type(value) is int and -_SAFE_INT <= value <= _SAFE_INT else _NO
-
-
-def _direct_number(value: Any) -> Any:
-    kind = type(value)
-    if kind is float:
-        return value if _isfinite(value) else _NO
-    return value if kind is int and -_SAFE_INT <= value <= _SAFE_INT else _NO
-
-
-def _direct_bool(value: Any) -> Any:
-    return value if type(value) is bool else _NO
-
-
 def _direct_object(value: Any) -> Any:
     if type(value) is not dict:
         return _NO
@@ -168,7 +150,13 @@ def _direct_numbers(value: Any) -> Any:
     if type(value) is not dict:
         return _NO
     for key, item in value.items():
-        if type(key) is not str or not key.isascii() or _direct_number(item) is _NO:
+        if type(key) is not str or not key.isascii():
+            return _NO
+        kind = type(item)
+        if kind is float:
+            if not _isfinite(item):
+                return _NO
+        elif kind is not int or not -_SAFE_INT <= item <= _SAFE_INT:
             return _NO
     return dict(value)
 
@@ -182,42 +170,26 @@ def _direct_strings(value: Any) -> Any:
     return value
 
 
-def _optional(direct: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: value if value is None else direct(value)
-
-
-_DIRECT: dict[Any, Callable[[Any], Any]] = {
-    str: _direct_str,
-    int: _direct_int,
-    float: _direct_number,
-    bool: _direct_bool,
-    str | None: _optional(_direct_str),
-    int | None: _optional(_direct_int),
-    float | None: _optional(_direct_number),
-    dict[str, Any] | None: _optional(_direct_object),
-    dict[str, float] | None: _optional(_direct_numbers),
-    list[str] | None: _optional(_direct_strings),
+#: Per field type: the test (Python source, on ``v``) that a value of the direct path
+#: fails, or the function that gives the value it keeps (or ``_NO``); and whether None
+#: is taken (an optional field).
+_FAILS = {
+    str: "type(v) is not str or not v.isascii()",
+    int: "type(v) is not int or not -SAFE_INT <= v <= SAFE_INT",
+    float: (
+        "not (isfinite(v) if type(v) is float else type(v) is int and -SAFE_INT <= v <= SAFE_INT)"
+    ),
+    bool: "type(v) is not bool",
 }
-
-
-def _within(keywords: dict[str, Any]) -> Callable[[Any], bool]:
-    """True for a value (not None) that ``constraint_problems`` passes for these
-    Spec keywords."""
-    minimum = keywords.get("minimum")
-    maximum = keywords.get("maximum")
-    shortest = keywords.get("minLength")
-    longest = min(keywords.get("maxLength", math.inf), keywords.get("maxItems", math.inf))
-
-    def within(value: Any) -> bool:
-        if minimum is not None and value < minimum:
-            return False
-        if maximum is not None and value > maximum:
-            return False
-        if shortest is not None and len(value) < shortest:
-            return False
-        return bool(longest == math.inf or len(value) <= longest)
-
-    return within
+_KEEPS: dict[Any, Callable[[Any], Any]] = {
+    dict[str, Any]: _direct_object,
+    dict[str, float]: _direct_numbers,
+    list[str]: _direct_strings,
+}
+_DIRECT: dict[Any, tuple[Any, bool]] = {
+    **{kind: (kind, False) for kind in _FAILS},
+    **{kind | None: (kind, True) for kind in (str, int, float, *_KEEPS)},
+}
 
 
 _direct_structurers: dict[type[Any], Callable[[dict[str, Any]], Any] | None] = {}
@@ -235,35 +207,71 @@ def direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
 
 
 def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """Generated (as attrs generates ``__init__``): one function with every field's
+    checks written out, so that a call costs one frame, not one per value."""
     hints = typing.get_type_hints(cls)
     fields = attrs.fields(cls)
-    direct: dict[str, Callable[[Any], Any]] = {}
-    for field in fields:
-        check = _DIRECT.get(hints[field.name])
-        if check is None or field.alias != field.name:
-            return None
-        direct[field.name] = check
     plain: type = cls
-    constrained = {name: _within(keywords) for name, keywords in constrained_fields(plain)}
-    required = frozenset(field.name for field in fields if field.default is attrs.NOTHING)
-
-    def structure(arguments: dict[str, Any]) -> Any:
-        values = {}
-        for key, value in arguments.items():
-            check = direct.get(key)
-            if check is None:
-                return None
-            value = check(value)
-            if value is _NO:
-                return None
-            if value is not None and key in constrained and not constrained[key](value):
-                return None
-            values[key] = value
-        if required and not required <= values.keys():
+    constrained = dict(constrained_fields(plain))
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "NO": _NO,
+        "SAFE_INT": _SAFE_INT,
+        "isfinite": _isfinite,
+        "required": frozenset(f.name for f in fields if f.default is attrs.NOTHING),
+    }
+    lines = ["def structure(arguments):", "    values = {}", "    for key, v in arguments.items():"]
+    for index, field in enumerate(fields):
+        direct = _DIRECT.get(hints[field.name])
+        if direct is None or field.alias != field.name:
             return None
-        return cls(**values)
-
+        kind, optional = direct
+        lines.append(f"        {'if' if index == 0 else 'elif'} key == {field.name!r}:")
+        indent = "            "
+        if optional:
+            lines.append(f"{indent}if v is not None:")
+            indent += "    "
+        if kind in _FAILS:
+            lines += [f"{indent}if {_FAILS[kind]}:", f"{indent}    return None"]
+        else:
+            namespace[f"keep_{index}"] = _KEEPS[kind]
+            lines += [f"{indent}v = keep_{index}(v)", f"{indent}if v is NO:"]
+            lines.append(f"{indent}    return None")
+        for test in _outside(constrained.get(field.name)):
+            lines += [f"{indent}if {test}:", f"{indent}    return None"]
+    if fields:
+        lines.append("        else:")
+    lines += [
+        "            return None" if fields else "        return None",
+        "        values[key] = v",
+        "    if required and not required <= values.keys():",
+        "        return None",
+        "    return cls(**values)",
+    ]
+    source = "\n".join(lines) + "\n"
+    filename = f"<triact generated direct structurer of {cls.__qualname__} (transport/_args.py)>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    structure: Callable[[dict[str, Any]], Any] = namespace["structure"]
     return structure
+
+
+def _outside(keywords: dict[str, Any] | None) -> list[str]:
+    """Tests (Python source, on ``v``, not None) of a value that ``constraint_problems``
+    refuses for these Spec keywords."""
+    if not keywords:
+        return []
+    tests = []
+    if "minimum" in keywords:
+        tests.append(f"v < {keywords['minimum']!r}")
+    if "maximum" in keywords:
+        tests.append(f"v > {keywords['maximum']!r}")
+    if "minLength" in keywords:
+        tests.append(f"len(v) < {keywords['minLength']!r}")
+    longest = min(keywords.get("maxLength", math.inf), keywords.get("maxItems", math.inf))
+    if longest != math.inf:
+        tests.append(f"len(v) > {longest!r}")
+    return tests
 
 
 def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) -> Any:
@@ -271,7 +279,7 @@ def structure_arguments(tool: str, arguments: dict[str, Any], cls: type[Any]) ->
     or if any value in them is one a session may not hold (a number too large for a
     float, which JSON reads as infinity; an integer past 64 bits; a lone surrogate;
     nesting past the limit), so that none of those reaches a session."""
-    direct = direct_structurer(cls)
+    direct = _direct_structurers.get(cls) or direct_structurer(cls)
     if direct is not None:
         instance = direct(arguments)
         if instance is not None:

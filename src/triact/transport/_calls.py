@@ -18,7 +18,7 @@ import trio
 
 from ..sessions import Session, SessionManager, SessionNotFoundError
 from . import _protocol as protocol
-from ._args import ArgumentError, structure_arguments
+from ._args import ArgumentError, direct_structurer, structure_arguments
 from ._handlers import ServerHealth
 from ._jsonrpc import (
     INVALID_PARAMS,
@@ -72,20 +72,21 @@ class _Known:
         self.owner = owner  # its principal (fixed at creation), if unbound
 
 
-class _Call:
-    """One tools/call, from its arrival to its answer."""
+class _Call(Turn):
+    """One tools/call, from its arrival to its answer; its own turn in its session's
+    lane, if it joined one (``joined``)."""
 
     __slots__ = (
         "args",
         "cancelled",
         "ctx",
+        "joined",
         "key",
         "peer",
         "request_id",
         "scope",
         "sink",
         "tool",
-        "turn",
     )
 
     def __init__(
@@ -95,7 +96,6 @@ class _Call:
         ctx: protocol.RequestContext,
         tool: Tool,
         args: Any,
-        turn: Turn | None,
         peer: Peer,
         sink: Sink,
     ) -> None:
@@ -106,7 +106,7 @@ class _Call:
         self.ctx = ctx
         self.tool = tool
         self.args = args
-        self.turn = turn
+        self.joined = False
         #: The scope of the worker running it; None while it waits for a worker.
         self.scope: trio.CancelScope | None = None
         self.cancelled = False
@@ -144,6 +144,8 @@ class ToolCalls:
     ) -> None:
         self.manager = manager
         self.tools = tools
+        #: Each tool by name, with its arguments' direct structurer (a ToolSet never changes).
+        self._tool_named = {tool.name: (tool, direct_structurer(tool.arguments)) for tool in tools}
         #: Set once no more calls will start; then ``drained`` is set when none run.
         self.closing = False
         self.drained = trio.Event()
@@ -152,7 +154,8 @@ class ToolCalls:
         self._default_session_allowed = default_session
         self._max_line_bytes = max_line_bytes
         self._known: dict[str, _Known] = {}
-        self._in_flight: dict[Hashable, _Call] = {}
+        #: The calls in flight, by key (read it; only this class changes it).
+        self.in_flight: dict[Hashable, _Call] = {}
         self._queue: deque[_Call] = deque()  # calls no worker has taken yet
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a call
         #: Workers woken or started that will take queued calls before they park or
@@ -167,22 +170,22 @@ class ToolCalls:
 
     def __len__(self) -> int:
         """Calls in flight."""
-        return len(self._in_flight)
+        return len(self.in_flight)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._in_flight
+        return key in self.in_flight
 
     def close(self) -> None:
         """No more calls will start."""
         self.closing = True
-        if not self._in_flight:
+        if not self.in_flight:
             self.drained.set()
 
     def cancel(self, key: Any, reason: Any) -> None:
         """Cancel the call with this key, if it is in flight."""
         call = None
         if type(key) is str or type(key) is int:
-            call = self._in_flight.get(key)
+            call = self.in_flight.get(key)
         if call is None:
             logger.debug("cancel of %r: not in flight", key)
             return
@@ -211,15 +214,20 @@ class ToolCalls:
             arguments = {}
         elif type(arguments) is not dict:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
-        tool = self.tools.get(name)
-        if tool is None:
+        named_tool = self._tool_named.get(name)
+        if named_tool is None:
             raise JsonRpcError(
                 INVALID_PARAMS,
                 f"Unknown tool: {name}",
                 {"known": list(self.tools.names)},
             )
+        tool, direct = named_tool
         try:
-            args = structure_arguments(name, arguments, tool.arguments)
+            # The direct path first (structure_arguments would take it too): most
+            # arguments fit it, and it is a call less.
+            args = direct(arguments) if direct is not None else None
+            if args is None:
+                args = structure_arguments(name, arguments, tool.arguments)
         except ArgumentError as exc:
             if not ctx.argument_errors_as_results:
                 raise JsonRpcError(
@@ -231,23 +239,31 @@ class ToolCalls:
             error = ToolError("invalid_arguments", str(exc))
             self._refuse(sink, request_id, ctx, name, named if type(named) is str else None, error)
             return
-        turn = None
+        call = _Call(key, request_id, ctx, tool, args, peer, sink)
         if tool.session != "none":
+            session_id = args.session_id
+            # A named session that is not the default one: its own lane (the common
+            # case, spelled out); anything else, or a lane too long, is left to _join_lane.
+            joined = (
+                session_id is not None
+                and session_id != peer.default_session_id
+                and self._lanes.join(session_id, call)
+            )
             try:
-                turn = self._join_lane(ctx, tool, args, peer)
+                call.joined = joined or self._join_lane(ctx, tool, args, peer, call)
             except ToolError as exc:
                 self._refuse(sink, request_id, ctx, name, args.session_id, exc)
                 return
-        if len(self._in_flight) >= self._max_in_flight:
-            if turn is not None:
-                self._lanes.finish(turn)
+        if len(self.in_flight) >= self._max_in_flight:
+            if call.joined:
+                self._lanes.finish(call)
             error = ToolError(
                 "busy",
                 f"the server is handling {self._max_in_flight} calls already; retry later",
             )
             self._refuse(sink, request_id, ctx, name, getattr(args, "session_id", None), error)
             return
-        call = self._in_flight[key] = _Call(key, request_id, ctx, tool, args, turn, peer, sink)
+        self.in_flight[key] = call
         self._starts += 1
         self._queue.append(call)
         if not self._awake:
@@ -263,13 +279,15 @@ class ToolCalls:
             self.nursery.start_soon(self._work)
 
     def _join_lane(
-        self, ctx: protocol.RequestContext, tool: Tool, args: Any, peer: Peer
-    ) -> Turn | None:
+        self, ctx: protocol.RequestContext, tool: Tool, args: Any, peer: Peer, turn: Turn
+    ) -> bool:
+        """Put ``turn`` in the lane of the call's session, if it has one (False if not);
+        ToolError if it may not be made."""
         session_id = args.session_id
         if session_id is None:
             if ctx.stateless or not self._default_session_allowed:
                 if tool.session == "optional":
-                    return None
+                    return False
                 raise ToolError(
                     "invalid_arguments",
                     f"{tool.name} needs session_id"
@@ -286,18 +304,17 @@ class ToolCalls:
                 and peer.default_creating is None
                 and peer.lane not in self._lanes
             ):
-                return None
+                return False
             key = peer.lane
         else:
             key = peer.lane if session_id == peer.default_session_id else session_id
-        turn = self._lanes.join(key)
-        if turn is None:
+        if not self._lanes.join(key, turn):
             raise ToolError(
                 "busy",
                 f"session {session_id or peer.default_session_id!r} has "
                 f"{self.manager.config.mailbox_size} calls waiting (mailbox_size); retry later",
             )
-        return turn
+        return True
 
     async def _work(self) -> None:
         """A worker (counted in ``_awake`` by whoever woke or started it): run queued
@@ -372,7 +389,7 @@ class ToolCalls:
             while True:
                 starts = self._starts
                 await trio.sleep(_QUIET_SECONDS)
-                if self._starts == starts and not self._in_flight:
+                if self._starts == starts and not self.in_flight:
                     break
         finally:
             self._trimming = False
@@ -403,7 +420,37 @@ class ToolCalls:
                     call.key, ctx.progress_token, tool.name, self.nursery, call.sink.notify
                 )
             try:
-                result = await self._execute(call)
+                # The tool's run, awaited here (a coroutine less per call than a
+                # method of its own): its value or its error becomes the result.
+                try:
+                    args, peer = call.args, call.peer
+                    if tool.session == "none":
+                        value = await tool.run(peer, args)
+                    else:
+                        session_id = args.session_id
+                        known = self._known.get(session_id) if session_id is not None else None
+                        if (
+                            known is None
+                            or tool.prepare is not None
+                            or args.token is not None
+                            or not known.unbound
+                            or known.owner != peer.principal
+                        ):
+                            session, args = await self._before_session_call(call, known)
+                        else:  # a session known to need no check: the common case
+                            session = known.handle
+                        if call.joined and not self._lanes.issue_at_head(call):
+                            await self._lanes.wait(call)
+                            self._lanes.issue(call)
+                        # The session call below is queued before the run suspends.
+                        value = await tool.run(peer, session, args)
+                    result = success(value)
+                except ToolError as exc:
+                    result = failure(exc)
+                except Exception as exc:
+                    result = self._domain_failure(exc, call.args)
+                    if result is None:
+                        raise
                 outcome = f"error code={result.code}" if result.error else "ok"
             except trio.Cancelled:
                 outcome = "cancelled"
@@ -431,10 +478,10 @@ class ToolCalls:
         finally:
             if not answered:
                 call.sink.dropped()
-            if call.turn is not None:
-                self._lanes.finish(call.turn)
-            del self._in_flight[call.key]
-            if not self._in_flight:
+            if call.joined:
+                self._lanes.finish(call)
+            del self.in_flight[call.key]
+            if not self.in_flight:
                 if self.closing:
                     self.drained.set()
                 if len(self._idle) >= _IDLE_WORKERS_MAX and not self._trimming:
@@ -442,43 +489,41 @@ class ToolCalls:
                     self._trimming = True
                     self.nursery.start_soon(self._trim_when_quiet)
 
-    async def _execute(self, call: _Call) -> ToolResult:
-        tool, args, turn, peer = call.tool, call.args, call.turn, call.peer
-        try:
-            if tool.session == "none":
-                return success(await tool.run(peer, args))
-            known = self._known.get(args.session_id) if args.session_id is not None else None
-            if known is None:
-                if turn is not None and tool.session == "optional" and args.session_id is None:
-                    # Which default session it reads is up to the calls before it.
-                    await self._lanes.wait(turn)
-                known = await self._session_for(args, tool, turn, peer)
-            session = known.handle if known is not None else None
-            if known is not None and (
-                args.token is not None or not known.unbound or known.owner != peer.principal
-            ):
-                principal = peer.principal
-                if tool.prepare is None:
-                    # Each of the tool's session calls checks the principal and the
-                    # token in the same actor call (one call, not two).
-                    session = known.handle.authorized(args.token, tool.name, principal=principal)
-                else:  # refuse a bad token before the arguments' own checks run
-                    await known.handle.validate_security(args.token, tool.name, principal=principal)
-            if tool.prepare is not None:
-                args = await tool.prepare(args)
-            if turn is not None:
+    async def _before_session_call(self, call: _Call, known: _Known | None) -> tuple[Any, Any]:
+        """What a call to a session needs before its turn, where there is more to do
+        than to take the handle of a session known to need no check: the handle (None
+        for an optional session there is not), looked up or with the caller's checks,
+        and the arguments (prepared, if the tool prepares them)."""
+        tool, args, peer = call.tool, call.args, call.peer
+        turn = call if call.joined else None
+        if known is None:
+            if turn is not None and tool.session == "optional" and args.session_id is None:
+                # Which default session it reads is up to the calls before it.
                 await self._lanes.wait(turn)
-                self._lanes.issue(turn)  # the session call below is queued before we suspend
-            return success(await tool.run(peer, session, args))
-        except ToolError as exc:
-            return failure(exc)
-        except Exception as exc:
-            error = domain_error(exc)
-            if error is None:
-                raise
-            if error.code in ("not_found", "closed") and args.session_id is not None:
-                self._known.pop(args.session_id, None)
-            return failure(error)
+            known = await self._session_for(args, tool, turn, peer)
+        session = known.handle if known is not None else None
+        if known is not None and (
+            args.token is not None or not known.unbound or known.owner != peer.principal
+        ):
+            principal = peer.principal
+            if tool.prepare is None:
+                # Each of the tool's session calls checks the principal and the
+                # token in the same actor call (one call, not two).
+                session = known.handle.authorized(args.token, tool.name, principal=principal)
+            else:  # refuse a bad token before the arguments' own checks run
+                await known.handle.validate_security(args.token, tool.name, principal=principal)
+        if tool.prepare is not None:
+            args = await tool.prepare(args)
+        return session, args
+
+    def _domain_failure(self, exc: Exception, args: Any) -> ToolResult | None:
+        """The result that reports ``exc`` (see :func:`domain_error`); None for a bug."""
+        error = domain_error(exc)
+        if error is None:
+            return None
+        if error.code in ("not_found", "closed") and args.session_id is not None:
+            self._known.pop(args.session_id, None)
+        return failure(error)
 
     async def _session_for(
         self, args: Any, tool: Tool, turn: Turn | None, peer: Peer
@@ -622,7 +667,7 @@ class ToolCalls:
     def health(self) -> ServerHealth:
         return ServerHealth(
             uptime=trio.current_time() - self._started,
-            in_flight=len(self._in_flight),
+            in_flight=len(self.in_flight),
             max_line_bytes=self._max_line_bytes,
             closing=self.closing,
         )

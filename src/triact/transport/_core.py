@@ -136,7 +136,7 @@ class McpCore:
         before it runs (the transport answers it, in its own way)."""
         request_id, method, params = request.id, request.method, request.params
         try:
-            if key in self.calls:
+            if key in self.calls.in_flight:
                 raise JsonRpcError(
                     INVALID_REQUEST,
                     f"Invalid Request: request id {request_id!r} is already in flight; "

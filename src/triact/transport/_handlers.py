@@ -92,14 +92,15 @@ def updater(args: arguments.UpdateArgs) -> Callable[[SessionState], SessionState
         raise InvalidArgumentsError(
             "session_update needs at least one key in set, increment or delete"
         )
-    reserved = sorted({key for key in named if key.startswith(RESERVED_PREFIX)})
-    if reserved:
-        raise InvalidArgumentsError(
-            f"data keys beginning with {RESERVED_PREFIX!r} are reserved for triact's own "
-            f"layers (the work layer keeps checkpoints and trust grants there), so "
-            f"session_update cannot set, increment or delete {reserved}; use another name"
-        )
-    if len(set(named)) != len(named):
+    for key in named:  # (a loop, not a comprehension: a frame less on every update)
+        if key.startswith(RESERVED_PREFIX):
+            reserved = sorted({key for key in named if key.startswith(RESERVED_PREFIX)})
+            raise InvalidArgumentsError(
+                f"data keys beginning with {RESERVED_PREFIX!r} are reserved for triact's "
+                f"own layers (the work layer keeps checkpoints and trust grants there), so "
+                f"session_update cannot set, increment or delete {reserved}; use another name"
+            )
+    if len(named) > 1 and len(set(named)) != len(named):
         twice = sorted({key for key in named if named.count(key) > 1})
         raise InvalidArgumentsError(
             f"keys {twice} appear more than once across set, increment and delete; "

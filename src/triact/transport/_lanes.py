@@ -25,18 +25,21 @@ import trio
 _WAITING = 0
 _ISSUED = 1
 _FINISHED = 2
+#: Empty lanes kept for reuse, at most.
+_SPARE_LANES = 64
 
 
 class Turn:
-    """One call's place in its session's lane."""
+    """One call's place in its session's lane: what :meth:`Lanes.join` sets (a call's
+    own object may be its turn, as the tool calls' are: an object less per call)."""
 
-    __slots__ = ("key", "ready", "state")
+    __slots__ = ("lane", "ready", "state")
 
-    def __init__(self, key: str) -> None:
-        self.key = key
-        #: Set when the turn reaches the head of its lane (made only if it waits).
-        self.ready: trio.Event | None = None
-        self.state = _WAITING
+    #: The key of its lane.
+    lane: str
+    #: Set when the turn reaches the head of its lane (made only if it waits).
+    ready: trio.Event | None
+    state: int
 
 
 class _Lane:
@@ -57,6 +60,9 @@ class Lanes:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._lanes: dict[str, _Lane] = {}
+        #: Empty lanes kept for the next sessions to have calls (most calls find their
+        #: session without a lane, and leave it without one): a lane is not made anew.
+        self._spare: list[_Lane] = []
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -65,30 +71,49 @@ class Lanes:
         """True while ``key``'s lane has calls waiting or running."""
         return key in self._lanes
 
-    def join(self, key: str) -> Turn | None:
-        """A new turn at the back of ``key``'s lane, or None if too many are waiting."""
+    def join(self, key: str, turn: Turn) -> bool:
+        """Put ``turn`` (not in a lane) at the back of ``key``'s lane; False if too many
+        are waiting there (then it is not in a lane)."""
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane()
+            spare = self._spare
+            lane = self._lanes[key] = spare.pop() if spare else _Lane()
         elif len(lane.waiting) >= self._limit:
-            return None
-        turn = Turn(key)
+            return False
+        turn.lane = key
+        turn.ready = None
+        turn.state = _WAITING
         lane.waiting.append(turn)
-        return turn
+        return True
 
     async def wait(self, turn: Turn) -> None:
         """Return when ``turn`` is at the head of its lane."""
-        lane = self._lanes[turn.key]
+        lane = self._lanes[turn.lane]
         if lane.waiting[0] is not turn:
             turn.ready = trio.Event()
             await turn.ready.wait()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
+    def issue_at_head(self, turn: Turn) -> bool:
+        """:meth:`issue` ``turn`` if it is at the head of its lane (True), without
+        waiting; False if it must :meth:`wait` first. Not a checkpoint (the session
+        call that follows is)."""
+        lane = self._lanes[turn.lane]
+        waiting = lane.waiting
+        if waiting[0] is not turn:
+            return False
+        waiting.popleft()
+        lane.running += 1
+        turn.state = _ISSUED
+        if waiting and waiting[0].ready is not None:
+            waiting[0].ready.set()
+        return True
+
     def issue(self, turn: Turn) -> None:
         """Leave the head of the lane, waking the next turn. The caller must put its
         message into the mailbox before its next checkpoint."""
-        lane = self._lanes[turn.key]
+        lane = self._lanes[turn.lane]
         assert lane.waiting[0] is turn, "issue() before wait() returned"
         lane.waiting.popleft()
         lane.running += 1
@@ -99,7 +124,7 @@ class Lanes:
         """The call is over (answered, failed or cancelled); safe to repeat."""
         if turn.state == _FINISHED:
             return
-        lane = self._lanes[turn.key]
+        lane = self._lanes[turn.lane]
         if turn.state == _ISSUED:
             lane.running -= 1
         else:
@@ -109,7 +134,9 @@ class Lanes:
                 self._wake_head(lane)
         turn.state = _FINISHED
         if not lane.waiting and not lane.running:
-            del self._lanes[turn.key]
+            del self._lanes[turn.lane]
+            if len(self._spare) < _SPARE_LANES:
+                self._spare.append(lane)
 
     @staticmethod
     def _wake_head(lane: _Lane) -> None:

@@ -91,13 +91,16 @@ STATELESS_MEMBERS: Final = ',"resultType":"complete","_meta":' + encode_json(
 class HandshakeState:
     """The handshake era's per-connection state, set by ``initialize``."""
 
-    __slots__ = ("client_info", "initialized", "log_level", "version")
+    __slots__ = ("client_info", "context", "initialized", "log_level", "version")
 
     def __init__(self) -> None:
         self.version: str | None = None
         self.client_info: Any = None
         self.initialized = False  # notifications/initialized seen
         self.log_level: str | None = None  # set by logging/setLevel
+        #: The context of the last request without options (no progress token), for
+        #: the next ones while the fields above stay the same (see context_for).
+        self.context: RequestContext | None = None
 
 
 class RequestContext:
@@ -154,9 +157,24 @@ def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) 
                 f"{PROTOCOL_VERSION_KEY!r} (revision {', '.join(STATELESS_VERSIONS)})",
             )
         version = LATEST_HANDSHAKE_VERSION
-    return RequestContext(
-        version, False, _progress_token(meta), handshake.log_level, handshake.client_info
-    )
+    progress_token = _progress_token(meta) if meta else None
+    if progress_token is not None:
+        return RequestContext(
+            version, False, progress_token, handshake.log_level, handshake.client_info
+        )
+    # A context is never changed once made: the last one serves again as long as the
+    # connection's version, log level and client info are the ones it was made with.
+    ctx = handshake.context
+    if (
+        ctx is None
+        or ctx.version is not version
+        or ctx.log_level is not handshake.log_level
+        or ctx.client_info is not handshake.client_info
+    ):
+        ctx = handshake.context = RequestContext(
+            version, False, None, handshake.log_level, handshake.client_info
+        )
+    return ctx
 
 
 def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:

@@ -161,8 +161,10 @@ class McpServer:
             if lines is None:
                 logger.info("end of input")
                 return
+            bound = self.options.max_output_bytes
             for line in lines:
-                await self._output_room()
+                if self._out_bytes > bound:
+                    await self._output_room()
                 self._handle_line(line)
 
     async def _output_room(self) -> None:
@@ -216,7 +218,10 @@ class McpServer:
             return
         self._out.append(line)
         self._out_bytes += len(line)
-        self._wake_writer()
+        ready = self._out_ready  # _wake_writer, written out: every answer passes here
+        if ready is not None:
+            self._out_ready = None
+            ready.set()
 
     def _close_output(self) -> None:
         """Nothing more will be written; the writer writes what is left and returns."""
@@ -259,9 +264,13 @@ class McpServer:
         message = parse_line(line)
         kind = type(message)
         if kind is Request:
-            self._handle_request(message)  # type: ignore[arg-type]
+            request_id = message.id  # type: ignore[union-attr]
+            try:
+                self.core.request(self.peer, request_id, message, self)  # type: ignore[arg-type]
+            except JsonRpcError as exc:
+                self._emit(error_line(request_id, exc))
         elif kind is Notification:
-            self._handle_notification(message)  # type: ignore[arg-type]
+            self.core.notification(self.peer, message)  # type: ignore[arg-type]
         elif kind is Invalid:
             assert isinstance(message, Invalid)
             logger.info("invalid message: %s", message.error.message)
@@ -269,15 +278,6 @@ class McpServer:
         else:
             assert isinstance(message, Response)
             logger.warning("ignored a response to request %r: this server sends none", message.id)
-
-    def _handle_request(self, request: Request) -> None:
-        try:
-            self.core.request(self.peer, request.id, request, self)
-        except JsonRpcError as exc:
-            self._emit(error_line(request.id, exc))
-
-    def _handle_notification(self, notification: Notification) -> None:
-        self.core.notification(self.peer, notification)
 
 
 def core_for(

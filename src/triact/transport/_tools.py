@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
+import orjson
 
 from ..sessions import (
     SessionBusyError,
@@ -27,6 +29,7 @@ from ..sessions import (
 from ._args import ArgumentError, converter
 from ._jsonrpc import RequestId, TransportError, encode_json
 from ._protocol import SERVER_INFO, SERVER_INFO_KEY, STATELESS_MEMBERS
+from ._results import UpdateResult
 from ._schema import object_schema
 
 logger = logging.getLogger("triact.transport")
@@ -242,6 +245,8 @@ def domain_error(exc: Exception) -> ToolError | None:
 #: The ``_meta`` key of an error result that holds the error object: ``{"code",
 #: "message", ...details}``.
 ERROR_META_KEY = "triact/error"
+#: How a plain result's line ends under the stateless revision (see ToolResult.line).
+_STATELESS_END = f',"isError":false{STATELESS_MEMBERS}}}}}\n'.encode()
 
 
 class ToolResult:
@@ -253,13 +258,22 @@ class ToolResult:
     describe their results, and clients that check ``structuredContent`` against them
     even when ``isError`` is set (the TypeScript SDK v1) would refuse the error. Its
     code is machine-readable twice: as the text block's prefix (``"<code>: <message>"``)
-    and in ``_meta["triact/error"]``, the whole error object."""
+    and in ``_meta["triact/error"]``, the whole error object.
 
-    __slots__ = ("error", "structured")
+    ``plain``: the structured content is known to hold only JSON values a session may
+    hold (string keys, finite numbers, integers within 64 bits), as the results made
+    by hand from a session's state do (see :func:`success`); it is then encoded by
+    orjson, about ten times faster than ``json`` (UTF-8 rather than ASCII: a value
+    orjson refuses, such as a lone surrogate, takes ``json``'s way)."""
 
-    def __init__(self, structured: dict[str, Any], *, error: bool = False) -> None:
+    __slots__ = ("error", "plain", "structured")
+
+    def __init__(
+        self, structured: dict[str, Any], *, error: bool = False, plain: bool = False
+    ) -> None:
         self.structured = structured
         self.error = error
+        self.plain = plain
 
     @property
     def code(self) -> str | None:
@@ -284,6 +298,27 @@ class ToolResult:
         id_json = str(request_id) if type(request_id) is int else encode_json(request_id)
         if self.error:
             return self._error_line(id_json, stateless=stateless)
+        if self.plain:
+            try:
+                encoded = orjson.dumps(self.structured)
+            except orjson.JSONEncodeError:  # (a TypeError) encoded below instead
+                pass
+            else:
+                # The text block is that JSON as a JSON string: orjson escapes control
+                # characters, so only backslashes and quotes need escaping (the rest,
+                # non-ASCII included, may stand as it is in a JSON string).
+                escaped = encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+                return b"".join(
+                    (
+                        b'{"jsonrpc":"2.0","id":',
+                        id_json.encode(),
+                        b',"result":{"content":[{"type":"text","text":"',
+                        escaped,
+                        b'"}],"structuredContent":',
+                        encoded,
+                        _STATELESS_END if stateless else b',"isError":false}}\n',
+                    )
+                )
         structured = encode_json(self.structured)
         # The text block repeats the JSON, with readable characters where it escapes.
         # Else it is ``structured`` as a JSON string: ASCII without control characters
@@ -312,8 +347,28 @@ class ToolResult:
         return f'{{"jsonrpc":"2.0","id":{id_json},"result":{encode_json(result)}}}\n'.encode()
 
 
+def _update_result(result: UpdateResult) -> dict[str, Any]:
+    # The converter copies the data's nested objects too; this result is only encoded.
+    data = result.data
+    copy = data.copy() if type(data) is MappingProxyType else None  # a state's: a dict's view
+    return {
+        "session_id": result.session_id,
+        "version": result.version,
+        "data": copy if type(copy) is dict else converter.unstructure(data, Mapping[str, Any]),
+    }
+
+
+#: Results made into their structured content by hand, to the same JSON as the
+#: converter's, without its dispatch (tests/transport/test_tools.py checks both agree):
+#: session_update's, every update call's.
+_STRUCTURED: dict[type[Any], Callable[[Any], dict[str, Any]]] = {UpdateResult: _update_result}
+
+
 def success(value: Any) -> ToolResult:
-    return ToolResult(converter.unstructure(value))
+    by_hand = _STRUCTURED.get(type(value))
+    if by_hand is None:
+        return ToolResult(converter.unstructure(value))
+    return ToolResult(by_hand(value), plain=True)
 
 
 def failure(error: ToolError) -> ToolResult:
