@@ -81,9 +81,10 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def unavailable(response: httpx.Response) -> None:
+def unavailable(response: httpx.Response, request_id: int | None = None) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
+    assert response.json()["id"] == request_id
     error = response.json()["error"]
     assert error["code"] == -32603
     assert "session store failed; retry later" in error["message"]
@@ -116,7 +117,8 @@ async def test_initialize_whose_record_cannot_be_kept_gets_503_then_succeeds(
     async with served_on(store) as (served, _manager):
         store.failing = {"put"}
         with caplog.at_level(logging.WARNING, logger="triact.transport"):
-            unavailable(await client.post(served.url, json=initialize_body(), headers=ACCEPT))
+            body = initialize_body()
+            unavailable(await client.post(served.url, json=body, headers=ACCEPT), body["id"])
         assert any("could not be saved" in r.getMessage() for r in caplog.records)
         assert not any(r.exc_info for r in caplog.records)  # no traceback
         store.failing = set()
@@ -131,7 +133,8 @@ async def test_a_record_that_cannot_be_read_gets_503_and_changes_nothing(
     async with served_on(store) as (first, _), served_on(store) as (second, _):
         headers = await initialize(client, first.url)
         store.failing = {"get"}  # the second process has not read the record yet
-        unavailable(await client.post(second.url, json=call(2, {"set": {"a": 1}}), headers=headers))
+        refused = await client.post(second.url, json=call(2, {"set": {"a": 1}}), headers=headers)
+        unavailable(refused, 2)
         store.failing = set()
         answered = await client.post(
             second.url, json=call(3, {"increment": {"n": 1}}), headers=headers

@@ -229,7 +229,9 @@ class _Refused(Exception):
         self.headers = headers or []
 
 
-def _store_failed(what: str, exc: SessionStoreError) -> _Refused:
+def _store_failed(
+    what: str, exc: SessionStoreError, request_id: RequestId | None = None
+) -> _Refused:
     """The answer to a request whose MCP session's record the store could not read or
     write: 503, to retry; the details (addresses, the driver's error) go to the log."""
     logger.warning("an MCP session's record could not be %s: %s", what, exc)
@@ -237,6 +239,7 @@ def _store_failed(what: str, exc: SessionStoreError) -> _Refused:
         503,
         INTERNAL_ERROR,
         "Service Unavailable: the session store failed; retry later (the server's log says why)",
+        request_id,
         headers=_BUSY,
     )
 
@@ -578,7 +581,7 @@ class McpHttpApp:
                 request_id,
             )
         peer = await self._session_peer(
-            session_id, principal, default=_may_use_default_session(message)
+            session_id, principal, default=_may_use_default_session(message), request_id=request_id
         )
         if peer is None:
             raise _Refused(
@@ -706,7 +709,13 @@ class McpHttpApp:
             opened[session_id] = trio.current_time() + self._http.session_ttl
 
     async def _session_peer(
-        self, session_id: str, principal: str | None, *, fresh: bool = False, default: bool = True
+        self,
+        session_id: str,
+        principal: str | None,
+        *,
+        fresh: bool = False,
+        default: bool = True,
+        request_id: RequestId | None = None,
     ) -> Peer | None:
         """The MCP session ``session_id`` as its record in the store says (reading it
         starts its time to live again), or None if it has none, or if it is another
@@ -737,7 +746,7 @@ class McpHttpApp:
         try:
             text = await self._store.get_record(MCP_SESSION_NAMESPACE, key)
         except SessionStoreError as exc:
-            raise _store_failed("read", exc) from None
+            raise _store_failed("read", exc, request_id) from None
         if text is None:
             if not foreign:  # (the other principal's stays known)
                 self._peers.pop(session_id, None)
@@ -782,7 +791,14 @@ class McpHttpApp:
             self._peers.clear()  # a cache: what is forgotten is read again
         self._peers[session_id] = _Known(peer, text, state, now)
 
-    async def _save(self, session_id: str, peer: Peer, *, answered: bool = False) -> None:
+    async def _save(
+        self,
+        session_id: str,
+        peer: Peer,
+        *,
+        answered: bool = False,
+        request_id: RequestId | None = None,
+    ) -> None:
         """Put the MCP session's record if the peer differs from the record this
         process last read or saved; the first record of a session only once
         ``initialize`` has succeeded.
@@ -808,7 +824,7 @@ class McpHttpApp:
             )
         except SessionStoreError as exc:
             if not answered:
-                raise _store_failed("saved", exc) from None
+                raise _store_failed("saved", exc, request_id) from None
             logger.warning("an MCP session's record could not be saved: %s", exc)
             return
         self._know(session_id, peer, record, state, trio.current_time())
@@ -848,7 +864,7 @@ class McpHttpApp:
                 self._core.calls.cancel(key, "notifications/cancelled came before the request")
             if exchange.answered and len(exchange.lines) == 1:  # answered at once
                 if session_id is not None:
-                    await self._save(session_id, peer, answered=not new)
+                    await self._save(session_id, peer, answered=not new, request_id=request.id)
                     if new and peer.handshake.version is not None:
                         extra.append((b"mcp-session-id", session_id.encode()))
                 await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
