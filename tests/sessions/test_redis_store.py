@@ -5,8 +5,10 @@ went missing from the server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from itertools import count
 from typing import Any
 
 import attrs
@@ -417,6 +419,28 @@ async def test_a_broadcast_reaches_every_listener_of_its_channel_and_no_other(
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert heard == [["m1", '{"m": 2}'], ["m1", '{"m": 2}'], [], []]
+
+
+async def test_a_listener_hears_broadcasts_again_once_a_restarted_redis_is_back(
+    private_redis: RedisServer,
+) -> None:
+    store = RedisStore(private_redis.url + "?timeout=0.5")
+    heard: list[str] = []
+    async with store.open(), trio.open_nursery() as nursery:
+        await nursery.start(store.listen, "cancel", heard.append)
+        await trio.to_thread.run_sync(private_redis.kill)
+        await trio.to_thread.run_sync(private_redis.start)
+        # What is published before glide has subscribed again is lost (Redis keeps
+        # nothing for a subscriber that is away): sent again until one is heard.
+        with trio.fail_after(10):
+            for n in count():
+                with contextlib.suppress(triact.SessionStoreError):
+                    await store.broadcast("cancel", f"m{n}")
+                await trio.sleep(0.1)
+                if heard:
+                    break
+        nursery.cancel_scope.cancel()
+    assert heard[0].startswith("m")
 
 
 @pytest.mark.parametrize("channel", ["events", "Cancel", "", "a:b", "x" * 33, 3])

@@ -42,6 +42,10 @@ KEY_GRACE = 60.0
 _NOTE_BATCH = 512
 #: The most events of its own a following store remembers, to leave their echo out.
 _OWN_KEPT = 4096
+#: Milliseconds between glide's checks that a subscribed connection is subscribed
+#: (after a reconnection it is not until the next check; glide's own interval left
+#: a restarted Redis's broadcasts unheard for 2 to 3 s).
+_RESUBSCRIBE_MS = 500
 
 
 class RedisStore(SharedSessionStore):
@@ -182,6 +186,7 @@ class RedisStore(SharedSessionStore):
         answer) and the first PING, awaited, makes the connection."""
         await _import_glide()
         from glide import (
+            AdvancedGlideClientConfiguration,
             GlideClient,
             GlideClientConfiguration,
             Logger,
@@ -199,12 +204,19 @@ class RedisStore(SharedSessionStore):
         if address.password is not None:
             credentials = ServerCredentials(password=address.password, username=address.username)
         subscriptions = None
+        advanced = None
         if events or channel is not None:
             exact = GlideClientConfiguration.PubSubChannelModes.Exact
             subscriptions = GlideClientConfiguration.PubSubSubscriptions(
                 channels_and_patterns={exact: {f"{self._prefix}{channel or 'events'}"}},
                 callback=None,
                 context=None,
+            )
+            # glide subscribes again after a reconnection when it next reconciles its
+            # subscriptions: soon, so that a restarted Redis costs little of the
+            # broadcasts (which it does not keep for a subscriber that is away).
+            advanced = AdvancedGlideClientConfiguration(
+                pubsub_reconciliation_interval=_RESUBSCRIBE_MS
             )
         config = GlideClientConfiguration(
             [NodeAddress(address.host, address.port)],
@@ -215,6 +227,7 @@ class RedisStore(SharedSessionStore):
             client_name="triact",
             pubsub_subscriptions=subscriptions,
             lazy_connect=True,
+            advanced_config=advanced,
         )
         try:
             client = await GlideClient.create(config)
