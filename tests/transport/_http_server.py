@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -123,27 +123,52 @@ class Process:
 @asynccontextmanager
 async def serve_process(*args: str, env: Mapping[str, str] | None = None) -> AsyncIterator[Process]:
     """``triact serve --http 127.0.0.1:0 *args``; killed if still running at the end."""
-    process = await trio.lowlevel.open_process(
-        [*SERVE, "--http", "127.0.0.1:0", *args], stderr=subprocess.PIPE, env=env
-    )
+    async with serve_processes([env], *args) as (process,):
+        yield process
+
+
+@asynccontextmanager
+async def serve_processes(
+    envs: Sequence[Mapping[str, str] | None], *args: str
+) -> AsyncIterator[list[Process]]:
+    """One ``triact serve --http 127.0.0.1:0 *args`` per environment of ``envs``,
+    started together; those still running at the end are killed."""
+    processes: list[trio.Process] = []
     try:
-        assert process.stderr is not None
-        seen = bytearray()
+        for env in envs:
+            processes.append(
+                await trio.lowlevel.open_process(
+                    [*SERVE, "--http", "127.0.0.1:0", *args], stderr=subprocess.PIPE, env=env
+                )
+            )
+        served: list[Process] = []
         with trio.fail_after(60):
-            while b"/mcp\n" not in seen:
-                chunk = await process.stderr.receive_some(4096)
-                assert chunk, seen.decode(errors="replace")
-                seen += chunk
-        found = re.search(rb"MCP over HTTP at (\S+/mcp)", seen)
-        assert found is not None, seen
+            for process in processes:
+                served.append(await _listening(process))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, process.stderr, seen)
-            yield Process(process, found.group(1).decode(), seen)
+            for one in served:
+                assert one.process.stderr is not None
+                nursery.start_soon(_drain, one.process.stderr, one.stderr)
+            yield served
             nursery.cancel_scope.cancel()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def _listening(process: trio.Process) -> Process:
+    """The server once it says where it listens (what it wrote up to then kept)."""
+    assert process.stderr is not None
+    seen = bytearray()
+    while b"/mcp\n" not in seen:
+        chunk = await process.stderr.receive_some(4096)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    found = re.search(rb"MCP over HTTP at (\S+/mcp)", seen)
+    assert found is not None, seen
+    return Process(process, found.group(1).decode(), seen)
 
 
 async def _drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
