@@ -135,7 +135,9 @@ async def increments(
                 "session_update", {"session_id": session_id, "increment": {"n": 1}}
             )
             content = clients.content(answer)
-            if content is None:  # refused: it may or may not have happened
+            # Refused: it may have happened all the same (a store_error for a write
+            # Redis was killed during was committed, in every run tried).
+            if content is None:
                 call.failed("unknown", answer.text[:300])
             else:
                 call.ok_version(content["version"], content["data"])

@@ -207,10 +207,14 @@ ERROR_CODES: tuple[str, ...] = tuple(
 
 
 #: What a client is told of a store's failure: its details (the file, the driver's own
-#: error, maybe part of a record) are the server's, and go to its log.
+#: error, maybe part of a record) are the server's, and go to its log. A store that
+#: stopped answering during a write (Redis killed, or past its timeout) may have
+#: committed it, so it does not say that nothing changed.
 STORE_FAILED = (
-    "the session store failed, so nothing was changed; retry later. If it goes on "
-    "failing, the server's log (stderr) says why"
+    "the session store failed before it confirmed this call; a change it makes was "
+    "most likely not saved, but may have been if the store stopped answering mid-way: "
+    "read the session (its version) before you retry. If it goes on failing, the "
+    "server's log (stderr) says why"
 )
 SESSION_FAILED = (
     "the session failed and was stopped; create a new session. The server's log (stderr) says why"
