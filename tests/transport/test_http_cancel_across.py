@@ -2,7 +2,8 @@
 a cancellation sent to one process cancels the call wherever it runs, also when it
 gets there before the call does, and never another principal's call. Node A reaches
 Redis through a gate that holds its requests at a chosen point, so that its call is
-caught mid-way. A process that cannot listen to the others still serves."""
+caught mid-way. A process that cannot listen to the others still serves, and listens
+again once Redis is back."""
 
 from __future__ import annotations
 
@@ -253,3 +254,28 @@ async def test_an_app_that_cannot_listen_to_other_processes_serves_and_says_so(
         record.getMessage()
     )
     assert "could not connect" in record.getMessage()
+
+
+async def test_an_app_listens_to_other_processes_again_once_redis_is_back(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = triact.RedisStore(f"{private_redis.url}?timeout=0.5")
+    other = triact.RedisStore(f"{private_redis.url}?timeout=0.5")
+    cancel = {"session": "s" * 22, "principal": None, "request": 7, "reason": None}
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        private_redis.stop()
+        with caplog.at_level(logging.INFO, logger="triact.transport"):
+            async with open_http_app(manager) as app:
+                assert not app.closing
+                await trio.to_thread.run_sync(private_redis.start)
+                async with other.open():
+                    # Sent again until heard: what is published before the app
+                    # listens again is lost.
+                    with trio.fail_after(20):
+                        while KEPT.decode() not in caplog.text:
+                            await other.broadcast("cancel", json.dumps(cancel))
+                            await trio.sleep(0.1)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    logged = [m for m in logged if "notifications/cancelled" in m]
+    assert "do not reach this one" in logged[0]
+    assert logged[1] == "notifications/cancelled from other processes reach this one again"

@@ -103,6 +103,9 @@ CANCEL_KEPT: Final = 30.0
 CANCELS_KEPT_MAX: Final = 10_000
 #: The store channel cancellations travel on to the other processes.
 CANCEL_CHANNEL: Final = "cancel"
+#: Seconds before listening to that channel again after the store failed, at first and
+#: at most (doubling in between).
+_RELISTEN = (0.5, 10.0)
 #: The versions a handshake-era client may name in MCP-Protocol-Version: those served,
 #: and 2025-03-26, which the spec says to assume when the header is missing.
 _HANDSHAKE_HEADER_VERSIONS = frozenset({*protocol.HANDSHAKE_VERSIONS, "2025-03-26"})
@@ -1018,29 +1021,55 @@ async def open_http_app(
 async def _listen_for_cancels(
     app: McpHttpApp, manager: SessionManager, *, task_status: trio.TaskStatus[None]
 ) -> None:
-    """Take the cancellations other processes on the store received (a failure is
-    logged: cancellations then reach only the process they are sent to)."""
-    status = _Status(task_status)
-    try:
-        await manager.store.listen(CANCEL_CHANNEL, app.cancelled_elsewhere, task_status=status)
-    except SessionStoreError as exc:
-        logger.warning(
-            "notifications/cancelled from other processes do not reach this one: %s", exc
-        )
-    if not status.done:
-        task_status.started()
+    """Take the cancellations other processes on the store received. While the store
+    fails, cancellations reach only the process they are sent to: listening is tried
+    again (after :data:`_RELISTEN` seconds, doubling), and the loss and the recovery
+    are logged. Started once listening (or after its first failure)."""
+    first_delay, longest = _RELISTEN
+    delay = first_delay
+    lost = False  # logged as lost, not yet as back
+
+    def subscribed() -> None:
+        nonlocal delay, lost
+        if not started.done:
+            started.started()
+        if lost:
+            logger.warning("notifications/cancelled from other processes reach this one again")
+            lost = False
+        delay = first_delay
+
+    started = _Status(task_status.started)
+    while True:
+        attempt = _Status(subscribed)
+        try:
+            await manager.store.listen(CANCEL_CHANNEL, app.cancelled_elsewhere, task_status=attempt)
+        except SessionStoreError as exc:
+            if not lost:
+                logger.warning(
+                    "notifications/cancelled from other processes do not reach this one "
+                    "(tried again every %g s at most): %s",
+                    longest,
+                    exc,
+                )
+                lost = True
+        if not started.done:
+            started.started()
+        await trio.sleep(delay)
+        delay = min(delay * 2, longest)
 
 
 class _Status(trio.TaskStatus[None]):
-    """A task status that tells whether it was started."""
+    """A task status that calls ``on_started`` (the first time) and tells whether it
+    was started."""
 
-    def __init__(self, status: trio.TaskStatus[None]) -> None:
-        self._status = status
+    def __init__(self, on_started: Callable[[], None]) -> None:
+        self._on_started = on_started
         self.done = False
 
     def started(self, value: None = None) -> None:
-        self.done = True
-        self._status.started()
+        if not self.done:
+            self.done = True
+            self._on_started()
 
 
 def _not_running_here(peer: Peer, message: Notification) -> RequestId | None:
