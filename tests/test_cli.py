@@ -199,7 +199,8 @@ def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None
     (allowed / "project").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     options = ["--allowed-root", str(allowed), "--max-reflections-per-project", "2"]
-    with serving(*options, "--max-reflection-chars", "10") as call:
+    # Words alone (docs/testing.md): with the semantic extra, the model would be loaded.
+    with serving(*options, "--max-reflection-chars", "10", "--semantic", "off") as call:
         outside = call("session_start", {"working_directory": str(tmp_path / "elsewhere")})
         assert outside["_meta"]["triact/error"]["code"] == "invalid_arguments"
         assert "outside the allowed roots" in outside["_meta"]["triact/error"]["message"]

@@ -14,8 +14,10 @@ from ._node import Driver, DriverError
 from ._results import content, documented_tools
 
 #: Each call is logged on the server's stderr (the cancellation test reads it); a call
-#: that asks for progress gets a report every 2 ms (a git commit takes longer).
-SERVE_ARGS = ("--log-level", "debug", "--progress-interval", "0.002")
+#: that asks for progress gets a report every 2 ms (a git commit takes longer). Words
+#: alone, as in every test but those of search by meaning (docs/testing.md): with the
+#: semantic extra installed, the first reflection would load the model in each server.
+SERVE_ARGS = ("--log-level", "debug", "--progress-interval", "0.002", "--semantic", "off")
 
 
 def _new_session(client: Driver, **arguments: object) -> str:

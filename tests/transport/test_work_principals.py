@@ -30,7 +30,9 @@ async def test_principals_keep_their_work_records_apart(tmp_path: Path) -> None:
     directory = tmp_path / "project"
     directory.mkdir()
     database = tmp_path / "shared.db"
-    stdio = ("--store", f"sqlite:{database}")
+    # Words alone (docs/testing.md), or each of the three servers would load the model;
+    # tests/work/test_principals.py keeps the principals apart in search by meaning.
+    stdio = ("--store", f"sqlite:{database}", "--semantic", "off")
 
     # Without a principal (stdio): a reflection, and a session ended in the directory.
     async with sdk_session(tmp_path, *stdio) as nobody:
