@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -55,6 +56,12 @@ _BUSY_RECHECK = 1.0
 #: again, each kept that long, is what the collector promotes and walks (see
 #: docs/performance.md).
 MEMORY_ACTOR_IDLE = 30.0
+#: With a memory store and no ``passivate_after`` (nor rate limit): at most this many
+#: sessions keep their actor between calls, those used last; the others are kept in
+#: the store's compact form, which the collector does not walk (see _keep).
+MEMORY_ACTORS_KEPT = 1024
+#: How many kept actors one look of the idle sweep lets go before a schedule point.
+_LET_GO_BATCH = 128
 _LATENCIES_KEPT = 4096
 
 
@@ -91,6 +98,17 @@ class SessionManager:
         #: whether a call to a session idle for longer runs on an actor that leaves as
         #: soon as it is done (see _spawn).
         self._actor_idle, self._release_cold = _actor_idle(config, store)
+        #: With a MemoryStore (not a subclass, whose writes and loads are its own): the
+        #: states of sessions without an actor are compact there.
+        self._memory = store if type(store) is MemoryStore else None
+        #: With a memory store (and no passivate_after nor rate limit): the sessions
+        #: whose actor stays after its calls, in the order they were put here, each
+        #: with the Trio time it was (see _keep); their actors have no idle timer of
+        #: their own (an armed timer would keep a stopped actor alive until it rings).
+        self._kept: OrderedDict[Entry, float] | None = OrderedDict() if self._release_cold else None
+        #: When _kept is looked at next for actors idle too long (one item, if any).
+        self._kept_due: DeadlineQueue[None] = DeadlineQueue()
+        self._kept_armed = False
         #: With a shared store: its leases, deadlines and sweeps (None otherwise).
         self.leases: Leases | None = None
         if store.shared:
@@ -218,6 +236,8 @@ class SessionManager:
             if leases is not None:
                 with trio.CancelScope(shield=True):  # once begun, seen through
                     await self._create_shared(leases, state, client_id)
+            elif self._memory is not None:  # kept compact until its first call
+                self._memory.keep_idle(state, previous_version=None)
             elif self.store.immediate:
                 self.store.write_now(state, previous_version=None)
             else:
@@ -227,6 +247,8 @@ class SessionManager:
             if leases is None:
                 self._release(client_id, principal)
         entry = Entry(state.id, state, trio.current_time(), reserved)
+        if self._memory is not None:
+            entry.state = None  # (its actor, once spawned, loads it)
         if leases is None:
             entry.principal = principal
         entry = self._admit(entry)
@@ -387,6 +409,8 @@ class SessionManager:
         usable = []
         for i, entry in enumerate(list(self._sessions.values())):
             state = entry.state
+            if state is None and self._memory is not None:
+                state = self._memory.load_now(entry.id)
             if state is None:
                 try:
                     state = await self.store.load(entry.id)
@@ -574,23 +598,80 @@ class SessionManager:
 
     def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
         idle = self._actor_idle
+        now = self.now()
+        if entry.state is None and self._memory is not None:
+            entry.state = self._memory.take_up(entry.id)  # from its compact form
         # A call to a session idle for longer than an actor stays (a cold call) gets an
         # actor that leaves as soon as it has handled what it took: it is then garbage
         # before any collection sees it, instead of an actor, its ref and its idle
         # deadline kept for `idle` seconds (see docs/performance.md, "No GC cliff").
-        cold = self._release_cold and idle is not None and self.now() - entry.last_active >= idle
+        cold = self._release_cold and idle is not None and now - entry.last_active >= idle
+        kept = self._kept
         ref: ActorRef[ops.Op, Any] = self._sup.spawn(
             partial(SessionActor, self._host, entry),  # (smaller than a closure)
             name=entry.id,
             mailbox_size=self.config.mailbox_size,
-            idle_timeout=None if cold else idle,
+            idle_timeout=None if cold or kept is not None else idle,
         )
+        entry.ref = ref
         if cold:
             assert entry.actor is not None
             entry.actor.transient = True
-        entry.ref = ref
+        elif kept is not None:
+            self._keep(kept, entry, now)
         self._counts["activations"] += 1
         return ref
+
+    def _keep(self, kept: OrderedDict[Entry, float], entry: Entry, now: float) -> None:
+        """Keep ``entry``'s new actor after its calls: until it has been idle for
+        MEMORY_ACTOR_IDLE seconds, and while it is among the MEMORY_ACTORS_KEPT
+        sessions used last (past that, the one put here longest ago that was not
+        used since is let go: a second chance, as the clock algorithm gives pages).
+
+        A kept actor's session keeps its state as a ``SessionState`` (three objects
+        the collector tracks, and a new one each commit); a session without one is
+        compact in the store. Bounding the kept actors bounds what a collection walks
+        whatever the number of sessions (see docs/performance.md)."""
+        kept[entry] = now
+        if not self._kept_armed:
+            self._kept_armed = True
+            self._kept_due.push(now + self._actor_idle, None)  # type: ignore[operator]
+        if len(kept) > MEMORY_ACTORS_KEPT:
+            self._let_go(kept, now, len(kept) - MEMORY_ACTORS_KEPT)
+
+    def _let_go(self, kept: OrderedDict[Entry, float], now: float, over: int) -> float | None:
+        """Let go of the actors of the first sessions of ``kept``: ``over`` of them
+        (the bound), or else those idle for MEMORY_ACTOR_IDLE seconds (at most
+        _LET_GO_BATCH). A session used since it was put here is put at the end
+        instead (busy: now; else: its last use). Returns when to look again."""
+        idle = self._actor_idle
+        assert idle is not None
+        budget = _LET_GO_BATCH
+        while kept:
+            entry, since = next(iter(kept.items()))
+            if over <= 0 and now - since < idle:
+                return since + idle
+            if not budget:
+                return now + 0.001  # the rest after a schedule point
+            budget -= 1
+            del kept[entry]
+            ref = entry.ref
+            if ref is None or not ref.accepting:
+                continue  # gone already
+            used = entry.last_active
+            if ref.busy or (used > since and now - used < idle):
+                kept[entry] = now if ref.busy else used
+                continue
+            ref.stop_when_idle()  # its on_stop keeps the state compact
+            over -= 1
+        return None
+
+    def _kept_idle(self, _: None, now: float) -> float | None:
+        """The idle sweep of the kept actors (see _keep)."""
+        assert self._kept is not None
+        again = self._let_go(self._kept, now, 0)
+        self._kept_armed = again is not None
+        return again
 
     def _actor_stopped(self, entry: Entry, actor: SessionActor) -> None:
         """Called by a session actor's on_stop: passivated, expired, ended or shut down."""
@@ -598,6 +679,8 @@ class SessionManager:
             return
         entry.ref = None
         entry.actor = None
+        if self._kept is not None:
+            self._kept.pop(entry, None)
         if self.leases is not None:
             # The next actor activates anew: others may have written meanwhile.
             self.leases.release(entry, self.now())
@@ -613,10 +696,17 @@ class SessionManager:
                 entry.version = entry.state.version
                 entry.state = None  # it lives on in the store
             elif entry.state is not None:  # keep the counts of reads since the last commit
-                state = attrs.evolve(entry.state, metrics=actor.metrics())
-                # The store's copy too, so that the two do not each keep a state.
-                self.store.write_now(state, previous_version=state.version)
-                entry.state = state
+                state = entry.state
+                metrics = actor.metrics()
+                if metrics != state.metrics:
+                    state = attrs.evolve(state, metrics=metrics)
+                if self._memory is not None:  # compact, and only there
+                    self._memory.keep_idle(state, previous_version=state.version)
+                    entry.version = state.version
+                    entry.state = None
+                else:  # the store's copy too, so that the two do not each keep a state
+                    self.store.write_now(state, previous_version=state.version)
+                    entry.state = state
             guard = entry.guard
             if guard is not None and guard.empty(self.now()):
                 entry.guard = None  # nothing to keep: the next actor makes a fresh one
@@ -772,6 +862,8 @@ async def open_session_manager(
                 else:
                     await manager._load_index()  # noqa: SLF001 (the manager's own opener)
                 sup.start_soon(manager._ttl.run, manager._ttl_due)  # noqa: SLF001 (same)
+                if manager._kept is not None:  # noqa: SLF001 (same)
+                    sup.start_soon(manager._kept_due.run, manager._kept_idle)  # noqa: SLF001
                 yield manager
             except BaseException as exc:
                 body_error = exc  # raised again below, outside the nurseries, unwrapped

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import linecache
+import marshal
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -399,3 +400,95 @@ def _make_data_copies() -> tuple[Any, Any]:
 
 
 SessionState.with_data, SessionState.without_data = _make_data_copies()  # type: ignore[method-assign]
+
+
+# -- the compact form: a state that costs the garbage collector nothing ---------------
+
+#: A state's compact form (:func:`compact`): its fields but the id as one ``bytes``
+#: (``marshal``), which CPython's collector never tracks, or as a tuple where marshal
+#: cannot encode them (a session with threads, analyses, security events or request
+#: records: those are frozen instances; the tuple is then tracked, and costs what the
+#: state did). A session kept this way is walked by no collection, where a
+#: ``SessionState`` (an instance, with its metrics and its read-only views) is walked
+#: by every full one, and each new one by the next young one.
+Compact = bytes | tuple[Any, ...]
+
+
+def _make_compact() -> tuple[Any, Any]:
+    """Build the tuple of a state's fields but its id (``flat``), and the state from
+    the id and that tuple (``unflat``), unrolled over the fields (as :func:`stamped`
+    is): ``unflat(state.id, flat(state)) == state`` for every state."""
+    counters = [a.name for a in attrs.fields(SessionMetrics)]
+    binding = [a.name for a in attrs.fields(ClientBinding)]
+    packed: list[str] = []  # flat's values, one slot of the tuple each
+    unpacked: list[str] = []  # unflat's lines
+    for name in [a.name for a in attrs.fields(SessionState)]:
+        slot = f"flat[{len(packed)}]"
+        if name == "id":
+            unpacked.append("    set_id(new, session_id)")
+        elif name in ("data", "metadata"):
+            packed.append(f"plain_dict(state.{name})")
+            unpacked.append(f"    mapping = {slot}")
+            unpacked.append(f"    set_{name}(new, MappingProxyType(mapping) if mapping else EMPTY)")
+        elif name == "metrics":
+            unpacked.append("    metrics = new_state(SessionMetrics)")
+            for counter in counters:
+                unpacked.append(f"    set_metrics_{counter}(metrics, flat[{len(packed)}])")
+                packed.append(f"metrics.{counter}")
+            unpacked.append("    set_metrics(new, metrics)")
+        elif name == "client_binding":
+            fields = ", ".join(f"binding.{field}" for field in binding)
+            packed.append(f"None if binding is None else ({fields})")
+            unpacked += [
+                f"    binding = {slot}",
+                "    set_client_binding(new, None if binding is None else ClientBinding(*binding))",
+            ]
+        else:
+            packed.append(f"state.{name}")
+            unpacked.append(f"    set_{name}(new, {slot})")
+    flat_lines = [
+        "def flat(state):",
+        "    metrics = state.metrics",
+        "    binding = state.client_binding",
+        "    return (",
+        *(f"        {value}," for value in packed),
+        "    )",
+    ]
+    unflat_lines = ["def unflat(session_id, flat):", "    new = new_state(SessionState)"]
+    unflat_lines += [*unpacked, "    return new"]
+    namespace: dict[str, Any] = {
+        "new_state": object.__new__,
+        "SessionState": SessionState,
+        "SessionMetrics": SessionMetrics,
+        "ClientBinding": ClientBinding,
+        "MappingProxyType": MappingProxyType,
+        "EMPTY": _EMPTY,
+        "plain_dict": plain_dict,
+    }
+    namespace.update(_setters(SessionState, [a.name for a in attrs.fields(SessionState)]))
+    namespace.update(
+        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
+    )
+    return (
+        _generated("flat", flat_lines, dict(namespace)),
+        _generated("unflat", unflat_lines, dict(namespace)),
+    )
+
+
+_flat, _unflat = _make_compact()
+
+
+def compact(state: SessionState) -> Compact:
+    """``state``'s :data:`Compact` form (a plain ``SessionState``: a subclass's own
+    fields would be lost)."""
+    flat: tuple[Any, ...] = _flat(state)
+    try:
+        return marshal.dumps(flat)
+    except ValueError:  # frozen records, or values of types marshal does not know
+        return flat
+
+
+def expand(session_id: str, held: Compact) -> SessionState:
+    """The state whose :func:`compact` form is ``held`` (equal to it, new, frozen;
+    the data's nested lists and dicts are new too, where marshal was used)."""
+    return _unflat(session_id, marshal.loads(held) if type(held) is bytes else held)  # type: ignore[no-any-return]

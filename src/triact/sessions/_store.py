@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from ._errors import SessionConcurrencyError
-from ._state import SessionState
+from ._state import Compact, SessionState, compact, expand
 
 
 @attrs.frozen
@@ -286,7 +286,9 @@ class MemoryStore(SessionStore):
     kind = "memory"
 
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
-        self._states: dict[str, SessionState] = {}
+        # A state, or its compact form (see keep_idle): that of a session whose actor
+        # is not in memory, which the garbage collector then no longer walks.
+        self._states: dict[str, SessionState | Compact] = {}
         # Records: (namespace, key) -> (value, ttl, expires_at), plus a lazy heap of
         # deadlines so that expired records leave without scans.
         self._clock = clock
@@ -303,7 +305,23 @@ class MemoryStore(SessionStore):
 
     async def load(self, session_id: str) -> SessionState | None:
         await trio.lowlevel.checkpoint()
-        return self._states.get(session_id)
+        return self.load_now(session_id)
+
+    def load_now(self, session_id: str) -> SessionState | None:
+        """:meth:`load` without waiting (a new state built from a compact one)."""
+        held = self._states.get(session_id)
+        if type(held) is bytes or type(held) is tuple:
+            return expand(session_id, held)
+        return held  # type: ignore[return-value]
+
+    def take_up(self, session_id: str) -> SessionState | None:
+        """:meth:`load_now` for the actor that takes the session up: the store then
+        holds that state itself (not a copy of it) until :meth:`keep_idle`."""
+        held = self._states.get(session_id)
+        if type(held) is bytes or type(held) is tuple:
+            state = self._states[session_id] = expand(session_id, held)
+            return state
+        return held  # type: ignore[return-value]
 
     async def write(self, state: SessionState, *, previous_version: int | None) -> None:
         await trio.lowlevel.checkpoint()
@@ -311,6 +329,20 @@ class MemoryStore(SessionStore):
 
     def write_now(self, state: SessionState, *, previous_version: int | None) -> None:
         current = self._states.get(state.id)
+        if type(current) is not SessionState or current.version != previous_version:
+            self._check_version(state, previous_version)
+        self._states[state.id] = state
+
+    def keep_idle(self, state: SessionState, *, previous_version: int | None) -> None:
+        """:meth:`write_now` for a session whose state nothing in memory holds any
+        more (its actor left, or has not come yet): the store keeps it compact
+        (``_state.compact``), which the garbage collector does not walk; :meth:`take_up`
+        builds the state again. (A subclass of SessionState is kept as it is.)"""
+        self._check_version(state, previous_version)
+        self._states[state.id] = compact(state) if type(state) is SessionState else state
+
+    def _check_version(self, state: SessionState, previous_version: int | None) -> None:
+        current = self.load_now(state.id)  # (compact only if no actor has it)
         actual = None if current is None else current.version
         if actual != previous_version:
             raise SessionConcurrencyError(
@@ -319,7 +351,6 @@ class MemoryStore(SessionStore):
                 expected=-1 if previous_version is None else previous_version,
                 actual=-1 if actual is None else actual,
             )
-        self._states[state.id] = state
 
     async def delete(self, session_id: str) -> bool:
         await trio.lowlevel.checkpoint()
@@ -341,8 +372,13 @@ class MemoryStore(SessionStore):
                 s.client_binding.token_hmac if s.client_binding else "",
                 s.principal,
             )
-            for s in self._states.values()
+            for s in map(self._state, list(self._states))
         ]
+
+    def _state(self, session_id: str) -> SessionState:
+        state = self.load_now(session_id)
+        assert state is not None
+        return state
 
     # -- records -------------------------------------------------------------------
 

@@ -1,0 +1,207 @@
+"""The memory store's compact states: a session without an actor costs the garbage
+collector nothing, and comes back exactly as it was; at most MEMORY_ACTORS_KEPT
+sessions keep an actor between calls."""
+
+from __future__ import annotations
+
+import gc
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+import triact
+from triact import SessionState, Thread
+from triact.sessions import _manager
+from triact.sessions._manager import MEMORY_ACTOR_IDLE
+from triact.sessions._state import compact, expand
+from triact.testing import json_values, session_states
+
+from ._helpers import OpenManager, put, sleep_then_put
+
+# -- the compact form -------------------------------------------------------------------
+
+
+@given(session_states)
+def test_a_compact_state_expands_to_the_same_state(state: SessionState) -> None:
+    held = compact(state)
+    again = expand(state.id, held)
+    assert again == state
+    assert again is not state
+    # == says 1 == 1.0 == True; the JSON does not, so the types came back too
+    assert triact.encode_state(again) == triact.encode_state(state)
+    assert attrs.evolve(again, data={"x": 1}).data == {"x": 1}  # frozen, usable
+
+
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_a_state_without_records_is_kept_as_bytes_the_collector_never_tracks(
+    data: dict[str, object],
+) -> None:
+    state = SessionState(
+        id="s", version=7, created_at=1.0, last_used=2.0, data=data, metadata={"m": [1]}
+    )
+    held = compact(state)
+    assert type(held) is bytes
+    assert not gc.is_tracked(held)
+    assert expand("s", held) == state
+
+
+def test_a_state_with_records_is_kept_as_a_tuple() -> None:
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    state = attrs.evolve(state, threads=(Thread("t", 1.0),))
+    held = compact(state)
+    assert type(held) is tuple
+    assert expand("s", held) == state
+
+
+# -- the memory store --------------------------------------------------------------------
+
+
+async def test_the_memory_store_keeps_idle_states_compact_and_checks_versions() -> None:
+    store = triact.MemoryStore()
+    state = SessionState(id="s", version=1, created_at=1.0, last_used=1.0, data={"n": 1})
+    store.keep_idle(state, previous_version=None)
+    assert await store.load("s") == state
+    assert [entry.version for entry in await store.index()] == [1]
+    newer = attrs.evolve(state, version=2)
+    with pytest.raises(triact.SessionConcurrencyError, match="holds version 1"):
+        store.write_now(newer, previous_version=2)  # checked against the compact form
+    taken = store.take_up("s")
+    assert taken == state
+    assert store.load_now("s") is taken  # held itself while an actor has it
+    store.write_now(newer, previous_version=1)
+    with pytest.raises(triact.SessionConcurrencyError):
+        store.keep_idle(state, previous_version=1)
+    assert store.load_now("s") is newer
+    assert store.take_up("missing") is None
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+def _tracked() -> int:
+    gc.collect()
+    gc.collect()  # (a nested tuple stops being tracked one collection later)
+    return len(gc.get_objects())
+
+
+async def test_idle_called_sessions_leave_almost_nothing_tracked(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    n = 300
+    async with open_manager(max_sessions=n) as manager:
+        before = _tracked()
+        sessions = [await manager.create_session(topic="t") for _ in range(n)]
+        for session in sessions:
+            await session.update(put("n", 1))
+            await session.update(lambda s: s.with_data(n=s.data["n"] + 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        assert (await manager.stats()).active_actors == 0
+        del session
+        per_session = (_tracked() - before) / n
+        # the handles (one each, held here), the record and its deadline
+        assert per_session <= 3.2, per_session
+        states = [await s.snapshot() for s in sessions]
+    assert [(s.version, dict(s.data), s.topic) for s in states] == [(3, {"n": 2}, "t")] * n
+    assert [s.metrics.operations for s in states] == [2] * n  # (a read counts once done)
+
+
+async def test_a_compact_session_comes_back_whole(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session(topic="t", metadata={"m": 1})
+        created = await session.snapshot()
+        await session.add_thread("a", system_prompt="p")
+        state = await session.update(put("k", {"nested": [1, 2.5, None]}))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        assert (await manager.stats()).active_actors == 0
+        again = await session.snapshot()
+        assert attrs.evolve(again, metrics=state.metrics) == state
+        assert again.metrics.operations == state.metrics.operations  # (it counted itself)
+        assert (again.created_at, again.metadata) == (created.created_at, {"m": 1})
+        with pytest.raises(triact.SessionConcurrencyError):
+            await session.update(put("k", 2), expected_version=state.version - 1)
+        assert (await session.update(put("k", 2))).version == state.version + 1
+
+
+async def test_a_failing_or_cancelled_update_of_a_compact_session_changes_nothing(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        await session.update(put("k", 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+
+        def fail(state: SessionState) -> SessionState:
+            raise RuntimeError("no")
+
+        with pytest.raises(RuntimeError):
+            await session.update(fail)
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        with trio.move_on_after(1.0):
+            await session.update(sleep_then_put(5.0, "k", 2))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        state = await session.snapshot()
+        assert (state.version, state.data) == (2, {"k": 1})
+
+
+@pytest.fixture
+def kept_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_manager, "MEMORY_ACTORS_KEPT", 3)
+
+
+@pytest.mark.usefixtures("kept_three")
+async def test_at_most_memory_actors_kept_sessions_keep_an_actor(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        sessions = [await manager.create_session() for _ in range(10)]
+        for round_ in range(3):
+            for i, session in enumerate(sessions):
+                await session.update(put("n", (round_, i)))
+                assert (await manager.stats()).active_actors <= 3
+        # the session used last keeps its actor: a second chance for what was used
+        hot = sessions[0]
+        await hot.update(put("hot", 1))
+        for session in sessions[1:5]:
+            await session.update(put("n", 0))
+            await hot.update(put("hot", 1))
+            assert hot._entry.ref is not None
+        states = [await s.snapshot() for s in sessions]
+        assert [s.version for s in states] == [9] + [5] * 4 + [4] * 5
+        stats = await manager.stats()
+        assert stats.active_actors <= 3
+        await trio.sleep(MEMORY_ACTOR_IDLE * 2 + 1)
+        assert (await manager.stats()).active_actors == 0
+
+
+@pytest.mark.usefixtures("kept_three")
+async def test_a_busy_actor_is_not_let_go_and_its_update_stays_atomic(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        busy = await manager.create_session()
+        others = [await manager.create_session() for _ in range(6)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy.update, sleep_then_put(10.0, "k", "done"))
+            await trio.testing.wait_all_tasks_blocked()
+            for session in others:
+                await session.update(put("n", 1))
+            assert busy._entry.ref is not None
+            assert busy._entry.ref.busy
+            cancelled = trio.CancelScope()
+
+            async def cancelled_update() -> None:
+                with cancelled:
+                    await busy.update(sleep_then_put(10.0, "k", "never"))
+
+            nursery.start_soon(cancelled_update)
+            await trio.testing.wait_all_tasks_blocked()
+            cancelled.cancel()
+        state = await busy.snapshot()
+        assert (state.version, state.data) == (2, {"k": "done"})
+        assert (await manager.stats()).active_actors <= 3
