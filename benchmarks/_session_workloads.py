@@ -470,8 +470,13 @@ class WorstCall:
     gc_cpu_seconds: float = 0.0
     collections: list[int] = attrs.field(factory=lambda: [0, 0, 0])
     longest_collection: list[float] = attrs.field(factory=lambda: [0.0, 0.0, 0.0])
+    longest_collection_cpu: list[float] = attrs.field(factory=lambda: [0.0, 0.0, 0.0])
     #: Objects the collector tracks at the start of the timed calls, per live session.
     tracked_per_session: float = 0.0
+    #: A full collection (``gc.collect()``) made after the timed calls, sessions still
+    #: live: what the next one the collector starts on its own would cost (seconds).
+    full_collection: float = 0.0
+    full_collection_cpu: float = 0.0
 
 
 class GcClock:
@@ -487,13 +492,14 @@ class GcClock:
             self._began, self._began_cpu = time.perf_counter(), time.thread_time()
             return
         took = time.perf_counter() - self._began
-        self.seen.gc_cpu_seconds += time.thread_time() - self._began_cpu
+        took_cpu = time.thread_time() - self._began_cpu
+        self.seen.gc_cpu_seconds += took_cpu
         generation = info["generation"]
         self.seen.gc_seconds += took
         self.seen.collections[generation] += 1
-        self.seen.longest_collection[generation] = max(
-            self.seen.longest_collection[generation], took
-        )
+        longest, longest_cpu = self.seen.longest_collection, self.seen.longest_collection_cpu
+        longest[generation] = max(longest[generation], took)
+        longest_cpu[generation] = max(longest_cpu[generation], took_cpu)
 
     def __enter__(self) -> GcClock:
         gc.callbacks.append(self)
@@ -501,6 +507,13 @@ class GcClock:
 
     def __exit__(self, *exc: object) -> None:
         gc.callbacks.remove(self)
+
+
+def _time_full_collection(seen: WorstCall) -> None:
+    start, start_cpu = time.perf_counter(), time.thread_time()
+    gc.collect()
+    seen.full_collection = time.perf_counter() - start
+    seen.full_collection_cpu = time.thread_time() - start_cpu
 
 
 def _worst_call_plan(sessions: int, calls: int, create_every: int, seed: int = 0) -> list[int]:
@@ -532,6 +545,7 @@ async def triact_worst_call(sessions: int, calls: int, create_every: int, seen: 
                     await (await manager.get_session(ids[pick])).update(bump)
                 latencies.append(clock() - start)
                 cpu.append(cpu_clock() - start_cpu)
+        _time_full_collection(seen)
         seen.creates = sum(pick < 0 for pick in plan)
         seen.updates = calls - seen.creates
         return max(latencies) / 1e6
@@ -558,6 +572,7 @@ async def asyncio_worst_call(
                     await manager.atomic_update(ids[pick], bump_in_place)
                 latencies.append(clock() - start)
                 cpu.append(cpu_clock() - start_cpu)
+        _time_full_collection(seen)
         seen.creates = sum(pick < 0 for pick in plan)
         seen.updates = calls - seen.creates
         return max(latencies) / 1e6

@@ -393,7 +393,8 @@ def _percentile(ordered: list[int], q: float) -> int:
 def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
     """Medians over ``runs`` of the worst call, its p99.99 and the collector's share."""
     worst, p9999, gc_us, gc_max = [], [], [], []
-    worst_cpu, p9999_cpu, gc_cpu_us = [], [], []
+    worst_cpu, p9999_cpu, gc_cpu_us, gc_max_cpu = [], [], [], []
+    full, full_cpu = [], []
     for seen in runs:
         ordered = sorted(seen.latencies_ns)
         worst.append(ordered[-1] / 1e6)
@@ -404,6 +405,9 @@ def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
         gc_us.append(seen.gc_seconds / seen.updates * 1e6)
         gc_cpu_us.append(seen.gc_cpu_seconds / seen.updates * 1e6)
         gc_max.append(max(seen.longest_collection) * 1e3)
+        gc_max_cpu.append(max(seen.longest_collection_cpu) * 1e3)
+        full.append(seen.full_collection * 1e3)
+        full_cpu.append(seen.full_collection_cpu * 1e3)
     last = runs[-1]
     return {
         "max_ms": worst,
@@ -415,6 +419,11 @@ def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
         "gc_us_per_update": round(statistics.median(gc_us), 3),
         "gc_cpu_us_per_update": round(statistics.median(gc_cpu_us), 3),
         "longest_collection_ms": round(statistics.median(gc_max), 3),
+        "longest_collection_cpu_ms": round(statistics.median(gc_max_cpu), 3),
+        # gc.collect() after the timed calls: what a full collection, which none of
+        # the timed calls may have met, costs with these sessions live.
+        "full_collection_ms": round(statistics.median(full), 3),
+        "full_collection_cpu_ms": round(statistics.median(full_cpu), 3),
         "collections_per_generation": last.collections,
         "tracked_objects_per_session": round(last.tracked_per_session, 2),
     }
