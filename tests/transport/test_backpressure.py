@@ -104,3 +104,48 @@ async def test_a_client_that_does_not_read_stops_the_server_reading(kind: str) -
         await trio.testing.wait_all_tasks_blocked()
         assert server.output_backlog == 0
         await client.send_eof()
+
+
+class _TaskSteps(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name holds ``part``."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.part in task.name:
+            self.steps += 1
+
+
+async def test_a_burst_of_answers_is_written_without_a_step_of_the_writer() -> None:
+    # Over a pipe with room, the worker that answered a burst writes its answers when
+    # it is done with it (in order, in one write); the writer task stays parked.
+    config = triact.SessionConfig(schedule_slice=60.0)  # no actor yields in the burst
+    async with (
+        connection("pipe") as (client, server_receive, server_send),
+        triact.open_session_manager(config) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        session = await manager.create_session()
+        nursery.start_soon(McpServer(manager).serve, server_receive, server_send)
+        await client.send_all(
+            b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+            b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
+        )
+        assert json.loads(await client.receive_some(1 << 16))["id"] == 0
+        await trio.testing.wait_all_tasks_blocked()
+        writer = _TaskSteps("_write_loop")
+        trio.lowlevel.add_instrument(writer)
+        try:
+            await client.send_all(b"".join(request(i, session.id) for i in range(1, 51)))
+            received = b""
+            while received.count(b"\n") < 50:
+                received += await client.receive_some(1 << 20)
+        finally:
+            trio.lowlevel.remove_instrument(writer)
+        answers = [json.loads(line) for line in received.splitlines()]
+        assert [answer["id"] for answer in answers] == list(range(1, 51))  # in order
+        assert all(answer["result"]["isError"] is False for answer in answers)
+        assert writer.steps == 0
+        await client.send_eof()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import types
 from collections import deque
-from collections.abc import Coroutine, Generator, Hashable
+from collections.abc import Callable, Coroutine, Generator, Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -165,6 +165,9 @@ class ToolCalls:
         self._shed = 0  # idle workers to exit (set by the trimmer)
         self._trimming = False  # a trimmer waits for a quiet period
         self._lanes = Lanes(manager.config.mailbox_size)
+        #: Called when no worker is awake any more and no call is queued (the calls
+        #: of a burst are done or waiting): where a transport can write their answers.
+        self.on_idle: Callable[[], None] | None = None
         self._reports = ProgressReports(progress_interval)
         self._started = trio.current_time()
 
@@ -332,6 +335,8 @@ class ToolCalls:
                     while True:
                         if not self._queue:
                             self._awake -= 1
+                            if not self._awake and self.on_idle is not None:
+                                self.on_idle()
                             if self._shed:
                                 self._shed -= 1
                                 return
@@ -370,8 +375,11 @@ class ToolCalls:
             except StopIteration:
                 return
             self._awake -= 1
-            if self._queue and not self._awake:
-                self._wake_worker()
+            if not self._awake:
+                if self._queue:
+                    self._wake_worker()
+                elif self.on_idle is not None:
+                    self.on_idle()
             try:
                 value = yield trap
                 error = None

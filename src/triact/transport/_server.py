@@ -4,6 +4,7 @@ message to the protocol core (``_core``), writing answers, and shutting down."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import attrs
@@ -103,6 +104,7 @@ class McpServer:
         self._out_drained: trio.Event | None = None  # set when back under the bound
         self._out_ready: trio.Event | None = None  # set to wake the writer
         self._out_closed = False
+        self._out_fd: int | None = None  # the output's pipe, written directly (_flush)
         #: The protocol core, and the one client it serves here.
         self.core = core_for(manager, tools, options, prompts)
         self.peer = self.core.peer(principal=principal)
@@ -121,6 +123,8 @@ class McpServer:
             raise RuntimeError("an McpServer serves one connection; make a new one")
         self._served = True
         writer_done = trio.Event()
+        self._out_fd = pipe_fd(send)
+        self.calls.on_idle = self._flush
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop, send, writer_done)
             try:
@@ -166,12 +170,14 @@ class McpServer:
                 if self._out_bytes > bound:
                     await self._output_room()
                 self._handle_line(line)
+            self._flush()  # the answers given at once (errors, lists, refusals)
 
     async def _output_room(self) -> None:
         """Wait while more than ``max_output_bytes`` wait to be written (backpressure:
         input is read no faster than the client reads the answers)."""
         if self._out_bytes <= self.options.max_output_bytes:
             return
+        self._wake_writer()  # what waits is the writer's to write
         logger.info(
             "%d bytes of output wait for the client to read them: reading no input until it does",
             self._out_bytes,
@@ -184,7 +190,7 @@ class McpServer:
     async def _write_loop(self, send: trio.abc.SendStream, done: trio.Event) -> None:
         """Write what was emitted, every line written so far in one write, until the
         output is closed and nothing is left."""
-        fd = pipe_fd(send)
+        fd = self._out_fd
         try:
             while True:
                 if not self._out:
@@ -200,11 +206,7 @@ class McpServer:
                     await send_to_pipe(fd, data)
                 else:
                     await send.send_all(data)
-                self._out_bytes -= len(data)
-                drained = self._out_drained
-                if drained is not None and self._out_bytes <= self.options.max_output_bytes:
-                    self._out_drained = None
-                    drained.set()
+                self._written(len(data))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.warning("output closed (%r): the client is gone; stopping", exc)
             self.stop()
@@ -212,16 +214,55 @@ class McpServer:
             self._close_output()
             done.set()
 
-    def _emit(self, line: bytes) -> None:
+    def _written(self, size: int) -> None:
+        """``size`` bytes of the output were written."""
+        self._out_bytes -= size
+        drained = self._out_drained
+        if drained is not None and self._out_bytes <= self.options.max_output_bytes:
+            self._out_drained = None
+            drained.set()
+
+    def answer(self, line: bytes) -> None:
+        """Queue ``line`` for output, to be written by :meth:`_flush`: the reading task
+        and the call workers, which answer, flush when they are done with a burst."""
         if self._out_closed:
             logger.debug("dropped output after shutdown: %.200r", line)
             return
         self._out.append(line)
         self._out_bytes += len(line)
-        ready = self._out_ready  # _wake_writer, written out: every answer passes here
-        if ready is not None:
-            self._out_ready = None
-            ready.set()
+
+    def _emit(self, line: bytes) -> None:
+        """Queue ``line`` for output and have the writer write it."""
+        self.answer(line)
+        self._wake_writer()
+
+    def _flush(self) -> None:
+        """Write the output queued so far, now, if the writer is idle (it has nothing
+        in hand: the order is kept) and the output is a pipe: the pass that made a
+        burst's answers writes them in one write, without a pass of the writer's task.
+        What the pipe does not take at once, and any other case, is left to the
+        writer, woken. Never raises (the writer meets a broken pipe's error)."""
+        out = self._out
+        if not out:
+            return
+        fd = self._out_fd
+        if fd is None or self._out_ready is None:  # not a pipe, or the writer is at work
+            self._wake_writer()
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self._wake_writer()
+            return
+        if written == len(data):
+            out.clear()
+        else:
+            self._out = [data[written:]]
+            self._wake_writer()
+        self._written(written)
 
     def _close_output(self) -> None:
         """Nothing more will be written; the writer writes what is left and returns."""
@@ -239,8 +280,9 @@ class McpServer:
             ready.set()
 
     # The sink of every request (``_calls.Sink``): all goes to the output, in order;
-    # a cancelled call's request gets nothing.
-    answer = notify = _emit
+    # a cancelled call's request gets nothing. Answers (above) wait for a flush;
+    # notifications, sent by other tasks too (progress), wake the writer.
+    notify = _emit
 
     def dropped(self) -> None:
         pass
