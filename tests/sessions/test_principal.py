@@ -6,6 +6,7 @@ keep the owner)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 import triact
+from triact.sessions import _sqlite_shared as sqlite_sql
 
 from ._helpers import OpenManager
 
@@ -238,6 +240,36 @@ async def test_max_sessions_per_principal_counts_each_principals_sessions_in_eve
             await other.create_session(principal="alice")
         if kind == "memory":
             assert await second.count_sessions() == 0
+
+
+async def test_a_sqlite_file_counts_a_principal_through_an_index_made_by_the_first_cap(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    uncapped = triact.SessionConfig(store=triact.SqliteStore(path))
+    async with triact.open_session_manager(uncapped) as manager:
+        for principal in ("alice", "alice", "bob", None):
+            await manager.create_session(principal=principal)
+
+    def indexes() -> list[str]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            return [name for (name,) in rows]
+
+    assert "sessions_principal" not in indexes()  # no cap: no cost on its writes
+    capped = triact.SessionConfig(store=triact.SqliteStore(path), max_sessions_per_principal=2)
+    async with triact.open_session_manager(capped) as manager:
+        with pytest.raises(triact.SessionLimitError, match="principal 'alice'"):
+            await manager.create_session(principal="alice")  # counts the older two
+        await manager.create_session(principal="bob")
+        with pytest.raises(triact.SessionLimitError, match="principal 'bob'"):
+            await manager.create_session(principal="bob")
+    assert "sessions_principal" in indexes()
+    with sqlite3.connect(path) as conn:
+        query = f"SELECT count(*) FROM sessions WHERE {sqlite_sql._PRINCIPAL} = ?"
+        plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", ("bob",)))
+        assert "USING INDEX sessions_principal" in plan  # not a scan of every state
+        assert conn.execute(query, ("bob",)).fetchone() == (2,)
 
 
 async def test_a_principals_sessions_adopted_from_a_store_count(tmp_path: Path) -> None:
