@@ -8,13 +8,13 @@ import heapq
 import re
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
 from ._errors import SessionConcurrencyError
-from ._state import Compact, SessionState, compact, expand
+from ._state import SessionState, compact, expand
 
 
 @attrs.frozen
@@ -286,9 +286,13 @@ class MemoryStore(SessionStore):
     kind = "memory"
 
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
-        # A state, or its compact form (see keep_idle): that of a session whose actor
-        # is not in memory, which the garbage collector then no longer walks.
-        self._states: dict[str, SessionState | Compact] = {}
+        # A state, or its compact form as a tuple (see keep_idle); each session is
+        # here or in _compact, never in both.
+        self._states: dict[str, SessionState | tuple[Any, ...]] = {}
+        # The compact forms that are bytes: a dict of strings and bytes is one the
+        # collector never tracks, however many sessions it holds (a state put into
+        # _states, tracked, would have it walked whole by the next collections).
+        self._compact: dict[str, bytes] = {}
         # Records: (namespace, key) -> (value, ttl, expires_at), plus a lazy heap of
         # deadlines so that expired records leave without scans.
         self._clock = clock
@@ -296,7 +300,7 @@ class MemoryStore(SessionStore):
         self._record_deadlines: list[tuple[float, tuple[str, str]]] = []
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._states) + len(self._compact)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
@@ -310,7 +314,10 @@ class MemoryStore(SessionStore):
     def load_now(self, session_id: str) -> SessionState | None:
         """:meth:`load` without waiting (a new state built from a compact one)."""
         held = self._states.get(session_id)
-        if type(held) is bytes or type(held) is tuple:
+        if held is None:
+            blob = self._compact.get(session_id)
+            return None if blob is None else expand(session_id, blob)
+        if type(held) is tuple:
             return expand(session_id, held)
         return held  # type: ignore[return-value]
 
@@ -318,10 +325,16 @@ class MemoryStore(SessionStore):
         """:meth:`load_now` for the actor that takes the session up: the store then
         holds that state itself (not a copy of it) until :meth:`keep_idle`."""
         held = self._states.get(session_id)
-        if type(held) is bytes or type(held) is tuple:
+        if held is None:
+            blob = self._compact.pop(session_id, None)
+            if blob is None:
+                return None
+            state = self._states[session_id] = expand(session_id, blob)
+        elif type(held) is tuple:
             state = self._states[session_id] = expand(session_id, held)
-            return state
-        return held  # type: ignore[return-value]
+        else:
+            return held  # type: ignore[return-value]
+        return state
 
     async def write(self, state: SessionState, *, previous_version: int | None) -> None:
         await trio.lowlevel.checkpoint()
@@ -331,6 +344,7 @@ class MemoryStore(SessionStore):
         current = self._states.get(state.id)
         if type(current) is not SessionState or current.version != previous_version:
             self._check_version(state, previous_version)
+            self._compact.pop(state.id, None)
         self._states[state.id] = state
 
     def keep_idle(self, state: SessionState, *, previous_version: int | None) -> None:
@@ -339,7 +353,13 @@ class MemoryStore(SessionStore):
         (``_state.compact``), which the garbage collector does not walk; :meth:`take_up`
         builds the state again. (A subclass of SessionState is kept as it is.)"""
         self._check_version(state, previous_version)
-        self._states[state.id] = compact(state) if type(state) is SessionState else state
+        held = compact(state) if type(state) is SessionState else state
+        if type(held) is bytes:
+            self._states.pop(state.id, None)
+            self._compact[state.id] = held
+        else:
+            self._compact.pop(state.id, None)
+            self._states[state.id] = held  # type: ignore[assignment]
 
     def _check_version(self, state: SessionState, previous_version: int | None) -> None:
         current = self.load_now(state.id)  # (compact only if no actor has it)
@@ -354,10 +374,13 @@ class MemoryStore(SessionStore):
 
     async def delete(self, session_id: str) -> bool:
         await trio.lowlevel.checkpoint()
-        return self._states.pop(session_id, None) is not None
+        held = self._states.pop(session_id, None)
+        blob = self._compact.pop(session_id, None)
+        return held is not None or blob is not None
 
     def discard(self, session_id: str) -> None:
         self._states.pop(session_id, None)
+        self._compact.pop(session_id, None)
 
     async def index(self) -> list[IndexEntry]:
         await trio.lowlevel.checkpoint()
@@ -372,7 +395,7 @@ class MemoryStore(SessionStore):
                 s.client_binding.token_hmac if s.client_binding else "",
                 s.principal,
             )
-            for s in map(self._state, list(self._states))
+            for s in map(self._state, [*self._states, *self._compact])
         ]
 
     def _state(self, session_id: str) -> SessionState:
