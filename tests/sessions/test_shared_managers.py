@@ -464,3 +464,37 @@ def test_random_programs_over_three_managers_are_linearizable(
         if isinstance(path, RedisPlace):
             forget(path)
     check_history(recorder)
+
+
+class _EventsLostTwice(triact.SqliteStore):
+    """A real SQLite store whose following of other processes' events fails twice (a
+    lost connection, as to a restarted Redis), then delivers one event."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, synchronous="NORMAL")
+        self.follows: list[float] = []
+
+    async def follow(self, deliver: Callable[[str, str, int], None]) -> None:
+        self.follows.append(trio.current_time())
+        await trio.sleep(1.0)
+        if len(self.follows) <= 2:
+            raise triact.SessionStoreError("the events connection was lost")
+        deliver("updated", "elsewhere", 7)
+        await trio.sleep_forever()
+
+
+async def test_events_are_followed_again_after_following_them_failed(
+    tmp_path: Path, shared_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _EventsLostTwice(tmp_path / "s.db")
+    config = triact.SessionConfig(store=store, secret_key=b"k" * 32)
+    async with triact.open_session_manager(config) as manager:
+        with manager.subscribe() as events, trio.fail_after(60):
+            event = await events.__anext__()
+    assert (event.kind, event.session_id, event.version) == ("updated", "elsewhere", 7)
+    # Each failure after a second of following; pauses of 0.5 s, then 1 s.
+    assert [round(at - store.follows[0], 1) for at in store.follows] == [0.0, 1.5, 3.5]
+    said = [r.getMessage() for r in caplog.records if "following its events" in r.getMessage()]
+    assert len(said) == 2, said  # the loss once, the recovery once
+    assert "failed" in said[0]
+    assert "again" in said[1]

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("triact.sessions")
 
+#: After following a shared store's events failed, the first pause before following
+#: again (seconds), doubled after each failure in a row up to FOLLOW_RETRY_MAX.
+FOLLOW_RETRY = 0.5
+FOLLOW_RETRY_MAX = 10.0
+
 GoneReason = Literal["ended", "expired", "removed", "failed"]
 
 #: Reads push a session's deadline in the store at most this often (per session).
@@ -130,14 +135,40 @@ class Leases:
 
     async def follow(self) -> None:
         """Pass the changes other processes commit to the manager, until cancelled
-        (if the store has them to give; a failure is logged and ends it)."""
-        if self._on_event is None:
+        (if the store has them to give). When following fails (the store's server
+        restarted, say), it starts again after FOLLOW_RETRY seconds, doubling up to
+        FOLLOW_RETRY_MAX while it keeps failing; the loss and the recovery are logged
+        once each. Changes committed meanwhile are not delivered (events are at most
+        once)."""
+        deliver = self._on_event
+        if deliver is None:
             await trio.sleep_forever()
             return
-        try:
-            await self.store.follow(self._on_event)
-        except Exception as exc:
-            logger.warning("shared session store: following its events failed: %r", exc)
+        pause = FOLLOW_RETRY
+        lost = False
+
+        def delivered(kind: str, session_id: str, version: int) -> None:
+            nonlocal lost, pause
+            if lost:
+                logger.warning("shared session store: following its events again")
+                lost, pause = False, FOLLOW_RETRY
+            assert deliver is not None
+            deliver(kind, session_id, version)
+
+        while True:
+            try:
+                await self.store.follow(delivered)
+            except Exception as exc:
+                if not lost:
+                    logger.warning(
+                        "shared session store: following its events failed (%r); "
+                        "trying again, changes made meanwhile by other processes are "
+                        "not delivered as events",
+                        exc,
+                    )
+                    lost = True
+                await trio.sleep(pause)
+                pause = min(pause * 2, FOLLOW_RETRY_MAX)
 
     def expires_at(self, created_at: float, now: float) -> float:
         """The idle deadline (wall clock) of a session used at ``now``."""
