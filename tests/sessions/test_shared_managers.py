@@ -134,8 +134,15 @@ async def test_concurrent_increments_from_every_manager_add_up(place: Place) -> 
         handles = [await m.get_session(i) for m in group for i in ids]
 
         async def bump(handle: triact.Session) -> None:
-            for _ in range(20):
-                await handle.update(increment())  # never a conflict: no expected_version
+            applied = 0
+            while applied < 20:  # never a conflict: no expected_version
+                try:
+                    await handle.update(increment())
+                except triact.SessionContendedError:
+                    # Outrun by the other managers at each replay (a loaded machine):
+                    # not applied, so trying again is safe; the totals below say so.
+                    continue
+                applied += 1
 
         async with trio.open_nursery() as nursery:
             for handle in handles:
