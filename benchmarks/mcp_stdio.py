@@ -502,43 +502,28 @@ def ts_figures(
             0, partial(trio.run, pipelined_runs, old, "handshake", sizes, TS_CONCURRENCY)
         )
     *earlier, ours, theirs = alternate(options.runs, *commands)
+    ts_name = TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}"
+    shared = {
+        "windows": TS_CONCURRENCY,
+        "client": "lean pipelined JSON-RPC client (Trio)",
+        "protocol": HANDSHAKE,
+        "sessions": sizes.sessions,
+        "seconds": sizes.seconds,
+    }
     for old_runs in earlier:
+        old_name = f"triact serve from {before}, protocol {HANDSHAKE}"
         yield from lines_for(
-            "ts_sdk_before_handshake",
-            ours,
-            old_runs,
-            f"triact serve from {before}, protocol {HANDSHAKE}",
-            capacity_target=None,
-            windows=TS_CONCURRENCY,
-            client="lean pipelined JSON-RPC client (Trio)",
-            protocol=HANDSHAKE,
-            sessions=sizes.sessions,
-            seconds=sizes.seconds,
+            "ts_sdk_before_handshake", ours, old_runs, old_name, capacity_target=None, **shared
         )
         yield from lines_for(
             "ts_sdk_before_vs_ts_handshake",
             old_runs,
             theirs,
-            TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}",
+            ts_name,
             capacity_target=None,
-            windows=TS_CONCURRENCY,
-            client="lean pipelined JSON-RPC client (Trio)",
-            protocol=HANDSHAKE,
-            sessions=sizes.sessions,
-            seconds=sizes.seconds,
+            **shared,
         )
-    yield from lines_for(
-        "ts_sdk_handshake",
-        ours,
-        theirs,
-        TS_NAME.format(*ts_versions(command)) + f", protocol {HANDSHAKE}",
-        capacity_target=1,
-        windows=TS_CONCURRENCY,
-        client="lean pipelined JSON-RPC client (Trio)",
-        protocol=HANDSHAKE,
-        sessions=sizes.sessions,
-        seconds=sizes.seconds,
-    )
+    yield from lines_for("ts_sdk_handshake", ours, theirs, ts_name, capacity_target=1, **shared)
 
 
 #: Where the server's own time went, by the file a function is in (first match).
