@@ -236,15 +236,27 @@ stamped: Callable[[SessionState, int, float, SessionMetrics], SessionState] = _m
 new_metrics: Callable[[int, int, float, float], SessionMetrics] = _make_new_metrics()
 
 
+def _metrics_parts(counters: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """For a generated function: the lines that build ``metrics``, a new
+    :class:`SessionMetrics`, from the arguments named as its fields, and the setters
+    they and other lines use (``set_metrics_<field>``)."""
+    lines = [
+        "    metrics = new_state(SessionMetrics)",
+        *(f"    set_metrics_{name}(metrics, {name})" for name in counters),
+    ]
+    setters = {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
+    return lines, setters
+
+
 def _make_stamped_with() -> Any:
     """Build :func:`stamped_with`: :func:`stamped` and :func:`new_metrics` in one."""
     stamp = ("version", "last_used", "metrics")
     kept = [a.name for a in attrs.fields(SessionState) if a.name not in stamp]
     counters = [a.name for a in attrs.fields(SessionMetrics)]
+    build_metrics, metrics_setters = _metrics_parts(counters)
     lines = [
         f"def stamped_with(state, version, last_used, {', '.join(counters)}):",
-        "    metrics = new_state(SessionMetrics)",
-        *(f"    set_metrics_{name}(metrics, {name})" for name in counters),
+        *build_metrics,
         "    new = new_state(SessionState)",
         *(f"    set_{name}(new, state.{name})" for name in kept),
         *(f"    set_{name}(new, {name})" for name in stamp),
@@ -256,9 +268,7 @@ def _make_stamped_with() -> Any:
         "SessionMetrics": SessionMetrics,
     }
     namespace.update(_setters(SessionState, [*kept, *stamp]))
-    namespace.update(
-        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
-    )
+    namespace.update(metrics_setters)
     return _generated("stamped_with", lines, namespace)
 
 
@@ -273,10 +283,10 @@ def _make_stamp_in_place() -> Any:
     """Build :func:`stamp_in_place`: :func:`stamped_with`'s stamp, written into
     ``state`` itself (see :func:`unshared`)."""
     counters = [a.name for a in attrs.fields(SessionMetrics)]
+    build_metrics, metrics_setters = _metrics_parts(counters)
     lines = [
         f"def stamp_in_place(state, version, last_used, {', '.join(counters)}):",
-        "    metrics = new_state(SessionMetrics)",
-        *(f"    set_metrics_{name}(metrics, {name})" for name in counters),
+        *build_metrics,
         "    set_version(state, version)",
         "    set_last_used(state, last_used)",
         "    set_metrics(state, metrics)",
@@ -284,9 +294,7 @@ def _make_stamp_in_place() -> Any:
     ]
     namespace = {"new_state": object.__new__, "SessionMetrics": SessionMetrics}
     namespace.update(_setters(SessionState, ["version", "last_used", "metrics"]))
-    namespace.update(
-        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
-    )
+    namespace.update(metrics_setters)
     return _generated("stamp_in_place", lines, namespace)
 
 
@@ -466,9 +474,7 @@ def _make_compact() -> tuple[Any, Any]:
         "plain_dict": plain_dict,
     }
     namespace.update(_setters(SessionState, [a.name for a in attrs.fields(SessionState)]))
-    namespace.update(
-        {f"set_metrics_{name}": getattr(SessionMetrics, name).__set__ for name in counters}
-    )
+    namespace.update(_metrics_parts(counters)[1])
     return (
         _generated("flat", flat_lines, dict(namespace)),
         _generated("unflat", unflat_lines, dict(namespace)),
