@@ -179,7 +179,9 @@ class Raw:
 
     async def receive(self) -> dict[str, Any]:
         assert self.process.stdout is not None
-        with trio.fail_after(10):
+        # Only against a hang: several servers started at once on a loaded machine take
+        # seconds each to import and answer their first message.
+        with trio.fail_after(30):
             while b"\n" not in self._buffer:
                 data = await self.process.stdout.receive_some(65536)
                 assert data, "stdout ended"
