@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import triact
 from triact import SessionState, Thread
 from triact.sessions import _manager
+from triact.sessions._leases import Entry
 from triact.sessions._manager import MEMORY_ACTOR_IDLE
 from triact.sessions._state import compact, expand
 from triact.testing import json_values, session_states
@@ -77,6 +78,14 @@ async def test_the_memory_store_keeps_idle_states_compact_and_checks_versions() 
         store.keep_idle(state, previous_version=1)
     assert store.load_now("s") is newer
     assert store.take_up("missing") is None
+    # (the compact dict keeps its keys while states come and go, so that it is never
+    # rebuilt whole by a call; a session in use is b"" there)
+    assert (len(store), store._compact) == (1, {"s": b""})
+    store.keep_idle(newer, previous_version=2)
+    assert (len(store), list(store._compact)) == (1, ["s"])
+    assert store.load_now("s") == newer
+    assert await store.delete("s")
+    assert (len(store), store.load_now("s"), await store.delete("s")) == (0, None, False)
 
 
 # -- sessions ----------------------------------------------------------------------------
@@ -111,6 +120,79 @@ async def test_idle_called_sessions_leave_almost_nothing_tracked(
         states = [await s.snapshot() for s in sessions]
     assert [(s.version, dict(s.data), s.topic) for s in states] == [(3, {"n": 2}, "t")] * n
     assert [s.metrics.operations for s in states] == [2] * n  # (a read counts once done)
+
+
+async def test_idle_sessions_without_handles_leave_nothing_tracked(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    n = 300
+    async with open_manager(max_sessions=n, idle_ttl=3600.0) as manager:
+        before = _tracked()
+        ids = [(await manager.create_session(client_id=f"c{i % 3}")).id for i in range(n)]
+        for session_id in ids:
+            await (await manager.get_session(session_id)).update(put("n", 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        assert (await manager.stats()).active_actors == 0
+        # no record, no deadline, no container that holds them is tracked: what is
+        # new is Trio's (the sleeps of the reapers, a few dozen objects)
+        extra = _tracked() - before
+        assert extra < n / 5, extra
+        assert not any(type(o) is Entry for o in gc.get_objects())
+        # and each session is all there: listed, counted, by its client, callable
+        assert manager.session_ids() == ids
+        listed = await manager.list_sessions(limit=n)
+        assert sorted((e.id, e.client_id, e.version) for e in listed) == sorted(
+            (session_id, f"c{i % 3}", 2) for i, session_id in enumerate(ids)
+        )
+        state = await (await manager.get_session(ids[7])).update(put("n", 2))
+        assert (state.version, state.data) == (3, {"n": 2})
+        await trio.sleep(3600.0 - MEMORY_ACTOR_IDLE - 2)
+        assert manager.session_count == n  # (their TTL runs from their last call)
+        await trio.sleep(2.0)
+        assert manager.session_ids() == [ids[7]]
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        assert manager.session_count == 0
+        assert (await manager.stats()).expired == n
+
+
+async def test_a_filed_session_has_one_record_for_all_its_handles(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager(idle_ttl=3600.0) as manager:
+        first = await manager.create_session()
+        second = await manager.get_session(first.id)
+        assert second._entry is first._entry
+        await second.update(put("k", 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)  # its actor left: the record is filed
+        third = await manager.get_session(first.id)
+        assert third._entry is first._entry
+        assert await manager.remove_session(first.id)
+        assert "removed" in repr(first)
+        with pytest.raises(triact.SessionNotFoundError, match="removed"):
+            await third.snapshot()
+        assert not await manager.remove_session(first.id)
+        with pytest.raises(triact.SessionNotFoundError):
+            await manager.get_session(first.id)
+
+
+async def test_a_cancelled_call_of_a_filed_session_counts_as_use_after_its_handle_goes(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager(idle_ttl=100.0) as manager:
+        session = await manager.create_session()
+        session_id = session.id
+        await session.update(put("k", 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        with trio.move_on_after(10.0):
+            await session.update(sleep_then_put(50.0, "k", 2))
+        cancelled_at = trio.current_time()
+        del session  # its record goes with it: the stamp of the call is filed
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)
+        assert (await manager.stats()).active_actors == 0
+        await trio.sleep(cancelled_at + 99.0 - trio.current_time())
+        assert manager.session_ids() == [session_id]
+        await trio.sleep(2.0)
+        assert manager.session_count == 0
 
 
 async def test_a_compact_session_comes_back_whole(

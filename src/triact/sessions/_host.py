@@ -77,6 +77,8 @@ class SessionHost:
     session_gone: Callable[[Entry, GoneReason, SessionState | None], None]
     #: A session's actor stopped: passivated, expired, ended or shut down.
     actor_stopped: Callable[[Entry, SessionActor], None]
+    #: A call that its actor did not stamp ended: idleness counts from now.
+    stamp: Callable[[Entry], None]
     #: A session's actor failed past its restart policy.
     session_failed: Callable[[Entry, BaseException], None]
     #: This process's record of a shared store's session (made if needed).

@@ -109,10 +109,6 @@ class Entry:
         #: in the store; a handle that still holds this record finds the session anew.
         self.forgotten = False
 
-    def __lt__(self, other: Entry) -> bool:
-        """An order of records, any (the TTL heap's, for records due at the same time)."""
-        return id(self) < id(other)
-
 
 class Leases:
     """A manager's side of a shared store: its node id, its leases and deadlines."""

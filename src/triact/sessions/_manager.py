@@ -5,11 +5,16 @@ actor exists only while the session is in use: it is spawned on the first call
 (after passivation with a durable store, it loads the state inside that call) and
 leaves memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
 the reaper's work grows with the sessions that expire, not with those that exist.
+
+A session that is not in use (no actor, no state in memory) has no :class:`Entry`: its
+record is filed as one ``bytes`` in a dict, and its deadline is an ``(float, str)`` pair,
+which the garbage collector neither tracks nor walks (see :meth:`SessionManager._file`).
 """
 
 from __future__ import annotations
 
 import logging
+import marshal
 import math
 import os
 import secrets
@@ -80,14 +85,27 @@ class SessionManager:
         self.now = trio.lowlevel.current_clock().current_time
         self._sup = sup
         self._key = config.secret_key or secrets.token_bytes(32)
+        #: Every live session's id, in the order they came (creation or adoption), with
+        #: its filed record (see _file), or b"" while its record is in _sessions: a
+        #: dict of strings and bytes, which the collector never tracks. (A session
+        #: filed and taken back keeps its key: a dict that keeps losing and gaining
+        #: keys is rebuilt whole every so often, a million keys at once.)
+        self._index: dict[str, bytes] = {}
+        #: The records (Entry) of the sessions in use: with an actor, a state in memory,
+        #: a guard or a hold; with a shared store, every session this process knows.
         self._sessions: dict[str, Entry] = {}
+        #: The filed records that a handle still holds, so that a session has one
+        #: record at a time (filed sessions only; they leave with their last handle).
+        self._handed: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
         #: Shared store: the records of sessions dropped from memory that a handle
         #: still holds; an expiry the store reports is theirs (counted once).
         self._forgotten: weakref.WeakValueDictionary[str, Entry] = weakref.WeakValueDictionary()
         self._reserved = 0  # creations admitted and not yet in _sessions
         self._per_client: dict[str, int] = {}
         self._per_principal: dict[str, int] = {}
-        self._ttl: DeadlineQueue[Entry] = DeadlineQueue(orderable=True)
+        #: Deadlines by session id: pairs of a float and a str, which the collector
+        #: stops tracking at its first look (an Entry there would keep them tracked).
+        self._ttl: DeadlineQueue[str] = DeadlineQueue(orderable=True)
         self._subscriptions: list[Subscription] = []
         self._closing = False
         self._counts = dict.fromkeys(
@@ -130,6 +148,7 @@ class SessionManager:
             subscriptions=self._subscriptions,
             session_gone=self._session_gone,
             actor_stopped=self._actor_stopped,
+            stamp=self._stamp,
             session_failed=self._session_failed,
             adopt=self._adopt,
             activate=self._activate,
@@ -142,13 +161,13 @@ class SessionManager:
     def session_count(self) -> int:
         """Live sessions, in memory or passivated; with a shared store, those this
         process has used lately (:meth:`count_sessions` counts the store's)."""
-        return len(self._sessions)
+        return len(self._index)
 
     async def count_sessions(self) -> int:
         """Live sessions: in the store, with a shared store (every process's)."""
         if self.leases is None:
             await trio.lowlevel.checkpoint()
-            return len(self._sessions)
+            return len(self._index)
         return await self.leases.store.count()
 
     async def list_sessions(
@@ -161,10 +180,11 @@ class SessionManager:
             return await self.leases.store.page(after, limit)
         await trio.lowlevel.checkpoint()
         entries = []
-        for entry in self._sessions.values():
+        for session_id, filed in self._index.items():
+            entry = self._sessions[session_id] if not filed else _unfiling(session_id, filed)
             created = entry.created_wall
-            if after is None or (created, entry.id) > after:
-                entries.append(IndexEntry(entry.id, created, 0.0, entry.client_id, entry.version))
+            if after is None or (created, session_id) > after:
+                entries.append(IndexEntry(session_id, created, 0.0, entry.client_id, entry.version))
         entries.sort(key=lambda item: (item.created_at, item.id))
         return entries[:limit]
 
@@ -254,6 +274,8 @@ class SessionManager:
         entry = self._admit(entry)
         if leases is not None:
             leases.leased(entry, 1)  # created leased to this process
+        else:
+            self._file(entry)
         self._counts["created"] += 1
         self._publish("created", state)
         return Session(self._host, entry, token)
@@ -278,7 +300,7 @@ class SessionManager:
 
     def _reserve(self, client_id: str | None, principal: str | None) -> None:
         config = self.config
-        if len(self._sessions) + self._reserved >= config.max_sessions:
+        if len(self._index) + self._reserved >= config.max_sessions:
             raise SessionLimitError(
                 f"the manager holds its limit of {config.max_sessions} sessions "
                 "(max_sessions); end or remove some first"
@@ -332,17 +354,69 @@ class SessionManager:
         if lifetime is not None and entry.ends == math.inf:  # created (or adopted) now
             entry.ends = entry.last_active + lifetime
         self._sessions[entry.id] = entry
+        self._index[entry.id] = b""
         if entry.client_id is not None:
             self._per_client[entry.client_id] = self._per_client.get(entry.client_id, 0) + 1
         if entry.principal is not None:
             self._per_principal[entry.principal] = self._per_principal.get(entry.principal, 0) + 1
-        self._ttl.push(self._deadline(entry), entry)
+        self._ttl.push(self._deadline(entry), entry.id)
         return entry
+
+    # -- filed records ----------------------------------------------------------------
+
+    def _file(self, entry: Entry) -> None:
+        """File the record of a session no longer in use (a store that is not
+        shared, no actor, no state in memory, no guard or hold): an Entry is an
+        instance, which the collector tracks, and a million of them are what a full
+        collection walks. A filed session is one ``bytes`` in ``_index`` (the fields
+        of its Entry that outlive an actor, see _filing), which no collection looks
+        at, and its deadline a pair of a float and its id, which the collector stops
+        tracking. The Entry goes with its last handle (``_handed`` finds it until
+        then); a handle or the reaper that needs one later gets one made from the
+        record (:meth:`_record`), and the session's next actor takes it back
+        (:meth:`_unfile`)."""
+        if (
+            self.leases is not None
+            or entry.gone is not None
+            or entry.state is not None
+            or entry.ref is not None
+            or entry.guard is not None
+            or entry.hold is not None
+            or self._sessions.get(entry.id) is not entry
+        ):
+            return
+        self._index[entry.id] = _filing(entry)
+        del self._sessions[entry.id]
+        self._handed[entry.id] = entry
+
+    def _unfile(self, entry: Entry) -> None:
+        """Take ``entry`` (filed, or held already) back into ``_sessions``."""
+        if self._index.get(entry.id):
+            self._index[entry.id] = b""
+            self._handed.pop(entry.id, None)
+            self._sessions[entry.id] = entry
+
+    def _record(self, session_id: str) -> Entry:
+        """The record of a filed session: the one a handle holds, or else a new one
+        (which a handle may then hold)."""
+        entry = self._handed.get(session_id)
+        if entry is None:
+            entry = self._handed[session_id] = _unfiling(session_id, self._index[session_id])
+        return entry
+
+    def _stamp(self, entry: Entry) -> None:
+        """A call its actor did not stamp ended (refused, cancelled): idleness counts
+        from now, on the record, filed or not."""
+        entry.last_active = self.now()
+        if self._index.get(entry.id) and self._handed.get(entry.id) is entry:
+            self._index[entry.id] = _filing(entry)
 
     async def get_session(self, session_id: str) -> Session:
         """The handle of a live session; :class:`SessionNotFoundError` if there is none."""
         self._check_open()
         entry = self._sessions.get(session_id)
+        if entry is None and self._index.get(session_id):
+            entry = self._record(session_id)
         if entry is None and self.leases is not None and isinstance(session_id, str):
             # Created elsewhere? (Past its deadline counts as gone.)
             version = await self.leases.store.version(session_id, now=self.wall_clock())
@@ -385,7 +459,7 @@ class SessionManager:
 
     def session_ids(self) -> list[str]:
         """The ids of the live sessions, oldest first."""
-        return list(self._sessions)
+        return list(self._index)
 
     async def usable_sessions(
         self, tokens: Iterable[str] = (), *, principal: str | None = None
@@ -407,24 +481,26 @@ class SessionManager:
         if self.leases is not None:  # every process's sessions: the store's
             return await self._usable_in_store(self.leases.store, digests, principal)
         usable = []
-        for i, entry in enumerate(list(self._sessions.values())):
-            state = entry.state
+        for i, session_id in enumerate(list(self._index)):
+            entry = self._sessions.get(session_id)
+            state = None if entry is None else entry.state
             if state is None and self._memory is not None:
-                state = self._memory.load_now(entry.id)
+                state = self._memory.load_now(session_id)
             if state is None:
                 try:
-                    state = await self.store.load(entry.id)
+                    state = await self.store.load(session_id)
                 except SessionError:
                     raise
                 except Exception as exc:
                     raise SessionStoreError(
-                        f"listing sessions: the store failed to load session {entry.id!r}: {exc!r}"
+                        "listing sessions: the store failed to load session "
+                        f"{session_id!r}: {exc!r}"
                     ) from exc
             elif i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
             if (
                 state is not None
-                and entry.gone is None
+                and session_id in self._index  # (still live)
                 and state.principal == principal
                 and opens(digests, state.client_binding)
             ):
@@ -503,6 +579,8 @@ class SessionManager:
                 # Gone here first, so that a change in progress here fails.
                 self._session_gone(entry, "removed", entry.state)
                 return await store.remove(session_id, version=None)
+        if entry is None and self._index.get(session_id):
+            entry = self._record(session_id)
         if entry is None:
             await trio.lowlevel.checkpoint()
             return False
@@ -551,7 +629,7 @@ class SessionManager:
         """Manager-wide figures."""
         await trio.lowlevel.checkpoint()
         counts, tally = self._counts, self._tally
-        sessions = len(self._sessions)
+        sessions = len(self._index)
         if self.leases is not None:
             sessions = await self.leases.store.count()
         return ManagerStats(
@@ -599,6 +677,7 @@ class SessionManager:
     def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
         idle = self._actor_idle
         now = self.now()
+        self._unfile(entry)
         if entry.state is None and self._memory is not None:
             entry.state = self._memory.take_up(entry.id)  # from its compact form
         # A call to a session idle for longer than an actor stays (a cold call) gets an
@@ -710,6 +789,7 @@ class SessionManager:
             guard = entry.guard
             if guard is not None and guard.empty(self.now()):
                 entry.guard = None  # nothing to keep: the next actor makes a fresh one
+            self._file(entry)
 
     def _session_failed(self, entry: Entry, error: BaseException) -> None:
         if entry.gone is None:
@@ -748,6 +828,9 @@ class SessionManager:
         entry.gone = reason
         if self._sessions.get(entry.id) is entry:
             del self._sessions[entry.id]
+            del self._index[entry.id]
+        elif self._index.get(entry.id) and self._handed.get(entry.id) is entry:
+            del self._index[entry.id], self._handed[entry.id]
         if entry.client_id is not None:
             self._drop_client(entry.client_id)
         if entry.principal is not None:
@@ -767,9 +850,17 @@ class SessionManager:
     def _deadline(self, entry: Entry) -> float:
         return min(entry.last_active + self.config.idle_ttl, entry.ends)
 
-    def _ttl_due(self, entry: Entry, now: float) -> float | None:
-        if entry.gone is not None:
-            return None
+    def _ttl_due(self, session_id: str, now: float) -> float | None:
+        entry = self._sessions.get(session_id)
+        if entry is None:
+            filed = self._index.get(session_id)
+            if not filed:
+                return None  # gone (or, with a shared store, forgotten here)
+            last_active, _, ends, *_ = marshal.loads(filed)
+            due: float = min(last_active + self.config.idle_ttl, ends)
+            if due > now:
+                return due
+            entry = self._record(session_id)
         ref = entry.ref
         if ref is not None and ref.busy:
             # A session with work never expires (I5). Its deadline can only move
@@ -792,6 +883,7 @@ class SessionManager:
         self._forgotten[entry.id] = entry
         if self._sessions.get(entry.id) is entry:
             del self._sessions[entry.id]
+            del self._index[entry.id]
         if entry.ref is not None:
             entry.ref.stop_soon()  # its on_stop releases the lease
         elif self.leases is not None:
@@ -819,13 +911,13 @@ class SessionManager:
                 entry.created_wall = item.created_at
                 entry.last_active = now - idle
                 entry.ends = now + lifetime_left
-                self._admit(entry)
+                self._file(self._admit(entry))
             if i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
         logger.info(
             "session store %s: adopted %d sessions, discarded %d expired",
             self.store.kind,
-            len(self._sessions),
+            len(self._index),
             expired,
         )
 
@@ -901,6 +993,32 @@ async def _load_to_list(store: SessionStore, session_id: str) -> SessionState | 
         raise SessionStoreError(
             f"listing sessions: the store failed to load session {session_id!r}: {exc!r}"
         ) from exc
+
+
+def _filing(entry: Entry) -> bytes:
+    """The filed form of a record (see SessionManager._file): its fields that a
+    session without an actor keeps, as ``marshal`` bytes."""
+    return marshal.dumps(
+        (
+            entry.last_active,
+            entry.version,
+            entry.ends,
+            entry.created_wall,
+            entry.client_id,
+            entry.principal,
+        )
+    )
+
+
+def _unfiling(session_id: str, filed: bytes) -> Entry:
+    """The record that :func:`_filing` filed."""
+    last_active, version, ends, created_wall, client_id, principal = marshal.loads(filed)
+    entry = Entry(session_id, None, last_active, client_id)
+    entry.version = version
+    entry.ends = ends
+    entry.created_wall = created_wall
+    entry.principal = principal
+    return entry
 
 
 def _index_entry(state: SessionState) -> IndexEntry:

@@ -94,7 +94,7 @@ class Session:
                     # Idleness counts from a call's end: the actor stamps the calls it
                     # handled, and a busy session never expires; this stamps the others
                     # (refused, cancelled).
-                    entry.last_active = host.now()
+                    host.stamp(entry)
                     if isinstance(exc, MailboxFullError):
                         host.tally.busy_rejected()
                         raise SessionBusyError(

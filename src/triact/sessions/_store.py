@@ -286,12 +286,15 @@ class MemoryStore(SessionStore):
     kind = "memory"
 
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
-        # A state, or its compact form as a tuple (see keep_idle); each session is
-        # here or in _compact, never in both.
+        # The sessions whose state is not kept as bytes: a state, or its compact form
+        # as a tuple (see keep_idle).
         self._states: dict[str, SessionState | tuple[Any, ...]] = {}
-        # The compact forms that are bytes: a dict of strings and bytes is one the
-        # collector never tracks, however many sessions it holds (a state put into
-        # _states, tracked, would have it walked whole by the next collections).
+        # Every stored session: its compact form as bytes, or b"" while it is in
+        # _states. A dict of strings and bytes is one the collector never tracks,
+        # however many sessions it holds (a state put into it, tracked, would have it
+        # walked whole by the next collections). A session keeps its key while it
+        # comes and goes from _states: a dict that keeps losing and gaining keys is
+        # rebuilt whole every so often, which at a million keys is a long call.
         self._compact: dict[str, bytes] = {}
         # Records: (namespace, key) -> (value, ttl, expires_at), plus a lazy heap of
         # deadlines so that expired records leave without scans.
@@ -300,7 +303,7 @@ class MemoryStore(SessionStore):
         self._record_deadlines: list[tuple[float, tuple[str, str]]] = []
 
     def __len__(self) -> int:
-        return len(self._states) + len(self._compact)
+        return len(self._compact)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
@@ -316,7 +319,7 @@ class MemoryStore(SessionStore):
         held = self._states.get(session_id)
         if held is None:
             blob = self._compact.get(session_id)
-            return None if blob is None else expand(session_id, blob)
+            return expand(session_id, blob) if blob else None
         if type(held) is tuple:
             return expand(session_id, held)
         return held  # type: ignore[return-value]
@@ -326,10 +329,11 @@ class MemoryStore(SessionStore):
         holds that state itself (not a copy of it) until :meth:`keep_idle`."""
         held = self._states.get(session_id)
         if held is None:
-            blob = self._compact.pop(session_id, None)
-            if blob is None:
+            blob = self._compact.get(session_id)
+            if not blob:
                 return None
             state = self._states[session_id] = expand(session_id, blob)
+            self._compact[session_id] = b""
         elif type(held) is tuple:
             state = self._states[session_id] = expand(session_id, held)
         else:
@@ -344,7 +348,7 @@ class MemoryStore(SessionStore):
         current = self._states.get(state.id)
         if type(current) is not SessionState or current.version != previous_version:
             self._check_version(state, previous_version)
-            self._compact.pop(state.id, None)
+            self._compact[state.id] = b""
         self._states[state.id] = state
 
     def keep_idle(self, state: SessionState, *, previous_version: int | None) -> None:
@@ -358,7 +362,7 @@ class MemoryStore(SessionStore):
             self._states.pop(state.id, None)
             self._compact[state.id] = held
         else:
-            self._compact.pop(state.id, None)
+            self._compact[state.id] = b""
             self._states[state.id] = held  # type: ignore[assignment]
 
     def _check_version(self, state: SessionState, previous_version: int | None) -> None:
@@ -374,9 +378,8 @@ class MemoryStore(SessionStore):
 
     async def delete(self, session_id: str) -> bool:
         await trio.lowlevel.checkpoint()
-        held = self._states.pop(session_id, None)
-        blob = self._compact.pop(session_id, None)
-        return held is not None or blob is not None
+        self._states.pop(session_id, None)
+        return self._compact.pop(session_id, None) is not None
 
     def discard(self, session_id: str) -> None:
         self._states.pop(session_id, None)
@@ -395,7 +398,7 @@ class MemoryStore(SessionStore):
                 s.client_binding.token_hmac if s.client_binding else "",
                 s.principal,
             )
-            for s in map(self._state, [*self._states, *self._compact])
+            for s in map(self._state, list(self._compact))
         ]
 
     def _state(self, session_id: str) -> SessionState:
