@@ -210,6 +210,8 @@ async def test_a_filter_of_the_users_own_configuration_is_not_run_either(
     # git-lfs and git-crypt install their filters in the user's global configuration:
     # triact runs them not, so it refuses to commit the files they would have changed.
     traps = Traps(tmp_path)
+    # The conftest's autouse fixture points HOME into tmp_path: never the user's own.
+    assert Path.home().is_relative_to(tmp_path), "HOME must be this test's own"
     global_config = Path.home() / ".gitconfig"
     global_config.write_text(
         f'[filter "lfs"]\n\tclean = {traps.program("lfs", passthrough=True)}\n'
