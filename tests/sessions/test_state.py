@@ -419,7 +419,7 @@ def test_a_traceback_through_the_generated_stamped_function_shows_its_source() -
     else:
         raise AssertionError("stamped accepted an object that is not a state")
     assert "triact generated stamped" in text
-    assert "set_" in text  # the generated line itself, from the linecache entry
+    assert "new.id = state.id" in text  # the generated line itself, from the linecache entry
 
 
 def test_the_state_is_built_as_attrs_would_build_it() -> None:
@@ -461,6 +461,34 @@ def test_stamped_with_is_stamped_with_new_metrics() -> None:
     assert stamped_with(state, 2, 3.0, 4, 1, 0.5, 0.25).metrics == triact.SessionMetrics(
         4, 1, 0.5, 0.25
     )
+
+
+@given(session_states)
+def test_the_generated_builders_make_frozen_states_never_their_writable_twins(
+    state: SessionState,
+) -> None:
+    """The generated functions build each state (and its metrics) as a writable
+    subclass and turn it into the frozen class once whole (sessions/_state.py,
+    _writable): what they return is the frozen class itself, frozen."""
+    from triact.sessions._state import compact, expand, new_metrics, stamped_with
+
+    made = [
+        state.with_data(b=2),
+        state.without_data("b"),
+        stamped(state, 2, 3.0, new_metrics(4, 1, 0.5, 0.25)),
+        stamped_with(state, 2, 3.0, 4, 1, 0.5, 0.25),
+        expand(state.id, compact(state)),
+    ]
+    for new in made:
+        assert type(new) is SessionState
+        assert type(new.metrics) is SessionMetrics
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            new.topic = "t"  # type: ignore[misc]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            del new.topic  # type: ignore[misc]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            new.metrics.errors = 9  # type: ignore[misc]
+    assert made[4] == state
 
 
 # -- with_data and without_data: generated copies, checked against attrs.evolve --------
