@@ -20,6 +20,7 @@ import random
 import sys
 from array import array
 from collections.abc import Coroutine
+from sys import getrefcount
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from weakref import getweakrefcount
@@ -73,9 +74,15 @@ Taken: TypeAlias = list[tuple[Queued[Op, Answer], Outcome]]
 
 
 def _unshared_refs() -> int | None:
-    """How many references ``sys.getrefcount`` reports, in :func:`_unshared`, for a
-    state only :meth:`SessionActor._stamp`'s caller and ``_stamp`` hold (a local each,
-    plus the call's argument); None where that cannot be told (see below)."""
+    """How many references ``sys.getrefcount`` reports, in
+    :meth:`SessionActor._stamp`, for a state only ``_stamp``'s caller and ``_stamp``
+    hold (a local and a parameter); None where that cannot be told (see below).
+
+    A state the update returned that holds no more (and no weak reference) is a plain
+    SessionState that nothing but the actor's own frames refer to. It is stamped in
+    place (version, last_used, metrics) instead of copied: no code can see it before
+    it is committed, and none holds it after but through the committed state (I2:
+    committed states never change). Anything else is copied."""
     if sys.version_info >= (3, 14) or not getattr(sys, "_is_gil_enabled", lambda: True)():
         # 3.14 may borrow references to locals (fewer counted than held), and without
         # the GIL another thread may take a reference meanwhile: stamp copies.
@@ -95,21 +102,6 @@ def _unshared_refs() -> int | None:
 
 
 _UNSHARED_REFS = _unshared_refs()
-
-
-def _unshared(result: Any) -> bool:
-    """Whether ``result`` (the state an update returned, as ``_stamp`` holds it) is a
-    plain SessionState that nothing but the actor's own frames refer to: no other
-    reference (counted by CPython), no weak reference. Such a state can be stamped in
-    place (version, last_used, metrics) instead of copied: no code can see it before
-    it is committed, and none holds it after but through the committed state (I2:
-    committed states never change). Anything else is copied, as before."""
-    return (
-        _UNSHARED_REFS is not None
-        and type(result) is SessionState
-        and sys.getrefcount(result) == _UNSHARED_REFS + 1  # + _unshared's own parameter
-        and getweakrefcount(result) == 0
-    )
 
 
 def _foreign(op: Authorized | Validate, state: SessionState) -> bool:
@@ -143,6 +135,7 @@ class SessionActor(Actor[Op, Answer]):
         "_guard",
         "_host",
         "_latencies",
+        "_now",
         "_sizes",
         "errors",
         "max_latency",
@@ -167,6 +160,9 @@ class SessionActor(Actor[Op, Answer]):
         # (see check_state): the next commit after it is checked without encoding.
         self._checked: SessionState | None = None
         self._sizes: Sizes | None = None
+        # Whether a plain change commits at once, with nothing else to do first (a
+        # memory store, not shared, no rate limit): see _change_now.
+        self._now = host.store.immediate and host.leases is None and host.config.rate_limit is None
         guard = entry.guard
         if guard is None:  # kept on the entry, so that passivation keeps it
             guard = entry.guard = SessionGuard(host.token_digest, host.config)
@@ -192,9 +188,12 @@ class SessionActor(Actor[Op, Answer]):
             raise SessionClosedError(
                 f"session {entry.id!r} {entry.gone} before this call ran; start a new session"
             )
-        if entry.state is None:  # passivated with a durable store
+        state = entry.state
+        if state is None:  # passivated with a durable store
             return self._load_then(op)
         kind = type(op)
+        if kind is Change and self._now:
+            return self._change_now(op, state)  # type: ignore[arg-type]
         if (kind is Authorized or kind is Validate) and _foreign(op, entry.state):  # type: ignore[arg-type]
             # Another principal's: it does not exist for that caller, so nothing of
             # the session (not even its rate limit) may answer it.
@@ -357,6 +356,37 @@ class SessionActor(Actor[Op, Answer]):
 
     # -- changes -------------------------------------------------------------------
 
+    def _change_now(self, op: Change, state: SessionState) -> Reply:
+        """A change committed at once (see ``_now``): the steps of :meth:`receive`,
+        :meth:`_change` and :meth:`_commit` for it, in one frame. Every in-memory
+        update comes this way, and pays for no step that does nothing here."""
+        host = self._host
+        start = host.now()
+        try:
+            expected = op.expected_version
+            if expected is not None:
+                _check_version(state, expected)
+            guard = self._guard
+            # The security events not committed yet are committed with this change.
+            result = op.transform(guard.with_events(state) if guard.pending else state)
+            if type(result) is CoroutineType:
+                return self._finish(self._change_async(result), start)
+            new = self._stamp(state, result)
+            entry = self._entry
+            if entry.gone is not None:
+                self._check_live("this change was committed")
+            host.store.write_now(new, previous_version=state.version)
+            entry.state = new
+            if guard.pending:
+                guard.committed()
+            if host.subscriptions:  # (a call less when nobody listens)
+                host.publish("updated", new)
+        except Exception:
+            self._account(start, failed=True)
+            raise
+        self._account(start, failed=False)
+        return new
+
     def _change(self, op: Change) -> SessionState | Pending:
         state: SessionState = self._entry.state  # type: ignore[assignment]
         expected = op.expected_version
@@ -412,8 +442,14 @@ class SessionActor(Actor[Op, Answer]):
             )
         # A state the update function made and let go of (the common case: it returned
         # state.with_data(...) or attrs.evolve(...)) is stamped in place: nothing else
-        # can see it, so it is still a value nobody saw change (see _unshared).
-        stamp = stamp_in_place if _unshared(result) else stamped_with
+        # can see it, so it is still a value nobody saw change (see _unshared_refs).
+        unshared = (
+            _UNSHARED_REFS is not None
+            and type(result) is SessionState
+            and getrefcount(result) == _UNSHARED_REFS
+            and getweakrefcount(result) == 0
+        )
+        stamp = stamp_in_place if unshared else stamped_with
         new = stamp(
             result,
             state.version + 1,

@@ -86,40 +86,47 @@ class Session:
                     ref = await host.activate(entry)
                 try:
                     return await ref.ask(op)
-                except (SessionSecurityError, SessionNotFoundError):
-                    # A refused token (or principal) is not activity: it keeps no session
-                    # alive (and a session not found has none to keep).
-                    raise
                 except BaseException as exc:
-                    # Idleness counts from a call's end: the actor stamps the calls it
-                    # handled, and a busy session never expires; this stamps the others
-                    # (refused, cancelled).
-                    host.stamp(entry)
-                    if isinstance(exc, MailboxFullError):
-                        host.tally.busy_rejected()
-                        raise SessionBusyError(
-                            f"session {self.id!r} has {host.config.mailbox_size} calls "
-                            "queued (mailbox_size); retry later"
-                        ) from None
-                    if isinstance(exc, ReentrantCallError):
-                        raise SessionReentrancyError(
-                            f"session {self.id!r} was called from inside its own handler; that "
-                            "call would wait for itself forever. Work on the state passed to "
-                            "your update function instead"
-                        ) from None
-                    if isinstance(exc, ActorFailedError):
-                        host.session_failed(entry, exc)
-                        raise SessionFailedError(
-                            f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
-                        ) from exc
-                    if not isinstance(exc, ActorStoppedError):
-                        raise
-                    # Passivated (or shut down) between our look and the ask: go round.
-                    if host.closing() or entry.gone is not None:
-                        raise host.refusal(entry) from None
+                    self._failed(entry, exc)  # raises, or returns to go round
         finally:
             if waiter is not None:
                 done_waiting(waiter, waits_on)
+
+    def _failed(self, entry: Entry, exc: BaseException) -> None:
+        """Raise what a call whose ask raised ``exc`` raises, or return if the call
+        is to go round (its actor stopped between our look and the ask). Called
+        from the ``except`` block, so a bare ``raise`` raises ``exc`` as it was."""
+        if isinstance(exc, SessionSecurityError | SessionNotFoundError):
+            # A refused token (or principal) is not activity: it keeps no session
+            # alive (and a session not found has none to keep).
+            raise
+        host = self._host
+        # Idleness counts from a call's end: the actor stamps the calls it handled,
+        # and a busy session never expires; this stamps the others (refused,
+        # cancelled).
+        host.stamp(entry)
+        if isinstance(exc, MailboxFullError):
+            host.tally.busy_rejected()
+            raise SessionBusyError(
+                f"session {self.id!r} has {host.config.mailbox_size} calls "
+                "queued (mailbox_size); retry later"
+            ) from None
+        if isinstance(exc, ReentrantCallError):
+            raise SessionReentrancyError(
+                f"session {self.id!r} was called from inside its own handler; that "
+                "call would wait for itself forever. Work on the state passed to "
+                "your update function instead"
+            ) from None
+        if isinstance(exc, ActorFailedError):
+            host.session_failed(entry, exc)
+            raise SessionFailedError(
+                f"session {self.id!r} failed and was stopped: {exc.__cause__!r}"
+            ) from exc
+        if not isinstance(exc, ActorStoppedError):
+            raise
+        # Passivated (or shut down) between our look and the ask: go round.
+        if host.closing() or entry.gone is not None:
+            raise host.refusal(entry) from None
 
     async def snapshot(self) -> SessionState:
         """The current state, with live metrics. Never changes the version."""
@@ -133,7 +140,24 @@ class Session:
         nothing changes. With ``expected_version``, the update is refused with
         :class:`SessionConcurrencyError` unless the session is at that version.
         """
-        return await self._call(ops.Change(fn, expected_version))  # type: ignore[no-any-return]
+        op = ops.Change(fn, expected_version)
+        entry = self._entry
+        ref = entry.ref
+        # The common call, the first round of _call spelled out: to an unguarded
+        # handle's session whose actor is in memory, not from inside an async update
+        # (a coroutine less for every update).
+        if (
+            ref is not None
+            and self._auth is None
+            and not entry.forgotten
+            and ref.accepting
+            and not HOLDS.get()
+        ):
+            try:
+                return await ref.ask(op)  # type: ignore[no-any-return]
+            except BaseException as exc:
+                self._failed(entry, exc)  # raises, or returns to go round
+        return await self._call(op)  # type: ignore[no-any-return]
 
     async def set_working_directory(self, path: str | os.PathLike[str]) -> SessionState:
         """Set the working directory: an absolute path to an existing directory."""
