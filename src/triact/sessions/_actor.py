@@ -330,8 +330,7 @@ class SessionActor(Actor[Op, Answer]):
         # the call began.
         self._entry.last_active = now
         latency = now - start
-        self.operations += 1
-        self.errors += failed
+        operations = self.operations = self.operations + 1
         self.total_latency += latency
         if latency > self.max_latency:
             self.max_latency = latency
@@ -341,12 +340,14 @@ class SessionActor(Actor[Op, Answer]):
         elif len(kept) < _LATENCIES_KEPT:
             kept.append(latency)
         else:  # a ring: operations moves on by one a call
-            kept[self.operations % _LATENCIES_KEPT] = latency
+            kept[operations % _LATENCIES_KEPT] = latency
         # The manager's Tally, counted here (every call pays it).
         tally = self._host.tally
         tally.operations += 1
-        tally.errors += failed
         tally.latencies.append(latency)
+        if failed:
+            self.errors += 1
+            tally.errors += 1
 
     def metrics(self) -> SessionMetrics:
         return new_metrics(self.operations, self.errors, self.total_latency, self.max_latency)

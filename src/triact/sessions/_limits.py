@@ -196,6 +196,12 @@ def check_state(
     if known is not None and previous is not None and _same_rest(new, previous):
         bound, data_size, metadata_size = known
         data, metadata = new.data, new.metadata
+        if metadata is previous.metadata:  # the commonest change: data (and the stamp)
+            new_data = _size_bound(data) if data is not previous.data else data_size
+            if new_data is not None:
+                size = bound - data_size + new_data + _STAMP_ROOM
+                if size <= max_state_bytes:
+                    return size, new_data, metadata_size
         data_changed = data is not previous.data
         metadata_changed = metadata is not previous.metadata
         new_data = _size_bound(data) if data_changed else data_size
