@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+from typing import Any
 
 import pytest
 import trio
@@ -13,10 +15,12 @@ import triact.actors._ref
 from triact.actors import (
     Actor,
     ActorError,
+    ActorRef,
     ActorStoppedError,
     MailboxFullError,
     ReentrantCallError,
     open_supervisor,
+    see_through,
 )
 
 
@@ -551,6 +555,208 @@ async def test_plain_receive_may_return_a_coroutine(
         assert ref._actor.seen == [2.0, "after"]  # type: ignore[attr-defined]
         with pytest.raises(trio.TooSlowError):
             await ref.ask(5.0, timeout=1.0)  # the asker can cancel the coroutine part
+
+
+# -- asks queued behind an async reply: the runner task ----------------------------
+
+CALLER: ContextVar[str] = ContextVar("CALLER", default="nobody")
+
+
+class ContextReader(Actor[str, tuple[str, trio.lowlevel.Task]]):
+    """Sleeps a second, then replies with the caller's context variable and the task
+    it ran in, and sets the variable (as a handler may)."""
+
+    async def receive(self, message: str) -> tuple[str, trio.lowlevel.Task]:
+        await trio.sleep(1)
+        seen = CALLER.get()
+        CALLER.set(f"set by the handler of {message}")
+        return seen, trio.lowlevel.current_task()
+
+
+async def test_queued_async_handlers_run_in_their_askers_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    results: dict[str, tuple[str, bool, str]] = {}
+
+    async def ask(ref: object, name: str) -> None:
+        CALLER.set(name)
+        seen, task = await ref.ask(name)  # type: ignore[attr-defined]
+        results[name] = (seen, task is trio.lowlevel.current_task(), CALLER.get())
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(ContextReader)
+        async with trio.open_nursery() as nursery:
+            for name in ("first", "second", "third"):
+                nursery.start_soon(ask, ref, name)
+                await trio.testing.wait_all_tasks_blocked()
+    assert trio.current_time() == pytest.approx(3.0)  # one at a time
+    # Each saw its own asker's variable, and its asker sees what it set, as if the
+    # handler had run in the asker's task; the queued ones ran in the runner task.
+    assert results == {
+        "first": ("first", True, "set by the handler of first"),
+        "second": ("second", False, "set by the handler of second"),
+        "third": ("third", False, "set by the handler of third"),
+    }
+
+
+async def test_a_queued_askers_cancellation_cancels_its_handler_in_the_runner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcomes: dict[str, object] = {}
+
+    async def ask(ref: object, message: tuple[str, float], timeout: float | None) -> None:
+        try:
+            outcomes[message[0]] = await ref.ask(message, timeout=timeout)  # type: ignore[attr-defined]
+        except trio.TooSlowError:
+            outcomes[message[0]] = "too slow"
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(SlowRecorder)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, ref, ("first", 1.0), None)
+            await trio.testing.wait_all_tasks_blocked()
+            # Queued at 0; its handler starts at 1 in the runner; its deadline is 3.
+            nursery.start_soon(ask, ref, ("cancelled", 10.0), 3.0)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ask, ref, ("third", 1.0), None)
+        assert trio.current_time() == pytest.approx(4.0)  # "third" ran from 3 to 4
+        assert outcomes == {"first": 1, "cancelled": "too slow", "third": 2}
+        assert ref._actor.seen == ["first", "third"]  # type: ignore[attr-defined]
+        assert await ref.ask(("after", 0.0)) == 3  # and the actor serves on
+
+
+class Echo(Actor[float, str]):
+    """Sleeps ``message`` seconds, then replies with the caller's context variable."""
+
+    async def receive(self, message: float) -> str:
+        await trio.sleep(message)
+        return CALLER.get()
+
+
+class Nesting(Actor[str, str]):
+    """Sleeps a second, then asks ``inner`` for the message "nested"."""
+
+    def __init__(self, inner: ActorRef[float, str]) -> None:
+        self.inner = inner
+
+    async def receive(self, message: str) -> str:
+        await trio.sleep(1)
+        if message == "nested":
+            return await self.inner.ask(0.0)
+        return message
+
+
+async def test_an_ask_from_a_handler_in_the_runner_carries_that_handlers_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    replies: dict[str, str] = {}
+
+    async def ask(ref: ActorRef[Any, str], name: str, message: Any) -> None:
+        CALLER.set(name)
+        replies[name] = await ref.ask(message)
+
+    async with open_supervisor() as sup:
+        inner = sup.spawn(Echo)
+        outer = sup.spawn(lambda: Nesting(inner))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, inner, "blocker", 10.0)  # inner busy until 10
+            nursery.start_soon(ask, outer, "first", "first")  # outer busy until 1
+            await trio.testing.wait_all_tasks_blocked()
+            # Runs in outer's runner from 1, and at 2 asks inner, which is busy: that
+            # ask queues from the runner task, and inner's handler sees this context.
+            nursery.start_soon(ask, outer, "nested asker", "nested")
+    assert replies == {"blocker": "blocker", "first": "first", "nested asker": "nested asker"}
+    assert trio.current_time() == pytest.approx(10.0)
+
+
+class Moody(Actor[object, object]):
+    """An async handler that fails, or catches its cancellation and raises."""
+
+    async def receive(self, message: object) -> object:
+        if message == "fail":
+            await trio.lowlevel.checkpoint()
+            raise ValueError("handler failed")
+        if message == "fail when cancelled":
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                raise KeyError("cancelled, and failed") from None
+        await trio.sleep(1)
+        return message
+
+
+async def test_the_runner_gives_each_asker_its_handlers_exception(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcomes: dict[str, object] = {}
+
+    async def ask(ref: object, message: str, timeout: float | None = None) -> None:
+        try:
+            outcomes[message] = await ref.ask(message, timeout=timeout)  # type: ignore[attr-defined]
+        except Exception as exc:
+            outcomes[message] = type(exc).__name__
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Moody)
+        async with trio.open_nursery() as nursery:
+            for message, timeout in [
+                ("first", None),
+                ("fail", None),
+                ("fail when cancelled", 5.0),
+                ("last", None),
+            ]:
+                nursery.start_soon(ask, ref, message, timeout)
+                await trio.testing.wait_all_tasks_blocked()
+    assert outcomes == {
+        "first": "first",
+        "fail": "ValueError",
+        "fail when cancelled": "KeyError",  # what the cancelled handler raised
+        "last": "last",
+    }
+
+
+class SeesThrough(Actor[object, object]):
+    """Async replies for floats, replies seen through for strings (which record the
+    task that awaited them)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[trio.lowlevel.Task] = []
+
+    def receive(self, message: object) -> object:
+        if isinstance(message, float):
+            return self._sleep(message)
+        return see_through(self._record())
+
+    async def _sleep(self, seconds: float) -> float:
+        await trio.sleep(seconds)
+        return seconds
+
+    async def _record(self) -> str:
+        await trio.lowlevel.checkpoint()
+        self.tasks.append(trio.lowlevel.current_task())
+        return "seen through"
+
+
+async def test_a_reply_seen_through_behind_an_async_one_runs_in_its_askers_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    askers: list[trio.lowlevel.Task] = []
+    replies: list[object] = []
+
+    async def ask(ref: object, message: object) -> None:
+        askers.append(trio.lowlevel.current_task())
+        replies.append(await ref.ask(message))  # type: ignore[attr-defined]
+
+    async with open_supervisor() as sup:
+        actor = SeesThrough()
+        ref = sup.spawn(lambda: actor)
+        async with trio.open_nursery() as nursery:
+            for message in (1.0, 1.0, "a", 1.0, "b"):
+                nursery.start_soon(ask, ref, message)
+                await trio.testing.wait_all_tasks_blocked()
+        assert replies == [1.0, 1.0, "seen through", 1.0, "seen through"]
+        assert actor.tasks == [askers[2], askers[4]]
+        assert not ref.busy
 
 
 class Batcher(Actor[object, object]):

@@ -357,6 +357,33 @@ async def test_shutdown_past_grace_stops_what_is_left(
     assert all("shut down" in str(r) for r in results), results
 
 
+async def test_shutdown_past_grace_cancels_a_handler_in_the_runner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    results: list[object] = []
+
+    async def ask(ref: object, seconds: float) -> None:
+        try:
+            results.append(await ref.ask(seconds))  # type: ignore[attr-defined]
+        except ActorStoppedError as exc:
+            results.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        async with open_supervisor(shutdown_grace=5.0) as sup:
+            ref = sup.spawn(Sleeper)
+            nursery.start_soon(ask, ref, 1.0)  # runs in its asker's task
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ask, ref, 100.0)  # queued behind it: runs in the runner
+            await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == pytest.approx(5.0)
+        assert ref.stopped
+    assert results == [
+        1.0,
+        "the supervisor of actor 'Sleeper-1' shut down (grace period expired) while "
+        "this message was being handled",
+    ]
+
+
 class Writer(Actor[float, float]):
     """Replies after sleeping ``message`` seconds, in a reply seen through."""
 

@@ -5,9 +5,12 @@ An idle actor owns no task. Whoever needs a message handled runs the handler:
 * ``ask`` runs its own message in the asking task. If the actor is idle it does so
   at once (no task switch at all); otherwise it queues and sleeps until the task
   that finishes the message in front of it hands it the actor (the *baton*).
-* ``tell``/``send`` messages have no waiting task, so when one reaches the front of
-  the mailbox a short-lived *drainer* task is started in the supervisor's nursery;
-  it handles told messages until the mailbox is empty or an ask is at the front.
+* ``tell``/``send`` messages have no waiting task, and an async reply pays for a
+  cancel scope of its own when it runs in its asker's task. So when a told message
+  reaches the front of the mailbox, or a handler whose reply was async leaves asks
+  queued behind it, a short-lived *runner* task is started in the supervisor's
+  nursery: it handles what is queued, in order, inside one cancel scope, and
+  answers each asker (see :meth:`ActorRef._run`).
 
 Exactly one task holds the baton at a time (``_holder``), which is what makes
 handlers serial (I1, docs/architecture.md) without a lock (I10).
@@ -18,14 +21,16 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import Context, copy_context
 from time import perf_counter
-from types import CoroutineType
+from types import CoroutineType, coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import outcome
 import trio
 from trio.lowlevel import (
     Abort,
+    RaiseCancelT,
     Task,
     cancel_shielded_checkpoint,
     checkpoint_if_cancelled,
@@ -55,10 +60,44 @@ _OPEN = 0  # takes messages
 _STOPPING = 1  # intake closed; queued messages are still handled
 _STOPPED = 2  # gone
 
-# Marks the baton as taken by a drainer task that has been started but not yet run.
-_DRAINER: Any = object()
+# Marks the baton as taken by a runner task that has been started but not yet run.
+_RUNNER: Any = object()
 # What a queued asker is woken with when it is its turn to run its own message.
 _YOUR_TURN: Any = object()
+
+
+class _SeeItThrough:
+    """What a queued asker is woken with when the runner handed it the baton and its
+    message's reply, to be seen through in the asker's own task."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: SeeThrough[Any]) -> None:
+        self.reply = reply
+
+
+@coroutine
+def _resume(context: Context, pending: Any, signal: Any) -> Any:
+    """Go on with ``pending``, a coroutine that has just yielded ``signal`` to Trio,
+    each of its steps run in ``context``; return what it returns.
+
+    This is how the runner runs an asker's async reply in the asker's contextvars
+    context rather than its own (Trio enters a task's context around each step of
+    it, and the runner is one task for many askers)."""
+    send, throw, run = pending.send, pending.throw, context.run
+    while True:
+        try:
+            value = yield signal
+        except BaseException as exc:  # thrown in by Trio: passed on, never kept
+            try:
+                signal = run(throw, exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                signal = run(send, value)
+            except StopIteration as done:
+                return done.value
 
 
 class Queued(Generic[M, R]):
@@ -69,7 +108,7 @@ class Queued(Generic[M, R]):
     unanswered then fail with :class:`ActorError`).
     """
 
-    __slots__ = ("_ref", "message", "taken", "task")
+    __slots__ = ("_ref", "context", "message", "raise_cancel", "running", "taken", "task")
 
     def __init__(self, ref: ActorRef[M, R], message: M, task: Task | None) -> None:
         self._ref = ref
@@ -77,6 +116,11 @@ class Queued(Generic[M, R]):
         self.taken = False
         self.message = message
         self.task = task  # the asker, sleeping until its turn; None for tell/send
+        self.running = False  # True while the runner task handles this ask
+        #: The context the runner runs an ask's handler in, if not its asker task's.
+        self.context: Context | None = None
+        #: Set when the asker was cancelled while the runner handled its message.
+        self.raise_cancel: RaiseCancelT | None = None
 
     @property
     def asked(self) -> bool:
@@ -91,9 +135,12 @@ class Queued(Generic[M, R]):
         """Raise ``error`` to the asker; for a told message, report it to ``on_error``."""
         self._answer(outcome.Error(error))
 
-    def __call__(self, _: Any) -> Abort:
+    def __call__(self, raise_cancel: RaiseCancelT) -> Abort:
         """Abort the asker's wait (Trio calls this when the asker is cancelled)."""
         if self.taken:
+            if self.running:  # its handler runs in the runner task: cancel it there
+                self.raise_cancel = raise_cancel
+                self._ref.cancel_runner()
             return Abort.FAILED  # a handler is working on it and will answer
         # Still queued (a task handed the baton was rescheduled, so is never
         # aborted): take the message back out, so it is never handled.
@@ -214,7 +261,7 @@ class ActorRef(Generic[M, R]):
         self._check_open()
         self._enqueue(Queued(self, message, None))
         if self._holder is None:
-            self._start_drainer()
+            self._start_runner()
 
     async def send(self, message: M) -> None:
         """Like :meth:`tell`, but wait for room when the mailbox is full.
@@ -275,22 +322,29 @@ class ActorRef(Generic[M, R]):
                 f"actor {self.name!r} asked itself from its own handler; that ask could never run"
             )
         queued = Queued(self, message, task)
+        if task.coro.cr_code is _RUN_CODE:  # asked from a handler that a runner runs:
+            queued.context = copy_context()  # the context that handler runs in
         self._enqueue(queued)
         # The queued message is its asker's abort function (Queued.__call__): no
         # closure and cells to allocate, and keep alive while the asker waits.
         answer = await wait_task_rescheduled(queued)
         if answer is _YOUR_TURN:
             return await self._handle(message)
-        return cast(R, answer)
+        if type(answer) is _SeeItThrough:
+            return await self._see_through(answer.reply)
+        # The runner's reply (returned as it is: cast() would be a call per ask).
+        return answer  # type: ignore[no-any-return]
 
     async def _handle(self, message: M, *, schedule_point: bool = False) -> R:
         """Run ``message`` in the current task, which holds the baton; then, with
         ``schedule_point``, let the other tasks run before returning."""
+        run = False  # whether the asks queued behind this one go to a runner task
         try:
             if not self._started:
                 await self._start()
             reply = self._actor.receive(message)
             if type(reply) is CoroutineType:
+                run = True
                 # An async reply runs in a scope that a forced shutdown can cancel
                 # (stop_now). Awaited here rather than in a coroutine of its own: a
                 # frame less to create, and to pass through at every suspension.
@@ -310,9 +364,9 @@ class ActorRef(Generic[M, R]):
             self._scope = None
             if isinstance(exc, self._fatal):
                 self._crash(exc)
-            self._release(exc)
+            self._release(exc, run=run)
             raise
-        self._release()
+        self._release(run=run)
         if schedule_point:
             # Yield only if the supervisor's askers have gone a slice without (see
             # open_supervisor): a plain handler of an idle actor then costs no switch.
@@ -321,7 +375,20 @@ class ActorRef(Generic[M, R]):
             if now - crew.yielded_at >= crew.slice:
                 crew.yielded_at = now
                 await cancel_shielded_checkpoint()
-        return cast(R, reply)
+        return reply  # type: ignore[return-value]  # (cast() would be a call per ask)
+
+    async def _see_through(self, reply: SeeThrough[R]) -> R:
+        """Await ``reply``, which the runner task handed over with the baton, in the
+        current task (see :meth:`_run`)."""
+        try:
+            value = await reply.coroutine
+        except BaseException as exc:
+            if isinstance(exc, self._fatal):
+                self._crash(exc)
+            self._release(exc)
+            raise
+        self._release()
+        return value
 
     async def stop(self) -> None:
         """Stop taking messages, handle those already queued, then stop.
@@ -397,9 +464,15 @@ class ActorRef(Generic[M, R]):
         if self._room:
             self._room.unpark()
 
-    def _start_drainer(self) -> None:
-        self._holder = _DRAINER
-        self._crew.start_soon(self._drain)
+    def _start_runner(self) -> None:
+        self._holder = _RUNNER
+        self._crew.start_soon(self._run)
+
+    def cancel_runner(self) -> None:
+        """Cancel the handler that the runner task runs (:class:`Queued` calls this
+        when that handler's asker is cancelled)."""
+        if self._scope is not None:
+            self._scope.cancel()
 
     def take_queued(
         self, limit: int, *, while_: Callable[[M], bool] | None = None
@@ -459,15 +532,16 @@ class ActorRef(Generic[M, R]):
         except Exception:
             logger.exception("on_error of actor %r raised", self.name)
 
-    def _release(self, error: BaseException | None = None) -> None:
-        """Hand the baton to whoever owns the next message, or go idle."""
+    def _release(self, error: BaseException | None = None, *, run: bool = False) -> None:
+        """Hand the baton to whoever owns the next message, or go idle. With ``run``
+        (the reply just handled was async), queued asks go to a runner task too."""
         if self._taken is not None:
             self._answer_left_over(error)
         mailbox = self._mailbox
         if mailbox:
             task = mailbox[0].task
-            if task is None:
-                self._start_drainer()
+            if task is None or run:
+                self._start_runner()
                 return
             mailbox.popleft()
             self._wake_sender()
@@ -490,21 +564,115 @@ class ActorRef(Generic[M, R]):
             self._armed = True
             self._crew.arm_idle(self, self._idle_deadline)
 
-    async def _drain(self) -> None:
-        """Handle told messages from the front of the mailbox (a drainer task)."""
+    async def _run(self) -> None:
+        """Handle the messages at the front of the mailbox, in order, until it is
+        empty (the runner task; see the module's docstring for when one starts).
+
+        A told message is handled as a drainer task used to. An asked one is handled
+        for its asker, which sleeps meanwhile: a plain or async reply is sent to it
+        (both run in the asker's contextvars context: see :func:`_resume`), and a
+        reply to see through is handed to it with the baton, to be awaited in its own
+        task (which ends the runner). It all runs inside one shielded cancel scope,
+        which a forced shutdown cancels (:meth:`stop_now`), and so does the
+        cancellation of an asker whose handler runs (:meth:`Queued.__call__`): the
+        runner then answers that asker and goes on in a fresh scope. One scope for a
+        runner's life instead of one per async reply is most of what this task saves.
+        """
         self._holder = current_task()
+        mailbox = self._mailbox
+        slice_ = self._crew.slice
+        handed_over = False
         try:
-            with trio.CancelScope(shield=True) as scope:
-                self._scope = scope
-                mailbox = self._mailbox
-                while mailbox and mailbox[0].task is None and self._state != _STOPPED:
-                    message = mailbox.popleft().message
-                    self._wake_sender()
-                    await self._handle_told(message)
-                    await trio.lowlevel.checkpoint()  # fairness between messages
+            while mailbox and self._state != _STOPPED:
+                running: Queued[M, R] | None = None  # the ask whose handler runs now
+                passed: BaseException | None = None  # what its cancelled scope let out
+                try:
+                    with trio.CancelScope(shield=True) as scope:
+                        self._scope = scope
+                        since = 0.0  # when handlers began to run without yielding
+                        while mailbox and self._state != _STOPPED:
+                            queued = mailbox.popleft()
+                            self._wake_sender()
+                            asker = queued.task
+                            if asker is None:
+                                await self._handle_told(queued.message)
+                                await trio.lowlevel.checkpoint()  # fairness between messages
+                                since = 0.0
+                                continue
+                            queued.taken = queued.running = True  # its asker can't withdraw it
+                            running = queued
+                            yielded = False
+                            answer: outcome.Outcome[Any]
+                            try:
+                                if not self._started:
+                                    await self._start()
+                                context = queued.context or asker.context
+                                reply = context.run(self._actor.receive, queued.message)
+                                if type(reply) is CoroutineType:
+                                    try:
+                                        signal = context.run(reply.send, None)
+                                    except StopIteration as done:
+                                        reply = done.value  # returned without waiting
+                                    else:
+                                        yielded = True
+                                        reply = await _resume(context, reply, signal)
+                                elif type(reply) is SeeThrough:
+                                    running = None
+                                    queued.taken = queued.running = False
+                                    self._holder = asker
+                                    handed_over = True
+                                    reschedule(asker, outcome.Value(_SeeItThrough(reply)))
+                                    return
+                                answer = outcome.Value(reply)
+                            except BaseException as exc:
+                                if scope.cancel_called:
+                                    raise  # for the scope to take its cancellation (below)
+                                if isinstance(exc, self._fatal):
+                                    self._crash(exc)
+                                answer = outcome.Error(exc)
+                            running = None
+                            self._answer_ask(queued, answer)
+                            if queued.raise_cancel is not None:
+                                break  # its asker cancelled the scope: a fresh one for the rest
+                            # A schedule point once handlers that did not yield have
+                            # run for the supervisor's slice (see open_supervisor).
+                            if yielded:
+                                since = 0.0
+                            elif not since:
+                                since = perf_counter()
+                            elif perf_counter() - since >= slice_:
+                                since = 0.0
+                                await cancel_shielded_checkpoint()
+                except BaseException as exc:
+                    if running is None:
+                        raise
+                    passed = exc
+                if running is not None:  # the scope was cancelled while its handler ran
+                    if passed is not None:  # it raised something else than Cancelled
+                        answer = outcome.Error(passed)
+                    elif running.raise_cancel is not None:  # its asker was cancelled
+                        answer = outcome.capture(running.raise_cancel)
+                    else:  # a forced shutdown (stop_now)
+                        answer = outcome.Error(
+                            ActorStoppedError(
+                                f"the supervisor of actor {self.name!r} shut down (grace "
+                                "period expired) while this message was being handled"
+                            )
+                        )
+                    self._answer_ask(running, answer)
         finally:
             self._scope = None
-            self._release()
+            if not handed_over:
+                self._release()
+
+    def _answer_ask(self, queued: Queued[M, R], answer: outcome.Outcome[Any]) -> None:
+        """Wake the asker of ``queued``, whose message the runner handled, with
+        ``answer``, after failing what its handler took and left unanswered."""
+        queued.taken = queued.running = False
+        if self._taken is not None:
+            self._answer_left_over(answer.error if type(answer) is outcome.Error else None)
+        assert queued.task is not None
+        reschedule(queued.task, answer)
 
     async def _handle_told(self, message: M) -> None:
         error: Exception | None = None
@@ -515,7 +683,7 @@ class ActorRef(Generic[M, R]):
             if type(reply) is CoroutineType:
                 await reply
             elif type(reply) is SeeThrough:
-                with trio.CancelScope(shield=True):  # from the drainer's scope
+                with trio.CancelScope(shield=True):  # from the runner's scope
                     await reply.coroutine
         except ActorFailedError:
             return
@@ -621,7 +789,7 @@ class ActorRef(Generic[M, R]):
         if stopping is None:
             self._gone()
         else:
-            self._holder = _DRAINER
+            self._holder = _RUNNER
             self._crew.start_soon(self._await_stop, stopping)
 
     async def _await_stop(self, stopping: Awaitable[None]) -> None:
@@ -646,3 +814,7 @@ class ActorRef(Generic[M, R]):
         self._crew.forget(self)
         if self._stopped is not None:
             self._stopped.set()
+
+
+# The code of a runner task's coroutine (how _ask tells that it runs in one).
+_RUN_CODE = ActorRef._run.__code__  # noqa: SLF001 (this module's own class)

@@ -102,7 +102,7 @@ class Crew:
     # -- called by ActorRef --------------------------------------------------------
 
     def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run an actor's background task (a drainer, an ``on_stop``) in the nursery."""
+        """Run an actor's background task (a runner, an ``on_stop``) in the nursery."""
         self.nursery.start_soon(fn, *args)
 
     def arm_idle(self, ref: ActorRef[Any, Any], deadline: float) -> None:
