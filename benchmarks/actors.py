@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import statistics
 import time
@@ -201,15 +202,17 @@ async def baseline_round_trip(n: int) -> float:
     return elapsed / n
 
 
-async def triact_async_round_trip(n: int) -> float:
-    """Nanoseconds per ``ask`` of a handler that awaits once, one asker."""
+async def triact_async_round_trip(n: int, cpu: list[float]) -> float:
+    """Nanoseconds per ``ask`` of a handler that awaits once, one asker; appends the
+    CPU µs per ask to ``cpu``."""
     async with open_supervisor() as sup:
         ref = sup.spawn(AsyncIncrement)
         for i in range(n // 10):  # warm-up
             await ref.ask(i)
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
         for i in range(n):
             await ref.ask(i)
+        cpu.append((time.thread_time_ns() - cpu_start) / n / 1e3)
         return (time.perf_counter_ns() - start) / n
 
 
@@ -218,15 +221,16 @@ async def _asyncio_increment(message: int) -> int:
     return message + 1
 
 
-async def asyncio_async_round_trip(n: int) -> float:
+async def asyncio_async_round_trip(n: int, cpu: list[float]) -> float:
     """The same through an asyncio actor (a task, an ``asyncio.Queue``, a future)."""
     actor = AsyncioActor(_asyncio_increment)
     for i in range(n // 10):
         await actor.ask(i)
-    start = time.perf_counter_ns()
+    start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     for i in range(n):
         await actor.ask(i)
     elapsed = time.perf_counter_ns() - start
+    cpu.append((time.thread_time_ns() - cpu_start) / n / 1e3)
     await actor.stop()
     return elapsed / n
 
@@ -371,8 +375,11 @@ def plan_fanin(sizes: Sizes, seed: int = 0) -> FanIn:
     return FanIn(sizes.fanin_actors, picks)
 
 
-async def ask_all(plan: FanIn, ask: Callable[[int, int], Awaitable[int]]) -> tuple[int, float]:
-    """Run every asker at once; return the correct replies and asks per second."""
+async def ask_all(
+    plan: FanIn, ask: Callable[[int, int], Awaitable[int]], cpu: list[float] | None = None
+) -> tuple[int, float]:
+    """Run every asker at once; return the correct replies and asks per second (and
+    append the CPU µs per ask to ``cpu``)."""
     correct = 0
 
     async def asker(picks: list[int]) -> None:
@@ -381,11 +388,13 @@ async def ask_all(plan: FanIn, ask: Callable[[int, int], Awaitable[int]]) -> tup
             if await ask(i, i) == i + 1:
                 correct += 1
 
-    start = time.perf_counter_ns()
+    start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     async with trio.open_nursery() as nursery:
         for picks in plan.picks:
             nursery.start_soon(asker, picks)
     elapsed = time.perf_counter_ns() - start
+    if cpu is not None:
+        cpu.append((time.thread_time_ns() - cpu_start) / plan.asks / 1e3)
     return correct, plan.asks / elapsed * 1e9
 
 
@@ -394,8 +403,10 @@ async def triact_fanin(
     actor_class: type[Tally],
     lost: list[int],
     schedule_slice: float = DEFAULT_SCHEDULE_SLICE,
+    cpu: list[float] | None = None,
 ) -> float:
-    """Asks per second; appends what was lost to ``lost``."""
+    """Asks per second; appends what was lost to ``lost`` (and the CPU µs per ask to
+    ``cpu``)."""
     instances: list[Tally] = []
 
     def factory() -> Tally:
@@ -405,7 +416,7 @@ async def triact_fanin(
 
     async with open_supervisor(schedule_slice=schedule_slice) as sup:
         refs: list[ActorRef[int, int]] = [sup.spawn(factory) for _ in range(plan.actors)]
-        correct, rate = await ask_all(plan, lambda i, message: refs[i].ask(message))
+        correct, rate = await ask_all(plan, lambda i, message: refs[i].ask(message), cpu)
     lost.append(plan.lost(correct, [actor.handled for actor in instances]))
     return rate
 
@@ -436,8 +447,9 @@ class AsyncioTally:
         return message + 1
 
 
-async def asyncio_fanin(plan: FanIn, lost: list[int]) -> float:
-    """The async fan-in through asyncio actors; appends what was lost to ``lost``."""
+async def asyncio_fanin(plan: FanIn, lost: list[int], cpu: list[float]) -> float:
+    """The async fan-in through asyncio actors; appends what was lost to ``lost`` and
+    the CPU µs per ask to ``cpu``."""
     tallies = [AsyncioTally() for _ in range(plan.actors)]
     await asyncio.sleep(0)  # every actor task parked in get(), as spawned actors are
     correct = 0
@@ -448,11 +460,12 @@ async def asyncio_fanin(plan: FanIn, lost: list[int]) -> float:
             if await tallies[i].actor.ask(i) == i + 1:
                 correct += 1
 
-    start = time.perf_counter_ns()
+    start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     async with asyncio.TaskGroup() as group:
         for picks in plan.picks:
             group.create_task(asker(picks))
     elapsed = time.perf_counter_ns() - start
+    cpu.append((time.thread_time_ns() - cpu_start) / plan.asks / 1e3)
     for tally in tallies:
         await tally.actor.stop()
     lost.append(plan.lost(correct, [tally.handled for tally in tallies]))
@@ -502,10 +515,25 @@ def round_trip(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
         )
 
 
+def cpu_figures(cpu: list[float], baseline_cpu: list[float]) -> dict[str, Any]:
+    """The CPU time per ask of both sides (medians; what a loaded machine blurs
+    least), and ``cpu_ratio`` = baseline / triact (above 1: triact is the cheaper)."""
+    mine, theirs = statistics.median(cpu), statistics.median(baseline_cpu)
+    return {
+        "cpu_us_per_ask": round(mine, 3),
+        "baseline_cpu_us_per_ask": round(theirs, 3),
+        "cpu_ratio": round(theirs / mine, 3),
+    }
+
+
 def async_round_trip(options: Options, sizes: Sizes) -> dict[str, Any]:
     n = sizes.round_trips // 4  # each ask is a few task switches
+    cpu: list[float] = []
+    baseline_cpu: list[float] = []
     runs, baseline_runs = measure_pair(
-        options.runs, run(triact_async_round_trip, n), run_asyncio(asyncio_async_round_trip, n)
+        options.runs,
+        run(triact_async_round_trip, n, cpu),
+        run_asyncio(asyncio_async_round_trip, n, baseline_cpu),
     )
     return figure(
         "ask_round_trip_async_handler",
@@ -515,6 +543,7 @@ def async_round_trip(options: Options, sizes: Sizes) -> dict[str, Any]:
         baseline_runs=baseline_runs,
         target=Target("ratio", "<=", 2.0),  # at least half the asyncio actor's rate
         n=n,
+        **cpu_figures(cpu, baseline_cpu),
     )
 
 
@@ -595,10 +624,12 @@ def fanin_vs_asyncio(options: Options, sizes: Sizes) -> dict[str, Any]:
     plan = plan_fanin(sizes)
     lost: list[int] = []
     baseline_lost: list[int] = []
+    cpu: list[float] = []
+    baseline_cpu: list[float] = []
     runs, baseline_runs = measure_pair(
         options.runs,
-        run(triact_fanin, plan, AsyncTally, lost),
-        run_asyncio(asyncio_fanin, plan, baseline_lost),
+        run(triact_fanin, plan, AsyncTally, lost, cpu=cpu),
+        run_asyncio(asyncio_fanin, plan, baseline_lost, baseline_cpu),
     )
     line = figure(
         "fanin_async_handler_vs_asyncio_actor",
@@ -612,6 +643,8 @@ def fanin_vs_asyncio(options: Options, sizes: Sizes) -> dict[str, Any]:
         asks_per_asker=sizes.asks_per_asker,
         lost=sum(lost),
         baseline_lost=sum(baseline_lost),
+        **cpu_figures(cpu, baseline_cpu),
+        load=round(os.getloadavg()[0], 2),
     )
     line["ok"] = line["ok"] and not sum(lost) and not sum(baseline_lost)
     return line
