@@ -171,3 +171,57 @@ def test_arguments_the_direct_path_refuses_get_cattrs_errors(
     with pytest.raises(ArgumentError) as caught:
         structure_arguments("session_update", arguments, UpdateArgs)
     assert problem in str(caught.value)
+
+
+@attrs.frozen(kw_only=True)
+class _Defaulted:
+    name: str
+    tags: list[str] | None = attrs.field(factory=lambda: ["made by the factory"])
+
+
+@attrs.frozen(kw_only=True)
+class _Checked:
+    name: str = attrs.field(validator=attrs.validators.max_len(3))
+
+
+@attrs.frozen(kw_only=True)
+class _PostInit:
+    name: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.name == "refused":
+            raise ValueError("refused")
+
+
+@pytest.mark.parametrize(
+    ("cls", "arguments"),
+    [
+        (UpdateArgs, {"session_id": "s", "increment": {"n": 1}}),  # made without __init__
+        (UpdateArgs, {}),  # every field its default
+        (_Defaulted, {"name": "x"}),  # a factory's default: called
+        (_Defaulted, {"name": "x", "tags": ["a"]}),
+        (_Checked, {"name": "abc"}),  # a validator: called
+        (_PostInit, {"name": "kept"}),  # __attrs_post_init__: called
+    ],
+)
+def test_direct_path_makes_the_instance_its_init_would(
+    cls: type[Any], arguments: dict[str, Any]
+) -> None:
+    direct = direct_structurer(cls)
+    assert direct is not None
+    made = direct(arguments)
+    assert made == cls(**arguments)
+    _same(made, cls(**arguments))
+
+
+@pytest.mark.parametrize(
+    ("cls", "arguments", "error"),
+    [(_Checked, {"name": "abcd"}, ValueError), (_PostInit, {"name": "refused"}, ValueError)],
+)
+def test_direct_path_runs_the_checks_of_init(
+    cls: type[Any], arguments: dict[str, Any], error: type[Exception]
+) -> None:
+    direct = direct_structurer(cls)
+    assert direct is not None
+    with pytest.raises(error):
+        direct(arguments)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import linecache
 import math
+import types
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -208,19 +209,34 @@ def direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
 
 def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] | None:
     """Generated (as attrs generates ``__init__``): one function with every field's
-    checks written out, so that a call costs one frame, not one per value."""
+    checks written out, so that a call costs one frame, not one per value.
+
+    Each field's value is a local, its default until its key is met; the instance is
+    then made without ``__init__`` (``object.__new__`` and each slot's setter), where
+    that is what ``__init__`` would do: a slotted class whose fields have plain
+    defaults, no validators or converters, and no ``__attrs_post_init__``. A frozen
+    class's ``__init__`` sets each field through ``object.__setattr__`` and takes its
+    arguments as a dict: for ``UpdateArgs`` about 10,000 instructions, against about
+    6,000 this way. Any other class is made by calling it."""
     hints = typing.get_type_hints(cls)
     fields = attrs.fields(cls)
     plain: type = cls
     constrained = dict(constrained_fields(plain))
     namespace: dict[str, Any] = {
         "cls": cls,
+        "new": object.__new__,
         "NO": _NO,
         "SAFE_INT": _SAFE_INT,
         "isfinite": _isfinite,
-        "required": frozenset(f.name for f in fields if f.default is attrs.NOTHING),
     }
-    lines = ["def structure(arguments):", "    values = {}", "    for key, v in arguments.items():"]
+    settable = _settable(cls)
+    lines = ["def structure(arguments):"]
+    for index, field in enumerate(fields):
+        # (called, a class takes its own defaults: those left out are NO until then)
+        absent = field.default is attrs.NOTHING or not settable
+        namespace[f"default_{index}"] = _NO if absent else field.default
+        lines.append(f"    f_{index} = default_{index}")
+    lines.append("    for key, v in arguments.items():")
     for index, field in enumerate(fields):
         direct = _DIRECT.get(hints[field.name])
         if direct is None or field.alias != field.name:
@@ -228,32 +244,59 @@ def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] |
         kind, optional = direct
         lines.append(f"        {'if' if index == 0 else 'elif'} key == {field.name!r}:")
         indent = "            "
+        checks = indent
         if optional:
             lines.append(f"{indent}if v is not None:")
-            indent += "    "
+            checks += "    "
         if kind in _FAILS:
-            lines += [f"{indent}if {_FAILS[kind]}:", f"{indent}    return None"]
+            lines += [f"{checks}if {_FAILS[kind]}:", f"{checks}    return None"]
         else:
             namespace[f"keep_{index}"] = _KEEPS[kind]
-            lines += [f"{indent}v = keep_{index}(v)", f"{indent}if v is NO:"]
-            lines.append(f"{indent}    return None")
+            lines += [f"{checks}v = keep_{index}(v)", f"{checks}if v is NO:"]
+            lines.append(f"{checks}    return None")
         for test in _outside(constrained.get(field.name)):
-            lines += [f"{indent}if {test}:", f"{indent}    return None"]
-    if fields:
-        lines.append("        else:")
-    lines += [
-        "            return None" if fields else "        return None",
-        "        values[key] = v",
-        "    if required and not required <= values.keys():",
-        "        return None",
-        "    return cls(**values)",
-    ]
+            lines += [f"{checks}if {test}:", f"{checks}    return None"]
+        lines.append(f"{indent}f_{index} = v")
+    lines += ["        else:", "            return None"] if fields else ["        return None"]
+    for index, field in enumerate(fields):
+        if field.default is attrs.NOTHING:
+            lines += [f"    if f_{index} is NO:", "        return None"]
+    if settable:
+        lines.append("    made = new(cls)")
+        for index, field in enumerate(fields):
+            namespace[f"set_{index}"] = getattr(cls, field.name).__set__
+            lines.append(f"    set_{index}(made, f_{index})")
+        lines.append("    return made")
+    else:
+        given = ", ".join(f"({field.name!r}, f_{index})" for index, field in enumerate(fields))
+        lines.append(f"    return cls(**{{key: v for key, v in ({given},) if v is not NO}})")
     source = "\n".join(lines) + "\n"
     filename = f"<triact generated direct structurer of {cls.__qualname__} (transport/_args.py)>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)
     structure: Callable[[dict[str, Any]], Any] = namespace["structure"]
     return structure
+
+
+def _settable(cls: type[Any]) -> bool:
+    """Whether ``cls``'s ``__init__`` does nothing but set each field's slot to its
+    argument or its (plain, not a factory's) default."""
+    init = getattr(cls.__init__, "__code__", None)
+    if init is None or not init.co_filename.startswith("<attrs generated"):
+        return False  # an __init__ of its own
+    if getattr(cls, "__attrs_post_init__", None) is not None:
+        return False
+    slots = {name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())}
+    if slots - {"__weakref__"} != {field.name for field in attrs.fields(cls)}:
+        return False  # not slotted, or a slot __init__ sets besides the fields
+    for field in attrs.fields(cls):
+        if field.validator is not None or field.converter is not None or not field.init:
+            return False
+        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            return False
+        if not isinstance(getattr(cls, field.name, None), types.MemberDescriptorType):
+            return False
+    return True
 
 
 def _outside(keywords: dict[str, Any] | None) -> list[str]:
