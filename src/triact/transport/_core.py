@@ -142,7 +142,8 @@ class McpCore:
                     f"Invalid Request: request id {request_id!r} is already in flight; "
                     "use a new id for every request",
                 )
-            if method.startswith("notifications/"):
+            # (tools/call first: most requests are, and need no other look at the name)
+            if method != "tools/call" and method.startswith("notifications/"):
                 raise JsonRpcError(
                     INVALID_REQUEST,
                     f"Invalid Request: {method} is a notification; send it without an id",

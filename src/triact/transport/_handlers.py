@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -85,8 +85,12 @@ async def get(env: ToolEnv, session: Session, args: arguments.SessionArgs) -> re
 RESERVED_PREFIX = "triact."
 
 
+#: What an update leaves out of set or increment (read only: a dict less per update).
+_NONE: dict[str, Any] = {}
+
+
 def updater(args: arguments.UpdateArgs) -> Callable[[SessionState], SessionState]:
-    set_, increment, delete = args.set or {}, args.increment or {}, args.delete or []
+    set_, increment, delete = args.set or _NONE, args.increment or _NONE, args.delete or ()
     named = [*set_, *increment, *delete]
     if not named:
         raise InvalidArgumentsError(

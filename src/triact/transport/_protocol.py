@@ -127,6 +127,10 @@ class RequestContext:
         return self.version in ARGUMENT_ERRORS_AS_RESULTS
 
 
+#: The ``_meta`` of a request without one (read only: a dict less per request).
+_NO_META: Final[dict[str, Any]] = {}
+
+
 def _progress_token(meta: dict[str, Any]) -> str | int | None:
     token = meta.get("progressToken")
     return token if type(token) is str or type(token) is int else None
@@ -138,7 +142,7 @@ def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) 
         raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}", {"method": method})
     meta = params.get("_meta")
     if type(meta) is not dict:
-        meta = {}
+        meta = _NO_META
     if method != "initialize" and PROTOCOL_VERSION_KEY in meta:
         return _stateless_context(method, meta)
     if method == "server/discover":
