@@ -18,7 +18,7 @@ from triact.transport import ERROR_CODES
 from triact.transport._args import converter
 from triact.transport._jsonrpc import encode
 from triact.transport._protocol import SERVER_INFO
-from triact.transport._results import UpdateResult, WorkingDirectoryResult
+from triact.transport._results import UpdateResult, WorkingDirectoryResult, update_result
 from triact.transport._tools import ToolResult, success
 from triact.work import WORK_ERROR_CODES
 
@@ -578,8 +578,12 @@ def test_an_update_result_is_structured_as_the_converter_does(
     data: dict[str, Any], version: int
 ) -> None:
     result = UpdateResult("s", version, MappingProxyType(data))
+    by_setters = update_result("s", version, result.data)  # what session_update returns
+    assert by_setters == result
+    assert type(by_setters) is UpdateResult
     made = success(result)
     assert made.plain
+    assert not made.error
     assert made.structured == converter.unstructure(result)
     other = WorkingDirectoryResult("s", version, None)  # through the converter
     assert not success(other).plain

@@ -141,7 +141,7 @@ async def update(
     env: ToolEnv, session: Session, args: arguments.UpdateArgs
 ) -> results.UpdateResult:
     state = await session.update(updater(args), expected_version=args.expected_version)
-    return results.UpdateResult(state.id, state.version, state.data)
+    return results.update_result(state.id, state.version, state.data)
 
 
 def check_directory(path: str) -> str:

