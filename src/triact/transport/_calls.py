@@ -166,7 +166,9 @@ class ToolCalls:
         self._trimming = False  # a trimmer waits for a quiet period
         self._lanes = Lanes(manager.config.mailbox_size)
         #: Called when no worker is awake any more and no call is queued (the calls
-        #: of a burst are done or waiting): where a transport can write their answers.
+        #: of a burst are done or waiting), and whenever a call suspends (at an actor's
+        #: schedule point, every millisecond or so of a long burst): where a transport
+        #: can write the answers made so far.
         self.on_idle: Callable[[], None] | None = None
         self._reports = ProgressReports(progress_interval)
         self._started = trio.current_time()
@@ -361,8 +363,10 @@ class ToolCalls:
     def _handing_on(self, run: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
         """``await run``, except that each time it is about to suspend, the worker
         stops counting as awake and, if calls are queued, has another worker take them
-        first; once resumed it counts again (it takes queued calls when this one is
-        done). A call that completes without suspending costs no task switch.
+        first, and the answers made so far are handed to ``on_idle`` (so that a long
+        burst's first answers leave while the rest are made, and the client can work on
+        them meanwhile); once resumed it counts again (it takes queued calls when this
+        one is done). A call that completes without suspending costs no task switch.
 
         This is what ``await`` does (every value ``run`` yields goes to Trio, and what
         Trio sends or throws back goes to ``run``), with the count kept around each
@@ -375,11 +379,10 @@ class ToolCalls:
             except StopIteration:
                 return
             self._awake -= 1
-            if not self._awake:
-                if self._queue:
-                    self._wake_worker()
-                elif self.on_idle is not None:
-                    self.on_idle()
+            if not self._awake and self._queue:
+                self._wake_worker()
+            if self.on_idle is not None:
+                self.on_idle()
             try:
                 value = yield trap
                 error = None
