@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,63 @@ async def test_a_removal_during_an_ends_delete_wins(
         assert isinstance(outcome[0], triact.SessionClosedError)
         events.close()
         assert [e.kind async for e in events] == ["removed"]  # gone once, not twice
+
+
+class SecondWriteFails(triact.SqliteStore):
+    """Once armed, holds the first write until ``release`` is set, then fails the
+    next one."""
+
+    shared = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.holding = trio.Event()
+        self.release = trio.Event()
+        self.armed = False
+        self.seen = 0
+
+    async def write(self, state: triact.SessionState, **kwargs: Any) -> None:
+        self.seen += self.armed
+        if self.seen == 1:
+            self.holding.set()
+            await self.release.wait()
+        elif self.seen == 2:
+            await trio.lowlevel.checkpoint()
+            raise sqlite3.OperationalError("database or disk is full")
+        await super().write(state, **kwargs)
+
+
+def bump(state: triact.SessionState) -> triact.SessionState:
+    return state.with_data(n=state.data.get("n", 0) + 1)
+
+
+async def test_every_caller_of_a_group_whose_write_failed_is_told_so(tmp_path: Path) -> None:
+    store = SecondWriteFails(tmp_path / "s.db")
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session()
+        store.armed = True
+        failures: list[BaseException] = []
+
+        async def update() -> None:
+            try:
+                await session.update(bump)
+            except triact.SessionStoreError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(update)  # its write is held
+            await store.holding.wait()
+            nursery.start_soon(update)  # these two queue, and are written together
+            nursery.start_soon(update)
+            await trio.testing.wait_all_tasks_blocked()
+            store.release.set()
+        assert len(failures) == 2
+        # The caller whose change began the group, then the one grouped with it.
+        assert "disk is full" in str(failures[0])
+        grouped = str(failures[1])
+        assert "(2 changes; a store that lost its connection after the write" in grouped
+        assert "read the session before retrying" in grouped
+        assert "disk is full" in grouped
+        # Neither change was kept: the session is at the first update, still serving.
+        assert (await session.snapshot()).data == {"n": 1}
+        assert (await session.update(bump)).data == {"n": 2}

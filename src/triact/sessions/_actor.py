@@ -623,7 +623,9 @@ class SessionActor(Actor[Op, Answer]):
         else:
             failure = SessionStoreError(
                 f"session {entry.id!r}: the store failed to commit the write this change "
-                f"was grouped in ({group} changes, none saved): {exc!r}"
+                f"was grouped in ({group} changes; a store that lost its connection after "
+                f"the write was sent may have kept it: read the session before retrying): "
+                f"{exc!r}"
             )
         failure.__cause__ = exc
         return failure

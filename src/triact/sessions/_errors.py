@@ -120,7 +120,10 @@ class SessionReentrancyError(SessionError):
 
 
 class SessionStoreError(SessionError):
-    """The store failed to save or load a session; the change was not committed."""
+    """The store failed to save or load a session. A change it failed to save was not
+    committed, unless the store lost its connection after sending the write (a
+    :class:`RedisStore` timing out): then it may have been, and reading the session
+    (or a change with ``expected_version``) tells."""
 
     code = "store_error"
 
