@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 import trio.lowlevel
@@ -10,6 +12,7 @@ import trio.testing
 from triact.actors import (
     Actor,
     ActorFailedError,
+    ActorRef,
     ActorStoppedError,
     RestartPolicy,
     SeeThrough,
@@ -330,16 +333,19 @@ async def test_shutdown_lets_in_flight_and_queued_work_finish(
     assert replies == [2.0, 3.0]
 
 
+async def ask_recording(results: list[object], ref: ActorRef[float, float], seconds: float) -> None:
+    """Ask ``ref`` to sleep ``seconds``; keep its reply, or the text of its refusal."""
+    try:
+        results.append(await ref.ask(seconds))
+    except ActorStoppedError as exc:
+        results.append(str(exc))
+
+
 async def test_shutdown_past_grace_stops_what_is_left(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     results: list[object] = []
-
-    async def ask(ref: object, seconds: float) -> None:
-        try:
-            results.append(await ref.ask(seconds))  # type: ignore[attr-defined]
-        except ActorStoppedError as exc:
-            results.append(str(exc))
+    ask = partial(ask_recording, results)
 
     async with trio.open_nursery() as nursery:
         async with open_supervisor(shutdown_grace=5.0) as sup:
@@ -361,12 +367,7 @@ async def test_shutdown_past_grace_cancels_a_handler_in_the_runner(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     results: list[object] = []
-
-    async def ask(ref: object, seconds: float) -> None:
-        try:
-            results.append(await ref.ask(seconds))  # type: ignore[attr-defined]
-        except ActorStoppedError as exc:
-            results.append(str(exc))
+    ask = partial(ask_recording, results)
 
     async with trio.open_nursery() as nursery:
         async with open_supervisor(shutdown_grace=5.0) as sup:

@@ -1,4 +1,5 @@
-"""Store failures on the way out: an end or a removal whose delete fails."""
+"""Store failures: an end or a removal whose delete fails, a group of changes whose
+write fails."""
 
 from __future__ import annotations
 
