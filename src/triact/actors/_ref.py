@@ -568,7 +568,7 @@ class ActorRef(Generic[M, R]):
         """Handle the messages at the front of the mailbox, in order, until it is
         empty (the runner task; see the module's docstring for when one starts).
 
-        A told message is handled as a drainer task used to. An asked one is handled
+        A told message is handled with no one to answer. An asked one is handled
         for its asker, which sleeps meanwhile: a plain or async reply is sent to it
         (both run in the asker's contextvars context: see :func:`_resume`), and a
         reply to see through is handed to it with the baton, to be awaited in its own
