@@ -1,5 +1,5 @@
 """The memory store's compact states: a session without an actor costs the garbage
-collector nothing, and comes back exactly as it was; at most MEMORY_ACTORS_KEPT
+collector nothing, and comes back exactly as it was; at most SessionConfig.actors_kept
 sessions keep an actor between calls."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 import triact
 from triact import SessionState, Thread
-from triact.sessions import _manager
 from triact.sessions._leases import Entry
 from triact.sessions._manager import MEMORY_ACTOR_IDLE
 from triact.sessions._state import compact, expand
@@ -235,16 +234,10 @@ async def test_a_failing_or_cancelled_update_of_a_compact_session_changes_nothin
         assert (state.version, state.data) == (2, {"k": 1})
 
 
-@pytest.fixture
-def kept_three(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_manager, "MEMORY_ACTORS_KEPT", 3)
-
-
-@pytest.mark.usefixtures("kept_three")
-async def test_at_most_memory_actors_kept_sessions_keep_an_actor(
+async def test_at_most_actors_kept_sessions_keep_an_actor(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_manager() as manager:
+    async with open_manager(actors_kept=3) as manager:
         sessions = [await manager.create_session() for _ in range(10)]
         for round_ in range(3):
             for i, session in enumerate(sessions):
@@ -265,11 +258,10 @@ async def test_at_most_memory_actors_kept_sessions_keep_an_actor(
         assert (await manager.stats()).active_actors == 0
 
 
-@pytest.mark.usefixtures("kept_three")
 async def test_a_busy_actor_is_not_let_go_and_its_update_stays_atomic(
     open_manager: OpenManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_manager() as manager:
+    async with open_manager(actors_kept=3) as manager:
         busy = await manager.create_session()
         others = [await manager.create_session() for _ in range(6)]
         async with trio.open_nursery() as nursery:

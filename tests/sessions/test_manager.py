@@ -621,6 +621,7 @@ async def test_shutdown_with_no_grace_cancels_in_flight_updates_at_once(
         ("max_lifetime", 0.0),
         ("passivate_after", -5.0),
         ("max_sessions", 0),
+        ("actors_kept", 0),
         ("mailbox_size", 0),
         ("max_threads", 0),
         ("security_max_failures", 0),

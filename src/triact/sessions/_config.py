@@ -55,6 +55,12 @@ class SessionConfig:
     passivate_after: float | None = attrs.field(default=None, validator=_positive)
     #: Sessions that may exist at once (in memory or passivated).
     max_sessions: int = attrs.field(default=10_000, validator=_at_least_one)
+    #: With the memory store and no ``passivate_after`` nor ``rate_limit``: at most
+    #: this many sessions, those used last, keep their actor between calls; the others
+    #: are kept compact, and their next call builds an actor again. Above the number
+    #: of sessions in use at once, or each of their calls pays for that; every kept
+    #: actor is walked by the garbage collector's young collections.
+    actors_kept: int = attrs.field(default=1024, validator=_at_least_one)
     #: Calls that may queue per session before SessionBusyError.
     mailbox_size: int = attrs.field(default=256, validator=_at_least_one)
     #: Where states live; None means a new MemoryStore.

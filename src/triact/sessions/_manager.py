@@ -61,10 +61,6 @@ _BUSY_RECHECK = 1.0
 #: again, each kept that long, is what the collector promotes and walks (see
 #: docs/performance.md).
 MEMORY_ACTOR_IDLE = 30.0
-#: With a memory store and no ``passivate_after`` (nor rate limit): at most this many
-#: sessions keep their actor between calls, those used last; the others are kept in
-#: the store's compact form, which the collector does not walk (see _keep).
-MEMORY_ACTORS_KEPT = 1024
 #: How many kept actors one look of the idle sweep lets go before a schedule point.
 _LET_GO_BATCH = 128
 _LATENCIES_KEPT = 4096
@@ -703,7 +699,7 @@ class SessionManager:
 
     def _keep(self, kept: OrderedDict[Entry, float], entry: Entry, now: float) -> None:
         """Keep ``entry``'s new actor after its calls: until it has been idle for
-        MEMORY_ACTOR_IDLE seconds, and while it is among the MEMORY_ACTORS_KEPT
+        MEMORY_ACTOR_IDLE seconds, and while it is among the ``config.actors_kept``
         sessions used last (past that, the one put here longest ago that was not
         used since is let go: a second chance, as the clock algorithm gives pages).
 
@@ -715,8 +711,9 @@ class SessionManager:
         if not self._kept_armed:
             self._kept_armed = True
             self._kept_due.push(now + self._actor_idle, None)  # type: ignore[operator]
-        if len(kept) > MEMORY_ACTORS_KEPT:
-            self._let_go(kept, now, len(kept) - MEMORY_ACTORS_KEPT)
+        bound = self.config.actors_kept
+        if len(kept) > bound:
+            self._let_go(kept, now, len(kept) - bound)
 
     def _let_go(self, kept: OrderedDict[Entry, float], now: float, over: int) -> float | None:
         """Let go of the actors of the first sessions of ``kept``: ``over`` of them
