@@ -283,3 +283,19 @@ async def test_a_busy_actor_is_not_let_go_and_its_update_stays_atomic(
         state = await busy.snapshot()
         assert (state.version, state.data) == (2, {"k": "done"})
         assert (await manager.stats()).active_actors <= 3
+
+
+async def test_listing_gives_each_sessions_committed_version(
+    open_manager: OpenManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_manager() as manager:
+        held, filed = await manager.create_session(), await manager.create_session()
+        for _ in range(3):
+            await held.update(put("n", 1))
+        await filed.update(put("n", 1))
+        await trio.sleep(MEMORY_ACTOR_IDLE + 1)  # filed's actor goes...
+        await held.update(put("n", 2))  # a cold call: its actor leaves at once
+        await held.update(put("n", 3))  # a warm one: its actor stays, with the state
+        assert (await manager.stats()).active_actors == 1
+        listed = {e.id: e.version for e in await manager.list_sessions()}
+        assert listed == {held.id: 6, filed.id: 2}  # created at 1

@@ -180,7 +180,11 @@ class SessionManager:
             entry = self._sessions[session_id] if not filed else _unfiling(session_id, filed)
             created = entry.created_wall
             if after is None or (created, session_id) > after:
-                entries.append(IndexEntry(session_id, created, 0.0, entry.client_id, entry.version))
+                # An actor's commits move entry.state on; entry.version follows only
+                # when the state leaves memory.
+                state = entry.state
+                version = entry.version if state is None else state.version
+                entries.append(IndexEntry(session_id, created, 0.0, entry.client_id, version))
         entries.sort(key=lambda item: (item.created_at, item.id))
         return entries[:limit]
 
