@@ -299,24 +299,19 @@ class ActorRef(Generic[M, R]):
         no more messages, and :class:`ReentrantCallError` if called from the actor's
         own handler.
         """
-        if timeout is None:
-            # _ask's first branch, spelled out here: an ask to an idle actor, the
-            # common case, then runs in two coroutine frames instead of three.
-            if self._holder is None and not self._mailbox and self._state == _OPEN:
-                await checkpoint_if_cancelled()  # does not yield unless it raises
-                self._holder = current_task()
-                return await self._handle(message, schedule_point=True)
-            return await self._ask(message)
-        with trio.fail_after(timeout):
-            return await self._ask(message)
-
-    async def _ask(self, message: M) -> R:
-        task = current_task()
+        if timeout is not None:
+            with trio.fail_after(timeout):
+                return await self.ask(message)
+        # Both branches spelled out in this one coroutine (no _ask below it): a
+        # coroutine less to make, and to pass through when a queued asker wakes.
         if self._holder is None and not self._mailbox and self._state == _OPEN:
+            # An ask to an idle actor, the common case: it runs in this task.
             await checkpoint_if_cancelled()  # does not yield unless it raises
-            self._holder = task
+            self._holder = current_task()
             return await self._handle(message, schedule_point=True)
-        self._check_open()
+        if self._state != _OPEN:
+            self._check_open()
+        task = current_task()
         if self._holder is task:
             raise ReentrantCallError(
                 f"actor {self.name!r} asked itself from its own handler; that ask could never run"
@@ -324,7 +319,11 @@ class ActorRef(Generic[M, R]):
         queued = Queued(self, message, task)
         if task.coro.cr_code is _RUN_CODE:  # asked from a handler that a runner runs:
             queued.context = copy_context()  # the context that handler runs in
-        self._enqueue(queued)
+        mailbox = self._mailbox
+        if mailbox is not None and len(mailbox) < self._mailbox_size:
+            mailbox.append(queued)  # _enqueue's common case, spelled out
+        else:
+            self._enqueue(queued)
         # The queued message is its asker's abort function (Queued.__call__): no
         # closure and cells to allocate, and keep alive while the asker waits.
         answer = await wait_task_rescheduled(queued)
@@ -816,5 +815,5 @@ class ActorRef(Generic[M, R]):
             self._stopped.set()
 
 
-# The code of a runner task's coroutine (how _ask tells that it runs in one).
+# The code of a runner task's coroutine (how ask tells that it runs in one).
 _RUN_CODE = ActorRef._run.__code__  # noqa: SLF001 (this module's own class)
