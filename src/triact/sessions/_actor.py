@@ -317,10 +317,12 @@ class SessionActor(Actor[Op, Answer]):
         * :meth:`receive`, for the call it was given: at once for a reply known at
           once (or a raise), else by :meth:`_finish`, through which every awaited
           reply flows (an async update, a shared store's read or check, a durable
-          commit or end, seen through). A passivated session's call is counted by the
-          :meth:`receive` that :meth:`_load_then` runs once the state is loaded (a
-          failed load: not counted). A call cancelled before its reply is known (only
-          an async update can be) is not counted: it committed nothing.
+          commit or end, seen through), or by :meth:`_change_async_now`, which
+          counts an in-memory async update as :meth:`_finish` would. A passivated
+          session's call is counted by the :meth:`receive` that :meth:`_load_then`
+          runs once the state is loaded (a failed load: not counted). A call
+          cancelled before its reply is known (only an async update can be) is not
+          counted: it committed nothing.
         * :meth:`_commit_durably`, for each change it takes from the mailbox into a
           group commit (they never reach :meth:`receive`): once, as it is applied.
         """
