@@ -359,6 +359,95 @@ async def test_askers_yield_once_their_slice_is_used_up(monkeypatch: pytest.Monk
     assert await count_turns(30, slice_=0) in (29, 30)
 
 
+def count_yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the asks that yield at their schedule point (in the one-item list)."""
+    yields = [0]
+    real = triact.actors._ref.cancel_shielded_checkpoint
+
+    async def counted() -> None:
+        yields[0] += 1
+        await real()
+
+    monkeypatch.setattr(triact.actors._ref, "cancel_shielded_checkpoint", counted)
+    return yields
+
+
+async def wait_a_turn(nursery: trio.Nursery) -> None:
+    """Wait (the task is suspended) until another task wakes it."""
+    woken = trio.Event()
+
+    async def wake() -> None:
+        woken.set()
+
+    nursery.start_soon(wake)
+    await woken.wait()
+
+
+async def test_the_first_ask_after_a_wait_starts_a_slice_instead_of_yielding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A task that comes back from a wait starts a step of its own: the slice counts
+    # from there, not from the last yield at an ask (then the first ask of every
+    # burst after a pause would yield).
+    clock = FakeTime(step=0.0001)
+    monkeypatch.setattr(triact.actors._ref, "perf_counter", clock)
+    yields = count_yields(monkeypatch)
+    async with open_supervisor(schedule_slice=0.001) as sup, trio.open_nursery() as nursery:
+        ref = sup.spawn(Recorder)
+        await ref.ask("warm up")
+        for burst in range(5):
+            await wait_a_turn(nursery)
+            clock.now += 1.0  # far more than a slice since any ask yielded
+            for i in range(5):  # a burst well within a slice
+                await ref.ask((burst, i))
+    assert yields == [0]
+
+
+async def test_a_long_run_of_asks_after_a_wait_yields_every_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeTime(step=0.4)
+    monkeypatch.setattr(triact.actors._ref, "perf_counter", clock)
+    yields = count_yields(monkeypatch)
+    async with open_supervisor(schedule_slice=1.0) as sup, trio.open_nursery() as nursery:
+        ref = sup.spawn(Recorder)
+        await wait_a_turn(nursery)
+        clock.now += 10.0
+        for i in range(30):
+            await ref.ask(i)
+            if i == 0:
+                assert yields == [0]  # the first starts the slice
+    # Then one ask in three yields (each yield reads the clock once more, when the
+    # task is back: its next slice starts there): asks 3, 6, ..., 27 (0-based 3k).
+    assert yields == [9]
+
+
+async def test_askers_taking_turns_start_a_slice_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two tasks asking in turn (each waits for the other between its asks): every
+    # ask comes after a wait, so none yields at the slice, however long they run.
+    clock = FakeTime(step=0.4)
+    monkeypatch.setattr(triact.actors._ref, "perf_counter", clock)
+    yields = count_yields(monkeypatch)
+    async with open_supervisor(schedule_slice=1.0) as sup, trio.open_nursery() as nursery:
+        ref = sup.spawn(Recorder)
+        events = [trio.Event(), trio.Event()]
+
+        async def asker(me: int) -> None:
+            for i in range(10):
+                await events[me].wait()
+                events[me] = trio.Event()
+                await ref.ask((me, i))
+                events[1 - me].set()
+
+        nursery.start_soon(asker, 0)
+        nursery.start_soon(asker, 1)
+        events[0].set()
+    assert len(ref._actor.seen) == 20  # type: ignore[attr-defined]
+    assert yields == [0]
+
+
 async def test_an_ask_within_the_slice_is_still_a_cancel_point() -> None:
     async with open_supervisor(schedule_slice=1000.0) as sup:
         ref = sup.spawn(Recorder)

@@ -59,7 +59,8 @@ class Crew:
 
     Every :class:`ActorRef` holds its supervisor's crew and reaches the supervisor
     only through it: its pacing of askers' schedule points (``yielded_at`` and
-    ``slice``, read on every ask of an idle actor, so plain attributes), and the
+    ``slice``, read on every ask of an idle actor, so plain attributes; ``slicing``
+    and ``slicing_points``, read once a slice is up), and the
     named calls below. The refs' side is :meth:`ActorRef.reap_if_idle` and
     :meth:`ActorRef.stop_now`. :class:`Supervisor` is the public face of a crew.
     """
@@ -74,6 +75,8 @@ class Crew:
         "nursery",
         "restart",
         "slice",
+        "slicing",
+        "slicing_points",
         "yielded_at",
     )
 
@@ -89,9 +92,16 @@ class Crew:
         self.grace = shutdown_grace
         #: How long askers may go without a schedule point (see open_supervisor).
         self.slice = schedule_slice
-        #: When an ask of this supervisor last yielded at its schedule point
-        #: (time.perf_counter: CPU time that passed, whatever Trio's clock says).
+        #: When the current slice began: when an ask of this supervisor last yielded
+        #: at its schedule point, or an asker came back from the scheduler (time.
+        #: perf_counter: CPU time that passed, whatever Trio's clock says).
         self.yielded_at = -math.inf
+        #: The task whose asks the current slice times, and its count of schedule
+        #: points then (Trio's ``Task._schedule_points``; None where there is none):
+        #: if either has changed once the slice is up, the asker has been back to
+        #: the scheduler since, and its slice starts again instead of yielding.
+        self.slicing: object = None
+        self.slicing_points: int | None = None
         self.actors: dict[str, ActorRef[Any, Any]] = {}
         #: Idle actors by the deadline they are reaped at (see ActorRef.reap_if_idle).
         self.idle: DeadlineQueue[ActorRef[Any, Any]] = DeadlineQueue()
@@ -252,9 +262,12 @@ async def open_supervisor(
     scheduler. An ``ask`` that runs its handler at once, in the asker's task (the
     actor was idle), is always a cancel point, but a schedule point only if no such
     ask of this supervisor yielded in the last ``schedule_slice`` seconds (the idea
-    of python-trio/trio#1757): so it costs no task switch, and no task runs longer
-    than that between schedule points for its asks. ``0`` makes every ask a schedule
-    point, as ``trio.testing.assert_checkpoints`` expects.
+    of python-trio/trio#1757): so it costs no task switch, and no task runs asks for
+    longer than about that between schedule points (at most twice as long when
+    several tasks ask in turn). The slice counts from when the asking task last came
+    back from the scheduler, if that was later: the first ask after a wait never
+    yields. ``0`` makes every ask a schedule point, as
+    ``trio.testing.assert_checkpoints`` expects.
     """
     if not shutdown_grace >= 0 or math.isnan(shutdown_grace):
         raise ValueError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
