@@ -30,11 +30,15 @@ after the measured window), the share of a core the server used (near 1.0: the s
 is the bottleneck), and the client's own CPU per call (so that a client that could
 not keep up would show).
 
-The floor (``floor_hypercorn_*``, ``baselines/floor_asgi.py``): an ASGI app doing the
-least an MCP answer needs, with no MCP library, on Hypercorn's Trio worker (what
-``triact serve --http`` runs on) beside the same app on uvicorn: what the HTTP server
-alone costs per call; and (``floor_h11_trio_*``) the same answers from a bare h11 loop
-on Trio, no ASGI server at all, for scale.
+The floor (``baselines/floor_asgi.py``): an ASGI app doing the least an MCP answer
+needs, with no MCP library, on triact's own HTTP server (``floor_triact_h11_*``, what
+``triact serve --http`` runs on by default) and on Hypercorn's Trio worker
+(``floor_hypercorn_*``, its ``--server hypercorn``), each beside the same app on
+uvicorn: what the HTTP server alone costs per call; and (``floor_h11_trio_*``) the same
+answers from a bare h11 loop on Trio, no ASGI server at all, for scale.
+
+``--server h11|hypercorn`` picks the server ``triact serve --http`` runs on (its
+``--server``; by default its default).
 
 A third comparison puts triact beside the official MCP **TypeScript** SDK's streamable
 HTTP server (``baselines/ts_sdk/http_server.mjs``: ``createMcpExpressApp``, a
@@ -46,6 +50,7 @@ into the node cache); without ``node`` and ``npm`` those figures are skipped.
 
     python benchmarks/mcp_http.py [--runs N] [--quick] [--era handshake|stateless]
                                   [--no-floor] [--only sdk|ts|floor]
+                                  [--server h11|hypercorn]
     python benchmarks/mcp_http.py --profile triact.prof [--era E]  # cProfile at C=16
 """
 
@@ -682,7 +687,11 @@ def floor_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
     on uvicorn; what each HTTP server costs."""
     uvicorn = (*FLOOR, "uvicorn")
     baseline = f"the same ASGI app on uvicorn {versions()[1]} (asyncio, h11)"
-    for name, server in (("floor_hypercorn", "hypercorn"), ("floor_h11_trio", "h11")):
+    for name, server in (
+        ("floor_triact_h11", "triact"),
+        ("floor_hypercorn", "hypercorn"),
+        ("floor_h11_trio", "h11"),
+    ):
         ours, theirs = alternate(options.runs, (*FLOOR, server), uvicorn, "handshake", sizes)
         yield from lines_for(name, "handshake", ours, theirs, baseline, sizes, targets=False)
 
@@ -691,6 +700,7 @@ def floor_figures(options: Options, sizes: Sizes) -> Iterator[dict[str, Any]]:
 
 #: Where a function's own time is counted, by the path of its file.
 _PARTS = (
+    ("triact's HTTP server", "/triact/transport/_h11server.py"),
     ("hypercorn", "/hypercorn/"),
     ("h11", "/h11/"),
     ("triact", "/triact/"),
@@ -705,6 +715,8 @@ _WHO = (
     ("Hypercorn: reading, parsing requests", "hypercorn/trio/tcp_server.py", "run"),
     ("Hypercorn: sending answers", "hypercorn/protocol/http_stream.py", "app_send"),
     ("Hypercorn: keep-alive timer", "hypercorn/trio/worker_context.py", "restart"),
+    ("triact's server: connection loop, app included", "transport/_h11server.py", "_serve"),
+    ("triact's server: sending answers", "transport/_h11server.py", "_send"),
     ("triact: the ASGI app, sends excluded", "triact/transport/_http.py", "__call__"),
     ("triact: tool calls, sessions included", "triact/transport/_calls.py", "_work"),
 )
@@ -718,7 +730,9 @@ def _who(raw: dict[Any, Any], total: float, calls: int) -> None:
             for (file, _, function), values in raw.items()
             if function == name and file.endswith(suffix)
         )
-    cumulative["triact: the ASGI app, sends excluded"] -= cumulative["Hypercorn: sending answers"]
+    cumulative["triact: the ASGI app, sends excluded"] -= (
+        cumulative["Hypercorn: sending answers"] + cumulative["triact's server: sending answers"]
+    )
     print("  by whose code it ran in (cumulative):", file=sys.stderr)
     for label, seconds in cumulative.items():
         print(
@@ -778,12 +792,17 @@ def main(argv: list[str] | None = None) -> None:
     pick.add_argument("--no-floor", action="store_true")
     pick.add_argument("--only", choices=("sdk", "ts", "floor"))
     pick.add_argument("--profile", metavar="PATH")
+    pick.add_argument("--server", choices=("h11", "hypercorn"))
     picked, rest = pick.parse_known_args(argv)
+    if picked.server is not None:
+        global TRIACT
+        TRIACT = (*TRIACT, "--server", picked.server)
     options = parse_options(
         "triact serve --http beside the official MCP SDK's streamable HTTP server on "
         "uvicorn and the TypeScript SDK's; prints JSON lines. --era handshake|stateless "
         "runs one protocol era; --no-floor skips the bare HTTP servers' floor; --only "
-        "sdk|ts|floor runs one comparison; "
+        "sdk|ts|floor runs one comparison; --server h11|hypercorn picks triact's HTTP "
+        "server; "
         "--profile PATH runs triact's server under cProfile at C=16 instead.",
         rest,
     )

@@ -4,6 +4,10 @@ version, a new session id, or the session's next version), with no MCP library, 
 on Hypercorn's Trio worker (what ``triact serve --http`` runs on) or on uvicorn (what
 the SDK's server runs on). Its CPU per call is what the HTTP server alone costs.
 
+``triact``: the same app on triact's own HTTP/1.1 server (``triact.transport.
+_h11server``, what ``triact serve --http`` runs on by default: h11 parsing, its own
+connection loop with timeouts, limits and a graceful stop).
+
 ``h11``: the same answers with no ASGI server at all, for scale: a loop per
 connection on Trio's ``serve_tcp`` that reads requests and writes answers with h11
 (the HTTP/1.1 library that Hypercorn and uvicorn parse with). A measuring stick, not a
@@ -11,7 +15,7 @@ server: no timeouts, limits, pipelining or error handling.
 
 Prints ``listening on http://HOST:PORT/mcp`` on stderr once it listens.
 
-    python benchmarks/baselines/floor_asgi.py hypercorn|uvicorn|h11
+    python benchmarks/baselines/floor_asgi.py hypercorn|uvicorn|triact|h11
 """
 
 import json
@@ -88,6 +92,22 @@ def _hypercorn() -> None:
     trio.run(main)
 
 
+def _triact() -> None:
+    from functools import partial
+
+    import trio
+
+    from triact.transport._h11server import serve_http
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            run = partial(serve_http, app, "127.0.0.1", 0, stop=trio.Event())
+            urls = await nursery.start(run)
+            print(f"listening on {urls[0]}/mcp", file=sys.stderr, flush=True)
+
+    trio.run(main)
+
+
 def _answer(body: bytes) -> tuple[int, bytes]:
     request = json.loads(body)
     if "id" not in request:
@@ -152,4 +172,4 @@ def _uvicorn() -> None:
 
 
 if __name__ == "__main__":
-    {"hypercorn": _hypercorn, "uvicorn": _uvicorn, "h11": _h11}[sys.argv[1]]()
+    {"hypercorn": _hypercorn, "uvicorn": _uvicorn, "triact": _triact, "h11": _h11}[sys.argv[1]]()

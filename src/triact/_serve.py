@@ -47,7 +47,10 @@ logger = logging.getLogger("triact.serve")
 _KEY_BYTES = 32
 
 
-#: Requests one keep-alive HTTP connection may carry before the server closes it.
+#: The server ``triact serve --http`` runs its app on unless ``--server`` says.
+DEFAULT_HTTP_SERVER = "hypercorn"
+
+#: Requests one keep-alive HTTP connection may carry before Hypercorn closes it.
 KEEP_ALIVE_MAX_REQUESTS = 1_000_000
 
 
@@ -114,6 +117,11 @@ class ServeConfig:
     read_timeout: float | None = None
     #: Over HTTP: seconds an idle keep-alive connection stays open.
     keep_alive: float | None = None
+    #: Over HTTP: the server the app runs on, "h11" (triact's own) or "hypercorn";
+    #: None: the default (:data:`DEFAULT_HTTP_SERVER`).
+    server: str | None = None
+    #: Over HTTP (h11 server): connections served at once (beyond, 503 and close).
+    max_connections: int | None = None
     #: Over HTTP: seconds an MCP session lives after its last request.
     mcp_session_ttl: float | None = None
     #: Over HTTP: MCP sessions one principal may have open through this process.
@@ -347,13 +355,22 @@ def run_serve(config: ServeConfig) -> int:
     )
     address = config.http_address()
     http = config.http_options(config.bearer_tokens())
-    if address is None and (http != HttpOptions() or config.keep_alive is not None):
+    given_http_only = any(
+        given is not None for given in (config.keep_alive, config.max_connections, config.server)
+    )
+    if address is None and (http != HttpOptions() or given_http_only):
         raise ServeConfigError(
             "--allow-origin, --max-body-bytes, --max-requests, "
-            "--max-requests-per-principal, --read-timeout, "
-            "--keep-alive, --mcp-session-ttl and --max-mcp-sessions are for the HTTP "
+            "--max-requests-per-principal, --read-timeout, --keep-alive, --server, "
+            "--max-connections, --mcp-session-ttl and --max-mcp-sessions are for the HTTP "
             "transport: add --http"
         )
+    server = config.server or DEFAULT_HTTP_SERVER
+    if server == "hypercorn" and config.max_connections is not None:
+        raise ServeConfigError(
+            "--max-connections is for --server h11 (Hypercorn has no cap on connections)"
+        )
+    served_by = HttpServing(server, config.keep_alive, config.max_connections)
     session_config, key_file = config.session_config()
     options = config.server_options()
     work_config = config.work
@@ -374,7 +391,7 @@ def run_serve(config: ServeConfig) -> int:
     shown = store.url if isinstance(store, RedisStore) else getattr(store, "path", None)
     logger.info("serving MCP on stdio; store: %s", shown or "memory")
     try:
-        trio.run(_serve, session_config, options, work_config, address, http, config.keep_alive)
+        trio.run(_serve, session_config, options, work_config, address, http, served_by)
     except ServeStartError:
         _remove(leftovers, store)
         raise
@@ -413,7 +430,7 @@ async def _serve(
     work_config: WorkConfig,
     address: tuple[str, int] | None = None,
     http: HttpOptions | None = None,
-    keep_alive: float | None = None,
+    serving: HttpServing | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         try:
@@ -427,8 +444,18 @@ async def _serve(
         if address is None:
             await serve_stdio(manager, tools, options, prompts=prompts)
         else:
-            await _serve_http(manager, tools, options, address, http, keep_alive, prompts)
+            await _serve_http(manager, tools, options, address, http, serving, prompts)
     logger.info("stopped; the store is flushed")
+
+
+@attrs.frozen
+class HttpServing:
+    """What serves the HTTP app: the server ("h11", triact's own, or "hypercorn") and
+    its connection settings (None: the server's default)."""
+
+    server: str = DEFAULT_HTTP_SERVER
+    keep_alive: float | None = None
+    max_connections: int | None = None
 
 
 async def _serve_http(
@@ -437,39 +464,31 @@ async def _serve_http(
     options: ServerOptions,
     address: tuple[str, int],
     http: HttpOptions | None = None,
-    keep_alive: float | None = None,
+    serving: HttpServing | None = None,
     prompts: PromptSet | None = None,
 ) -> None:
-    """MCP over streamable HTTP on Hypercorn's Trio worker until SIGTERM or SIGINT:
-    then it takes no new connections, lets the requests in flight finish within the
-    grace period (their calls too), and returns."""
-    try:
-        from hypercorn.config import Config
-        from hypercorn.trio import serve
-    except ImportError as exc:
-        raise ServeStartError(
-            "--http needs Hypercorn: install triact's http extra "
-            "(pip install '.[http]' in a checkout)"
-        ) from exc
+    """MCP over streamable HTTP until SIGTERM or SIGINT, on triact's h11 server (or
+    Hypercorn's Trio worker): then it takes no new connections, lets the requests in
+    flight finish within the grace period (their calls too), and returns."""
+    serving = serving or HttpServing()
+    if serving.server == "hypercorn":
+        try:
+            import hypercorn.trio  # noqa: F401
+        except ImportError as exc:
+            raise ServeStartError(
+                "--server hypercorn needs Hypercorn: install triact's http extra "
+                "(pip install '.[http]' in a checkout)"
+            ) from exc
+    else:
+        try:
+            import h11  # noqa: F401
+        except ImportError as exc:
+            raise ServeStartError(
+                "--http needs h11: install triact's http extra (pip install '.[http]' in a "
+                "checkout)"
+            ) from exc
     host, port = address
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.graceful_timeout = options.shutdown_grace
-    # Hypercorn closes a keep-alive connection after 1,000 requests by default (a
-    # multi-worker server's way to spread connections anew); this is one process, so
-    # a client keeps its connection (and skips a reconnect) for far longer.
-    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
-    # No "server: hypercorn-h11" header: one header less to build and send per
-    # answer, and nothing told about the server's software.
-    config.include_server_header = False
     http = http or HttpOptions()
-    # No read_timeout: Hypercorn's closes a connection whose client is silent that long
-    # even while its request runs (a long call). A connection that has not sent a
-    # whole request head is closed after keep_alive_timeout; the app bounds the time a
-    # body takes (body_timeout, 408).
-    if keep_alive is not None:
-        config.keep_alive_timeout = keep_alive
     stop = trio.Event()
     tokens = http.tokens
     if tokens is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -483,11 +502,48 @@ async def _serve_http(
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_set_on_signal, stop)
-        run = partial(serve, app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        if serving.server == "hypercorn":
+            run = _hypercorn(app, host, port, options, serving, stop)
+        else:
+            from .transport._h11server import HttpServerOptions, serve_http
+
+            settings = _given(
+                keep_alive=serving.keep_alive,
+                max_connections=serving.max_connections,
+                shutdown_grace=options.shutdown_grace,
+            )
+            run = partial(serve_http, app, host, port, HttpServerOptions(**settings), stop=stop)
         binds = await nursery.start(run)
         if tokens is not None:
             logger.info("bearer tokens required: %d principal(s)", len(tokens.principals))
         print(f"triact serve: MCP over HTTP at {binds[0]}/mcp", file=sys.stderr, flush=True)
+
+
+def _hypercorn(
+    app: Any, host: str, port: int, options: ServerOptions, serving: HttpServing, stop: trio.Event
+) -> Any:
+    """Hypercorn's Trio worker serving ``app`` until ``stop`` (for ``nursery.start``)."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = options.shutdown_grace
+    # Hypercorn closes a keep-alive connection after 1,000 requests by default (a
+    # multi-worker server's way to spread connections anew); this is one process, so
+    # a client keeps its connection (and skips a reconnect) for far longer.
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
+    # No "server: hypercorn-h11" header: one header less to build and send per
+    # answer, and nothing told about the server's software.
+    config.include_server_header = False
+    # No read_timeout: Hypercorn's closes a connection whose client is silent that long
+    # even while its request runs (a long call). A connection that has not sent a
+    # whole request head is closed after keep_alive_timeout; the app bounds the time a
+    # body takes (body_timeout, 408).
+    if serving.keep_alive is not None:
+        config.keep_alive_timeout = serving.keep_alive
+    return partial(serve, app, config, shutdown_trigger=stop.wait)
 
 
 async def _set_on_signal(stop: trio.Event) -> None:

@@ -203,6 +203,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "headers) stays open (default: 5)",
     )
     http.add_argument(
+        "--server",
+        choices=("h11", "hypercorn"),
+        default=None,
+        help="the HTTP server the MCP app runs on: h11 (triact's own connection loop, "
+        "h11 parsing) or hypercorn (Hypercorn's Trio worker) (default: hypercorn)",
+    )
+    http.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="with --server h11, connections served at once; one beyond gets 503 with "
+        "Retry-After and is closed (default: 1000)",
+    )
+    http.add_argument(
         "--max-mcp-sessions",
         metavar="N",
         type=positive_int,
@@ -361,6 +376,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_requests_per_principal=args.max_requests_per_principal,
         read_timeout=args.read_timeout,
         keep_alive=args.keep_alive,
+        server=args.server,
+        max_connections=args.max_connections,
         mcp_session_ttl=args.mcp_session_ttl,
         max_mcp_sessions=args.max_mcp_sessions,
     )

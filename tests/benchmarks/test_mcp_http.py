@@ -26,7 +26,13 @@ KEYS = FIGURE_KEYS | {
 }
 BENCHES = [
     f"{prefix}_c{c}{suffix}"
-    for prefix in ("http_handshake", "http_stateless", "floor_hypercorn", "floor_h11_trio")
+    for prefix in (
+        "http_handshake",
+        "http_stateless",
+        "floor_triact_h11",
+        "floor_hypercorn",
+        "floor_h11_trio",
+    )
     for c in (1, 16, 64)
     for suffix in ("", "_cpu", "_p99")
 ]

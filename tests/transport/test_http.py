@@ -1,5 +1,5 @@
-"""MCP over streamable HTTP (``triact.transport.open_http_app``) under Hypercorn's Trio
-worker, driven by the official MCP SDK client in both protocol eras."""
+"""MCP over streamable HTTP (``triact.transport.open_http_app``) on triact's h11 server,
+driven by the official MCP SDK client in both protocol eras."""
 
 from __future__ import annotations
 
@@ -214,9 +214,29 @@ def test_triact_serve_http_refuses_a_host_beyond_loopback() -> None:
 async def test_serve_http_without_hypercorn_names_the_extra(
     manager: triact.SessionManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from triact._serve import ServeStartError, _serve_http
+    from triact._serve import HttpServing, ServeStartError, _serve_http
     from triact.transport import ServerOptions
 
     monkeypatch.setitem(sys.modules, "hypercorn.trio", None)  # import fails
+    with pytest.raises(ServeStartError, match="--server hypercorn needs Hypercorn"):
+        await _serve_http(
+            manager,
+            SESSION_TOOLS,
+            ServerOptions(),
+            ("127.0.0.1", 0),
+            None,
+            HttpServing("hypercorn"),
+        )
+
+
+async def test_serve_http_without_h11_names_the_extra(
+    manager: triact.SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triact._serve import HttpServing, ServeStartError, _serve_http
+    from triact.transport import ServerOptions
+
+    monkeypatch.setitem(sys.modules, "h11", None)  # import fails
     with pytest.raises(ServeStartError, match="http extra"):
-        await _serve_http(manager, SESSION_TOOLS, ServerOptions(), ("127.0.0.1", 0))
+        await _serve_http(
+            manager, SESSION_TOOLS, ServerOptions(), ("127.0.0.1", 0), None, HttpServing("h11")
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mcp
 import pytest
 import trio
 
@@ -241,3 +242,60 @@ async def test_sigterm_finishes_the_calls_in_flight_then_exits_0(tmp_path: Path)
             )
         )
     assert answered <= got["session"]["data"]["n"] <= answered + unknown
+
+
+@pytest.mark.parametrize("server", ["h11", "hypercorn"])
+async def test_either_server_serves_the_sdk_client_and_stops_on_sigterm(
+    tmp_path: Path, server: str
+) -> None:
+    async with serve_process(
+        "--store", "memory", "--server", server, env=environment(tmp_path, "a")
+    ) as served:
+        async with mcp.Client(served.url, mode="legacy") as client:
+            made = await client.call_tool("session_create", {})
+            assert not made.is_error
+        served.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await served.process.wait() == 0
+
+
+async def test_max_connections_from_the_command_line(tmp_path: Path) -> None:
+    async with serve_process(
+        "--store",
+        "memory",
+        "--server",
+        "h11",
+        "--max-connections",
+        "1",
+        env=environment(tmp_path, "a"),
+    ) as served:
+        host, port = served.url.removeprefix("http://").removesuffix("/mcp").rsplit(":", 1)
+        held = await trio.open_tcp_stream(host, int(port))
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                refused = await client.post(served.url, json=initialize_body(), headers=ACCEPT)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+        finally:
+            await held.aclose()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--server", "h11"], "add --http"),
+        (["--max-connections", "5"], "add --http"),
+        (["--http", "127.0.0.1:0", "--server", "hypercorn", "--max-connections", "5"], "h11"),
+    ],
+)
+def test_server_options_are_checked(options: list[str], message: str) -> None:
+    done = subprocess.run(
+        [*SERVE, "--store", "memory", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr

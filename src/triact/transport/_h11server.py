@@ -1,0 +1,512 @@
+"""An HTTP/1.1 server for one ASGI app on Trio sockets, with h11 parsing: what
+``triact serve --http`` runs its app (``open_http_app``) on by default.
+
+h11 parses requests and frames answers and keeps each connection's state (keep-alive,
+``Connection: close``, HTTP/1.0, pipelined requests taken one at a time); this module
+owns the connection loop around it, and with it:
+
+* **Timeouts.** A connection gets ``keep_alive`` seconds to send a whole request head,
+  whether it is new or idle after an answer (so a slow or silent client holds its
+  connection that long at most); none while its request runs (a long tool call), the
+  app bounding the time a body takes. A write that cannot go out within
+  ``send_timeout`` seconds (a client that stopped reading) closes the connection.
+* **Limits.** A request head holds at most ``max_head_bytes`` (beyond, 431 and close);
+  at most ``max_connections`` connections are served at once: one beyond is answered
+  503 with ``Retry-After`` and closed, at once, without its request being read.
+* **Errors.** A malformed request gets 400 and its connection closed; an app that
+  raises gets 500 if nothing of its answer was sent (else its connection is closed);
+  the server goes on serving the others.
+* **Answers.** ``http.response.start`` waits for the first body: an answer whose body
+  comes whole goes out in one write; one with ``more_body`` is chunked (SSE). A
+  ``Date`` header (made once a second), no ``Server`` header.
+* **Disconnects.** Once the app has read a request's body, a ``receive()`` waits for
+  the client to go away (``http.disconnect``) while the answer is not complete.
+* **Shutdown.** When ``stop`` is set: no new connections; idle ones are closed at once;
+  requests in flight get ``shutdown_grace`` seconds to finish (their answers carry
+  ``Connection: close``), then what is left is cancelled.
+
+No lifespan: the app is opened and closed around the server (``open_http_app``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import unquote
+
+import attrs
+import h11
+import trio
+
+logger = logging.getLogger("triact.transport")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+App = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+#: Bytes read from a socket at once.
+_READ: Final = 65536
+#: Bytes of pipelined requests read (and held) while a request runs; past them, the
+#: connection is not read (nor watched for a disconnect) until its answer is sent.
+_PIPELINED_MAX: Final = 65536
+#: Connections being refused (503) at once, beyond ``max_connections``; more are
+#: closed without an answer.
+_REFUSING_MAX: Final = 64
+#: Seconds a refused connection is kept to read its request (so that closing it does
+#: not reset it before the client reads the 503).
+_REFUSE_LINGER: Final = 1.0
+#: Errors of accept() that say the process or the machine is out of something: the
+#: server waits a moment and accepts again.
+_ACCEPT_RESOURCE_ERRORS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_PAUSE: Final = 0.1
+_DISCONNECT: Final = {"type": "http.disconnect"}
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
+_ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+
+
+def _at_least(minimum: float) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value >= minimum:
+            raise ValueError(
+                f"HttpServerOptions.{attribute.name} must be >= {minimum}, got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class HttpServerOptions:
+    """How the server takes connections (the app bounds bodies and requests)."""
+
+    #: Seconds a connection gets to send a whole request head, new or idle after an
+    #: answer; beyond, it is closed.
+    keep_alive: float = attrs.field(default=5.0, validator=_at_least(0.001))
+    #: Connections served at once; one beyond gets 503 with Retry-After, and is closed.
+    max_connections: int = attrs.field(default=1000, validator=_at_least(1))
+    #: Bytes a request head (request line and headers) may hold; beyond, 431.
+    max_head_bytes: int = attrs.field(default=16 * 1024, validator=_at_least(1024))
+    #: Seconds one write of an answer may take (a client not reading blocks it);
+    #: beyond, the connection is closed (the app sees it go away).
+    send_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
+    #: Seconds the requests in flight get to finish once the server stops.
+    shutdown_grace: float = attrs.field(default=10.0, validator=_at_least(0))
+
+
+class _Clock:
+    """The ``Date`` header's value, made again when the second changes."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = b""
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.value = formatdate(now, usegmt=True).encode()
+        return self.value
+
+
+def _error_answer(status: int, message: str, date: bytes, extra: bytes = b"") -> bytes:
+    """A whole answer to a request the app never saw, closing the connection."""
+    body = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"%s"}}' % (
+        message.encode()
+    )
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\ndate: %s\r\n%s\r\n%s"
+        % (status, _REASONS.get(status, b""), len(body), date, extra, body)
+    )
+
+
+class Server:
+    """The connections of one server; see :func:`serve_http`."""
+
+    def __init__(self, app: App, options: HttpServerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.clock = _Clock()
+        self.connections: set[_Connection] = set()
+        self.refusing = 0
+        self.stopping = False
+
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    raise
+                logger.warning("accept() failed (%s); trying again shortly", exc)
+                await trio.sleep(_ACCEPT_PAUSE)
+                continue
+            if len(self.connections) < self.options.max_connections:
+                connection = _Connection(self, stream)
+                self.connections.add(connection)
+                nursery.start_soon(connection.run)
+            elif self.refusing < _REFUSING_MAX:
+                self.refusing += 1
+                nursery.start_soon(self._refuse, stream)
+            else:
+                stream.socket.close()
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        """Answer 503 at once and close (after reading what the client sends, for a
+        moment, so that the close does not reset the connection before the client
+        reads the answer)."""
+        try:
+            with trio.move_on_after(_REFUSE_LINGER):
+                answer = _error_answer(
+                    503,
+                    "Service Unavailable: the server has as many connections as it serves "
+                    "at once; retry later",
+                    self.clock.date(),
+                    b"retry-after: 1\r\n",
+                )
+                await stream.send_all(answer)
+                await stream.send_eof()
+                read = 0
+                while read < _READ and (data := await stream.receive_some(_READ)):
+                    read += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.refusing -= 1
+            stream.socket.close()
+
+    def stop(self) -> None:
+        """Take no new request: close the idle connections, and those whose request
+        runs once it is answered."""
+        self.stopping = True
+        for connection in self.connections:
+            if connection.idle is not None:
+                connection.idle.cancel()
+
+
+class _Connection:
+    """One client connection: its requests, one at a time."""
+
+    __slots__ = (
+        "body_done",
+        "closed",
+        "complete",
+        "h11",
+        "head",
+        "idle",
+        "pipelined",
+        "receive",
+        "scope_base",
+        "send",
+        "server",
+        "stream",
+    )
+
+    def __init__(self, server: Server, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.options.max_head_bytes
+        )
+        #: The wait for a request head, cancelled to close an idle connection.
+        self.idle: trio.CancelScope | None = None
+        # The current request's answer: its start (status, headers) until it is sent
+        # (None once it is), whether it is complete, and the request's body.
+        self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self.complete = False
+        self.body_done = False
+        self.pipelined = 0  # bytes of later requests read while this one runs
+        self.closed = False  # the client went away, or the connection was aborted
+        self.receive = self._receive
+        self.send = self._send
+        self.scope_base: dict[str, Any] = {}
+
+    async def run(self) -> None:
+        try:
+            await self._serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        finally:
+            self.server.connections.discard(self)
+            self.stream.socket.close()
+
+    def _addresses(self) -> None:
+        socket = self.stream.socket
+        try:
+            client = socket.getpeername()[:2]
+        except OSError:
+            client = None
+        server = socket.getsockname()[:2]
+        self.scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "scheme": "http",
+            "root_path": "",
+            "client": client,
+            "server": server,
+        }
+
+    async def _serve(self) -> None:
+        self._addresses()
+        connection = self.h11
+        options = self.server.options
+        while True:
+            request = await self._next_request(options.keep_alive)
+            if request is None:
+                return
+            if not await self._run_app(request):
+                return
+            if connection.our_state is h11.MUST_CLOSE or self.server.stopping:
+                return
+            if connection.their_state is h11.SEND_BODY:
+                self._skip_body()  # the body the app left unread, if it is here
+            if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                return
+            connection.start_next_cycle()
+
+    async def _next_request(self, timeout: float) -> h11.Request | None:
+        """The next request's head, or None if the connection is to close (the client
+        closed it, sent none in time, sent a malformed one, or the server stops)."""
+        connection = self.h11
+        try:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                if self.server.stopping:
+                    return None
+                self.idle = trio.CancelScope(deadline=trio.current_time() + timeout)
+                with self.idle:
+                    while event is h11.NEED_DATA:
+                        connection.receive_data(await self.stream.receive_some(_READ))
+                        event = connection.next_event()
+                self.idle = None
+                if event is h11.NEED_DATA:  # timed out, or the server stops
+                    return None
+        except h11.RemoteProtocolError as exc:
+            await self._refuse_malformed(exc)
+            return None
+        if type(event) is h11.Request:
+            return event
+        return None  # ConnectionClosed
+
+    async def _refuse_malformed(self, exc: h11.RemoteProtocolError) -> None:
+        logger.debug("malformed request: %s", exc)
+        status = exc.error_status_hint
+        if status == 431:
+            message = (
+                "Request Header Fields Too Large: the request line and headers hold over "
+                f"{self.server.options.max_head_bytes} bytes"
+            )
+        else:
+            status, message = 400, "Bad Request: malformed HTTP request"
+        await self._write(_error_answer(status, message, self.server.clock.date()))
+
+    def _skip_body(self) -> None:
+        """Drop what is already here of a body the app did not read."""
+        try:
+            while True:
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA or type(event) is h11.EndOfMessage:
+                    return
+        except h11.RemoteProtocolError:
+            return
+
+    async def _run_app(self, request: h11.Request) -> bool:
+        """Run the app for ``request``; whether the connection may carry another."""
+        target = request.target
+        raw_path, _, query = target.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        scope = {
+            **self.scope_base,
+            "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
+            "method": request.method.decode("ascii"),
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": list(request.headers),
+        }
+        self.head = None
+        self.complete = self.body_done = False
+        self.pipelined = 0
+        try:
+            await self.server.app(scope, self.receive, self.send)
+        except Exception:
+            logger.exception("the ASGI app raised on %s %s", scope["method"], path)
+            if self.closed:
+                return False
+            if self.h11.our_state is h11.SEND_RESPONSE:
+                await self._internal_error()
+            return False
+        if self.closed:
+            return False
+        if not self.complete:
+            if self.h11.our_state is h11.SEND_RESPONSE:  # the app sent nothing
+                logger.error("the ASGI app answered nothing to %s %s", scope["method"], path)
+                await self._internal_error()
+            return False
+        return True
+
+    async def _internal_error(self) -> None:
+        message = "Internal Server Error: the server's log says why"
+        await self._write(_error_answer(500, message, self.server.clock.date()))
+        self.closed = True
+
+    # -- the ASGI receive and send --------------------------------------------------
+
+    async def _receive(self) -> Message:
+        if self.body_done:
+            return await self._wait_disconnect()
+        connection = self.h11
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as exc:  # a malformed body
+                logger.debug("malformed request body: %s", exc)
+                self.closed = True
+                return _DISCONNECT
+            kind = type(event)
+            if kind is h11.Data:
+                chunks.append(bytes(event.data))  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                self.body_done = True
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return {"type": "http.request", "body": body, "more_body": False}
+            elif chunks:  # more to come
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": True}
+            elif self.closed:
+                return _DISCONNECT
+            else:  # NEED_DATA
+                if connection.they_are_waiting_for_100_continue:
+                    await self._write(
+                        connection.send(h11.InformationalResponse(status_code=100, headers=[]))
+                    )
+                data = await self._read()
+                if data is None:
+                    return _DISCONNECT
+                connection.receive_data(data)
+
+    async def _read(self) -> bytes | None:
+        """What the client sends next (None, and the connection closed, if it went
+        away)."""
+        try:
+            data = await self.stream.receive_some(_READ)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+            return None
+        if not data:
+            self.closed = True
+            return None
+        return data
+
+    async def _wait_disconnect(self) -> Message:
+        """Once the body is read: wait for the client to go away while the answer is
+        not complete (later requests that come meanwhile are kept for their turn)."""
+        while not (self.complete or self.closed):
+            if self.pipelined >= _PIPELINED_MAX:
+                await trio.sleep_forever()  # the answer's end cancels the app's wait
+            data = await self._read()
+            if data is None:
+                break
+            self.pipelined += len(data)
+            self.h11.receive_data(data)
+        await trio.lowlevel.checkpoint()
+        return _DISCONNECT
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.head is not None or self.h11.our_state is not h11.SEND_RESPONSE:
+                raise RuntimeError("http.response.start sent twice")
+            self.head = (message["status"], list(message.get("headers", ())))
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if self.complete:
+            raise RuntimeError("http.response.body sent after the answer's end")
+        connection = self.h11
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        out = b""
+        if self.head is not None:
+            status, headers = self.head
+            self.head = None
+            headers.append((b"date", self.server.clock.date()))
+            if self.server.stopping:
+                headers.append((b"connection", b"close"))
+            out = connection.send(
+                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+            )
+        elif connection.our_state is h11.SEND_RESPONSE:
+            raise RuntimeError("http.response.body sent before http.response.start")
+        if body:
+            out += connection.send(h11.Data(data=body))
+        if not more:
+            out += connection.send(h11.EndOfMessage())
+            self.complete = True
+        await self._write(out)
+
+    async def _write(self, data: bytes) -> None:
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            with trio.move_on_after(self.server.options.send_timeout) as timer:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+            return
+        if timer.cancelled_caught:
+            logger.debug("a write took over %g s: closing", self.server.options.send_timeout)
+            self.closed = True
+            self.stream.socket.close()  # a receive() waiting on it sees the client go
+
+
+async def serve_http(
+    app: App,
+    host: str,
+    port: int,
+    options: HttpServerOptions | None = None,
+    *,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` (port 0: a free one) until ``stop`` is set, then
+    stop gracefully (see the module). Started (``nursery.start``) with the URLs it
+    listens at, ``http://HOST:PORT``, the real port in them."""
+    options = options or HttpServerOptions()
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    server = Server(app, options)
+    urls = []
+    for listener in listeners:
+        address = listener.socket.getsockname()
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        urls.append(f"http://{shown}:{address[1]}")
+    async with trio.open_nursery() as connections:
+        try:
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(server.accept, listener, connections)
+                task_status.started(urls)
+                await stop.wait()
+                accepting.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                listener.socket.close()
+            server.stop()
+            grace = options.shutdown_grace
+            deadline = trio.current_time() + grace if math.isfinite(grace) else math.inf
+            connections.cancel_scope.deadline = deadline

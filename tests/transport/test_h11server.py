@@ -1,0 +1,529 @@
+"""triact's HTTP/1.1 server (``triact.transport._h11server``): real loopback sockets
+in the test's Trio run, small ASGI apps, and raw requests: each limit, timeout and error
+path, pipelining, HTTP/1.0, disconnects and the graceful stop."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from triact.transport._h11server import HttpServerOptions, serve_http
+
+
+@attrs.define
+class Seen:
+    """What the test app saw."""
+
+    requests: list[tuple[str, str, bytes]] = attrs.Factory(list)
+    disconnects: int = 0
+    cancelled: int = 0
+    finished: int = 0
+    changed: trio.Event = attrs.Factory(trio.Event)
+
+    def note(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def until(self, test: Callable[[], bool]) -> None:
+        while not test():
+            await self.changed.wait()
+
+
+def make_app(seen: Seen) -> Any:
+    """An ASGI app whose path says what to do: ``/echo`` answers the body; ``/sleep/S``
+    sleeps S seconds first; ``/raise`` raises; ``/raise-late`` raises once its answer
+    started; ``/watch`` waits for the client to go away; ``/stream/N`` streams N
+    chunks; ``/flood`` streams until the client goes away; ``/nothing`` answers
+    nothing."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        chunks = []
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                seen.disconnects += 1
+                seen.note()
+                return
+            chunks.append(event["body"])
+            if not event["more_body"]:
+                break
+        body = b"".join(chunks)
+        path = scope["path"]
+        seen.requests.append((scope["method"], path, body))
+        seen.note()
+        try:
+            await _answer(path, body, receive, send, seen)
+        except trio.Cancelled:
+            seen.cancelled += 1
+            seen.note()
+            raise
+        seen.finished += 1
+        seen.note()
+
+    return app
+
+
+async def _answer(path: str, body: bytes, receive: Any, send: Any, seen: Seen) -> None:
+    start = {"type": "http.response.start", "status": 200, "headers": []}
+    if path.startswith("/sleep/"):
+        await trio.sleep(float(path.rsplit("/", 1)[1]))
+    elif path == "/raise":
+        raise RuntimeError("the app failed")
+    elif path == "/raise-late":
+        await send(start)
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("the app failed midway")
+    elif path == "/nothing":
+        return
+    elif path == "/watch":
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                event = await receive()
+                assert event["type"] == "http.disconnect"
+                seen.disconnects += 1
+                seen.note()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await trio.sleep_forever()
+        return
+    elif path.startswith("/stream/"):
+        await send(start)
+        for i in range(int(path.rsplit("/", 1)[1])):
+            await send({"type": "http.response.body", "body": b"chunk%d;" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    elif path == "/flood":
+        await send(start)
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                event = await receive()
+                assert event["type"] == "http.disconnect"
+                seen.disconnects += 1
+                seen.note()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        return
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body or path))]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body or path.encode()})
+
+
+@attrs.define
+class Served:
+    port: int
+    url: str
+    stop: trio.Event
+    seen: Seen
+    stopped: trio.Event
+    clients: list[trio.SocketStream] = attrs.Factory(list)
+
+
+@asynccontextmanager
+async def serving(host: str = "127.0.0.1", **options: Any) -> AsyncIterator[Served]:
+    seen = Seen()
+    stop = trio.Event()
+    stopped = trio.Event()
+    settings = HttpServerOptions(**options)
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve_http(make_app(seen), host, 0, settings, stop=stop, task_status=task_status)
+        stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(run)
+        port = int(urls[0].rsplit(":", 1)[1])
+        served = Served(port, urls[0], stop, seen, stopped)
+        try:
+            yield served
+        finally:
+            stop.set()
+            for stream in served.clients:
+                stream.socket.close()
+
+
+class Client:
+    """A raw HTTP/1.1 connection: requests as bytes, answers parsed by hand."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, served: Served, host: str = "127.0.0.1") -> Client:
+        stream = await trio.open_tcp_stream(host, served.port)
+        served.clients.append(stream)
+        return cls(stream)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def post(self, path: str, body: bytes = b"", extra: bytes = b"") -> None:
+        await self.send(request(path, body, extra))
+
+    async def _more(self) -> bool:
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            data = b""
+        self.buffer += data
+        return bool(data)
+
+    async def answer(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            assert await self._more(), f"closed before an answer: {self.buffer!r}"
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in self.buffer:
+                    assert await self._more()
+                size_line, _, rest = self.buffer.partition(b"\r\n")
+                size = int(size_line, 16)
+                while len(rest) < size + 2:
+                    assert await self._more()
+                    size_line, _, rest = self.buffer.partition(b"\r\n")
+                body += rest[:size]
+                self.buffer = rest[size + 2 :]
+                if size == 0:
+                    break
+        elif b"content-length" in headers:
+            length = int(headers[b"content-length"])
+            while len(self.buffer) < length:
+                assert await self._more()
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        else:  # until the connection closes
+            while await self._more():
+                pass
+            body, self.buffer = self.buffer, b""
+        return int(status_line.split(b" ")[1]), headers, body
+
+    async def closed(self) -> bool:
+        """Whether the server closes the connection (reading whatever comes first)."""
+        while await self._more():
+            pass
+        return True
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def request(path: str, body: bytes = b"", extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    return b"POST %s HTTP/%s\r\nhost: test\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        path.encode(),
+        version,
+        len(body),
+        extra,
+        body,
+    )
+
+
+async def test_an_answer_comes_whole_with_a_date_and_no_server_header() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/echo", b"hello")
+        status, headers, body = await client.answer()
+        assert (status, body) == (200, b"hello")
+        assert b"date" in headers
+        assert b"server" not in headers
+        # Keep-alive: the connection carries the next request.
+        await client.post("/echo", b"again")
+        assert (await client.answer())[2] == b"again"
+        assert served.seen.requests == [("POST", "/echo", b"hello"), ("POST", "/echo", b"again")]
+
+
+async def test_an_answer_whose_body_comes_whole_is_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[bytes] = []
+    send_all = trio.SocketStream.send_all
+
+    async def recorded(self: trio.SocketStream, data: Any) -> None:
+        writes.append(bytes(data))
+        await send_all(self, data)
+
+    async with serving() as served:
+        client = await Client.open(served)
+        monkeypatch.setattr(trio.SocketStream, "send_all", recorded)
+        await client.post("/echo", b"hello")
+        monkeypatch.undo()
+        assert (await client.answer())[2] == b"hello"
+    server_writes = [write for write in writes if write.startswith(b"HTTP/1.1")]
+    assert len(server_writes) == 1
+    assert server_writes[0].endswith(b"\r\n\r\nhello")
+
+
+async def test_a_streamed_answer_is_chunked() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/stream/3")
+        _, headers, body = await client.answer()
+        assert headers[b"transfer-encoding"] == b"chunked"
+        assert body == b"chunk0;chunk1;chunk2;"
+        await client.post("/echo", b"next")  # and the connection goes on
+        assert (await client.answer())[2] == b"next"
+
+
+async def test_a_malformed_request_gets_400_and_the_server_goes_on() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(b"NOT HTTP AT ALL\r\n\r\n")
+        status, headers, _ = await client.answer()
+        assert status == 400
+        assert headers[b"connection"] == b"close"
+        assert await client.closed()
+        other = await Client.open(served)
+        await other.post("/echo", b"fine")
+        assert (await other.answer())[:1] == (200,)
+
+
+async def test_a_malformed_chunked_body_closes_the_connection() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\n"
+        )
+        assert await client.closed()
+        assert served.seen.disconnects == 1  # the app saw its request go
+
+
+async def test_a_request_head_over_the_limit_gets_431() -> None:
+    async with serving(max_head_bytes=2048) as served:
+        client = await Client.open(served)
+        await client.send(b"POST /echo HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 4096)
+        status, _, body = await client.answer()
+        assert status == 431
+        assert b"2048 bytes" in body
+        assert await client.closed()
+
+
+async def test_beyond_max_connections_a_connection_gets_503_and_is_closed() -> None:
+    async with serving(max_connections=2, keep_alive=60) as served:
+        first, second = await Client.open(served), await Client.open(served)
+        for client in (first, second):
+            await client.post("/echo", b"in")
+            assert (await client.answer())[0] == 200
+        third = await Client.open(served)
+        await third.post("/echo", b"refused")
+        status, headers, _ = await third.answer()
+        assert status == 503
+        assert headers[b"retry-after"] == b"1"
+        assert await third.closed()
+        assert len(served.seen.requests) == 2  # the app never saw it
+        # A connection that ends frees its place.
+        await first.aclose()
+        await trio.sleep(0.01)
+        fourth = await Client.open(served)
+        await fourth.post("/echo", b"taken")
+        assert (await fourth.answer())[0] == 200
+
+
+async def test_a_request_head_not_sent_within_keep_alive_closes_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(keep_alive=5) as served:
+        client = await Client.open(served)
+        began = trio.current_time()
+        await client.send(b"POST /echo HTTP/1.1\r\nhost: t\r\n")  # and no more (slowloris)
+        assert await client.closed()
+        assert trio.current_time() - began == pytest.approx(5, abs=0.01)
+        assert served.seen.requests == []
+
+
+async def test_an_idle_keep_alive_connection_closes_after_keep_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(keep_alive=5) as served:
+        client = await Client.open(served)
+        await trio.sleep(4)
+        await client.post("/echo", b"x")  # within the time: taken
+        assert (await client.answer())[0] == 200
+        answered = trio.current_time()
+        assert await client.closed()
+        assert trio.current_time() - answered == pytest.approx(5, abs=0.01)
+
+
+async def test_a_long_request_keeps_its_connection_past_keep_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(keep_alive=5) as served:
+        client = await Client.open(served)
+        await client.post("/sleep/60")
+        status, _, body = await client.answer()
+        assert (status, body) == (200, b"/sleep/60")
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        # The first takes longest: its answer must still come first.
+        await client.send(request("/sleep/2") + request("/sleep/1") + request("/echo", b"3"))
+        bodies = [(await client.answer())[2] for _ in range(3)]
+        assert bodies == [b"/sleep/2", b"/sleep/1", b"3"]
+
+
+async def test_http_1_0_is_answered_then_closed() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(request("/echo", b"old", version=b"1.0"))
+        status, _, body = await client.answer()
+        assert (status, body) == (200, b"old")
+        assert await client.closed()
+
+
+async def test_connection_close_from_the_client_closes_after_the_answer() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/echo", b"bye", b"connection: close\r\n")
+        assert (await client.answer())[2] == b"bye"
+        assert await client.closed()
+
+
+@pytest.mark.parametrize("path", ["/raise", "/nothing"])
+async def test_an_app_that_fails_before_answering_gives_500_and_the_server_goes_on(
+    path: str,
+) -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post(path)
+        status, headers, _ = await client.answer()
+        assert status == 500
+        assert headers[b"connection"] == b"close"
+        assert await client.closed()
+        other = await Client.open(served)
+        await other.post("/echo", b"fine")
+        assert (await other.answer())[0] == 200
+
+
+async def test_an_app_that_fails_midway_closes_the_connection() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/raise-late")
+        await client.closed()
+        assert client.buffer.startswith(b"HTTP/1.1 200 ")
+        assert not client.buffer.endswith(b"0\r\n\r\n")  # no end of the chunked body
+
+
+async def test_a_client_going_away_mid_call_is_told_to_the_app() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/watch")
+        await served.seen.until(lambda: bool(served.seen.requests))
+        await client.aclose()
+        with trio.fail_after(5):
+            await served.seen.until(lambda: served.seen.finished == 1)
+        assert served.seen.disconnects == 1  # the app ended its call itself
+
+
+async def test_a_client_that_stops_reading_is_closed_after_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(send_timeout=3) as served:
+        client = await Client.open(served)
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await client.post("/flood")  # and never reads
+        with trio.fail_after(60):
+            await served.seen.until(lambda: served.seen.finished == 1)
+        assert served.seen.disconnects == 1
+        # And the server serves others meanwhile and after.
+        other = await Client.open(served)
+        await other.post("/echo", b"fine")
+        assert (await other.answer())[0] == 200
+
+
+async def test_stopping_finishes_the_request_in_flight_and_closes_idle_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(shutdown_grace=10) as served:
+        idle = await Client.open(served)
+        await idle.post("/echo", b"x")
+        await idle.answer()
+        busy = await Client.open(served)
+        await busy.post("/sleep/3")
+        await served.seen.until(lambda: len(served.seen.requests) == 2)
+        stopping = trio.current_time()
+        served.stop.set()
+        assert await idle.closed()
+        assert trio.current_time() - stopping < 0.1  # at once
+        with pytest.raises(OSError, match="connect"):
+            await trio.open_tcp_stream("127.0.0.1", served.port)
+        status, headers, body = await busy.answer()
+        assert (status, body) == (200, b"/sleep/3")
+        assert headers[b"connection"] == b"close"
+        await served.stopped.wait()
+        assert trio.current_time() - stopping == pytest.approx(3, abs=0.1)
+
+
+async def test_stopping_cancels_what_outlives_the_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(shutdown_grace=2) as served:
+        busy = await Client.open(served)
+        await busy.post("/sleep/100")
+        await served.seen.until(lambda: bool(served.seen.requests))
+        stopping = trio.current_time()
+        served.stop.set()
+        await served.stopped.wait()
+        assert trio.current_time() - stopping == pytest.approx(2, abs=0.1)
+        assert served.seen.cancelled == 1
+        assert await busy.closed()
+        assert busy.buffer == b""
+
+
+async def test_it_serves_ipv6() -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    async with serving("::1") as served:
+        assert served.url.startswith("http://[::1]:")
+        client = await Client.open(served, "::1")
+        await client.post("/echo", b"six")
+        assert (await client.answer())[2] == b"six"
+
+
+async def test_port_0_gives_the_real_port() -> None:
+    async with serving() as served:
+        assert served.port != 0
+        assert served.url == f"http://127.0.0.1:{served.port}"
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        HttpServerOptions(max_connections=0)
+    with pytest.raises(ValueError, match="keep_alive"):
+        HttpServerOptions(keep_alive=0)
+
+
+async def test_expect_100_continue_is_answered_before_the_body() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n"
+        )
+        while b"\r\n\r\n" not in client.buffer:
+            assert await client._more()
+        assert client.buffer.startswith(b"HTTP/1.1 100 ")
+        client.buffer = client.buffer.partition(b"\r\n\r\n")[2]
+        await client.send(b"body")
+        assert (await client.answer())[2] == b"body"
