@@ -264,8 +264,8 @@ async def test_an_answer_whose_body_comes_whole_is_one_write(
         client = await Client.open(served)
         monkeypatch.setattr(trio.SocketStream, "send_all", recorded)
         await client.post("/echo", b"hello")
-        monkeypatch.undo()
         assert (await client.answer())[2] == b"hello"
+        monkeypatch.undo()
     server_writes = [write for write in writes if write.startswith(b"HTTP/1.1")]
     assert len(server_writes) == 1
     assert server_writes[0].endswith(b"\r\n\r\nhello")
