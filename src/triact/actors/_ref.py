@@ -350,9 +350,8 @@ class ActorRef(Generic[M, R]):
             crew = self._crew  # the schedule point, as in _handle
             now = perf_counter()
             if now - crew.yielded_at >= crew.slice:
-                crew.yielded_at = now
-                await cancel_shielded_checkpoint()
-            return reply  # type: ignore[no-any-return]  # (cast() would be a call per ask)
+                await _slice_up(crew, now)
+            return reply  # type: ignore[return-value]  # (cast() would be a call per ask)
         if self._state != _OPEN:
             self._check_open()
         task = current_task()
@@ -378,9 +377,7 @@ class ActorRef(Generic[M, R]):
         # The runner's reply (returned as it is: cast() would be a call per ask).
         return answer  # type: ignore[no-any-return]
 
-    async def _handle(
-        self, message: M, *, schedule_point: bool = False, reply: Any = _UNSET
-    ) -> R:
+    async def _handle(self, message: M, *, schedule_point: bool = False, reply: Any = _UNSET) -> R:
         """Run ``message`` in the current task, which holds the baton; then, with
         ``schedule_point``, let the other tasks run before returning. With ``reply``,
         the handler has run already (in :meth:`ask`) and this is what it returned."""
@@ -421,7 +418,7 @@ class ActorRef(Generic[M, R]):
             now = perf_counter()
             if now - crew.yielded_at >= crew.slice:
                 await _slice_up(crew, now)
-        return reply  # type: ignore[return-value]  # (cast() would be a call per ask)
+        return reply  # type: ignore[no-any-return]  # (cast() would be a call per ask)
 
     async def _see_through(self, reply: SeeThrough[R]) -> R:
         """Await ``reply``, which the runner task handed over with the baton, in the
@@ -638,7 +635,8 @@ class ActorRef(Generic[M, R]):
                         since = 0.0  # when handlers began to run without yielding
                         while mailbox and self._state != _STOPPED:
                             queued = mailbox.popleft()
-                            self._wake_sender()
+                            if self._room:  # _wake_sender, spelled out
+                                self._room.unpark()
                             asker = queued.task
                             if asker is None:
                                 await self._handle_told(queued.message)
@@ -677,7 +675,13 @@ class ActorRef(Generic[M, R]):
                                     self._crash(exc)
                                 answer = outcome.Error(exc)
                             running = None
-                            self._answer_ask(queued, answer)
+                            # _answer_ask, spelled out (a call less per ask).
+                            queued.taken = queued.running = False
+                            if self._taken is not None:
+                                self._answer_left_over(
+                                    answer.error if type(answer) is outcome.Error else None
+                                )
+                            reschedule(asker, answer)
                             if queued.raise_cancel is not None:
                                 break  # its asker cancelled the scope: a fresh one for the rest
                             # A schedule point once handlers that did not yield have

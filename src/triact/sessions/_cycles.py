@@ -32,8 +32,9 @@ class Hold:
         self.entry = entry
         self.active = True
         #: The sessions that code inside this update is calling now (a list: several
-        #: tasks started by the update may call the same session).
-        self.waits_on: list[Entry] = []
+        #: tasks started by the update may call the same session). Made at the first
+        #: such call: most updates call none, and each pays for this object.
+        self.waits_on: list[Entry] | tuple[()] = ()
         self.token: Token[tuple[Hold, ...]] | None = None  # HOLDS before this one
 
 
@@ -88,12 +89,15 @@ def wait_on(target: Entry, holds: tuple[Hold, ...]) -> Hold | None:
     if cycle is not None:
         raise _cycle_error(target, live[-1].entry, cycle)
     waiter = live[-1]
-    waiter.waits_on.append(target)
+    if waiter.waits_on:
+        waiter.waits_on.append(target)
+    else:
+        waiter.waits_on = [target]
     return waiter
 
 
 def done_waiting(waiter: Hold, target: Entry) -> None:
-    waiter.waits_on.remove(target)
+    waiter.waits_on.remove(target)  # type: ignore[union-attr]  # (a list: wait_on made it)
 
 
 def _find_cycle(target: Entry, live: list[Hold]) -> list[Entry] | None:
