@@ -64,6 +64,7 @@ _STOPPED = 2  # gone
 _RUNNER: Any = object()
 # What a queued asker is woken with when it is its turn to run its own message.
 _YOUR_TURN: Any = object()
+_new = object.__new__
 # No reply yet (see ActorRef._handle).
 _UNSET: Any = object()
 
@@ -113,6 +114,7 @@ class Queued(Generic[M, R]):
     __slots__ = ("_ref", "context", "message", "raise_cancel", "running", "taken", "task")
 
     def __init__(self, ref: ActorRef[M, R], message: M, task: Task | None) -> None:
+        # (ActorRef.ask sets these fields itself for a queued ask: keep both alike.)
         self._ref = ref
         #: True from :meth:`ActorRef.take_queued` until it is answered.
         self.taken = False
@@ -359,9 +361,16 @@ class ActorRef(Generic[M, R]):
             raise ReentrantCallError(
                 f"actor {self.name!r} asked itself from its own handler; that ask could never run"
             )
-        queued = Queued(self, message, task)
-        if task.coro.cr_code is _RUN_CODE:  # asked from a handler that a runner runs:
-            queued.context = copy_context()  # the context that handler runs in
+        # Queued(self, message, task) without the call of its __init__ (a type call
+        # and a frame per queued ask): the same fields, set here.
+        queued = _new(Queued)
+        queued._ref = self  # noqa: SLF001 (this module's own class)
+        queued.taken = queued.running = False
+        queued.message = message
+        queued.task = task
+        queued.raise_cancel = None
+        # Asked from a handler that a runner runs: the context that handler runs in.
+        queued.context = copy_context() if task.coro.cr_code is _RUN_CODE else None
         mailbox = self._mailbox
         if mailbox is not None and len(mailbox) < self._mailbox_size:
             mailbox.append(queued)  # _enqueue's common case, spelled out

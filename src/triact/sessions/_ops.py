@@ -34,6 +34,7 @@ class Change:
     __slots__ = ("expected_version", "transform")
 
     def __init__(self, transform: Transform, expected_version: int | None = None) -> None:
+        # (Session.update sets these fields itself: keep both alike.)
         self.transform = transform
         self.expected_version = expected_version
 

@@ -28,6 +28,8 @@ from ._stats import LatencySummary, SessionStats
 if TYPE_CHECKING:
     from ._host import SessionHost
 
+_new = object.__new__
+
 #: What :meth:`Session.update` takes: a plain or async function of the current state
 #: that returns the next one.
 Update = Callable[[SessionState], Any]
@@ -140,7 +142,11 @@ class Session:
         nothing changes. With ``expected_version``, the update is refused with
         :class:`SessionConcurrencyError` unless the session is at that version.
         """
-        op = ops.Change(fn, expected_version)
+        # ops.Change(fn, expected_version), without the call of its __init__ (a type
+        # call and a frame per update).
+        op = _new(ops.Change)
+        op.transform = fn
+        op.expected_version = expected_version
         entry = self._entry
         ref = entry.ref
         # The common call, the first round of _call spelled out: to an unguarded
