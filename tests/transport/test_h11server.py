@@ -83,6 +83,10 @@ async def _answer(path: str, body: bytes, receive: Any, send: Any, seen: Seen) -
         raise RuntimeError("the app failed midway")
     elif path == "/nothing":
         return
+    elif path == "/bad-header":  # a header that would split the answer
+        await send({**start, "headers": [(b"x-injected", b"a\r\nset-cookie: b")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
     elif path == "/watch":
         async with trio.open_nursery() as nursery:
 
@@ -382,6 +386,19 @@ async def test_pipelined_requests_are_answered_in_order(
         assert bodies == [b"/sleep/2", b"/sleep/1", b"3"]
 
 
+async def test_a_head_request_gets_the_headers_without_the_body() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(b"HEAD /echo HTTP/1.1\r\nhost: t\r\n\r\n")
+        while b"\r\n\r\n" not in client.buffer:
+            assert await client._more()
+        head, _, client.buffer = client.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"content-length: 5" in head  # the length of /echo, not sent
+        await client.post("/echo", b"after")  # the connection goes on, in step
+        assert (await client.answer())[2] == b"after"
+
+
 async def test_http_1_0_is_answered_then_closed() -> None:
     async with serving() as served:
         client = await Client.open(served)
@@ -399,7 +416,7 @@ async def test_connection_close_from_the_client_closes_after_the_answer() -> Non
         assert await client.closed()
 
 
-@pytest.mark.parametrize("path", ["/raise", "/nothing"])
+@pytest.mark.parametrize("path", ["/raise", "/nothing", "/bad-header"])
 async def test_an_app_that_fails_before_answering_gives_500_and_the_server_goes_on(
     path: str,
 ) -> None:

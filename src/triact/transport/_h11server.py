@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
@@ -73,6 +74,11 @@ _ACCEPT_PAUSE: Final = 0.1
 _DISCONNECT: Final = {"type": "http.disconnect"}
 _REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+#: The response headers h11 is given (it decides the framing and keep-alive from
+#: them); the others are written as the app gave them, once checked.
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_HEADER_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _at_least(minimum: float) -> Any:
@@ -200,6 +206,7 @@ class _Connection:
     """One client connection: its requests, one at a time."""
 
     __slots__ = (
+        "bodiless",
         "body_done",
         "closed",
         "complete",
@@ -227,6 +234,7 @@ class _Connection:
         self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self.complete = False
         self.body_done = False
+        self.bodiless = False  # a HEAD request: its answer's body is not sent
         self.pipelined = 0  # bytes of later requests read while this one runs
         self.closed = False  # the client went away, or the connection was aborted
         self.receive = self._receive
@@ -336,10 +344,14 @@ class _Connection:
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "headers": list(request.headers),
+            # (name, value) with names in lower case, as ASGI has them: h11's parsed
+            # triples, read directly (its Headers sequence yields them one __getitem__
+            # at a time).
+            "headers": [(name, value) for _, name, value in request.headers._full_items],  # noqa: SLF001
         }
         self.head = None
         self.complete = self.body_done = False
+        self.bodiless = request.method == b"HEAD"
         self.pipelined = 0
         try:
             await self.server.app(scope, self.receive, self.send)
@@ -444,20 +456,38 @@ class _Connection:
         if self.head is not None:
             status, headers = self.head
             self.head = None
-            headers.append((b"date", self.server.clock.date()))
-            if self.server.stopping:
-                headers.append((b"connection", b"close"))
-            out = connection.send(
-                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-            )
+            out = self._head(status, headers)
         elif connection.our_state is h11.SEND_RESPONSE:
             raise RuntimeError("http.response.body sent before http.response.start")
-        if body:
+        if body and not self.bodiless:
             out += connection.send(h11.Data(data=body))
         if not more:
             out += connection.send(h11.EndOfMessage())
             self.complete = True
         await self._write(out)
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The answer's status line and headers. h11 is given only the framing
+        headers, to decide the framing and whether the connection stays open (and to
+        keep its state); the others are checked here (one pass, where h11 would make
+        two) and put after them, with ``Date``."""
+        framing = []
+        lines = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _FRAMING:
+                framing.append((lower, value))
+            elif _HEADER_NAME.fullmatch(name) is None or _HEADER_VALUE.fullmatch(value) is None:
+                raise ValueError(f"an invalid response header: {name!r}: {value!r}")
+            else:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        if self.server.stopping:
+            framing.append((b"connection", b"close"))
+        response = h11.Response(
+            status_code=status, headers=framing, reason=_REASONS.get(status, b"")
+        )
+        head = self.h11.send(response)  # ends with the blank line
+        return b"%s%sdate: %s\r\n\r\n" % (head[:-2], b"".join(lines), self.server.clock.date())
 
     async def _write(self, data: bytes) -> None:
         if self.closed:
