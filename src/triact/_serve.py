@@ -48,7 +48,7 @@ _KEY_BYTES = 32
 
 
 #: The server ``triact serve --http`` runs its app on unless ``--server`` says.
-DEFAULT_HTTP_SERVER = "hypercorn"
+DEFAULT_HTTP_SERVER = "h11"
 
 #: Requests one keep-alive HTTP connection may carry before Hypercorn closes it.
 KEEP_ALIVE_MAX_REQUESTS = 1_000_000
@@ -476,8 +476,8 @@ async def _serve_http(
             import hypercorn.trio  # noqa: F401
         except ImportError as exc:
             raise ServeStartError(
-                "--server hypercorn needs Hypercorn: install triact's http extra "
-                "(pip install '.[http]' in a checkout)"
+                "--server hypercorn needs Hypercorn: install triact's hypercorn extra "
+                "(pip install '.[hypercorn]' in a checkout)"
             ) from exc
     else:
         try:

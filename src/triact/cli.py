@@ -207,7 +207,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("h11", "hypercorn"),
         default=None,
         help="the HTTP server the MCP app runs on: h11 (triact's own connection loop, "
-        "h11 parsing) or hypercorn (Hypercorn's Trio worker) (default: hypercorn)",
+        "h11 parsing) or hypercorn (Hypercorn's Trio worker, its own extra) (default: h11)",
     )
     http.add_argument(
         "--max-connections",

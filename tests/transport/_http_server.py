@@ -1,5 +1,6 @@
-"""The HTTP app (``open_http_app``) under Hypercorn's Trio worker on a free loopback
-port, in the test's own Trio run, and ``triact serve --http`` as a subprocess."""
+"""The HTTP app (``open_http_app``) on triact's h11 server (or Hypercorn's Trio worker)
+on a free loopback port, in the test's own Trio run, and ``triact serve --http`` as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -24,6 +25,7 @@ from triact.transport import (
     ToolSet,
     open_http_app,
 )
+from triact.transport._h11server import HttpServerOptions, serve_http
 
 from ._sdk import SERVE
 
@@ -52,13 +54,10 @@ async def http_server(
     options: ServerOptions | None = None,
     http: HttpOptions | None = None,
     keep_alive: float | None = None,
+    server: Literal["h11", "hypercorn"] = "h11",
 ) -> AsyncIterator[Served]:
-    """The app at ``/mcp`` on a Hypercorn server on a free loopback port."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    if keep_alive is not None:
-        config.keep_alive_timeout = keep_alive
+    """The app at ``/mcp`` on a free loopback port, on triact's h11 server (what
+    ``triact serve --http`` runs by default) or Hypercorn's."""
     stop = trio.Event()
     async with (
         open_http_app(manager, tools, options, http) as app,
@@ -76,7 +75,17 @@ async def http_server(
 
             await app(scope, receive, send_recorded)
 
-        binds = await nursery.start(partial(serve, recording, config, shutdown_trigger=stop.wait))
+        if server == "hypercorn":
+            config = Config()
+            config.bind = ["127.0.0.1:0"]
+            config.accesslog = None
+            if keep_alive is not None:
+                config.keep_alive_timeout = keep_alive
+            run = partial(serve, recording, config, shutdown_trigger=stop.wait)
+        else:
+            settings = HttpServerOptions(keep_alive=keep_alive or 5.0)
+            run = partial(serve_http, recording, "127.0.0.1", 0, settings, stop=stop)
+        binds = await nursery.start(run)
         served.url = f"{binds[0]}/mcp"
         yield served
         stop.set()

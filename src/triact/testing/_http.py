@@ -36,7 +36,7 @@ _ENVELOPE = {
 _LISTENING = re.compile(r"(http://\S+/mcp)\b")
 _URL = re.compile(r"http://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)(?P<path>/\S*)")
 _READ_BYTES = 65536
-#: Seconds an idle keep-alive connection is reused for (Hypercorn closes one after 5).
+#: Seconds an idle keep-alive connection is reused for (the server closes one after 5).
 _IDLE_REUSE = 2.0
 _ACCEPT = "application/json, text/event-stream"
 #: Seconds a server has to print its address, and to exit after SIGTERM.
@@ -54,7 +54,7 @@ def _h11() -> Any:
         import h11
     except ImportError:
         raise HttpServerError(
-            "--target http needs h11 (and Hypercorn for the server): install triact's "
+            "--target http needs h11 (the server's too): install triact's "
             "http extra (pip install '.[http]' in a checkout)"
         ) from None
     return h11
