@@ -22,6 +22,7 @@ from triact.transport._args import (
 )
 from triact.transport._schema import constraint_problems
 from triact.transport._session_tools import SESSION_TOOLS
+from triact.transport._writable import writable_twin
 from triact.work._tools import _TOOLS as WORK_TOOLS
 
 CLASSES = sorted(
@@ -212,6 +213,24 @@ def test_direct_path_makes_the_instance_its_init_would(
     made = direct(arguments)
     assert made == cls(**arguments)
     _same(made, cls(**arguments))
+
+
+def test_an_instance_made_through_its_writable_twin_is_the_frozen_class_itself() -> None:
+    direct = direct_structurer(UpdateArgs)
+    assert direct is not None
+    made = direct({"session_id": "s", "increment": {"n": 1}})
+    called = UpdateArgs(session_id="s", increment={"n": 1})
+    assert type(made) is UpdateArgs
+    assert made == called
+    assert repr(made) == repr(called)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.session_id = "other"  # type: ignore[misc]
+    assert made.session_id == "s"
+    # One twin per class, never seen outside: a subclass of it that adds no slot.
+    twin = writable_twin(UpdateArgs)
+    assert twin is writable_twin(UpdateArgs)
+    assert issubclass(twin, UpdateArgs)
+    assert twin.__slots__ == ()
 
 
 @pytest.mark.parametrize(

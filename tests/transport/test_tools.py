@@ -8,6 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -578,9 +579,11 @@ def test_an_update_result_is_structured_as_the_converter_does(
     data: dict[str, Any], version: int
 ) -> None:
     result = UpdateResult("s", version, MappingProxyType(data))
-    by_setters = update_result("s", version, result.data)  # what session_update returns
-    assert by_setters == result
-    assert type(by_setters) is UpdateResult
+    by_twin = update_result("s", version, result.data)  # what session_update returns
+    assert by_twin == result
+    assert type(by_twin) is UpdateResult
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        by_twin.version = 0  # type: ignore[misc]
     made = success(result)
     assert made.plain
     assert not made.error

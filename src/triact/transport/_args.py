@@ -18,6 +18,7 @@ from cattrs.preconf.json import make_converter
 from ..sessions import MAX_NESTING, value_problems
 from ._jsonrpc import TransportError
 from ._schema import Spec, constrained_fields, constraint_problems
+from ._writable import writable_twin
 
 converter = make_converter(forbid_extra_keys=True)
 
@@ -212,12 +213,12 @@ def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] |
     checks written out, so that a call costs one frame, not one per value.
 
     Each field's value is a local, its default until its key is met; the instance is
-    then made without ``__init__`` (``object.__new__`` and each slot's setter), where
-    that is what ``__init__`` would do: a slotted class whose fields have plain
-    defaults, no validators or converters, and no ``__attrs_post_init__``. A frozen
-    class's ``__init__`` sets each field through ``object.__setattr__`` and takes its
-    arguments as a dict: for ``UpdateArgs`` about 10,000 instructions, against about
-    6,000 this way. Any other class is made by calling it."""
+    then made without ``__init__`` (as a writable twin of the class, each field
+    written, then given the class: :func:`~._writable.writable_twin`), where that is
+    what ``__init__`` would do: a slotted class whose fields have plain defaults, no
+    validators or converters, and no ``__attrs_post_init__``. A frozen class's
+    ``__init__`` sets each field through ``object.__setattr__`` and takes its
+    arguments as a dict. Any other class is made by calling it."""
     hints = typing.get_type_hints(cls)
     fields = attrs.fields(cls)
     plain: type = cls
@@ -262,11 +263,10 @@ def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] |
         if field.default is attrs.NOTHING:
             lines += [f"    if f_{index} is NO:", "        return None"]
     if settable:
-        lines.append("    made = new(cls)")
-        for index, field in enumerate(fields):
-            namespace[f"set_{index}"] = getattr(cls, field.name).__set__
-            lines.append(f"    set_{index}(made, f_{index})")
-        lines.append("    return made")
+        namespace["Writable"] = writable_twin(cls)
+        lines.append("    made = new(Writable)")
+        lines += [f"    made.{field.name} = f_{index}" for index, field in enumerate(fields)]
+        lines += ["    made.__class__ = cls", "    return made"]
     else:
         given = ", ".join(f"({field.name!r}, f_{index})" for index, field in enumerate(fields))
         lines.append(f"    return cls(**{{key: v for key, v in ({given},) if v is not NO}})")
