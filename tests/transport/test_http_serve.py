@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -299,3 +300,21 @@ def test_server_options_are_checked(options: list[str], message: str) -> None:
     )
     assert done.returncode == 2
     assert message in done.stderr
+
+
+async def test_an_ipv6_bind_prints_its_real_address(tmp_path: Path) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    # (serve_process gives --http 127.0.0.1:0 first; the last --http is the one taken.)
+    async with (
+        serve_process(
+            "--store", "memory", "--http", "[::1]:0", env=environment(tmp_path, "a")
+        ) as served,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        assert served.url.startswith("http://[::1]:")
+        assert not served.url.startswith("http://[::1]:0/")
+        started = await client.post(served.url, json=initialize_body(), headers=ACCEPT)
+        assert started.status_code == 200
