@@ -14,6 +14,7 @@ from typing import Literal, cast
 
 import pytest
 
+from triact.sessions import SessionManager
 from triact.testing._display import Display
 from triact.testing._history import Call
 from triact.testing._http import HttpTarget
@@ -99,6 +100,60 @@ async def test_a_broken_target_gives_violations_and_exit_code_1() -> None:
     summary = out.getvalue()
     assert "invariant violations  0" not in summary
     assert "I1/I3" in summary or "I3 versioned" in summary
+
+
+class ForgetfulTarget(InprocTarget):
+    """Loses the update that sets the label of every other session it creates (as a
+    node killed under it would: outcome unknown, nothing committed), and records
+    which sessions were sent failing updates."""
+
+    labels = 0
+
+    def __init__(self, manager: SessionManager) -> None:
+        super().__init__(manager, None)
+        self.unlabelled: set[str] = set()
+        self.failing: list[str] = []
+
+    async def update(
+        self,
+        call: Call,
+        session_id: str,
+        change: DataChange,
+        expected_version: int | None,
+        *,
+        fails: bool,
+        slow: float,
+    ) -> None:
+        if "label" in change.arguments().get("set", {}):
+            self.labels += 1
+            if self.labels % 2:
+                self.unlabelled.add(session_id)
+                call.failed("unknown", "the node went away")
+                return
+        if fails:
+            self.failing.append(session_id)
+        await super().update(call, session_id, change, expected_version, fails=fails, slow=slow)
+
+
+async def test_failing_updates_go_only_to_sessions_whose_label_was_set() -> None:
+    # A failing update increments the label, which holds a string; on a session
+    # whose label update was lost it would succeed, and commit a change its record
+    # does not name (the checker then saw data it could not explain).
+    targets: list[ForgetfulTarget] = []
+
+    @asynccontextmanager
+    async def forgetful() -> AsyncIterator[StressTarget]:
+        async with open_inproc("memory", 0.0, 0) as target:
+            targets.append(ForgetfulTarget(target.manager))
+            yield targets[0]
+
+    options = StressOptions(sessions=4, clients=4, duration=1.0, faults=0.3, seed=2)
+    report = await stress(options, target=forgetful)
+    (target,) = targets
+    assert target.unlabelled, "no label update was lost"
+    assert target.failing, "no failing update was sent"
+    assert not set(target.failing) & target.unlabelled
+    assert report.violations == []
 
 
 def _server_available() -> bool:

@@ -172,6 +172,12 @@ class _Load:
         if options.faults:
             base.add("store_error")
         self.base = base
+        #: Sessions whose "label" is known to hold a string (the update that sets it
+        #: was acknowledged): only these get failing updates, which increment it. On
+        #: a session whose label update was lost (a node died under it), the
+        #: increment would succeed, and a result the load expected to fail would
+        #: commit a change its record does not name.
+        self.labelled: set[str] = set()
         if options.target == "cluster":  # a node died or hung under the call
             self.base = base | {"unknown"}
 
@@ -188,6 +194,8 @@ class _Load:
         with self.recorder.call(task, session_id, "update", change=label) as call:
             self.allowed[call.op.id] = self.base
             await self.target.update(call, session_id, label, None, fails=False, slow=0.0)
+        if call.op.outcome == "ok":
+            self.labelled.add(session_id)
         return session_id
 
     async def client(self, index: int, deadline: float) -> None:
@@ -259,7 +267,7 @@ class _Load:
         if session_id in seen and rng.random() < 0.3:
             expected = seen[session_id] - (rng.random() < 0.2)
             allowed.add("conflict")
-        fails = rng.random() < faults
+        fails = rng.random() < faults and session_id in self.labelled
         if fails:
             allowed.add("raised")
         timeout = None
