@@ -62,6 +62,42 @@ async def test_oversized_unterminated_line_at_eof() -> None:
     assert await read_all([b"a\n", b"x" * 50]) == [b"a", "too long"]
 
 
+async def checked_reads(chunks: list[bytes]) -> list[tuple[list[bytes], bool]]:
+    """Each read's lines, and whether the reader found no 19 digits in a row in them."""
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    reader = LineReader(receive, 1000)
+    out = []
+    for chunk in chunks:
+        await send.send_all(chunk)
+        lines = await reader.receive_lines()
+        assert lines is not None
+        out.append(([line for line in lines if type(line) is bytes], reader.digits_checked))
+    return out
+
+
+async def test_a_read_without_long_digits_is_checked_for_all_its_lines() -> None:
+    reads = await checked_reads([b'{"id":1}\n{"id":22}\n{"id":3', b"33}\n", b"[1]\n[2]\n"])
+    assert reads == [
+        ([b'{"id":1}', b'{"id":22}'], True),
+        ([b'{"id":333}'], True),
+        ([b"[1]", b"[2]"], True),
+    ]
+
+
+async def test_long_digits_in_any_line_of_a_read_leave_it_unchecked() -> None:
+    long = b"1" * 19
+    reads = await checked_reads(
+        [
+            b"[1]\n[" + long + b"]\n",  # in a line of the read
+            b"[" + long[:10],  # a line split across reads (no line: nothing checked)
+            long[10:] + b"]\n[2]\n",  # its digits are found when it is whole
+            b"[" + b"1" * 18 + b"]\n",  # 18 are not a long run
+        ]
+    )
+    assert [checked for _, checked in reads] == [False, False, False, True]
+    assert reads[2][0] == [b"[" + long + b"]", b"[2]"]
+
+
 class Pieces(trio.abc.ReceiveStream):
     """Hands out ``data`` in pieces of ``size`` bytes, as fast as it is asked (no
     scheduling: the reader's own work is what is measured), then end of stream. Fails

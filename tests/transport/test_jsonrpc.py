@@ -21,6 +21,7 @@ from triact.transport._jsonrpc import (
     decode_json,
     encode,
     error_line,
+    no_long_digits,
     parse_line,
     result_line,
 )
@@ -214,6 +215,53 @@ def test_decode_json_reads_any_bytes_as_json_does(line: bytes) -> None:
 )
 def test_decode_json_edge_cases_read_as_json_does(line: bytes) -> None:
     _same_reading(line)
+
+
+def _has_long_digits(data: bytes) -> bool:
+    run = 0
+    for byte in data:
+        run = run + 1 if 48 <= byte <= 57 else 0
+        if run >= 19:
+            return True
+    return False
+
+
+@given(
+    data=st.binary(max_size=200)
+    | st.text(alphabet="0123456789a,", max_size=200).map(str.encode)
+    | st.tuples(st.integers(0, 40), st.integers(17, 21)).map(
+        lambda at: b"x" * at[0] + b"7" * at[1] + b"y"
+    )
+)
+def test_no_long_digits_is_exact(data: bytes) -> None:
+    assert no_long_digits(data) is not _has_long_digits(data)
+
+
+@pytest.mark.parametrize("offset", range(6))
+@pytest.mark.parametrize("digits", [18, 19, 20])
+def test_a_long_number_at_any_offset_is_found(offset: int, digits: int) -> None:
+    data = b'{"id":' + b" " * offset + b"9" * digits + b"}"
+    assert no_long_digits(data) is (digits < 19)
+    # Each line of a read checked as a whole reads as json reads it.
+    ours = decode_json(data, digits_checked=no_long_digits(data))
+    assert _typed(ours) == _typed(json.loads(data))
+
+
+@given(value=_json_values)
+def test_a_line_checked_with_its_read_reads_as_json_does(value: object) -> None:
+    line = json.dumps(value).encode()
+    checked = no_long_digits(line)
+    try:
+        ours: object = ("value", _typed(decode_json(line, digits_checked=checked)))
+    except ValueError as exc:
+        ours = ("error", type(exc), str(exc))
+    theirs = _json_reading(line)
+    assert ours == (("value", _typed(theirs[1])) if theirs[0] == "value" else theirs)  # type: ignore[index]
+    if ours[0] == "value":  # type: ignore[index]
+        message = b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"v":%s}}' % line
+        parsed = parse_line(message, checked)
+        assert type(parsed) is Request
+        assert _typed(parsed.params["v"]) == ours[1]  # type: ignore[index]
 
 
 def test_nesting_past_the_parsers_depth_is_a_parse_error_in_plain_words() -> None:

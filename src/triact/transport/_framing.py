@@ -8,6 +8,8 @@ from typing import Any
 
 import trio
 
+from ._jsonrpc import no_long_digits
+
 #: Default bound on one message, newline excluded.
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 _CHUNK = 64 * 1024
@@ -30,6 +32,9 @@ class LineReader:
     line over the bound is returned as one :class:`LineTooLong` as soon as it passes
     the bound; the rest of it is skipped up to its newline, so the next line is read
     normally. At end of stream a last line without a newline is returned too.
+
+    After each read, :attr:`digits_checked` is True if no line it returned has 19
+    digits in a row (found for the whole read at once: see ``parse_line``).
     """
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_line_bytes: int) -> None:
@@ -42,9 +47,11 @@ class LineReader:
         self._partial = bytearray()
         self._discarding = False
         self._eof = False
+        self.digits_checked = False
 
     async def receive_lines(self) -> list[bytes | LineTooLong] | None:
         """The lines completed by the next read (maybe none), or None at end of stream."""
+        self.digits_checked = False
         if self._eof:
             return None
         data = await self._stream.receive_some(_CHUNK)
@@ -68,10 +75,14 @@ class LineReader:
             self._keep(data, start, lines)
             return lines
         partial = self._partial
+        # The lines that lie wholly in ``data`` are checked with it; one begun in an
+        # earlier read, on its own.
+        checked = no_long_digits(data)
         if partial:
             partial += memoryview(data)[start:newline]
             first = bytes(partial)
             partial.clear()
+            checked = checked and no_long_digits(first)
         else:
             first = data[start:newline]
         self._add(first, lines)
@@ -84,6 +95,7 @@ class LineReader:
             elif part and not part.isspace():
                 lines.append(part)
         self._keep(tail, 0, lines)
+        self.digits_checked = checked
         return lines
 
     def _add(self, line: bytes, lines: list[bytes | LineTooLong]) -> None:

@@ -166,10 +166,11 @@ class McpServer:
                 logger.info("end of input")
                 return
             bound = self.options.max_output_bytes
+            checked = reader.digits_checked
             for line in lines:
                 if self._out_bytes > bound:
                     await self._output_room()
-                self._handle_line(line)
+                self._handle_line(line, checked)
             self._flush()  # the answers given at once (errors, lists, refusals)
 
     async def _output_room(self) -> None:
@@ -289,7 +290,7 @@ class McpServer:
 
     # -- messages ------------------------------------------------------------------
 
-    def _handle_line(self, line: bytes | LineTooLong) -> None:
+    def _handle_line(self, line: bytes | LineTooLong, digits_checked: bool = False) -> None:
         if type(line) is LineTooLong:
             self._emit(
                 error_line(
@@ -303,7 +304,7 @@ class McpServer:
             )
             return
         assert type(line) is bytes
-        message = parse_line(line)
+        message = parse_line(line, digits_checked)
         kind = type(message)
         if kind is Request:
             request_id = message.id  # type: ignore[union-attr]
