@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import h11
 import pytest
 import trio
 import trio.testing
 
-from triact.transport._h11server import HttpServerOptions, serve_http
+from triact.transport._h11server import HttpServerOptions, _request_headers, serve_http
 
 
 @attrs.define
@@ -544,3 +545,15 @@ async def test_expect_100_continue_is_answered_before_the_body() -> None:
         client.buffer = client.buffer.partition(b"\r\n\r\n")[2]
         await client.send(b"body")
         assert (await client.answer())[2] == b"body"
+
+
+def test_request_headers_are_lower_case_pairs_with_or_without_h11s_parsed_triples() -> None:
+    request = h11.Request(
+        method="POST",
+        target="/mcp",
+        headers=[("Host", "x"), ("Content-Type", "application/json"), ("X-A", "1")],
+    )
+    expected = [(b"host", b"x"), (b"content-type", b"application/json"), (b"x-a", b"1")]
+    assert _request_headers(request.headers) == expected
+    # An h11 that keeps its parsed headers otherwise: its public sequence of pairs.
+    assert _request_headers(list(request.headers)) == expected

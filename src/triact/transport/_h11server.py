@@ -35,7 +35,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Final
@@ -124,6 +124,18 @@ class _Clock:
             self.second = now
             self.value = formatdate(now, usegmt=True).encode()
         return self.value
+
+
+def _request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A request's headers as ASGI has them: (name, value), names in lower case.
+    h11's parsed (raw name, name, value) triples are read directly where they are
+    (its ``Headers`` sequence yields them one ``__getitem__`` at a time, several
+    times slower); an h11 that keeps them otherwise is iterated as its public API
+    says."""
+    parsed = getattr(headers, "_full_items", None)
+    if parsed is None:
+        return list(headers)
+    return [(name, value) for _, name, value in parsed]
 
 
 def _error_answer(status: int, message: str, date: bytes, extra: bytes = b"") -> bytes:
@@ -344,10 +356,7 @@ class _Connection:
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            # (name, value) with names in lower case, as ASGI has them: h11's parsed
-            # triples, read directly (its Headers sequence yields them one __getitem__
-            # at a time).
-            "headers": [(name, value) for _, name, value in request.headers._full_items],  # noqa: SLF001
+            "headers": _request_headers(request.headers),
         }
         self.head = None
         self.complete = self.body_done = False
