@@ -302,6 +302,7 @@ _PARTS = (
     ("hypercorn", "/hypercorn/"),
     ("h11", "/h11/"),
     ("glide", "/glide/"),
+    ("triact's HTTP server", "/triact/transport/_h11server"),
     ("triact.transport", "/triact/transport/"),
     ("triact.sessions", "/triact/sessions/"),
     ("triact.actors", "/triact/actors/"),
