@@ -63,6 +63,7 @@ async def test_a_failed_write_is_undone_alone(store: SqliteStore) -> None:
     assert isinstance(sql_error, SessionStoreError)
     assert "an extension's call failed" in str(sql_error)
     assert isinstance(sql_error.__cause__, sqlite3.OperationalError)
+    assert sql_error.applied is False  # rolled back to its savepoint
     assert await store.run(_keys, write=False) == ["b"]
     loaded = await store.load("s1")
     assert loaded is not None
@@ -70,8 +71,9 @@ async def test_a_failed_write_is_undone_alone(store: SqliteStore) -> None:
 
 
 async def test_a_read_error_is_a_store_error(store: SqliteStore) -> None:
-    with pytest.raises(SessionStoreError, match="no such table"):
+    with pytest.raises(SessionStoreError, match="no such table") as info:
         await store.run(lambda conn: conn.execute("SELECT * FROM nowhere"), write=False)
+    assert info.value.applied is False
 
 
 async def test_run_needs_an_open_store(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ failures, cancellation, reopening."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -412,6 +415,7 @@ async def test_a_corrupt_row_is_a_data_error_and_the_store_keeps_serving(path: P
         with pytest.raises(SessionDataError, match=r"session 'bad' in .*sessions\.db") as info:
             await store.load("bad")
         assert "not valid JSON" in str(info.value)
+        assert info.value.applied is None  # not classified: the safe answer
         assert await store.load("good") == make_state("good")
         await store.write(make_state("good", version=2), previous_version=1)
         assert len(await store.index()) == 2
@@ -479,6 +483,7 @@ async def test_a_locked_database_fails_the_batch_and_the_store_recovers(path: Pa
             assert isinstance(error, SessionStoreError)
             assert f"session {key!r}" in str(error)
             assert "database is locked" in str(error)
+            assert error.applied is False  # never begun: certainly not saved
         assert store.transactions == 1
         assert await store.load("a") is None
         await store.write(make_state("a"), previous_version=None)
@@ -512,6 +517,7 @@ async def test_a_transaction_failing_midway_commits_none_of_its_batch(path: Path
         assert isinstance(error, SessionStoreError)
         assert f"session {key!r}" in str(error)
         assert "refused by the test trigger" in str(error)
+        assert error.applied is False  # rolled back
     assert store.writes == 1
 
 
@@ -648,8 +654,11 @@ async def test_calls_on_a_store_that_is_not_open_fail(path: Path) -> None:
         lambda: store.index(),
     ]
     for call in calls:
-        with pytest.raises(SessionStoreError, match=r"not open; use `async with store.open\(\):`"):
+        with pytest.raises(
+            SessionStoreError, match=r"not open; use `async with store.open\(\):`"
+        ) as info:
             await call()
+        assert info.value.applied is False
     with pytest.raises(SessionStoreError, match="not open"):
         store.discard("s1")
     async with store.open():
@@ -834,3 +843,74 @@ async def test_durable_calls_are_counted_once_each(path: Path) -> None:
         await session.end()  # 1 operation
         totals = await manager.stats()
         assert (totals.operations, totals.errors, totals.security_failures) == (8, 1, 1)
+
+
+async def test_a_deferred_constraint_failing_the_commit_rolls_back_and_says_so(
+    path: Path,
+) -> None:
+    # The COMMIT itself fails, but SQLite keeps the transaction open (a deferred
+    # foreign key): the store rolls it back, so nothing was saved, certainly.
+    async with SqliteStore(path).open():
+        pass
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE parents (id TEXT PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE children (parent TEXT REFERENCES parents (id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+        conn.execute(
+            "CREATE TRIGGER orphan AFTER INSERT ON sessions WHEN NEW.id = 'bad' "
+            "BEGIN INSERT INTO children VALUES ('nobody'); END"
+        )
+    store = SqliteStore(path)
+    async with store.open():
+        await store.run(lambda conn: conn.execute("PRAGMA foreign_keys = ON"), write=False)
+        with pytest.raises(SessionStoreError, match="FOREIGN KEY") as info:
+            await store.write(make_state("bad"), previous_version=None)
+        assert info.value.applied is False
+        assert "was not stored" in str(info.value)
+        assert await store.load("bad") is None
+
+
+#: Runs in a child process: a SqliteStore whose COMMIT fails writing the WAL (a file
+#: size limit, as a disk filling up mid-commit would): SQLite ends the transaction
+#: itself, and whether a later reader finds it is not the store's to know.
+_COMMIT_FAILS = """
+import os, resource, signal, sys
+import trio, triact
+
+async def main(path):
+    async with triact.open_session_manager(
+        triact.SessionConfig(store=triact.SqliteStore(path))
+    ) as manager:
+        session = await manager.create_session()
+        size = max(os.path.getsize(path + end) for end in ("", "-wal"))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 65536, resource.RLIM_INFINITY))
+        try:
+            await session.update(lambda state: state.with_data(big="x" * 400_000))
+        except triact.SessionStoreError as exc:
+            print(repr(exc.applied))
+            print(exc)
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def test_a_commit_failing_on_disk_leaves_the_outcome_unknown(tmp_path: Path) -> None:
+    pytest.importorskip("resource")
+    source = Path(triact.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), *sys.path])}
+    path = tmp_path / "s.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMIT_FAILS, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    applied, message = done.stdout.splitlines()[:2]
+    assert applied == "None"
+    assert "may or may not have been saved" in message
+    assert "I/O error" in message

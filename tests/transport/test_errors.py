@@ -14,7 +14,7 @@ import pytest
 
 import triact
 from triact.transport import SESSION_TOOLS, Tool, ToolSet
-from triact.transport._tools import STORE_FAILED
+from triact.transport._tools import STORE_FAILED, STORE_FAILED_NOT_APPLIED, domain_error
 
 from .conftest import connect
 
@@ -43,7 +43,12 @@ async def test_a_store_failure_reaches_the_client_as_store_error_without_details
         finally:
             blocker.rollback()
             blocker.close()
-        assert error == {"code": "store_error", "message": STORE_FAILED}
+        # The transaction never began (the lock): nothing was saved, and it says so.
+        assert error == {
+            "code": "store_error",
+            "message": STORE_FAILED_NOT_APPLIED,
+            "applied": False,
+        }
         text = json.dumps(error)
         for private in ("private-dir", "sessions.db", "private-note", "locked", "sqlite3"):
             assert private not in text
@@ -80,3 +85,26 @@ async def test_an_internal_error_says_nothing_of_the_exception(
         assert error["message"].startswith("Internal error")
         assert "cannot open /srv/private/state.db" in caplog.text  # logged, with traceback
         assert (await peer.request("ping"))["result"] == {}  # and it keeps serving
+
+
+def test_a_store_error_that_may_have_been_applied_says_read_before_retrying() -> None:
+    for exc in (
+        triact.SessionStoreError("lost the connection to /srv/redis.sock after sending"),
+        triact.SessionStoreError("timed out", applied=None),
+    ):
+        error = domain_error(exc)
+        assert error is not None
+        assert error.payload() == {
+            "error": {"code": "store_error", "message": STORE_FAILED, "applied": None}
+        }
+        assert "read the session" in STORE_FAILED
+        assert "/srv" not in json.dumps(error.payload())
+    refused = domain_error(triact.SessionStoreError("refused by /srv/db", applied=False))
+    assert refused is not None
+    assert refused.payload()["error"]["applied"] is False
+    assert "nothing was saved" in refused.message
+
+
+def test_a_store_error_is_never_applied() -> None:
+    with pytest.raises(ValueError, match="not applied"):
+        triact.SessionStoreError("saved after all", applied=True)

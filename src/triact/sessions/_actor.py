@@ -657,11 +657,17 @@ class SessionActor(Actor[Op, Answer]):
                 "nothing was saved"
             )
         else:
+            applied = exc.applied if isinstance(exc, SessionStoreError) else None
+            outcome = (
+                "nothing of it was saved"
+                if applied is False
+                else "a store that lost its connection after the write was sent may have "
+                "kept it: read the session before retrying"
+            )
             failure = SessionStoreError(
                 f"session {entry.id!r}: the store failed to commit the write this change "
-                f"was grouped in ({group} changes; a store that lost its connection after "
-                f"the write was sent may have kept it: read the session before retrying): "
-                f"{exc!r}"
+                f"was grouped in ({group} changes; {outcome}): {exc!r}",
+                applied=applied,
             )
         failure.__cause__ = exc
         return failure

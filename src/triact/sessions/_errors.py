@@ -123,9 +123,26 @@ class SessionStoreError(SessionError):
     """The store failed to save or load a session. A change it failed to save was not
     committed, unless the store lost its connection after sending the write (a
     :class:`RedisStore` timing out): then it may have been, and reading the session
-    (or a change with ``expected_version``) tells."""
+    (or a change with ``expected_version``) tells.
+
+    ``applied`` says which. ``False``: the store knows that nothing of the call was
+    saved (it failed before anything was sent, its transaction was rolled back, the
+    server refused the write before running it, or the call only read): it may be
+    retried as it is. ``None``: it may have been saved (the write was sent and its
+    answer lost: a Redis connection lost or timed out mid-call; a SQLite ``COMMIT``
+    that failed after the database ended the transaction itself): read the session
+    (its version) before retrying. Never ``True`` (that is no failure). A failure a
+    store does not classify, and any error made without saying, is ``None``: the
+    safe answer.
+    """
 
     code = "store_error"
+
+    def __init__(self, message: str, *, applied: bool | None = None) -> None:
+        super().__init__(message)
+        if applied is True:
+            raise ValueError("a store error's change is not applied (False) or unknown (None)")
+        self.applied: bool | None = applied
 
 
 class SessionDataError(SessionStoreError):

@@ -80,7 +80,11 @@ class RedisStore(SharedSessionStore):
     is called, it is carried out and its outcome returned, and a cancellation
     arrives at the caller's next checkpoint. If Redis does not answer within the
     timeout, the call fails with :class:`SessionStoreError`, and whether the change
-    was applied is unknown (the next compare-and-set settles it).
+    was applied is unknown (the next compare-and-set settles it): its ``applied`` is
+    None. It is False when nothing was sent (the store not open, a state JSON cannot
+    hold), when the call only read, and when Redis refused a change before running
+    it (out of memory under ``noeviction``, a read-only replica, missing
+    permissions, still loading, busy with a script).
     """
 
     immediate = False
@@ -282,7 +286,8 @@ class RedisStore(SharedSessionStore):
         errors as SessionStoreError saying the store could not ``what`` (the password
         hidden). ``library`` is the source of the Redis function library ``call`` uses:
         if Redis lost it (restarted without persistence, or flushed), it is loaded
-        again and the call made once more."""
+        again and the call made once more. ``call`` is taken to write: a lost answer is
+        ``applied=None`` (see :class:`SessionStoreError`)."""
         return await self._guard(what, call, library=library)
 
     async def _guard(
@@ -291,16 +296,19 @@ class RedisStore(SharedSessionStore):
         call: Callable[[GlideClient], Awaitable[_T]],
         *,
         library: str | None = None,
+        writes: bool = True,
     ) -> _T:
         """``call(client)``; glide's errors as SessionStoreError. A library of
         functions missing from the server (a Redis restarted without persistence,
         or flushed) is loaded again (``library``, by default the sessions') and the
-        call made once more."""
+        call made once more. ``writes=False``: the call only reads, so its failure
+        applied nothing."""
         client = self._client
         if client is None:
             await trio.lowlevel.checkpoint()
             raise SessionStoreError(
-                f"{self!r} is not open; use it inside 'async with store.open()'"
+                f"{self!r} is not open; use it inside 'async with store.open()'",
+                applied=False,
             )
         if self._notes:  # background changes go first: through once a later call is
             await self._send_queued()
@@ -308,7 +316,7 @@ class RedisStore(SharedSessionStore):
             return await call(client)
         except Exception as exc:
             if "function not found" not in str(exc).lower():
-                raise self._failure(what, exc) from None
+                raise self._failure(what, exc, writes=writes) from None
         try:
             if library is None:
                 await self._load_functions(client)
@@ -316,9 +324,9 @@ class RedisStore(SharedSessionStore):
                 await client.function_load(library, replace=True)
             return await call(client)
         except Exception as exc:
-            raise self._failure(what, exc) from None
+            raise self._failure(what, exc, writes=writes) from None
 
-    def _failure(self, what: str, exc: Exception) -> SessionStoreError:
+    def _failure(self, what: str, exc: Exception, *, writes: bool = True) -> SessionStoreError:
         text = " ".join(str(exc).split())
         password = self._address.password
         if password:
@@ -327,13 +335,18 @@ class RedisStore(SharedSessionStore):
             text += " (RedisStore needs Redis 7 or later, or Valkey, for its functions)"
         return SessionStoreError(
             f"the Redis store at {self._address.shown} could not {what}: "
-            f"{type(exc).__name__}: {text}"
+            f"{type(exc).__name__}: {text}",
+            applied=_applied(exc) if writes else False,
         )
 
-    async def _fcall(self, name: str, what: str, keys: list[str], args: list[str]) -> Any:
+    async def _fcall(
+        self, name: str, what: str, keys: list[str], args: list[str], *, writes: bool = True
+    ) -> Any:
         self.calls += 1
         function = lua.function(name)
-        return await self._guard(what, lambda c: c.fcall(function, keys=keys, arguments=args))
+        return await self._guard(
+            what, lambda c: c.fcall(function, keys=keys, arguments=args), writes=writes
+        )
 
     async def _fcall_through(
         self,
@@ -403,7 +416,7 @@ class RedisStore(SharedSessionStore):
             )
         except SessionStoreError as exc:
             for call in calls:  # each its own exception object
-                call.fail(SessionStoreError(str(exc)))
+                call.fail(SessionStoreError(str(exc), applied=exc.applied))
             return
         assert replies is not None  # a pipeline, not a transaction: never aborted
         for call, reply in zip(calls, replies, strict=True):
@@ -443,13 +456,15 @@ class RedisStore(SharedSessionStore):
             return encode_state(state)
         except (TypeError, ValueError) as exc:
             await trio.lowlevel.checkpoint()
-            raise SessionStoreError(f"session {state.id!r} cannot be stored: {exc}") from exc
+            raise SessionStoreError(
+                f"session {state.id!r} cannot be stored: {exc}", applied=False
+            ) from exc
 
     # -- the plain store interface ---------------------------------------------------
 
     async def load(self, session_id: str) -> SessionState | None:
         reply = await self._guard(
-            "load a session", lambda c: c.hmget(self._key(session_id), ["s", "v"])
+            "load a session", lambda c: c.hmget(self._key(session_id), ["s", "v"]), writes=False
         )
         text, version = reply
         if text is None:
@@ -536,7 +551,7 @@ class RedisStore(SharedSessionStore):
 
     async def check(self) -> str | None:
         try:
-            await self._guard("answer a ping", lambda c: c.ping())
+            await self._guard("answer a ping", lambda c: c.ping(), writes=False)
         except SessionStoreError as exc:
             return str(exc)
         return None
@@ -656,6 +671,7 @@ class RedisStore(SharedSessionStore):
         reply = await self._guard(
             "read a session's version",
             lambda c: c.hmget(self._key(session_id), ["v", "dl", "lx"]),
+            writes=False,
         )
         version, deadline, lease_until = reply
         if version is None:
@@ -781,7 +797,7 @@ class RedisStore(SharedSessionStore):
 
     async def count(self) -> int:
         order = f"{self._prefix}order"
-        return int(await self._guard("count sessions", lambda c: c.zcard(order)))
+        return int(await self._guard("count sessions", lambda c: c.zcard(order), writes=False))
 
     async def page(self, after: tuple[float, str] | None, limit: int) -> list[IndexEntry]:
         args = [self._prefix, "", "", str(limit)]
@@ -790,7 +806,9 @@ class RedisStore(SharedSessionStore):
         keys = [f"{self._prefix}order"]
         function = lua.function("page")
         rows = await self._guard(
-            "list sessions", lambda c: c.fcall_ro(function, keys=keys, arguments=args)
+            "list sessions",
+            lambda c: c.fcall_ro(function, keys=keys, arguments=args),
+            writes=False,
         )
         return [
             IndexEntry(
@@ -821,7 +839,7 @@ class RedisStore(SharedSessionStore):
 
     async def get_record(self, namespace: str, key: str) -> str | None:
         reply = await self._fcall(
-            "record_get", "read a record", [self._record_key(namespace, key)], []
+            "record_get", "read a record", [self._record_key(namespace, key)], [], writes=False
         )
         return None if reply is None else _text(reply)
 
@@ -959,6 +977,26 @@ class RedisStore(SharedSessionStore):
                 logger.warning("%s (%d changes not sent)", exc, len(taken))
 
 
+#: The errors with which Redis refuses a command before running it: a change refused
+#: so was not applied. (An error a function raises once running may follow some of its
+#: writes: those, like every other failure of a write, leave it unknown.)
+_REFUSED = frozenset(
+    ("OOM", "READONLY", "NOAUTH", "NOPERM", "WRONGPASS", "LOADING", "BUSY", "MASTERDOWN", "MISCONF")
+)
+
+
+def _applied(exc: Exception) -> bool | None:
+    """Whether a change that failed with glide's ``exc`` is known not to be applied
+    (False: Redis refused it before running it); None if it may have been (sent, and
+    the connection lost or the timeout passed before its answer)."""
+    from glide import RequestError
+
+    if not isinstance(exc, RequestError):
+        return None
+    words = str(exc).replace(":", " ").split()
+    return False if any(word in _REFUSED for word in words[:8]) else None
+
+
 async def _import_glide() -> None:
     """Import valkey-glide in a worker thread the first time (its import takes seconds
     on a loaded machine: the Trio thread keeps running meanwhile)."""
@@ -970,7 +1008,8 @@ async def _import_glide() -> None:
     except ImportError as exc:
         raise SessionStoreError(
             "RedisStore needs valkey-glide: install triact's redis extra "
-            "(pip install 'triact[redis]')"
+            "(pip install 'triact[redis]')",
+            applied=False,
         ) from exc
 
 

@@ -99,7 +99,9 @@ class SqliteStore(SharedSessionStore):
     Each write is a compare-and-set on the stored version; a conflict fails only that
     write. A caller is answered once the transaction has committed; if it fails, every
     write and delete of that batch fails with :class:`SessionStoreError` and none of
-    them is stored.
+    them is stored (its ``applied`` is False; None only if the ``COMMIT`` itself
+    failed after SQLite had ended the transaction, an I/O error whose outcome a
+    later reader may see either way).
 
     Cancellation: a call cancelled while its job is still queued is withdrawn and has
     no effect. Once the db task has taken the job it cannot be withdrawn, so the call
@@ -263,7 +265,9 @@ class SqliteStore(SharedSessionStore):
             text = encode_state(state)
         except (TypeError, ValueError) as exc:
             await trio.lowlevel.checkpoint()
-            raise SessionStoreError(f"session {state.id!r} cannot be stored: {exc}") from exc
+            raise SessionStoreError(
+                f"session {state.id!r} cannot be stored: {exc}", applied=False
+            ) from exc
         binding = state.client_binding
         return (
             state.id,
@@ -423,9 +427,13 @@ class SqliteStore(SharedSessionStore):
 
     def _check_open(self) -> None:
         if self._phase == "closing":
-            raise SessionStoreError(f"{self!r} is closing; use it only inside its `open()` block")
+            raise SessionStoreError(
+                f"{self!r} is closing; use it only inside its `open()` block", applied=False
+            )
         if self._phase != "open":
-            raise SessionStoreError(f"{self!r} is not open; use `async with store.open():`")
+            raise SessionStoreError(
+                f"{self!r} is not open; use `async with store.open():`", applied=False
+            )
 
     def _enqueue(self, job: _Job[Any]) -> None:
         self._pending.append(job)
@@ -474,7 +482,9 @@ class SqliteStore(SharedSessionStore):
                     await self._run_batch(conn)
             finally:
                 for job in self._pending:
-                    job.error = SessionStoreError(f"{self!r} closed before it ran this call")
+                    job.error = SessionStoreError(
+                        f"{self!r} closed before it ran this call", applied=False
+                    )
                     job.finish()
                 self._pending = []
 
@@ -636,14 +646,15 @@ class SqliteStore(SharedSessionStore):
             try:
                 job.value = job.run(conn)
             except Exception as exc:
-                job.error = self._failure(job, "could not be read", exc)
+                job.error = self._failure(job, "could not be read", exc, applied=False)
         if not changes:
             return 0, 0
         lost = sqlite_file.lost(self._path, self._opened)
         if lost is not None:  # committing into a file nobody will open again
             for job in changes:
-                job.error = SessionStoreError(lost)
+                job.error = SessionStoreError(lost, applied=False)
             return 0, 0
+        committing = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             start = 0
@@ -658,8 +669,13 @@ class SqliteStore(SharedSessionStore):
                 for job in changes[start:end]:
                     self._change(conn, job)
                 start = end
+            committing = True
             conn.execute("COMMIT")
         except Exception as exc:
+            # Rolled back, unless the COMMIT itself failed and SQLite ended the
+            # transaction on its own (an I/O error while writing or syncing the
+            # commit): a later reader may then find it committed or not.
+            applied = None if committing and not conn.in_transaction else False
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -667,8 +683,14 @@ class SqliteStore(SharedSessionStore):
                     exc.add_note(f"rolling back failed too: {rollback_exc!r}")
             for job in changes:
                 job.value = None
-                what = _NOT_DONE.get(job.kind, "was not removed")
-                job.error = self._failure(job, f"{what}: the transaction failed", exc)
+                what = (
+                    _NOT_DONE.get(job.kind, "was not removed")
+                    if applied is False
+                    else "may or may not have been saved"
+                )
+                job.error = self._failure(
+                    job, f"{what}: the transaction failed", exc, applied=applied
+                )
             return 0, 0
         return 1, sum(job.kind == "write" and job.error is None for job in changes)
 
@@ -696,11 +718,13 @@ class SqliteStore(SharedSessionStore):
         conn.execute("RELEASE triact_apply")
 
     def _extension_error(self, job: _Job[Any], exc: Exception) -> Exception:
-        if isinstance(exc, sqlite3.Error):
-            return self._failure(job, "failed", exc)
+        if isinstance(exc, sqlite3.Error):  # a read, or a write rolled back to its savepoint
+            return self._failure(job, "failed", exc, applied=False)
         return exc
 
-    def _failure(self, job: _Job[Any], what: str, exc: Exception) -> SessionStoreError:
+    def _failure(
+        self, job: _Job[Any], what: str, exc: Exception, *, applied: bool | None
+    ) -> SessionStoreError:
         if job.kind in ("query", "apply"):
             subject = "an extension's call"
         elif job.session_id is None:
@@ -708,7 +732,8 @@ class SqliteStore(SharedSessionStore):
         else:
             subject = f"session {job.session_id!r}"
         error = SessionStoreError(
-            f"{subject} {what} in {self._path}: {exc!r}{sqlite_file.corruption_hint(exc)}"
+            f"{subject} {what} in {self._path}: {exc!r}{sqlite_file.corruption_hint(exc)}",
+            applied=applied,
         )
         error.__cause__ = exc
         return error

@@ -56,7 +56,8 @@ class SessionStore(abc.ABC):
     A manager opens its store once (``async with store.open():``) and uses it from
     many session actors at once; each session's writes come from its own actor, in
     order. Implementations raise :class:`SessionStoreError` (or a subclass) for
-    failures, never a bare ``OSError`` or driver error.
+    failures, never a bare ``OSError`` or driver error, with ``applied=False`` when
+    they know nothing of the call was saved (left out, it is None: maybe saved).
     """
 
     #: True when :meth:`write_now` commits without waiting (nothing to wait for, as

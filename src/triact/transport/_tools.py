@@ -206,15 +206,20 @@ ERROR_CODES: tuple[str, ...] = tuple(
 )
 
 
-#: What a client is told of a store's failure: its details (the file, the driver's own
-#: error, maybe part of a record) are the server's, and go to its log. A store that
-#: stopped answering during a write (Redis killed, or past its timeout) may have
-#: committed it, so it does not say that nothing changed.
+#: What a client is told of a store's failure whose change may have been saved (the
+#: error's ``applied`` is None): its details (the file, the driver's own error, maybe
+#: part of a record) are the server's, and go to its log. A store that stopped
+#: answering during a write (Redis killed, or past its timeout) may have committed it,
+#: so it does not say that nothing changed.
 STORE_FAILED = (
-    "the session store failed before it confirmed this call; a change it makes was "
-    "most likely not saved, but may have been if the store stopped answering mid-way: "
-    "read the session (its version) before you retry. If it goes on failing, the "
-    "server's log (stderr) says why"
+    "the session store failed before it confirmed this call; a change it makes "
+    "may have been saved (the store stopped answering mid-way): read the session (its "
+    "version) before you retry. If it goes on failing, the server's log (stderr) says why"
+)
+#: ... and of one the store knows it did not save (``applied`` False).
+STORE_FAILED_NOT_APPLIED = (
+    "the session store failed before it confirmed this call; nothing was saved, so you "
+    "may retry it as it is. If it goes on failing, the server's log (stderr) says why"
 )
 SESSION_FAILED = (
     "the session failed and was stopped; create a new session. The server's log (stderr) says why"
@@ -227,7 +232,9 @@ def domain_error(exc: Exception) -> ToolError | None:
     an internal error.
 
     A store's or a session's failure is reported by its code and a message that names
-    no file, record or secret; the whole error goes to the server's log."""
+    no file, record or secret; the whole error goes to the server's log. A store's
+    carries ``applied``: false if nothing of the call was saved, null if it may have
+    been (see SessionStoreError)."""
     if isinstance(exc, ToolError):
         return exc
     code = getattr(exc, "code", None)
@@ -235,9 +242,14 @@ def domain_error(exc: Exception) -> ToolError | None:
         return None
     # A store's error carries its file and its driver's error; a session's crash, the
     # repr of what crashed it.
-    if code == "store_error" or isinstance(exc, SessionFailedError):
+    if code == "store_error":
         logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
-        return ToolError(code, STORE_FAILED if code == "store_error" else SESSION_FAILED)
+        applied = exc.applied if isinstance(exc, SessionStoreError) else None
+        message = STORE_FAILED if applied is None else STORE_FAILED_NOT_APPLIED
+        return ToolError(code, message, applied=applied)
+    if isinstance(exc, SessionFailedError):
+        logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
+        return ToolError(code, SESSION_FAILED)
     details: dict[str, Any] = {}
     if isinstance(exc, SessionConcurrencyError):
         details = {"expected_version": exc.expected, "actual_version": exc.actual}
