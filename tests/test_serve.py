@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ._redis import free_port
+from ._redis import RedisPlace, RedisServer, free_port
 from ._serving import serving
 
 
@@ -163,5 +163,30 @@ def test_a_store_file_deleted_while_serving_is_reported_and_refuses_changes(
         assert refused["isError"] is True
         assert refused["content"][0]["text"].startswith("store_error: ")
         assert str(tmp_path) not in refused["content"][0]["text"]
+        # Refused before anything was written: the client may retry it as it is.
+        error = refused["_meta"]["triact/error"]
+        assert error["applied"] is False
+        assert "nothing was saved" in error["message"]
         got = call("session_get", {"session_id": created["session_id"]})["structuredContent"]
         assert got["session"]["data"] == {}  # not acknowledged, not applied
+
+
+def test_a_change_redis_did_not_answer_may_have_been_saved(private_redis: RedisServer) -> None:
+    with serving(store=private_redis.url + "?timeout=0.5", exit_ok=False) as call:
+        created = call("session_create", {})["structuredContent"]
+        update = {"session_id": created["session_id"], "set": {"k": 1}}
+        with RedisPlace(private_redis.url, "").client() as client:
+            # Writes wait (reads, such as the version check, are answered): the
+            # update is sent, and its answer comes after the store's timeout.
+            client.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+            refused = call("session_update", update)
+            client.execute_command("CLIENT", "UNPAUSE")
+        assert refused["isError"] is True
+        error = refused["_meta"]["triact/error"]
+        assert error["code"] == "store_error"
+        assert error["applied"] is None
+        assert "read the session" in error["message"]
+        assert "127.0.0.1" not in refused["content"][0]["text"]
+        # It was in fact applied once Redis ran it: only a read could tell.
+        got = call("session_get", {"session_id": created["session_id"]})["structuredContent"]
+        assert (got["session"]["version"], got["session"]["data"]) == (2, {"k": 1})

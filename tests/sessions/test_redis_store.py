@@ -231,6 +231,8 @@ async def test_writes_of_many_sessions_share_pipelines_and_keep_their_own_outcom
         assert isinstance(outcomes[4], triact.SessionFencedError)
         assert isinstance(outcomes[11], triact.SessionStoreError)
         assert "could not store a session" in str(outcomes[11])
+        # The function failed once running: what it did before is not the store's to say.
+        assert outcomes[11].applied is None
         assert [n for n, outcome in enumerate(outcomes) if outcome is None] == [
             0,
             1,
@@ -284,6 +286,8 @@ async def test_a_pipeline_redis_does_not_answer_fails_each_of_its_writes(
         assert store.calls - calls == 2
         assert all(isinstance(outcome, triact.SessionStoreError) for outcome in outcomes)
         assert len({id(outcome) for outcome in outcomes}) == 4  # each its own
+        # Sent, and no answer: maybe applied.
+        assert [getattr(outcome, "applied", "?") for outcome in outcomes] == [None] * 4
         # Whether they were applied is unknown; the store works on.
         with trio.fail_after(10):
             while True:
@@ -292,6 +296,67 @@ async def test_a_pipeline_redis_does_not_answer_fails_each_of_its_writes(
                     break
                 except triact.SessionStoreError:
                     await trio.sleep(0.1)
+
+
+async def test_a_write_redis_does_not_answer_may_be_applied_a_read_was_not(
+    private_redis: RedisServer,
+) -> None:
+    store = RedisStore(private_redis.url + "?timeout=0.5", clock=lambda: NOW)
+    async with store.open():
+        await create(store, make_state())
+        assert private_redis.process is not None
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(triact.SessionStoreError, match="could not store") as wrote:
+                await store.write(make_state(version=2), previous_version=1)
+            with pytest.raises(triact.SessionStoreError, match="could not load") as loaded:
+                await store.load("s1")
+            with pytest.raises(triact.SessionStoreError, match="could not read") as read:
+                await store.version("s1")
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        assert wrote.value.applied is None  # sent, its answer lost: maybe saved
+        assert loaded.value.applied is False  # a read: nothing to apply
+        assert read.value.applied is False
+        with trio.fail_after(10):  # and indeed it was, once Redis ran again
+            while True:
+                try:
+                    assert await store.version("s1") in (1, 2)
+                    break
+                except triact.SessionStoreError:
+                    await trio.sleep(0.1)
+
+
+async def test_a_change_redis_refuses_before_running_it_was_not_applied(
+    private_redis: RedisServer,
+) -> None:
+    store = RedisStore(private_redis.url + "?timeout=2", clock=lambda: NOW)
+    async with store.open():
+        for n in range(3):
+            await create(store, make_state(f"s{n}"))
+        with RedisPlace(private_redis.url, "").client() as client:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1")  # full: every write refused (OOM)
+        try:
+            with pytest.raises(triact.SessionStoreError, match="OOM") as refused:
+                await store.write(make_state(version=2), previous_version=1)
+            writes: list[tuple[SessionState, int, int | None]] = [
+                (make_state(f"s{n}", version=2), 1, None) for n in range(3)
+            ]
+            outcomes = await write_all(store, writes)  # the last two as one pipeline
+        finally:
+            with RedisPlace(private_redis.url, "").client() as client:
+                client.config_set("maxmemory", "0")
+        assert refused.value.applied is False
+        assert [getattr(outcome, "applied", "?") for outcome in outcomes] == [False] * 3
+        assert [await store.version(f"s{n}") for n in range(3)] == [1, 1, 1]
+
+
+async def test_calls_of_a_store_that_is_not_open_were_not_applied() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(triact.SessionStoreError, match="not open") as info:
+        await store.write(make_state(version=2), previous_version=1)
+    assert info.value.applied is False
 
 
 # -- keys, expiry and events --------------------------------------------------------

@@ -149,6 +149,41 @@ async def test_every_caller_of_a_group_whose_write_failed_is_told_so(tmp_path: P
         assert "(2 changes; a store that lost its connection after the write" in grouped
         assert "read the session before retrying" in grouped
         assert "disk is full" in grouped
+        # A driver's error the store did not classify: maybe saved, the safe answer.
+        assert [getattr(f, "applied", "?") for f in failures] == [None, None]
         # Neither change was kept: the session is at the first update, still serving.
         assert (await session.snapshot()).data == {"n": 1}
         assert (await session.update(bump)).data == {"n": 2}
+
+
+async def test_a_group_whose_transaction_never_began_says_nothing_was_saved(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = triact.SqliteStore(path, timeout=0.05)
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        session = await manager.create_session()
+        failures: list[triact.SessionStoreError] = []
+
+        async def update() -> None:
+            try:
+                await session.update(bump)
+            except triact.SessionStoreError as exc:
+                failures.append(exc)
+
+        blocker = sqlite3.connect(path)  # holds the write lock: BEGIN IMMEDIATE fails
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):  # the first alone, the two made meanwhile together
+                    nursery.start_soon(update)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert len(failures) == 3
+        assert all(failure.applied is False for failure in failures)
+        grouped = [str(f) for f in failures if "was grouped in" in str(f)]
+        assert grouped
+        assert all("nothing of it was saved" in text for text in grouped)
+        assert all("read the session" not in text for text in grouped)
+        assert (await session.snapshot()).version == 1

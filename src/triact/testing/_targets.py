@@ -45,6 +45,16 @@ _CODES: dict[str, Outcome] = {
 }
 
 
+def _outcome(tool: str, error: dict[str, Any]) -> Outcome:
+    """The outcome a tool error stands for. An update whose store failed after it may
+    have been saved (``applied`` null) is ``unknown``: the checker lets it fill a
+    version no acknowledged update made."""
+    code = error.get("code", "?")
+    if code == "store_error" and tool == "session_update" and error.get("applied", 0) is None:
+        return "unknown"
+    return _CODES.get(code, "error")
+
+
 class StressTarget(Protocol):
     """A system under stress: each call reports its result on ``call``, or raises a
     session error (which the recorder classifies)."""
@@ -288,7 +298,7 @@ class StdioTarget:
         error = (content or {}).get("error", {})
         code = error.get("code", "?")
         call.failed(
-            _CODES.get(code, "error"),
+            _outcome(name, error),
             f"{code}: {error.get('message', '')}"[:300],
             error.get("actual_version"),
         )
