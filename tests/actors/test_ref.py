@@ -334,7 +334,7 @@ async def count_turns(asks: int, *, slice_: float) -> int:
 
     async with open_supervisor(schedule_slice=slice_) as sup, trio.open_nursery() as nursery:
         ref = sup.spawn(Recorder)
-        await ref.ask("warm up")  # the first ask of a supervisor yields
+        await ref.ask("warm up")  # starts the asking task's slice
         nursery.start_soon(other)  # runnable from now on, at every turn it gets
         for i in range(asks):
             await ref.ask(i)
