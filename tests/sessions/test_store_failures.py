@@ -187,3 +187,29 @@ async def test_a_group_whose_transaction_never_began_says_nothing_was_saved(
         assert all("nothing of it was saved" in text for text in grouped)
         assert all("read the session" not in text for text in grouped)
         assert (await session.snapshot()).version == 1
+
+
+class FailingLoads(triact.SqliteStore):
+    """Fails every load once ``failing`` is set, as an unreadable disk would."""
+
+    shared = False
+
+    failing = False
+
+    async def load(self, session_id: str) -> triact.SessionState | None:
+        if self.failing:
+            await trio.lowlevel.checkpoint()
+            raise sqlite3.OperationalError("disk I/O error")
+        return await super().load(session_id)
+
+
+async def test_a_listing_whose_load_fails_says_nothing_was_saved(tmp_path: Path) -> None:
+    store = FailingLoads(tmp_path / "s.db")
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        await manager.create_session()
+    store = FailingLoads(tmp_path / "s.db")
+    async with triact.open_session_manager(triact.SessionConfig(store=store)) as manager:
+        store.failing = True  # the session is in the store only, not in memory
+        with pytest.raises(triact.SessionStoreError, match="listing sessions") as raised:
+            await manager.usable_sessions()
+        assert raised.value.applied is False  # a read: a client may retry it as it is

@@ -15,6 +15,7 @@ import pytest
 import triact
 from triact.transport import SESSION_TOOLS, Tool, ToolSet
 from triact.transport._tools import STORE_FAILED, STORE_FAILED_NOT_APPLIED, domain_error
+from triact.work import WorkStoreError
 
 from .conftest import connect
 
@@ -108,3 +109,13 @@ def test_a_store_error_that_may_have_been_applied_says_read_before_retrying() ->
 def test_a_store_error_is_never_applied() -> None:
     with pytest.raises(ValueError, match="not applied"):
         triact.SessionStoreError("saved after all", applied=True)
+
+
+def test_a_work_store_error_says_nothing_was_saved_and_names_nothing() -> None:
+    error = domain_error(WorkStoreError("the work tables in '/srv/x.db' have layout 9; upgrade"))
+    assert error is not None
+    assert error.payload()["error"] == {
+        "code": "store_error",
+        "message": STORE_FAILED_NOT_APPLIED,
+        "applied": False,
+    }

@@ -494,7 +494,8 @@ class SessionManager:
                 except Exception as exc:
                     raise SessionStoreError(
                         "listing sessions: the store failed to load session "
-                        f"{session_id!r}: {exc!r}"
+                        f"{session_id!r}: {exc!r}",
+                        applied=False,  # a read: nothing to save
                     ) from exc
             elif i % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
@@ -992,7 +993,8 @@ async def _load_to_list(store: SessionStore, session_id: str) -> SessionState | 
         raise
     except Exception as exc:
         raise SessionStoreError(
-            f"listing sessions: the store failed to load session {session_id!r}: {exc!r}"
+            f"listing sessions: the store failed to load session {session_id!r}: {exc!r}",
+            applied=False,  # a read: nothing to save
         ) from exc
 
 

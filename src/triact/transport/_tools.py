@@ -244,7 +244,8 @@ def domain_error(exc: Exception) -> ToolError | None:
     # repr of what crashed it.
     if code == "store_error":
         logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
-        applied = exc.applied if isinstance(exc, SessionStoreError) else None
+        # (SessionStoreError's, or the work layer's WorkStoreError's: always False.)
+        applied = False if getattr(exc, "applied", None) is False else None
         message = STORE_FAILED if applied is None else STORE_FAILED_NOT_APPLIED
         return ToolError(code, message, applied=applied)
     if isinstance(exc, SessionFailedError):

@@ -63,6 +63,11 @@ class WorkDataError(WorkError):
 
 class WorkStoreError(WorkError):
     """The store cannot keep the work layer's data (no FTS5 in this SQLite, a store
-    kind it does not know, or tables from a newer triact)."""
+    kind it does not know, or tables from a newer triact), or holds a record of it
+    that something else wrote. Each is found before anything is written, so nothing
+    of the call was saved: ``applied`` is False, as a
+    :class:`~triact.sessions.SessionStoreError`'s is when it knows that. (A store's own
+    failure under a work tool is that store's ``SessionStoreError``.)"""
 
     code = "store_error"
+    applied: bool | None = False
