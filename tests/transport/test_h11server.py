@@ -72,6 +72,15 @@ def make_app(seen: Seen) -> Any:
     return app
 
 
+async def _watch(receive: Any, seen: Seen, answer: trio.CancelScope) -> None:
+    """Wait for the client to go away, then end the answer."""
+    event = await receive()
+    assert event["type"] == "http.disconnect"
+    seen.disconnects += 1
+    seen.note()
+    answer.cancel()
+
+
 async def _answer(path: str, body: bytes, receive: Any, send: Any, seen: Seen) -> None:
     start = {"type": "http.response.start", "status": 200, "headers": []}
     if path.startswith("/sleep/"):
@@ -90,15 +99,7 @@ async def _answer(path: str, body: bytes, receive: Any, send: Any, seen: Seen) -
         return
     elif path == "/watch":
         async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                event = await receive()
-                assert event["type"] == "http.disconnect"
-                seen.disconnects += 1
-                seen.note()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
+            nursery.start_soon(_watch, receive, seen, nursery.cancel_scope)
             await trio.sleep_forever()
         return
     elif path.startswith("/stream/"):
@@ -110,15 +111,7 @@ async def _answer(path: str, body: bytes, receive: Any, send: Any, seen: Seen) -
     elif path == "/flood":
         await send(start)
         async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                event = await receive()
-                assert event["type"] == "http.disconnect"
-                seen.disconnects += 1
-                seen.note()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
+            nursery.start_soon(_watch, receive, seen, nursery.cancel_scope)
             while True:
                 await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
         return

@@ -164,19 +164,6 @@ async def test_allow_origin_and_the_body_limit_from_the_command_line(tmp_path: P
         assert big.status_code == 413
 
 
-def test_http_flags_need_http() -> None:
-    done = subprocess.run(
-        [*SERVE, "--store", "memory", "--allow-origin", "https://app.example"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 2
-    assert "add --http" in done.stderr
-
-
 # httpx leaves the body iterator of a request the stopping server refused unclosed.
 @pytest.mark.filterwarnings(
     r"ignore:Exception ignored in. <async_generator object ByteStream\.__aiter__"
@@ -284,6 +271,7 @@ async def test_max_connections_from_the_command_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        (["--allow-origin", "https://app.example"], "add --http"),
         (["--server", "h11"], "add --http"),
         (["--max-connections", "5"], "add --http"),
         (["--http", "127.0.0.1:0", "--server", "hypercorn", "--max-connections", "5"], "h11"),
