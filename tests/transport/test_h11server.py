@@ -23,6 +23,7 @@ class Seen:
     """What the test app saw."""
 
     requests: list[tuple[str, str, bytes]] = attrs.Factory(list)
+    versions: list[str] = attrs.Factory(list)
     disconnects: int = 0
     cancelled: int = 0
     finished: int = 0
@@ -59,6 +60,7 @@ def make_app(seen: Seen) -> Any:
         body = b"".join(chunks)
         path = scope["path"]
         seen.requests.append((scope["method"], path, body))
+        seen.versions.append(scope["http_version"])
         seen.note()
         try:
             await _answer(path, body, receive, send, seen)
@@ -400,6 +402,34 @@ async def test_http_1_0_is_answered_then_closed() -> None:
         status, _, body = await client.answer()
         assert (status, body) == (200, b"old")
         assert await client.closed()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /echo HTTP/2.0\r\nhost: t\r\ncontent-length: 0\r\n\r\n",
+        b"GET /echo HTTP/0.9\r\nhost: t\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # an HTTP/2 client's preface
+    ],
+)
+async def test_a_request_of_another_major_version_gets_505(head: bytes) -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(head + request("/echo", b"next"))
+        status, headers, _ = await client.answer()
+        assert status == 505
+        assert headers[b"connection"] == b"close"
+        assert await client.closed()  # the request after it is not read
+        assert served.seen.requests == []
+
+
+async def test_a_later_http_1_minor_version_is_served_as_1_1() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(request("/echo", b"new", version=b"1.2") * 2)
+        for _ in range(2):  # kept alive, as 1.1
+            assert (await client.answer())[::2] == (200, b"new")
+        assert served.seen.versions == ["1.1", "1.1"]
 
 
 async def test_connection_close_from_the_client_closes_after_the_answer() -> None:

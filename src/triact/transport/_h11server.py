@@ -13,7 +13,8 @@ owns the connection loop around it, and with it:
 * **Limits.** A request head holds at most ``max_head_bytes`` (beyond, 431 and close);
   at most ``max_connections`` connections are served at once: one beyond is answered
   503 with ``Retry-After`` and closed, at once, without its request being read.
-* **Errors.** A malformed request gets 400 and its connection closed; an app that
+* **Errors.** A malformed request gets 400 and its connection closed (one of an HTTP
+  major version other than 1, 505); an app that
   raises gets 500 if nothing of its answer was sent (else its connection is closed);
   the server goes on serving the others.
 * **Answers.** ``http.response.start`` waits for the first body: an answer whose body
@@ -317,6 +318,12 @@ class _Connection:
             await self._refuse_malformed(exc)
             return None
         if type(event) is h11.Request:
+            # h11 takes any "HTTP/d.d" request line (an HTTP/2 client's "PRI *
+            # HTTP/2.0" preface, "HTTP/0.9") and would answer it as HTTP/1.1.
+            if not event.http_version.startswith(b"1."):
+                message = "HTTP Version Not Supported: this server speaks HTTP/1.1"
+                await self._write(_error_answer(505, message, self.server.clock.date()))
+                return None
             return event
         return None  # ConnectionClosed
 
@@ -351,7 +358,8 @@ class _Connection:
             path = unquote(path)
         scope = {
             **self.scope_base,
-            "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
+            # 1.2 and later minor versions are served as 1.1 (as h11 does: kept alive)
+            "http_version": "1.0" if request.http_version == b"1.0" else "1.1",
             "method": request.method.decode("ascii"),
             "path": path,
             "raw_path": raw_path,
