@@ -423,6 +423,22 @@ async def test_a_request_of_another_major_version_gets_505(head: bytes) -> None:
         assert served.seen.requests == []
 
 
+async def test_connect_gets_501_as_the_server_opens_no_tunnel() -> None:
+    """h11 would switch a CONNECT answered 2xx to a tunnel: the app's body could not be
+    sent (a traceback, and no answer at all)."""
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(b"CONNECT /echo HTTP/1.1\r\nhost: t\r\n\r\n")
+        status, headers, _ = await client.answer()
+        assert status == 501
+        assert headers[b"connection"] == b"close"
+        assert await client.closed()
+        assert served.seen.requests == []
+        other = await Client.open(served)
+        await other.post("/echo", b"fine")
+        assert (await other.answer())[::2] == (200, b"fine")
+
+
 async def test_a_later_http_1_minor_version_is_served_as_1_1() -> None:
     async with serving() as served:
         client = await Client.open(served)

@@ -14,7 +14,7 @@ owns the connection loop around it, and with it:
   at most ``max_connections`` connections are served at once: one beyond is answered
   503 with ``Retry-After`` and closed, at once, without its request being read.
 * **Errors.** A malformed request gets 400 and its connection closed (one of an HTTP
-  major version other than 1, 505); an app that
+  major version other than 1, 505; a CONNECT, 501); an app that
   raises gets 500 if nothing of its answer was sent (else its connection is closed);
   the server goes on serving the others.
 * **Answers.** ``http.response.start`` waits for the first body: an answer whose body
@@ -323,6 +323,12 @@ class _Connection:
             if not event.http_version.startswith(b"1."):
                 message = "HTTP Version Not Supported: this server speaks HTTP/1.1"
                 await self._write(_error_answer(505, message, self.server.clock.date()))
+                return None
+            # h11 makes a CONNECT answered 2xx a tunnel, which this server does not
+            # open (the app's body could not be sent): it is refused before the app.
+            if event.method == b"CONNECT":
+                message = "Not Implemented: this server opens no tunnel (CONNECT)"
+                await self._write(_error_answer(501, message, self.server.clock.date()))
                 return None
             return event
         return None  # ConnectionClosed
