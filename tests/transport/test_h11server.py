@@ -24,6 +24,7 @@ class Seen:
 
     requests: list[tuple[str, str, bytes]] = attrs.Factory(list)
     versions: list[str] = attrs.Factory(list)
+    targets: list[tuple[str, bytes, bytes]] = attrs.Factory(list)  # path, raw, query
     disconnects: int = 0
     cancelled: int = 0
     finished: int = 0
@@ -61,6 +62,7 @@ def make_app(seen: Seen) -> Any:
         path = scope["path"]
         seen.requests.append((scope["method"], path, body))
         seen.versions.append(scope["http_version"])
+        seen.targets.append((path, scope["raw_path"], scope["query_string"]))
         seen.note()
         try:
             await _answer(path, body, receive, send, seen)
@@ -421,6 +423,19 @@ async def test_a_request_of_another_major_version_gets_505(head: bytes) -> None:
         assert headers[b"connection"] == b"close"
         assert await client.closed()  # the request after it is not read
         assert served.seen.requests == []
+
+
+async def test_an_absolute_form_target_is_served_as_its_path_and_query() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        for target in (b"http://test/echo", b"HTTPS://test:8080/e%63ho?a=1", b"http://test?b"):
+            await client.send(b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n" % target)
+            assert (await client.answer())[0] == 200
+        assert served.seen.targets == [
+            ("/echo", b"/echo", b""),
+            ("/echo", b"/e%63ho", b"a=1"),
+            ("/", b"/", b"b"),
+        ]
 
 
 async def test_connect_gets_501_as_the_server_opens_no_tunnel() -> None:

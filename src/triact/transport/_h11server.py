@@ -80,6 +80,8 @@ _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _HEADER_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+#: The scheme and authority of an absolute-form request target (``http://host:port``).
+_SCHEME_AUTHORITY: Final = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://[^/?]*")
 
 
 def _at_least(minimum: float) -> Any:
@@ -137,6 +139,17 @@ def _request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes
     if parsed is None:
         return list(headers)
     return [(name, value) for _, name, value in parsed]
+
+
+def _origin_form(target: bytes) -> bytes:
+    """An absolute-form request target's path and query (``http://host/mcp?x`` ->
+    ``/mcp?x``; ``http://host`` -> ``/``), which a server must accept (RFC 9112
+    3.2.2); any other target (``*``) as it is."""
+    match = _SCHEME_AUTHORITY.match(target)
+    if match is None:
+        return target
+    rest = target[match.end() :]
+    return rest if rest.startswith(b"/") else b"/" + rest
 
 
 def _error_answer(status: int, message: str, date: bytes, extra: bytes = b"") -> bytes:
@@ -358,6 +371,8 @@ class _Connection:
     async def _run_app(self, request: h11.Request) -> bool:
         """Run the app for ``request``; whether the connection may carry another."""
         target = request.target
+        if not target.startswith(b"/"):
+            target = _origin_form(target)
         raw_path, _, query = target.partition(b"?")
         path = raw_path.decode("latin-1")
         if "%" in path:
