@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -15,7 +16,12 @@ import pytest
 import trio
 import trio.testing
 
-from triact.transport._h11server import HttpServerOptions, _request_headers, serve_http
+from triact.transport._h11server import (
+    HttpServerOptions,
+    _head_bytes,
+    _request_headers,
+    serve_http,
+)
 
 
 @attrs.define
@@ -317,6 +323,27 @@ async def test_a_request_head_over_the_limit_gets_431() -> None:
         assert await client.closed()
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /echo HTTP/1.1\r\nhost: t\r\nx-big: %s\r\n\r\n" % (b"a" * 4096),
+        b"POST /echo?%s HTTP/1.1\r\nhost: t\r\n\r\n" % (b"a" * 4096),
+        b"POST /echo HTTP/1.1\r\nhost: t\r\n%s\r\n" % (b"x: y\r\n" * 700),
+    ],
+)
+async def test_a_whole_request_head_over_the_limit_gets_431(head: bytes) -> None:
+    """h11 bounds a head still incomplete; one that arrives whole in one read is
+    measured too."""
+    async with serving(max_head_bytes=2048) as served:
+        client = await Client.open(served)
+        await client.send(head)
+        status, _, body = await client.answer()
+        assert status == 431
+        assert b"2048 bytes" in body
+        assert await client.closed()
+        assert served.seen.requests == []
+
+
 async def test_beyond_max_connections_a_connection_gets_503_and_is_closed() -> None:
     async with serving(max_connections=2, keep_alive=60) as served:
         first, second = await Client.open(served), await Client.open(served)
@@ -611,3 +638,17 @@ def test_request_headers_are_lower_case_pairs_with_or_without_h11s_parsed_triple
     assert _request_headers(request.headers) == expected
     # An h11 that keeps its parsed headers otherwise: its public sequence of pairs.
     assert _request_headers(list(request.headers)) == expected
+
+
+def test_a_heads_bytes_are_counted_with_or_without_h11s_parsed_triples() -> None:
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(head)
+    request = connection.next_event()
+    assert isinstance(request, h11.Request)
+    assert _head_bytes(request) == len(head)
+    # An h11 that keeps its parsed headers otherwise: its public sequence of pairs.
+    other = SimpleNamespace(
+        method=request.method, target=request.target, headers=list(request.headers)
+    )
+    assert _head_bytes(other) == len(head)  # type: ignore[arg-type]

@@ -141,6 +141,20 @@ def _request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes
     return [(name, value) for _, name, value in parsed]
 
 
+def _head_bytes(request: h11.Request) -> int:
+    """The bytes of a request's head as h11 parsed it (request line, headers, blank
+    line; a few less than sent where it dropped whitespace)."""
+    size = len(request.method) + len(request.target) + 14  # " HTTP/1.1\r\n", "\r\n"
+    parsed = getattr(request.headers, "_full_items", None)  # as in _request_headers
+    if parsed is None:
+        for name, value in request.headers:
+            size += len(name) + len(value) + 4  # ": ", "\r\n"
+        return size
+    for name, _, value in parsed:
+        size += len(name) + len(value) + 4
+    return size
+
+
 def _origin_form(target: bytes) -> bytes:
     """An absolute-form request target's path and query (``http://host/mcp?x`` ->
     ``/mcp?x``; ``http://host`` -> ``/``), which a server must accept (RFC 9112
@@ -342,6 +356,12 @@ class _Connection:
             if event.method == b"CONNECT":
                 message = "Not Implemented: this server opens no tunnel (CONNECT)"
                 await self._write(_error_answer(501, message, self.server.clock.date()))
+                return None
+            # h11 bounds a head only while it is incomplete: one whose end came in the
+            # same read as the bytes past the limit (up to _READ at once) passed.
+            if _head_bytes(event) > self.server.options.max_head_bytes:
+                too_long = h11.RemoteProtocolError("head too long", error_status_hint=431)
+                await self._refuse_malformed(too_long)
                 return None
             return event
         return None  # ConnectionClosed
