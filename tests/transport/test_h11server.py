@@ -463,6 +463,9 @@ async def test_an_absolute_form_target_is_served_as_its_path_and_query() -> None
             ("/echo", b"/e%63ho", b"a=1"),
             ("/", b"/", b"b"),
         ]
+        await client.send(b"OPTIONS * HTTP/1.1\r\nhost: t\r\n\r\n")  # not absolute: as it is
+        assert (await client.answer())[::2] == (200, b"*")
+        assert served.seen.targets[-1] == ("*", b"*", b"")
 
 
 async def test_connect_gets_501_as_the_server_opens_no_tunnel() -> None:
