@@ -267,6 +267,24 @@ async def test_bad_requests_get_their_status_and_a_json_rpc_error(
     refused(elsewhere, 404, -32600)
 
 
+async def test_a_body_declared_too_large_is_refused_before_it_is_sent(served: Served) -> None:
+    # Content-Length over max_body_bytes: 413 at once, not after the body (or, for a
+    # client that waits for a 100 Continue, after the body timeout).
+    host, port = served.url.removeprefix("http://").removesuffix("/mcp").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"accept: application/json, text/event-stream\r\n"
+            b"content-length: 1000000000\r\nexpect: 100-continue\r\n\r\n"
+        )
+        answer = b""
+        with trio.fail_after(10):  # the body timeout is 30 s
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+
+
 async def test_get_and_other_methods_get_405_with_allow(
     served: Served, client: httpx.AsyncClient
 ) -> None:

@@ -432,7 +432,7 @@ class McpHttpApp:
                 INVALID_REQUEST,
                 "Unsupported Media Type: POST one JSON-RPC message as application/json",
             )
-        body = await self._read_body(receive)
+        body = await self._read_body(receive, headers.get(b"content-length"))
         if body is None:
             return  # the client went away
         if body.lstrip()[:1] == b"[":
@@ -465,9 +465,14 @@ class McpHttpApp:
                 )
         await self._session_post(headers, message, receive, send, principal)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The request's body, or None if the client went away first."""
+    async def _read_body(self, receive: Receive, declared: bytes | None = None) -> bytes | None:
+        """The request's body, or None if the client went away first. A body whose
+        ``Content-Length`` (``declared``) is over the bound is refused before any of
+        it is read: its client need not send it, nor wait for the body timeout."""
         limit = self._http.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await trio.lowlevel.checkpoint()
+            raise _Refused(413, INVALID_REQUEST, f"Content Too Large: over {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         try:
