@@ -141,17 +141,13 @@ def _request_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes
     return [(name, value) for _, name, value in parsed]
 
 
-def _head_bytes(request: h11.Request) -> int:
-    """The bytes of a request's head as h11 parsed it (request line, headers, blank
-    line; a few less than sent where it dropped whitespace)."""
+def _head_bytes(request: h11.Request, headers: list[tuple[bytes, bytes]]) -> int:
+    """The bytes of a request's head as h11 parsed it (request line, ``headers`` as
+    :func:`_request_headers` gives them, blank line; a few less than sent where h11
+    dropped whitespace)."""
     size = len(request.method) + len(request.target) + 14  # " HTTP/1.1\r\n", "\r\n"
-    parsed = getattr(request.headers, "_full_items", None)  # as in _request_headers
-    if parsed is None:
-        for name, value in request.headers:
-            size += len(name) + len(value) + 4  # ": ", "\r\n"
-        return size
-    for name, _, value in parsed:
-        size += len(name) + len(value) + 4
+    for name, value in headers:
+        size += len(name) + len(value) + 4  # ": ", "\r\n"
     return size
 
 
@@ -311,10 +307,10 @@ class _Connection:
         connection = self.h11
         options = self.server.options
         while True:
-            request = await self._next_request(options.keep_alive)
-            if request is None:
+            head = await self._next_request(options.keep_alive)
+            if head is None:
                 return
-            if not await self._run_app(request):
+            if not await self._run_app(*head):
                 return
             if connection.our_state is h11.MUST_CLOSE or self.server.stopping:
                 return
@@ -324,7 +320,9 @@ class _Connection:
                 return
             connection.start_next_cycle()
 
-    async def _next_request(self, timeout: float) -> h11.Request | None:
+    async def _next_request(
+        self, timeout: float
+    ) -> tuple[h11.Request, list[tuple[bytes, bytes]]] | None:
         """The next request's head, or None if the connection is to close (the client
         closed it, sent none in time, sent a malformed one, or the server stops)."""
         connection = self.h11
@@ -359,11 +357,12 @@ class _Connection:
                 return None
             # h11 bounds a head only while it is incomplete: one whose end came in the
             # same read as the bytes past the limit (up to _READ at once) passed.
-            if _head_bytes(event) > self.server.options.max_head_bytes:
+            headers = _request_headers(event.headers)
+            if _head_bytes(event, headers) > self.server.options.max_head_bytes:
                 too_long = h11.RemoteProtocolError("head too long", error_status_hint=431)
                 await self._refuse_malformed(too_long)
                 return None
-            return event
+            return event, headers
         return None  # ConnectionClosed
 
     async def _refuse_malformed(self, exc: h11.RemoteProtocolError) -> None:
@@ -388,8 +387,9 @@ class _Connection:
         except h11.RemoteProtocolError:
             return
 
-    async def _run_app(self, request: h11.Request) -> bool:
-        """Run the app for ``request``; whether the connection may carry another."""
+    async def _run_app(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Run the app for ``request`` (``headers``: its headers as ASGI has them);
+        whether the connection may carry another."""
         target = request.target
         if not target.startswith(b"/"):
             target = _origin_form(target)
@@ -405,7 +405,7 @@ class _Connection:
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "headers": _request_headers(request.headers),
+            "headers": headers,
         }
         self.head = None
         self.complete = self.body_done = False
