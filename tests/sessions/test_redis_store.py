@@ -318,7 +318,7 @@ async def test_a_write_redis_does_not_answer_may_be_applied_a_read_was_not(
         assert wrote.value.applied is None  # sent, its answer lost: maybe saved
         assert loaded.value.applied is False  # a read: nothing to apply
         assert read.value.applied is False
-        with trio.fail_after(10):  # and indeed it was, once Redis ran again
+        with trio.fail_after(10):  # the store answers again once Redis runs (saved or not)
             while True:
                 try:
                     assert await store.version("s1") in (1, 2)
