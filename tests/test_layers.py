@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
 #: Modules at the top of the package that belong to the command line.
 CLI_MODULES = {"cli", "_serve", "_demo", "__main__"}
 #: Leaves any layer may import: they import nothing of triact (checked below).
-#: ``_cli_args`` holds argument types, shared by the CLI and ``triact.testing``.
-LEAVES = {"_version", "_public", "_cli_args"}
+#: ``_cli_args`` holds argument types, shared by the CLI and ``triact.testing``;
+#: ``_writable``, how the sessions' states and the transport's values are built.
+LEAVES = {"_version", "_public", "_cli_args", "_writable"}
 
 
 def layer_of(module: str) -> str:

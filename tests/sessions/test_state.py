@@ -468,8 +468,8 @@ def test_the_generated_builders_make_frozen_states_never_their_writable_twins(
     state: SessionState,
 ) -> None:
     """The generated functions build each state (and its metrics) as a writable
-    subclass and turn it into the frozen class once whole (sessions/_state.py,
-    _writable): what they return is the frozen class itself, frozen."""
+    subclass and turn it into the frozen class once whole (sessions/_state.py, with
+    triact/_writable.py): what they return is the frozen class itself, frozen."""
     from triact.sessions._state import compact, expand, new_metrics, stamped_with
 
     made = [

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from triact import value_problems
+from triact._writable import writable_twin
 from triact.transport._args import (
     ArgumentError,
     UpdateArgs,
@@ -22,7 +23,6 @@ from triact.transport._args import (
 )
 from triact.transport._schema import constraint_problems
 from triact.transport._session_tools import SESSION_TOOLS
-from triact.transport._writable import writable_twin
 from triact.work._tools import _TOOLS as WORK_TOOLS
 
 CLASSES = sorted(

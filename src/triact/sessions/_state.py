@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import attrs
 
+from .._writable import writable_twin
+
 RequestStatus = Literal["active", "completed", "failed"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -192,24 +194,14 @@ def _generated(
     return namespace[function or name]
 
 
-def _writable(cls: type) -> type:
-    """A subclass of the frozen ``cls`` with the same slots and plain attribute writes.
-
-    The generated functions below build a new instance as one of these, a field per
-    line (``new.topic = state.topic``, which CPython then writes straight into the
-    slot), and turn it into a ``cls`` once it is whole by assigning ``__class__``
-    (allowed: the subclass adds nothing to the layout). That is about three times
-    faster than setting each slot through its descriptor's ``__set__`` (a call that
-    builds an argument tuple per field), and every commit pays it (the stamp), as
-    does every ``with_data``. Nothing outside those functions ever sees one. Both
-    attribute hooks are ``object``'s, so that CPython specialises the writes."""
-    namespace = {"__slots__": (), "__setattr__": object.__setattr__}
-    namespace["__delattr__"] = object.__delattr__
-    return type(f"_Writable{cls.__name__}", (cls,), namespace)
-
-
-_WritableState = _writable(SessionState)
-_WritableMetrics = _writable(SessionMetrics)
+# The generated functions below build a new state as one of these, a field per line
+# (``new.topic = state.topic``, which CPython then writes straight into the slot), and
+# turn it into a ``SessionState`` once it is whole by assigning ``__class__``: about
+# three times faster than setting each slot through its descriptor's ``__set__``, and
+# every commit pays it (the stamp), as does every ``with_data``. Nothing outside those
+# functions ever sees one.
+_WritableState = writable_twin(SessionState)
+_WritableMetrics = writable_twin(SessionMetrics)
 
 
 def _namespace() -> dict[str, Any]:

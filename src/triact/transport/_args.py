@@ -15,10 +15,10 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.preconf.json import make_converter
 
+from .._writable import writable_twin
 from ..sessions import MAX_NESTING, value_problems
 from ._jsonrpc import TransportError
 from ._schema import Spec, constrained_fields, constraint_problems
-from ._writable import writable_twin
 
 converter = make_converter(forbid_extra_keys=True)
 
@@ -214,7 +214,7 @@ def _make_direct_structurer(cls: type[Any]) -> Callable[[dict[str, Any]], Any] |
 
     Each field's value is a local, its default until its key is met; the instance is
     then made without ``__init__`` (as a writable twin of the class, each field
-    written, then given the class: :func:`~._writable.writable_twin`), where that is
+    written, then given the class: :func:`~triact._writable.writable_twin`), where that is
     what ``__init__`` would do: a slotted class whose fields have plain defaults, no
     validators or converters, and no ``__attrs_post_init__``. A frozen class's
     ``__init__`` sets each field through ``object.__setattr__`` and takes its

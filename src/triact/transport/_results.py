@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._writable import writable_twin
 from ..sessions import (
     AnalysisRecord,
     ManagerStats,
@@ -18,7 +19,6 @@ from ..sessions import (
     SessionStats,
     Thread,
 )
-from ._writable import writable_twin
 
 
 @attrs.frozen
@@ -103,7 +103,7 @@ _WritableUpdateResult = writable_twin(UpdateResult)
 def update_result(session_id: str, version: int, data: Mapping[str, Any]) -> UpdateResult:
     """``UpdateResult(session_id, version, data)``, made without attrs' frozen
     ``__init__`` (its three ``object.__setattr__`` calls), as a writable twin
-    (:func:`~._writable.writable_twin`)."""
+    (:func:`~triact._writable.writable_twin`)."""
     made = _new(_WritableUpdateResult)
     made.session_id = session_id
     made.version = version

@@ -1,5 +1,7 @@
-"""Frozen attrs instances made without their ``__init__``, the way the session layer
-makes its states: as an instance of a writable twin, then given the class itself."""
+"""Frozen attrs instances made without their ``__init__``: as an instance of a
+writable twin, then given the class itself. The session layer's states and the
+transport's tool arguments and results are made so. A leaf: it imports nothing of
+triact, so that every layer may use it."""
 
 from __future__ import annotations
 
