@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from triact.transport import _h11server
 from triact.transport._h11server import (
     HttpServerOptions,
     _head_bytes,
@@ -31,6 +32,8 @@ class Seen:
     requests: list[tuple[str, str, bytes]] = attrs.Factory(list)
     versions: list[str] = attrs.Factory(list)
     targets: list[tuple[str, bytes, bytes]] = attrs.Factory(list)  # path, raw, query
+    began: int = 0  # apps started
+    partial: int = 0  # bodies' parts received with more to come
     disconnects: int = 0
     cancelled: int = 0
     finished: int = 0
@@ -50,10 +53,14 @@ def make_app(seen: Seen) -> Any:
     sleeps S seconds first; ``/raise`` raises; ``/raise-late`` raises once its answer
     started; ``/watch`` waits for the client to go away; ``/stream/N`` streams N
     chunks; ``/flood`` streams until the client goes away; ``/nothing`` answers
-    nothing."""
+    nothing; ``/late-body/S`` sleeps S seconds before it reads its body."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
+        seen.began += 1
+        seen.note()
+        if scope["path"].startswith("/late-body/"):
+            await trio.sleep(float(scope["path"].rsplit("/", 1)[1]))
         chunks = []
         while True:
             event = await receive()
@@ -64,6 +71,8 @@ def make_app(seen: Seen) -> Any:
             chunks.append(event["body"])
             if not event["more_body"]:
                 break
+            seen.partial += 1
+            seen.note()
         body = b"".join(chunks)
         path = scope["path"]
         seen.requests.append((scope["method"], path, body))
@@ -369,6 +378,99 @@ async def test_beyond_max_connections_a_connection_gets_503_and_is_closed() -> N
         assert status == 200
 
 
+async def test_beyond_the_refusals_under_way_a_connection_is_closed_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_h11server, "_REFUSING_MAX", 1)
+    async with serving(max_connections=1, keep_alive=60) as served:
+        first = await Client.open(served)
+        await first.post("/echo", b"in")
+        assert (await first.answer())[0] == 200
+        refused = await Client.open(served)  # its refusal lingers while it is open
+        status, headers, _ = await refused.answer()
+        assert (status, headers[b"retry-after"]) == (503, b"1")
+        dropped = await Client.open(served)
+        assert await dropped.closed()
+        assert dropped.buffer == b""  # closed at once, unanswered
+        # Once the lingering refusal ends, a connection beyond is refused with 503.
+        await refused.aclose()
+        with trio.fail_after(10):
+            while True:
+                again = await Client.open(served)
+                if await again._more():
+                    break
+                await again.aclose()
+        assert (await again.answer())[0] == 503
+        assert served.seen.requests == [("POST", "/echo", b"in")]
+
+
+async def test_empty_lines_before_a_request_line_are_skipped() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(b"\r\n\r\n\n" + request("/echo", b"first"))
+        assert (await client.answer())[2] == b"first"
+        # An old client's CRLF after a POST body, read with the body, then a request.
+        await client.send(request("/echo", b"second") + b"\r\n")
+        assert (await client.answer())[2] == b"second"
+        await client.send(request("/echo", b"third"))
+        assert (await client.answer())[2] == b"third"
+        # In the same read as the next request (pipelined).
+        await client.send(request("/echo", b"fourth") + b"\r\n" + request("/echo", b"fifth"))
+        assert (await client.answer())[2] == b"fourth"
+        assert (await client.answer())[2] == b"fifth"
+        # An empty line split across reads, its CR alone in one.
+        for part in (b"\r", b"\n\r", b"\n" + request("/echo", b"sixth")):
+            await client.send(part)
+            await trio.testing.wait_all_tasks_blocked()
+        assert (await client.answer())[2] == b"sixth"
+        # A request line split across reads after empty lines.
+        await client.send(b"\r\nPO")
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send(request("/echo", b"seventh")[2:])
+        assert (await client.answer())[2] == b"seventh"
+    assert [body for _, _, body in served.seen.requests] == [
+        b"first",
+        b"second",
+        b"third",
+        b"fourth",
+        b"fifth",
+        b"sixth",
+        b"seventh",
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"\r\n" * 513 + request("/echo", b"x"), id="over-max-head-bytes"),
+        pytest.param(b"\rPOST /echo HTTP/1.1\r\nhost: t\r\n\r\n", id="a-lone-cr"),
+        pytest.param(b"\r\n \r\n" + request("/echo", b"x"), id="a-blank-line"),
+    ],
+)
+async def test_what_is_not_empty_lines_before_a_request_line_gets_400(data: bytes) -> None:
+    async with serving(max_head_bytes=1024) as served:
+        client = await Client.open(served)
+        await client.send(data)
+        assert (await client.answer())[0] == 400
+        assert await client.closed()
+        assert served.seen.requests == []
+
+
+async def test_empty_lines_after_a_request_then_nothing_close_the_connection_unanswered() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(request("/echo", b"x") + b"\r\n\r")
+        assert (await client.answer())[2] == b"x"
+        await client.stream.send_eof()
+        assert await client.closed()
+        assert client.buffer == b""
+        other = await Client.open(served)
+        await other.send(b"\r\n")
+        await other.stream.send_eof()
+        assert await other.closed()
+        assert other.buffer == b""
+
+
 async def test_a_request_head_not_sent_within_keep_alive_closes_the_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -594,6 +696,49 @@ async def test_stopping_cancels_what_outlives_the_grace(
         assert served.seen.cancelled == 1
         assert await busy.closed()
         assert busy.buffer == b""
+
+
+async def test_stopping_refuses_a_request_whose_body_is_still_arriving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(shutdown_grace=10) as served:
+        busy = await Client.open(served)
+        await busy.post("/sleep/3")
+        uploading = await Client.open(served)
+        await uploading.send(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc")
+        await served.seen.until(lambda: served.seen.partial == 1 and served.seen.began == 2)
+        stopping = trio.current_time()
+        served.stop.set()
+        status, headers, body = await uploading.answer()
+        assert trio.current_time() - stopping < 0.1  # at once, not after the grace
+        assert (status, headers[b"retry-after"], headers[b"connection"]) == (503, b"1", b"close")
+        assert b"stopping" in body
+        assert await uploading.closed()
+        assert served.seen.disconnects == 1  # the app was told
+        assert (await busy.answer())[2] == b"/sleep/3"  # a request in flight finishes
+        await served.stopped.wait()
+        assert trio.current_time() - stopping == pytest.approx(3, abs=0.1)
+
+
+async def test_stopping_refuses_a_body_read_once_the_server_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(shutdown_grace=10) as served:
+        client = await Client.open(served)
+        await client.send(
+            b"POST /late-body/2 HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n"
+            b"expect: 100-continue\r\n\r\n"
+        )
+        await served.seen.until(lambda: served.seen.began == 1)
+        stopping = trio.current_time()
+        served.stop.set()
+        status, headers, _ = await client.answer()  # no 100 (Continue) first
+        assert (status, headers[b"connection"]) == (503, b"close")
+        assert trio.current_time() - stopping == pytest.approx(2, abs=0.1)
+        assert await client.closed()
+        await served.stopped.wait()
+        assert trio.current_time() - stopping == pytest.approx(2, abs=0.1)
+        assert served.seen.disconnects == 1
 
 
 async def test_it_serves_ipv6() -> None:

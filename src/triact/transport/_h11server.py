@@ -12,7 +12,9 @@ owns the connection loop around it, and with it:
   ``send_timeout`` seconds (a client that stopped reading) closes the connection.
 * **Limits.** A request head holds at most ``max_head_bytes`` (beyond, 431 and close);
   at most ``max_connections`` connections are served at once: one beyond is answered
-  503 with ``Retry-After`` and closed, at once, without its request being read.
+  503 with ``Retry-After`` and closed, at once, without its request being read (at
+  most 64 such answers under way; a connection beyond them is closed unanswered).
+  Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
 * **Errors.** A malformed request gets 400 and its connection closed (one of an HTTP
   major version other than 1, 505; a CONNECT, 501); an app that
   raises gets 500 if nothing of its answer was sent (else its connection is closed);
@@ -22,9 +24,10 @@ owns the connection loop around it, and with it:
   ``Date`` header (made once a second), no ``Server`` header.
 * **Disconnects.** Once the app has read a request's body, a ``receive()`` waits for
   the client to go away (``http.disconnect``) while the answer is not complete.
-* **Shutdown.** When ``stop`` is set: no new connections; idle ones are closed at once;
-  requests in flight get ``shutdown_grace`` seconds to finish (their answers carry
-  ``Connection: close``), then what is left is cancelled.
+* **Shutdown.** When ``stop`` is set: no new connections; idle ones are closed at once,
+  and so are those whose request's body is still arriving (503 if the app has not
+  begun its answer); requests in flight get ``shutdown_grace`` seconds to finish (their
+  answers carry ``Connection: close``), then what is left is cancelled.
 
 No lifespan: the app is opened and closed around the server (``open_http_app``).
 """
@@ -80,6 +83,9 @@ _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _HEADER_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+#: Empty lines (CRLF, or a lone LF) that may come before a request line, skipped.
+_EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
+_LINE_START: Final = (b"\r", b"\n")
 #: The scheme and authority of an absolute-form request target (``http://host:port``).
 _SCHEME_AUTHORITY: Final = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://[^/?]*")
 
@@ -162,6 +168,13 @@ def _origin_form(target: bytes) -> bytes:
     return rest if rest.startswith(b"/") else b"/" + rest
 
 
+def _after_empty_lines(data: bytes) -> bytes:
+    """``data`` without the empty lines it begins with."""
+    match = _EMPTY_LINES.match(data)
+    assert match is not None  # it matches the empty string
+    return data[match.end() :]
+
+
 def _error_answer(status: int, message: str, date: bytes, extra: bytes = b"") -> bytes:
     """A whole answer to a request the app never saw, closing the connection."""
     body = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"%s"}}' % (
@@ -236,6 +249,8 @@ class Server:
         for connection in self.connections:
             if connection.idle is not None:
                 connection.idle.cancel()
+            if connection.reading is not None:
+                connection.reading.cancel()
 
 
 class _Connection:
@@ -248,23 +263,26 @@ class _Connection:
         "complete",
         "h11",
         "head",
+        "held",
         "idle",
         "pipelined",
+        "reading",
         "receive",
         "scope_base",
         "send",
         "server",
+        "skipped",
         "stream",
     )
 
     def __init__(self, server: Server, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.options.max_head_bytes
-        )
-        #: The wait for a request head, cancelled to close an idle connection.
+        self.h11 = self._new_h11()
+        #: The wait for a request head, cancelled to close an idle connection; the
+        #: wait for more of a request's body, cancelled to refuse it when stopping.
         self.idle: trio.CancelScope | None = None
+        self.reading: trio.CancelScope | None = None
         # The current request's answer: its start (status, headers) until it is sent
         # (None once it is), whether it is complete, and the request's body.
         self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
@@ -276,6 +294,14 @@ class _Connection:
         self.receive = self._receive
         self.send = self._send
         self.scope_base: dict[str, Any] = {}
+        # Before a request line: the bytes of empty lines skipped, a CR held.
+        self.skipped = 0
+        self.held = b""
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.options.max_head_bytes
+        )
 
     async def run(self) -> None:
         try:
@@ -304,7 +330,6 @@ class _Connection:
 
     async def _serve(self) -> None:
         self._addresses()
-        connection = self.h11
         options = self.server.options
         while True:
             head = await self._next_request(options.keep_alive)
@@ -312,6 +337,7 @@ class _Connection:
                 return
             if not await self._run_app(*head):
                 return
+            connection = self.h11  # a new one if empty lines led the request
             if connection.our_state is h11.MUST_CLOSE or self.server.stopping:
                 return
             if connection.their_state is h11.SEND_BODY:
@@ -326,7 +352,23 @@ class _Connection:
         """The next request's head, or None if the connection is to close (the client
         closed it, sent none in time, sent a malformed one, or the server stops)."""
         connection = self.h11
+        # Empty lines before a request line are skipped (RFC 9112 2.2: an old client
+        # may end a POST body with CRLF); h11 would take them for a missing request
+        # line. Those already read (after the previous request) are in h11's buffer:
+        # a new h11 connection (the state it has between requests) is given what
+        # follows them.
+        buffered, eof = connection.trailing_data
+        skipping = not buffered  # no byte of the request line has come
+        self.held, self.skipped = b"", 0
         try:
+            if buffered[:1] in _LINE_START:
+                connection = self.h11 = self._new_h11()
+                rest = self._skip_empty_lines(buffered)
+                if rest:
+                    connection.receive_data(rest)
+                skipping = not rest
+                if eof:
+                    connection.receive_data(b"")
             event = connection.next_event()
             if event is h11.NEED_DATA:
                 if self.server.stopping:
@@ -334,7 +376,13 @@ class _Connection:
                 self.idle = trio.CancelScope(deadline=trio.current_time() + timeout)
                 with self.idle:
                     while event is h11.NEED_DATA:
-                        connection.receive_data(await self.stream.receive_some(_READ))
+                        data = await self.stream.receive_some(_READ)
+                        if skipping and data:
+                            data = self._skip_empty_lines(data)
+                            if not data:
+                                continue
+                            skipping = False
+                        connection.receive_data(data)
                         event = connection.next_event()
                 self.idle = None
                 if event is h11.NEED_DATA:  # timed out, or the server stops
@@ -364,6 +412,20 @@ class _Connection:
                 return None
             return event, headers
         return None  # ConnectionClosed
+
+    def _skip_empty_lines(self, data: bytes) -> bytes:
+        """``data``, read before any byte of a request line, without the empty lines
+        it begins with (a CR at its end is held for the next read, which may bring
+        its LF); over ``max_head_bytes`` of them for one request is malformed."""
+        data = self.held + data
+        rest = _after_empty_lines(data)
+        self.skipped += len(data) - len(rest)
+        if self.skipped > self.server.options.max_head_bytes:
+            raise h11.RemoteProtocolError("too many empty lines before a request line")
+        self.held = b""
+        if rest == b"\r":
+            self.held, rest = rest, b""
+        return rest
 
     async def _refuse_malformed(self, exc: h11.RemoteProtocolError) -> None:
         logger.debug("malformed request: %s", exc)
@@ -460,14 +522,33 @@ class _Connection:
             elif self.closed:
                 return _DISCONNECT
             else:  # NEED_DATA
+                if self.server.stopping:
+                    return await self._refuse_stopping()
                 if connection.they_are_waiting_for_100_continue:
                     await self._write(
                         connection.send(h11.InformationalResponse(status_code=100, headers=[]))
                     )
-                data = await self._read()
+                self.reading = trio.CancelScope()
+                with self.reading:
+                    data = await self._read()
+                self.reading = None
+                if self.server.stopping:  # stop() cancelled the read
+                    return await self._refuse_stopping()
                 if data is None:
                     return _DISCONNECT
                 connection.receive_data(data)
+
+    async def _refuse_stopping(self) -> Message:
+        """The server stops while the request's body arrives: the request is refused
+        (503, unless the app began its answer) and its connection closed, the app
+        told the client went away (a body could hold the stop for the whole grace)."""
+        if self.head is None and self.h11.our_state is h11.SEND_RESPONSE:
+            message = "Service Unavailable: the server is stopping; retry"
+            await self._write(
+                _error_answer(503, message, self.server.clock.date(), b"retry-after: 1\r\n")
+            )
+        self.closed = True
+        return _DISCONNECT
 
     async def _read(self) -> bytes | None:
         """What the client sends next (None, and the connection closed, if it went
