@@ -322,6 +322,26 @@ async def test_a_malformed_chunked_body_closes_the_connection() -> None:
         assert served.seen.disconnects == 1  # the app saw its request go
 
 
+@pytest.mark.parametrize("chunked", [b"chunked", b"Chunked"])
+async def test_a_request_with_both_content_length_and_transfer_encoding_gets_400(
+    chunked: bytes,
+) -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+        smuggled = request("/echo", b"smuggled")
+        await client.send(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n"
+            b"transfer-encoding: %s\r\n\r\n%s%s" % (len(body), chunked, body, smuggled)
+        )
+        status, _, answer = await client.answer()
+        assert status == 400
+        assert b"both Content-Length and Transfer-Encoding" in answer
+        assert await client.closed()
+        assert client.buffer == b""  # the request after it was not served
+        assert served.seen.requests == []
+
+
 async def test_a_request_head_over_the_limit_gets_431() -> None:
     async with serving(max_head_bytes=2048) as served:
         client = await Client.open(served)

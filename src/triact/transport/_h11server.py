@@ -15,7 +15,8 @@ owns the connection loop around it, and with it:
   503 with ``Retry-After`` and closed, at once, without its request being read (at
   most 64 such answers under way; a connection beyond them is closed unanswered).
   Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
-* **Errors.** A malformed request gets 400 and its connection closed (one of an HTTP
+* **Errors.** A malformed request gets 400 and its connection closed (so does one
+  with both ``Content-Length`` and ``Transfer-Encoding``; one of an HTTP
   major version other than 1, 505; a CONNECT, 501); an app that
   raises gets 500 if nothing of its answer was sent (else its connection is closed);
   the server goes on serving the others.
@@ -155,6 +156,17 @@ def _head_bytes(request: h11.Request, headers: list[tuple[bytes, bytes]]) -> int
     for name, value in headers:
         size += len(name) + len(value) + 4  # ": ", "\r\n"
     return size
+
+
+def _both_framings(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's headers have both Content-Length and Transfer-Encoding."""
+    length = encoding = False
+    for name, _ in headers:
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            encoding = True
+    return length and encoding
 
 
 def _origin_form(target: bytes) -> bytes:
@@ -409,6 +421,13 @@ class _Connection:
             if _head_bytes(event, headers) > self.server.options.max_head_bytes:
                 too_long = h11.RemoteProtocolError("head too long", error_status_hint=431)
                 await self._refuse_malformed(too_long)
+                return None
+            # h11 frames a body that has both by Transfer-Encoding, and keeps the
+            # connection; RFC 9112 6.1 says to close it at least (a proxy in front
+            # that framed it by Content-Length would see other requests in it).
+            if _both_framings(headers):
+                message = "Bad Request: both Content-Length and Transfer-Encoding"
+                await self._write(_error_answer(400, message, self.server.clock.date()))
                 return None
             return event, headers
         return None  # ConnectionClosed
