@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import given
@@ -97,6 +98,14 @@ def test_an_invalid_request_object_is_answered_with_id_null_even_with_an_id(line
     message = parse_line(line)
     assert isinstance(message, Invalid)
     assert (message.id, message.error.code) == (None, INVALID_REQUEST)
+
+
+def test_a_number_of_too_many_digits_is_a_parse_error_saying_so() -> None:
+    message = parse_line(b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"ping"}')
+    assert isinstance(message, Invalid)
+    assert (message.id, message.error.code) == (None, PARSE_ERROR)
+    digits = sys.get_int_max_str_digits()
+    assert message.error.message == f"Parse error: a number has more than {digits} digits"
 
 
 def test_array_params_of_a_request_are_invalid_params() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import sys
 from typing import Any
 
 import orjson
@@ -200,7 +201,10 @@ def parse_line(line: bytes, digits_checked: bool = False) -> Message:
             None, JsonRpcError(PARSE_ERROR, "Parse error: arrays or objects nested too deeply")
         )
     except ValueError as exc:
-        return Invalid(None, JsonRpcError(PARSE_ERROR, f"Parse error: {exc}"))
+        reason = str(exc)
+        if "integer string conversion" in reason:  # Python's words name its own setting
+            reason = f"a number has more than {sys.get_int_max_str_digits()} digits"
+        return Invalid(None, JsonRpcError(PARSE_ERROR, f"Parse error: {reason}"))
     if type(obj) is not dict:
         if type(obj) is list:
             return Invalid(
