@@ -784,6 +784,12 @@ def test_options_are_checked() -> None:
         HttpServerOptions(max_connections=0)
     with pytest.raises(ValueError, match="keep_alive"):
         HttpServerOptions(keep_alive=0)
+    with pytest.raises(ValueError, match="send_timeout"):
+        HttpServerOptions(send_timeout=-1)
+    # Any time over 0, as `triact serve --keep-alive` takes (a smaller bound here made
+    # `--keep-alive 0.0001` end in a traceback).
+    options = HttpServerOptions(keep_alive=0.0001, send_timeout=0.0001)
+    assert (options.keep_alive, options.send_timeout) == (0.0001, 0.0001)
 
 
 async def test_expect_100_continue_is_answered_before_the_body() -> None:

@@ -101,20 +101,25 @@ def _at_least(minimum: float) -> Any:
     return check
 
 
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"HttpServerOptions.{attribute.name} must be > 0, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class HttpServerOptions:
     """How the server takes connections (the app bounds bodies and requests)."""
 
     #: Seconds a connection gets to send a whole request head, new or idle after an
     #: answer; beyond, it is closed.
-    keep_alive: float = attrs.field(default=5.0, validator=_at_least(0.001))
+    keep_alive: float = attrs.field(default=5.0, validator=_positive)
     #: Connections served at once; one beyond gets 503 with Retry-After, and is closed.
     max_connections: int = attrs.field(default=1000, validator=_at_least(1))
     #: Bytes a request head (request line and headers) may hold; beyond, 431.
     max_head_bytes: int = attrs.field(default=16 * 1024, validator=_at_least(1024))
     #: Seconds one write of an answer may take (a client not reading blocks it);
     #: beyond, the connection is closed (the app sees it go away).
-    send_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
+    send_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: Seconds the requests in flight get to finish once the server stops.
     shutdown_grace: float = attrs.field(default=10.0, validator=_at_least(0))
 
