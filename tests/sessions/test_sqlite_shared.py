@@ -367,3 +367,95 @@ async def test_bad_records_are_refused_naming_what_is_wrong(
         async with store.open():
             with pytest.raises((ValueError, TypeError), match=error):
                 await store.put_record(namespace, key, value, ttl=ttl)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def two_record_stores(
+    kind: str, path: Path, redis_place: RedisPlace
+) -> AsyncIterator[tuple[triact.SessionStore, triact.SessionStore]]:
+    """Two stores of ``kind`` that share their records (one memory store twice)."""
+    if kind == "memory":
+        memory = triact.MemoryStore()
+        async with memory.open():
+            yield memory, memory
+        return
+    if kind == "sqlite":
+        a: triact.SessionStore = SqliteStore(path)
+        b: triact.SessionStore = SqliteStore(path)
+    else:
+        a = RedisStore(redis_place.url, prefix=redis_place.prefix)
+        b = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    async with a.open(), b.open():
+        yield a, b
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_a_swap_puts_a_record_only_over_what_its_caller_read(
+    kind: str, path: Path, redis_place: RedisPlace
+) -> None:
+    async with two_record_stores(kind, path, redis_place) as (a, b):
+        assert await a.swap_record("mcp", "k", "1", expected=None, ttl=10.0)
+        assert not await b.swap_record("mcp", "k", "2", expected=None, ttl=10.0)  # it has one
+        assert not await b.swap_record("mcp", "k", "2", expected="0", ttl=10.0)
+        assert await b.get_record("mcp", "k") == "1"  # nothing changed
+        assert await b.swap_record("mcp", "k", "2", expected="1", ttl=10.0)
+        assert not await a.swap_record("mcp", "k", "3", expected="1", ttl=10.0)  # too late
+        assert await a.get_record("mcp", "k") == "2"
+        assert not await a.swap_record("mcp", "gone", "1", expected="1", ttl=10.0)
+        assert await a.get_record("mcp", "gone") is None
+        assert not await a.swap_record("other", "k", "1", expected="2", ttl=10.0)
+
+
+async def test_a_swap_sees_an_expired_record_as_none(path: Path) -> None:
+    now = [NOW]
+    a, b = SqliteStore(path, clock=lambda: now[0]), SqliteStore(path, clock=lambda: now[0])
+    async with a.open(), b.open():
+        await a.put_record("mcp", "k", "1", ttl=10.0)
+        now[0] += 8
+        assert await b.swap_record("mcp", "k", "2", expected="1", ttl=10.0)
+        now[0] += 11  # 11 s after the swap put it (its ttl started again)
+        assert not await a.swap_record("mcp", "k", "3", expected="2", ttl=10.0)
+        assert await a.swap_record("mcp", "k", "3", expected=None, ttl=10.0)
+        assert await b.get_record("mcp", "k") == "3"
+
+
+async def test_memory_swap_sees_an_expired_record_as_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = triact.MemoryStore()
+    async with store.open():
+        await store.put_record("mcp", "k", "1", ttl=5.0)
+        await trio.sleep(6)
+        assert not await store.swap_record("mcp", "k", "2", expected="1", ttl=5.0)
+        assert await store.swap_record("mcp", "k", "2", expected=None, ttl=5.0)
+        await trio.sleep(4)
+        assert await store.swap_record("mcp", "k", "3", expected="2", ttl=5.0)
+        await trio.sleep(4)  # 4 s after the swap: its ttl started again
+        assert await store.get_record("mcp", "k") == "3"
+
+
+async def test_redis_swap_starts_the_ttl_again_and_a_refused_one_leaves_it(
+    redis_place: RedisPlace,
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix)
+    with redis_place.client() as client:
+        async with store.open():
+            await store.put_record("mcp", "k", "1", ttl=100.0)
+            (key,) = client.keys(f"{redis_place.prefix}rec:*")
+            client.pexpire(key, 50_000)
+            assert not await store.swap_record("mcp", "k", "2", expected="0", ttl=100.0)
+            assert client.pttl(key) <= 50_000  # a refused swap changed nothing
+            assert await store.swap_record("mcp", "k", "2", expected="1", ttl=100.0)
+            assert client.pttl(key) > 99_000
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_a_swap_with_an_expected_value_that_is_no_text_is_refused(
+    kind: str, path: Path, redis_place: RedisPlace
+) -> None:
+    async with two_record_stores(kind, path, redis_place) as (a, _):
+        with pytest.raises(TypeError, match="expected value must be JSON text"):
+            await a.swap_record("mcp", "k", "1", expected=1, ttl=10.0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="ttl"):
+            await a.swap_record("mcp", "k", "1", expected=None, ttl=0)
+        assert await a.get_record("mcp", "k") is None

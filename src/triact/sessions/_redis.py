@@ -25,7 +25,14 @@ from ._errors import (
 )
 from ._redis_url import RedisAddress, parse_redis_url
 from ._state import SessionState
-from ._store import Activation, IndexEntry, SharedSessionStore, check_channel, check_record
+from ._store import (
+    Activation,
+    IndexEntry,
+    SharedSessionStore,
+    check_channel,
+    check_expected,
+    check_record,
+)
 
 if TYPE_CHECKING:
     from glide import Batch, GlideClient
@@ -836,6 +843,22 @@ class RedisStore(SharedSessionStore):
         await self._fcall_through(
             "record_put", "keep a record", [self._record_key(namespace, key)], [value, ttl_ms]
         )
+
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        """See :meth:`SessionStore.swap_record`; one function call on Redis."""
+        check_record(namespace, key, value, ttl)
+        check_expected(expected)
+        ttl_ms = str(max(1, math.ceil(ttl * 1000)))
+        compared = ["0", ""] if expected is None else ["1", expected]
+        reply = await self._fcall_through(
+            "record_swap",
+            "keep a record",
+            [self._record_key(namespace, key)],
+            [value, ttl_ms, *compared],
+        )
+        return int(reply) == 1
 
     async def get_record(self, namespace: str, key: str) -> str | None:
         reply = await self._fcall(

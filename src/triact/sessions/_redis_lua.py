@@ -29,9 +29,9 @@ from __future__ import annotations
 
 #: The library's name, which versions it: a triact whose functions change bumps it,
 #: so that processes of two versions can share one Redis during an upgrade.
-LIBRARY = "triact_3"
+LIBRARY = "triact_4"
 
-SOURCE = """#!lua name=triact_3
+SOURCE = """#!lua name=triact_4
 
 local function skey(p, sid) return p .. '{' .. sid .. '}' end
 
@@ -265,6 +265,18 @@ local function record_put(keys, args)
   return 1
 end
 
+-- KEYS: record. ARGV: value ttl_ms compare expected. Puts it if the record holds
+-- expected (compare '1'), or if there is none (compare '0'): 1; else 0.
+local function record_swap(keys, args)
+  local held = redis.call('HGET', keys[1], 'v')
+  if args[3] == '1' then
+    if held ~= args[4] then return 0 end
+  elseif held then
+    return 0
+  end
+  return record_put(keys, args)
+end
+
 -- KEYS: record. -> its value (its ttl starts again), or nil.
 local function record_get(keys, args)
   local r = redis.call('HMGET', keys[1], 'v', 't')
@@ -273,17 +285,18 @@ local function record_get(keys, args)
   return r[1]
 end
 
-redis.register_function('triact_3_create', create)
-redis.register_function('triact_3_activate', activate)
-redis.register_function('triact_3_write', write)
-redis.register_function('triact_3_renew', renew)
-redis.register_function('triact_3_touch', touch)
-redis.register_function('triact_3_release', release)
-redis.register_function('triact_3_remove', remove)
-redis.register_function('triact_3_expire', expire)
-redis.register_function('triact_3_record_put', record_put)
-redis.register_function('triact_3_record_get', record_get)
-redis.register_function{function_name = 'triact_3_page', callback = page,
+redis.register_function('triact_4_create', create)
+redis.register_function('triact_4_activate', activate)
+redis.register_function('triact_4_write', write)
+redis.register_function('triact_4_renew', renew)
+redis.register_function('triact_4_touch', touch)
+redis.register_function('triact_4_release', release)
+redis.register_function('triact_4_remove', remove)
+redis.register_function('triact_4_expire', expire)
+redis.register_function('triact_4_record_put', record_put)
+redis.register_function('triact_4_record_swap', record_swap)
+redis.register_function('triact_4_record_get', record_get)
+redis.register_function{function_name = 'triact_4_page', callback = page,
                         flags = {'no-writes'}}
 """
 

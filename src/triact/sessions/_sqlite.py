@@ -20,7 +20,7 @@ from . import _sqlite_shared as sql
 from ._codec import decode_state, encode_state
 from ._errors import SessionDataError, SessionError, SessionStoreError
 from ._state import SessionState
-from ._store import Activation, IndexEntry, SharedSessionStore, check_record
+from ._store import Activation, IndexEntry, SharedSessionStore, check_expected, check_record
 
 #: Version of the file's layout (tables and columns), kept in its ``meta`` table.
 #: Files from a newer layout are refused; files of layout 1 are migrated when
@@ -390,6 +390,21 @@ class SqliteStore(SharedSessionStore):
             sql.put_record, name=(namespace, key), value=value, ttl=ttl, now=self._clock()
         )
         await self._call(_Job("change", None, run))
+
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        check_record(namespace, key, value, ttl)
+        check_expected(expected)
+        run = partial(
+            sql.swap_record,
+            name=(namespace, key),
+            value=value,
+            expected=expected,
+            ttl=ttl,
+            now=self._clock(),
+        )
+        return await self._call(_Job("change", None, run))
 
     async def get_record(self, namespace: str, key: str) -> str | None:
         run = partial(sql.get_record, name=(namespace, key), now=self._clock())

@@ -324,6 +324,25 @@ def put_record(
     )
 
 
+def swap_record(
+    conn: sqlite3.Connection,
+    *,
+    name: tuple[str, str],
+    value: str,
+    expected: str | None,
+    ttl: float,
+    now: float,
+) -> bool:
+    row = conn.execute(
+        "SELECT value FROM records WHERE namespace = ? AND key = ? AND expires_at > ?",
+        (*name, now),
+    ).fetchone()
+    if (None if row is None else str(row[0])) != expected:
+        return False
+    put_record(conn, name=name, value=value, ttl=ttl, now=now)
+    return True
+
+
 def get_record(conn: sqlite3.Connection, *, name: tuple[str, str], now: float) -> str | None:
     row = conn.execute(
         "UPDATE records SET expires_at = ? + ttl WHERE namespace = ? AND key = ? "

@@ -131,6 +131,16 @@ class SessionStore(abc.ABC):
         starts its ``ttl`` again."""
 
     @abc.abstractmethod
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        """:meth:`put_record`, only if the record holds ``expected`` now (None: there is
+        none, or it expired), as one atomic step on the store: True if put; False, and
+        nothing changed (its ttl included), if it held something else. Two processes
+        that read a record and each swap their change into it cannot both succeed: the
+        one that loses reads it again."""
+
+    @abc.abstractmethod
     async def delete_record(self, namespace: str, key: str) -> bool:
         """Remove the record; True if it was there (and not expired)."""
 
@@ -441,6 +451,21 @@ class MemoryStore(SessionStore):
         heapq.heappush(self._record_deadlines, (now + ttl, (namespace, key)))
         return value
 
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        check_record(namespace, key, value, ttl)
+        check_expected(expected)
+        await trio.lowlevel.checkpoint()
+        now = self._now()
+        self._purge_records(now)
+        record = self._records.get((namespace, key))
+        if (None if record is None else record[0]) != expected:
+            return False
+        self._records[namespace, key] = (value, ttl, now + ttl)
+        heapq.heappush(self._record_deadlines, (now + ttl, (namespace, key)))
+        return True
+
     async def delete_record(self, namespace: str, key: str) -> bool:
         await trio.lowlevel.checkpoint()
         self._purge_records(self._now())
@@ -453,6 +478,16 @@ def check_channel(channel: str) -> None:
         raise ValueError(f"a broadcast channel is a lowercase word (a-z, 1 to 32), not {channel!r}")
     if channel == "events":
         raise ValueError("the channel 'events' is the store's own (see follow)")
+
+
+def check_expected(expected: str | None) -> None:
+    """TypeError unless ``expected`` (what :meth:`SessionStore.swap_record` compares
+    the record with) is a str or None."""
+    if expected is not None and not isinstance(expected, str):
+        raise TypeError(
+            f"a record's expected value must be JSON text (a str) or None, "
+            f"not {type(expected).__name__}"
+        )
 
 
 def check_record(namespace: str, key: str, value: str, ttl: float) -> None:

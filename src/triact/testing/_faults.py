@@ -213,6 +213,11 @@ class FaultyStore(SessionStore):
     async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
         await self.inner.put_record(namespace, key, value, ttl=ttl)
 
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        return await self.inner.swap_record(namespace, key, value, expected=expected, ttl=ttl)
+
     async def get_record(self, namespace: str, key: str) -> str | None:
         return await self.inner.get_record(namespace, key)
 
