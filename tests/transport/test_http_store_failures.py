@@ -4,15 +4,17 @@ ran is answered as it went, and the server serves again once the store is back."
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import trio
 
 import triact
-from triact.transport import HttpOptions, _http
+from triact.transport import ERROR_META_KEY, HttpOptions, _http
 
 from ._http_server import ACCEPT, Served, http_server, initialize_body
 
@@ -35,6 +37,12 @@ class FailingRecords(triact.MemoryStore):
     async def put_record(self, namespace: str, key: str, value: str, *, ttl: float) -> None:
         self._check("put")
         await super().put_record(namespace, key, value, ttl=ttl)
+
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        self._check("put")
+        return await super().swap_record(namespace, key, value, expected=expected, ttl=ttl)
 
     async def get_record(self, namespace: str, key: str) -> str | None:
         self._check("get")
@@ -143,20 +151,30 @@ async def test_a_record_that_cannot_be_read_gets_503_and_changes_nothing(
         assert state["data"] == {"n": 1}  # the refused call did not happen
 
 
-async def test_a_call_that_ran_is_answered_though_its_record_was_not_saved(
+async def test_a_first_call_whose_default_session_cannot_be_named_does_nothing(
     store: FailingRecords, client: httpx.AsyncClient
 ) -> None:
+    """The default session is named in the MCP session's record before any call uses
+    it: if the store will not keep the record, the call is a store_error saying that
+    nothing was done, and the session it made is ended again."""
     async with served_on(store) as (served, manager):
         headers = await initialize(client, served.url)
-        store.failing = {"put"}  # the call makes the MCP session's default session
-        answered = await client.post(
+        store.failing = {"put"}  # the call would make the MCP session's default session
+        refused = await client.post(
             served.url, json=call(2, {"increment": {"n": 1}}), headers=headers
         )
-        assert answered.status_code == 200, answered.text
-        state = answered.json()["result"]["structuredContent"]
-        assert state["data"] == {"n": 1}
-        session = await manager.get_session(state["session_id"])
-        assert (await session.snapshot()).data == {"n": 1}  # it happened, as answered
+        assert refused.status_code == 200, refused.text
+        result = refused.json()["result"]
+        assert result["isError"]
+        error = result["_meta"][ERROR_META_KEY]
+        assert (error["code"], error["applied"]) == ("store_error", False)
+        assert "hunter2" not in refused.text
+        assert manager.session_ids() == []  # made, then ended again
+        store.failing = set()
+        answered = await client.post(
+            served.url, json=call(3, {"increment": {"n": 1}}), headers=headers
+        )
+        assert answered.json()["result"]["structuredContent"]["data"] == {"n": 1}
 
 
 async def test_a_delete_the_store_refuses_gets_503_and_leaves_the_session_open(
@@ -172,18 +190,6 @@ async def test_a_delete_the_store_refuses_gets_503_and_leaves_the_session_open(
         assert (await client.delete(served.url, headers=headers)).status_code == 200
 
 
-async def default_made_unsaved(
-    store: FailingRecords, client: httpx.AsyncClient, url: str
-) -> tuple[dict[str, str], str]:
-    """An MCP session opened at ``url`` whose first call made its default session while
-    the store refused to keep the record; its headers and that session's id."""
-    headers = await initialize(client, url)
-    store.failing = {"put"}
-    answered = await client.post(url, json=call(2, {"increment": {"n": 1}}), headers=headers)
-    store.failing = set()
-    return headers, answered.json()["result"]["structuredContent"]["session_id"]
-
-
 async def increment(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], request_id: int
 ) -> tuple[str, object]:
@@ -195,35 +201,168 @@ async def increment(
     return state["session_id"], state["data"]
 
 
+async def stored(store: triact.SessionStore, headers: dict[str, str]) -> dict[str, object] | None:
+    """The MCP session's record as the store holds it."""
+    text = await store.get_record(_http.MCP_SESSION_NAMESPACE, headers["mcp-session-id"])
+    return None if text is None else json.loads(text)
+
+
+def set_level(request_id: int, level: str) -> dict[str, object]:
+    params = {"level": level}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "logging/setLevel", "params": params}
+
+
 async def test_a_record_change_the_store_refused_is_saved_by_the_next_request(
     store: FailingRecords, client: httpx.AsyncClient
 ) -> None:
-    async with two_apps_on(store) as (first, second):
-        headers, made = await default_made_unsaved(store, client, first.url)
-        assert await increment(client, first.url, headers, 3) == (made, {"n": 2})  # not a new one
-        # The record was saved along: another process serves the same default session.
-        assert await increment(client, second.url, headers, 4) == (made, {"n": 3})
+    async with two_apps_on(store) as (first, _second):
+        headers = await initialize(client, first.url)
+        store.failing = {"put"}
+        answered = await client.post(first.url, json=set_level(2, "error"), headers=headers)
+        assert answered.status_code == 200, answered.text  # it was answered as it went
+        store.failing = set()
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["log_level"] != "error"
+        ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+        assert (await client.post(first.url, json=ping, headers=headers)).status_code == 200
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["log_level"] == "error"
 
 
-async def test_a_ping_saves_a_record_change_the_store_refused(
+async def test_a_save_keeps_what_another_process_changed_in_the_record(
     store: FailingRecords, client: httpx.AsyncClient
 ) -> None:
     async with two_apps_on(store) as (first, second):
-        headers, made = await default_made_unsaved(store, client, first.url)
-        ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
-        assert (await client.post(first.url, json=ping, headers=headers)).status_code == 200
-        assert await increment(client, second.url, headers, 4) == (made, {"n": 2})
+        headers = await initialize(client, first.url)
+        assert (await increment(client, first.url, headers, 2))[1] == {"n": 1}
+        answered = await client.post(second.url, json=set_level(3, "error"), headers=headers)
+        assert answered.status_code == 200
+        # The first process read the record less than a second ago: it does not read
+        # it again, and its own change (initialized) is swapped in over the second's.
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await client.post(first.url, json=note, headers=headers)).status_code == 202
+        record = await stored(store, headers)
+        assert record is not None
+        assert (record["initialized"], record["log_level"]) == (True, "error")
+        assert record["default_session_id"] is not None
 
 
-async def test_an_unsaved_default_session_survives_a_record_changed_elsewhere(
-    store: FailingRecords, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+class RacingRecords(FailingRecords):
+    """Records whose swaps of MCP-session records wait until ``racers`` of them have
+    come: as when processes make a default session for one MCP session at once."""
+
+    def __init__(self, racers: int) -> None:
+        super().__init__()
+        self.racers = racers
+        self.arrived = 0
+        self.all_there = trio.Event()
+        self.racing = False
+        self.before_swap: Callable[[], Awaitable[None]] | None = None
+
+    async def swap_record(
+        self, namespace: str, key: str, value: str, *, expected: str | None, ttl: float
+    ) -> bool:
+        if self.before_swap is not None:
+            await self.before_swap()
+        if self.racing and expected is not None:
+            self.arrived += 1
+            if self.arrived == self.racers:
+                self.all_there.set()
+            with trio.fail_after(10):
+                await self.all_there.wait()
+        return await super().swap_record(namespace, key, value, expected=expected, ttl=ttl)
+
+
+async def test_a_save_does_not_bring_back_an_mcp_session_ended_through_another_process(
+    client: httpx.AsyncClient,
 ) -> None:
-    monkeypatch.setattr(_http, "RECORD_FRESH", 0.0)  # every request reads the record
+    store = RacingRecords(racers=1)
+    async with served_on(store) as (served, _manager):
+        headers = await initialize(client, served.url)
+
+        async def end_it() -> None:  # as another process's DELETE, just before the save
+            store.before_swap = None
+            key = headers["mcp-session-id"]
+            assert await store.delete_record(_http.MCP_SESSION_NAMESPACE, key)
+
+        store.before_swap = end_it
+        answered = await client.post(served.url, json=set_level(2, "error"), headers=headers)
+        assert answered.status_code == 200
+        assert await stored(store, headers) is None  # not put back
+        ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+        assert (await client.post(served.url, json=ping, headers=headers)).status_code == 404
+
+
+async def test_two_processes_making_a_default_session_at_once_agree_on_one(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "RECORD_FRESH", 0.0)
+    store = RacingRecords(racers=2)
     async with two_apps_on(store) as (first, second):
-        headers, made = await default_made_unsaved(store, client, first.url)
-        level = {"level": "error"}
-        set_level = {"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": level}
-        assert (await client.post(second.url, json=set_level, headers=headers)).status_code == 200
-        # The record changed, and names no default session: the one made here stays.
-        assert await increment(client, first.url, headers, 4) == (made, {"n": 2})
-        assert await increment(client, second.url, headers, 5) == (made, {"n": 3})
+        headers = await initialize(client, first.url)
+        store.racing = True
+        answers: list[tuple[str, object]] = []
+
+        async def first_call(url: str, request_id: int) -> None:
+            answers.append(await increment(client, url, headers, request_id))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_call, first.url, 2)
+            nursery.start_soon(first_call, second.url, 3)
+        (one, _), (other, _) = answers
+        assert one == other  # one default session, named by whichever swapped first
+        assert sorted(data["n"] for _, data in answers) == [1, 2]  # type: ignore[index]
+        store.racing = False
+        assert await increment(client, first.url, headers, 4) == (one, {"n": 3})
+        assert await increment(client, second.url, headers, 5) == (one, {"n": 4})
+
+
+async def test_a_default_session_whose_mcp_session_ended_meanwhile_is_not_named(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RacingRecords(racers=1)
+    async with served_on(store) as (first, manager), served_on(store) as (second, _):
+        headers = await initialize(client, first.url)
+
+        async def end_it() -> None:
+            store.before_swap = None
+            assert (await client.delete(second.url, headers=headers)).status_code == 200
+
+        store.before_swap = end_it
+        with caplog.at_level(logging.WARNING, logger="triact.transport"):
+            refused = await client.post(
+                first.url, json=call(2, {"increment": {"n": 1}}), headers=headers
+            )
+        error = refused.json()["result"]["_meta"][ERROR_META_KEY]
+        assert (error["code"], error["applied"]) == ("store_error", False)
+        assert any("ended or expired" in r.getMessage() for r in caplog.records)
+        assert await stored(store, headers) is None
+        assert manager.session_ids() == []  # the session it made was ended again
+
+
+async def test_a_record_that_keeps_changing_gives_up_and_says_so(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RacingRecords(racers=1)
+    async with two_apps_on(store) as (first, _second):
+        headers = await initialize(client, first.url)
+        changes = iter(range(10**6))
+
+        async def change_it() -> None:  # another process's change before each swap
+            record = await stored(store, headers)
+            assert record is not None
+            record["client_info"] = {"name": f"changed {next(changes)}", "version": "1"}
+            key = headers["mcp-session-id"]
+            await store.put_record(_http.MCP_SESSION_NAMESPACE, key, json.dumps(record), ttl=60.0)
+
+        store.before_swap = change_it
+        with caplog.at_level(logging.WARNING, logger="triact.transport"):
+            refused = await client.post(
+                first.url, json=call(2, {"increment": {"n": 1}}), headers=headers
+            )
+        error = refused.json()["result"]["_meta"][ERROR_META_KEY]
+        assert (error["code"], error["applied"]) == ("store_error", False)
+        assert any("changed 8 times" in r.getMessage() for r in caplog.records)
+        assert next(changes) == 8

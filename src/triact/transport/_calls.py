@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ..sessions import Session, SessionManager, SessionNotFoundError
+from ..sessions import (
+    Session,
+    SessionClosedError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionStoreError,
+)
 from . import _protocol as protocol
 from ._args import ArgumentError, direct_structurer, structure_arguments
 from ._handlers import ServerHealth
@@ -57,6 +63,8 @@ _KNOWN_MAX = 65_536
 #: about seven calls in ten started a task of their own, about 9 µs each).
 _IDLE_WORKERS_MAX = 64
 _QUIET_SECONDS = 1.0
+#: Seconds an unused default session's end may take (see _end_unused).
+_END_UNUSED_WITHIN = 5.0
 
 
 class _Known:
@@ -593,6 +601,11 @@ class ToolCalls:
                 session = await self.manager.create_session(
                     "default", metadata={"default_session": True}, principal=peer.principal
                 )
+                if peer.claim_default is not None:
+                    named = await self._claim_default(peer, session)
+                    if named is not None:  # another process made one first: that one
+                        peer.default_session_id = named
+                        continue
                 peer.default_session_id = session.id
                 self.remember(session, unbound=True, owner=peer.principal)
                 logger.info("created the default session %r", session.id)
@@ -600,6 +613,22 @@ class ToolCalls:
             finally:
                 peer.default_creating = None
                 creating.set()
+
+    @staticmethod
+    async def _claim_default(peer: Peer, session: Session) -> str | None:
+        """``peer.claim_default`` for the session just made: None once it is the
+        peer's default session; else the one named first, and this one is ended
+        again (as it is if naming it fails: no call has used it)."""
+        assert peer.claim_default is not None
+        try:
+            named = await peer.claim_default(peer, session.id)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _end_unused(session)
+            raise
+        if named is not None:
+            await _end_unused(session)
+        return named
 
     @staticmethod
     def _reply_tool(
@@ -682,3 +711,15 @@ class ToolCalls:
             max_line_bytes=self._max_line_bytes,
             closing=self.closing,
         )
+
+
+async def _end_unused(session: Session) -> None:
+    """End a default session that no call used; if the store fails, it is left to its
+    idle TTL (nothing names it)."""
+    with trio.move_on_after(_END_UNUSED_WITHIN):
+        try:
+            await session.end()
+        except (SessionNotFoundError, SessionClosedError):
+            return
+        except SessionStoreError as exc:
+            logger.info("an unused default session was left to its idle TTL: %s", exc)

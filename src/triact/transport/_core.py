@@ -10,7 +10,7 @@ its answer goes to. Every MCP method is dispatched here, in :meth:`McpCore.reque
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import trio
@@ -51,6 +51,7 @@ class Peer:
 
     __slots__ = (
         "calls",
+        "claim_default",
         "default_creating",
         "default_session_id",
         "ended",
@@ -77,6 +78,11 @@ class Peer:
         self.default_session_id: str | None = None
         #: Set while the default session is being created.
         self.default_creating: trio.Event | None = None
+        #: For a client whose state lives in a shared store (HTTP's MCP sessions):
+        #: ``claim_default(peer, session_id)`` names the session just made the
+        #: default session where every process sees it, before any call uses it;
+        #: None once named, else the id of the one another process named first.
+        self.claim_default: Callable[[Peer, str], Awaitable[str | None]] | None = None
         #: The arrival-order lane of the default session (no session id looks like it).
         self.lane = "\x00default" + name
         self.requests: dict[RequestId, Hashable] | None = {} if keyed else None

@@ -32,6 +32,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from functools import partial
 from itertools import count
 from typing import Any, Final
 
@@ -247,20 +248,30 @@ def _store_failed(
     )
 
 
-#: What an MCP session's record holds, as a tuple that compares cheaply.
+#: What an MCP session's record holds, as a tuple that compares cheaply: the
+#: handshake's four fields (:func:`_handshake`), the default session's id, the principal.
 _State = tuple[Any, ...]
+#: Where the default session's id is in a :data:`_State`.
+_DEFAULT = 4
+#: How many times a change of an MCP session's record is tried again when another
+#: process changed the record first (each try reads it again) before giving up.
+_SWAPS = 8
 
 
-def _state(peer: Peer) -> _State:
+def _handshake(peer: Peer) -> _State:
+    """The fields of an MCP session's record that its requests change (the handshake
+    era's state), as in a :data:`_State`."""
     handshake = peer.handshake
-    return (
-        handshake.version,
-        handshake.client_info,
-        handshake.initialized,
-        handshake.log_level,
-        peer.default_session_id,
-        peer.principal,
-    )
+    return (handshake.version, handshake.client_info, handshake.initialized, handshake.log_level)
+
+
+def _set_handshake(peer: Peer, fields: _State) -> None:
+    handshake = peer.handshake
+    version, client_info, initialized, log_level = fields
+    handshake.version = version
+    handshake.client_info = client_info
+    handshake.initialized = initialized
+    handshake.log_level = log_level
 
 
 class _Known:
@@ -285,18 +296,23 @@ def _record_key(session_id: str, principal: str | None) -> str:
     return session_id if principal is None else f"{principal}/{session_id}"
 
 
-def _record(peer: Peer) -> str:
-    handshake = peer.handshake
+def _record(state: _State) -> str:
+    version, client_info, initialized, log_level, default_session_id, principal = state
     return encode_json(
         {
-            "version": handshake.version,
-            "client_info": handshake.client_info,
-            "initialized": handshake.initialized,
-            "log_level": handshake.log_level,
-            "default_session_id": peer.default_session_id,
-            "principal": peer.principal,
+            "version": version,
+            "client_info": client_info,
+            "initialized": initialized,
+            "log_level": log_level,
+            "default_session_id": default_session_id,
+            "principal": principal,
         }
     )
+
+
+class _RecordGone(Exception):
+    """The MCP session's record is no longer in the store: it was ended (DELETE,
+    perhaps through another process) or it expired."""
 
 
 class McpHttpApp:
@@ -711,7 +727,7 @@ class McpHttpApp:
                 headers=[(b"retry-after", str(max(1, retry)).encode())],
             )
         session_id = secrets.token_urlsafe(16)  # 128 bits
-        peer = self._core.peer(session_id, keyed=True, principal=principal)
+        peer = self._peer(session_id, principal)
         await self._dispatch(peer, request, receive, send, session_id=session_id, new=True)
         if peer.handshake.version is not None:  # opened: its record is in the store
             opened[session_id] = trio.current_time() + self._http.session_ttl
@@ -766,27 +782,36 @@ class McpHttpApp:
             # answered yet) is kept, to be saved with the request.
             known.read_at = now
             return known.peer
+        peer = known.peer if known is not None else self._peer(session_id, principal)
+        if self._adopt(session_id, peer, text, now) is None:
+            return None
+        return peer
+
+    def _peer(self, session_id: str, principal: str | None) -> Peer:
+        """A new peer for the MCP session ``session_id``, whose default session is
+        named in its record before any call uses it (:meth:`_claim_default`)."""
+        peer = self._core.peer(session_id, keyed=True, principal=principal)
+        peer.claim_default = partial(self._claim_default, session_id)
+        return peer
+
+    def _adopt(self, session_id: str, peer: Peer, text: str, now: float) -> _Known | None:
+        """Make ``peer`` what the record ``text`` (read from the store at ``now``)
+        says, and remember it; None if the record is another principal's."""
         record = json.loads(text)
+        principal = peer.principal
         if record.get("principal") != principal:
             return None
-        peer = known.peer if known is not None else None
-        if peer is None:
-            peer = self._core.peer(session_id, keyed=True, principal=principal)
-        # A default session made here and not saved yet stays, if the record names
-        # none: else the MCP session would get a second one.
-        unsaved = None
-        if known is not None and peer.default_session_id != known.state[4]:
-            unsaved = peer.default_session_id
-        handshake = peer.handshake
-        handshake.version = record["version"]
-        handshake.client_info = record["client_info"]
-        handshake.initialized = record["initialized"]
-        handshake.log_level = record["log_level"]
-        if peer.default_creating is None:  # else this process is making it
-            peer.default_session_id = record["default_session_id"] or unsaved
-        state = (*_state(peer)[:4], record["default_session_id"], peer.principal)
-        self._know(session_id, peer, text, state, now)
-        return peer
+        fields = (
+            record["version"],
+            record["client_info"],
+            record["initialized"],
+            record["log_level"],
+        )
+        _set_handshake(peer, fields)
+        default = record["default_session_id"]
+        if peer.default_creating is None:  # else this process is naming one
+            peer.default_session_id = default
+        return self._know(session_id, peer, text, (*fields, default, principal), now)
 
     def _opened_again(self, principal: str | None, session_id: str, now: float) -> None:
         """The record of an MCP session opened here was read: it lives a TTL from now."""
@@ -794,22 +819,92 @@ class McpHttpApp:
         if opened is not None and opened.pop(session_id, None) is not None:
             opened[session_id] = now + self._http.session_ttl
 
-    def _know(self, session_id: str, peer: Peer, text: str, state: _State, now: float) -> None:
+    def _know(self, session_id: str, peer: Peer, text: str, state: _State, now: float) -> _Known:
         if session_id not in self._peers and len(self._peers) >= _PEERS_MAX:
             self._peers.clear()  # a cache: what is forgotten is read again
-        self._peers[session_id] = _Known(peer, text, state, now)
+        known = self._peers[session_id] = _Known(peer, text, state, now)
+        return known
+
+    async def _swap(self, session_id: str, peer: Peer, known: _Known | None, state: _State) -> bool:
+        """Put the record ``state`` for ``peer`` if the store holds what ``known``
+        says (no record, without ``known``); True if put. SessionStoreError if the
+        store fails."""
+        text = _record(state)
+        swapped = await self._store.swap_record(
+            MCP_SESSION_NAMESPACE,
+            _record_key(session_id, peer.principal),
+            text,
+            expected=None if known is None else known.text,
+            ttl=self._http.session_ttl,
+        )
+        if swapped:
+            self._know(session_id, peer, text, state, trio.current_time())
+        return swapped
+
+    async def _read_again(self, session_id: str, peer: Peer) -> _Known:
+        """Read the MCP session's record again after another process changed it, and
+        make ``peer`` what it says; _RecordGone if it is no longer there.
+        SessionStoreError if the store fails."""
+        key = _record_key(session_id, peer.principal)
+        text = await self._store.get_record(MCP_SESSION_NAMESPACE, key)
+        known = None if text is None else self._adopt(session_id, peer, text, trio.current_time())
+        if known is None:
+            self._peers.pop(session_id, None)
+            raise _RecordGone
+        return known
+
+    async def _claim_default(self, session_id: str, peer: Peer, default_id: str) -> str | None:
+        """Name the session ``default_id`` (just made) the default session of the MCP
+        session ``session_id`` in its record, which is what makes it so for every
+        process: None once named; or, if another process named one first, that
+        one's id. Swapped in, so that two processes making a default session for one
+        MCP session at once cannot both name theirs. SessionStoreError (nothing was
+        named) if the store fails or the MCP session is gone."""
+        known = self._peers.get(session_id)
+        try:
+            if known is None or known.peer is not peer:
+                known = await self._read_again(session_id, peer)
+            for _ in range(_SWAPS):
+                named = known.state[_DEFAULT]
+                state = (*known.state[:_DEFAULT], default_id, peer.principal)
+                if await self._swap(session_id, peer, known, state):
+                    return None
+                known = await self._read_again(session_id, peer)
+                if known.state[_DEFAULT] not in (None, named):
+                    return str(known.state[_DEFAULT])  # another process's, named meanwhile
+        except SessionStoreError as exc:
+            logger.warning("an MCP session's record could not name its default session: %s", exc)
+            raise SessionStoreError(
+                "the MCP session's record could not be kept in the store, so it has no "
+                "default session yet and nothing was done; retry",
+                applied=False,
+            ) from None
+        except _RecordGone:
+            peer.ended = True  # nothing of it is kept again
+            raise SessionStoreError(
+                "the MCP session ended or expired while its default session was made; "
+                "nothing was done (send initialize to open a new one)",
+                applied=False,
+            ) from None
+        raise SessionStoreError(
+            f"the MCP session's record changed {_SWAPS} times while its default session "
+            "was named; nothing was done, retry",
+            applied=False,
+        )
 
     async def _save(
         self,
         session_id: str,
         peer: Peer,
         *,
+        new: bool = False,
         answered: bool = False,
         request_id: RequestId | None = None,
     ) -> None:
         """Put the MCP session's record if the peer differs from the record this
-        process last read or saved; the first record of a session only once
-        ``initialize`` has succeeded.
+        process last read or saved; the first record of a session (``new``) only once
+        ``initialize`` has succeeded. A record that is gone (the MCP session ended
+        through another process, or expired) is not made again.
 
         If the store fails, the request is refused (503) unless it is ``answered``: a
         tool call that ran is answered as it went (refusing it would tell the client
@@ -818,24 +913,47 @@ class McpHttpApp:
         state until then)."""
         if peer.handshake.version is None or peer.ended:
             return
-        state = _state(peer)
+        mine = _handshake(peer)
         known = self._peers.get(session_id)
-        if known is not None and known.peer is peer and known.state == state:
+        if known is not None and known.peer is not peer:
+            known = None
+        if known is not None and known.state[:_DEFAULT] == mine:
             return
-        record = _record(peer)
         try:
-            await self._store.put_record(
-                MCP_SESSION_NAMESPACE,
-                _record_key(session_id, peer.principal),
-                record,
-                ttl=self._http.session_ttl,
-            )
+            if known is None and not new:  # forgotten here: read, never made again
+                known = await self._read_again(session_id, peer)
+                _set_handshake(peer, mine)
+            await self._save_handshake(session_id, peer, known, mine)
+        except _RecordGone:
+            peer.ended = True  # ended through another process meanwhile: not made again
         except SessionStoreError as exc:
             if not answered:
                 raise _store_failed("saved", exc, request_id) from None
             logger.warning("an MCP session's record could not be saved: %s", exc)
-            return
-        self._know(session_id, peer, record, state, trio.current_time())
+
+    async def _save_handshake(
+        self, session_id: str, peer: Peer, known: _Known | None, mine: _State
+    ) -> None:
+        """Swap the peer's handshake fields ``mine`` into its record (``known``, as
+        this process last read or saved it; None for a new MCP session). When another
+        process changed the record meanwhile, its changes are kept: each field this
+        process did not change since ``known`` takes the record's value, and its
+        default session is always the record's (only :meth:`_claim_default` names
+        one)."""
+        base = None if known is None else known.state[:_DEFAULT]
+        for _ in range(_SWAPS):
+            default = None if known is None else known.state[_DEFAULT]
+            if await self._swap(session_id, peer, known, (*mine, default, peer.principal)):
+                return
+            known = await self._read_again(session_id, peer)
+            theirs = known.state[:_DEFAULT]
+            if base is not None:
+                mine = tuple(m if m != b else t for m, b, t in zip(mine, base, theirs, strict=True))
+            base = theirs
+            _set_handshake(peer, mine)
+        raise SessionStoreError(
+            f"the MCP session's record changed {_SWAPS} times while this process saved it"
+        )
 
     async def _dispatch(
         self,
@@ -872,7 +990,9 @@ class McpHttpApp:
                 self._core.calls.cancel(key, "notifications/cancelled came before the request")
             if exchange.answered and len(exchange.lines) == 1:  # answered at once
                 if session_id is not None:
-                    await self._save(session_id, peer, answered=not new, request_id=request.id)
+                    await self._save(
+                        session_id, peer, new=new, answered=not new, request_id=request.id
+                    )
                     if new and peer.handshake.version is not None:
                         extra.append((b"mcp-session-id", session_id.encode()))
                 await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
