@@ -366,3 +366,26 @@ async def test_a_record_that_keeps_changing_gives_up_and_says_so(
         assert (error["code"], error["applied"]) == ("store_error", False)
         assert any("changed 8 times" in r.getMessage() for r in caplog.records)
         assert next(changes) == 8
+
+
+async def test_a_process_that_forgot_the_record_uses_the_default_it_names(
+    store: FailingRecords, client: httpx.AsyncClient
+) -> None:
+    """A process whose memory of the record was dropped (a cache) reads it before it
+    names a default session: one named meanwhile is used, not replaced."""
+    async with served_on(store) as (served, manager):
+        headers = await initialize(client, served.url)
+        made, _ = await increment(client, served.url, headers, 2)
+        app, mcp_session = served.app, headers["mcp-session-id"]
+        app._peers.clear()
+        peer = app._peer(mcp_session, None)
+        assert await app._claim_default(mcp_session, peer, "a-new-one") == made
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["default_session_id"] == made
+        # Once it knows the record, it replaces the default it names (found gone).
+        assert await app._claim_default(mcp_session, peer, "a-new-one") is None
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["default_session_id"] == "a-new-one"
+        assert made in manager.session_ids()

@@ -862,8 +862,12 @@ class McpHttpApp:
         named) if the store fails or the MCP session is gone."""
         known = self._peers.get(session_id)
         try:
-            if known is None or known.peer is not peer:
+            if known is None or known.peer is not peer:  # forgotten here meanwhile
                 known = await self._read_again(session_id, peer)
+                if known.state[_DEFAULT] is not None:
+                    # Perhaps the one found gone, perhaps one named since: the caller
+                    # looks, and comes back (knowing the record) if it is gone.
+                    return str(known.state[_DEFAULT])
             for _ in range(_SWAPS):
                 named = known.state[_DEFAULT]
                 state = (*known.state[:_DEFAULT], default_id, peer.principal)
