@@ -398,8 +398,9 @@ async def test_beyond_max_connections_a_connection_gets_503_and_is_closed() -> N
         assert status == 200
 
 
-async def test_beyond_the_refusals_under_way_a_connection_is_closed_unanswered(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("sends_first", [False, True])
+async def test_beyond_the_refusals_under_way_a_connection_gets_503_without_a_wait(
+    monkeypatch: pytest.MonkeyPatch, sends_first: bool
 ) -> None:
     monkeypatch.setattr(_h11server, "_REFUSING_MAX", 1)
     async with serving(max_connections=1, keep_alive=60) as served:
@@ -409,19 +410,33 @@ async def test_beyond_the_refusals_under_way_a_connection_is_closed_unanswered(
         refused = await Client.open(served)  # its refusal lingers while it is open
         status, headers, _ = await refused.answer()
         assert (status, headers[b"retry-after"]) == (503, b"1")
+        # One more: answered and closed at once, by the accepting task.
+        flooding = await Client.open(served)
+        if sends_first:  # (read before the close, which then does not reset it)
+            await flooding.post("/echo", b"refused")
+        status, headers, body = await flooding.answer()
+        assert (status, headers[b"retry-after"], headers[b"connection"]) == (503, b"1", b"close")
+        assert b"retry later" in body
+        assert await flooding.closed()
+        assert served.seen.requests == [("POST", "/echo", b"in")]
+
+
+async def test_beyond_the_refusals_under_way_a_socket_that_takes_no_write_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_h11server, "_REFUSING_MAX", 0)
+
+    def no_write(fd: int, data: bytes) -> int:
+        raise OSError("no os.write on a socket here")
+
+    monkeypatch.setattr(_h11server.os, "write", no_write)
+    async with serving(max_connections=1, keep_alive=60) as served:
+        first = await Client.open(served)
+        await first.post("/echo", b"in")
+        assert (await first.answer())[0] == 200
         dropped = await Client.open(served)
         assert await dropped.closed()
-        assert dropped.buffer == b""  # closed at once, unanswered
-        # Once the lingering refusal ends, a connection beyond is refused with 503.
-        await refused.aclose()
-        with trio.fail_after(10):
-            while True:
-                again = await Client.open(served)
-                if await again._more():
-                    break
-                await again.aclose()
-        assert (await again.answer())[0] == 503
-        assert served.seen.requests == [("POST", "/echo", b"in")]
+        assert dropped.buffer == b""  # closed unanswered
 
 
 async def test_empty_lines_before_a_request_line_are_skipped() -> None:

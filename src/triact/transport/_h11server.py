@@ -13,7 +13,9 @@ owns the connection loop around it, and with it:
 * **Limits.** A request head holds at most ``max_head_bytes`` (beyond, 431 and close);
   at most ``max_connections`` connections are served at once: one beyond is answered
   503 with ``Retry-After`` and closed, at once, without its request being read (at
-  most 64 such answers under way; a connection beyond them is closed unanswered).
+  most 64 such answers under way, each reading what its client sends for a moment so
+  that the close does not reset the connection; beyond them, the 503 is written
+  without a wait, and the connection closed).
   Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
 * **Errors.** A malformed request gets 400 and its connection closed (so does one
   with both ``Content-Length`` and ``Transfer-Encoding``; one of an HTTP
@@ -38,7 +40,9 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from email.utils import formatdate
@@ -233,7 +237,17 @@ class Server:
                 self.refusing += 1
                 nursery.start_soon(self._refuse, stream)
             else:
-                stream.socket.close()
+                self._refuse_at_once(stream.socket)
+
+    def _full(self) -> bytes:
+        """The 503 that refuses a connection beyond ``max_connections``."""
+        return _error_answer(
+            503,
+            "Service Unavailable: the server has as many connections as it serves at once; "
+            "retry later",
+            self.clock.date(),
+            b"retry-after: 1\r\n",
+        )
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         """Answer 503 at once and close (after reading what the client sends, for a
@@ -241,13 +255,7 @@ class Server:
         reads the answer)."""
         try:
             with trio.move_on_after(_REFUSE_LINGER):
-                answer = _error_answer(
-                    503,
-                    "Service Unavailable: the server has as many connections as it serves "
-                    "at once; retry later",
-                    self.clock.date(),
-                    b"retry-after: 1\r\n",
-                )
+                answer = self._full()
                 await stream.send_all(answer)
                 await stream.send_eof()
                 read = 0
@@ -258,6 +266,21 @@ class Server:
         finally:
             self.refusing -= 1
             stream.socket.close()
+
+    def _refuse_at_once(self, sock: trio.socket.SocketType) -> None:
+        """Refuse a connection beyond the refusals under way (a flood of them) without
+        a task or a wait: the 503 is written if the socket takes it at once (a new
+        one has room), what the client sent already is read (a close with unread
+        data would reset the connection), and it is closed. Where a socket's file
+        descriptor takes no os.write (Windows), it is closed unanswered."""
+        try:
+            fd = sock.fileno()
+            os.write(fd, self._full())
+            sock.shutdown(socket.SHUT_WR)
+            os.read(fd, _READ)
+        except OSError:  # (BlockingIOError from the read: the client sent nothing yet)
+            pass
+        sock.close()
 
     def stop(self) -> None:
         """Take no new request: close the idle connections, and those whose request
