@@ -318,6 +318,9 @@ async def test_a_malformed_chunked_body_closes_the_connection() -> None:
         await client.send(
             b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\n"
         )
+        status, headers, body = await client.answer()
+        assert (status, headers[b"connection"]) == (400, b"close")
+        assert b"malformed request body" in body
         assert await client.closed()
         assert served.seen.disconnects == 1  # the app saw its request go
 
@@ -513,6 +516,9 @@ async def test_a_request_head_not_sent_within_keep_alive_closes_the_connection(
         client = await Client.open(served)
         began = trio.current_time()
         await client.send(b"POST /echo HTTP/1.1\r\nhost: t\r\n")  # and no more (slowloris)
+        status, headers, body = await client.answer()
+        assert (status, headers[b"connection"]) == (408, b"close")
+        assert b"took over 5 s" in body
         assert await client.closed()
         assert trio.current_time() - began == pytest.approx(5, abs=0.01)
         assert served.seen.requests == []
@@ -528,6 +534,7 @@ async def test_an_idle_keep_alive_connection_closes_after_keep_alive(
         assert (await client.answer())[0] == 200
         answered = trio.current_time()
         assert await client.closed()
+        assert client.buffer == b""  # no 408: it sent nothing of a request
         assert trio.current_time() - answered == pytest.approx(5, abs=0.01)
 
 

@@ -7,9 +7,10 @@ owns the connection loop around it, and with it:
 
 * **Timeouts.** A connection gets ``keep_alive`` seconds to send a whole request head,
   whether it is new or idle after an answer (so a slow or silent client holds its
-  connection that long at most); none while its request runs (a long tool call), the
-  app bounding the time a body takes. A write that cannot go out within
-  ``send_timeout`` seconds (a client that stopped reading) closes the connection.
+  connection that long at most; one that sent part of a head then gets 408); none
+  while its request runs (a long tool call), the app bounding the time a body takes.
+  A write that cannot go out within ``send_timeout`` seconds (a client that stopped
+  reading) closes the connection.
 * **Limits.** A request head holds at most ``max_head_bytes`` (beyond, 431 and close);
   at most ``max_connections`` connections are served at once: one beyond is answered
   503 with ``Retry-After`` and closed, at once, without its request being read (at
@@ -17,11 +18,11 @@ owns the connection loop around it, and with it:
   that the close does not reset the connection; beyond them, the 503 is written
   without a wait, and the connection closed).
   Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
-* **Errors.** A malformed request gets 400 and its connection closed (so does one
-  with both ``Content-Length`` and ``Transfer-Encoding``; one of an HTTP
-  major version other than 1, 505; a CONNECT, 501); an app that
-  raises gets 500 if nothing of its answer was sent (else its connection is closed);
-  the server goes on serving the others.
+* **Errors.** A malformed request (or body) gets 400 and its connection closed (so
+  does one with both ``Content-Length`` and ``Transfer-Encoding``; one of an HTTP
+  major version other than 1, 505; a CONNECT, 501); an app that raises gets 500 if
+  nothing of its answer was sent (else its connection is closed); the server goes on
+  serving the others.
 * **Answers.** ``http.response.start`` waits for the first body: an answer whose body
   comes whole goes out in one write; one with ``more_body`` is chunked (SSE). A
   ``Date`` header (made once a second), no ``Server`` header.
@@ -81,6 +82,12 @@ _ACCEPT_RESOURCE_ERRORS: Final = frozenset(
 )
 _ACCEPT_PAUSE: Final = 0.1
 _DISCONNECT: Final = {"type": "http.disconnect"}
+#: The answer to a request whose body is still arriving when the server stops.
+_STOPPING: Final = (
+    503,
+    "Service Unavailable: the server is stopping; retry",
+    b"retry-after: 1\r\n",
+)
 _REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 #: The response headers h11 is given (it decides the framing and keep-alive from
@@ -426,6 +433,12 @@ class _Connection:
                         event = connection.next_event()
                 self.idle = None
                 if event is h11.NEED_DATA:  # timed out, or the server stops
+                    if connection.trailing_data[0] and not self.server.stopping:
+                        # Part of a request came (an idle connection just closes).
+                        message = (
+                            f"Request Timeout: the request line and headers took over {timeout:g} s"
+                        )
+                        await self._write(_error_answer(408, message, self.server.clock.date()))
                     return None
         except h11.RemoteProtocolError as exc:
             await self._refuse_malformed(exc)
@@ -555,8 +568,7 @@ class _Connection:
                 event = connection.next_event()
             except h11.RemoteProtocolError as exc:  # a malformed body
                 logger.debug("malformed request body: %s", exc)
-                self.closed = True
-                return _DISCONNECT
+                return await self._refuse_body(400, "Bad Request: malformed request body")
             kind = type(event)
             if kind is h11.Data:
                 chunks.append(bytes(event.data))  # type: ignore[union-attr]
@@ -570,7 +582,7 @@ class _Connection:
                 return _DISCONNECT
             else:  # NEED_DATA
                 if self.server.stopping:
-                    return await self._refuse_stopping()
+                    return await self._refuse_body(*_STOPPING)
                 if connection.they_are_waiting_for_100_continue:
                     await self._write(
                         connection.send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -580,20 +592,18 @@ class _Connection:
                     data = await self._read()
                 self.reading = None
                 if self.server.stopping:  # stop() cancelled the read
-                    return await self._refuse_stopping()
+                    return await self._refuse_body(*_STOPPING)
                 if data is None:
                     return _DISCONNECT
                 connection.receive_data(data)
 
-    async def _refuse_stopping(self) -> Message:
-        """The server stops while the request's body arrives: the request is refused
-        (503, unless the app began its answer) and its connection closed, the app
-        told the client went away (a body could hold the stop for the whole grace)."""
+    async def _refuse_body(self, status: int, message: str, extra: bytes = b"") -> Message:
+        """Refuse the request whose body is being read (malformed, or the server stops
+        while it arrives, which could hold the stop for the whole grace): answered
+        ``status`` unless the app began its answer, and closed; the app is told the
+        client went away."""
         if self.head is None and self.h11.our_state is h11.SEND_RESPONSE:
-            message = "Service Unavailable: the server is stopping; retry"
-            await self._write(
-                _error_answer(503, message, self.server.clock.date(), b"retry-after: 1\r\n")
-            )
+            await self._write(_error_answer(status, message, self.server.clock.date(), extra))
         self.closed = True
         return _DISCONNECT
 
