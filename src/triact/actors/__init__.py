@@ -8,7 +8,7 @@ An :class:`Actor` owns its state and handles its messages one at a time; an
 
 from .._public import fixup_module_metadata
 from ._actor import Actor, SeeThrough, see_through
-from ._deadlines import DeadlineQueue
+from ._deadlines import DeadlineQueue, IdDeadlineQueue
 from ._errors import (
     ActorError,
     ActorFailedError,
@@ -34,6 +34,7 @@ __all__ = [
     "ActorRef",
     "ActorStoppedError",
     "DeadlineQueue",
+    "IdDeadlineQueue",
     "MailboxFullError",
     "Queued",
     "ReentrantCallError",
