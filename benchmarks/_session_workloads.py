@@ -16,6 +16,7 @@ import gc
 import random
 import time
 import tracemalloc
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -460,8 +461,12 @@ class WorstCall:
 
     #: Every timed call's latency, in nanoseconds (updates and creates), in real time
     #: and in this thread's CPU time (which a busy machine's preemptions do not inflate).
-    latencies_ns: list[int] = attrs.field(factory=list)
-    cpu_ns: list[int] = attrs.field(factory=list)
+    #: Arrays, not lists: the benchmark's own bookkeeping is not for the collector to
+    #: walk (a list of 200,000 ints is read item by item by every full collection).
+    latencies_ns: array[int] = attrs.field(factory=lambda: array("q"))
+    cpu_ns: array[int] = attrs.field(factory=lambda: array("q"))
+    #: The indexes of the calls during which a full (generation 2) collection ran.
+    with_full_collection: list[int] = attrs.field(factory=list)
     updates: int = 0
     creates: int = 0
     #: Seconds spent in collections during the timed calls, and their count and
@@ -477,6 +482,32 @@ class WorstCall:
     #: live: what the next one the collector starts on its own would cost (seconds).
     full_collection: float = 0.0
     full_collection_cpu: float = 0.0
+
+
+class SessionIds:
+    """The ids of the benchmark's sessions, for picking one by index: in one
+    ``bytearray`` (their UTF-8, end to end) and an ``array`` of offsets, which the
+    collector does not track. A list of a million ids would be a container the
+    collector reads item by item at every full collection: a cost of the benchmark's
+    scaffolding, not of the session layer, whose own index is a dict of strings that
+    the collector does not track."""
+
+    __slots__ = ("_data", "_ends")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._ends: array[int] = array("q")
+
+    def append(self, session_id: str) -> None:
+        self._data += session_id.encode()
+        self._ends.append(len(self._data))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> str:
+        ends = self._ends
+        return self._data[ends[index - 1] if index else 0 : ends[index]].decode()
 
 
 class GcClock:
@@ -516,10 +547,12 @@ def _time_full_collection(seen: WorstCall) -> None:
     seen.full_collection_cpu = time.thread_time() - start_cpu
 
 
-def _worst_call_plan(sessions: int, calls: int, create_every: int, seed: int = 0) -> list[int]:
+def _worst_call_plan(sessions: int, calls: int, create_every: int, seed: int = 0) -> array[int]:
     """Which session each timed call updates, -1 for a create (every ``create_every``-th)."""
     rng = random.Random(seed)
-    return [-1 if (i + 1) % create_every == 0 else rng.randrange(sessions) for i in range(calls)]
+    return array(
+        "q", (-1 if (i + 1) % create_every == 0 else rng.randrange(sessions) for i in range(calls))
+    )
 
 
 async def triact_worst_call(sessions: int, calls: int, create_every: int, seen: WorstCall) -> float:
@@ -530,14 +563,18 @@ async def triact_worst_call(sessions: int, calls: int, create_every: int, seen: 
     plan = _worst_call_plan(sessions, calls, create_every)
     config = SessionConfig(max_sessions=sessions + calls)
     async with open_session_manager(config) as manager:
-        ids = [(await manager.create_session()).id for _ in range(sessions)]
-        for session_id in ids:
-            await (await manager.get_session(session_id)).update(bump)
+        ids = SessionIds()
+        for _ in range(sessions):
+            ids.append((await manager.create_session()).id)
+        for i in range(sessions):
+            await (await manager.get_session(ids[i])).update(bump)
         seen.tracked_per_session = len(gc.get_objects()) / sessions
         latencies, cpu = seen.latencies_ns, seen.cpu_ns
         clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+        full, collections = seen.with_full_collection, seen.collections
         with GcClock(seen):
-            for pick in plan:
+            for i, pick in enumerate(plan):
+                fulls = collections[2]
                 start, start_cpu = clock(), cpu_clock()
                 if pick < 0:
                     await manager.create_session()
@@ -545,6 +582,8 @@ async def triact_worst_call(sessions: int, calls: int, create_every: int, seen: 
                     await (await manager.get_session(ids[pick])).update(bump)
                 latencies.append(clock() - start)
                 cpu.append(cpu_clock() - start_cpu)
+                if collections[2] != fulls:
+                    full.append(i)
         _time_full_collection(seen)
         seen.creates = sum(pick < 0 for pick in plan)
         seen.updates = calls - seen.creates
@@ -557,14 +596,18 @@ async def asyncio_worst_call(
     """The same through today's ``atomic_update`` on asyncio."""
     plan = _worst_call_plan(sessions, calls, create_every)
     async with open_asyncio_lock_manager(max_sessions=sessions + calls) as manager:
-        ids = [(await manager.create_session())[0].session_id for _ in range(sessions)]
-        for session_id in ids:
-            await manager.atomic_update(session_id, bump_in_place)
+        ids = SessionIds()
+        for _ in range(sessions):
+            ids.append((await manager.create_session())[0].session_id)
+        for i in range(sessions):
+            await manager.atomic_update(ids[i], bump_in_place)
         seen.tracked_per_session = len(gc.get_objects()) / sessions
         latencies, cpu = seen.latencies_ns, seen.cpu_ns
         clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+        full, collections = seen.with_full_collection, seen.collections
         with GcClock(seen):
-            for pick in plan:
+            for i, pick in enumerate(plan):
+                fulls = collections[2]
                 start, start_cpu = clock(), cpu_clock()
                 if pick < 0:
                     await manager.create_session()
@@ -572,6 +615,8 @@ async def asyncio_worst_call(
                     await manager.atomic_update(ids[pick], bump_in_place)
                 latencies.append(clock() - start)
                 cpu.append(cpu_clock() - start_cpu)
+                if collections[2] != fulls:
+                    full.append(i)
         _time_full_collection(seen)
         seen.creates = sum(pick < 0 for pick in plan)
         seen.updates = calls - seen.creates

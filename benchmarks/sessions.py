@@ -395,7 +395,16 @@ def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
     worst, p9999, gc_us, gc_max = [], [], [], []
     worst_cpu, p9999_cpu, gc_cpu_us, gc_max_cpu = [], [], [], []
     full, full_cpu = [], []
+    # The same calls, less those during which a full collection ran, and those alone.
+    worst_without, worst_cpu_without, worst_with, worst_cpu_with = [], [], [], []
     for seen in runs:
+        fulls = set(seen.with_full_collection)
+        others = [i for i in range(len(seen.latencies_ns)) if i not in fulls]
+        worst_without.append(max(seen.latencies_ns[i] for i in others) / 1e6)
+        worst_cpu_without.append(max(seen.cpu_ns[i] for i in others) / 1e6)
+        if fulls:
+            worst_with.append(max(seen.latencies_ns[i] for i in fulls) / 1e6)
+            worst_cpu_with.append(max(seen.cpu_ns[i] for i in fulls) / 1e6)
         ordered = sorted(seen.latencies_ns)
         worst.append(ordered[-1] / 1e6)
         p9999.append(_percentile(ordered, 0.9999) / 1e6)
@@ -425,6 +434,18 @@ def _worst_call_line(runs: list[WorstCall]) -> dict[str, Any]:
         "full_collection_ms": round(statistics.median(full), 3),
         "full_collection_cpu_ms": round(statistics.median(full_cpu), 3),
         "collections_per_generation": last.collections,
+        # Whether a full collection fell in the timed calls (it depends on where the
+        # collector's counters stood when they began), and the worst call without and
+        # with one (null: none fell in any run).
+        "full_collections_in_window": [seen.collections[2] for seen in runs],
+        "max_ms_without_full_collection": round(statistics.median(worst_without), 3),
+        "max_cpu_ms_without_full_collection": round(statistics.median(worst_cpu_without), 3),
+        "max_ms_with_full_collection": (
+            round(statistics.median(worst_with), 3) if worst_with else None
+        ),
+        "max_cpu_ms_with_full_collection": (
+            round(statistics.median(worst_cpu_with), 3) if worst_cpu_with else None
+        ),
         "tracked_objects_per_session": round(last.tracked_per_session, 2),
     }
 
