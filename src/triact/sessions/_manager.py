@@ -3,12 +3,14 @@
 A session is an :class:`Entry` in the manager's index from creation to expiry. Its
 actor exists only while the session is in use: it is spawned on the first call
 (after passivation with a durable store, it loads the state inside that call) and
-leaves memory after ``passivate_after`` idle seconds. TTLs live in one deadline heap, so
-the reaper's work grows with the sessions that expire, not with those that exist.
+leaves memory after ``passivate_after`` idle seconds. TTLs live in one deadline queue
+(:class:`~triact.actors.IdDeadlineQueue`), so the reaper's work grows with the sessions
+that expire, not with those that exist.
 
 A session that is not in use (no actor, no state in memory) has no :class:`Entry`: its
-record is filed as one ``bytes`` in a dict, and its deadline is an ``(float, str)`` pair,
-which the garbage collector neither tracks nor walks (see :meth:`SessionManager._file`).
+record is filed as one ``bytes`` in a dict, and its deadline is a record in a
+``bytearray`` of the queue's, which the garbage collector neither tracks nor walks (see
+:meth:`SessionManager._file`).
 """
 
 from __future__ import annotations
