@@ -389,3 +389,35 @@ async def test_a_process_that_forgot_the_record_uses_the_default_it_names(
         assert record is not None
         assert record["default_session_id"] == "a-new-one"
         assert made in manager.session_ids()
+
+
+async def test_a_save_that_loses_twice_keeps_its_own_change_and_the_others(
+    client: httpx.AsyncClient,
+) -> None:
+    store = RacingRecords(racers=1)
+    async with served_on(store) as (served, _manager):
+        headers = await initialize(client, served.url)
+        others = iter(
+            [  # another process's changes before each of the first two swaps
+                {"log_level": "error", "client_info": {"name": "other", "version": "1"}},
+                {"log_level": "warning", "client_info": {"name": "other", "version": "2"}},
+            ]
+        )
+
+        async def change_it() -> None:
+            change = next(others, None)
+            if change is None:
+                return
+            record = await stored(store, headers)
+            assert record is not None
+            key = headers["mcp-session-id"]
+            text = json.dumps({**record, **change})
+            await store.put_record(_http.MCP_SESSION_NAMESPACE, key, text, ttl=60.0)
+
+        store.before_swap = change_it
+        answered = await client.post(served.url, json=set_level(2, "error"), headers=headers)
+        assert answered.status_code == 200
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["log_level"] == "error"  # this request's, the last to commit
+        assert record["client_info"] == {"name": "other", "version": "2"}

@@ -944,16 +944,17 @@ class McpHttpApp:
         process did not change since ``known`` takes the record's value, and its
         default session is always the record's (only :meth:`_claim_default` names
         one)."""
+        ours = mine
         base = None if known is None else known.state[:_DEFAULT]
+        changed = None if base is None else [m != b for m, b in zip(mine, base, strict=True)]
         for _ in range(_SWAPS):
             default = None if known is None else known.state[_DEFAULT]
             if await self._swap(session_id, peer, known, (*mine, default, peer.principal)):
                 return
             known = await self._read_again(session_id, peer)
-            theirs = known.state[:_DEFAULT]
-            if base is not None:
-                mine = tuple(m if m != b else t for m, b, t in zip(mine, base, theirs, strict=True))
-            base = theirs
+            if changed is not None:
+                theirs = known.state[:_DEFAULT]
+                mine = tuple(o if c else t for o, c, t in zip(ours, changed, theirs, strict=True))
             _set_handshake(peer, mine)
         raise SessionStoreError(
             f"the MCP session's record changed {_SWAPS} times while this process saved it"
