@@ -119,3 +119,14 @@ def test_a_work_store_error_says_nothing_was_saved_and_names_nothing() -> None:
         "message": STORE_FAILED_NOT_APPLIED,
         "applied": False,
     }
+
+
+async def test_a_response_sent_to_the_server_is_logged_with_its_id_cut_short(
+    manager: triact.SessionManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect(manager, initialize="2025-11-25") as peer:
+        with caplog.at_level(logging.WARNING, logger="triact.transport"):
+            await peer.send({"jsonrpc": "2.0", "id": "x" * 1_000_000, "result": {}})
+            assert (await peer.request("ping"))["result"] == {}  # still served
+    (record,) = [r for r in caplog.records if "ignored a response" in r.getMessage()]
+    assert len(record.getMessage()) < 300  # not the client's megabyte, once per message

@@ -320,7 +320,10 @@ class McpServer:
             self._emit(error_line(message.id, message.error))
         else:
             assert isinstance(message, Response)
-            logger.warning("ignored a response to request %r: this server sends none", message.id)
+            # (%.200r: the id is the client's, of any size, and this is logged by default)
+            logger.warning(
+                "ignored a response to request %.200r: this server sends none", message.id
+            )
 
 
 def core_for(
