@@ -53,12 +53,19 @@ def make_app(seen: Seen) -> Any:
     sleeps S seconds first; ``/raise`` raises; ``/raise-late`` raises once its answer
     started; ``/watch`` waits for the client to go away; ``/stream/N`` streams N
     chunks; ``/flood`` streams until the client goes away; ``/nothing`` answers
-    nothing; ``/late-body/S`` sleeps S seconds before it reads its body."""
+    nothing; ``/late-body/S`` sleeps S seconds before it reads its body; ``/unread``
+    answers 401 without reading its body."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
         seen.began += 1
         seen.note()
+        if scope["path"] == "/unread":
+            seen.requests.append((scope["method"], scope["path"], b""))
+            headers = [(b"content-length", b"6")]
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": b"denied"})
+            return
         if scope["path"].startswith("/late-body/"):
             await trio.sleep(float(scope["path"].rsplit("/", 1)[1]))
         chunks = []
@@ -557,6 +564,27 @@ async def test_pipelined_requests_are_answered_in_order(
         await client.send(request("/sleep/2") + request("/sleep/1") + request("/echo", b"3"))
         bodies = [(await client.answer())[2] for _ in range(3)]
         assert bodies == [b"/sleep/2", b"/sleep/1", b"3"]
+
+
+async def test_an_answer_before_the_body_came_whole_says_the_connection_closes() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(b"POST /unread HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc")
+        status, headers, body = await client.answer()
+        assert (status, body, headers[b"connection"]) == (401, b"denied", b"close")
+        assert await client.closed()
+
+
+async def test_an_answer_before_the_body_was_read_keeps_the_connection_if_it_all_came() -> None:
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.post("/unread", b"0123456789")
+        status, headers, _ = await client.answer()
+        assert status == 401
+        assert b"connection" not in headers
+        await client.post("/echo", b"next")  # the body before it was dropped
+        assert (await client.answer())[2] == b"next"
+        assert [path for _, path, _ in served.seen.requests] == ["/unread", "/echo"]
 
 
 async def test_a_head_request_gets_the_headers_without_the_body() -> None:

@@ -25,7 +25,9 @@ owns the connection loop around it, and with it:
   serving the others.
 * **Answers.** ``http.response.start`` waits for the first body: an answer whose body
   comes whole goes out in one write; one with ``more_body`` is chunked (SSE). A
-  ``Date`` header (made once a second), no ``Server`` header.
+  ``Date`` header (made once a second), no ``Server`` header. An answer begun before
+  the app read the whole request body (a refusal) drops the body, and says
+  ``Connection: close`` unless all of it had come.
 * **Disconnects.** Once the app has read a request's body, a ``receive()`` waits for
   the client to go away (``http.disconnect``) while the answer is not complete.
 * **Shutdown.** When ``stop`` is set: no new connections; idle ones are closed at once,
@@ -499,15 +501,18 @@ class _Connection:
             status, message = 400, "Bad Request: malformed HTTP request"
         await self._write(_error_answer(status, message, self.server.clock.date()))
 
-    def _skip_body(self) -> None:
-        """Drop what is already here of a body the app did not read."""
+    def _skip_body(self) -> bool:
+        """Drop what is already here of a body the app did not read; whether that
+        was the rest of it."""
         try:
             while True:
                 event = self.h11.next_event()
-                if event is h11.NEED_DATA or type(event) is h11.EndOfMessage:
-                    return
+                if event is h11.NEED_DATA:
+                    return False
+                if type(event) is h11.EndOfMessage:
+                    return True
         except h11.RemoteProtocolError:
-            return
+            return False
 
     async def _run_app(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
         """Run the app for ``request`` (``headers``: its headers as ASGI has them);
@@ -669,6 +674,14 @@ class _Connection:
         two) and put after them, with ``Date``."""
         framing = []
         lines = []
+        if self.h11.their_state is h11.SEND_BODY:
+            # Answered before the app read the whole body (a refusal): what is here of
+            # it is dropped, and unless that was all of it, the answer says the
+            # connection closes (it does, after the answer: a client told nothing would
+            # send its next request into a closed connection).
+            if not self._skip_body():
+                framing.append((b"connection", b"close"))
+            self.body_done = True  # the app's next receive() waits for a disconnect
         for name, value in headers:
             lower = name.lower()
             if lower in _FRAMING:
