@@ -155,6 +155,41 @@ async def test_a_state_growing_in_small_steps_stops_at_the_limit_exactly(
         assert len(state.data) == step
 
 
+@stores
+async def test_a_state_made_by_with_data_then_changed_otherwise_is_checked_in_full(
+    store: str, tmp_path: Path
+) -> None:
+    """The commit check trusts the record of what ``with_data`` made last (its other
+    fields are the state's own) only for that very state, made from the committed one:
+    a state evolved from it, or made by ``with_data`` from another state, is compared
+    field by field, so a change of another field is still bounded and checked."""
+    from triact.sessions import _state
+
+    async with manager_on(store, tmp_path, max_state_bytes=10_000) as manager:
+        session = await manager.create_session()
+        await session.update(put("a", 1))
+        stale = await session.snapshot()
+        await session.update(lambda state: attrs.evolve(state, topic="t" * 3000))
+
+        def evolved(state: triact.SessionState) -> triact.SessionState:
+            return attrs.evolve(state.with_data(n=1), topic="x" * 20_000)
+
+        def from_another(state: triact.SessionState) -> triact.SessionState:
+            state.with_data(n=2)  # recorded, then not returned
+            return attrs.evolve(stale, version=state.version, topic="y" * 20_000).with_data(n=3)
+
+        for fn in (evolved, from_another):
+            with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+                await session.update(fn)
+            assert _state.MADE[0] is None  # the record keeps no state alive
+        state = await session.snapshot()
+        assert (state.version, state.topic, dict(state.data)) == (3, "t" * 3000, {"a": 1})
+        # A state made from an older one by with_data carries that one's other fields:
+        # committed as it is, checked field by field (here: the old topic is back).
+        assert (await session.update(lambda _: stale.with_data(n=4))).topic is None
+        assert (await session.snapshot()).data == {"a": 1, "n": 4}
+
+
 async def test_max_state_bytes_defaults_to_one_mib() -> None:
     assert triact.SessionConfig().max_state_bytes == 1024 * 1024
     with pytest.raises(ValueError, match="max_state_bytes"):

@@ -45,7 +45,14 @@ from ._errors import (
 from ._limits import Sizes, check_state
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
-from ._state import SessionMetrics, SessionState, new_metrics, stamp_in_place, stamped_with
+from ._state import (
+    MADE,
+    SessionMetrics,
+    SessionState,
+    new_metrics,
+    stamp_in_place,
+    stamped_with,
+)
 
 if TYPE_CHECKING:
     from ._host import SessionHost
@@ -465,18 +472,27 @@ class SessionActor(Actor[Op, Answer]):
             )
 
     def _stamp(self, state: SessionState, result: Any) -> SessionState:
-        if type(result) is not SessionState and not isinstance(result, SessionState):
-            raise TypeError(
-                f"an update of session {state.id!r} returned {type(result).__name__}, "
-                "not a SessionState (use attrs.evolve(state, ...))"
-            )
-        # (The same objects, the common case, need no comparison of their values.)
-        if (result.id is not state.id and result.id != state.id) or (
-            result.principal is not state.principal and result.principal != state.principal
-        ):
-            raise ValueError(
-                f"an update of session {state.id!r} may not change its id or its principal"
-            )
+        # Made by state.with_data(...) (the common update; see MADE): a SessionState
+        # whose fields but its data are the state's own, so neither the checks below
+        # nor the commit check's comparison of those fields are needed. The record is
+        # emptied before the count of references below, which it would add to.
+        made = MADE[0]
+        MADE[0] = None
+        derived = made is not None and made[0] is result and made[1] is state
+        made = None
+        if not derived:
+            if type(result) is not SessionState and not isinstance(result, SessionState):
+                raise TypeError(
+                    f"an update of session {state.id!r} returned {type(result).__name__}, "
+                    "not a SessionState (use attrs.evolve(state, ...))"
+                )
+            # (The same objects, the common case, need no comparison of their values.)
+            if (result.id is not state.id and result.id != state.id) or (
+                result.principal is not state.principal and result.principal != state.principal
+            ):
+                raise ValueError(
+                    f"an update of session {state.id!r} may not change its id or its principal"
+                )
         # A state the update function made and let go of (the common case: it returned
         # state.with_data(...) or attrs.evolve(...)) is stamped in place: nothing else
         # can see it, so it is still a value nobody saw change (see _unshared_refs).
@@ -498,7 +514,9 @@ class SessionActor(Actor[Op, Answer]):
             self.max_latency,
         )
         known = self._sizes if self._checked is state else None
-        self._sizes = check_state(new, state, self._host.config.max_state_bytes, known)
+        self._sizes = check_state(
+            new, state, self._host.config.max_state_bytes, known, same_rest=derived
+        )
         self._checked = new
         return new
 

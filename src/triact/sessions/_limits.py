@@ -179,6 +179,8 @@ def check_state(
     previous: SessionState | None,
     max_state_bytes: int,
     known: Sizes | None = None,
+    *,
+    same_rest: bool = False,
 ) -> Sizes | None:
     """Check that ``new`` may be committed (after ``previous``, or as a new session);
     else raise, and nothing may be committed.
@@ -192,8 +194,11 @@ def check_state(
     change of ``data``, ``metadata`` and the stamp only (the common change) is checked
     without encoding the state (see below). Returns what to give the check of the
     state after ``new`` (None: nothing is known, that check encodes in full).
+    ``same_rest``: the caller knows that every field of ``new`` but ``data``,
+    ``metadata`` and the stamp is the very object of ``previous``'s (``new`` is
+    ``previous.with_data(...)``, stamped: see ``_state.MADE``).
     """
-    if known is not None and previous is not None and _same_rest(new, previous):
+    if known is not None and previous is not None and (same_rest or _same_rest(new, previous)):
         bound, data_size, metadata_size = known
         data, metadata = new.data, new.metadata
         if metadata is previous.metadata:  # the commonest change: data (and the stamp)

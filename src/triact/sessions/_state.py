@@ -203,6 +203,17 @@ def _generated(
 _WritableState = writable_twin(SessionState)
 _WritableMetrics = writable_twin(SessionMetrics)
 
+#: ``(new, source)``: the state :meth:`SessionState.with_data` (or ``without_data``)
+#: made last, and the state it made it from, until a session's actor takes the
+#: record when it stamps a state for a commit (``SessionActor._stamp``, which empties
+#: it: it holds the state made, which the in-place stamp's count of references must
+#: not see). Every field of ``new`` but ``data`` is the very object of ``source``'s,
+#: so neither the stamp's checks nor the commit check need compare them one by one
+#: (``_limits.check_state``). Both objects are held, not their ids (an id can be
+#: reused once its object is freed), in one tuple, replaced whole (a thread reads
+#: either the old pair or the new one, never half of each).
+MADE: list[tuple[SessionState, SessionState] | None] = [None]
+
 
 def _namespace() -> dict[str, Any]:
     """The names the generated functions use (a fresh dict for each)."""
@@ -218,6 +229,7 @@ def _namespace() -> dict[str, Any]:
         "EMPTY": _EMPTY,
         "evolve": attrs.evolve,
         "plain_dict": plain_dict,
+        "made": MADE,
     }
 
 
@@ -364,6 +376,7 @@ def _make_data_copies() -> tuple[Any, Any]:
         *_copy_lines("self", ("data",)),
         "    new.data = MappingProxyType(data) if data else EMPTY",
         "    new.__class__ = SessionState",
+        "    made[0] = (new, self)",  # see MADE
         "    return new",
     ]
     with_data = [
