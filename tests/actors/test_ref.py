@@ -1006,3 +1006,37 @@ async def test_busy_and_accepting_follow_the_actor(
         assert not ref.busy
         await ref.stop()
         assert not ref.accepting
+
+
+# The runner answers each asker with an outcome.Value made without its __init__
+# (_ref._make_value): the same value, unwrapped once, as outcome.Value's own.
+
+
+def test_the_runners_values_are_outcome_values() -> None:
+    import outcome
+
+    assert triact.actors._ref._value is not outcome.Value  # the generated one is in use
+    reply = object()
+    made = triact.actors._ref._value(reply)
+    assert type(made) is outcome.Value
+    assert made == outcome.Value(reply)
+    with pytest.raises(AttributeError):
+        made.value = 1  # type: ignore[misc]  # frozen, as outcome makes it
+    assert made.unwrap() is reply
+    with pytest.raises(outcome.AlreadyUsedError):
+        made.unwrap()
+
+
+def test_a_value_class_it_cannot_reproduce_is_used_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import attrs
+    import outcome
+
+    @attrs.frozen
+    class Other:
+        value: object
+        more: object = attrs.field(factory=list)
+
+    monkeypatch.setattr(outcome, "Value", Other)
+    assert triact.actors._ref._make_value() is Other
