@@ -72,6 +72,9 @@ async def test_a_cluster_run_with_a_killed_and_a_paused_node_checks_out(
     # calls to the dead and the paused node got no answer: unknown, not errors
     assert report.expected["unknown"] > 0
     assert report.outcomes["ok"] > report.operations // 2
+    # The MCP sessions' default sessions were updated through every node too, and
+    # each MCP session had one (a second would be a violation).
+    assert report.default_updates > 0
 
 
 def test_the_cluster_target_needs_three_nodes_a_shared_store_and_time() -> None:

@@ -312,6 +312,9 @@ async def test_a_short_http_run_over_two_serve_processes_checks_out() -> None:
     # Each process served the MCP session the other's handshake client opened.
     assert len(through) == 2
     assert min(through) > 0
+    # Their default sessions were updated through both, and each had one.
+    assert report.mcp_sessions == 2
+    assert report.default_updates > 0
 
 
 async def test_a_short_http_run_over_three_serve_processes_on_redis_checks_out(
@@ -332,6 +335,8 @@ async def test_a_short_http_run_over_three_serve_processes_on_redis_checks_out(
     assert report.violations == []
     assert report.unexpected == []
     assert report.description.startswith("3 triact serve processes on one Redis over http")
+    assert report.mcp_sessions == 3
+    assert report.default_updates > 0
     assert min(report.calls_by_process) > 0
     assert sum(report.calls_by_process) == report.operations
 
@@ -439,3 +444,71 @@ async def test_a_short_run_over_two_serve_processes_with_affinity_checks_out() -
     assert sum(report.calls_by_process) == report.operations
     assert min(report.calls_by_process) > 0
     assert "each session's calls to the one its id hashes to" in report.description
+
+
+class TwoDefaultsTarget(InprocTarget):
+    """A target over two MCP sessions whose default sessions live in a manager; with
+    ``split``, the second MCP session's updates go to a new default session every
+    other time (as two processes that each made one would answer), else each MCP
+    session has one. ``lose`` acknowledges every fifth default update without
+    committing it."""
+
+    def __init__(self, manager: SessionManager, *, split: bool, lose: bool = False) -> None:
+        super().__init__(manager, None)
+        self.split = split
+        self.lose = lose
+        self.calls = 0
+        self.made: dict[str, list[str]] = {}
+
+    def mcp_sessions(self) -> list[str]:
+        return ["mcp-one", "mcp-two"]
+
+    async def update_default(self, call: Call, mcp_session: str, change: DataChange) -> None:
+        self.calls += 1
+        made = self.made.setdefault(mcp_session, [])
+        split = self.split and mcp_session == "mcp-two"
+        if not made or (split and self.calls % 2):
+            created = await self.manager.create_session("default")
+            if not made or split:  # (else another call made it meanwhile)
+                made.append(created.id)
+        session = await self.manager.get_session(made[-1])
+        state = await session.snapshot()
+        if self.lose and self.calls % 5 == 0:
+            call.ok_version(state.version + 1, change.apply(state.data), session.id)
+            return
+        new = await session.update(lambda s: s.with_data(change.apply(s.data)))
+        call.ok_version(new.version, new.data, session.id)
+
+
+async def run_with_defaults(**target: bool) -> tuple[str, list[object]]:
+    @asynccontextmanager
+    async def defaults() -> AsyncIterator[StressTarget]:
+        async with open_inproc("memory", 0.0, 0) as inproc:
+            yield TwoDefaultsTarget(inproc.manager, **target)
+
+    out = io.StringIO()
+    options = StressOptions(sessions=2, clients=4, duration=1.0, seed=3)
+    await run_stress(options, target=defaults, out=out, err=io.StringIO())
+    report = await stress(options, target=defaults)
+    return out.getvalue(), list(report.violations)
+
+
+async def test_default_session_updates_are_made_and_checked() -> None:
+    summary, violations = await run_with_defaults(split=False)
+    assert violations == []
+    assert "invariant violations  0" in summary
+    assert re.search(r"default sessions +[\d,]+ updates in 2 MCP sessions", summary), summary
+
+
+async def test_an_mcp_session_answered_from_two_default_sessions_is_a_violation() -> None:
+    summary, violations = await run_with_defaults(split=True)
+    assert [v.invariant for v in violations] == ["one default session per MCP session"]
+    assert "MCP session mcp-tw... was answered from" in summary
+
+
+async def test_a_default_session_update_that_was_lost_is_a_violation() -> None:
+    # The checker sees the default sessions' updates as their sessions' (named from
+    # the answers), so a lost one shows.
+    _, violations = await run_with_defaults(split=False, lose=True)
+    assert violations
+    assert all(v.invariant != "one default session per MCP session" for v in violations)

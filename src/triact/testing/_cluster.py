@@ -269,6 +269,11 @@ class ClusterTarget(SpreadTarget):
         target = self._pick(session_id)
         await self._guard(call, lambda: target.end(call, session_id))
 
+    async def update_default(self, call: Call, mcp_session: str, change: DataChange) -> None:
+        target = self._pick(mcp_session)
+        assert isinstance(target, HttpTarget)
+        await self._guard(call, lambda: target.update_default(call, mcp_session, change))
+
 
 def _sync(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:

@@ -23,6 +23,8 @@ import trio
 
 from .._version import __version__
 from ..transport import ERROR_META_KEY
+from ._history import Call
+from ._model import DataChange
 from ._targets import JsonRpcErrorReply, StdioServerError, StdioTarget
 
 #: The revisions the clients speak: the handshake era's newest, and the stateless one.
@@ -279,6 +281,14 @@ class McpHttpClient:
         result: dict[str, Any] = message["result"]
         return result
 
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
+        """(is_error, structured content) of a tools/call; for an error, the content is
+        ``{"error": <the error object the result carries in _meta>}``."""
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        if result.get("isError"):
+            return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
+        return False, result.get("structuredContent")
+
     def through(self, url: str) -> McpHttpClient:
         """This client's MCP session, spoken to through the server at ``url`` (another
         process on the same store, which reads the session's record from it)."""
@@ -311,10 +321,7 @@ class MixedClients:
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
         client = self.clients[self._rng.randrange(len(self.clients))]
-        result = await client.request("tools/call", {"name": name, "arguments": arguments})
-        if result.get("isError"):
-            return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
-        return False, result.get("structuredContent")
+        return await client.call_tool(name, arguments)
 
 
 class HttpTarget(StdioTarget):
@@ -333,6 +340,20 @@ class HttpTarget(StdioTarget):
     def own_sessions(self) -> list[McpHttpClient]:
         """The clients that opened an MCP session on this server."""
         return [c for c in self.mixed.clients if c.owner and c.session_id is not None]
+
+    def mcp_sessions(self) -> list[str]:
+        """The ids of the MCP sessions this server's clients speak in (their own and,
+        with several servers, the others')."""
+        return sorted({c.session_id for c in self.mixed.clients if c.session_id is not None})
+
+    async def update_default(self, call: Call, mcp_session: str, change: DataChange) -> None:
+        """``change`` applied to the default session of the MCP session ``mcp_session``
+        (a ``session_update`` without ``session_id``), through this server; the answer
+        names the session (``call.op.session_id``)."""
+        (client,) = [c for c in self.mixed.clients if c.session_id == mcp_session]
+        content = await self._tool(call, "session_update", change.arguments(), client)
+        if content is not None:
+            call.ok_version(content["version"], content["data"], content["session_id"])
 
     @asynccontextmanager
     async def serving(self, others: list[McpHttpClient]) -> AsyncIterator[None]:

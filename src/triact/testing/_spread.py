@@ -90,6 +90,19 @@ class SpreadTarget:
     def arm(self, armed: bool) -> None:
         self._armed = armed
 
+    def mcp_sessions(self) -> list[str]:
+        """The MCP sessions of the HTTP targets' clients (each spoken in through every
+        process); none over stdio."""
+        http = [t for t in self.targets if isinstance(t, HttpTarget)]
+        return sorted({m for t in http for m in t.mcp_sessions()})
+
+    async def update_default(self, call: Call, mcp_session: str, change: DataChange) -> None:
+        """An update of the MCP session's default session, through a process picked as
+        a call on a session is (with affinity, by the MCP session's id)."""
+        target = self._pick(mcp_session)
+        assert isinstance(target, HttpTarget)
+        await target.update_default(call, mcp_session, change)
+
 
 def routed(routing: Routing) -> str:
     if routing == "affinity":

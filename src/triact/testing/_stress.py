@@ -23,9 +23,12 @@ from ._faults import InjectedError
 from ._history import HistoryRecorder, Operation, Outcome
 from ._model import DataChange
 from ._spread import Routing, SpreadTarget, open_servers
-from ._targets import StdioServerError, StressTarget, open_target
+from ._targets import DefaultSessions, StdioServerError, StressTarget, open_target
 
 TargetFactory = Callable[[], AbstractAsyncContextManager[StressTarget]]
+#: Of the calls of a load over MCP sessions (HTTP), those that update an MCP
+#: session's default session rather than a named one.
+DEFAULT_SHARE = 0.1
 
 
 @attrs.frozen
@@ -112,6 +115,10 @@ class StressReport:
     expected: Counter[str] = attrs.field(factory=Counter)
     #: With several server processes: the calls each one got, in the order started.
     calls_by_process: list[int] = attrs.field(factory=list)
+    #: Over MCP sessions (HTTP): the updates of their default sessions, and the MCP
+    #: sessions they were made in.
+    default_updates: int = 0
+    mcp_sessions: int = 0
 
     @property
     def throughput(self) -> float:
@@ -141,7 +148,14 @@ class StressReport:
             ("errors by kind", _counts(dict(sorted(errors.items())))),
             ("invariant violations", str(len(self.violations))),
             *self._process_rows(),
+            *self._default_rows(),
         ]
+
+    def _default_rows(self) -> list[tuple[str, str]]:
+        if not self.mcp_sessions:
+            return []
+        figures = f"{self.default_updates:,} updates in {self.mcp_sessions} MCP sessions"
+        return [("default sessions", figures)]
 
     def _process_rows(self) -> list[tuple[str, str]]:
         if not self.calls_by_process:
@@ -180,10 +194,16 @@ class _Load:
         self.labelled: set[str] = set()
         if options.target == "cluster":  # a node died or hung under the call
             self.base = base | {"unknown"}
+        #: The MCP sessions whose default sessions the load updates too (HTTP).
+        self.mcp_sessions: list[str] = []
+        #: The MCP session of each default-session update, by operation id.
+        self.defaults: dict[int, str] = {}
 
     async def setup(self) -> None:
         for _ in range(self.options.sessions):
             self.slots.append(await self.create("setup"))
+        if isinstance(self.target, DefaultSessions):
+            self.mcp_sessions = self.target.mcp_sessions()
 
     async def create(self, task: str) -> str:
         with self.recorder.call(task, None, "create") as call:
@@ -207,7 +227,10 @@ class _Load:
             count += 1
             slot = rng.randrange(len(self.slots))
             try:
-                await self.step(rng, task, f"{index}.{count}", slot, seen)
+                if self.mcp_sessions and rng.random() < DEFAULT_SHARE:
+                    await self.update_default(rng, task, f"{index}.{count}")
+                else:
+                    await self.step(rng, task, f"{index}.{count}", slot, seen)
             except (SessionError, InjectedError):
                 pass  # recorded; the checker judges it
             except StdioServerError as exc:
@@ -285,12 +308,63 @@ class _Load:
             if not call.op.done:
                 call.failed("cancelled", f"cancelled after {timeout:.4f} s")
 
+    async def update_default(self, rng: random.Random, task: str, marker: str) -> None:
+        """An update of the default session of one of the MCP sessions (whose id the
+        answer tells: see :meth:`name_defaults`)."""
+        target = self.target
+        assert isinstance(target, DefaultSessions)
+        mcp_session = self.mcp_sessions[rng.randrange(len(self.mcp_sessions))]
+        change = DataChange(increment={"n": 1}, set={"by": marker})
+        with self.recorder.call(task, None, "update", change=change) as call:
+            self.last[task] = call.op
+            self.allowed[call.op.id] = set(self.base)
+            self.defaults[call.op.id] = mcp_session
+            await target.update_default(call, mcp_session, change)
+
+    def default_sessions(self) -> list[str]:
+        """The default sessions that updates were answered from."""
+        return sorted(
+            {
+                op.session_id
+                for op in self.recorder.operations
+                if op.id in self.defaults and op.outcome == "ok" and op.session_id is not None
+            }
+        )
+
+    def name_defaults(self) -> list[HistoryViolation]:
+        """Give each default-session update its MCP session's default session (an
+        update whose answer was lost may have been applied to it, so the checker must
+        see it there); a violation for each MCP session answered from two."""
+        by_mcp: dict[str, list[Operation]] = {}
+        for op in self.recorder.operations:
+            mcp_session = self.defaults.get(op.id)
+            if mcp_session is not None:
+                by_mcp.setdefault(mcp_session, []).append(op)
+        found = []
+        for mcp_session, ops in by_mcp.items():
+            answered = [op for op in ops if op.outcome == "ok"]
+            named = sorted({str(op.session_id) for op in answered})
+            if len(named) > 1:
+                firsts = [next(op for op in answered if op.session_id == n) for n in named]
+                found.append(
+                    HistoryViolation(
+                        "one default session per MCP session",
+                        f"MCP session {mcp_session[:6]}... was answered from {len(named)} "
+                        f"default sessions: {', '.join(repr(n) for n in named)}",
+                        firsts,
+                    )
+                )
+            elif named:
+                for op in ops:
+                    op.session_id = named[0]
+        return found
+
     async def final_reads(self, cluster: ClusterTarget) -> None:
-        """After the load, read every live session through every node: each read must
-        answer (no unknown outcome), and the checker holds them to what was
-        acknowledged, so all nodes must agree."""
+        """After the load, read every live session (the default sessions too) through
+        every node: each read must answer (no unknown outcome), and the checker holds
+        them to what was acknowledged, so all nodes must agree."""
         for node in range(len(cluster.nodes)):
-            for session_id in self.slots:
+            for session_id in [*self.slots, *self.default_sessions()]:
                 with self.recorder.call("final", session_id, "read") as call:
                     self.allowed[call.op.id] = {"ok", "gone"}
                     await cluster.read_on(node, call, session_id)
@@ -366,7 +440,8 @@ async def stress(
         description = system.description
         by_process = list(system.calls) if isinstance(system, SpreadTarget) else []
     ops = [op for op in load.recorder.operations if op.task not in ("setup", "final")]
-    violations = find_violations(load.recorder)
+    violations = load.name_defaults()
+    violations += find_violations(load.recorder)
     if load.stopped is not None:
         violations.append(HistoryViolation("server failed", load.stopped, []))
     return StressReport(
@@ -382,6 +457,8 @@ async def stress(
         unexpected=load.unexpected(),
         expected=load.expected(ops),
         calls_by_process=by_process,
+        default_updates=len(load.defaults),
+        mcp_sessions=len(load.mcp_sessions),
     )
 
 

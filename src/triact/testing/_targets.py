@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -77,6 +77,16 @@ class StressTarget(Protocol):
     def faults(self) -> Mapping[str, int]: ...
     def arm(self, armed: bool) -> None:
         """Turn injected faults on or off (off while the sessions are set up)."""
+
+
+@runtime_checkable
+class DefaultSessions(Protocol):
+    """A target whose clients speak in MCP sessions (the handshake era over HTTP),
+    each with its default session: the load also updates those, and the history
+    must show one default session per MCP session, whichever process answered."""
+
+    def mcp_sessions(self) -> list[str]: ...
+    async def update_default(self, call: Call, mcp_session: str, change: DataChange) -> None: ...
 
 
 def store_for(spec: str) -> SessionStore:
@@ -287,9 +297,11 @@ class StdioTarget:
         self.client = client
         self.description = f"MCP server over stdio ({' '.join(command[-3:])})"
 
-    async def _tool(self, call: Call, name: str, arguments: dict[str, Any]) -> Any:
+    async def _tool(
+        self, call: Call, name: str, arguments: dict[str, Any], client: ToolClient | None = None
+    ) -> Any:
         try:
-            is_error, content = await self.client.call_tool(name, arguments)
+            is_error, content = await (client or self.client).call_tool(name, arguments)
         except JsonRpcErrorReply as exc:  # a server bug: an unexpected outcome
             call.failed("error", str(exc)[:300])
             return None
