@@ -368,11 +368,12 @@ async def test_a_record_that_keeps_changing_gives_up_and_says_so(
         assert next(changes) == 8
 
 
-async def test_a_process_that_forgot_the_record_uses_the_default_it_names(
+async def test_a_default_session_replaces_only_the_one_its_peer_found_gone(
     store: FailingRecords, client: httpx.AsyncClient
 ) -> None:
-    """A process whose memory of the record was dropped (a cache) reads it before it
-    names a default session: one named meanwhile is used, not replaced."""
+    """A process names its new default session in the record only over none, or over
+    the one it found gone: one that another process named meanwhile is used, whether
+    this process forgot the record (a cache) or read it while it made its own."""
     async with served_on(store) as (served, manager):
         headers = await initialize(client, served.url)
         made, _ = await increment(client, served.url, headers, 2)
@@ -383,7 +384,10 @@ async def test_a_process_that_forgot_the_record_uses_the_default_it_names(
         record = await stored(store, headers)
         assert record is not None
         assert record["default_session_id"] == made
-        # Once it knows the record, it replaces the default it names (found gone).
+        # Knowing the record (read while it made its own) changes nothing: the one
+        # named stays, unless this peer found it gone.
+        assert await app._claim_default(mcp_session, peer, "a-new-one") == made
+        peer.session_gone(made)
         assert await app._claim_default(mcp_session, peer, "a-new-one") is None
         record = await stored(store, headers)
         assert record is not None
@@ -421,3 +425,27 @@ async def test_a_save_that_loses_twice_keeps_its_own_change_and_the_others(
         assert record is not None
         assert record["log_level"] == "error"  # this request's, the last to commit
         assert record["client_info"] == {"name": "other", "version": "2"}
+
+
+async def test_a_default_session_that_ended_is_replaced_for_every_process(
+    store: FailingRecords, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "RECORD_FRESH", 0.0)  # every request reads the record
+    async with two_apps_on(store) as (first, second):
+        headers = await initialize(client, first.url)
+        made, _ = await increment(client, first.url, headers, 2)
+        end = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "session_end", "arguments": {"session_id": made}},
+        }
+        ended = await client.post(first.url, json=end, headers=headers)
+        assert not ended.json()["result"].get("isError"), ended.text
+        again, data = await increment(client, second.url, headers, 4)
+        assert again != made
+        assert data == {"n": 1}  # a new one
+        assert await increment(client, first.url, headers, 5) == (again, {"n": 2})
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["default_session_id"] == again

@@ -53,6 +53,7 @@ class Peer:
         "calls",
         "claim_default",
         "default_creating",
+        "default_gone",
         "default_session_id",
         "ended",
         "handshake",
@@ -78,6 +79,9 @@ class Peer:
         self.default_session_id: str | None = None
         #: Set while the default session is being created.
         self.default_creating: trio.Event | None = None
+        #: The default session last found gone (ended or expired), which a new one
+        #: may replace.
+        self.default_gone: str | None = None
         #: For a client whose state lives in a shared store (HTTP's MCP sessions):
         #: ``claim_default(peer, session_id)`` names the session just made the
         #: default session where every process sees it, before any call uses it;
@@ -97,6 +101,7 @@ class Peer:
         self.calls.forget(session_id)
         if session_id == self.default_session_id:
             self.default_session_id = None
+            self.default_gone = session_id
 
     def health(self) -> ServerHealth:
         return self.calls.health()

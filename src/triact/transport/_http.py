@@ -856,26 +856,25 @@ class McpHttpApp:
     async def _claim_default(self, session_id: str, peer: Peer, default_id: str) -> str | None:
         """Name the session ``default_id`` (just made) the default session of the MCP
         session ``session_id`` in its record, which is what makes it so for every
-        process: None once named; or, if another process named one first, that
-        one's id. Swapped in, so that two processes making a default session for one
-        MCP session at once cannot both name theirs. SessionStoreError (nothing was
+        process: None once named; or, if the record names another (one that
+        another process named, and not the one this peer found gone), that one's id.
+        Swapped in, so that two processes making a default session for one MCP
+        session at once cannot both name theirs. SessionStoreError (nothing was
         named) if the store fails or the MCP session is gone."""
         known = self._peers.get(session_id)
         try:
             if known is None or known.peer is not peer:  # forgotten here meanwhile
                 known = await self._read_again(session_id, peer)
-                if known.state[_DEFAULT] is not None:
-                    # Perhaps the one found gone, perhaps one named since: the caller
-                    # looks, and comes back (knowing the record) if it is gone.
-                    return str(known.state[_DEFAULT])
             for _ in range(_SWAPS):
                 named = known.state[_DEFAULT]
+                if named is not None and named != peer.default_gone:
+                    # Named by another process meanwhile (perhaps gone too: the
+                    # caller looks, and comes back if it is).
+                    return str(named)
                 state = (*known.state[:_DEFAULT], default_id, peer.principal)
                 if await self._swap(session_id, peer, known, state):
                     return None
                 known = await self._read_again(session_id, peer)
-                if known.state[_DEFAULT] not in (None, named):
-                    return str(known.state[_DEFAULT])  # another process's, named meanwhile
         except SessionStoreError as exc:
             logger.warning("an MCP session's record could not name its default session: %s", exc)
             raise SessionStoreError(
