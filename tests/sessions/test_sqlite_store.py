@@ -914,3 +914,59 @@ def test_a_commit_failing_on_disk_leaves_the_outcome_unknown(tmp_path: Path) -> 
     assert applied == "None"
     assert "may or may not have been saved" in message
     assert "I/O error" in message
+
+
+def lock_a_new_file(path: Path) -> sqlite3.Connection:
+    """A connection holding the write lock of a new database at ``path`` (as another
+    process setting the file up at the same moment would): switching the file to WAL
+    mode meanwhile gets "database is locked" at once, without waiting."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+async def test_a_new_file_another_connection_is_setting_up_opens_once_it_is_done(
+    path: Path,
+) -> None:
+    holder = lock_a_new_file(path)
+    store = SqliteStore(path, timeout=10)
+    opened = trio.Event()
+
+    async def open_it() -> None:
+        async with store.open():
+            opened.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_it)
+            # Its first tries meet the lock (real time: the store's thread waits).
+            await trio.sleep(0.2)
+            assert not opened.is_set()
+            holder.execute("ROLLBACK")
+            holder.close()
+            await opened.wait()
+
+
+async def test_a_file_locked_past_the_stores_timeout_is_a_clear_error(path: Path) -> None:
+    holder = lock_a_new_file(path)
+    try:
+        with pytest.raises(triact.SessionStoreError, match="database is locked"):
+            async with SqliteStore(path, timeout=0.3).open():
+                pass
+    finally:
+        holder.close()
+
+
+async def test_stores_opening_a_new_file_at_once_all_open(tmp_path: Path) -> None:
+    for round_ in range(5):
+        path = tmp_path / f"at-once-{round_}.db"
+        opened: list[int] = []
+
+        async def open_one(path: Path = path, opened: list[int] = opened) -> None:
+            async with SqliteStore(path).open():
+                opened.append(1)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(open_one)
+        assert len(opened) == 6

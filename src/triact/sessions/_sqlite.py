@@ -568,21 +568,35 @@ class SqliteStore(SharedSessionStore):
         return conn
 
     def _connect_to_file(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise sqlite_file.open_error(self._path, exc) from exc
-        try:
-            self._prepare(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise sqlite_file.open_error(self._path, exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        # Processes that open a new file at the same moment each set it up (WAL mode,
+        # the tables), and SQLite may answer one "database is locked" at once, without
+        # waiting out the busy timeout (it does not wait for the lock that switching
+        # the journal mode takes): that one opens again, within the store's timeout.
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                conn = sqlite3.connect(
+                    self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise sqlite_file.open_error(self._path, exc) from exc
+            try:
+                self._prepare(conn)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    raise sqlite_file.open_error(self._path, exc) from exc
+            except sqlite3.Error as exc:
+                conn.close()
+                raise sqlite_file.open_error(self._path, exc) from exc
+            except BaseException:
+                conn.close()
+                raise
+            else:
+                return conn
+            time.sleep(pause)  # (the store's worker thread)
+            pause = min(2 * pause, 0.1)
 
     async def check(self) -> str | None:
         """None while the store can commit; else what is wrong (its file was deleted or
@@ -824,3 +838,9 @@ def _put(
 
 def _delete(conn: sqlite3.Connection, *, session_id: str) -> bool:
     return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused for a lock another connection held."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(exc)
