@@ -5,6 +5,7 @@ only; a store file deleted while serving is reported, and changes are refused.""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -190,3 +191,15 @@ def test_a_change_redis_did_not_answer_may_have_been_saved(private_redis: RedisS
         # It was in fact applied once Redis ran it: only a read could tell.
         got = call("session_get", {"session_id": created["session_id"]})["structuredContent"]
         assert (got["session"]["version"], got["session"]["data"]) == (2, {"k": 1})
+
+
+def test_the_start_is_taken_out_of_the_collectors_sight_once_serving() -> None:
+    # What the start made (modules, classes, the manager) is frozen, so that a full
+    # collection walks only what serving made since.
+    done = serve("--store", "memory", "--log-level", "debug")
+    assert done.returncode == 0, done.stderr
+    frozen = re.search(
+        r"(\d+) objects of the start frozen out of the collector's sight", done.stderr
+    )
+    assert frozen is not None, done.stderr
+    assert int(frozen.group(1)) > 10_000

@@ -4,6 +4,7 @@ process around the stdio server. The one place (with the CLI) that knows every l
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -442,6 +443,7 @@ async def _serve(
         tools = SESSION_TOOLS | work_tools(work)
         prompts = work_prompts()
         if address is None:
+            _freeze_the_start()
             await serve_stdio(manager, tools, options, prompts=prompts)
         else:
             await _serve_http(manager, tools, options, address, http, serving, prompts)
@@ -516,7 +518,24 @@ async def _serve_http(
         binds = await nursery.start(run)
         if tokens is not None:
             logger.info("bearer tokens required: %d principal(s)", len(tokens.principals))
+        _freeze_the_start()
         print(f"triact serve: MCP over HTTP at {binds[0]}/mcp", file=sys.stderr, flush=True)
+
+
+def _freeze_the_start() -> None:
+    """Take what the start made (the modules' functions, classes and dicts, the
+    store's and the manager's own objects: about 35,000 objects, more with the
+    semantic extra's model) out of the cyclic collector's sight, once the server is
+    ready to serve: a full collection then walks only what its sessions and calls made
+    since, where it walked the start's objects too, about 5 ms each time (more on a
+    loaded machine), whatever the number of sessions. The start's garbage is collected
+    first; a frozen object is still freed when nothing refers to it, only a cycle
+    among frozen objects would never be collected."""
+    gc.collect()
+    gc.freeze()
+    logger.debug(
+        "%d objects of the start frozen out of the collector's sight", gc.get_freeze_count()
+    )
 
 
 def _hypercorn(
