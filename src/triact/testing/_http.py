@@ -22,10 +22,9 @@ import attrs
 import trio
 
 from .._version import __version__
-from ..transport import ERROR_META_KEY
 from ._history import Call
 from ._model import DataChange
-from ._targets import JsonRpcErrorReply, StdioServerError, StdioTarget
+from ._targets import JsonRpcErrorReply, StdioServerError, StdioTarget, tool_outcome
 
 #: The revisions the clients speak: the handshake era's newest, and the stateless one.
 HANDSHAKE = "2025-11-25"
@@ -282,12 +281,9 @@ class McpHttpClient:
         return result
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
-        """(is_error, structured content) of a tools/call; for an error, the content is
-        ``{"error": <the error object the result carries in _meta>}``."""
+        """(is_error, structured content) of a tools/call (see :func:`tool_outcome`)."""
         result = await self.request("tools/call", {"name": name, "arguments": arguments})
-        if result.get("isError"):
-            return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
-        return False, result.get("structuredContent")
+        return tool_outcome(result)
 
     def through(self, url: str) -> McpHttpClient:
         """This client's MCP session, spoken to through the server at ``url`` (another

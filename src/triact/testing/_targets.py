@@ -273,15 +273,20 @@ class McpStdioClient:
         return result
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
-        """(is_error, structured content) of a tools/call; for an error, the content is
-        ``{"error": <the error object the result carries in _meta>}``."""
+        """(is_error, structured content) of a tools/call (see :func:`tool_outcome`)."""
         result = await self.request("tools/call", {"name": name, "arguments": arguments})
-        if result.get("isError"):
-            return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
-        return False, result.get("structuredContent")
+        return tool_outcome(result)
 
     async def aclose(self) -> None:
         self._outbox.close()
+
+
+def tool_outcome(result: dict[str, Any]) -> tuple[bool, Any]:
+    """(is_error, structured content) of a ``tools/call`` result; for an error, the
+    content is ``{"error": <the error object the result carries in _meta>}``."""
+    if result.get("isError"):
+        return True, {"error": (result.get("_meta") or {}).get(ERROR_META_KEY, {})}
+    return False, result.get("structuredContent")
 
 
 class ToolClient(Protocol):
