@@ -449,3 +449,32 @@ async def test_a_default_session_that_ended_is_replaced_for_every_process(
         record = await stored(store, headers)
         assert record is not None
         assert record["default_session_id"] == again
+
+
+async def test_an_unused_default_session_that_cannot_be_ended_is_left_to_its_ttl(
+    store: FailingRecords,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def cannot_end(self: triact.Session) -> object:
+        raise triact.SessionStoreError("the store is away")
+
+    async with served_on(store) as (served, manager):
+        headers = await initialize(client, served.url)
+        store.failing = {"put"}
+        monkeypatch.setattr(triact.Session, "end", cannot_end)
+        with caplog.at_level(logging.INFO, logger="triact.transport"):
+            refused = await client.post(
+                served.url, json=call(2, {"increment": {"n": 1}}), headers=headers
+            )
+        error = refused.json()["result"]["_meta"][ERROR_META_KEY]
+        assert (error["code"], error["applied"]) == ("store_error", False)  # the claim's
+        assert any("left to its idle TTL" in r.getMessage() for r in caplog.records)
+        (unused,) = manager.session_ids()  # left, named nowhere
+        monkeypatch.undo()
+        store.failing = set()
+        made, data = await increment(client, served.url, headers, 3)
+        assert data == {"n": 1}
+        assert made != unused  # the record never named it
+        assert sorted(manager.session_ids()) == sorted([unused, made])

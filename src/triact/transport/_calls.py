@@ -19,9 +19,9 @@ import trio
 from ..sessions import (
     Session,
     SessionClosedError,
+    SessionError,
     SessionManager,
     SessionNotFoundError,
-    SessionStoreError,
 )
 from . import _protocol as protocol
 from ._args import ArgumentError, direct_structurer, structure_arguments
@@ -721,5 +721,5 @@ async def _end_unused(session: Session) -> None:
             await session.end()
         except (SessionNotFoundError, SessionClosedError):
             return
-        except SessionStoreError as exc:
+        except SessionError as exc:  # the store failed, another process took it...
             logger.info("an unused default session was left to its idle TTL: %s", exc)
