@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ import trio
 import trio.testing
 
 import triact
+from triact.sessions import _sqlite as sqlite_module
 from triact.sessions._codec import encode_state
 from triact.sessions._errors import (
     SessionConcurrencyError,
@@ -926,8 +929,19 @@ def lock_a_new_file(path: Path) -> sqlite3.Connection:
 
 
 async def test_a_new_file_another_connection_is_setting_up_opens_once_it_is_done(
-    path: Path,
+    path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    met_the_lock = threading.Event()  # set when the store's thread waits to try again
+
+    class Waits:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            met_the_lock.set()
+            time.sleep(seconds)
+
+    monkeypatch.setattr(sqlite_module, "time", Waits)
     holder = lock_a_new_file(path)
     store = SqliteStore(path, timeout=10)
     opened = trio.Event()
@@ -939,8 +953,7 @@ async def test_a_new_file_another_connection_is_setting_up_opens_once_it_is_done
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(open_it)
-            # Its first tries meet the lock (real time: the store's thread waits).
-            await trio.sleep(0.2)
+            assert await trio.to_thread.run_sync(met_the_lock.wait, 10)
             assert not opened.is_set()
             holder.execute("ROLLBACK")
             holder.close()
