@@ -748,8 +748,8 @@ class McpHttpApp:
         without a trace (no TTL started again, nothing forgotten here). A record read or saved
         here less than ``self._fresh`` seconds ago is not read again, unless ``fresh``,
         or the request may use (``default``) the session's default session and it has
-        none yet (one made through another process must be seen at once, or the MCP
-        session would get two)."""
+        none yet (one made through another process is then used at once, rather than
+        one made here only to find, when naming it, that another was named first)."""
         if _SESSION_ID.fullmatch(session_id) is None:
             return None
         known = self._peers.get(session_id)
