@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 import pytest
@@ -249,6 +250,18 @@ async def test_a_save_keeps_what_another_process_changed_in_the_record(
         assert record["default_session_id"] is not None
 
 
+async def change_the_client_info(
+    store: triact.SessionStore, headers: dict[str, str], changes: Iterator[int]
+) -> None:
+    """Another process's change of the MCP session's record (its client info, told
+    apart by the next of ``changes``)."""
+    record = await stored(store, headers)
+    assert record is not None
+    record["client_info"] = {"name": f"changed {next(changes)}", "version": "1"}
+    key = headers["mcp-session-id"]
+    await store.put_record(_http.MCP_SESSION_NAMESPACE, key, json.dumps(record), ttl=60.0)
+
+
 class RacingRecords(FailingRecords):
     """Records whose swaps of MCP-session records wait until ``racers`` of them have
     come: as when processes make a default session for one MCP session at once."""
@@ -349,15 +362,7 @@ async def test_a_record_that_keeps_changing_gives_up_and_says_so(
     async with two_apps_on(store) as (first, _second):
         headers = await initialize(client, first.url)
         changes = iter(range(10**6))
-
-        async def change_it() -> None:  # another process's change before each swap
-            record = await stored(store, headers)
-            assert record is not None
-            record["client_info"] = {"name": f"changed {next(changes)}", "version": "1"}
-            key = headers["mcp-session-id"]
-            await store.put_record(_http.MCP_SESSION_NAMESPACE, key, json.dumps(record), ttl=60.0)
-
-        store.before_swap = change_it
+        store.before_swap = partial(change_the_client_info, store, headers, changes)
         with caplog.at_level(logging.WARNING, logger="triact.transport"):
             refused = await client.post(
                 first.url, json=call(2, {"increment": {"n": 1}}), headers=headers
@@ -478,3 +483,23 @@ async def test_an_unused_default_session_that_cannot_be_ended_is_left_to_its_ttl
         assert data == {"n": 1}
         assert made != unused  # the record never named it
         assert sorted(manager.session_ids()) == sorted([unused, made])
+
+
+async def test_a_save_of_a_record_that_keeps_changing_gives_up_and_says_so(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RacingRecords(racers=1)
+    async with served_on(store) as (served, _manager):
+        headers = await initialize(client, served.url)
+        changes = iter(range(10**6))
+        store.before_swap = partial(change_the_client_info, store, headers, changes)
+        with caplog.at_level(logging.WARNING, logger="triact.transport"):
+            answered = await client.post(served.url, json=set_level(2, "error"), headers=headers)
+        assert answered.status_code == 200  # answered as it went
+        assert any(
+            "changed 8 times while this process saved it" in r.getMessage() for r in caplog.records
+        )
+        store.before_swap = None
+        record = await stored(store, headers)
+        assert record is not None
+        assert record["log_level"] != "error"  # not saved: the next request saves it
