@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -12,12 +14,15 @@ import trio
 import triact
 from triact.work import (
     WORK_DATA_KEY,
+    MemoryWorkStore,
     NotAGitRepositoryError,
+    Started,
     WorkConfig,
     WorkDataError,
     WorkDirectoryError,
     WorkLimitError,
     WorkSessions,
+    open_work_sessions,
     work_record,
 )
 
@@ -65,6 +70,130 @@ async def test_concurrent_starts_for_one_directory_make_one_session(
             nursery.start_soon(start)
     assert len(set(ids)) == 1
     assert work.manager.session_count == 1
+
+
+async def test_concurrent_starts_through_two_processes_make_one_session(
+    clock: Clock, repo: Path, durable_store: StoreMaker
+) -> None:
+    """Two managers on one store (as two ``triact serve`` processes on one SQLite file or
+    Redis) start one directory at once, five times each: one session, which both
+    resume. Each process's starts waited only for each other, so each process made
+    a session of its own (both created, the index naming the last)."""
+    async with (
+        opened(clock, store=durable_store()) as (one, first),
+        opened(clock, store=durable_store()) as (_, second),
+    ):
+        started: list[Started] = []
+
+        async def start(work: WorkSessions) -> None:
+            started.append(await work.start(repo))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(start, first)
+                nursery.start_soon(start, second)
+        assert len({each.session.id for each in started}) == 1
+        assert [each.created for each in started].count(True) == 1
+        assert await one.count_sessions() == 1
+        assert (await first.start(repo)).report.starts == 11
+
+
+class _LateIndex(MemoryWorkStore):
+    """A work store whose look-up finds no session for the directory once ``miss`` is
+    set, as a start does when another process's start names one just after it looked;
+    with ``gone``, each claim finds another gone session named first."""
+
+    def __init__(self, gone: int = 0) -> None:
+        super().__init__()
+        self.miss = False
+        self.gone = gone
+
+    async def session_for(self, directory: str, *, principal: str | None = None) -> str | None:
+        held = await super().session_for(directory, principal=principal)
+        if self.miss:
+            self.miss = False
+            return None
+        return held
+
+    async def claim(
+        self,
+        directory: str,
+        session_id: str,
+        now: float,
+        *,
+        expected: str | None,
+        principal: str | None = None,
+    ) -> str | None:
+        if self.gone:
+            self.gone -= 1
+            return f"gone-{self.gone}"
+        return await super().claim(
+            directory, session_id, now, expected=expected, principal=principal
+        )
+
+
+@asynccontextmanager
+async def late_index(
+    clock: Clock, gone: int = 0
+) -> AsyncIterator[tuple[triact.SessionManager, WorkSessions, _LateIndex]]:
+    store = _LateIndex(gone)
+    async with (
+        opened(clock) as (manager, _),
+        open_work_sessions(manager, WorkConfig(semantic="off"), store=store) as work,
+    ):
+        yield manager, work, store
+
+
+async def test_a_start_resumes_the_session_named_while_it_made_its_own(
+    clock: Clock, repo: Path
+) -> None:
+    async with late_index(clock) as (manager, work, store):
+        first = await work.start(repo)
+        store.miss = True
+        resumed = await work.start(repo)
+        assert (resumed.created, resumed.session.id) == (False, first.session.id)
+        assert resumed.report.starts == 2
+        assert manager.session_count == 1  # the session it made is removed again
+
+
+async def test_a_start_that_finds_a_bound_session_named_meanwhile_is_refused(
+    clock: Clock, repo: Path
+) -> None:
+    async with late_index(clock) as (manager, work, store):
+        first = await work.start(repo, bind_client=True)
+        store.miss = True
+        with pytest.raises(triact.SessionSecurityError, match="pass its token"):
+            await work.start(repo)
+        assert manager.session_count == 1  # the session it made is removed again
+        assert await store.session_for(str(repo)) == first.session.id
+
+
+async def test_a_start_whose_claims_keep_finding_gone_sessions_gives_up(
+    clock: Clock, repo: Path
+) -> None:
+    async with late_index(clock, gone=8) as (manager, work, store):
+        with pytest.raises(triact.SessionStoreError, match="changed 8 times") as failed:
+            await work.start(repo)
+        assert failed.value.applied is False
+        assert manager.session_count == 0  # the session it made is removed again
+        assert store.gone == 0
+        assert (await work.start(repo)).created  # a start after it names its own
+
+
+async def test_claim_names_a_session_only_over_none_or_the_one_expected(
+    clock: Clock, repo: Path, any_store: StoreMaker
+) -> None:
+    async with opened(clock, store=any_store()) as (_, work):
+        store, where = work.store, str(repo)
+        assert await store.claim(where, "a", clock.now, expected="x") is None  # none named
+        assert await store.claim(where, "b", clock.now, expected=None) == "a"
+        assert await store.claim(where, "b", clock.now, expected="x") == "a"
+        assert await store.session_for(where) == "a"
+        assert await store.claim(where, "b", clock.now, expected="a") is None
+        assert await store.session_for(where) == "b"
+        assert await store.session_for(where, principal="alice") is None
+        assert await store.claim(where, "c", clock.now, expected=None, principal="alice") is None
+        assert await store.session_for(where) == "b"
 
 
 async def test_start_refuses_bad_directories(work: WorkSessions, tmp_path: Path) -> None:

@@ -41,6 +41,27 @@ class WorkStore(abc.ABC):
     ) -> None:
         """Record ``session_id`` as the session of ``directory``."""
 
+    async def claim(
+        self,
+        directory: str,
+        session_id: str,
+        now: float,
+        *,
+        expected: str | None,
+        principal: str | None = None,
+    ) -> str | None:
+        """Record ``session_id`` as the session of ``directory`` if the store names
+        none for it, or still names ``expected`` (the session a start found gone):
+        None once recorded; else the id it names (another process's start recorded
+        it meanwhile), and nothing is changed. A store shared by several processes
+        makes this one atomic step; this default, a read then :meth:`remember`, is
+        right only for a store that one process uses."""
+        held = await self.session_for(directory, principal=principal)
+        if held is not None and held != expected:
+            return held
+        await self.remember(directory, session_id, now, principal=principal)
+        return None
+
     @abc.abstractmethod
     async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         """The last handoff written for ``directory``."""

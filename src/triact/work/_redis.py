@@ -211,6 +211,34 @@ class RedisWorkStore(WorkStore):
             "record a directory's session", lambda client: client.hset(key, {field: session_id})
         )
 
+    async def claim(
+        self,
+        directory: str,
+        session_id: str,
+        now: float,
+        *,
+        expected: str | None,
+        principal: str | None = None,
+    ) -> str | None:
+        args: list[str | bytes] = [
+            self._prefix,
+            _owner(principal),
+            _path(directory),
+            session_id,
+            expected or "",
+        ]
+        held = await self._fcall("claim", "record a directory's session", args)
+        if held is None:
+            return None
+        try:
+            return _text(held, "a directory's session id")
+        except ValueError as exc:
+            raise WorkStoreError(
+                f"the session of {directory!r} in the Redis store at {self.store.url} is "
+                f"malformed ({exc}); its key {self._owner_key('d', principal)} was written "
+                "by something else"
+            ) from None
+
     async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         await self.prepare()
         key = self._owner_key("h", principal)

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 #: The library's name, which versions it: a triact whose functions or keys change
 #: bumps it, so that processes of two versions can share one Redis during an upgrade.
-LIBRARY = "triact_work_1"
+LIBRARY = "triact_work_2"
 
-SOURCE = """#!lua name=triact_work_1
+SOURCE = """#!lua name=triact_work_2
 
 local function nbase(p, k) return p .. 'work:' .. k .. ':' end
 local function part(s) return #s .. ':' .. s end
@@ -407,18 +407,29 @@ local function finish(keys, args)
   return 1
 end
 
-redis.register_function('triact_work_1_add', add)
-redis.register_function('triact_work_1_put_vectors', put_vectors)
-redis.register_function('triact_work_1_finish', finish)
-redis.register_function{function_name = 'triact_work_1_search', callback = search,
+-- ARGV: prefix owner directory session_id expected|'': record the session as the
+-- directory's if it names none, or expected; -> nil once recorded, else the id it names.
+local function claim(keys, args)
+  local dirs = args[1] .. 'work:d:' .. part(args[2])
+  local held = redis.call('HGET', dirs, args[3])
+  if held and held ~= args[5] then return held end
+  redis.call('HSET', dirs, args[3], args[4])
+  return false
+end
+
+redis.register_function('triact_work_2_add', add)
+redis.register_function('triact_work_2_claim', claim)
+redis.register_function('triact_work_2_put_vectors', put_vectors)
+redis.register_function('triact_work_2_finish', finish)
+redis.register_function{function_name = 'triact_work_2_search', callback = search,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'triact_work_1_notes', callback = notes,
+redis.register_function{function_name = 'triact_work_2_notes', callback = notes,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'triact_work_1_vectors', callback = vectors,
+redis.register_function{function_name = 'triact_work_2_vectors', callback = vectors,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'triact_work_1_signature', callback = signature,
+redis.register_function{function_name = 'triact_work_2_signature', callback = signature,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'triact_work_1_missing', callback = missing,
+redis.register_function{function_name = 'triact_work_2_missing', callback = missing,
                         flags = {'no-writes'}}
 """
 

@@ -108,6 +108,26 @@ class SqliteWorkStore(WorkStore):
         )
         await self.store.run(step, write=True)
 
+    async def claim(
+        self,
+        directory: str,
+        session_id: str,
+        now: float,
+        *,
+        expected: str | None,
+        principal: str | None = None,
+    ) -> str | None:
+        await self.prepare()
+        step = partial(
+            _claim,
+            directory=directory,
+            owner=_owner(principal),
+            session_id=session_id,
+            expected=expected,
+            now=now,
+        )
+        return await self.store.run(step, write=True)
+
     async def handoff(self, directory: str, *, principal: str | None = None) -> Handoff | None:
         await self.prepare()
         step = partial(_handoff, directory=directory, owner=_owner(principal))
@@ -297,6 +317,24 @@ def _remember(
         "session_id = excluded.session_id, updated_at = excluded.updated_at",
         (owner, directory, session_id, now),
     )
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    *,
+    directory: str,
+    owner: str,
+    session_id: str,
+    expected: str | None,
+    now: float,
+) -> str | None:
+    """In the write transaction (BEGIN IMMEDIATE: no other process writes between the
+    read and the write)."""
+    held = _session_for(conn, directory=directory, owner=owner)
+    if held is not None and held != expected:
+        return held
+    _remember(conn, directory=directory, owner=owner, session_id=session_id, now=now)
+    return None
 
 
 def _handoff(conn: sqlite3.Connection, *, directory: str, owner: str) -> Any:

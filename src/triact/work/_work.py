@@ -19,6 +19,7 @@ from ..sessions import (
     SessionNotFoundError,
     SessionSecurityError,
     SessionState,
+    SessionStoreError,
     SessionThrottledError,
     SqliteStore,
 )
@@ -50,6 +51,10 @@ from ._redis import RedisWorkStore
 from ._reports import Ended, Started, TrustState, WorkReport
 from ._semantic import Semantic
 from ._sqlite import SqliteWorkStore
+
+#: How many times a start names its new session the directory's when each time another
+#: start named one first that is gone too (see WorkSessions._session_of).
+_CLAIMS = 8
 
 logger = logging.getLogger("triact.work")
 
@@ -150,7 +155,13 @@ class WorkSessions:
         client_id: str | None,
         principal: str | None,
     ) -> tuple[Session, bool]:
-        session = await self._live_session(directory, token, principal)
+        """The directory's live session (False), or a new one that the store now names
+        the directory's (True). The index is claimed, not overwritten: a start in
+        another process on the store may name one between looking and naming, and its
+        session is then the directory's (this one's is removed), so that concurrent
+        starts in several processes get one session too."""
+        named = await self.store.session_for(directory, principal=principal)
+        session = await self._live_session(named, directory, token, principal)
         if session is not None:
             return session, False
         session = await self.manager.create_session(
@@ -162,19 +173,36 @@ class WorkSessions:
             principal=principal,
         )
         try:
-            now = self.manager.wall_clock()
-            await self.store.remember(directory, session.id, now, principal=principal)
+            for _ in range(_CLAIMS):
+                now = self.manager.wall_clock()
+                held = await self.store.claim(
+                    directory, session.id, now, expected=named, principal=principal
+                )
+                if held is None:
+                    return session, True
+                other = await self._live_session(held, directory, token, principal)
+                if other is not None:  # another process's start named it first
+                    with trio.CancelScope(shield=True):
+                        await self.manager.remove_session(session.id)
+                    return other, False
+                named = held  # gone too: claimed over it
+            raise SessionStoreError(
+                f"the session recorded for {directory!r} changed {_CLAIMS} times while "
+                "this start recorded its own; nothing was done, retry",
+                applied=False,
+            )
         except BaseException:
             with trio.CancelScope(shield=True):  # no session nobody can find
                 await self.manager.remove_session(session.id)
             raise
-        return session, True
 
     async def _live_session(
-        self, directory: str, token: str | None, principal: str | None
+        self, session_id: str | None, directory: str, token: str | None, principal: str | None
     ) -> Session | None:
-        session_id = await self.store.session_for(directory, principal=principal)
+        """The session ``session_id`` (the one the index names for ``directory``) if
+        it is the directory's live session for ``principal``; None if there is none."""
         if session_id is None:
+            await trio.lowlevel.checkpoint()
             return None
         try:
             session = await self.manager.get_session(session_id)
