@@ -4,6 +4,7 @@ MCP SDK client."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,11 +46,11 @@ def parameters(tmp_path: Path, *args: str) -> StdioServerParameters:
     """``triact serve *args``, with its state directory and home under ``tmp_path``."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return StdioServerParameters(
-        command=SERVE[0],
-        args=[*SERVE[1:], *args],
-        env={"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home)},
-    )
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home)}
+    if "PYTHONPATH" in os.environ:  # the triact under test, not the one installed
+        paths = os.environ["PYTHONPATH"].split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(path) for path in paths)
+    return StdioServerParameters(command=SERVE[0], args=[*SERVE[1:], *args], env=env)
 
 
 @asynccontextmanager
