@@ -255,3 +255,25 @@ async def test_a_third_process_hears_every_processs_commits_in_commit_order(
         assert versions == sorted(set(versions)), versions  # no repeat, no reordering
         assert versions[0] == 1
         assert versions[-1] == final
+
+
+async def test_a_default_session_ended_through_another_process_is_made_again(
+    tmp_path: Path, store: list[str]
+) -> None:
+    """A connection's default session, held in its process's memory, is ended through
+    another process: the connection's next call without a session_id gets a new
+    default session, as it does when its own process ends it (it failed with
+    not_found, the ended session being found gone only by that call)."""
+    async with AsyncExitStack() as stack:
+        first, other = await start(stack, tmp_path, store, 2)
+        ended = content(await tool(first, 1, "session_update", increment={"n": 1}))
+        assert ended["data"] == {"n": 1}
+        gone = content(await tool(other, 1, "session_end", session_id=ended["session_id"]))
+        assert gone["ended"] is True
+        again = content(await tool(first, 2, "session_update", increment={"n": 1}))
+        assert again["session_id"] != ended["session_id"]
+        assert (again["data"], again["version"]) == ({"n": 1}, 2)  # applied once, anew
+        read = content(await tool(first, 3, "session_get"))["session"]
+        assert (read["session_id"], read["data"]) == (again["session_id"], {"n": 1})
+        for server in (first, other):
+            assert await server.close_input() == 0

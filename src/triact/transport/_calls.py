@@ -462,7 +462,12 @@ class ToolCalls:
                             await self._lanes.wait(call)
                             self._lanes.issue(call)
                         # The session call below is queued before the run suspends.
-                        value = await tool.run(peer, session, args)
+                        try:
+                            value = await tool.run(peer, session, args)
+                        except SessionNotFoundError:
+                            if args.session_id is not None or session is None:
+                                raise
+                            value = await self._default_again(call, session, args)
                     result = success(value)
                 except ToolError as exc:
                     result = failure(exc)
@@ -534,6 +539,22 @@ class ToolCalls:
         if tool.prepare is not None:
             args = await tool.prepare(args)
         return session, args
+
+    async def _default_again(self, call: _Call, gone: Session, args: Any) -> Any:
+        """Run ``call`` (with its ``args``) again, on its peer's default session made
+        anew: the default session it ran on, ``gone``, was found gone from the store
+        (another process ended it, or the store expired it) while this process still
+        held it. In one process its end is seen before the next call is made, which
+        makes a new one; here too. The first run changed no session."""
+        peer = call.peer
+        if peer.default_session_id == gone.id:
+            peer.session_gone(gone.id)
+        else:
+            self.forget(gone.id)
+        session = await self._default_session(peer, create=call.tool.session == "required")
+        if session is not None and session.id not in self._known:
+            self.remember(session, unbound=True, owner=peer.principal)
+        return await call.tool.run(peer, session, args)
 
     def _domain_failure(self, exc: Exception, args: Any) -> ToolResult | None:
         """The result that reports ``exc`` (see :func:`domain_error`); None for a bug."""
