@@ -12,6 +12,7 @@ these. Counted twice or not at all, a call makes the totals differ.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -149,3 +150,65 @@ def test_every_call_is_accounted_once_with_group_commits(plan: list[Call], limit
         trio.run(
             check_plan, plan, store, limited, clock=trio.testing.MockClock(autojump_threshold=0)
         )
+
+
+# -- which clock the latencies are read from ----------------------------------------
+
+
+def test_the_offset_of_trios_system_clock_reads_its_time() -> None:
+    """An actor reads Trio's own clock as ``offset + perf_counter()`` (a frame less
+    than ``current_time()``, twice a call): the very float that clock returns; any
+    other clock is read through its ``current_time``."""
+    from triact.sessions._host import system_clock_offset
+
+    class OwnClock(trio.abc.Clock):
+        offset = 1.0  # as SystemClock's, but its time is its own
+
+        def start_clock(self) -> None:
+            pass
+
+        def current_time(self) -> float:
+            return 5.0
+
+        def deadline_to_sleep_time(self, deadline: float) -> float:
+            return deadline - 5.0
+
+    async def main() -> None:
+        clock = trio.lowlevel.current_clock()
+        offset = system_clock_offset(clock)
+        assert offset is not None
+        before = clock.current_time()
+        mine = offset + time.perf_counter()
+        assert before <= mine <= clock.current_time()
+
+    trio.run(main)
+    for other in (trio.testing.MockClock(), OwnClock()):
+        assert system_clock_offset(other) is None
+
+
+async def test_latencies_are_read_from_the_runs_clock_whichever_it_is(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With a MockClock (which the offset above does not vouch for), an update that
+    sleeps 3 s of the clock's time takes 3 s, and a plain one none."""
+    async with triact.open_session_manager(triact.SessionConfig()) as manager:
+        session = await manager.create_session()
+        await session.update(slow_bump)  # 1 s
+        await session.update(bump)
+        metrics = (await session.snapshot()).metrics
+        assert (metrics.operations, metrics.max_latency) == (2, 1.0)
+        assert metrics.total_latency == 1.0
+        assert (await session.stats()).latency.max == 1.0
+
+
+async def test_latencies_on_trios_own_clock_are_within_the_calls() -> None:
+    async with triact.open_session_manager(triact.SessionConfig()) as manager:
+        session = await manager.create_session()
+        start = trio.current_time()
+        for _ in range(3):
+            await session.update(bump)
+        elapsed = trio.current_time() - start
+        metrics = (await session.snapshot()).metrics
+        assert metrics.operations == 3
+        assert 0.0 < metrics.total_latency <= elapsed
+        assert 0.0 < metrics.max_latency <= metrics.total_latency

@@ -21,6 +21,7 @@ import sys
 from array import array
 from collections.abc import Coroutine
 from sys import getrefcount
+from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from weakref import getweakrefcount
@@ -333,7 +334,9 @@ class SessionActor(Actor[Op, Answer]):
         * :meth:`_commit_durably`, for each change it takes from the mailbox into a
           group commit (they never reach :meth:`receive`): once, as it is applied.
         """
-        now = self._host.now()
+        host = self._host
+        offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
+        now = host.now() if offset is None else offset + perf_counter()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
         # the call began.
@@ -351,7 +354,7 @@ class SessionActor(Actor[Op, Answer]):
         else:  # a ring: operations moves on by one a call
             kept[operations % _LATENCIES_KEPT] = latency
         # The manager's Tally, counted here (every call pays it).
-        tally = self._host.tally
+        tally = host.tally
         tally.operations += 1
         tally.latencies.append(latency)
         if failed:
@@ -371,7 +374,8 @@ class SessionActor(Actor[Op, Answer]):
         :meth:`_change` and :meth:`_commit` for it, in one frame. Every in-memory
         update comes this way, and pays for no step that does nothing here."""
         host = self._host
-        start = host.now()
+        offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
+        start = host.now() if offset is None else offset + perf_counter()
         try:
             expected = op.expected_version
             if expected is not None:
