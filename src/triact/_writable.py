@@ -14,7 +14,9 @@ def writable_twin(cls: type[Any]) -> type[Any]:
     """A subclass of the slotted, frozen ``cls`` with the same slots and plain
     attribute writes (the same one for every call with ``cls``).
 
-    ``new = object.__new__(writable_twin(cls))``, then ``new.field = value`` for each
+    ``new = writable_twin(cls)()`` (or ``object.__new__(writable_twin(cls))``; the
+    twin's ``__new__`` and ``__init__`` are ``object``'s, unless ``cls`` has a
+    ``__new__`` of its own), then ``new.field = value`` for each
     field, then ``new.__class__ = cls`` (allowed: the twin adds nothing to the layout)
     makes what ``cls(...)`` would, where its ``__init__`` only sets each slot: a frozen
     class's sets each one through ``object.__setattr__``, and a slot's descriptor
@@ -28,6 +30,9 @@ def writable_twin(cls: type[Any]) -> type[Any]:
             "__slots__": (),
             "__setattr__": object.__setattr__,
             "__delattr__": object.__delattr__,
+            # twin() makes an empty one, in C (cheaper than object.__new__(twin),
+            # which checks its argument against the type: about 300 instructions).
+            "__init__": object.__init__,
             "__module__": cls.__module__,
         }
         twin = _twins[cls] = type(f"_Writable{cls.__name__}", (cls,), namespace)

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import triact
-from triact.sessions._limits import MAX_INT, MIN_INT, check_state
+from triact.sessions._limits import MAX_INT, MIN_INT, check_state, check_with_data
 
 from ._helpers import put
 
@@ -283,3 +283,154 @@ def test_check_state_with_known_sizes_refuses_what_a_full_check_refuses() -> Non
         assert data_size <= known[1]
         state = new
     assert limit - 30 < len(triact.encode_state(state).encode()) <= limit
+
+
+# -- the check of a state made by with_data: only the entries it set are walked -------
+
+
+@stores
+@pytest.mark.parametrize(("value", "message"), BAD_VALUES)
+async def test_a_with_data_update_to_a_value_no_store_could_read_back_is_refused(
+    store: str, value: Any, message: str, tmp_path: Path
+) -> None:
+    """The same refusals when the update is ``with_data`` after ``with_data`` updates
+    (whose commit check walks only the entries set, see check_with_data)."""
+    async with manager_on(store, tmp_path) as manager:
+        session = await manager.create_session()
+        for n in range(3):
+            await session.update(lambda state, n=n: state.with_data(good=n, s="x"))
+        with pytest.raises(triact.SessionValueError, match=re.escape(message)):
+            await session.update(lambda state: state.with_data(bad=value))
+        with pytest.raises(triact.SessionValueError, match=re.escape(message)):
+            await session.update(lambda state: state.with_data({"bad": value}, good=9))
+        state = await session.snapshot()
+        assert (state.version, dict(state.data)) == (4, {"good": 2, "s": "x"})
+        await session.update(lambda state: state.with_data(good=3))
+
+
+def derived(
+    state: triact.SessionState, make: Callable[[triact.SessionState], triact.SessionState]
+) -> tuple[triact.SessionState, dict[str, Any] | None]:
+    """``make(state)`` (a with_data or without_data of ``state``) stamped as a commit
+    stamps it, with the entries the record of with_data says it set."""
+    from triact.sessions import _state
+
+    new = make(state)
+    record = _state.MADE[0]
+    _state.MADE[0] = None
+    assert record is not None
+    assert record[0] is new
+    assert record[1] is state
+    stamped = _state.stamped_with(new, state.version + 1, 2.0, 1, 0, 0.0, 0.0)
+    return stamped, record[2]
+
+
+def json_size(state: triact.SessionState) -> int:
+    return len(triact.encode_state(state).encode())
+
+
+def data_json_size(state: triact.SessionState) -> int:
+    return json_size(state) - json_size(attrs.evolve(state, data={})) + 2
+
+
+def test_check_with_data_refuses_what_check_state_refuses() -> None:
+    limit = 5_000
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0, data={"a": 1})
+    known = check_state(state, None, limit)
+    for make in (lambda s: s.with_data(b="x"), lambda s: s.with_data(c=2.5)):
+        new, entries = derived(state, make)
+        known = check_with_data(new, state, limit, known, entries)
+        state = new
+    assert known is not None
+    assert known[3] == 0
+    for bad in [float("nan"), 2**63, "\ud800", None, True, [1, {"x": float("inf")}], {1, 2}]:
+        for make in (
+            lambda s, bad=bad: s.with_data(bad=bad),
+            lambda s, bad=bad: s.with_data({"bad": bad}),
+        ):
+            new, entries = derived(state, make)
+            if bad is None or bad is True:  # valid: committed
+                assert check_with_data(new, state, limit, known, entries) is not None
+                continue
+            with pytest.raises(triact.SessionValueError, match=r"data\.bad"):
+                check_with_data(new, state, limit, known, entries)
+    for key in ("\udfff", 1):  # keys that no JSON object holds
+        new, entries = derived(state, lambda s, key=key: s.with_data({key: 1}))
+        with pytest.raises(triact.SessionValueError, match="key"):
+            check_with_data(new, state, limit, known, entries)
+    new, entries = derived(state, lambda s: s.with_data(huge="x" * limit))
+    with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+        check_with_data(new, state, limit, known, entries)
+
+
+def test_the_entries_with_data_says_it_set_are_its_own() -> None:
+    """The caller's mapping of changes may change after with_data returns: the record
+    holds a copy of what was set."""
+    limit = 5_000
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    known = check_state(state, None, limit)
+    for _ in range(2):
+        new, entries = derived(state, lambda s: s.with_data(n=1))
+        known = check_with_data(new, state, limit, known, entries)
+        state = new
+    assert known is not None
+    assert known[3] == 0
+    changes = {"bad": float("inf")}
+    new, entries = derived(state, lambda s: s.with_data(changes))
+    changes.clear()
+    with pytest.raises(triact.SessionValueError, match=r"data\.bad"):
+        check_with_data(new, state, limit, known, entries)
+
+
+def test_check_with_data_keeps_a_bound_through_overwrites_and_removals() -> None:
+    """Entries overwritten again and again, removed, added: every size returned stays
+    a bound of the state's JSON (an entry replaced or removed is not taken off, so it
+    creeps up, and is made afresh by a walk of the whole data before it would pass
+    the limit), and a state within the limit is never refused."""
+    limit = 4_000
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    known = check_state(state, None, limit)
+    walks = 0
+    for step in range(600):
+        if step % 7 == 3:
+            make: Any = lambda s: s.without_data("s", "s", "gone")  # noqa: E731
+        elif step % 5 == 0:
+            make = lambda s, step=step: s.with_data({f"k.{step % 3}": step * 1.5})  # noqa: E731
+        else:
+            make = lambda s, step=step: s.with_data(n=step, s="é" * (step % 40))  # noqa: E731
+        new, entries = derived(state, make)
+        armed = known is not None and known[3] == 0
+        known = check_with_data(new, state, limit, known, entries)
+        assert known is not None
+        walks += armed and known[1] < 200  # a fresh bound: the walk made it
+        assert json_size(new) <= known[0] <= limit
+        assert data_json_size(new) <= known[1]
+        state = new
+    assert walks >= 2
+
+
+def test_a_list_left_in_the_data_is_walked_again() -> None:
+    """A list or dict in the data may be changed in place by an update function that
+    holds it: while one is there, a with_data of other entries walks it too."""
+    limit = 5_000
+    items: list[Any] = [1]
+    state = triact.SessionState(id="s", version=1, created_at=1.0, last_used=1.0)
+    known = check_state(state, None, limit)
+    new, entries = derived(state, lambda s: s.with_data(items=items, n=0))
+    known = check_with_data(new, state, limit, known, entries)
+    assert known is not None
+    assert known[3] == 1
+    state = new
+    items.append(float("inf"))  # in place, behind the committed state's back
+    new, entries = derived(state, lambda s: s.with_data(n=1))
+    with pytest.raises(triact.SessionValueError, match=r"data\.items\[1\]"):
+        check_with_data(new, state, limit, known, entries)
+    items[1] = "x" * limit  # or grown past the limit
+    with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+        check_with_data(new, state, limit, known, entries)
+    del items[1:]
+    # Replaced by a scalar: the data holds none any more, only entries are walked.
+    new, entries = derived(state, lambda s: s.with_data(items=0))
+    known = check_with_data(new, state, limit, known, entries)
+    assert known is not None
+    assert known[3] == 0

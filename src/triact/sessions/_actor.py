@@ -43,7 +43,7 @@ from ._errors import (
     SessionStoreError,
     no_session,
 )
-from ._limits import Sizes, check_state
+from ._limits import Sizes, check_state, check_with_data
 from ._ops import Authorized, Change, End, Op, Read, Validate
 from ._security import SessionGuard
 from ._state import (
@@ -482,7 +482,10 @@ class SessionActor(Actor[Op, Answer]):
         # emptied before the count of references below, which it would add to.
         made = MADE[0]
         MADE[0] = None
-        derived = made is not None and made[0] is result and made[1] is state
+        if made is not None and made[0] is result and made[1] is state:
+            derived, entries = True, made[2]  # what it set (see check_with_data)
+        else:
+            derived, entries = False, None
         made = None
         if not derived:
             if type(result) is not SessionState and not isinstance(result, SessionState):
@@ -518,9 +521,11 @@ class SessionActor(Actor[Op, Answer]):
             self.max_latency,
         )
         known = self._sizes if self._checked is state else None
-        self._sizes = check_state(
-            new, state, self._host.config.max_state_bytes, known, same_rest=derived
-        )
+        if derived:
+            sizes = check_with_data(new, state, self._host.config.max_state_bytes, known, entries)
+        else:
+            sizes = check_state(new, state, self._host.config.max_state_bytes, known)
+        self._sizes = sizes
         self._checked = new
         return new
 

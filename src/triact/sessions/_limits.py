@@ -170,8 +170,10 @@ def value_problems(value: Any, path: str, *, max_nesting: int = MAX_NESTING) -> 
 
 #: What a commit check learns of a state it accepts, for the next check to build on:
 #: bounds of the state's JSON size and of its ``data``'s and ``metadata``'s JSON sizes
-#: (as the codec writes plain JSON types).
-Sizes: TypeAlias = tuple[int, int, int]
+#: (as the codec writes plain JSON types), and how many values at the top level of
+#: its ``data`` are lists, tuples or dicts if that data was made by ``with_data`` or
+#: ``without_data`` (a private dict) and found plainly valid, else -1.
+Sizes: TypeAlias = tuple[int, int, int, int]
 
 
 def check_state(
@@ -181,6 +183,7 @@ def check_state(
     known: Sizes | None = None,
     *,
     same_rest: bool = False,
+    private: bool = False,
 ) -> Sizes | None:
     """Check that ``new`` may be committed (after ``previous``, or as a new session);
     else raise, and nothing may be committed.
@@ -196,25 +199,36 @@ def check_state(
     state after ``new`` (None: nothing is known, that check encodes in full).
     ``same_rest``: the caller knows that every field of ``new`` but ``data``,
     ``metadata`` and the stamp is the very object of ``previous``'s (``new`` is
-    ``previous.with_data(...)``, stamped: see ``_state.MADE``).
+    ``previous.with_data(...)``, stamped: see ``_state.MADE``); ``private``: and that
+    ``new``'s data is a dict of its own, as ``with_data`` makes it (then what is
+    returned says what :func:`check_with_data` needs to know of it).
     """
     if known is not None and previous is not None and (same_rest or _same_rest(new, previous)):
-        bound, data_size, metadata_size = known
+        bound, data_size, metadata_size, nested = known
         data, metadata = new.data, new.metadata
         if metadata is previous.metadata:  # the commonest change: data (and the stamp)
-            new_data = _size_bound(data) if data is not previous.data else data_size
+            if data is previous.data:
+                new_data: int | None = data_size
+            else:
+                counted = _size_bound(data)
+                if counted is None:
+                    new_data = None
+                else:
+                    new_data, nested = counted
+                    if not private:  # another's dict may be behind it
+                        nested = -1
             if new_data is not None:
                 size = bound - data_size + new_data + _STAMP_ROOM
                 if size <= max_state_bytes:
-                    return size, new_data, metadata_size
+                    return size, new_data, metadata_size, nested
         data_changed = data is not previous.data
         metadata_changed = metadata is not previous.metadata
-        new_data = _size_bound(data) if data_changed else data_size
-        new_metadata = _size_bound(metadata) if metadata_changed else metadata_size
+        new_data = _bound_only(data) if data_changed else data_size
+        new_metadata = _bound_only(metadata) if metadata_changed else metadata_size
         if new_data is not None and new_metadata is not None:  # both plainly valid
             rest = bound - data_size - metadata_size + _STAMP_ROOM
             if rest + new_data + new_metadata <= max_state_bytes:
-                return rest + new_data + new_metadata, new_data, new_metadata
+                return rest + new_data + new_metadata, new_data, new_metadata, -1
             # Too loose to tell: measure the changed mappings exactly.
             new_data = _json_size(data) if data_changed else data_size
             new_metadata = _json_size(metadata) if metadata_changed else metadata_size
@@ -223,7 +237,7 @@ def check_state(
                 and new_metadata is not None
                 and rest + new_data + new_metadata <= max_state_bytes
             ):
-                return rest + new_data + new_metadata, new_data, new_metadata
+                return rest + new_data + new_metadata, new_data, new_metadata, -1
     return _check_in_full(new, previous, max_state_bytes)
 
 
@@ -254,7 +268,7 @@ def _check_in_full(
     data_size, metadata_size = _json_size(new.data), _json_size(new.metadata)
     if data_size is None or metadata_size is None:
         return None
-    return size, data_size, metadata_size
+    return size, data_size, metadata_size, -1
 
 
 # Most changes replace only data (or metadata) and the stamp (version, last_used,
@@ -309,15 +323,27 @@ def _json_size(mapping: Any) -> int | None:
 #: Bounds of JSON scalars as orjson writes them: -9223372036854775808 (20 characters),
 #: -2.2250738585072014e-308 (24), false, null.
 _INT_BOUND, _FLOAT_BOUND, _BOOL_BOUND, _NULL_BOUND = 20, 24, 5, 4
+#: The same with the 4 bytes of an entry's quotes, colon and comma: an entry
+#: ``"key":value,`` is bounded by 6 bytes a character of its key and one of these.
+_INT_ENTRY, _FLOAT_ENTRY, _BOOL_ENTRY, _NULL_ENTRY = (
+    4 + _INT_BOUND,
+    4 + _FLOAT_BOUND,
+    4 + _BOOL_BOUND,
+    4 + _NULL_BOUND,
+)
 
 
-def _size_bound(mapping: Any) -> int | None:
+def _size_bound(mapping: Any) -> tuple[int, int] | None:
     """A bound of the JSON size of a new ``data`` or ``metadata`` if it is plainly
     valid (as :func:`_plainly_valid` judges: its top level is walked here, values
-    nested in it by that function and measured by encoding them); else None, and the
-    state is checked in full (which names the problems, or accepts a subclass that it
-    can encode)."""
+    nested in it by that function and measured by encoding them), with the number of
+    its values that are lists, tuples or dicts; else None, and the state is checked
+    in full (which names the problems, or accepts a subclass that it can encode).
+
+    The bound is 1 and a bound of ``"key":value,`` per entry (2 if it is empty):
+    :func:`check_with_data` relies on that."""
     size = 1  # "{", then each "key":value and a "," or the closing "}"
+    nested = 0
     for key, value in mapping.items():
         if type(key) is not str or not (key.isascii() or _string_problem(key) is None):
             return None
@@ -342,10 +368,69 @@ def _size_bound(mapping: Any) -> int | None:
                 size += 6 * len(key) + 4 + len(_dumps(value, option=_PLAIN_ONLY))
             except orjson.JSONEncodeError:
                 return None
+            nested += 1
         elif value is None:
             size += 6 * len(key) + 4 + _NULL_BOUND
         elif kind is bool:
             size += 6 * len(key) + 4 + _BOOL_BOUND
         else:
             return None
-    return size if mapping else 2
+    return (size, nested) if mapping else (2, 0)
+
+
+def _bound_only(mapping: Any) -> int | None:
+    counted = _size_bound(mapping)
+    return None if counted is None else counted[0]
+
+
+def check_with_data(
+    new: SessionState,
+    previous: SessionState,
+    max_state_bytes: int,
+    known: Sizes | None,
+    entries: dict[str, Any] | None,
+) -> Sizes | None:
+    """:func:`check_state` of ``new``, made by ``previous.with_data(...)``, which set
+    ``entries`` in its data (None: ``without_data`` removed keys), and stamped (see
+    ``_state.MADE``): the same checks, the same refusals.
+
+    Where ``previous``'s data was so made too, and checked, and holds only strings,
+    numbers, booleans and nulls at its top level (``known[3] == 0``), only the entries
+    set are walked: the others are ``previous``'s, checked, and immutable. (A list or
+    dict left in place may have been changed in place since, by an update function
+    that holds it: while one is there the whole data is walked, as before, as it is
+    for a list or dict among the entries.) The data's bound is then ``previous``'s
+    plus each entry's (as :func:`_size_bound` counts it): an entry replaced or
+    removed only makes the JSON shorter. The bound creeps up faster so (a replaced
+    entry is not taken off), until it would pass the limit: then the data is walked
+    whole, which makes it a fresh bound (and, if that is not enough either, the state
+    is measured exactly, as for any change)."""
+    if known is not None and known[3] == 0:
+        bound, size, metadata_size, _ = known
+        for key, value in entries.items() if entries else ():
+            if type(key) is not str or not (key.isascii() or _string_problem(key) is None):
+                break
+            kind = type(value)
+            if kind is str:
+                if not (value.isascii() or _string_problem(value) is None):
+                    break
+                size += 6 * (len(key) + len(value)) + 6
+            elif kind is int:
+                if not MIN_INT <= value <= MAX_INT:
+                    break
+                size += 6 * len(key) + _INT_ENTRY
+            elif kind is float:
+                if not _isfinite(value):
+                    break
+                size += 6 * len(key) + _FLOAT_ENTRY
+            elif value is None:
+                size += 6 * len(key) + _NULL_ENTRY
+            elif kind is bool:
+                size += 6 * len(key) + _BOOL_ENTRY
+            else:  # a list or dict (walked with the rest), or not a JSON value
+                break
+        else:
+            bound += size - known[1] + _STAMP_ROOM
+            if bound <= max_state_bytes:
+                return bound, size, metadata_size, 0
+    return check_state(new, previous, max_state_bytes, known, same_rest=True, private=True)

@@ -203,22 +203,25 @@ def _generated(
 _WritableState = writable_twin(SessionState)
 _WritableMetrics = writable_twin(SessionMetrics)
 
-#: ``(new, source)``: the state :meth:`SessionState.with_data` (or ``without_data``)
-#: made last, and the state it made it from, until a session's actor takes the
-#: record when it stamps a state for a commit (``SessionActor._stamp``, which empties
-#: it: it holds the state made, which the in-place stamp's count of references must
-#: not see). Every field of ``new`` but ``data`` is the very object of ``source``'s,
-#: so neither the stamp's checks nor the commit check need compare them one by one
-#: (``_limits.check_state``). Both objects are held, not their ids (an id can be
-#: reused once its object is freed), in one tuple, replaced whole (a thread reads
-#: either the old pair or the new one, never half of each).
-MADE: list[tuple[SessionState, SessionState] | None] = [None]
+#: ``(new, source, entries)``: the state :meth:`SessionState.with_data` (or
+#: ``without_data``) made last, the state it made it from, and the entries it set (a
+#: dict of its own, which nothing else holds: ``with_data``'s keyword arguments, or
+#: its own copy of ``changes`` and them; None for ``without_data``). Kept
+#: until a session's actor takes the record when it stamps a state for a commit
+#: (``SessionActor._stamp``, which empties it: it holds the state made, which the
+#: in-place stamp's count of references must not see). Every field of ``new`` but
+#: ``data`` is the very object of ``source``'s, so neither the stamp's checks nor the
+#: commit check need compare them one by one, and ``new.data`` is ``source.data``
+#: with those entries set (or some keys removed), so the commit check may walk only
+#: those entries (``_limits.check_with_data``). The objects are held, not their ids (an
+#: id can be reused once its object is freed), in one tuple, replaced whole (a
+#: thread reads either the old record or the new one, never half of each).
+MADE: list[tuple[SessionState, SessionState, dict[str, Any] | None] | None] = [None]
 
 
 def _namespace() -> dict[str, Any]:
     """The names the generated functions use (a fresh dict for each)."""
     return {
-        "new_state": object.__new__,
         "SessionState": SessionState,
         "WritableState": _WritableState,
         "SessionMetrics": SessionMetrics,
@@ -241,14 +244,14 @@ def _copy_lines(source: str, skip: tuple[str, ...]) -> list[str]:
     """Lines that make ``new``, a writable state, and copy into it every field of
     ``source`` but ``skip`` (unrolled, as attrs builds its own methods)."""
     kept = [a.name for a in attrs.fields(SessionState) if a.name not in skip]
-    return ["    new = new_state(WritableState)", *(f"    new.{n} = {source}.{n}" for n in kept)]
+    return ["    new = WritableState()", *(f"    new.{n} = {source}.{n}" for n in kept)]
 
 
 def _metrics_lines() -> list[str]:
     """Lines that build ``metrics``, a new :class:`SessionMetrics`, from the arguments
     named as its fields."""
     return [
-        "    metrics = new_state(WritableMetrics)",
+        "    metrics = WritableMetrics()",
         *(f"    metrics.{name} = {name}" for name in _COUNTERS),
         "    metrics.__class__ = SessionMetrics",
     ]
@@ -376,8 +379,6 @@ def _make_data_copies() -> tuple[Any, Any]:
         *_copy_lines("self", ("data",)),
         "    new.data = MappingProxyType(data) if data else EMPTY",
         "    new.__class__ = SessionState",
-        "    made[0] = (new, self)",  # see MADE
-        "    return new",
     ]
     with_data = [
         "def with_data(self, changes=EMPTY, /, **more):",
@@ -392,10 +393,15 @@ def _make_data_copies() -> tuple[Any, Any]:
         "                'with_data takes a mapping of changes (and keyword arguments), '",
         "                f'got {type(changes).__name__}'",
         "            )",
-        "        data.update(changes)",
-        "    if more:",
-        "        data.update(more)",
+        # The entries set, in a dict of its own (the caller keeps changes): MADE says
+        # them. ``more`` is one already (a fresh dict each call).
+        "        changes = dict(changes)",
+        "        changes |= more",
+        "        more = changes",
+        "    data |= more",  # (dict.update without the method call)
         *copy,
+        "    made[0] = (new, self, more)",  # see MADE
+        "    return new",
     ]
     without_data = [
         "def without_data(self, *keys):",
@@ -405,6 +411,8 @@ def _make_data_copies() -> tuple[Any, Any]:
         "    for key in keys:",
         "        data.pop(key, None)",
         *copy,
+        "    made[0] = (new, self, None)",  # see MADE
+        "    return new",
     ]
     made = []
     for name, lines in (("with_data", with_data), ("without_data", without_data)):
@@ -448,7 +456,7 @@ def _make_compact() -> tuple[Any, Any]:
             unpacked.append(f"    mapping = {slot}")
             unpacked.append(f"    new.{name} = MappingProxyType(mapping) if mapping else EMPTY")
         elif name == "metrics":
-            unpacked.append("    metrics = new_state(WritableMetrics)")
+            unpacked.append("    metrics = WritableMetrics()")
             for counter in _COUNTERS:
                 unpacked.append(f"    metrics.{counter} = flat[{len(packed)}]")
                 packed.append(f"metrics.{counter}")
@@ -472,7 +480,7 @@ def _make_compact() -> tuple[Any, Any]:
         *(f"        {value}," for value in packed),
         "    )",
     ]
-    unflat_lines = ["def unflat(session_id, flat):", "    new = new_state(WritableState)"]
+    unflat_lines = ["def unflat(session_id, flat):", "    new = WritableState()"]
     unflat_lines += [*unpacked, "    new.__class__ = SessionState", "    return new"]
     return _generated("flat", flat_lines, _namespace()), _generated(
         "unflat", unflat_lines, _namespace()
