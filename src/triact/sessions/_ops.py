@@ -29,14 +29,16 @@ Transform = Callable[[SessionState], "SessionState | Awaitable[SessionState]"]
 
 
 class Change:
-    """Apply ``transform`` to the current state and commit the result."""
+    """Apply ``transform`` to the current state and commit the result (with
+    ``expected_version``: only on that version).
+
+    Made only by ``Session.update``, as ``Change()`` with both fields set there: a
+    class without an ``__init__`` of its own is made in C, without a frame or the
+    argument checks of ``object.__new__(Change)``, on every update's path."""
 
     __slots__ = ("expected_version", "transform")
-
-    def __init__(self, transform: Transform, expected_version: int | None = None) -> None:
-        # (Session.update sets these fields itself: keep both alike.)
-        self.transform = transform
-        self.expected_version = expected_version
+    transform: Transform
+    expected_version: int | None
 
 
 class Read:

@@ -28,7 +28,7 @@ from ._stats import LatencySummary, SessionStats
 if TYPE_CHECKING:
     from ._host import SessionHost
 
-_new = object.__new__
+_Change = ops.Change
 
 #: What :meth:`Session.update` takes: a plain or async function of the current state
 #: that returns the next one.
@@ -142,9 +142,7 @@ class Session:
         nothing changes. With ``expected_version``, the update is refused with
         :class:`SessionConcurrencyError` unless the session is at that version.
         """
-        # ops.Change(fn, expected_version), without the call of its __init__ (a type
-        # call and a frame per update).
-        op = _new(ops.Change)
+        op = _Change()  # (see Change)
         op.transform = fn
         op.expected_version = expected_version
         entry = self._entry
