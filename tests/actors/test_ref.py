@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -1008,35 +1009,52 @@ async def test_busy_and_accepting_follow_the_actor(
         assert not ref.accepting
 
 
-# The runner answers each asker with an outcome.Value made without its __init__
-# (_ref._make_value): the same value, unwrapped once, as outcome.Value's own.
+# The runner (and Queued.reply) wakes an asker with one reusable outcome, the
+# reply left in its Queued (_ref._ANSWERED_SIGNAL), not an outcome.Value per answer.
 
 
-def test_the_runners_values_are_outcome_values() -> None:
+def test_the_answered_signal_unwraps_to_its_marker_every_time() -> None:
     import outcome
 
-    assert triact.actors._ref._value is not outcome.Value  # the generated one is in use
-    reply = object()
-    made = triact.actors._ref._value(reply)
-    assert type(made) is outcome.Value
-    assert made == outcome.Value(reply)
-    with pytest.raises(AttributeError):
-        made.value = 1  # type: ignore[misc]  # frozen, as outcome makes it
-    assert made.unwrap() is reply
-    with pytest.raises(outcome.AlreadyUsedError):
-        made.unwrap()
+    from triact.actors._ref import _ANSWERED, _ANSWERED_SIGNAL
+
+    assert isinstance(_ANSWERED_SIGNAL, outcome.Outcome)
+    assert _ANSWERED_SIGNAL.unwrap() is _ANSWERED
+    assert _ANSWERED_SIGNAL.unwrap() is _ANSWERED  # used again: never "already used"
 
 
-def test_a_value_class_it_cannot_reproduce_is_used_as_it_is(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import attrs
-    import outcome
+async def test_the_answered_signal_is_never_sent_into_a_generator() -> None:
+    from triact.actors._ref import _ANSWERED_SIGNAL
 
-    @attrs.frozen
-    class Other:
-        value: object
-        more: object = attrs.field(factory=list)
+    def gen() -> Iterator[None]:
+        yield
 
-    monkeypatch.setattr(outcome, "Value", Other)
-    assert triact.actors._ref._make_value() is Other
+    async def agen() -> AsyncIterator[None]:
+        yield
+
+    with pytest.raises(TypeError, match="not sent into a generator"):
+        _ANSWERED_SIGNAL.send(gen())
+    with pytest.raises(TypeError, match="not sent into a generator"):
+        await _ANSWERED_SIGNAL.asend(agen())
+
+
+async def test_queued_asks_get_the_runners_replies_each_their_own() -> None:
+    """Asks queued behind an async reply are answered by the runner: each gets its
+    own reply (each read from its own Queued), in order."""
+
+    class Echo(Actor[int, int]):
+        async def receive(self, message: int) -> int:
+            await trio.lowlevel.checkpoint()
+            return message * 10
+
+    got: dict[int, int] = {}
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Echo)
+
+        async def ask(i: int) -> None:
+            got[i] = await ref.ask(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(ask, i)
+    assert got == {i: i * 10 for i in range(6)}

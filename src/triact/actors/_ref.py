@@ -26,7 +26,6 @@ from time import perf_counter
 from types import CoroutineType, coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-import attrs
 import outcome
 import trio
 from trio.lowlevel import (
@@ -40,7 +39,6 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from .._writable import writable_twin
 from ._actor import Actor, SeeThrough
 from ._errors import (
     ActorError,
@@ -71,41 +69,36 @@ _new = object.__new__
 _UNSET: Any = object()
 
 
-def _make_value() -> Callable[[Any], outcome.Value[Any]]:
-    """``outcome.Value`` made as the session layer makes its states (see
-    ``triact._writable``): ``outcome.Value(reply)``, a frozen attrs instance, sets its
-    slots through ``object.__setattr__``, which costs about as much again as the rest
-    of making it (callgrind: 4,800 instructions against 2,900), and the runner makes
-    one per ask it answers. The function is generated from the class's attrs fields,
-    each set as its ``__init__`` would set it (the argument, or the default of a field
-    it does not take), and checked against ``outcome.Value`` itself; a class it cannot
-    reproduce so (another argument, a factory, a converter) is used as it is."""
-    fields = attrs.fields(outcome.Value)
-    lines = ["def value(reply):", "    new = new_value(twin)"]
-    namespace: dict[str, Any] = {"new_value": _new, "twin": writable_twin(outcome.Value)}
-    for field in fields:
-        if field.converter is not None or isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            return outcome.Value
-        if field.init:
-            if field.name != "value":
-                return outcome.Value
-            lines.append("    new.value = reply")
-        else:
-            namespace[f"default_{field.name}"] = field.default
-            lines.append(f"    new.{field.name} = default_{field.name}")
-    lines += ["    new.__class__ = value_class", "    return new"]
-    namespace["value_class"] = outcome.Value
-    exec("\n".join(lines), namespace)
-    value: Callable[[Any], outcome.Value[Any]] = namespace["value"]
-    probe = object()
-    made = value(probe)
-    if type(made) is not outcome.Value or made != outcome.Value(probe):
-        return outcome.Value
-    return value
+class _Signal(outcome.Outcome[Any]):
+    """An outcome that a queued asker is woken with to be told where its answer is,
+    one instance used again and again: ``outcome.Value(reply)``, a frozen attrs
+    instance made for each answer (its slots set through ``object.__setattr__``) and
+    unwrapped once (which sets a slot so again), costs about a twentieth of an
+    awaiting session update (callgrind). The runner leaves a plain reply in the
+    asker's :class:`Queued` and wakes it with ``_ANSWERED_SIGNAL``, whose unwrapped
+    value (a private marker) ``ask`` tells by identity. Trio only unwraps what a
+    task is rescheduled with; sending one into a generator raises."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: object) -> None:
+        self._what = what
+
+    def unwrap(self) -> Any:
+        return self._what
+
+    def send(self, gen: Any) -> Any:
+        raise TypeError("an actor's wake-up signal is not sent into a generator")
+
+    async def asend(self, agen: Any) -> Any:
+        raise TypeError("an actor's wake-up signal is not sent into a generator")
 
 
-#: ``outcome.Value``, made without its ``__init__`` (see _make_value).
-_value = _make_value()
+#: What a queued asker's wait returns: its answer is in its Queued (``result``).
+_ANSWERED: Any = object()
+_ANSWERED_SIGNAL = _Signal(_ANSWERED)
+#: What a queued asker is woken with when it is its turn to run its own message.
+_YOUR_TURN_SIGNAL = _Signal(_YOUR_TURN)
 
 
 class _SeeItThrough:
@@ -150,7 +143,20 @@ class Queued(Generic[M, R]):
     unanswered then fail with :class:`ActorError`).
     """
 
-    __slots__ = ("_ref", "context", "message", "raise_cancel", "running", "taken", "task")
+    __slots__ = (
+        "_ref",
+        "context",
+        "message",
+        "raise_cancel",
+        "result",
+        "running",
+        "taken",
+        "task",
+    )
+
+    #: The plain reply a runner (or :meth:`reply`) leaves here for the asker, whom it
+    #: wakes with ``_ANSWERED_SIGNAL``; set only then.
+    result: Any
 
     def __init__(self, ref: ActorRef[M, R], message: M, task: Task | None) -> None:
         # (ActorRef.ask sets these fields itself for a queued ask: keep both alike.)
@@ -172,7 +178,9 @@ class Queued(Generic[M, R]):
 
     def reply(self, value: R) -> None:
         """Answer the asker with ``value`` (nothing to do for a told message)."""
-        self._answer(outcome.Value(value))
+        if self.taken:
+            self.result = value
+        self._answer(_ANSWERED_SIGNAL)
 
     def fail(self, error: Exception) -> None:
         """Raise ``error`` to the asker; for a told message, report it to ``on_error``."""
@@ -418,12 +426,13 @@ class ActorRef(Generic[M, R]):
         # The queued message is its asker's abort function (Queued.__call__): no
         # closure and cells to allocate, and keep alive while the asker waits.
         answer = await wait_task_rescheduled(queued)
+        if answer is _ANSWERED:  # the runner's plain reply (returned as it is: cast()
+            return queued.result  # type: ignore[no-any-return]  # would be a call per ask)
         if answer is _YOUR_TURN:
             return await self._handle(message)
         if type(answer) is _SeeItThrough:
             return await self._see_through(answer.reply)
-        # The runner's reply (returned as it is: cast() would be a call per ask).
-        return answer  # type: ignore[no-any-return]
+        return answer  # type: ignore[no-any-return]  # (Queued._answer's value)
 
     async def _handle(self, message: M, *, schedule_point: bool = False, reply: Any = _UNSET) -> R:
         """Run ``message`` in the current task, which holds the baton; then, with
@@ -637,7 +646,7 @@ class ActorRef(Generic[M, R]):
             mailbox.popleft()
             self._wake_sender()
             self._holder = task
-            reschedule(task, outcome.Value(_YOUR_TURN))
+            reschedule(task, _YOUR_TURN_SIGNAL)
             return
         self._holder = None
         self._mailbox = None  # an idle actor keeps no deque (about 700 bytes)
@@ -715,7 +724,8 @@ class ActorRef(Generic[M, R]):
                                     handed_over = True
                                     reschedule(asker, outcome.Value(_SeeItThrough(reply)))
                                     return
-                                answer = _value(reply)
+                                queued.result = reply
+                                answer = _ANSWERED_SIGNAL  # (no outcome.Value to make)
                             except BaseException as exc:
                                 if scope.cancel_called:
                                     raise  # for the scope to take its cancellation (below)
