@@ -99,6 +99,17 @@ _ANSWERED: Any = object()
 _ANSWERED_SIGNAL = _Signal(_ANSWERED)
 #: What a queued asker is woken with when it is its turn to run its own message.
 _YOUR_TURN_SIGNAL = _Signal(_YOUR_TURN)
+# What a spare runner is woken with: work was handed to it (it holds the baton), or
+# it is dismissed (see ActorRef._park).
+_WORK: Any = object()
+_WORK_SIGNAL = _Signal(_WORK)
+_DISMISSED_SIGNAL = _Signal(None)
+
+
+def _no_abort(raise_cancel: RaiseCancelT) -> Abort:
+    """A spare runner's wait is not cancelled: it is woken with work or dismissed
+    (its scope is cancelled only by a forced shutdown, which dismisses it)."""
+    return Abort.FAILED
 
 
 class _SeeItThrough:
@@ -245,6 +256,7 @@ class ActorRef(Generic[M, R]):
         "_factory",
         "_failure",
         "_fatal",
+        "_handoff",
         "_holder",
         "_idle_deadline",
         "_idle_timeout",
@@ -253,6 +265,7 @@ class ActorRef(Generic[M, R]):
         "_restarts",
         "_room",
         "_scope",
+        "_spare",
         "_started",
         "_state",
         "_stopped",
@@ -284,6 +297,8 @@ class ActorRef(Generic[M, R]):
         self._mailbox_size = mailbox_size
         self._room: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
         self._scope: trio.CancelScope | None = None  # what a forced shutdown cancels
+        self._spare: Task | None = None  # the idle actor's parked runner (see _run)
+        self._handoff: Queued[M, R] | None = None  # an async reply handed to it
         self._stopped: trio.Event | None = None
         self._idle_timeout = idle_timeout
         self._idle_deadline = 0.0
@@ -439,12 +454,17 @@ class ActorRef(Generic[M, R]):
         ``schedule_point``, let the other tasks run before returning. With ``reply``,
         the handler has run already (in :meth:`ask`) and this is what it returned."""
         run = False  # whether the asks queued behind this one go to a runner task
+        handed: Queued[M, R] | None = None  # an async reply handed to the spare runner
         try:
             if reply is _UNSET:
                 if not self._started:
                     await self._start()
                 reply = self._actor.receive(message)
-            if type(reply) is CoroutineType:
+            if type(reply) is CoroutineType and self._spare is not None:
+                # The idle actor's spare runner runs it, in its scope: no scope to
+                # make here, and the asks that queue meanwhile follow it there.
+                handed = self._hand_to_spare(message, reply)
+            elif type(reply) is CoroutineType:
                 run = True
                 # An async reply runs in a scope that a forced shutdown can cancel
                 # (stop_now). Awaited here rather than in a coroutine of its own: a
@@ -467,6 +487,9 @@ class ActorRef(Generic[M, R]):
                 self._crash(exc)
             self._release(exc, run=run)
             raise
+        if handed is not None:  # its answer, as a queued asker gets the runner's:
+            await wait_task_rescheduled(handed)  # _ANSWERED_SIGNAL, or the error raised
+            return handed.result  # type: ignore[no-any-return]
         self._release(run=run)
         if schedule_point:
             # Yield only if the supervisor's askers have gone a slice without (see
@@ -565,8 +588,39 @@ class ActorRef(Generic[M, R]):
             self._room.unpark()
 
     def _start_runner(self) -> None:
+        spare = self._spare
+        if spare is not None:  # the idle actor's spare runner: the baton goes to it
+            self._spare = None
+            self._holder = spare
+            reschedule(spare, _WORK_SIGNAL)
+            return
         self._holder = _RUNNER
         self._crew.start_soon(self._run)
+
+    def _hand_to_spare(self, message: M, reply: Any) -> Queued[M, R]:
+        """Hand ``reply``, the async reply that the current task's ask to the idle
+        actor got, and the baton to the actor's spare runner, which runs it as it
+        runs a queued ask (taken already: its asker can no longer withdraw it)."""
+        task = current_task()
+        queued = _new(Queued)
+        queued._ref = self  # noqa: SLF001 (this module's own class)
+        queued.taken = queued.running = True
+        queued.message = message
+        queued.task = task
+        queued.raise_cancel = None
+        # Asked from a handler that a runner runs: the context that handler runs in.
+        queued.context = copy_context() if task.coro.cr_code is _RUN_CODE else None
+        queued.result = reply
+        self._handoff = queued
+        self._start_runner()
+        return queued
+
+    def dismiss_spare(self, task: Task) -> None:
+        """Let ``task`` go if it is still this actor's spare runner (its supervisor
+        keeps only so many: see :meth:`Crew.spare_parked`)."""
+        if self._spare is task:
+            self._spare = None
+            reschedule(task, _DISMISSED_SIGNAL)
 
     def cancel_runner(self) -> None:
         """Cancel the handler that the runner task runs (:class:`Queued` calls this
@@ -677,38 +731,58 @@ class ActorRef(Generic[M, R]):
         cancellation of an asker whose handler runs (:meth:`Queued.__call__`): the
         runner then answers that asker and goes on in a fresh scope. One scope for a
         runner's life instead of one per async reply is most of what this task saves.
+
+        Once the mailbox is empty the runner lets the actor go idle and stays, parked
+        inside its scope, as the actor's *spare* (see :meth:`_park`): the next async
+        reply of an ask to the idle actor, or the next told message, is handed to it
+        rather than paying for a scope of its own or a new task.
         """
-        self._holder = current_task()
-        mailbox = self._mailbox
+        task = self._holder = current_task()
         slice_ = self._crew.slice
-        handed_over = False
+        holding = True  # whether this task holds the baton
+        scope: trio.CancelScope | None = None
         try:
-            while mailbox and self._state != _STOPPED:
+            while holding:
                 running: Queued[M, R] | None = None  # the ask whose handler runs now
                 passed: BaseException | None = None  # what its cancelled scope let out
                 try:
                     with trio.CancelScope(shield=True) as scope:
                         self._scope = scope
                         since = 0.0  # when handlers began to run without yielding
-                        while mailbox and self._state != _STOPPED:
-                            queued = mailbox.popleft()
-                            if self._room:  # _wake_sender, spelled out
-                                self._room.unpark()
-                            asker = queued.task
-                            if asker is None:
-                                await self._handle_told(queued.message)
-                                await trio.lowlevel.checkpoint()  # fairness between messages
-                                since = 0.0
-                                continue
-                            queued.taken = queued.running = True  # its asker can't withdraw it
+                        while True:
+                            queued = self._handoff
+                            if queued is None:
+                                mailbox = self._mailbox
+                                if not mailbox or self._state == _STOPPED:
+                                    holding = False  # (_park_ready releases the actor)
+                                    if self._park_ready() and await self._park(task):
+                                        holding = True  # work was handed to it
+                                        continue
+                                    break
+                                queued = mailbox.popleft()
+                                if self._room:  # _wake_sender, spelled out
+                                    self._room.unpark()
+                                asker = queued.task
+                                if asker is None:
+                                    await self._handle_told(queued.message)
+                                    await trio.lowlevel.checkpoint()  # fairness between messages
+                                    since = 0.0
+                                    continue
+                                queued.taken = queued.running = True  # its asker can't withdraw it
+                                reply: Any = _UNSET
+                            else:  # an ask to the idle actor whose reply was async
+                                self._handoff = None
+                                asker = cast(Task, queued.task)  # (an ask's)
+                                reply = queued.result  # (taken and running already)
                             running = queued
                             yielded = False
                             answer: outcome.Outcome[Any]
                             try:
-                                if not self._started:
-                                    await self._start()
                                 context = queued.context or asker.context
-                                reply = context.run(self._actor.receive, queued.message)
+                                if reply is _UNSET:
+                                    if not self._started:
+                                        await self._start()
+                                    reply = context.run(self._actor.receive, queued.message)
                                 if type(reply) is CoroutineType:
                                     try:
                                         signal = context.run(reply.send, None)
@@ -721,7 +795,7 @@ class ActorRef(Generic[M, R]):
                                     running = None
                                     queued.taken = queued.running = False
                                     self._holder = asker
-                                    handed_over = True
+                                    holding = False
                                     reschedule(asker, outcome.Value(_SeeItThrough(reply)))
                                     return
                                 queued.result = reply
@@ -769,9 +843,23 @@ class ActorRef(Generic[M, R]):
                         )
                     self._answer_ask(running, answer)
         finally:
-            self._scope = None
-            if not handed_over:
+            if self._scope is scope:
+                self._scope = None
+            if holding:
                 self._release()
+
+    def _park_ready(self) -> bool:
+        """Let the actor go idle (its mailbox is empty), and say whether this
+        runner may stay as its spare."""
+        self._release()
+        return self._state == _OPEN and self._holder is None and self._spare is None
+
+    async def _park(self, task: Task) -> bool:
+        """Wait, as the idle actor's spare runner, until work is handed to this
+        task (True: it holds the baton again) or it is dismissed (False)."""
+        self._spare = task
+        self._crew.spare_parked(self, task)
+        return await wait_task_rescheduled(_no_abort) is _WORK
 
     def _answer_ask(self, queued: Queued[M, R], answer: outcome.Outcome[Any]) -> None:
         """Wake the asker of ``queued``, whose message the runner handled, with
@@ -919,6 +1007,8 @@ class ActorRef(Generic[M, R]):
 
     def _gone(self) -> None:
         self._state = _STOPPED
+        if self._spare is not None:
+            self.dismiss_spare(self._spare)
         self._crew.forget(self)
         if self._stopped is not None:
             self._stopped.set()

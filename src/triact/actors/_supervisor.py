@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import attrs
 import trio
+from trio.lowlevel import Task
 
 from ._actor import Actor
 from ._deadlines import DeadlineQueue
@@ -23,6 +24,8 @@ R = TypeVar("R")
 logger = logging.getLogger("triact.actors")
 
 _FAILURES_KEPT = 1000
+# How many spare runners a supervisor's idle actors keep, at most (see Crew.spare_parked).
+_SPARES_KEPT = 256
 
 
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -77,6 +80,7 @@ class Crew:
         "slice",
         "slicing",
         "slicing_points",
+        "spares",
         "yielded_at",
     )
 
@@ -108,8 +112,22 @@ class Crew:
         self.failures: deque[ActorFailure] = deque(maxlen=_FAILURES_KEPT)
         self.closing = False
         self.all_gone: trio.Event | None = None
+        #: Runners parked as their idle actors' spares, oldest first, with entries
+        #: of those used since (see spare_parked).
+        self.spares: deque[tuple[ActorRef[Any, Any], Task]] = deque()
 
     # -- called by ActorRef --------------------------------------------------------
+
+    def spare_parked(self, ref: ActorRef[Any, Any], task: Task) -> None:
+        """``task``, ``ref``'s runner, has parked as its idle actor's spare. Past
+        ``_SPARES_KEPT`` parked since, the oldest is dismissed (if it is still a spare:
+        an entry whose runner was used since dismisses nothing), so that at most that
+        many idle actors of a supervisor keep a task."""
+        spares = self.spares
+        spares.append((ref, task))
+        if len(spares) > _SPARES_KEPT:
+            old, old_task = spares.popleft()
+            old.dismiss_spare(old_task)
 
     def start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run an actor's background task (a runner, an ``on_stop``) in the nursery."""
