@@ -46,9 +46,10 @@ class Tasks(Actor[str, object]):
         self.stopped = True
 
 
-async def _runner_then_idle(ref: ActorRef[str, object]) -> trio.lowlevel.Task:
-    """Have a runner serve ``ref`` (an ask queued behind an async reply), let its
-    mailbox run dry, and return the runner task, now the idle actor's spare."""
+async def _runner_then_idle(ref: ActorRef[str, object], asks: int = 2) -> trio.lowlevel.Task:
+    """Have a runner serve ``ref`` (``asks`` asks queued behind an async reply), let
+    its mailbox run dry, and return the runner task, now the idle actor's spare (if
+    it handled more than one ask)."""
     actor = ref._actor
     assert isinstance(actor, Tasks)
     replies: list[object] = []
@@ -59,13 +60,16 @@ async def _runner_then_idle(ref: ActorRef[str, object]) -> trio.lowlevel.Task:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ask, "wait")  # runs in its own task, holds the actor
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(ask, "x")  # queues behind it: a runner will serve it
-        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(asks):  # queue behind it: a runner will serve them
+            nursery.start_soon(ask, "x")
+            await trio.testing.wait_all_tasks_blocked()
         actor.gate.set()
     await trio.testing.wait_all_tasks_blocked()
     runner = replies[1]
     assert isinstance(runner, trio.lowlevel.Task)
-    assert ref._spare is runner
+    assert replies[1:] == [runner] * asks
+    if asks > 1:
+        assert ref._spare is runner
     assert not ref.busy  # idle: the spare holds no baton
     return runner
 
@@ -79,6 +83,18 @@ async def test_an_async_reply_to_the_idle_actor_runs_in_its_spare_runner() -> No
         assert await ref.ask("x") is spare
         assert await ref.ask("x") is spare  # parked again, and used again
         assert ref._spare is spare
+
+
+async def test_a_runner_that_handled_one_ask_does_not_stay() -> None:
+    """A runner parks only once it has handled more than one ask: one started for a
+    single message (a tell to an actor rarely told) would likely be dismissed before
+    any use, and pay a wake-up for nothing."""
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Tasks)
+        runner = await _runner_then_idle(ref, asks=1)
+        assert ref._spare is None
+        assert runner.coro.cr_frame is None  # it ended
+        assert await ref.ask("x") is trio.lowlevel.current_task()  # in its asker, as before
 
 
 async def test_a_told_message_to_the_idle_actor_goes_to_its_spare_runner() -> None:
@@ -129,7 +145,7 @@ async def test_forced_shutdown_cancels_an_async_reply_run_by_the_spare(
         assert ref.busy
     # The grace period expired with the handler asleep: cancelled, its asker told.
     assert actor.cancelled == 1
-    assert actor.finished == 2  # (_runner_then_idle's two asks)
+    assert actor.finished == 3  # (_runner_then_idle's three asks)
     assert len(outcomes) == 1
     assert "grace period expired" in str(outcomes[0])
 
@@ -174,7 +190,7 @@ async def test_an_asker_cancelled_before_the_spare_ran_its_reply_gets_cancelled(
             await ref.ask("cancel me")
         assert scope.cancelled_caught
         assert actor.cancelled == 1
-        assert actor.finished == 2  # only _runner_then_idle's two
+        assert actor.finished == 3  # only _runner_then_idle's three
         await trio.testing.wait_all_tasks_blocked()
         assert await ref.ask("x") is spare  # the actor serves on
 

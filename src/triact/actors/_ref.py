@@ -1,6 +1,7 @@
 """ActorRef: an actor's mailbox and the rules for who handles its next message.
 
-An idle actor owns no task. Whoever needs a message handled runs the handler:
+An idle actor owns no task (but for a parked spare runner, below). Whoever needs a
+message handled runs the handler:
 
 * ``ask`` runs its own message in the asking task. If the actor is idle it does so
   at once (no task switch at all); otherwise it queues and sleeps until the task
@@ -8,9 +9,12 @@ An idle actor owns no task. Whoever needs a message handled runs the handler:
 * ``tell``/``send`` messages have no waiting task, and an async reply pays for a
   cancel scope of its own when it runs in its asker's task. So when a told message
   reaches the front of the mailbox, or a handler whose reply was async leaves asks
-  queued behind it, a short-lived *runner* task is started in the supervisor's
+  queued behind it, a *runner* task is started in the supervisor's
   nursery: it handles what is queued, in order, inside one cancel scope, and
-  answers each asker (see :meth:`ActorRef._run`).
+  answers each asker (see :meth:`ActorRef._run`). Once the mailbox is empty it
+  parks as the idle actor's *spare*, and the next such work, or the async reply of
+  an ask to the idle actor, is handed to it rather than starting a task (or, for
+  that reply, entering a scope in its asker's task).
 
 Exactly one task holds the baton at a time (``_holder``), which is what makes
 handlers serial (I1, docs/architecture.md) without a lock (I10).
@@ -732,14 +736,17 @@ class ActorRef(Generic[M, R]):
         runner then answers that asker and goes on in a fresh scope. One scope for a
         runner's life instead of one per async reply is most of what this task saves.
 
-        Once the mailbox is empty the runner lets the actor go idle and stays, parked
-        inside its scope, as the actor's *spare* (see :meth:`_park`): the next async
-        reply of an ask to the idle actor, or the next told message, is handed to it
-        rather than paying for a scope of its own or a new task.
+        Once the mailbox is empty the runner lets the actor go idle and, if it has
+        handled more than one ask (one started for a single message is likely to be
+        dismissed unused), stays, parked inside its scope, as the actor's *spare*
+        (see :meth:`_park`): the next async reply of an ask to the idle actor, or the
+        next told message, is handed to it rather than paying for a scope of its own
+        or a new task.
         """
         task = self._holder = current_task()
         slice_ = self._crew.slice
         holding = True  # whether this task holds the baton
+        handled = 0  # the asks it has handled
         scope: trio.CancelScope | None = None
         try:
             while holding:
@@ -755,7 +762,7 @@ class ActorRef(Generic[M, R]):
                                 mailbox = self._mailbox
                                 if not mailbox or self._state == _STOPPED:
                                     holding = False  # (_park_ready releases the actor)
-                                    if self._park_ready() and await self._park(task):
+                                    if self._park_ready(handled) and await self._park(task):
                                         holding = True  # work was handed to it
                                         continue
                                     break
@@ -775,6 +782,7 @@ class ActorRef(Generic[M, R]):
                                 asker = cast(Task, queued.task)  # (an ask's)
                                 reply = queued.result  # (taken and running already)
                             running = queued
+                            handled += 1
                             yielded = False
                             answer: outcome.Outcome[Any]
                             try:
@@ -848,11 +856,11 @@ class ActorRef(Generic[M, R]):
             if holding:
                 self._release()
 
-    def _park_ready(self) -> bool:
+    def _park_ready(self, handled: int) -> bool:
         """Let the actor go idle (its mailbox is empty), and say whether this
-        runner may stay as its spare."""
+        runner, which has handled ``handled`` asks, may stay as its spare."""
         self._release()
-        return self._state == _OPEN and self._holder is None and self._spare is None
+        return handled > 1 and self._state == _OPEN and self._holder is None and self._spare is None
 
     async def _park(self, task: Task) -> bool:
         """Wait, as the idle actor's spare runner, until work is handed to this
