@@ -49,7 +49,8 @@ def hold(entry: Entry) -> Hold:
     which spares a generator and a context manager per update)."""
     held = Hold(entry)
     entry.hold = held
-    held.token = HOLDS.set((*HOLDS.get(), held))
+    outer = HOLDS.get()  # (a tuple of one built at once when it is the only one)
+    held.token = HOLDS.set((*outer, held) if outer else (held,))
     return held
 
 
@@ -59,8 +60,7 @@ def release(held: Hold) -> None:
     entry = held.entry
     if entry.hold is held:
         entry.hold = None
-    assert held.token is not None
-    HOLDS.reset(held.token)
+    HOLDS.reset(held.token)  # type: ignore[arg-type]  # (hold set it: no assert per update)
 
 
 @contextmanager
