@@ -277,3 +277,30 @@ async def test_a_default_session_ended_through_another_process_is_made_again(
         assert (read["session_id"], read["data"]) == (again["session_id"], {"n": 1})
         for server in (first, other):
             assert await server.close_input() == 0
+
+
+async def test_pipelined_calls_after_a_default_session_ended_elsewhere_keep_their_order(
+    tmp_path: Path, store: list[str]
+) -> None:
+    """Calls sent at once after the connection's default session was ended through
+    another process: each takes effect in the order sent, or fails (not_found, nothing
+    applied); only a call alone in flight runs again on a new default session (run
+    again each on its own, they took effect in any order)."""
+    async with AsyncExitStack() as stack:
+        first, other = await start(stack, tmp_path, store, 2)
+        ended = content(await tool(first, 1, "session_update", increment={"n": 1}))
+        await tool(other, 1, "session_end", session_id=ended["session_id"])
+        requests = [call(10 + i, "session_update", {"increment": {"n": 1}}) for i in range(5)]
+        await first.send(*requests)
+        replies = sorted([await first.receive() for _ in requests], key=lambda r: r["id"])
+        applied = [r["result"] for r in replies if not r["result"].get("isError")]
+        for reply in replies:
+            if reply["result"].get("isError"):
+                assert error_code(reply["result"]) == "not_found"
+        versions = [result["structuredContent"]["version"] for result in applied]
+        assert versions == list(range(2, 2 + len(applied)))  # in the order sent
+        assert len({result["structuredContent"]["session_id"] for result in applied}) <= 1
+        after = content(await tool(first, 2, "session_update", increment={"n": 1}))
+        assert after["data"] == {"n": len(applied) + 1}
+        for server in (first, other):
+            assert await server.close_input() == 0

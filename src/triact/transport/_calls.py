@@ -464,10 +464,10 @@ class ToolCalls:
                         # The session call below is queued before the run suspends.
                         try:
                             value = await tool.run(peer, session, args)
-                        except SessionNotFoundError:
-                            if args.session_id is not None or session is None:
+                        except SessionNotFoundError as exc:
+                            if args.session_id is not None or session is None or not call.joined:
                                 raise
-                            value = await self._default_again(call, session, args)
+                            value = await self._default_again(call, session, args, exc)
                     result = success(value)
                 except ToolError as exc:
                     result = failure(exc)
@@ -540,20 +540,31 @@ class ToolCalls:
             args = await tool.prepare(args)
         return session, args
 
-    async def _default_again(self, call: _Call, gone: Session, args: Any) -> Any:
+    async def _default_again(
+        self, call: _Call, gone: Session, args: Any, error: SessionNotFoundError
+    ) -> Any:
         """Run ``call`` (with its ``args``) again, on its peer's default session made
         anew: the default session it ran on, ``gone``, was found gone from the store
         (another process ended it, or the store expired it) while this process still
         held it. In one process its end is seen before the next call is made, which
-        makes a new one; here too. The first run changed no session."""
+        makes a new one; here too. The first run changed no session.
+
+        Only a call alone in its lane runs again, and only if it still is when it runs:
+        calls of the peer sent after it must not take effect before it. Otherwise it
+        fails with ``error``, as it did (the calls after it use a new one)."""
         peer = call.peer
         if peer.default_session_id == gone.id:
             peer.session_gone(gone.id)
         else:
             self.forget(gone.id)
+        if not self._lanes.alone(call):
+            raise error
         session = await self._default_session(peer, create=call.tool.session == "required")
+        if not self._lanes.alone(call):
+            raise error
         if session is not None and session.id not in self._known:
             self.remember(session, unbound=True, owner=peer.principal)
+        # The session call below is queued before the run suspends.
         return await call.tool.run(peer, session, args)
 
     def _domain_failure(self, exc: Exception, args: Any) -> ToolResult | None:

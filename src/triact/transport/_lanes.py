@@ -120,6 +120,12 @@ class Lanes:
         turn.state = _ISSUED
         self._wake_head(lane)
 
+    def alone(self, turn: Turn) -> bool:
+        """Whether ``turn``, issued, is the only call of its lane: none issued beside it,
+        none waiting behind it."""
+        lane = self._lanes[turn.lane]
+        return lane.running == 1 and not lane.waiting
+
     def finish(self, turn: Turn) -> None:
         """The call is over (answered, failed or cancelled); safe to repeat."""
         if turn.state == _FINISHED:
