@@ -223,3 +223,42 @@ async def test_the_supervisor_keeps_only_so_many_spares(
         assert first_spare.coro.cr_frame is None
         # The first actor serves as before: its next async reply runs in its asker.
         assert await first.ask("x") is trio.lowlevel.current_task()
+
+
+async def test_a_parked_spare_keeps_nothing_of_its_last_ask_alive() -> None:
+    """A spare is parked for an unknown while: it holds neither its last reply nor
+    its last asker's context (which may hold anything the asker set)."""
+    import weakref
+
+    class Reply:
+        pass
+
+    class Replies(Tasks):
+        async def receive(self, message: str) -> object:
+            await trio.lowlevel.checkpoint()
+            if message == "reply":
+                return Reply()
+            return await super().receive(message)
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Replies)
+        actor = ref._actor
+        assert isinstance(actor, Tasks)
+        replies: list[object] = []
+
+        async def ask(message: str) -> None:
+            replies.append(await ref.ask(message))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, "wait")
+            await trio.testing.wait_all_tasks_blocked()
+            for message in ("x", "reply"):  # the runner's last ask replies a Reply
+                nursery.start_soon(ask, message)
+                await trio.testing.wait_all_tasks_blocked()
+            actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref._spare is not None
+        last = weakref.ref(replies[-1])
+        assert isinstance(last(), Reply)
+        replies.clear()
+        assert last() is None  # the parked spare does not hold it

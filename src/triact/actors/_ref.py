@@ -747,6 +747,8 @@ class ActorRef(Generic[M, R]):
         slice_ = self._crew.slice
         holding = True  # whether this task holds the baton
         handled = 0  # the asks it has handled
+        reply: Any
+        answer: outcome.Outcome[Any]
         scope: trio.CancelScope | None = None
         try:
             while holding:
@@ -762,6 +764,9 @@ class ActorRef(Generic[M, R]):
                                 mailbox = self._mailbox
                                 if not mailbox or self._state == _STOPPED:
                                     holding = False  # (_park_ready releases the actor)
+                                    # A parked spare keeps nothing of its last ask alive
+                                    # (its asker's context, its reply).
+                                    queued = asker = context = reply = answer = signal = _UNSET
                                     if self._park_ready(handled) and await self._park(task):
                                         holding = True  # work was handed to it
                                         continue
@@ -776,7 +781,7 @@ class ActorRef(Generic[M, R]):
                                     since = 0.0
                                     continue
                                 queued.taken = queued.running = True  # its asker can't withdraw it
-                                reply: Any = _UNSET
+                                reply = _UNSET
                             else:  # an ask to the idle actor whose reply was async
                                 self._handoff = None
                                 asker = cast(Task, queued.task)  # (an ask's)
@@ -784,7 +789,6 @@ class ActorRef(Generic[M, R]):
                             running = queued
                             handled += 1
                             yielded = False
-                            answer: outcome.Outcome[Any]
                             try:
                                 context = queued.context or asker.context
                                 if reply is _UNSET:
