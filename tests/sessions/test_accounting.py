@@ -199,6 +199,8 @@ async def test_latencies_are_read_from_the_runs_clock_whichever_it_is(
         assert (metrics.operations, metrics.max_latency) == (2, 1.0)
         assert metrics.total_latency == 1.0
         assert (await session.stats()).latency.max == 1.0
+        stats = await manager.stats()  # the manager's tally, counted alike
+        assert (stats.operations, stats.latency.max, stats.latency.p50) == (4, 1.0, 0.0)
 
 
 async def test_latencies_on_trios_own_clock_are_within_the_calls() -> None:
