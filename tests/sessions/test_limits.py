@@ -156,6 +156,28 @@ async def test_a_state_growing_in_small_steps_stops_at_the_limit_exactly(
 
 
 @stores
+async def test_a_state_growing_by_with_data_stops_at_the_limit_exactly(
+    store: str, tmp_path: Path
+) -> None:
+    """The same through with_data, whose commit check walks only the entries set and
+    lets its bound creep (see check_with_data): refused only past the limit."""
+    limit = 6000
+    async with manager_on(store, tmp_path, max_state_bytes=limit) as manager:
+        session = await manager.create_session()
+        for step in range(1000):
+            try:
+                await session.update(
+                    lambda state, step=step: state.with_data({f"k{step}": "x" * 40}, n=step)
+                )
+            except triact.SessionLimitError:
+                break
+        state = await session.snapshot()
+        size = len(triact.encode_state(state).encode())
+        assert limit - 60 < size <= limit
+        assert len(state.data) == step + 1  # the k entries and n
+
+
+@stores
 async def test_a_state_made_by_with_data_then_changed_otherwise_is_checked_in_full(
     store: str, tmp_path: Path
 ) -> None:
