@@ -134,18 +134,18 @@ def _resume(context: Context, pending: Any, signal: Any) -> Any:
     This is how the runner runs an asker's async reply in the asker's contextvars
     context rather than its own (Trio enters a task's context around each step of
     it, and the runner is one task for many askers)."""
-    send, throw, run = pending.send, pending.throw, context.run
+    run = context.run  # (pending's methods bound at each step: most have one or two)
     while True:
         try:
             value = yield signal
         except BaseException as exc:  # thrown in by Trio: passed on, never kept
             try:
-                signal = run(throw, exc)
+                signal = run(pending.throw, exc)
             except StopIteration as done:
                 return done.value
         else:
             try:
-                signal = run(send, value)
+                signal = run(pending.send, value)
             except StopIteration as done:
                 return done.value
 
