@@ -19,6 +19,7 @@ from triact.actors import (
     ActorRef,
     ActorStoppedError,
     MailboxFullError,
+    Queued,
     ReentrantCallError,
     open_supervisor,
     see_through,
@@ -854,12 +855,14 @@ class Batcher(Actor[object, object]):
 
     def __init__(self) -> None:
         self.batches: list[list[object]] = []
+        self.kinds: list[list[tuple[bool, bool]]] = []  # (a Queued, asked) of each taken
         self.answer = True
 
     async def receive(self, message: object) -> object:
         await trio.sleep(1)
         taken = self.ref.take_queued(100)  # type: ignore[attr-defined]
         self.batches.append([message, *(q.message for q in taken)])
+        self.kinds.append([(isinstance(q, Queued), q.asked) for q in taken])
         await trio.sleep(1)  # the "group commit"
         for q in taken:
             if not self.answer:
@@ -893,6 +896,8 @@ async def test_take_queued_answers_a_batch(autojump_clock: trio.testing.MockCloc
                 nursery.start_soon(ask, ref, message)
                 await trio.testing.wait_all_tasks_blocked()
         assert ref._actor.batches == [["first", "a", "bad", "b"]]  # type: ignore[attr-defined]
+        # Queued asks (made as ask makes them, without Queued's __init__) are Queued.
+        assert ref._actor.kinds == [[(True, True)] * 3]  # type: ignore[attr-defined]
         assert results == {
             "first": ("first", 1),
             "a": ("a", 1),
@@ -937,6 +942,7 @@ async def test_told_messages_in_a_batch_report_failures(
             ref.tell("bad")  # type: ignore[attr-defined]
             ref.tell("fine")  # type: ignore[attr-defined]
         assert ref.errors == 1  # type: ignore[attr-defined]
+        assert ref._actor.kinds == [[(True, False)] * 2]  # type: ignore[attr-defined]
 
 
 async def test_take_queued_outside_the_handler_is_refused() -> None:
