@@ -169,7 +169,7 @@ class SessionActor(Actor[Op, Answer]):
         self._checked: SessionState | None = None
         self._sizes: Sizes | None = None
         # Whether a plain change commits at once, with nothing else to do first (a
-        # memory store, not shared, no rate limit): see _change_now.
+        # memory store, not shared, no rate limit): see receive.
         self._now = host.store.immediate and host.leases is None and host.config.rate_limit is None
         guard = entry.guard
         if guard is None:  # kept on the entry, so that passivation keeps it
@@ -201,7 +201,57 @@ class SessionActor(Actor[Op, Answer]):
             return self._load_then(op)
         kind = type(op)
         if kind is Change and self._now:
-            return self._change_now(op, state)  # type: ignore[arg-type]
+            # A change committed at once (see ``_now``): the steps of _change and
+            # _commit for it, spelled out in this frame (a frame less than a method of
+            # its own). Every in-memory update comes this way, and pays for no step
+            # that does nothing here.
+            host = self._host
+            offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
+            start = host.now() if offset is None else offset + perf_counter()
+            try:
+                expected = op.expected_version  # type: ignore[union-attr]
+                if expected is not None:
+                    _check_version(state, expected)
+                guard = self._guard
+                # The security events not committed yet are committed with this change.
+                result = op.transform(  # type: ignore[union-attr]
+                    guard.with_events(state) if guard.pending else state
+                )
+                if type(result) is CoroutineType:
+                    return self._change_async_now(result, start)
+                new = self._stamp(state, result)
+                entry = self._entry
+                if entry.gone is not None:
+                    self._check_live("this change was committed")
+                host.store.write_now(new, previous_version=state.version)
+                entry.state = new
+                if guard.pending:
+                    guard.committed()
+                if host.subscriptions:  # (a call less when nobody listens)
+                    host.publish("updated", new)
+            except Exception:
+                self._account(start, failed=True)
+                raise
+            # _account(start, failed=False) spelled out: a frame less for every update
+            # (as in _change_async_now; keep the three alike).
+            now = host.now() if offset is None else offset + perf_counter()
+            entry.last_active = now
+            latency = now - start
+            operations = self.operations = self.operations + 1
+            self.total_latency += latency
+            if latency > self.max_latency:
+                self.max_latency = latency
+            kept = self._latencies
+            if kept is None:
+                self._latencies = array("d", (latency,))
+            elif len(kept) < _LATENCIES_KEPT:
+                kept.append(latency)
+            else:
+                kept[operations % _LATENCIES_KEPT] = latency
+            tally = host.tally
+            tally.operations += 1
+            tally.latencies.append(latency)
+            return new
         if (kind is Authorized or kind is Validate) and _foreign(op, entry.state):  # type: ignore[arg-type]
             # Another principal's: it does not exist for that caller, so nothing of
             # the session (not even its rate limit) may answer it.
@@ -334,8 +384,9 @@ class SessionActor(Actor[Op, Answer]):
         * :meth:`_commit_durably`, for each change it takes from the mailbox into a
           group commit (they never reach :meth:`receive`): once, as it is applied.
 
-        (:meth:`_change_now` and :meth:`_change_async_now` count a call that succeeded
-        with this method's lines spelled out, a frame less per update: keep them alike.)
+        (:meth:`receive`'s change committed at once and :meth:`_change_async_now` count
+        a call that succeeded with this method's lines spelled out, a frame less per
+        update: keep them alike.)
         """
         host = self._host
         offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
@@ -372,58 +423,9 @@ class SessionActor(Actor[Op, Answer]):
 
     # -- changes -------------------------------------------------------------------
 
-    def _change_now(self, op: Change, state: SessionState) -> Reply:
-        """A change committed at once (see ``_now``): the steps of :meth:`receive`,
-        :meth:`_change` and :meth:`_commit` for it, in one frame. Every in-memory
-        update comes this way, and pays for no step that does nothing here."""
-        host = self._host
-        offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
-        start = host.now() if offset is None else offset + perf_counter()
-        try:
-            expected = op.expected_version
-            if expected is not None:
-                _check_version(state, expected)
-            guard = self._guard
-            # The security events not committed yet are committed with this change.
-            result = op.transform(guard.with_events(state) if guard.pending else state)
-            if type(result) is CoroutineType:
-                return self._change_async_now(result, start)
-            new = self._stamp(state, result)
-            entry = self._entry
-            if entry.gone is not None:
-                self._check_live("this change was committed")
-            host.store.write_now(new, previous_version=state.version)
-            entry.state = new
-            if guard.pending:
-                guard.committed()
-            if host.subscriptions:  # (a call less when nobody listens)
-                host.publish("updated", new)
-        except Exception:
-            self._account(start, failed=True)
-            raise
-        # _account(start, failed=False) spelled out: a frame less for every update
-        # (as in _change_async_now; keep the three alike).
-        now = host.now() if offset is None else offset + perf_counter()
-        entry.last_active = now
-        latency = now - start
-        operations = self.operations = self.operations + 1
-        self.total_latency += latency
-        if latency > self.max_latency:
-            self.max_latency = latency
-        kept = self._latencies
-        if kept is None:
-            self._latencies = array("d", (latency,))
-        elif len(kept) < _LATENCIES_KEPT:
-            kept.append(latency)
-        else:
-            kept[operations % _LATENCIES_KEPT] = latency
-        tally = host.tally
-        tally.operations += 1
-        tally.latencies.append(latency)
-        return new
-
     async def _change_async_now(self, pending: Any, start: float) -> SessionState:
-        """An async update that :meth:`_change_now` began: :meth:`_finish`,
+        """An async update that :meth:`receive` began (a change committed at once,
+        see ``_now``): :meth:`_finish`,
         :meth:`_change_async` and :meth:`_commit` for it, in one coroutine (a
         coroutine less to make, and a frame less that each of its steps passes through,
         for every update whose function awaits)."""
@@ -450,7 +452,7 @@ class SessionActor(Actor[Op, Answer]):
         except Exception:  # counted as _finish counts (a cancelled update: not at all)
             self._account(start, failed=True)
             raise
-        # _account(start, failed=False) spelled out, as in _change_now.
+        # _account(start, failed=False) spelled out, as in receive.
         offset = host.clock_offset
         now = host.now() if offset is None else offset + perf_counter()
         entry.last_active = now
