@@ -1064,3 +1064,28 @@ async def test_queued_asks_get_the_runners_replies_each_their_own() -> None:
             for i in range(6):
                 nursery.start_soon(ask, i)
     assert got == {i: i * 10 for i in range(6)}
+
+
+async def test_accepting_follows_every_way_an_actor_stops_taking_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``accepting`` is a slot read without a Python frame, cleared wherever the
+    actor's state leaves open: stop_soon (stopping), its end, and stop_now."""
+    async with open_supervisor() as sup:
+        assert ActorRef.accepting.__doc__ is not None
+        busy = sup.spawn(SlowRecorder)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy.ask, ("x", 1.0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert busy.accepting
+            busy.stop_soon()
+            assert not busy.accepting
+            assert not busy.stopped
+        await busy.stop()
+        assert not busy.accepting
+        assert busy.stopped
+        forced = sup.spawn(Recorder)
+        assert forced.accepting
+        forced.stop_now(lambda: ActorStoppedError("stopped"))
+        assert not forced.accepting
+        assert forced.stopped

@@ -26,6 +26,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context, copy_context
+from operator import attrgetter
 from time import perf_counter
 from types import CoroutineType, coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -263,6 +264,7 @@ class ActorRef(Generic[M, R]):
     """
 
     __slots__ = (
+        "_accepting",
         "_actor",
         "_armed",
         "_crew",
@@ -304,6 +306,7 @@ class ActorRef(Generic[M, R]):
         self._adopt(self._actor)
         self._started = False
         self._state = _OPEN
+        self._accepting = True
         self._holder: Task | None = None
         self._mailbox: deque[Queued[M, R]] | None = None  # allocated on first queueing
         self._taken: list[Queued[M, R]] | None = None  # see take_queued
@@ -330,10 +333,14 @@ class ActorRef(Generic[M, R]):
         """Messages accepted but not yet being handled."""
         return len(self._mailbox) if self._mailbox else 0
 
-    @property
-    def accepting(self) -> bool:
-        """True while the actor takes new messages (not stopping or stopped)."""
-        return self._state == _OPEN
+    #: True while the actor takes new messages (not stopping or stopped). Read through
+    #: ``operator.attrgetter``, a getter with no Python frame (``Session.update``
+    #: reads it at every update); ``_accepting`` is cleared wherever ``_state``
+    #: leaves ``_OPEN``, which it never goes back to.
+    accepting: bool = property(  # type: ignore[assignment]
+        attrgetter("_accepting"),
+        doc="True while the actor takes new messages (not stopping or stopped).",
+    )
 
     @property
     def busy(self) -> bool:
@@ -562,6 +569,7 @@ class ActorRef(Generic[M, R]):
         if self._state != _OPEN:
             return
         self._state = _STOPPING
+        self._accepting = False
         if self._room is not None:
             self._room.unpark_all()  # waiting senders now get ActorStoppedError
         if self._holder is None and not self._mailbox:
@@ -975,6 +983,7 @@ class ActorRef(Generic[M, R]):
         failure): fail queued asks with ``error()``, drop told messages, cancel an
         async handler or ``on_stop`` that is running."""
         self._state = _STOPPED
+        self._accepting = False
         mailbox, self._mailbox = self._mailbox, None
         dropped = 0
         for envelope in mailbox or ():
@@ -1028,6 +1037,7 @@ class ActorRef(Generic[M, R]):
 
     def _gone(self) -> None:
         self._state = _STOPPED
+        self._accepting = False
         if self._spare is not None:
             self.dismiss_spare(self._spare)
         self._crew.forget(self)
