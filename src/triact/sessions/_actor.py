@@ -21,7 +21,6 @@ import sys
 from array import array
 from collections.abc import Coroutine
 from sys import getrefcount
-from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from weakref import getweakrefcount
@@ -206,8 +205,7 @@ class SessionActor(Actor[Op, Answer]):
             # its own). Every in-memory update comes this way, and pays for no step
             # that does nothing here.
             host = self._host
-            offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
-            start = host.now() if offset is None else offset + perf_counter()
+            start = host.now()
             try:
                 expected = op.expected_version  # type: ignore[union-attr]
                 if expected is not None:
@@ -234,7 +232,7 @@ class SessionActor(Actor[Op, Answer]):
                 raise
             # _account(start, failed=False) spelled out: a frame less for every update
             # (as in _change_async_now; keep the three alike).
-            now = host.now() if offset is None else offset + perf_counter()
+            now = host.now()
             entry.last_active = now
             latency = now - start
             operations = self.operations = self.operations + 1
@@ -389,8 +387,7 @@ class SessionActor(Actor[Op, Answer]):
         update: keep them alike.)
         """
         host = self._host
-        offset = host.clock_offset  # Trio's clock read as its own method would (see _host)
-        now = host.now() if offset is None else offset + perf_counter()
+        now = host.now()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
         # the call began.
@@ -453,8 +450,7 @@ class SessionActor(Actor[Op, Answer]):
             self._account(start, failed=True)
             raise
         # _account(start, failed=False) spelled out, as in receive.
-        offset = host.clock_offset
-        now = host.now() if offset is None else offset + perf_counter()
+        now = host.now()
         entry.last_active = now
         latency = now - start
         operations = self.operations = self.operations + 1

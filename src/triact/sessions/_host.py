@@ -9,13 +9,11 @@ written by named methods.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 from ..actors import ActorRef
 from ._config import SessionConfig
@@ -53,31 +51,6 @@ class Tally:
         self.security_failures += 1
 
 
-def system_clock_offset(clock: trio.abc.Clock) -> float | None:
-    """The offset of ``clock`` if it is Trio's own ``SystemClock``, whose time is
-    ``offset + time.perf_counter()`` with the offset fixed for the run (a frozen
-    attribute); None for any other clock (a ``MockClock``, a clock of the caller's).
-
-    A session's actor reads Trio's time twice a call; with the offset it reads it as
-    ``offset + perf_counter()`` itself, the very same float that
-    ``clock.current_time()`` returns, without a Python frame for that method. Any
-    clock this cannot vouch for so is read through ``current_time``."""
-    try:
-        from trio._core import _run
-    except ImportError:  # pragma: no cover - a Trio that moved its internals
-        return None
-    system = getattr(_run, "SystemClock", None)
-    if (
-        system is None
-        or type(clock) is not system
-        or getattr(_run, "perf_counter", None) is not time.perf_counter
-        or system.current_time.__code__.co_names != ("offset", "perf_counter")
-    ):
-        return None
-    offset = clock.offset  # type: ignore[attr-defined]
-    return offset if type(offset) is float else None
-
-
 @attrs.frozen(slots=True, kw_only=True)
 class SessionHost:
     """What a session's actor and handle may do with their manager; nothing else of
@@ -91,9 +64,6 @@ class SessionHost:
     #: Trio's clock (``trio.current_time``) and the wall clock of the states.
     now: Callable[[], float]
     wall_clock: Callable[[], float]
-    #: ``now()`` is ``clock_offset + time.perf_counter()`` (Trio's own clock: see
-    #: :func:`system_clock_offset`), or None: only ``now()`` tells.
-    clock_offset: float | None = None
     #: True once the manager has begun to close.
     closing: Callable[[], bool]
     token_digest: Callable[[str], str]

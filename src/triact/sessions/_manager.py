@@ -43,7 +43,7 @@ from ._errors import (
     no_session,
 )
 from ._events import EventKind, SessionEvent, Subscription, deliver
-from ._host import SessionHost, Tally, system_clock_offset
+from ._host import SessionHost, Tally
 from ._leases import Entry, GoneReason, Leases
 from ._limits import check_state
 from ._security import opens, token_digest
@@ -140,7 +140,6 @@ class SessionManager:
             tally=self._tally,
             now=self.now,
             wall_clock=self.wall_clock,
-            clock_offset=system_clock_offset(trio.lowlevel.current_clock()),
             closing=lambda: self._closing,
             token_digest=self._token_digest,
             publish=self._publish,
