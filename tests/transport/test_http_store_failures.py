@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import triact
-from triact.transport import ERROR_META_KEY, HttpOptions, _http
+from triact.transport import ERROR_META_KEY, HttpOptions, ServerOptions, _http
 
 from ._http_server import ACCEPT, Served, http_server, initialize_body
 
@@ -348,11 +348,82 @@ async def test_a_default_session_whose_mcp_session_ended_meanwhile_is_not_named(
             refused = await client.post(
                 first.url, json=call(2, {"increment": {"n": 1}}), headers=headers
             )
-        error = refused.json()["result"]["_meta"][ERROR_META_KEY]
-        assert (error["code"], error["applied"]) == ("store_error", False)
-        assert any("ended or expired" in r.getMessage() for r in caplog.records)
+        # Nothing was done: answered as a request of an ended MCP session is.
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["id"] == 2
+        assert "send initialize" in refused.json()["error"]["message"]
         assert await stored(store, headers) is None
         assert manager.session_ids() == []  # the session it made was ended again
+        gone = await client.post(first.url, json=call(3, {"increment": {"n": 1}}), headers=headers)
+        assert gone.status_code == 404, gone.text
+
+
+async def test_a_call_through_another_process_just_after_delete_gets_404(
+    store: FailingRecords, client: httpx.AsyncClient
+) -> None:
+    # The first app still holds the MCP session's record (read less than a second
+    # ago) when the second ends it: the call finds its default session ended with it,
+    # and must not be told that the store failed and to retry as it is (it was, as
+    # store_error with applied false, once for each process that held the record).
+    async with two_apps_on(store) as (first, second):
+        headers = await initialize(client, first.url)
+        made, _ = await increment(client, first.url, headers, 2)
+        assert (await client.delete(second.url, headers=headers)).status_code == 200
+        answered = await client.post(
+            first.url, json=call(3, {"increment": {"n": 1}}), headers=headers
+        )
+        assert answered.status_code == 404, answered.text
+        assert answered.json()["error"]["code"] == -32600
+        assert answered.json()["id"] == 3
+        assert await stored(store, headers) is None  # not made again
+        gone = await client.post(first.url, json=call(4, {"increment": {"n": 1}}), headers=headers)
+        assert gone.status_code == 404, gone.text
+        # The client opens a new MCP session, with a default session of its own.
+        again = await initialize(client, first.url)
+        fresh, data = await increment(client, second.url, again, 5)
+        assert fresh != made
+        assert data == {"n": 1}
+
+
+async def test_a_call_that_streamed_progress_then_found_its_mcp_session_ended_says_so(
+    client: httpx.AsyncClient,
+) -> None:
+    # Its stream (200) already began: its answer is a not_found tool error that says
+    # to open a new MCP session, never a store_error to retry as it is.
+    store = RacingRecords(racers=1)
+    config = triact.SessionConfig(store=store)
+    options = ServerOptions(progress_interval=0.05)
+    async with (
+        triact.open_session_manager(config) as manager,
+        http_server(manager, options=options, http=HttpOptions()) as first,
+        http_server(manager, options=options, http=HttpOptions()) as second,
+    ):
+        headers = await initialize(client, first.url)
+
+        async def end_it() -> None:
+            store.before_swap = None
+            await trio.sleep(0.3)  # a progress report or more first
+            assert (await client.delete(second.url, headers=headers)).status_code == 200
+
+        store.before_swap = end_it
+        body = call(2, {"increment": {"n": 1}})
+        body["params"]["_meta"] = {"progressToken": "p"}  # type: ignore[index]
+        answered = await client.post(first.url, json=body, headers=headers)
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["content-type"].startswith("text/event-stream")
+        messages = [
+            json.loads(line[len("data: ") :])
+            for line in answered.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert messages[0]["method"] == "notifications/progress"
+        result = messages[-1]["result"]
+        error = result["_meta"][ERROR_META_KEY]
+        assert error["code"] == "not_found", error
+        assert "Send initialize" in error["message"]
+        assert manager.session_ids() == []
+        gone = await client.post(first.url, json=call(3, {"increment": {"n": 1}}), headers=headers)
+        assert gone.status_code == 404, gone.text
 
 
 async def test_a_record_that_keeps_changing_gives_up_and_says_so(

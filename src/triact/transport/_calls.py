@@ -53,6 +53,17 @@ class Sink(Protocol):
     def dropped(self) -> None:
         """The call ended without an answer: it was cancelled, so it never gets one."""
 
+    def connection_gone(self) -> None:
+        """Said before the answer of a call that did nothing because the client's
+        connection session ended meanwhile (:class:`ConnectionGoneError`): a transport
+        that can (HTTP: 404) answers the request as one of an ended connection."""
+
+
+class ConnectionGoneError(SessionNotFoundError):
+    """The client's connection session (HTTP's MCP session) was ended, through
+    another process, or expired, while a call made its default session: nothing was
+    done, and the client must open a new one (raised by ``Peer.claim_default``)."""
+
 
 #: Sessions remembered (handles and flags; rebuilt on demand when forgotten).
 _KNOWN_MAX = 65_536
@@ -475,6 +486,8 @@ class ToolCalls:
                     result = self._domain_failure(exc, call.args)
                     if result is None:
                         raise
+                    if isinstance(exc, ConnectionGoneError):
+                        call.sink.connection_gone()
                 outcome = f"error code={result.code}" if result.error else "ok"
             except trio.Cancelled:
                 outcome = "cancelled"

@@ -47,6 +47,7 @@ from ..sessions import (
 )
 from . import _protocol as protocol
 from ._auth import BearerTokens, Unauthorized
+from ._calls import ConnectionGoneError
 from ._core import McpCore, Peer
 from ._jsonrpc import (
     INTERNAL_ERROR,
@@ -177,13 +178,16 @@ class _Exchange:
     while it runs, then its answer; or none if it was cancelled (``over`` without
     ``answered``)."""
 
-    __slots__ = ("answered", "lines", "over", "wake")
+    __slots__ = ("answered", "gone", "lines", "over", "wake")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.answered = False
         self.over = False  # answered, or cancelled: nothing more comes
         self.wake: trio.Event | None = None
+        #: The call did nothing because its MCP session was found ended: its answer,
+        #: if it comes alone, is a 404 (see _answer).
+        self.gone = False
 
     def notify(self, line: bytes) -> None:
         if not self.answered:
@@ -198,6 +202,9 @@ class _Exchange:
     def dropped(self) -> None:
         self.over = True
         self._wake()
+
+    def connection_gone(self) -> None:
+        self.gone = True
 
     def _wake(self) -> None:
         if self.wake is not None:
@@ -860,7 +867,10 @@ class McpHttpApp:
         another process named, and not the one this peer found gone), that one's id.
         Swapped in, so that two processes making a default session for one MCP
         session at once cannot both name theirs. SessionStoreError (nothing was
-        named) if the store fails or the MCP session is gone."""
+        named) if the store fails; ConnectionGoneError (nothing was done: the call's
+        request gets 404, as the MCP session's next requests here do) if the MCP
+        session is gone: ended through another process while this one still held its
+        record, or expired."""
         known = self._peers.get(session_id)
         try:
             if known is None or known.peer is not peer:  # forgotten here meanwhile
@@ -884,10 +894,12 @@ class McpHttpApp:
             ) from None
         except _RecordGone:
             peer.ended = True  # nothing of it is kept again
-            raise SessionStoreError(
-                "the MCP session ended or expired while its default session was made; "
-                "nothing was done (send initialize to open a new one)",
-                applied=False,
+            # Not a store's failure (whose answer says to retry as it is): the client
+            # must open a new MCP session, as the 404 of its next request will say.
+            raise ConnectionGoneError(
+                "this MCP session was ended (DELETE, perhaps through another server "
+                "process) or expired, so it has no default session; nothing was done. "
+                "Send initialize to open a new MCP session"
             ) from None
         raise SessionStoreError(
             f"the MCP session's record changed {_SWAPS} times while its default session "
@@ -1001,7 +1013,14 @@ class McpHttpApp:
                         extra.append((b"mcp-session-id", session_id.encode()))
                 await _respond(send, 200, exchange.lines[0], [*extra, *_JSON])
                 return
-            await self._stream(key, exchange, receive, send, extra, peer, session_id)
+            if await self._stream(key, exchange, receive, send, extra, peer, session_id):
+                raise _Refused(  # the call's answer, not sent: a 404 in its place
+                    404,
+                    INVALID_REQUEST,
+                    "Not Found: this MCP session was ended or expired, and nothing was "
+                    "done; send initialize to open a new one",
+                    request.id,
+                )
         finally:
             self._core.finished(peer, request.id, key)
 
@@ -1014,11 +1033,13 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-    ) -> None:
+    ) -> bool:
         """Wait for a tool call's answer while watching for the client to go away;
-        with a progressToken, stream the notifications as they come (SSE)."""
+        with a progressToken, stream the notifications as they come (SSE). True if
+        the answer was not sent because the call found its MCP session ended
+        (``exchange.gone``), and comes alone: the request is then answered 404."""
         try:
-            await self._stream_lines(key, exchange, receive, send, extra, peer, session_id)
+            return await self._stream_lines(key, exchange, receive, send, extra, peer, session_id)
         finally:
             if not exchange.answered:  # the client went away, or the server is stopping
                 self._core.calls.cancel(key, "the HTTP request ended before its answer")
@@ -1032,7 +1053,7 @@ class McpHttpApp:
         extra: list[tuple[bytes, bytes]],
         peer: Peer,
         session_id: str | None,
-    ) -> None:
+    ) -> bool:
         # Most calls are answered within a few milliseconds: the client is watched
         # (a task reading ``receive`` for its disconnect) only once a call has taken
         # _UNWATCHED seconds or sent a notification. A client that goes away before
@@ -1041,11 +1062,14 @@ class McpHttpApp:
         with trio.move_on_after(_UNWATCHED):
             lines = await exchange.next_lines()
         if exchange.answered and len(lines) == 1:
+            if exchange.gone:  # answered as a request of an ended MCP session (404)
+                return True
             if session_id is not None:
                 await self._save(session_id, peer, answered=True)
             await _respond(send, 200, lines[0], [*extra, *_JSON])
-            return
+            return False
         streaming = False
+        gone = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cancel_on_disconnect, receive, key, nursery.cancel_scope)
             while True:
@@ -1055,6 +1079,9 @@ class McpHttpApp:
                     await self._save(session_id, peer, answered=True)
                 if not streaming:
                     if exchange.answered and len(lines) == 1:
+                        if exchange.gone:  # as above
+                            gone = True
+                            break
                         await _respond(send, 200, lines[0], [*extra, *_JSON])
                         break
                     streaming = True
@@ -1069,6 +1096,7 @@ class McpHttpApp:
                     break
                 lines = []
             nursery.cancel_scope.cancel()
+        return gone
 
     async def _cancel_on_disconnect(
         self, receive: Receive, key: int, response: trio.CancelScope

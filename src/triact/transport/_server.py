@@ -288,6 +288,9 @@ class McpServer:
     def dropped(self) -> None:
         pass
 
+    def connection_gone(self) -> None:
+        pass  # (a stdio connection is its own session: it does not end under a call)
+
     # -- messages ------------------------------------------------------------------
 
     def _handle_line(self, line: bytes | LineTooLong, digits_checked: bool = False) -> None:
