@@ -41,6 +41,7 @@ from .transport import (
     open_http_app,
     serve_stdio,
 )
+from .transport._http import ANSWER_MARGIN, McpHttpApp, stop_calls
 from .work import WorkConfig, WorkStoreError, open_work_sessions, work_prompts, work_tools
 
 logger = logging.getLogger("triact.serve")
@@ -504,6 +505,10 @@ async def _serve_http(
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_set_on_signal, stop)
+        nursery.start_soon(_stop_calls_on, stop, app, options.shutdown_grace)
+        # The connections get a moment more than the calls' grace period: the calls
+        # still running then are cancelled and answered (see stop_calls).
+        options = attrs.evolve(options, shutdown_grace=options.shutdown_grace + ANSWER_MARGIN)
         if serving.server == "hypercorn":
             run = _hypercorn(app, host, port, options, serving, stop)
         else:
@@ -563,6 +568,11 @@ def _hypercorn(
     if serving.keep_alive is not None:
         config.keep_alive_timeout = serving.keep_alive
     return partial(serve, app, config, shutdown_trigger=stop.wait)
+
+
+async def _stop_calls_on(stop: trio.Event, app: McpHttpApp, grace: float) -> None:
+    await stop.wait()
+    await stop_calls(app, grace)
 
 
 async def _set_on_signal(stop: trio.Event) -> None:

@@ -237,6 +237,13 @@ async def test_session_headers_are_required_and_checked(
     refused(wrong, 400, -32022)
     assert wrong.json()["error"]["data"]["requested"] == "1900-01-01"
     assert "2026-07-28" in wrong.json()["error"]["data"]["supported"]
+    # Anything but a revision in its place is not quoted back (a credential, say).
+    secret = await client.post(
+        served.url, json=PING, headers={**headers, "mcp-protocol-version": "Bearer s3cr3t-x"}
+    )
+    refused(secret, 400, -32022)
+    assert secret.json()["error"]["data"]["requested"] is None
+    assert "s3cr3t" not in secret.text
 
 
 async def test_bad_requests_get_their_status_and_a_json_rpc_error(
@@ -333,7 +340,12 @@ async def test_stateless_requests_are_checked_against_their_headers(
     no_name = await client.post(url, json=body, headers=stateless_headers("tools/call"))
     assert "Mcp-Name header is missing" in refused(no_name, 400, -32020)
     other = await client.post(url, json=body, headers=stateless_headers("tools/call", "x"))
-    refused(other, 400, -32020)
+    assert "value 'x' does not match the body's 'health_check'" in refused(other, 400, -32020)
+    secret = await client.post(
+        url, json=body, headers=stateless_headers("tools/call", "Bearer s3cr3t-x")
+    )
+    assert "(not a plain name) does not match" in refused(secret, 400, -32020)
+    assert "s3cr3t" not in secret.text
     encoded = await client.post(
         url, json=body, headers=stateless_headers("tools/call", "=?base64?aGVhbHRoX2NoZWNr?=")
     )

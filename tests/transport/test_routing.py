@@ -304,6 +304,12 @@ async def test_calls_still_running_after_the_grace_period_are_cancelled(
                 while server.calls:  # noqa: ASYNC110 (polling the server from outside)
                     await trio.sleep(0.1)
             assert 2 <= trio.current_time() - start < 3
+            # It was answered, not cut off: cancelled, it did not happen.
+            with trio.fail_after(10):
+                answer = await peer.response(message["id"])
+            error = error_of(answer["result"])
+            assert error["code"] == "closed"
+            assert "cancelled and nothing was done; retry it" in error["message"]
     assert (await manager.get_session(session_id)) is not None
     assert (await (await manager.get_session(session_id)).snapshot()).data == {}
 

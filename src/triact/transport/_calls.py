@@ -76,6 +76,11 @@ _IDLE_WORKERS_MAX = 64
 _QUIET_SECONDS = 1.0
 #: Seconds an unused default session's end may take (see _end_unused).
 _END_UNUSED_WITHIN = 5.0
+#: The answer of a call cancelled by the server's stop (see ToolCalls._run).
+_STOPPED = ToolError(
+    "closed",
+    "the server stopped before this call finished: it was cancelled and nothing was done; retry it",
+)
 
 
 class _Known:
@@ -167,6 +172,8 @@ class ToolCalls:
         self._tool_named = {tool.name: (tool, direct_structurer(tool.arguments)) for tool in tools}
         #: Set once no more calls will start; then ``drained`` is set when none run.
         self.closing = False
+        #: Set by :meth:`stop`: a call not begun yet never begins.
+        self.stopped = False
         self.drained = trio.Event()
         self.nursery: trio.Nursery | None = None
         self._max_in_flight = max_in_flight
@@ -204,6 +211,15 @@ class ToolCalls:
         self.closing = True
         if not self.in_flight:
             self.drained.set()
+
+    def stop(self) -> None:
+        """Cancel every call in flight: the server's stop, past its grace period (after
+        :meth:`close`). Unlike a client's cancellation, each is answered, ``closed``
+        (it was cancelled and did not happen; see :meth:`_run`)."""
+        self.stopped = True
+        for call in self.in_flight.values():
+            if call.scope is not None:
+                call.scope.cancel()
 
     def cancel(self, key: Any, reason: Any) -> None:
         """Cancel the call with this key, if it is in flight."""
@@ -375,7 +391,11 @@ class ToolCalls:
                 raise
             if call is not None:
                 logger.info(
-                    "request %r (%s) was cancelled; not answered", call.request_id, call.tool.name
+                    "request %r (%s) was cancelled; %s",
+                    call.request_id,
+                    call.tool.name,
+                    # (see _run: the server's stop answers the calls it cancels)
+                    "answered closed" if self.closing and not call.cancelled else "not answered",
                 )
 
     @types.coroutine
@@ -437,6 +457,8 @@ class ToolCalls:
             if call.cancelled:  # before it started: it never runs
                 logger.info("request %r (%s) was cancelled; not run", call.request_id, tool.name)
                 self._debug_call(call, None, "cancelled", 0.0)
+                return
+            if self.stopped:  # the server's stop came first: answered "closed" below
                 return
             # The call's duration is only logged: read the clock only if it will be.
             debug = logger.isEnabledFor(logging.DEBUG)
@@ -514,7 +536,14 @@ class ToolCalls:
             answered = True
         finally:
             if not answered:
-                call.sink.dropped()
+                if self.closing and not call.cancelled:
+                    # Cancelled by the server's stop, past its grace period: it did not
+                    # happen (its change was not committed), and its client is told so,
+                    # to retry it (on another process behind the same address), rather
+                    # than left with no answer and an unknown outcome.
+                    self._reply_tool(call.sink, call.request_id, ctx, failure(_STOPPED))
+                else:
+                    call.sink.dropped()
             if call.joined:
                 self._lanes.finish(call)
             del self.in_flight[call.key]

@@ -1175,6 +1175,24 @@ async def open_http_app(
             nursery.cancel_scope.cancel()
 
 
+async def stop_calls(app: McpHttpApp, grace: float) -> None:
+    """Stop ``app``'s calls as its exit would, but while its server still writes
+    answers: new requests get 503, the calls in flight get ``grace`` seconds to
+    finish, and those still running then are cancelled and answered ``closed`` (they
+    did not happen), rather than cut off with their connections. ``triact serve
+    --http`` calls it when it is told to stop, and gives its server's connections a
+    moment more than ``grace`` (:data:`ANSWER_MARGIN`)."""
+    app.closing = True
+    core = app._core  # noqa: SLF001 (this module's own class)
+    await core.drain(grace)
+    core.calls.stop()
+
+
+#: Seconds a stopping ``triact serve --http`` gives its connections beyond the calls'
+#: grace period, to write the answers of the calls cancelled then (see stop_calls).
+ANSWER_MARGIN = 1.0
+
+
 async def _listen_for_cancels(
     app: McpHttpApp, manager: SessionManager, *, task_status: trio.TaskStatus[None]
 ) -> None:
@@ -1328,6 +1346,8 @@ _SINGLE: Final = {
 #: What a header value may hold that MCP compares with the body (RFC 9110's visible
 #: ASCII, space and tab); anything else travels in the ``=?base64?...?=`` form.
 _HEADER_VALUE = re.compile(rb"[\x20-\x7e\t]*")
+#: A header value that an error may quote (see _check_header).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._/:-]{1,128}")
 
 
 def _check_single(raw_headers: list[tuple[bytes, bytes]]) -> None:
@@ -1361,11 +1381,13 @@ def _check_header(
             request_id,
         )
     if _decoded(value) != expected:
+        # The header's value is quoted only if it is a plain name (as a method, a tool
+        # name or an id is): never what may be a credential sent in the wrong place.
+        shown = repr(value) if _PLAIN_NAME.fullmatch(value) else "(not a plain name)"
         raise _Refused(
             400,
             HEADER_MISMATCH,
-            f"Header mismatch: {title} header value {value!r} does not match the body's "
-            f"{expected!r}",
+            f"Header mismatch: {title} header value {shown} does not match the body's {expected!r}",
             request_id,
         )
 
@@ -1376,7 +1398,7 @@ def _unsupported(version: str, request_id: RequestId | None) -> _Refused:
         UNSUPPORTED_PROTOCOL_VERSION,
         "Unsupported protocol version",
         request_id,
-        {"supported": list(protocol.SUPPORTED_VERSIONS), "requested": version},
+        protocol.unsupported_version(version),
     )
 
 

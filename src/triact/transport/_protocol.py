@@ -16,6 +16,7 @@ served in the handshake era.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from .._version import __version__
@@ -34,6 +35,19 @@ STATELESS_VERSIONS: Final = ("2026-07-28",)
 #: Every revision served, newest first (the order of the unsupported-version error).
 SUPPORTED_VERSIONS: Final = (*reversed(STATELESS_VERSIONS), *reversed(HANDSHAKE_VERSIONS))
 LATEST_HANDSHAKE_VERSION: Final = HANDSHAKE_VERSIONS[-1]
+#: What an MCP revision looks like (each is a date): see :func:`unsupported_version`.
+_REVISION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def unsupported_version(version: str) -> dict[str, Any]:
+    """The data of the unsupported-version error: the revisions served, and the one
+    requested if it looks like one (a date), else null. The error never quotes
+    anything else the client sent in its place (a header of credentials sent in the
+    wrong place, say)."""
+    shown = version if _REVISION.fullmatch(version) else None
+    return {"supported": list(SUPPORTED_VERSIONS), "requested": shown}
+
+
 #: Revisions in which tool input validation errors are tool results (``isError``)
 #: rather than JSON-RPC errors: 2025-11-25 moved them ("Tool Execution Errors").
 ARGUMENT_ERRORS_AS_RESULTS: Final = frozenset({"2025-11-25", "2026-07-28"})
@@ -199,7 +213,7 @@ def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:
         raise JsonRpcError(
             UNSUPPORTED_PROTOCOL_VERSION,
             "Unsupported protocol version",
-            {"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            unsupported_version(version),
         )
     if type(meta[CLIENT_CAPABILITIES_KEY]) is not dict:
         raise JsonRpcError(
