@@ -46,10 +46,10 @@ class Tasks(Actor[str, object]):
         self.stopped = True
 
 
-async def _runner_then_idle(ref: ActorRef[str, object], asks: int = 2) -> trio.lowlevel.Task:
-    """Have a runner serve ``ref`` (``asks`` asks queued behind an async reply), let
-    its mailbox run dry, and return the runner task, now the idle actor's spare (if
-    it handled more than one ask)."""
+async def _queue_behind_a_wait(ref: ActorRef[str, object], messages: list[str]) -> list[object]:
+    """Ask ``ref`` ``"wait"`` (it runs in its own task and holds the actor), queue
+    ``messages`` behind it (a runner will serve them), let it go, and return the
+    replies, in order, once everything is blocked again."""
     actor = ref._actor
     assert isinstance(actor, Tasks)
     replies: list[object] = []
@@ -58,13 +58,21 @@ async def _runner_then_idle(ref: ActorRef[str, object], asks: int = 2) -> trio.l
         replies.append(await ref.ask(message))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ask, "wait")  # runs in its own task, holds the actor
+        nursery.start_soon(ask, "wait")
         await trio.testing.wait_all_tasks_blocked()
-        for _ in range(asks):  # queue behind it: a runner will serve them
-            nursery.start_soon(ask, "x")
+        for message in messages:
+            nursery.start_soon(ask, message)
             await trio.testing.wait_all_tasks_blocked()
         actor.gate.set()
     await trio.testing.wait_all_tasks_blocked()
+    return replies
+
+
+async def _runner_then_idle(ref: ActorRef[str, object], asks: int = 2) -> trio.lowlevel.Task:
+    """Have a runner serve ``ref`` (``asks`` asks queued behind an async reply), let
+    its mailbox run dry, and return the runner task, now the idle actor's spare (if
+    it handled more than one ask)."""
+    replies = await _queue_behind_a_wait(ref, ["x"] * asks)
     runner = replies[1]
     assert isinstance(runner, trio.lowlevel.Task)
     assert replies[1:] == [runner] * asks
@@ -242,21 +250,8 @@ async def test_a_parked_spare_keeps_nothing_of_its_last_ask_alive() -> None:
 
     async with open_supervisor() as sup:
         ref = sup.spawn(Replies)
-        actor = ref._actor
-        assert isinstance(actor, Tasks)
-        replies: list[object] = []
-
-        async def ask(message: str) -> None:
-            replies.append(await ref.ask(message))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ask, "wait")
-            await trio.testing.wait_all_tasks_blocked()
-            for message in ("x", "reply"):  # the runner's last ask replies a Reply
-                nursery.start_soon(ask, message)
-                await trio.testing.wait_all_tasks_blocked()
-            actor.gate.set()
-        await trio.testing.wait_all_tasks_blocked()
+        # The runner's last ask replies a Reply.
+        replies = await _queue_behind_a_wait(ref, ["x", "reply"])
         assert ref._spare is not None
         last = weakref.ref(replies[-1])
         assert isinstance(last(), Reply)
