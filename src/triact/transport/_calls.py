@@ -450,7 +450,8 @@ class ToolCalls:
             self._idle.unpark(count=excess)
 
     async def _run(self, call: _Call) -> None:
-        """Run one call and answer it, unless it is cancelled first."""
+        """Run one call and answer it, unless its client cancels it (a call the
+        server's stop cancels is answered ``closed``: see :meth:`stop`)."""
         ctx, tool = call.ctx, call.tool
         answered = False
         try:
