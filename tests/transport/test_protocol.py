@@ -190,6 +190,16 @@ async def test_unsupported_version_names_the_supported_ones(
     assert error["data"] == {"supported": list(SUPPORTED_VERSIONS), "requested": "2099-01-01"}
 
 
+async def test_unsupported_version_quotes_only_a_revision(manager: triact.SessionManager) -> None:
+    """What is not a revision's date is not quoted back (it may be a credential)."""
+    async with connect(manager) as peer:
+        response = await peer.request("tools/list", {"_meta": envelope("Bearer s3cr3t")})
+    error = error_of(response)
+    assert error["code"] == -32022
+    assert error["data"] == {"supported": list(SUPPORTED_VERSIONS), "requested": None}
+    assert "s3cr3t" not in json.dumps(response)
+
+
 async def test_a_handshake_version_in_meta_is_unsupported(manager: triact.SessionManager) -> None:
     async with connect(manager) as peer:
         response = await peer.request("tools/list", {"_meta": envelope("2025-11-25")})
