@@ -399,22 +399,26 @@ async def test_a_call_that_streamed_progress_then_found_its_mcp_session_ended_sa
         http_server(manager, options=options, http=HttpOptions()) as second,
     ):
         headers = await initialize(client, first.url)
+        streaming = trio.Event()  # a progress report has reached the client
 
         async def end_it() -> None:
             store.before_swap = None
-            await trio.sleep(0.3)  # a progress report or more first
+            await streaming.wait()
             assert (await client.delete(second.url, headers=headers)).status_code == 200
 
         store.before_swap = end_it
         body = call(2, {"increment": {"n": 1}})
         body["params"]["_meta"] = {"progressToken": "p"}  # type: ignore[index]
-        answered = await client.post(first.url, json=body, headers=headers)
-        assert answered.status_code == 200, answered.text
-        assert answered.headers["content-type"].startswith("text/event-stream")
+        lines: list[str] = []
+        async with client.stream("POST", first.url, json=body, headers=headers) as answered:
+            assert answered.status_code == 200
+            assert answered.headers["content-type"].startswith("text/event-stream")
+            async for line in answered.aiter_lines():
+                lines.append(line)
+                if line.startswith("data: "):
+                    streaming.set()
         messages = [
-            json.loads(line[len("data: ") :])
-            for line in answered.text.splitlines()
-            if line.startswith("data: ")
+            json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")
         ]
         assert messages[0]["method"] == "notifications/progress"
         result = messages[-1]["result"]
