@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -244,6 +247,80 @@ def test_errors_reach_asyncio_callers_with_their_types(aio_run: RunAio[None]) ->
     aio_run(main)
 
 
+class Escape(BaseException):
+    """Neither an Exception nor one of Python's own BaseExceptions."""
+
+
+def raising(problem: BaseException, *, awaiting: bool) -> Update:
+    def plain(state: triact.SessionState) -> triact.SessionState:
+        raise problem
+
+    async def async_fn(state: triact.SessionState) -> triact.SessionState:
+        await trio.lowlevel.checkpoint()
+        raise problem
+
+    return async_fn if awaiting else plain
+
+
+@pytest.mark.parametrize("awaiting", [False, True], ids=["plain", "async"])
+@pytest.mark.parametrize(
+    "make",
+    [KeyboardInterrupt, lambda: SystemExit(3), GeneratorExit, lambda: Escape("out")],
+    ids=["KeyboardInterrupt", "SystemExit", "GeneratorExit", "BaseException"],
+)
+def test_a_base_exception_from_an_update_reaches_its_caller_and_nothing_else(
+    aio_run: RunAio[None], make: Callable[[], BaseException], awaiting: bool
+) -> None:
+    """As from Trio: the caller gets it as it is, nothing is committed, and the
+    session and the manager go on serving (it ended the guest run, wrapped in an
+    exception group, and every call then said the manager had shut down)."""
+
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            problem = make()
+            with pytest.raises(BaseException) as raised:  # noqa: PT011
+                await session.update(raising(problem, awaiting=awaiting))
+            assert raised.value is problem
+            assert (await session.snapshot()).version == 1
+            assert (await session.update(bump)).version == 2
+            assert (await manager.create_session()).id != session.id
+        assert not trio.lowlevel.in_trio_run()
+
+    aio_run(main)
+
+
+def test_a_cancelled_raised_by_an_update_itself_is_its_callers_error(
+    aio_run: RunAio[None],
+) -> None:
+    """A trio.Cancelled that no cancellation caused (an update function made it) is
+    the function's error, as from Trio: it does not end the guest run."""
+
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            made = trio.Cancelled._create(source="explicit")
+            with pytest.raises(trio.Cancelled) as raised:
+                await session.update(raising(made, awaiting=False))
+            assert raised.value is made
+            assert (await session.update(bump)).version == 2
+
+    aio_run(main)
+
+
+def test_a_keyboard_interrupt_an_update_raises_leaves_asyncio_run_as_it_is(
+    aio_run: RunAio[None],
+) -> None:
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            await session.update(raising(KeyboardInterrupt(), awaiting=False))
+
+    with pytest.raises(KeyboardInterrupt):
+        aio_run(main)
+    assert not trio.lowlevel.in_trio_run()
+
+
 def test_a_full_mailbox_is_a_busy_error(aio_run: RunAio[None]) -> None:
     async def main() -> None:
         async with triact.aio.open_session_manager(triact.SessionConfig(mailbox_size=1)) as m:
@@ -397,6 +474,61 @@ def test_one_manager_per_thread(aio_run: RunAio[None]) -> None:
                     raise AssertionError("not reached")
 
     aio_run(main)
+
+
+# A host that keeps Python's SIGINT handler (no asyncio.run), where Trio handles Ctrl-C.
+CTRL_C_HOST = """
+import asyncio, os, signal, sys
+import triact.aio
+
+def interrupted(state):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while an update runs
+    return state.with_data(n=1)
+
+async def main():
+    async with triact.aio.open_session_manager() as manager:
+        session = await manager.create_session()
+        if sys.argv[1] == "update":
+            await session.update(interrupted)
+            return  # the manager shuts down with the Ctrl-C pending
+        print("ready", flush=True)
+        await asyncio.sleep(60)  # a server, serving until Ctrl-C
+
+try:
+    asyncio.new_event_loop().run_until_complete(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+except BaseException as exc:
+    print("raised", type(exc).__name__, flush=True)
+"""
+
+
+def test_ctrl_c_in_a_host_with_pythons_handler_leaves_the_block_at_once() -> None:
+    """The KeyboardInterrupt is raised from the async with when Ctrl-C comes, not
+    once the block ends on its own (the manager had closed and the block went on,
+    every call refused)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_HOST, "serve"], stdout=subprocess.PIPE, text=True
+    ) as host:
+        assert host.stdout is not None
+        assert host.stdout.readline() == "ready\n"
+        host.send_signal(signal.SIGINT)
+        try:
+            out, _ = host.communicate(timeout=20)
+        finally:
+            host.kill()
+    assert (out, host.returncode) == ("interrupted\n", 0)
+
+
+def test_ctrl_c_during_the_shutdown_is_a_keyboard_interrupt_not_a_group() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_HOST, "update"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.stdout, done.returncode) == ("interrupted\n", 0), done.stderr
 
 
 def test_an_error_in_the_block_propagates_as_it_is(aio_run: RunAio[None]) -> None:

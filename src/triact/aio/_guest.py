@@ -18,6 +18,7 @@ caller's next ``await`` instead, unless it was withdrawn by then (an
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
@@ -79,6 +80,7 @@ class GuestRun(Generic[T]):
         self._submitted: deque[_Call[Any]] = deque()  # not yet started in the run
         self._pending: set[_Call[Any]] = set()  # not yet answered
         self._closing = False
+        self._holder: asyncio.Task[Any] | None = None  # the task that entered
         self._entered: asyncio.Future[outcome.Outcome[T]] = loop.create_future()
         self._finished: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
 
@@ -111,6 +113,7 @@ class GuestRun(Generic[T]):
             host_uses_signal_set_wakeup_fd=True,
         )
         self._token = trio.lowlevel.current_trio_token()
+        self._holder = asyncio.current_task()
         try:
             entered = await asyncio.shield(self._entered)
         except asyncio.CancelledError:
@@ -156,12 +159,21 @@ class GuestRun(Generic[T]):
 
     async def _main(self, open_cm: Callable[[], AbstractAsyncContextManager[T]]) -> None:
         HOST_LOOP.set(self._loop)
-        async with trio.open_nursery() as calls:
-            self._calls = calls
-            # Captured, so that an error from the manager is raised as it is, not
-            # wrapped in the nursery's exception group.
-            held = await outcome.acapture(self._hold, open_cm)
-        held.unwrap()
+        try:
+            async with trio.open_nursery() as calls:
+                self._calls = calls
+                # Captured, so that an error from the manager is raised as it is, not
+                # wrapped in the nursery's exception group.
+                held = await outcome.acapture(self._hold, open_cm)
+            held.unwrap()
+        except BaseExceptionGroup as group:
+            # Where Trio handles Ctrl-C, it raises KeyboardInterrupt in this task
+            # wherever it waits, a nursery's exit included (this one's, or the
+            # manager's as it shuts down), which wraps it in a group.
+            interrupts, others = group.split(KeyboardInterrupt)
+            if interrupts is None or others is not None:
+                raise
+            raise _first_leaf(interrupts) from None
 
     async def _hold(self, open_cm: Callable[[], AbstractAsyncContextManager[T]]) -> None:
         async with open_cm() as value:
@@ -172,6 +184,10 @@ class GuestRun(Generic[T]):
 
     def _done(self, result: outcome.Outcome[None]) -> None:
         """The guest run has ended (called on the loop, by Trio)."""
+        if not self._closing and self._entered.done() and self._holder is not None:
+            # It ended on its own (a Ctrl-C that Trio handled): the task in the block
+            # is cancelled, so that the block exits and raises why (see close).
+            self._holder.cancel()
         self._closing = True
         self._submitted.clear()
         for call in list(self._pending):
@@ -262,7 +278,13 @@ class GuestRun(Generic[T]):
                     scope.cancel()
                 try:
                     result = outcome.Value(await call.fn(*call.args))
-                except Exception as exc:
+                except trio.Cancelled as exc:
+                    if trio.current_effective_deadline() == -math.inf:
+                        raise  # this call, or the run, was cancelled: it did not happen
+                    result = outcome.Error(exc)  # raised by the call's own code, not a cancel
+                except BaseException as exc:
+                    # The caller's, as from Trio (a KeyboardInterrupt or SystemExit an
+                    # update raised included): the run and the other calls go on.
                     result = outcome.Error(exc)
         finally:
             call.scope = None
@@ -277,6 +299,11 @@ class GuestRun(Generic[T]):
             # soon as it has its answer (the common case) then finds the run awake
             # instead of paying the wake-up of the thread an idle guest waits in.
             await trio.lowlevel.checkpoint()
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _cancel_scope(call: _Call[Any]) -> None:
