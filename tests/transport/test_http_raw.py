@@ -3,7 +3,9 @@ bad requests, MCP sessions by header, SSE, and clients that send slowly."""
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 from functools import partial
 from typing import Any
 
@@ -541,6 +543,48 @@ async def test_a_cancellation_that_comes_before_its_request_cancels_it_when_it_c
         assert dropped.content == b""
     state = await (await manager.get_session(session_id)).snapshot()
     assert (state.version, state.data) == (3, {"n": 2})
+
+
+async def test_cancellations_kept_for_later_hold_long_request_ids_as_digests(
+    served: Served, client: httpx.AsyncClient, manager: triact.SessionManager
+) -> None:
+    # A kept cancellation held its request id whole: 10,000 of them (the bound) with
+    # ids of a body's size could hold 40 GiB of a process's memory for 30 s.
+    headers = await open_session(client, served.url)
+    session_id = (await manager.create_session()).id
+    long_id = "x" * 60_000
+
+    def update(request_id: Any) -> dict[str, Any]:
+        arguments = {"session_id": session_id, "increment": {"n": 1}}
+        params = {"name": "session_update", "arguments": arguments}
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+    def cancel(request_id: Any) -> dict[str, Any]:
+        params = {"requestId": request_id}
+        return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(40):
+            kept = await client.post(served.url, json=cancel(f"{n}{long_id}"), headers=headers)
+            assert kept.status_code == 202
+        gc.collect()  # the client's requests, in reference cycles
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held  # 40 ids of 60 kB: 2.4 MB held whole
+    # They still cancel their requests when these come, and only those.
+    assert (await client.post(served.url, json=cancel(10**30), headers=headers)).status_code == 202
+    for request_id in (f"0{long_id}", f"39{long_id}", 10**30):
+        dropped = await client.post(served.url, json=update(request_id), headers=headers)
+        assert dropped.headers["content-type"] == "text/event-stream"
+        assert dropped.content == b""
+    ran = await client.post(served.url, json=update(f"40{long_id}"), headers=headers)
+    assert ran.json()["result"]["structuredContent"]["version"] == 2
+    ran = await client.post(served.url, json=update(str(10**30)), headers=headers)
+    assert ran.json()["result"]["structuredContent"]["version"] == 3
 
 
 async def test_a_slow_client_gets_408_and_holds_nobody_up(manager: triact.SessionManager) -> None:

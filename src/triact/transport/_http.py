@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import math
@@ -105,6 +106,10 @@ CANCEL_KEPT: Final = 30.0
 CANCELS_KEPT_MAX: Final = 10_000
 #: The store channel cancellations travel on to the other processes.
 CANCEL_CHANNEL: Final = "cancel"
+#: The longest request id (characters of its JSON) a kept cancellation holds as it is;
+#: a longer one is held as its SHA-256 digest, so that kept cancellations take a few
+#: hundred bytes each whatever ids a client sends (a body may hold a 4 MiB one).
+_CANCEL_ID_CHARS: Final = 128
 #: Seconds before listening to that channel again after the store failed, at first and
 #: at most (doubling in between).
 _RELISTEN = (0.5, 10.0)
@@ -344,7 +349,7 @@ class McpHttpApp:
         self._opened: dict[str | None, dict[str, float]] = {}
         # Cancellations of requests not (yet) running here, by principal: (MCP session
         # id, request id) -> until when (Trio's clock), oldest first.
-        self._cancels: dict[str | None, dict[tuple[str, RequestId], float]] = {}
+        self._cancels: dict[str | None, dict[tuple[str, RequestId | bytes], float]] = {}
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -665,7 +670,7 @@ class McpHttpApp:
             if until > now and len(cancels) < CANCELS_KEPT_MAX:
                 break
             del cancels[oldest]
-        name = (session_id, request_id)
+        name = _cancel_name(session_id, request_id)
         cancels.pop(name, None)
         cancels[name] = now + CANCEL_KEPT
 
@@ -697,7 +702,7 @@ class McpHttpApp:
                 self._core.calls.cancel(key, reason)
                 return
         logger.info(
-            "notifications/cancelled of request %r, received by another process: "
+            "notifications/cancelled of request %.200r, received by another process: "
             "not running here; kept %g s",
             request_id,
             CANCEL_KEPT,
@@ -710,7 +715,7 @@ class McpHttpApp:
         cancels = self._cancels.get(principal)
         if cancels is None:
             return False
-        until = cancels.pop((session_id, request.id), None)
+        until = cancels.pop(_cancel_name(session_id, request.id), None)
         if not cancels:
             del self._cancels[principal]
         return until is not None and until > trio.current_time()
@@ -1245,6 +1250,16 @@ class _Status(trio.TaskStatus[None]):
         if not self.done:
             self.done = True
             self._on_started()
+
+
+def _cancel_name(session_id: str, request_id: RequestId) -> tuple[str, RequestId | bytes]:
+    """What a kept cancellation of ``request_id`` of the MCP session is found by: the
+    id itself, or the SHA-256 digest of its JSON if that is longer than
+    ``_CANCEL_ID_CHARS`` (bytes, so that it never equals an id)."""
+    text = encode_json(request_id)
+    if len(text) <= _CANCEL_ID_CHARS:
+        return session_id, request_id
+    return session_id, hashlib.sha256(text.encode()).digest()
 
 
 def _not_running_here(peer: Peer, message: Notification) -> RequestId | None:
