@@ -631,11 +631,58 @@ async def test_shutdown_with_no_grace_cancels_in_flight_updates_at_once(
         ("schedule_slice", -0.001),
         ("schedule_slice", float("inf")),
         ("schedule_slice", float("nan")),
+        # None only where a field is optional: a required one failed later, in the
+        # manager, with a TypeError comparing None (and True was taken as 1).
+        ("idle_ttl", None),
+        ("max_sessions", None),
+        ("mailbox_size", None),
+        ("max_threads", None),
+        ("security_window", None),
+        ("max_state_bytes", None),
+        ("shutdown_grace", None),
+        ("max_threads", True),
+        ("max_state_bytes", True),
+        ("security_window", True),
+        ("idle_ttl", "60"),
+        # a deque's maxlen: it raised OverflowError at subscribe()
+        ("event_buffer", 2**63),
     ],
 )
 def test_config_refuses_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"SessionConfig.{field}"):
         triact.SessionConfig(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("store", "sqlite:x.db", "must be a SessionStore or None, got str"),
+        ("rate_limit", 5, "must be a RateLimit or None, got int"),
+        ("wall_clock", 1.5, "must be a function returning seconds, got float"),
+        ("secret_key", "hunter2-secret", "must be bytes or None, got str"),
+    ],
+)
+def test_config_refuses_values_of_the_wrong_type(field: str, value: object, expected: str) -> None:
+    """They failed once used (AttributeError, or a TypeError from hmac), and a key
+    of the wrong type is never quoted back."""
+    with pytest.raises(TypeError, match=f"SessionConfig.{field} {expected}") as refused:
+        triact.SessionConfig(**{field: value})  # type: ignore[arg-type]
+    assert "hunter2" not in str(refused.value)
+
+
+def test_config_keeps_none_where_a_field_is_optional() -> None:
+    config = triact.SessionConfig(
+        max_lifetime=None, passivate_after=None, max_sessions_per_client=None, store=None
+    )
+    assert (config.max_lifetime, config.store) == (None, None)
+
+
+async def test_subscribe_refuses_a_buffer_no_deque_can_hold() -> None:
+    async with triact.open_session_manager() as manager:
+        with pytest.raises(ValueError, match="subscribe\\(buffer=\\) must be an int from 1"):
+            manager.subscribe(2**63)
+        with manager.subscribe(2**63 - 1):
+            pass
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0.0, 1), (-1.0, 1), (1.0, 0)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,24 +15,65 @@ from ._limits import DEFAULT_MAX_STATE_BYTES
 from ._store import SessionStore
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (_is_number(value) and value > 0 and math.isfinite(value)):
         raise ValueError(f"SessionConfig.{attribute.name} must be > 0, got {value!r}")
 
 
-def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
+def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise ValueError(f"SessionConfig.{attribute.name} must be an int >= 1, got {value!r}")
 
 
+def _a_size(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value > sys.maxsize:  # it sizes a buffer (a deque's maxlen)
+        raise ValueError(
+            f"SessionConfig.{attribute.name} must be at most {sys.maxsize}, got {value!r}"
+        )
+
+
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
+    if not (_is_number(value) and value >= 0):
         raise ValueError(f"SessionConfig.{attribute.name} must be >= 0, got {value!r}")
 
 
 def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"SessionConfig.{attribute.name} must be finite, got {value!r}")
+
+
+def _key(_: Any, attribute: attrs.Attribute[Any], value: bytes | None) -> None:
+    if value is not None and not isinstance(value, (bytes, bytearray)):
+        # The value is not quoted: it is a secret, whatever its type.
+        raise TypeError(
+            f"SessionConfig.{attribute.name} must be bytes or None, got {type(value).__name__}"
+        )
+
+
+def _instance_of(kind: type) -> Callable[[Any, attrs.Attribute[Any], object], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"SessionConfig.{attribute.name} must be a {kind.__name__} or None, "
+                f"got {type(value).__name__}"
+            )
+
+    return check
+
+
+def _callable(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not callable(value):
+        raise TypeError(
+            f"SessionConfig.{attribute.name} must be a function returning seconds, "
+            f"got {type(value).__name__}"
+        )
+
+
+_optional = attrs.validators.optional
 
 
 @attrs.frozen
@@ -49,10 +91,10 @@ class SessionConfig:
     #: Seconds without an accepted message before a session expires.
     idle_ttl: float = attrs.field(default=7200.0, validator=_positive)
     #: Optional absolute lifetime of a session.
-    max_lifetime: float | None = attrs.field(default=None, validator=_positive)
+    max_lifetime: float | None = attrs.field(default=None, validator=_optional(_positive))
     #: Optional: seconds idle before a session's actor leaves memory (state stays in
     #: the store; the next call brings it back transparently).
-    passivate_after: float | None = attrs.field(default=None, validator=_positive)
+    passivate_after: float | None = attrs.field(default=None, validator=_optional(_positive))
     #: Sessions that may exist at once (in memory or passivated).
     max_sessions: int = attrs.field(default=10_000, validator=_at_least_one)
     #: With the memory store and no ``passivate_after`` nor ``rate_limit``: at most
@@ -64,10 +106,10 @@ class SessionConfig:
     #: Calls that may queue per session before SessionBusyError.
     mailbox_size: int = attrs.field(default=256, validator=_at_least_one)
     #: Where states live; None means a new MemoryStore.
-    store: SessionStore | None = None
+    store: SessionStore | None = attrs.field(default=None, validator=_instance_of(SessionStore))
     #: Key for the HMAC of client tokens; None generates one per manager (tokens
     #: then do not survive a restart: set it when the store is durable).
-    secret_key: bytes | None = attrs.field(default=None, repr=False)
+    secret_key: bytes | None = attrs.field(default=None, repr=False, validator=_key)
     #: Bounds of the histories kept in each state (oldest dropped first).
     max_threads: int = attrs.field(default=100, validator=_at_least_one)
     max_thread_messages: int = attrs.field(default=1000, validator=_at_least_one)
@@ -82,15 +124,19 @@ class SessionConfig:
     #: SessionLimitError and nothing is committed.
     max_state_bytes: int = attrs.field(default=DEFAULT_MAX_STATE_BYTES, validator=_at_least_one)
     #: Optional per-session rate limit.
-    rate_limit: RateLimit | None = None
+    rate_limit: RateLimit | None = attrs.field(default=None, validator=_instance_of(RateLimit))
     #: Optional cap of live sessions per client id (``create_session(client_id=)``).
-    max_sessions_per_client: int | None = attrs.field(default=None, validator=_at_least_one)
+    max_sessions_per_client: int | None = attrs.field(
+        default=None, validator=_optional(_at_least_one)
+    )
     #: Optional cap of live sessions per principal (``create_session(principal=)``:
     #: an authenticated caller, such as a bearer token's over HTTP). Sessions without
     #: a principal are not counted.
-    max_sessions_per_principal: int | None = attrs.field(default=None, validator=_at_least_one)
+    max_sessions_per_principal: int | None = attrs.field(
+        default=None, validator=_optional(_at_least_one)
+    )
     #: Events a subscriber may fall behind by before the oldest are dropped.
-    event_buffer: int = attrs.field(default=1000, validator=_at_least_one)
+    event_buffer: int = attrs.field(default=1000, validator=[_at_least_one, _a_size])
     #: Seconds that in-flight calls get to finish when the manager closes.
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     #: Most queued changes one durable write may commit together (group commit).
@@ -108,4 +154,4 @@ class SessionConfig:
     lease: float = attrs.field(default=5.0, validator=[_positive, _finite])
     #: The wall clock for timestamps stored in states (I8, docs/architecture.md): inject a fake one
     #: in tests. Timing itself always uses Trio's clock.
-    wall_clock: Callable[[], float] = time.time
+    wall_clock: Callable[[], float] = attrs.field(default=time.time, validator=_callable)

@@ -20,6 +20,7 @@ import marshal
 import math
 import os
 import secrets
+import sys
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -622,8 +623,10 @@ class SessionManager:
         """
         if buffer is None:
             buffer = self.config.event_buffer
-        elif type(buffer) is not int or buffer < 1:
-            raise ValueError(f"subscribe(buffer=) must be an int >= 1, got {buffer!r}")
+        elif type(buffer) is not int or not 1 <= buffer <= sys.maxsize:
+            raise ValueError(
+                f"subscribe(buffer=) must be an int from 1 to {sys.maxsize}, got {buffer!r}"
+            )
         subscription = Subscription(buffer, self._unsubscribe)
         self._subscriptions.append(subscription)
         return subscription
