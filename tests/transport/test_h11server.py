@@ -352,6 +352,22 @@ async def test_a_request_with_both_content_length_and_transfer_encoding_gets_400
         assert served.seen.requests == []
 
 
+async def test_an_http_1_0_request_with_transfer_encoding_gets_400() -> None:
+    # h11 read its body as chunked; RFC 9112 6.1 says its framing is faulty (a proxy
+    # in front might take the chunks for the next request).
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(
+            b"POST /echo HTTP/1.0\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        status, _, answer = await client.answer()
+        assert status == 400
+        assert b"Transfer-Encoding in an HTTP/1.0 request" in answer
+        assert await client.closed()
+        assert served.seen.requests == []
+
+
 async def test_a_request_head_over_the_limit_gets_431() -> None:
     async with serving(max_head_bytes=2048) as served:
         client = await Client.open(served)

@@ -19,7 +19,8 @@ owns the connection loop around it, and with it:
   without a wait, and the connection closed).
   Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
 * **Errors.** A malformed request (or body) gets 400 and its connection closed (so
-  does one with both ``Content-Length`` and ``Transfer-Encoding``; one of an HTTP
+  does one with both ``Content-Length`` and ``Transfer-Encoding``, or an HTTP/1.0
+  one with ``Transfer-Encoding``; one of an HTTP
   major version other than 1, 505; a CONNECT, 501); an app that raises gets 500 if
   nothing of its answer was sent (else its connection is closed); the server goes on
   serving the others.
@@ -185,6 +186,11 @@ def _both_framings(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"transfer-encoding":
             encoding = True
     return length and encoding
+
+
+def _has_transfer_encoding(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's headers have Transfer-Encoding."""
+    return any(name == b"transfer-encoding" for name, _ in headers)
 
 
 def _origin_form(target: bytes) -> bytes:
@@ -470,6 +476,13 @@ class _Connection:
             # that framed it by Content-Length would see other requests in it).
             if _both_framings(headers):
                 message = "Bad Request: both Content-Length and Transfer-Encoding"
+                await self._write(_error_answer(400, message, self.server.clock.date()))
+                return None
+            # h11 takes an HTTP/1.0 request's body as chunked; RFC 9112 6.1 says its
+            # framing is faulty (Transfer-Encoding is HTTP/1.1's: a proxy in front
+            # may frame it otherwise), so it is refused as such.
+            if event.http_version == b"1.0" and _has_transfer_encoding(headers):
+                message = "Bad Request: Transfer-Encoding in an HTTP/1.0 request"
                 await self._write(_error_answer(400, message, self.server.clock.date()))
                 return None
             return event, headers
