@@ -68,6 +68,17 @@ _FTS_TABLE = (
 )
 
 
+def _created(statement: str) -> str:
+    """The name of what a ``CREATE ... IF NOT EXISTS <name> ...`` statement makes."""
+    return statement.split(" IF NOT EXISTS ", 1)[1].split(" ", 1)[0]
+
+
+#: Every table and index :func:`_create` makes, by name.
+_NAMES = tuple(_created(statement) for statement in _TABLES) + tuple(
+    _created(_FTS_TABLE.format(table=table, module=FTS_MODULE)) for table in TABLES.values()
+)
+
+
 class SqliteWorkStore(WorkStore):
     """Tables ``work_directories``, ``work_handoffs``, ``work_reflections`` and
     ``work_conversations`` with their FTS5 indexes (``..._fts``), and ``work_vectors``,
@@ -87,7 +98,13 @@ class SqliteWorkStore(WorkStore):
 
     async def prepare(self) -> None:
         if not self._prepared:
-            await self.store.run(partial(_create, path=self.store.path), write=True)
+            # The tables are usually there already, laid out by an earlier process: a
+            # read says so without the write lock, which another process on the file
+            # may hold for long (one paused inside its transaction). Only a file
+            # without them, or with an older layout, waits for the lock.
+            path = self.store.path
+            if not await self.store.run(partial(_laid_out, path=path), write=False):
+                await self.store.run(partial(_create, path=path), write=True)
             self._prepared = True
 
     async def session_for(self, directory: str, *, principal: str | None = None) -> str | None:
@@ -254,14 +271,32 @@ def _owner(principal: str | None) -> str:
 # -- in the store's db thread -----------------------------------------------------------
 
 
-def _create(conn: sqlite3.Connection, *, path: str) -> None:
+def _layout(conn: sqlite3.Connection, *, path: str) -> int | None:
+    """The work tables' layout version (None: never laid out); WorkStoreError if a
+    newer triact laid them out."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'work_schema'").fetchone()
-    if row is not None and int(row[0]) > WORK_TABLES_VERSION:
+    if row is None:
+        return None
+    if int(row[0]) > WORK_TABLES_VERSION:
         raise WorkStoreError(
             f"the work tables in {path!r} have layout {row[0]}, newer than this triact "
             f"understands ({WORK_TABLES_VERSION}); upgrade triact"
         )
-    if row is not None and int(row[0]) < WORK_TABLES_VERSION:
+    return int(row[0])
+
+
+def _laid_out(conn: sqlite3.Connection, *, path: str) -> bool:
+    """Whether every work table and index is there in this triact's layout (a read)."""
+    if _layout(conn, path=path) != WORK_TABLES_VERSION:
+        return False
+    query = f"SELECT count(*) FROM sqlite_master WHERE name IN ({', '.join('?' * len(_NAMES))})"
+    (found,) = conn.execute(query, _NAMES).fetchone()
+    return bool(found == len(_NAMES))
+
+
+def _create(conn: sqlite3.Connection, *, path: str) -> None:
+    layout = _layout(conn, path=path)
+    if layout is not None and layout < WORK_TABLES_VERSION:
         _migrate(conn)
     for statement in _TABLES:
         conn.execute(statement)
