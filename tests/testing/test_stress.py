@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Literal, cast
 
 import pytest
+import trio
 
 from triact.sessions import SessionManager
 from triact.testing._display import Display
@@ -27,7 +28,13 @@ from triact.testing._stress import (
     run_stress,
     stress,
 )
-from triact.testing._targets import InprocTarget, StdioTarget, StressTarget, open_inproc
+from triact.testing._targets import (
+    InprocTarget,
+    StdioServerError,
+    StdioTarget,
+    StressTarget,
+    open_inproc,
+)
 
 from .._redis import RedisPlace
 
@@ -349,6 +356,31 @@ async def test_an_http_server_that_does_not_start_is_exit_code_2() -> None:
     assert await run_stress(options, out=out, err=err) == 2
     assert "the server exited" in err.getvalue()
     assert "no port for you" in err.getvalue()
+    assert out.getvalue() == ""
+
+
+async def test_a_target_failing_deep_in_nurseries_is_said_in_one_line() -> None:
+    # A cluster node that could not be restarted mid-run fails in a nursery inside the
+    # fault injector's: the error said "Exceptions from Trio nursery (1 sub-exception)".
+    async def restart() -> None:
+        await trio.sleep(0.2)  # into the load
+        raise StdioServerError("the server exited: it was told so")
+
+    @asynccontextmanager
+    async def failing() -> AsyncIterator[StressTarget]:
+        # Two nurseries deep, as a cluster node's restart is (the cluster's, the
+        # fault injector's).
+        async with open_inproc("memory", 0.0, 0) as target, trio.open_nursery() as cluster:
+            cluster.start_soon(trio.sleep_forever)
+            async with trio.open_nursery() as faults:
+                faults.start_soon(restart)
+                yield target
+            cluster.cancel_scope.cancel()
+
+    out, err = io.StringIO(), io.StringIO()
+    options = StressOptions(sessions=2, clients=2, duration=5.0, seed=1)
+    assert await run_stress(options, target=failing, out=out, err=err) == 2
+    assert err.getvalue() == "triact stress: error: the server exited: it was told so\n"
     assert out.getvalue() == ""
 
 

@@ -522,10 +522,19 @@ async def run_stress(
     try:
         report = await stress(options, target, display.progress)
     except* (StdioServerError, SessionStoreError, OSError) as group:
-        display.error(group.exceptions[0])  # the target could not be started
+        # The target could not be started, or a node of it restarted: said in one line,
+        # however deep in nurseries it was raised.
+        display.error(_first_leaf(group))
     finally:
         display.stop()
     if report is None:
         return 2
     display.summary(report)
     return 1 if report.failed else 0
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception of ``exc`` that is not a group."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
