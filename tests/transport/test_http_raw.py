@@ -322,6 +322,69 @@ async def test_origins(served: Served, client: httpx.AsyncClient) -> None:
         assert allowed.status_code == 200, origin
 
 
+def preflight_allows(
+    response: httpx.Response, origin: str, method: str, request_headers: list[str]
+) -> bool:
+    """Whether a browser takes ``response`` as letting a page of ``origin`` send
+    ``method`` with ``request_headers`` (the Fetch standard's CORS-preflight check)."""
+    allowed_headers = response.headers.get("access-control-allow-headers", "")
+    return (
+        response.is_success
+        and response.headers.get("access-control-allow-origin") == origin
+        and method in response.headers.get("access-control-allow-methods", "").split(", ")
+        and {name.lower() for name in request_headers}
+        <= {name.strip().lower() for name in allowed_headers.split(",")}
+    )
+
+
+async def test_a_browser_page_of_an_allowed_origin_can_call_and_read_the_answers(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    # A page's fetch of JSON with MCP's headers is preflighted (OPTIONS), and it reads
+    # an answer only with Access-Control-Allow-Origin (Mcp-Session-Id only if exposed):
+    # the server answered the preflight 405 and sent neither, so no page could call it.
+    for origin in ("https://app.example", "http://localhost:6274"):
+        asked = ["content-type", "mcp-session-id", "mcp-protocol-version", "authorization"]
+        for method in ("POST", "DELETE", "GET"):
+            preflight = await client.options(
+                served.url,
+                headers={
+                    "origin": origin,
+                    "access-control-request-method": method,
+                    "access-control-request-headers": ", ".join(asked),
+                },
+            )
+            assert preflight_allows(preflight, origin, method, asked), preflight.headers
+            assert preflight.headers["vary"] == "Origin"
+        started = await client.post(
+            served.url, json=initialize_body(), headers={**ACCEPT, "origin": origin}
+        )
+        assert started.status_code == 200
+        assert started.headers["access-control-allow-origin"] == origin
+        exposed = started.headers["access-control-expose-headers"].lower().split(", ")
+        assert "mcp-session-id" in exposed
+        assert started.headers["vary"] == "Origin"
+        # Refusals too, so that the page can read why.
+        headers = {**ACCEPT, "origin": origin, "mcp-session-id": "x" * 22}
+        gone = await client.post(served.url, json=PING, headers=headers)
+        refused(gone, 404, -32600)
+        assert gone.headers["access-control-allow-origin"] == origin
+    # Another origin's page gets no preflight, nor CORS headers on a refusal.
+    preflight = await client.options(
+        served.url,
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
+    refused(preflight, 403, -32600)
+    assert "access-control-allow-origin" not in preflight.headers
+    # A client that is not a browser gets none, and OPTIONS without a preflight's
+    # headers is a method this endpoint does not have.
+    plain = await client.post(served.url, json=initialize_body(), headers=ACCEPT)
+    assert plain.status_code == 200
+    assert "access-control-allow-origin" not in plain.headers
+    options = await client.options(served.url, headers={"origin": "https://app.example"})
+    refused(options, 405, -32600)
+
+
 async def test_stateless_requests_are_checked_against_their_headers(
     served: Served, client: httpx.AsyncClient
 ) -> None:

@@ -152,8 +152,9 @@ class HttpOptions:
     max_body_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_at_least(1))
     #: Seconds a client gets to send a request's whole body; slower, 408.
     body_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
-    #: Origins a browser may send requests from (``scheme://host[:port]``); requests
-    #: with any other ``Origin`` get 403. Loopback origins are always allowed.
+    #: Origins a browser may send requests from (``scheme://host[:port]``), whose
+    #: pages may read the answers (CORS); requests with any other ``Origin`` get 403.
+    #: Loopback origins are always allowed.
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_origins)
     #: Seconds an MCP session (handshake era) lives after its last request.
     session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
@@ -369,8 +370,19 @@ class McpHttpApp:
                 raise _Refused(404, INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
             if len(headers) != len(raw_headers):
                 _check_single(raw_headers)
-            if not self._origin_allowed(headers.get(b"origin")):
+            origin = headers.get(b"origin")
+            if not self._origin_allowed(origin):
                 raise _Refused(403, INVALID_REQUEST, "Forbidden: origin not allowed")
+            if origin is not None:
+                # A browser page of an allowed origin: it may read the answers (CORS),
+                # and its preflight (an OPTIONS before each POST, DELETE or GET it
+                # sends with MCP's headers) is answered before any other check.
+                if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                    start = {"type": "http.response.start", "status": 204}
+                    await send({**start, "headers": _preflight(origin)})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                send = partial(_with_cors, send, _cors(origin))
             if self._requests >= self._http.max_requests or self.closing:
                 raise _Refused(
                     503,
@@ -1415,6 +1427,41 @@ def _unsupported(version: str, request_id: RequestId | None) -> _Refused:
         request_id,
         protocol.unsupported_version(version),
     )
+
+
+#: What a browser page of an allowed origin may send (CORS preflight): the methods
+#: this endpoint answers (GET with 405, which a client takes as "no stream"), and the
+#: request headers it reads.
+_CORS_PREFLIGHT = [
+    (b"access-control-allow-methods", b"GET, POST, DELETE"),
+    (
+        b"access-control-allow-headers",
+        b"Accept, Authorization, Content-Type, Last-Event-ID, Mcp-Method, Mcp-Name, "
+        b"Mcp-Protocol-Version, Mcp-Session-Id",
+    ),
+    (b"access-control-max-age", b"600"),
+]
+#: The answer headers such a page may read beside the CORS-safelisted ones.
+_CORS_EXPOSED = (b"access-control-expose-headers", b"Mcp-Session-Id, WWW-Authenticate")
+
+
+def _cors(origin: bytes) -> list[tuple[bytes, bytes]]:
+    """The CORS headers of an answer to a request from ``origin`` (an allowed one)."""
+    return [(b"access-control-allow-origin", origin), _CORS_EXPOSED, (b"vary", b"Origin")]
+
+
+def _preflight(origin: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of the answer to a CORS preflight from ``origin`` (an allowed one)."""
+    return [(b"access-control-allow-origin", origin), *_CORS_PREFLIGHT, (b"vary", b"Origin")]
+
+
+async def _with_cors(
+    send: Send, cors: list[tuple[bytes, bytes]], message: MutableMapping[str, Any]
+) -> None:
+    """``send`` with the CORS headers ``cors`` added to the answer's start."""
+    if message["type"] == "http.response.start":
+        message = {**message, "headers": [*message.get("headers", ()), *cors]}
+    await send(message)
 
 
 async def _respond(
