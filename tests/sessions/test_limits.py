@@ -95,6 +95,74 @@ async def test_a_string_field_with_a_lone_surrogate_is_refused(store: str, tmp_p
         assert (await session.snapshot()).topic is None
 
 
+WRONG_TYPES = [
+    pytest.param({"topic": 5}, "state.topic: expected str, got int", id="topic"),
+    pytest.param({"threads": "abc"}, "state.threads: expected a tuple, got str", id="str-history"),
+    pytest.param(
+        {"threads": (triact.Thread(name=5, created_at=1.0),)},  # type: ignore[arg-type]
+        "state.threads[0].name: expected str, got int",
+        id="thread-name",
+    ),
+    pytest.param(
+        {"active_requests": (triact.RequestRecord("r", "c", 1.0, status="done"),)},  # type: ignore[arg-type]
+        "state.active_requests[0].status: expected one of 'active', 'completed', 'failed'",
+        id="request-status",
+    ),
+    pytest.param(
+        {"request_counter": "7"}, "state.request_counter: expected int, got str", id="counter"
+    ),
+    pytest.param(
+        {"created_at": True}, "state.created_at: expected float or int, got bool", id="bool"
+    ),
+]
+
+
+@stores
+@pytest.mark.parametrize(("fields", "message"), WRONG_TYPES)
+async def test_an_update_that_gives_a_field_the_wrong_type_is_refused(
+    store: str, fields: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    """It encoded (a string as an array of its characters, a number where a str
+    goes), so it was committed, and no store could read it back: the session failed
+    at its next load with SessionDataError, after a restart for good."""
+    async with manager_on(store, tmp_path) as manager:
+        session = await manager.create_session()
+        await session.update(put("good", 1))
+        with pytest.raises(triact.SessionValueError, match=re.escape(message)):
+            await session.update(lambda state: attrs.evolve(state, **fields))
+        state = await session.snapshot()
+        assert (state.version, state.topic, state.threads) == (2, None, ())
+        if "topic" in fields:  # create_session takes it too, and creates nothing
+            with pytest.raises(triact.SessionValueError, match=re.escape(message)):
+                await manager.create_session(topic=fields["topic"])
+            assert manager.session_count == 1
+        session_id = session.id
+    if store == "sqlite":  # it reads back after a restart
+        async with manager_on(store, tmp_path) as manager:
+            state = await (await manager.get_session(session_id)).snapshot()
+            assert (state.version, dict(state.data)) == (2, {"good": 1})
+
+
+async def test_a_change_of_one_entry_in_a_long_history_is_checked(tmp_path: Path) -> None:
+    """Entries the committed state holds are not walked again; a changed one is."""
+    async with manager_on("sqlite", tmp_path, max_thread_messages=3) as manager:
+        session = await manager.create_session()
+        await session.add_thread("t")
+        for n in range(5):  # past the bound: the oldest are dropped
+            await session.add_thread_message("t", "user", f"m{n}")
+
+        def corrupt_last(state: triact.SessionState) -> triact.SessionState:
+            thread = state.threads[0]
+            last = attrs.evolve(thread.messages[-1], content=b"bytes")
+            messages = (*thread.messages[:-1], last)
+            return attrs.evolve(state, threads=(attrs.evolve(thread, messages=messages),))
+
+        with pytest.raises(triact.SessionValueError, match=r"threads\[0\]\.messages\[2\]"):
+            await session.update(corrupt_last)
+        state = await session.snapshot()
+        assert [m.content for m in state.threads[0].messages] == ["m2", "m3", "m4"]
+
+
 async def test_nesting_at_the_limit_is_committed_and_reads_back(tmp_path: Path) -> None:
     async with manager_on("sqlite", tmp_path) as manager:
         session = await manager.create_session()

@@ -19,6 +19,7 @@ import orjson
 
 from ._codec import encode_state_bytes
 from ._errors import SessionDataError, SessionLimitError, SessionValueError
+from ._shape import shape_problem
 from ._state import SessionState, plain_dict
 
 #: Deepest nesting of objects and arrays in ``data`` or ``metadata`` (the object itself
@@ -255,6 +256,11 @@ def _check_in_full(
                     f"session {new.id!r} may not hold this value, nothing was committed: "
                     + "; ".join(problems)
                 )
+    problem = shape_problem(new, previous)
+    if problem is not None:
+        raise SessionValueError(
+            f"session {new.id!r} may not hold this value, nothing was committed: {problem}"
+        )
     try:
         size = len(encode_state_bytes(new))
     except SessionDataError as exc:  # a field other than data or metadata
