@@ -391,7 +391,8 @@ def run_serve(config: ServeConfig) -> int:
             file=sys.stderr,
         )
     shown = store.url if isinstance(store, RedisStore) else getattr(store, "path", None)
-    logger.info("serving MCP on stdio; store: %s", shown or "memory")
+    transport = "stdio" if address is None else "HTTP"
+    logger.info("serving MCP on %s; store: %s", transport, shown or "memory")
     try:
         trio.run(_serve, session_config, options, work_config, address, http, served_by)
     except ServeStartError:

@@ -142,6 +142,8 @@ async def test_allow_origin_and_the_body_limit_from_the_command_line(tmp_path: P
             "https://other.example:8443",
             "--max-body-bytes",
             "2048",
+            "--log-level",
+            "info",
             env=environment(tmp_path, "a"),
         ) as served,
         httpx.AsyncClient(timeout=30) as client,
@@ -156,6 +158,9 @@ async def test_allow_origin_and_the_body_limit_from_the_command_line(tmp_path: P
                 served.url, json=initialize_body(), headers={**ACCEPT, "origin": origin}
             )
             assert response.status_code == status, origin
+        # Its log names the transport it serves (it said stdio).
+        assert b"serving MCP on HTTP; store: memory" in served.stderr
+        assert b"stdio" not in served.stderr
         big = await client.post(
             served.url,
             content=b" " * 4096,
