@@ -476,6 +476,28 @@ def test_one_manager_per_thread(aio_run: RunAio[None]) -> None:
     aio_run(main)
 
 
+def test_a_handle_used_from_another_threads_loop_is_refused_and_changes_nothing(
+    aio_run: RunAio[None],
+) -> None:
+    """It ran the update and told its caller it failed (a future of another loop)."""
+
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            session = await manager.create_session()
+            loop = asyncio.get_running_loop()
+
+            def elsewhere() -> int:
+                with pytest.raises(RuntimeError, match="outside the asyncio event loop"):
+                    asyncio.run(session.update(bump))
+                # The way that works: hand the call to the manager's loop.
+                return asyncio.run_coroutine_threadsafe(session.update(bump), loop).result().version
+
+            assert await asyncio.to_thread(elsewhere) == 2
+            assert (await session.snapshot()).data["n"] == 1
+
+    aio_run(main)
+
+
 # A host that keeps Python's SIGINT handler (no asyncio.run), where Trio handles Ctrl-C.
 CTRL_C_HOST = """
 import asyncio, os, signal, sys

@@ -209,6 +209,14 @@ class GuestRun(Generic[T]):
         (unless ``shield``) and waited for: :class:`asyncio.CancelledError` is
         raised only if the call did not happen (see the module docstring).
         """
+        if _running_loop() is not self._loop:
+            # Its futures and its queue of calls are the loop's: used from another
+            # thread, the call would run and its caller be told it failed.
+            raise RuntimeError(
+                "a triact.aio handle was used outside the asyncio event loop that opened "
+                "its session manager (another thread, or another loop); call it from that "
+                "loop, e.g. with asyncio.run_coroutine_threadsafe(coro, loop)"
+            )
         if self._closing:
             raise _closed("call refused")
         assert self._token is not None
@@ -299,6 +307,13 @@ class GuestRun(Generic[T]):
             # soon as it has its answer (the common case) then finds the run awake
             # instead of paying the wake-up of the thread an idle guest waits in.
             await trio.lowlevel.checkpoint()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # none: not called from a coroutine of a running loop
+        return None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
