@@ -5,6 +5,7 @@ checkpoint commit and end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from triact.work import GitError, WorkConfig
 
+from .._serving import serving
 from .conftest import git, make_repo, opened
 
 HOOKS = ("pre-commit", "commit-msg", "post-commit", "post-index-change", "reference-transaction")
@@ -265,3 +267,75 @@ async def test_a_submodules_programs_do_not_run_either(tmp_path: Path) -> None:
     assert point.commit is not None
     git(repo, "status")
     assert "sub-fsmonitor" in traps.fired()  # where plain git runs it
+
+
+def _outside_repository(tmp_path: Path) -> Path:
+    outside = make_repo(tmp_path / "outside")
+    (outside / "secret-plan.txt").write_text("not yours\n")
+    git(outside, "add", "-A")
+    git(outside, "commit", "-q", "-m", "outside")
+    return outside
+
+
+def _gitdir_file(project: Path, outside: Path) -> None:
+    # A .git file naming a git directory outside the roots.
+    (project / ".git").write_text(f"gitdir: {outside / '.git'}\n")
+
+
+def _commondir(project: Path, outside: Path) -> None:
+    # A linked worktree's git directory inside the project, its common directory
+    # (objects, refs, configuration) outside the roots.
+    linked = project / "linked"
+    linked.mkdir()
+    (linked / "HEAD").write_text("ref: refs/heads/main\n")
+    (linked / "commondir").write_text(f"{outside / '.git'}\n")
+    (linked / "gitdir").write_text(f"{project / '.git'}\n")
+    (project / ".git").write_text(f"gitdir: {linked}\n")
+
+
+def _worktree(project: Path, outside: Path) -> None:
+    make_repo(project)
+    git(project, "config", "core.worktree", str(outside))
+
+
+@pytest.mark.parametrize("point", [_gitdir_file, _commondir, _worktree])
+def test_a_repository_pointing_outside_the_roots_is_neither_read_nor_written(
+    tmp_path: Path, point: Callable[[Path, Path], None]
+) -> None:
+    outside = _outside_repository(tmp_path)
+    head = git(outside, "rev-parse", "HEAD")
+    project = tmp_path / "allowed" / "project"
+    project.mkdir(parents=True)
+    (project / "mine.txt").write_text("mine\n")
+    point(project, outside)
+    directory = {"working_directory": str(project)}
+    with serving("--allowed-root", str(tmp_path / "allowed"), "--semantic", "off") as call:
+        started = call("session_start", directory)["structuredContent"]
+        assert started["report"]["git"]["repository"] is False
+        assert "triact uses no git repository there" in started["report"]["git"]["error"]
+        session = {"session_id": started["session_id"]}
+        for commit in (False, True):
+            refused = call("session_checkpoint", {**session, "commit": commit})
+            assert refused["_meta"]["triact/error"]["code"] == "git_failed"
+        ended = call("session_end", {**session, "write_handoff": True})["structuredContent"]
+        assert ended["handoff"]["git"]["repository"] is False
+    shown = json.dumps([started, refused, ended])
+    assert "secret-plan" not in shown
+    assert str(outside) not in shown
+    assert git(outside, "rev-parse", "HEAD") == head  # no commit made there
+    assert git(outside, "status", "--porcelain") == ""
+
+
+async def test_a_linked_worktree_inside_the_roots_is_reported(tmp_path: Path) -> None:
+    main = make_repo(tmp_path / "allowed" / "main")
+    git(main, "commit", "-q", "--allow-empty", "-m", "first")
+    linked = tmp_path / "allowed" / "linked"
+    git(main, "worktree", "add", "-q", "-b", "side", str(linked))
+    (linked / "new.txt").write_text("new\n")
+    config = WorkConfig(allowed_roots=[tmp_path / "allowed"])
+    async with opened(config=config) as (_, work):
+        started = await work.start(linked)
+        assert started.report.git is not None
+        assert (started.report.git.branch, started.report.git.dirty) == ("side", ("new.txt",))
+        with pytest.raises(GitError, match="outside the working directory"):
+            await work.checkpoint(started.session, commit=True)

@@ -4,9 +4,10 @@ loop, with a timeout, inside the session's working directory and nowhere else.
 Confinement: git starts in the directory (``cwd``), may not look for a repository
 above it (``GIT_CEILING_DIRECTORIES``), and runs with no ``GIT_*`` variable inherited
 from this process (``GIT_DIR`` or ``GIT_WORK_TREE`` would point it elsewhere). So the
-directory counts as a repository only if it is the top of a work tree; a commit is
-also refused when the repository's git directory lies outside it (a linked worktree,
-a submodule). Reads do not take git's optional locks, so a report never writes.
+directory counts as a repository only if it is the top of a work tree; git is not
+used where that work tree is configured elsewhere or a git directory lies outside the
+allowed roots, and a commit is also refused when one lies outside the directory (a
+linked worktree, a submodule). Reads do not take git's optional locks, so a report never writes.
 
 No program the repository names runs (hooks, filters, fsmonitor, pagers, ...: see
 ``_gitsafe``), and no message of git reaches a client with a path outside the working
@@ -101,6 +102,10 @@ async def checkpoint_git(
     return attrs.evolve(before, head=made), made  # HEAD (or its branch) moved to it
 
 
+def _real_paths(lines: list[str]) -> list[str]:
+    return [os.path.realpath(line) for line in lines] + ["", "", ""]
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -125,6 +130,7 @@ class Git:
         #: The filter drivers and the keys of the repository's configuration.
         self.filters: frozenset[str] = frozenset()
         self.keys: frozenset[str] = frozenset()
+        self._where: tuple[str, str] | None = None
 
     async def _environment(self) -> dict[str, str]:
         """The environment of every call: the configuration git reads, listed once
@@ -190,9 +196,49 @@ class Git:
         """git's message for a client (no paths outside the working directory)."""
         return gitsafe.redact(message, self.directory) or "no message"
 
+    async def locate(self) -> tuple[str, str] | None:
+        """The repository's git directory and common git directory (resolved), or
+        None outside a repository. GitError if its work tree is configured elsewhere
+        (``core.worktree``), or if either git directory is outside the allowed roots
+        (a ``.git`` file, or a linked worktree's ``commondir``, pointing there): git
+        would read, and a commit write, a repository the server does not allow."""
+        if self._where is None:
+            status, out, err = await self.run(
+                "rev-parse",
+                "--absolute-git-dir",
+                "--path-format=absolute",
+                "--git-common-dir",
+                "--show-toplevel",
+            )
+            if status == _NOT_A_REPOSITORY and "not a git repository" in err:
+                return None
+            if status != 0:
+                raise GitError(f"git rev-parse failed (exit {status}): {self._say(err)}")
+            paths = await trio.to_thread.run_sync(_real_paths, out.splitlines())
+            git_dir, common, top = paths[:3]
+            if top != self.directory:
+                raise GitError(
+                    "the repository's work tree is configured elsewhere (core.worktree); "
+                    "triact uses no git repository there"
+                )
+            roots = self.config.allowed_roots
+            if roots is not None and not all(
+                any(_inside(path, root) for root in roots) for path in (git_dir, common)
+            ):
+                raise GitError(
+                    "the repository's git directory is outside the allowed roots of this "
+                    "server (a .git file or a linked worktree pointing there); triact uses "
+                    "no git repository there"
+                )
+            self._where = (git_dir, common)
+        return self._where
+
     async def state(self) -> GitState:
         """Branch, HEAD and uncommitted paths; ``repository=False`` outside a work tree.
-        GitError / GitTimeoutError if git fails otherwise."""
+        GitError / GitTimeoutError if git fails otherwise, or if the repository is
+        not the server's to read (:meth:`locate`)."""
+        if await self.locate() is None:
+            return GitState.none()
         status, out, err = await self.run(
             "status", "--porcelain=v2", "--branch", "-z", "--ignore-submodules=dirty"
         )

@@ -78,29 +78,19 @@ async def commit(git: Git, message: str, leave_out: str | None) -> str | None:
 
 
 async def _confined_git_dir(git: Git) -> str:
-    status, out, _ = await git.run("rev-parse", "--absolute-git-dir", "--show-toplevel")
-    if status != 0:
+    where = await git.locate()
+    if where is None:
         raise NotAGitRepositoryError(
             "the working directory is not a git repository (or only a subdirectory of "
             "one: git is confined to the working directory), so no checkpoint commit "
             "can be made; run git init there, or leave commit false"
         )
-    git_dir, top = (await trio.to_thread.run_sync(_real_paths, out.splitlines()))[:2]
-    if not (git_dir == git.directory or git_dir.startswith(git.directory + os.sep)):
+    if not all(path == git.directory or path.startswith(git.directory + os.sep) for path in where):
         raise GitError(
             "the repository's git directory is outside the working directory (a linked "
             "worktree or submodule); checkpoint commits are refused there"
         )
-    if top != git.directory:
-        raise GitError(
-            "the repository's work tree is configured elsewhere (core.worktree); "
-            "checkpoint commits are refused there"
-        )
-    return git_dir
-
-
-def _real_paths(lines: list[str]) -> list[str]:
-    return [os.path.realpath(line) for line in lines] + ["", ""]
+    return where[0]
 
 
 async def _head(git: Git) -> str | None:
