@@ -96,6 +96,39 @@ async def test_validate_security_refuses_a_bad_token_and_records_it(
         assert (await manager.stats()).security_failures == 1
 
 
+async def test_a_token_that_is_not_valid_unicode_is_one_more_wrong_token(
+    open_manager: OpenManager,
+) -> None:
+    """It raised UnicodeEncodeError (from the token's encoding for its HMAC)."""
+    async with open_manager() as manager:
+        session = await manager.create_session(bind_client=True)
+        unbound = await manager.create_session()
+        with pytest.raises(triact.SessionSecurityError, match="invalid token"):
+            await session.validate_security("\ud800")
+        with pytest.raises(triact.SessionSecurityError):
+            await session.authorized("a\udfff").snapshot()
+        usable = await manager.usable_sessions(["\ud800"])
+        assert [state.id for state in usable] == [unbound.id]
+        state = await session.snapshot()
+        assert [event.kind for event in state.security_events] == ["invalid_token"] * 2
+        await session.validate_security(session.token)
+
+
+@pytest.mark.parametrize("token", [5, b"token"])
+async def test_a_token_that_is_not_a_str_is_a_type_error(
+    open_manager: OpenManager, token: object
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session(bind_client=True)
+        with pytest.raises(TypeError, match="a session token is a str") as refused:
+            await session.validate_security(token)  # type: ignore[arg-type]
+        assert "token'" not in str(refused.value)  # not quoted
+        with pytest.raises(TypeError, match="a session token is a str"):
+            await manager.usable_sessions([token])  # type: ignore[list-item]
+        state = await session.snapshot()
+        assert (state.version, state.security_events) == (1, ())
+
+
 async def test_a_token_of_another_session_is_refused(open_manager: OpenManager) -> None:
     async with open_manager() as manager:
         a = await manager.create_session(bind_client=True)

@@ -36,8 +36,15 @@ INVALID, MISSING, THROTTLED, LEGACY_LOCKED = "invalid_token", "missing_token", "
 
 
 def token_digest(key: bytes, token: str) -> str:
-    """The hex HMAC-SHA256 of ``token`` under ``key``: what a binding stores."""
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+    """The hex HMAC-SHA256 of ``token`` under ``key``: what a binding stores.
+
+    A token that is not a str raises TypeError (without quoting it). One that is not
+    valid Unicode (a lone surrogate) is digested as it is, so it is one more wrong
+    token: tokens are ASCII.
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"a session token is a str (or None), got {type(token).__name__}")
+    return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def opens(digests: frozenset[str], binding: ClientBinding | None) -> bool:
