@@ -4,6 +4,7 @@ path, pipelining, HTTP/1.0, disconnects and the graceful stop."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -317,6 +318,32 @@ async def test_a_malformed_request_gets_400_and_the_server_goes_on() -> None:
         other = await Client.open(served)
         await other.post("/echo", b"fine")
         assert (await other.answer())[:1] == (200,)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /echo HTTP/1.1\r\nhost: t\r\nauthorization : Bearer SECRETSECRETSECRET\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nhost: t\r\nauthorization: Bearer SECRETSECRETSECRET\x00\r\n\r\n",
+        b"POST /echo?token=SECRETSECRETSECRET HTTP/1.1 x\r\nhost: t\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"SECRETSECRETSECRET\r\n",
+    ],
+)
+async def test_the_log_of_a_malformed_request_never_quotes_its_bytes(
+    head: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # h11's message quotes the malformed line, which logged a bearer token whose
+    # header line was malformed (at debug level).
+    caplog.set_level(logging.DEBUG, logger="triact.transport")
+    async with serving() as served:
+        client = await Client.open(served)
+        await client.send(head)
+        assert (await client.answer())[0] == 400
+        assert await client.closed()
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("malformed request" in line for line in logged), logged
+    assert not any("SECRET" in line for line in logged), logged
 
 
 async def test_a_malformed_chunked_body_closes_the_connection() -> None:

@@ -103,6 +103,8 @@ _EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
 _LINE_START: Final = (b"\r", b"\n")
 #: The scheme and authority of an absolute-form request target (``http://host:port``).
 _SCHEME_AUTHORITY: Final = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://[^/?]*")
+#: Where h11's message about a malformed request quotes its bytes (a repr).
+_QUOTED: Final = re.compile(r"(?:bytearray\()?b['\"]")
 
 
 def _at_least(minimum: float) -> Any:
@@ -209,6 +211,17 @@ def _after_empty_lines(data: bytes) -> bytes:
     match = _EMPTY_LINES.match(data)
     assert match is not None  # it matches the empty string
     return data[match.end() :]
+
+
+def _loggable(exc: h11.RemoteProtocolError) -> str:
+    """h11's message for a malformed request without the bytes it quotes (a header
+    line, a request line), which may hold a credential (``Authorization``, a token in
+    a query)."""
+    text = str(exc)
+    quoted = _QUOTED.search(text)
+    if quoted is None:
+        return text
+    return text[: quoted.start()].rstrip(": ") + " (not quoted: it may hold a credential)"
 
 
 def _error_answer(status: int, message: str, date: bytes, extra: bytes = b"") -> bytes:
@@ -503,7 +516,7 @@ class _Connection:
         return rest
 
     async def _refuse_malformed(self, exc: h11.RemoteProtocolError) -> None:
-        logger.debug("malformed request: %s", exc)
+        logger.debug("malformed request: %s", _loggable(exc))
         status = exc.error_status_hint
         if status == 431:
             message = (
@@ -585,7 +598,7 @@ class _Connection:
             try:
                 event = connection.next_event()
             except h11.RemoteProtocolError as exc:  # a malformed body
-                logger.debug("malformed request body: %s", exc)
+                logger.debug("malformed request body: %s", _loggable(exc))
                 return await self._refuse_body(400, "Bad Request: malformed request body")
             kind = type(event)
             if kind is h11.Data:
