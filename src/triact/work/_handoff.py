@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import time
+import unicodedata
 
 import attrs
 import trio
@@ -31,6 +32,9 @@ logger = logging.getLogger("triact.work")
 
 _RECENT = 5  # analyses and failed requests named in a handoff
 _PROMPT_CHARS = 200
+#: Unicode categories of the characters that can break a line: control characters
+#: (\n, \r, \v, \f, \x1c-\x1f, \x85, ...) and the line and paragraph separators.
+_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
 def _short(text: str, limit: int = _PROMPT_CHARS) -> str:
@@ -77,19 +81,29 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
+def _line(text: str) -> str:
+    """``text`` kept on its line: line breaks and other control characters shown
+    escaped (``\\n``, ``\\x1b``), so that no note, name or file name of a session
+    can begin a line (a heading, a list item) of the handoff."""
+    return "".join(
+        ch if unicodedata.category(ch) not in _BREAKING else ch.encode("unicode_escape").decode()
+        for ch in text
+    )
+
+
 def _code(text: str) -> str:
-    return "`" + text.replace("`", "'") + "`"
+    return "`" + _line(text).replace("`", "'") + "`"
 
 
 def render_handoff(handoff: Handoff) -> str:
     """The handoff as Markdown (what ``write_handoff`` writes)."""
     h = handoff
     lines = [
-        f"# Handoff: {h.project or h.topic or h.working_directory or h.session_id}",
+        f"# Handoff: {_line(h.project or h.topic or h.working_directory or h.session_id)}",
         "",
         f"- Session: {_code(h.session_id)}",
         f"- Directory: {_code(h.working_directory) if h.working_directory else 'none'}",
-        f"- Project: {h.project or 'none'}",
+        f"- Project: {_line(h.project or 'none')}",
         f"- Started: {_when(h.started_at)}; ended: {_when(h.ended_at)} "
         f"({max(0.0, h.ended_at - h.started_at) / 60:.1f} min)",
         f"- Calls: {h.operations}, of which failed: {h.errors}; "
@@ -99,19 +113,19 @@ def render_handoff(handoff: Handoff) -> str:
         "",
     ]
     for c in h.checkpoints:
-        where = f" on {c.branch}" if c.branch else ""
+        where = f" on {_line(c.branch)}" if c.branch else ""
         commit = f", committed {_code(c.commit[:12])}" if c.commit else ""
         head = f" at {_code(c.head[:12])}" if c.head and not c.commit else ""
         lines.append(
-            f"{c.number}. {_when(c.at)}{where}{head}{commit}: {c.note or '(no note)'} "
+            f"{c.number}. {_when(c.at)}{where}{head}{commit}: {_line(c.note or '(no note)')} "
             f"({c.dirty_count} uncommitted path(s))"
         )
     if not h.checkpoints:
         lines.append("None.")
     lines += ["", "## Threads", ""]
-    lines += [f"- {t.name}: {t.messages} message(s)" for t in h.threads] or ["None."]
+    lines += [f"- {_line(t.name)}: {t.messages} message(s)" for t in h.threads] or ["None."]
     lines += ["", f"## Analyses ({h.analyses})", ""]
-    lines += [f"- {prompt}" for prompt in h.recent_prompts] or ["None."]
+    lines += [f"- {_line(prompt)}" for prompt in h.recent_prompts] or ["None."]
     r = h.requests
     lines += [
         "",
@@ -120,14 +134,17 @@ def render_handoff(handoff: Handoff) -> str:
         f"{r.completed} completed, {r.failed} failed, {r.active} still open.",
     ]
     for f in h.failed_requests:
-        lines.append(f"- {_code(f.id)} ({f.tool_name or 'no tool'}): {f.error or 'no message'}")
+        lines.append(
+            f"- {_code(f.id)} ({_line(f.tool_name or 'no tool')}): {_line(f.error or 'no message')}"
+        )
     lines += ["", "## Git at the end", ""]
     g = h.git
     if g is None or not g.repository:
-        lines.append(g.error if g is not None and g.error else "Not a git repository.")
+        lines.append(_line(g.error) if g is not None and g.error else "Not a git repository.")
     else:
         lines.append(
-            f"Branch {g.branch or '(detached)'} at {_code(g.head) if g.head else 'no commit'}; "
+            f"Branch {_line(g.branch or '(detached)')} at "
+            f"{_code(g.head) if g.head else 'no commit'}; "
             f"{g.dirty_count} uncommitted path(s)" + (":" if g.dirty else ".")
         )
         lines += [f"- {_code(path)}" for path in g.dirty]
