@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -607,6 +608,33 @@ async def test_shutdown_with_no_grace_cancels_in_flight_updates_at_once(
         await trio.testing.wait_all_tasks_blocked()
     assert trio.current_time() == 0.0
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    ("after", "limit", "refused"),
+    [
+        (None, -1, "(limit=) must be an int >= 0, got -1"),
+        (None, 1.5, "(limit=) must be an int >= 0, got 1.5"),
+        (None, True, "(limit=) must be an int >= 0, got True"),
+        ("x", 10, "(after=) must be None or the (created_at, id)"),
+        ((1.0,), 10, "(after=) must be None or the (created_at, id)"),
+        ((None, "id"), 10, "(after=) must be None or the (created_at, id)"),
+    ],
+)
+async def test_list_sessions_refuses_a_page_it_cannot_mean(
+    store: str, after: object, limit: object, refused: str, tmp_path: Path
+) -> None:
+    """A negative limit listed all but the last sessions in memory and every session
+    with SQLite; a bad position failed comparing it, or listed from the start."""
+    backend = triact.SqliteStore(tmp_path / "s.db") if store == "sqlite" else None
+    async with triact.open_session_manager(triact.SessionConfig(store=backend)) as manager:
+        for _ in range(3):
+            await manager.create_session()
+        with pytest.raises(ValueError, match=re.escape(refused)):
+            await manager.list_sessions(after, limit)  # type: ignore[arg-type]
+        assert len(await manager.list_sessions(None, 2)) == 2
+        assert await manager.list_sessions(None, 0) == []
 
 
 # -- config -------------------------------------------------------------------------------

@@ -175,6 +175,19 @@ class SessionManager:
         """Up to ``limit`` live sessions ordered by creation (wall clock, then id),
         after the position ``after`` (the ``(created_at, id)`` of the last one seen);
         with a shared store, every process's, read from the store."""
+        if type(limit) is not int or limit < 0:
+            # (A negative one was a slice from the end in memory, no limit in SQLite.)
+            raise ValueError(f"list_sessions(limit=) must be an int >= 0, got {limit!r:.40}")
+        if after is not None and not (
+            type(after) is tuple
+            and len(after) == 2
+            and type(after[0]) in (int, float)
+            and isinstance(after[1], str)
+        ):
+            raise ValueError(
+                "list_sessions(after=) must be None or the (created_at, id) of an "
+                f"IndexEntry, got {after!r:.60}"
+            )
         if self.leases is not None:
             return await self.leases.store.page(after, limit)
         await trio.lowlevel.checkpoint()
