@@ -90,14 +90,18 @@ _LISTENING = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
 
 def server_env(tmp: Path) -> dict[str, str]:
     """The environment of a ``triact serve`` under test: its state and home under
-    ``tmp``, nothing of the caller's but ``PATH``."""
+    ``tmp``, nothing of the caller's but ``PATH`` (and ``PYTHONPATH``)."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
-    return {
+    env = {
         "XDG_STATE_HOME": str(tmp / "state"),
         "HOME": str(home),
         "PATH": os.environ.get("PATH", ""),
     }
+    if "PYTHONPATH" in os.environ:  # the triact under test, not the one installed
+        paths = os.environ["PYTHONPATH"].split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(path) for path in paths)
+    return env
 
 
 def start_http_server(

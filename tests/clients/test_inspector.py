@@ -91,6 +91,9 @@ def _result(outcome: tuple[int, Any]) -> dict[str, Any]:
 
 def test_over_stdio_it_lists_the_tools_and_calls_one(inspector: Inspector) -> None:
     server = [sys.executable, "-m", "triact.cli", "serve", "--store", "memory"]
+    if "PYTHONPATH" in os.environ:  # the triact under test, not the one installed
+        paths = os.environ["PYTHONPATH"].split(os.pathsep)
+        server = ["-e", f"PYTHONPATH={os.pathsep.join(map(os.path.abspath, paths))}", *server]
     status, listed = inspector.run(server, "--method", "tools/list")
     assert status == 0, listed
     assert [tool["name"] for tool in listed["tools"]] == documented_tools()
