@@ -42,24 +42,29 @@ SERVE_TOOL_NAMES = [
 ]
 
 
-def parameters(tmp_path: Path, *args: str) -> StdioServerParameters:
-    """``triact serve *args``, with its state directory and home under ``tmp_path``."""
+def parameters(tmp_path: Path, *args: str, path: str | None = None) -> StdioServerParameters:
+    """``triact serve *args``, with its state directory and home under ``tmp_path``
+    (and ``path`` as its ``PATH``, if given)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home)}
     if "PYTHONPATH" in os.environ:  # the triact under test, not the one installed
         paths = os.environ["PYTHONPATH"].split(os.pathsep)
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(path) for path in paths)
+    if path is not None:
+        env["PATH"] = path
     return StdioServerParameters(command=SERVE[0], args=[*SERVE[1:], *args], env=env)
 
 
 @asynccontextmanager
-async def sdk_session(tmp_path: Path, *args: str) -> AsyncIterator[ClientSession]:
+async def sdk_session(
+    tmp_path: Path, *args: str, path: str | None = None
+) -> AsyncIterator[ClientSession]:
     """An initialized (handshake-era) SDK ClientSession on a fresh ``triact serve
-    *args``, its stderr in ``tmp_path / "stderr.log"``."""
+    *args`` (``path``: its ``PATH``), its stderr in ``tmp_path / "stderr.log"``."""
     with (tmp_path / "stderr.log").open("a") as errlog:
         async with (
-            stdio_client(parameters(tmp_path, *args), errlog=errlog) as (read, write),
+            stdio_client(parameters(tmp_path, *args, path=path), errlog=errlog) as (read, write),
             ClientSession(read, write) as session,
         ):
             await session.initialize()

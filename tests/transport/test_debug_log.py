@@ -3,8 +3,12 @@ request, session, outcome (with the error code) and duration."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
+
+import trio
 
 from ._sdk import error, sdk_session, structured
 
@@ -59,3 +63,47 @@ def test_docs_show_the_line_as_it_is() -> None:
     match = LINE.search(shown)
     assert match is not None, shown
     assert match["outcome"] == "error code=conflict"
+
+
+async def test_a_call_cancelled_while_git_runs_is_logged_cancelled(tmp_path: Path) -> None:
+    """A work tool cancelled by its client while its git runs is logged ``cancelled``
+    (trio.run_process raises the cancellation as a group of Cancelled), not
+    ``failed``, which says a server bug."""
+    repo, bin_dir = tmp_path / "repo", tmp_path / "bin"
+    repo.mkdir()
+    bin_dir.mkdir()
+    real_git = shutil.which("git")
+    assert real_git is not None
+    await trio.run_process([real_git, "init", "-q", str(repo)])
+    hold, running = tmp_path / "hold", tmp_path / "running"
+    # git as the server finds it on its PATH: while ``hold`` exists, it says it runs
+    # and waits (the server kills its process group when the call is cancelled).
+    (bin_dir / "git").write_text(
+        f'#!/bin/sh\nif [ -e "{hold}" ]; then touch "{running}"; exec sleep 30; fi\n'
+        f'exec "{real_git}" "$@"\n'
+    )
+    (bin_dir / "git").chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    async with sdk_session(tmp_path, "--store", "memory", "--log-level", "debug", path=path) as sdk:
+        started = structured(await sdk.call_tool("session_start", {"working_directory": str(repo)}))
+        ids = {"session_id": started["session_id"]}
+        hold.touch()
+        async with trio.open_nursery() as nursery:
+
+            async def checkpoint() -> None:
+                await sdk.call_tool("session_checkpoint", ids)  # never answered
+
+            nursery.start_soon(checkpoint)
+            with trio.fail_after(30):
+                while not running.exists():  # noqa: ASYNC110 (another process)
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the SDK sends notifications/cancelled
+        hold.unlink()
+        status = structured(await sdk.call_tool("session_status", ids))
+        assert status["report"]["checkpoint_count"] == 0  # it did not happen
+    calls = _calls(tmp_path / "stderr.log")
+    assert [(c["tool"], c["outcome"]) for c in calls] == [
+        ("session_start", "ok"),
+        ("session_checkpoint", "cancelled"),
+        ("session_status", "ok"),
+    ]

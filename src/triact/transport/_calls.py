@@ -515,6 +515,13 @@ class ToolCalls:
             except trio.Cancelled:
                 outcome = "cancelled"
                 raise
+            except BaseExceptionGroup as group:
+                # A cancellation that reached a nursery comes out of it as a group of
+                # Cancelled (trio.run_process's, as the work tools run git): the call
+                # was cancelled all the same, not failed.
+                if group.split(trio.Cancelled)[1] is None:
+                    outcome = "cancelled"
+                raise
             finally:
                 hold_until = (
                     self._reports.stop(call.key) if ctx.progress_token is not None else None
