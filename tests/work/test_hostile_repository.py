@@ -6,6 +6,7 @@ checkpoint commit and end."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -298,7 +299,15 @@ def _worktree(project: Path, outside: Path) -> None:
     git(project, "config", "core.worktree", str(outside))
 
 
-@pytest.mark.parametrize("point", [_gitdir_file, _commondir, _worktree])
+def _linked_refs(project: Path, outside: Path) -> None:
+    # The branches and objects of the repository are another repository's.
+    make_repo(project)
+    for name in ("refs", "objects"):
+        shutil.rmtree(project / ".git" / name)
+        (project / ".git" / name).symlink_to(outside / ".git" / name)
+
+
+@pytest.mark.parametrize("point", [_gitdir_file, _commondir, _worktree, _linked_refs])
 def test_a_repository_pointing_outside_the_roots_is_neither_read_nor_written(
     tmp_path: Path, point: Callable[[Path, Path], None]
 ) -> None:
@@ -373,3 +382,18 @@ def test_nothing_a_session_or_a_file_names_adds_a_line_to_its_handoff(tmp_path: 
     assert "ok\\n\\n## Git at the end" in markdown
     assert "\\u2028## Forged" in markdown
     assert "- n\\n\\n## Git at the end" in markdown
+
+
+async def test_a_commit_is_refused_where_the_branches_are_linked_elsewhere(tmp_path: Path) -> None:
+    outside = _outside_repository(tmp_path)
+    head = git(outside, "rev-parse", "HEAD")
+    project = tmp_path / "project"
+    _linked_refs(project, outside)
+    (project / "mine.txt").write_text("mine\n")
+    async with opened() as (_, work):  # no allowed roots: reported, not committed
+        started = await work.start(project)
+        assert started.report.git is not None
+        assert started.report.git.head == head.strip()
+        with pytest.raises(GitError, match="what it links to, is outside the working directory"):
+            await work.checkpoint(started.session, commit=True)
+    assert git(outside, "rev-parse", "HEAD") == head

@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 
 import attrs
 import trio
@@ -106,6 +107,40 @@ def _real_paths(lines: list[str]) -> list[str]:
     return [os.path.realpath(line) for line in lines] + ["", "", ""]
 
 
+#: What git reads a repository's commits and branches from, and writes a commit to, in
+#: a git directory (its hooks, info, ... are left alone: hooks do not run).
+_STORE = ("HEAD", "index", "packed-refs", "refs", "logs", "objects")
+
+
+def _links(git_dir: str, common: str) -> list[str]:
+    """Where the symbolic links that git would follow to read or write commits and
+    branches lead (resolved): :data:`_STORE` in the git directories, what is in
+    ``objects``, and everything in ``refs`` and ``logs``."""
+    found: list[str] = []
+
+    def scan(directory: str) -> Iterator[os.DirEntry[str]]:
+        with contextlib.suppress(OSError):  # missing or no directory: nothing read there
+            yield from os.scandir(directory)
+
+    def deep(directory: str) -> None:
+        for entry in scan(directory):
+            if entry.is_symlink():
+                found.append(os.path.realpath(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                deep(entry.path)
+
+    for base in dict.fromkeys((git_dir, common)):
+        for name in _STORE:
+            if os.path.islink(path := os.path.join(base, name)):
+                found.append(os.path.realpath(path))
+        deep(os.path.join(base, "logs"))
+    deep(os.path.join(common, "refs"))
+    found += [
+        os.path.realpath(e.path) for e in scan(os.path.join(common, "objects")) if e.is_symlink()
+    ]
+    return found
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -130,7 +165,7 @@ class Git:
         #: The filter drivers and the keys of the repository's configuration.
         self.filters: frozenset[str] = frozenset()
         self.keys: frozenset[str] = frozenset()
-        self._where: tuple[str, str] | None = None
+        self._where: tuple[str, ...] | None = None
 
     async def _environment(self) -> dict[str, str]:
         """The environment of every call: the configuration git reads, listed once
@@ -196,12 +231,14 @@ class Git:
         """git's message for a client (no paths outside the working directory)."""
         return gitsafe.redact(message, self.directory) or "no message"
 
-    async def locate(self) -> tuple[str, str] | None:
-        """The repository's git directory and common git directory (resolved), or
-        None outside a repository. GitError if its work tree is configured elsewhere
-        (``core.worktree``), or if either git directory is outside the allowed roots
-        (a ``.git`` file, or a linked worktree's ``commondir``, pointing there): git
-        would read, and a commit write, a repository the server does not allow."""
+    async def locate(self) -> tuple[str, ...] | None:
+        """Where git reads and writes the repository: its git directory, its common
+        git directory, and where the symbolic links in them (their own entries,
+        ``refs``, ``logs``, ``objects``) lead (all resolved); None outside a
+        repository. GitError if its work tree is configured elsewhere
+        (``core.worktree``), or if any of those is outside the allowed roots (a
+        ``.git`` file, a linked worktree's ``commondir``, a ``.git/refs`` linked to
+        another repository's): git would read there, and a commit write there."""
         if self._where is None:
             status, out, err = await self.run(
                 "rev-parse",
@@ -221,16 +258,17 @@ class Git:
                     "the repository's work tree is configured elsewhere (core.worktree); "
                     "triact uses no git repository there"
                 )
+            where = (git_dir, common, *await trio.to_thread.run_sync(_links, git_dir, common))
             roots = self.config.allowed_roots
             if roots is not None and not all(
-                any(_inside(path, root) for root in roots) for path in (git_dir, common)
+                any(_inside(path, root) for root in roots) for path in where
             ):
                 raise GitError(
-                    "the repository's git directory is outside the allowed roots of this "
-                    "server (a .git file or a linked worktree pointing there); triact uses "
-                    "no git repository there"
+                    "the repository's git directory, or what it links to, is outside the "
+                    "allowed roots of this server (a .git file, a linked worktree or a "
+                    "symbolic link pointing there); triact uses no git repository there"
                 )
-            self._where = (git_dir, common)
+            self._where = where
         return self._where
 
     async def state(self) -> GitState:

@@ -87,8 +87,9 @@ async def _confined_git_dir(git: Git) -> str:
         )
     if not all(path == git.directory or path.startswith(git.directory + os.sep) for path in where):
         raise GitError(
-            "the repository's git directory is outside the working directory (a linked "
-            "worktree or submodule); checkpoint commits are refused there"
+            "the repository's git directory, or what it links to, is outside the working "
+            "directory (a linked worktree, a submodule, a symbolic link); checkpoint "
+            "commits are refused there"
         )
     return where[0]
 
