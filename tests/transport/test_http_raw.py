@@ -276,6 +276,48 @@ async def test_bad_requests_get_their_status_and_a_json_rpc_error(
     refused(elsewhere, 404, -32600)
 
 
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    received = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("server", ["h11", "hypercorn"])
+@pytest.mark.parametrize(
+    ("version", "framing", "message"),
+    [
+        (b"1.1", b"content-length: %d\r\n", b"both Content-Length and Transfer-Encoding"),
+        (b"1.0", b"", b"Transfer-Encoding in an HTTP/1.0 request"),
+    ],
+)
+async def test_a_request_whose_framing_a_proxy_may_read_otherwise_gets_400_and_a_close(
+    manager: triact.SessionManager, server: Any, version: bytes, framing: bytes, message: bytes
+) -> None:
+    # Hypercorn framed it as chunked and kept the connection: a proxy in front that
+    # framed it by its Content-Length (or HTTP/1.0's rules) took the next request,
+    # here a DELETE, for its body, and the server served it.
+    body = b"0\r\n\r\n"
+    smuggled = b"DELETE /mcp HTTP/1.1\r\nhost: t\r\nmcp-session-id: " + b"Q" * 22 + b"\r\n\r\n"
+    if framing:
+        framing %= len(body) + len(smuggled)
+    head = (
+        b"POST /mcp HTTP/" + version + b"\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"accept: application/json, text/event-stream\r\n" + framing
+    )
+    async with http_server(manager, server=server) as served:
+        port = int(served.url.rsplit(":", 1)[1].split("/")[0])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(head + b"transfer-encoding: chunked\r\n\r\n" + body + smuggled)
+            received = await read_until_closed(stream)
+    assert received.startswith(b"HTTP/1.1 400 "), received
+    assert received.count(b"HTTP/1.1 ") == 1, received  # the DELETE was not served
+    if server == "h11" or version == b"1.1":  # (Hypercorn refuses HTTP/1.0's itself)
+        assert message in received
+
+
 async def test_a_body_declared_too_large_is_refused_before_it_is_sent(served: Served) -> None:
     # Content-Length over max_body_bytes: 413 at once, not after the body (or, for a
     # client that waits for a 100 Continue, after the body timeout).

@@ -370,6 +370,8 @@ class McpHttpApp:
                 raise _Refused(404, INVALID_REQUEST, f"Not Found: MCP is at {MCP_PATH}")
             if len(headers) != len(raw_headers):
                 _check_single(raw_headers)
+            if b"transfer-encoding" in headers and b"content-length" in headers:
+                await self._refuse_both_framings(receive)
             origin = headers.get(b"origin")
             if not self._origin_allowed(origin):
                 raise _Refused(403, INVALID_REQUEST, "Forbidden: origin not allowed")
@@ -432,6 +434,23 @@ class McpHttpApp:
                 error["data"] = refused.error.data
             body = encode_json({"jsonrpc": "2.0", "id": refused.request_id, "error": error})
             await _respond(send, refused.status, body.encode(), [*refused.headers, *_JSON])
+
+    async def _refuse_both_framings(self, receive: Receive) -> None:
+        """400, closing the connection, for a request with both Content-Length and
+        Transfer-Encoding, whose body a proxy in front may frame otherwise (RFC 9112
+        6.1). triact's own server refuses it before the app; Hypercorn frames it as
+        chunked and keeps the connection, where a proxy that framed the body by its
+        Content-Length would have sent the next request inside it. The body (as
+        chunked) is dropped first, up to a bound: Hypercorn loses an answer sent while
+        a body it will not read is still coming."""
+        with trio.move_on_after(self._http.body_timeout):
+            await _discard_body(receive, {"type": "http.request", "more_body": True}, _DISCARD_MAX)
+        raise _Refused(
+            400,
+            INVALID_REQUEST,
+            "Bad Request: both Content-Length and Transfer-Encoding",
+            headers=[(b"connection", b"close")],
+        )
 
     @property
     def calls_in_flight(self) -> int:
