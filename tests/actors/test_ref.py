@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import types
 from collections.abc import AsyncIterator, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from typing import Any
 
 import pytest
@@ -804,6 +806,128 @@ async def test_the_runner_gives_each_asker_its_handlers_exception(
         "fail when cancelled": "KeyError",  # what the cancelled handler raised
         "last": "last",
     }
+
+
+class Steps(Actor[str, object]):
+    """Async replies that end every way a runner must tell apart: at once, after a
+    wait, raising at once or after a wait, or cancelled; each records the task it ran
+    in, and replies with its message and its asker's context variable."""
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.tasks: dict[str, trio.lowlevel.Task] = {}
+
+    async def receive(self, message: str) -> object:
+        self.tasks[message] = trio.lowlevel.current_task()
+        if message == "hold":
+            await self.gate.wait()
+        elif message.startswith("raise at once"):
+            raise ValueError(message)
+        elif message != "at once":
+            await trio.lowlevel.checkpoint()
+        if message.startswith("raise after"):
+            raise KeyError(message)
+        if message == "cancelled":
+            await trio.sleep_forever()
+        return message, CALLER.get()
+
+
+async def test_one_runner_answers_each_async_reply_however_it_ended(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The runner drives the async replies it runs one after another (one driver
+    for them all, made again after one raised): each asker gets its own reply, or
+    its own handler's exception, seen in its own context."""
+    messages = [
+        "at once",
+        "wait",
+        "raise at once",
+        "wait 2",
+        "raise after",
+        "at once",
+        "cancelled",
+        "wait 3",
+        "raise after 2",
+        "raise at once 2",
+        "wait 4",
+    ]
+    outcomes: dict[int, object] = {}
+
+    async def ask(ref: ActorRef[str, object], i: int, message: str) -> None:
+        CALLER.set(f"asker {i}")
+        try:
+            with trio.fail_after(5) if message == "cancelled" else contextlib.nullcontext():
+                outcomes[i] = await ref.ask(message)
+        except (ValueError, KeyError, trio.TooSlowError) as exc:
+            outcomes[i] = type(exc).__name__
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Steps)
+        actor = ref._actor
+        assert isinstance(actor, Steps)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, ref, -1, "hold")
+            await trio.testing.wait_all_tasks_blocked()
+            for i, message in enumerate(messages):
+                nursery.start_soon(ask, ref, i, message)
+                await trio.testing.wait_all_tasks_blocked()
+            actor.gate.set()
+    assert outcomes == {
+        -1: ("hold", "asker -1"),
+        0: ("at once", "asker 0"),
+        1: ("wait", "asker 1"),
+        2: "ValueError",
+        3: ("wait 2", "asker 3"),
+        4: "KeyError",
+        5: ("at once", "asker 5"),
+        6: "TooSlowError",
+        7: ("wait 3", "asker 7"),
+        8: "KeyError",
+        9: "ValueError",
+        10: ("wait 4", "asker 10"),
+    }
+    runners = {task for message, task in actor.tasks.items() if message != "hold"}
+    assert len(runners) == 1  # one runner served them all
+    assert actor.tasks["hold"] not in runners
+
+
+def test_the_runners_driver_passes_what_is_thrown_in_on_to_its_coroutine() -> None:
+    """Trio sends a task its outcomes, but what is thrown into a runner (at a
+    ``throw`` of its coroutine) goes on to the async reply it runs, in the reply's
+    context; the driver then serves the next reply."""
+    from triact.actors._ref import _DRIVEN, _drive, _resume
+
+    @types.coroutine
+    def trap() -> Iterator[str]:
+        yield "to trio"
+
+    seen: list[str] = []
+
+    async def recovers() -> str:
+        try:
+            await trap()
+        except KeyError:
+            seen.append(CALLER.get())
+            return "recovered"
+        return "not thrown"
+
+    async def at_once() -> str:
+        return "at once"
+
+    context = copy_context()
+    context.run(CALLER.set, "the asker")
+    returned: list[object] = [None]
+    drive = _drive(returned)
+    assert drive.send(None) is _DRIVEN
+    signal = context.run(drive.send, recovers())
+    assert signal == "to trio"
+    resume = _resume(context, drive, drive.send, signal)
+    assert resume.send(None) == "to trio"
+    with pytest.raises(StopIteration):
+        resume.throw(KeyError("thrown in"))
+    assert (returned, seen) == (["recovered"], ["the asker"])
+    assert context.run(drive.send, at_once()) is _DRIVEN
+    assert returned == ["at once"]
 
 
 class SeesThrough(Actor[object, object]):
