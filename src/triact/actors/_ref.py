@@ -129,6 +129,9 @@ class _SeeItThrough:
 #: What a runner's driver (:func:`_drive`) yields once the coroutine it was given has
 #: returned (its value is then in the driver's list).
 _DRIVEN: Any = object()
+#: ``Context.run`` unbound: ``_run_in(context, f, x)`` makes no bound method object,
+#: where ``context.run`` kept in a local makes one for every async reply.
+_run_in = Context.run
 
 
 @coroutine
@@ -162,14 +165,13 @@ def _resume(context: Context, drive: Any, send: Any, signal: Any) -> Any:
     This is how the runner runs an asker's async reply in the asker's contextvars
     context rather than its own (Trio enters a task's context around each step of
     it, and the runner is one task for many askers)."""
-    run = context.run
     while True:
         try:
             value = yield signal
         except BaseException as exc:  # thrown in by Trio: passed on, never kept
-            signal = run(drive.throw, exc)
+            signal = _run_in(context, drive.throw, exc)
         else:
-            signal = run(send, value)
+            signal = _run_in(context, send, value)
         if signal is _DRIVEN:
             return
 
