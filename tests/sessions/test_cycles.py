@@ -167,3 +167,25 @@ async def test_a_task_left_running_by_an_update_may_call_its_session_later(
         await session.update(starts_a_task)
         await done.wait()
         assert (await session.snapshot()).data == {"later": 1}
+
+
+def test_a_hold_marks_its_update_until_released_innermost_first() -> None:
+    """hold() makes the Hold whole (it has no __init__ of its own) and marks the
+    code after it; release() undoes it, nested holds in turn."""
+    from triact.sessions._cycles import HOLDS, hold, release
+
+    class Entry:
+        hold: object = None
+
+    outer_entry, inner_entry = Entry(), Entry()
+    outer = hold(outer_entry)  # type: ignore[arg-type]
+    inner = hold(inner_entry)  # type: ignore[arg-type]
+    assert HOLDS.get() == (outer, inner)
+    assert (inner.entry, inner.active, inner.waits_on) == (inner_entry, True, ())
+    assert (outer_entry.hold, inner_entry.hold) == (outer, inner)
+    release(inner)
+    assert HOLDS.get() == (outer,)
+    assert (inner.active, inner_entry.hold, outer.active) == (False, None, True)
+    release(outer)
+    assert HOLDS.get() == ()
+    assert (outer.active, outer_entry.hold) == (False, None)

@@ -24,18 +24,20 @@ if TYPE_CHECKING:
 
 
 class Hold:
-    """One async update of a session, while it runs."""
+    """One async update of a session, while it runs: made only by :func:`hold`, as
+    ``Hold()``, which sets its fields (``object``'s ``__init__``: a type call with no
+    frame of Python, for every async update)."""
 
     __slots__ = ("active", "entry", "token", "waits_on")
+    __init__ = object.__init__
 
-    def __init__(self, entry: Entry) -> None:
-        self.entry = entry
-        self.active = True
-        #: The sessions that code inside this update is calling now (a list: several
-        #: tasks started by the update may call the same session). Made at the first
-        #: such call: most updates call none, and each pays for this object.
-        self.waits_on: list[Entry] | tuple[()] = ()
-        self.token: Token[tuple[Hold, ...]] | None = None  # HOLDS before this one
+    entry: Entry
+    active: bool
+    #: The sessions that code inside this update is calling now (a list: several
+    #: tasks started by the update may call the same session). Made at the first
+    #: such call: most updates call none, and each pays for this object.
+    waits_on: list[Entry] | tuple[()]
+    token: Token[tuple[Hold, ...]]  # HOLDS before this one
 
 
 #: The updates the current code runs inside, outermost first.
@@ -47,7 +49,10 @@ def hold(entry: Entry) -> Hold:
     ``entry``'s session, until :func:`release` of the hold returned (in a
     ``finally``: :func:`holding` spelled out, for the hot path of async updates,
     which spares a generator and a context manager per update)."""
-    held = Hold(entry)
+    held: Hold = Hold()  # (its fields set here: see Hold)
+    held.entry = entry
+    held.active = True
+    held.waits_on = ()
     entry.hold = held
     outer = HOLDS.get()  # (a tuple of one built at once when it is the only one)
     held.token = HOLDS.set((*outer, held) if outer else (held,))
@@ -60,7 +65,7 @@ def release(held: Hold) -> None:
     entry = held.entry
     if entry.hold is held:
         entry.hold = None
-    HOLDS.reset(held.token)  # type: ignore[arg-type]  # (hold set it: no assert per update)
+    HOLDS.reset(held.token)  # (hold set it)
 
 
 @contextmanager
