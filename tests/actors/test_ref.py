@@ -892,10 +892,11 @@ async def test_one_runner_answers_each_async_reply_however_it_ended(
 
 
 def test_the_runners_driver_passes_what_is_thrown_in_on_to_its_coroutine() -> None:
-    """Trio sends a task its outcomes, but what is thrown into a runner (at a
-    ``throw`` of its coroutine) goes on to the async reply it runs, in the reply's
-    context; the driver then serves the next reply."""
-    from triact.actors._ref import _DRIVEN, _drive, _resume
+    """Trio sends a task its outcomes, but what is thrown into a runner at a reply's
+    wait (a ``throw`` of its coroutine) goes on to the reply, in the reply's context,
+    as the runner passes it (``_run_in(context, drive.throw, thrown)``); the driver
+    then serves the next reply."""
+    from triact.actors._ref import _DRIVEN, _drive, _run_in
 
     @types.coroutine
     def trap() -> Iterator[str]:
@@ -919,14 +920,10 @@ def test_the_runners_driver_passes_what_is_thrown_in_on_to_its_coroutine() -> No
     returned: list[object] = [None]
     drive = _drive(returned)
     assert drive.send(None) is _DRIVEN
-    signal = context.run(drive.send, recovers())
-    assert signal == "to trio"
-    resume = _resume(context, drive, drive.send, signal)
-    assert resume.send(None) == "to trio"
-    with pytest.raises(StopIteration):
-        resume.throw(KeyError("thrown in"))
+    assert _run_in(context, drive.send, recovers()) == "to trio"
+    assert _run_in(context, drive.throw, KeyError("thrown in")) is _DRIVEN
     assert (returned, seen) == (["recovered"], ["the asker"])
-    assert context.run(drive.send, at_once()) is _DRIVEN
+    assert _run_in(context, drive.send, at_once()) is _DRIVEN
     assert returned == ["at once"]
 
 

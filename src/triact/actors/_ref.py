@@ -147,33 +147,13 @@ def _drive(returned: list[Any]) -> Any:
     a ``StopIteration`` (made, given a traceback and a frame object, raised through
     ``Context.run`` and caught): about 2,000 instructions per async reply
     (callgrind), against a few hundred for the steps through this frame. The runner
-    runs each step of it in its asker's context (:func:`_resume`); one driver serves
-    a runner's replies in turn.
+    runs each step of it in its asker's context (see :meth:`ActorRef._runner`); one
+    driver serves a runner's replies in turn.
     """
     while True:
         pending = yield _DRIVEN
         returned[0] = yield from pending
         del pending  # (not held while the driver waits for the next)
-
-
-@coroutine
-def _resume(context: Context, drive: Any, send: Any, signal: Any) -> Any:
-    """Go on with the coroutine that ``drive`` (a :func:`_drive`, whose ``send`` is
-    ``send``) runs and that has just yielded ``signal`` to Trio, each of its steps
-    run in ``context``, until it has returned (its value is in the driver's list).
-
-    This is how the runner runs an asker's async reply in the asker's contextvars
-    context rather than its own (Trio enters a task's context around each step of
-    it, and the runner is one task for many askers)."""
-    while True:
-        try:
-            value = yield signal
-        except BaseException as exc:  # thrown in by Trio: passed on, never kept
-            signal = _run_in(context, drive.throw, exc)
-        else:
-            signal = _run_in(context, send, value)
-        if signal is _DRIVEN:
-            return
 
 
 class Queued(Generic[M, R]):
@@ -766,13 +746,19 @@ class ActorRef(Generic[M, R]):
             self._crew.arm_idle(self, self._idle_deadline)
 
     async def _run(self) -> None:
+        """The runner task: :meth:`_runner`, as a coroutine for Trio to run (Trio
+        starts only coroutines; ``ask`` tells a runner task by this one's code)."""
+        await self._runner()
+
+    @coroutine
+    def _runner(self) -> Any:
         """Handle the messages at the front of the mailbox, in order, until it is
         empty (the runner task; see the module's docstring for when one starts).
 
         A told message is handled with no one to answer. An asked one is handled
         for its asker, which sleeps meanwhile: a plain or async reply is sent to it
-        (both run in the asker's contextvars context: see :func:`_resume`), and a
-        reply to see through is handed to it with the baton, to be awaited in its own
+        (both run in the asker's contextvars context, below), and a reply to see
+        through is handed to it with the baton, to be awaited in its own
         task (which ends the runner). It all runs inside one shielded cancel scope,
         which a forced shutdown cancels (:meth:`stop_now`), and so does the
         cancellation of an asker whose handler runs (:meth:`Queued.__call__`): the
@@ -785,6 +771,16 @@ class ActorRef(Generic[M, R]):
         (see :meth:`_park`): the next async reply of an ask to the idle actor, or the
         next told message, is handed to it rather than paying for a scope of its own
         or a new task.
+
+        An async reply runs in its asker's contextvars context rather than the
+        runner's (Trio enters a task's own context around each step of it, and the
+        runner is one task for many askers): each of its steps is a ``send`` of the
+        runner's driver (:func:`_drive`) inside ``Context.run``, and what the step
+        yields for Trio this generator yields itself. That is why the runner is a
+        generator-based coroutine (``yield from`` for its awaits), not an ``async
+        def``: an ``async def`` cannot yield, and would await a generator made for each
+        async reply to do it (its making, its ``await`` and its release cost about
+        1,200 instructions per awaiting session update, callgrind).
         """
         task = self._holder = current_task()
         slice_ = self._crew.slice
@@ -813,10 +809,11 @@ class ActorRef(Generic[M, R]):
                                 if not mailbox or self._state == _STOPPED:
                                     holding = False  # (_park_ready releases the actor)
                                     # A parked spare keeps nothing of its last ask alive
-                                    # (its asker's context, its reply).
-                                    queued = asker = context = reply = answer = signal = _UNSET
-                                    returned[0] = None
-                                    if self._park_ready(handled) and await self._park(task):
+                                    # (its asker's context, its reply, what Trio
+                                    # last sent it: an error's traceback).
+                                    queued = asker = context = reply = answer = _UNSET
+                                    signal = value = returned[0] = None
+                                    if self._park_ready(handled) and (yield from self._park(task)):
                                         holding = True  # work was handed to it
                                         continue
                                     break
@@ -825,8 +822,9 @@ class ActorRef(Generic[M, R]):
                                     self._room.unpark()
                                 asker = queued.task
                                 if asker is None:
-                                    await self._handle_told(queued.message)
-                                    await trio.lowlevel.checkpoint()  # fairness between messages
+                                    yield from self._handle_told(queued.message)
+                                    # Fairness between messages (awaited: yield from).
+                                    yield from trio.lowlevel.checkpoint()  # noqa: ASYNC105
                                     since = 0.0
                                     continue
                                 queued.taken = queued.running = True  # its asker can't withdraw it
@@ -842,17 +840,25 @@ class ActorRef(Generic[M, R]):
                                 context = queued.context or asker.context
                                 if reply is _UNSET:
                                     if not self._started:
-                                        await self._start()
+                                        yield from self._start()
                                     reply = context.run(self._actor.receive, queued.message)
                                 if type(reply) is CoroutineType:
                                     if drive is None:  # (the first, or the last raised)
                                         drive = _drive(returned)
                                         drive_send = drive.send
                                         drive_send(None)
-                                    signal = context.run(drive_send, reply)
+                                    signal = _run_in(context, drive_send, reply)
                                     if signal is not _DRIVEN:
                                         yielded = True
-                                        await _resume(context, drive, drive_send, signal)
+                                        # Its other steps, each run in its asker's
+                                        # context: what it yields goes to Trio from here.
+                                        while signal is not _DRIVEN:
+                                            try:
+                                                value = yield signal
+                                            except BaseException as thrown:  # passed on, never kept
+                                                signal = _run_in(context, drive.throw, thrown)
+                                            else:
+                                                signal = _run_in(context, drive_send, value)
                                     reply = returned[0]
                                 elif type(reply) is SeeThrough:
                                     running = None
@@ -888,7 +894,7 @@ class ActorRef(Generic[M, R]):
                                 since = perf_counter()
                             elif perf_counter() - since >= slice_:
                                 since = 0.0
-                                await cancel_shielded_checkpoint()
+                                yield from cancel_shielded_checkpoint()  # noqa: ASYNC105
                 except BaseException as exc:
                     if running is None:
                         raise
