@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -172,20 +173,32 @@ async def test_a_task_left_running_by_an_update_may_call_its_session_later(
 def test_a_hold_marks_its_update_until_released_innermost_first() -> None:
     """hold() makes the Hold whole (it has no __init__ of its own) and marks the
     code after it; release() undoes it, nested holds in turn."""
-    from triact.sessions._cycles import HOLDS, hold, release
+    from triact import SessionReentrancyError
+    from triact.sessions._cycles import HOLDS, done_waiting, hold, release, wait_on
 
     class Entry:
         hold: object = None
 
-    outer_entry, inner_entry = Entry(), Entry()
+        def __init__(self, id: str) -> None:
+            self.id = id
+
+    outer_entry, inner_entry, other = Entry("outer"), Entry("inner"), Entry("other")
     outer = hold(outer_entry)  # type: ignore[arg-type]
     inner = hold(inner_entry)  # type: ignore[arg-type]
-    assert HOLDS.get() == (outer, inner)
+    assert HOLDS.get() is inner
+    assert inner.outer is outer
     assert (inner.entry, inner.active, inner.waits_on) == (inner_entry, True, ())
     assert (outer_entry.hold, inner_entry.hold) == (outer, inner)
+    # A call from inside both: the innermost waits; a call to either closes a cycle.
+    assert wait_on(other, inner) is inner  # type: ignore[arg-type]
+    assert inner.waits_on == [other]
+    done_waiting(inner, other)  # type: ignore[arg-type]
+    with pytest.raises(SessionReentrancyError, match="'outer'"):
+        wait_on(outer_entry, inner)  # type: ignore[arg-type]
     release(inner)
-    assert HOLDS.get() == (outer,)
+    assert HOLDS.get() is outer
+    assert outer.outer is None
     assert (inner.active, inner_entry.hold, outer.active) == (False, None, True)
     release(outer)
-    assert HOLDS.get() == ()
+    assert HOLDS.get() is None
     assert (outer.active, outer_entry.hold) == (False, None)

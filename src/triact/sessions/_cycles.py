@@ -28,7 +28,7 @@ class Hold:
     ``Hold()``, which sets its fields (``object``'s ``__init__``: a type call with no
     frame of Python, for every async update)."""
 
-    __slots__ = ("active", "entry", "token", "waits_on")
+    __slots__ = ("active", "entry", "outer", "token", "waits_on")
     __init__ = object.__init__
 
     entry: Entry
@@ -37,11 +37,15 @@ class Hold:
     #: tasks started by the update may call the same session). Made at the first
     #: such call: most updates call none, and each pays for this object.
     waits_on: list[Entry] | tuple[()]
-    token: Token[tuple[Hold, ...]]  # HOLDS before this one
+    #: The update this one runs inside (None: none), and so on out: HOLDS holds the
+    #: innermost one (a chain, where a tuple of them was made for every update).
+    outer: Hold | None
+    token: Token[Hold | None]  # HOLDS before this one
 
 
-#: The updates the current code runs inside, outermost first.
-HOLDS: ContextVar[tuple[Hold, ...]] = ContextVar("triact_session_holds", default=())
+#: The innermost update the current code runs inside (the others through its
+#: ``outer``); None outside every update.
+HOLDS: ContextVar[Hold | None] = ContextVar("triact_session_holds", default=None)
 
 
 def hold(entry: Entry) -> Hold:
@@ -54,8 +58,8 @@ def hold(entry: Entry) -> Hold:
     held.active = True
     held.waits_on = ()
     entry.hold = held
-    outer = HOLDS.get()  # (a tuple of one built at once when it is the only one)
-    held.token = HOLDS.set((*outer, held) if outer else (held,))
+    held.outer = HOLDS.get()
+    held.token = HOLDS.set(held)
     return held
 
 
@@ -78,16 +82,22 @@ def holding(entry: Entry) -> Iterator[None]:
         release(held)
 
 
-def wait_on(target: Entry, holds: tuple[Hold, ...]) -> Hold | None:
-    """Record that code inside ``holds`` is about to call ``target``'s session, and
-    return the hold that waits (give it to :func:`done_waiting` afterwards); None if
-    none of ``holds`` is running any more.
+def wait_on(target: Entry, innermost: Hold) -> Hold | None:
+    """Record that code inside ``innermost`` (and the updates it runs inside) is about
+    to call ``target``'s session, and return the hold that waits (give it to
+    :func:`done_waiting` afterwards); None if none of them is running any more.
 
     Raises :class:`SessionReentrancyError` if the call would close a cycle: if
     ``target`` is one of the updates the caller runs inside, or if ``target``'s
     running update waits (through any number of sessions) on one of them.
     """
-    live = [hold for hold in holds if hold.active]
+    live: list[Hold] = []  # the updates still running, outermost first
+    held: Hold | None = innermost
+    while held is not None:
+        if held.active:
+            live.append(held)
+        held = held.outer
+    live.reverse()
     if not live:
         return None
     cycle = _find_cycle(target, live)
