@@ -347,6 +347,19 @@ def read_secret_key(path: Path) -> bytes | None:
     return key
 
 
+def _check_stdio_open() -> None:
+    """Refuse to serve on a closed stdin or stdout: the first file opened would take
+    its fd (the store's, say) and MCP be read from it or written into it."""
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ServeConfigError(
+                f"{name} is closed: without --http, triact serve speaks MCP on its stdin "
+                "and stdout (an MCP client starts it with both as pipes)"
+            ) from None
+
+
 def run_serve(config: ServeConfig) -> int:
     """Run the stdio MCP server in this process until stdin ends or SIGTERM/SIGINT;
     return the exit status."""
@@ -373,6 +386,8 @@ def run_serve(config: ServeConfig) -> int:
             "--max-connections is for --server h11 (Hypercorn has no cap on connections)"
         )
     served_by = HttpServing(server, config.keep_alive, config.max_connections)
+    if address is None:
+        _check_stdio_open()
     session_config, key_file = config.session_config()
     options = config.server_options()
     work_config = config.work

@@ -373,3 +373,53 @@ async def test_default_store_is_sqlite_in_the_state_directory(tmp_path: Path) ->
         assert await server.close_input() == 0
     assert (tmp_path / "state" / "triact" / "sessions.db").exists()
     assert (tmp_path / "state" / "triact" / "sessions.db.key").exists()
+
+
+def test_requests_from_a_file_are_answered_into_a_file(tmp_path: Path) -> None:
+    """``triact serve < requests.jsonl > answers.jsonl``: a regular file cannot be
+    waited on (epoll refuses it), and the server failed with a PermissionError
+    traceback before reading a line; stdin from /dev/null did too."""
+    requests = tmp_path / "requests.jsonl"
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    lines = [INITIALIZE, call(1, "session_create", {"topic": "f"}), ping]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    answers = tmp_path / "answers.jsonl"
+    with requests.open("rb") as stdin, answers.open("wb") as stdout:
+        done = subprocess.run(
+            [*SERVE, "--store", "memory"], stdin=stdin, stdout=stdout, timeout=60, check=False
+        )
+    assert done.returncode == 0
+    answered = {
+        answer["id"]: answer for answer in map(json.loads, answers.read_text().splitlines())
+    }
+    assert sorted(answered) == [0, 1, 2]  # (answered as they finish)
+    assert answered[1]["result"]["structuredContent"]["session"]["topic"] == "f"
+    nothing = subprocess.run(
+        [*SERVE, "--store", "memory"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (nothing.returncode, nothing.stdout) == (0, b"")
+
+
+@pytest.mark.parametrize(("fd", "name"), [(0, "stdin"), (1, "stdout")])
+def test_a_closed_stdin_or_stdout_is_refused_before_anything_opens(
+    tmp_path: Path, fd: int, name: str
+) -> None:
+    """It failed with an AttributeError traceback (sys.stdin or sys.stdout is None);
+    a file opened meanwhile (the store's) could have taken the fd."""
+    done = subprocess.run(
+        [*SERVE, "--store", f"sqlite:{tmp_path / 's.db'}"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(fd),
+    )
+    assert done.returncode == 2
+    assert f"triact serve: error: {name} is closed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "s.db").exists()

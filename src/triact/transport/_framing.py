@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Any
 
 import trio
@@ -126,11 +127,16 @@ class LineReader:
 
 
 def pipe_fd(stream: Any) -> int | None:
-    """The fd of a :class:`trio.lowlevel.FdStream` (Unix), else None."""
+    """The fd of a :class:`trio.lowlevel.FdStream` (Unix) on a pipe or a socket, else
+    None. A regular file or a device (``triact serve < requests.jsonl``, stdin from
+    /dev/null) cannot be waited on (epoll refuses it) and never has to be: its
+    FdStream, which reads and writes first, serves it."""
     fd_stream = getattr(trio.lowlevel, "FdStream", None)
     if fd_stream is not None and type(stream) is fd_stream:
         fileno: int = stream.fileno()
-        return fileno
+        mode = os.fstat(fileno).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            return fileno
     return None
 
 
