@@ -6,6 +6,7 @@ checkpoint commit and end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -397,3 +398,28 @@ async def test_a_commit_is_refused_where_the_branches_are_linked_elsewhere(tmp_p
         with pytest.raises(GitError, match="what it links to, is outside the working directory"):
             await work.checkpoint(started.session, commit=True)
     assert git(outside, "rev-parse", "HEAD") == head
+
+
+@pytest.mark.parametrize("entry", ["bin", ""])
+def test_a_git_of_the_repository_on_a_relative_path_entry_does_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    # A relative PATH entry ("" is the current directory) names a directory of the
+    # repository when git runs there: the server's git is found without them.
+    traps = Traps(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    (repo / "bin").mkdir()
+    for planted in (repo / "git", repo / "bin" / "git"):
+        planted.symlink_to(traps.program("planted-git"))
+    monkeypatch.setenv("PATH", os.pathsep.join([entry, os.environ["PATH"]]))
+    with serving("--semantic", "off") as call:
+        started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
+        assert started["report"]["git"]["dirty"] == ["bin/", "git"]
+        session = {"session_id": started["session_id"]}
+        assert call("session_checkpoint", {**session, "commit": True})["isError"] is False
+    assert traps.fired() == []
+    monkeypatch.setenv("PATH", entry)  # and with no absolute entry, no git at all
+    with serving("--semantic", "off") as call:
+        started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
+        assert "not found on PATH" in started["report"]["git"]["error"]
+    assert traps.fired() == []

@@ -81,7 +81,7 @@ def _author(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, str]) -> 
 class WorkConfig:
     """How a :class:`~triact.work.WorkSessions` behaves."""
 
-    #: The git executable (a name looked up on PATH, or a path).
+    #: The git executable (a name looked up in PATH's absolute directories, or a path).
     git: str = "git"
     #: Whether checkpoint commits run the repository's hooks (``core.hooksPath``,
     #: ``.git/hooks``); off by default, so that no program of a repository runs

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -103,6 +104,22 @@ async def checkpoint_git(
     return attrs.evolve(before, head=made), made  # HEAD (or its branch) moved to it
 
 
+def _executable(name: str) -> str:
+    """The git to run, as an absolute path: ``name`` if it is a path (with a slash,
+    taken from this process's directory), else the first on PATH's absolute entries.
+    A relative entry (an empty one is the current directory) would be looked up in the
+    working directory, where the repository could have put a git of its own."""
+    if os.sep in name:
+        return os.path.abspath(name)
+    found = shutil.which(name, path=os.pathsep.join(filter(os.path.isabs, os.get_exec_path())))
+    if found is None:
+        raise GitError(
+            "cannot run git (WorkConfig.git): not found on PATH (its absolute directories); "
+            "is git installed?"
+        )
+    return os.path.abspath(found)
+
+
 def _real_paths(lines: list[str]) -> list[str]:
     return [os.path.realpath(line) for line in lines] + ["", "", ""]
 
@@ -166,6 +183,7 @@ class Git:
         self.filters: frozenset[str] = frozenset()
         self.keys: frozenset[str] = frozenset()
         self._where: tuple[str, ...] | None = None
+        self._git: str | None = None
 
     async def _environment(self) -> dict[str, str]:
         """The environment of every call: the configuration git reads, listed once
@@ -196,7 +214,9 @@ class Git:
     async def _spawn(
         self, args: tuple[str, ...], env: dict[str, str], stdin: bytes = b""
     ) -> tuple[int, str, str]:
-        command = [self.config.git, "-c", "core.quotepath=off", *args]
+        if self._git is None:
+            self._git = await trio.to_thread.run_sync(_executable, self.config.git)
+        command = [self._git, "-c", "core.quotepath=off", *args]
         timeout = self.config.git_timeout
         with trio.move_on_after(timeout) as scope:
             try:
