@@ -195,6 +195,66 @@ def test_timeouts_racing_calls_report_exactly_what_happened(aio_run: RunAio[None
     aio_run(main)
 
 
+def appending(tag: int, awaiting: bool) -> Update:
+    def plain(state: triact.SessionState) -> triact.SessionState:
+        return state.with_data(log=[*state.data.get("log", []), tag])
+
+    async def async_fn(state: triact.SessionState) -> triact.SessionState:
+        await trio.sleep(0.0002 * (tag % 3))
+        return plain(state)
+
+    return async_fn if awaiting else plain
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tasks_cancelled_every_way_mid_update_report_exactly_what_was_committed(
+    aio_run: RunAio[None], seed: int
+) -> None:
+    """Many tasks, plain and async updates over a few sessions, each call timed out,
+    cancelled by task.cancel() or wait_for, or left alone: a session holds exactly
+    the updates whose calls returned, once each, at one version per update."""
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        returned: dict[str, set[int]] = {}
+        async with triact.aio.open_session_manager() as manager:
+            sessions = [await manager.create_session() for _ in range(3)]
+
+            async def worker(first: int) -> None:
+                for tag in range(first, first + 25):
+                    session = rng.choice(sessions)
+                    call = session.update(appending(tag, awaiting=rng.random() < 0.5))
+                    try:
+                        match rng.randrange(4):
+                            case 0:
+                                async with asyncio.timeout(rng.uniform(0, 0.001)):
+                                    await call
+                            case 1:
+                                task = asyncio.ensure_future(call)
+                                for _ in range(rng.randrange(4)):
+                                    await asyncio.sleep(0)
+                                task.cancel()
+                                await task
+                            case 2:
+                                await asyncio.wait_for(call, rng.uniform(0, 0.001))
+                            case _:
+                                await call
+                    except (TimeoutError, asyncio.CancelledError):
+                        continue
+                    returned.setdefault(session.id, set()).add(tag)
+
+            async with asyncio.TaskGroup() as group:
+                for first in range(0, 200, 25):
+                    group.create_task(worker(first))
+            for session in sessions:
+                state = await session.snapshot()
+                log = list(state.data.get("log", []))
+                assert sorted(log) == sorted(returned.get(session.id, ()))
+                assert state.version == 1 + len(log)
+
+    aio_run(main)
+
+
 def test_cancelled_temporary_session_is_still_removed(aio_run: RunAio[None]) -> None:
     async def main() -> None:
         async with triact.aio.open_session_manager() as manager:
