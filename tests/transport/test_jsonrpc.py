@@ -100,6 +100,34 @@ def test_an_invalid_request_object_is_answered_with_id_null_even_with_an_id(line
     assert (message.id, message.error.code) == (None, INVALID_REQUEST)
 
 
+@pytest.mark.parametrize(
+    ("member", "value", "shown"),
+    [
+        ("id", True, "got true"),
+        ("id", None, "got null"),
+        ("id", 1.5, "got 1.5"),
+        ("id", {"a": 1}, "got an object"),
+        ("id", ["x"], "got an array"),
+        ("jsonrpc", "1.0", 'got "1.0"'),
+        ("jsonrpc", False, "got false"),
+        ("jsonrpc", "Bearer " + "t" * 40, "got a string"),
+        ("jsonrpc", ["2.0"] * 100_000, "got an array"),
+    ],
+)
+def test_a_refused_id_or_jsonrpc_is_quoted_as_json_or_named_by_its_kind(
+    member: str, value: object, shown: str
+) -> None:
+    """What the client sent is quoted as JSON, not as Python writes it (True,
+    None), and only when short: an object, an array or a long string (megabytes, or a
+    credential in the wrong member) is named by its kind."""
+    line = json.dumps({"jsonrpc": "2.0", "method": "ping", "id": 1, member: value}).encode()
+    message = parse_line(line)
+    assert isinstance(message, Invalid)
+    assert message.error.code == INVALID_REQUEST
+    assert message.error.message.endswith(shown), message.error.message
+    assert len(message.error.message) < 120
+
+
 def test_a_number_of_too_many_digits_is_a_parse_error_saying_so() -> None:
     message = parse_line(b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"ping"}')
     assert isinstance(message, Invalid)

@@ -189,6 +189,24 @@ def decode_json(line: bytes, digits_checked: bool = False) -> Any:
     return _decoder.decode(line.decode("utf-8"))
 
 
+#: The longest value a refusal quotes back (as JSON); a longer one is named by its kind.
+_SHOWN_CHARS = 40
+
+
+def _shown(value: Any) -> str:
+    """A value a client sent, as a refusal quotes it: as JSON (``true``, ``1.5``,
+    ``"1.0"``), never as Python writes it (``True``), and by its kind alone when it is
+    an object, an array or longer than a few words (an error never echoes a client's
+    megabytes, nor a secret sent in the wrong member)."""
+    if value is None or type(value) in (bool, int, float, str):
+        text = json.dumps(value)
+        if len(text) <= _SHOWN_CHARS:
+            return text
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kinds |= {dict: "an object", list: "an array"}
+    return kinds.get(type(value), "a value")
+
+
 def parse_line(line: bytes, digits_checked: bool = False) -> Message:
     """Classify one line (without its newline) as a JSON-RPC message
     (``digits_checked``: see :func:`decode_json`)."""
@@ -235,7 +253,7 @@ def parse_line(line: bytes, digits_checked: bool = False) -> Message:
             None,
             JsonRpcError(
                 INVALID_REQUEST,
-                f"Invalid Request: 'id' must be a string or an integer, got {request_id!r}",
+                f"Invalid Request: 'id' must be a string or an integer, got {_shown(request_id)}",
             ),
         )
     if obj.get("jsonrpc") != "2.0":
@@ -243,7 +261,7 @@ def parse_line(line: bytes, digits_checked: bool = False) -> Message:
             None,
             JsonRpcError(
                 INVALID_REQUEST,
-                f"Invalid Request: 'jsonrpc' must be \"2.0\", got {obj.get('jsonrpc')!r}",
+                f"Invalid Request: 'jsonrpc' must be \"2.0\", got {_shown(obj.get('jsonrpc'))}",
             ),
         )
     method = obj["method"]
