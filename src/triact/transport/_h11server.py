@@ -20,7 +20,8 @@ owns the connection loop around it, and with it:
   Empty lines before a request line are skipped, up to ``max_head_bytes`` of them.
 * **Errors.** A malformed request (or body) gets 400 and its connection closed (so
   does one with both ``Content-Length`` and ``Transfer-Encoding``, or an HTTP/1.0
-  one with ``Transfer-Encoding``; one of an HTTP
+  one with ``Transfer-Encoding``, and a chunked body in more than 1024 chunks beyond
+  one per 256 bytes of it, whose parsing would hold the loop; one of an HTTP
   major version other than 1, 505; a CONNECT, 501); an app that raises gets 500 if
   nothing of its answer was sent (else its connection is closed); the server goes on
   serving the others.
@@ -72,6 +73,11 @@ _READ: Final = 65536
 #: Bytes of pipelined requests read (and held) while a request runs; past them, the
 #: connection is not read (nor watched for a disconnect) until its answer is sent.
 _PIPELINED_MAX: Final = 65536
+#: Chunks a chunked request body may come in beyond one per ``_CHUNK_BYTES`` bytes of
+#: it: h11 takes about 8 µs to parse a chunk, so a body of 1-byte chunks (4 MiB of them
+#: is a body the app takes) held the loop for half a minute.
+_CHUNKS_FREE: Final = 1024
+_CHUNK_BYTES: Final = 256
 #: Connections being refused (503) at once, beyond ``max_connections``; more are
 #: closed without an answer.
 _REFUSING_MAX: Final = 64
@@ -326,6 +332,8 @@ class _Connection:
 
     __slots__ = (
         "bodiless",
+        "body_bytes",
+        "body_chunks",
         "body_done",
         "closed",
         "complete",
@@ -357,6 +365,7 @@ class _Connection:
         self.complete = False
         self.body_done = False
         self.bodiless = False  # a HEAD request: its answer's body is not sent
+        self.body_bytes = self.body_chunks = 0  # of the request's body, so far
         self.pipelined = 0  # bytes of later requests read while this one runs
         self.closed = False  # the client went away, or the connection was aborted
         self.receive = self._receive
@@ -563,7 +572,7 @@ class _Connection:
         self.head = None
         self.complete = self.body_done = False
         self.bodiless = request.method == b"HEAD"
-        self.pipelined = 0
+        self.pipelined = self.body_bytes = self.body_chunks = 0
         try:
             await self.server.app(scope, self.receive, self.send)
         except Exception:
@@ -602,7 +611,15 @@ class _Connection:
                 return await self._refuse_body(400, "Bad Request: malformed request body")
             kind = type(event)
             if kind is h11.Data:
-                chunks.append(bytes(event.data))  # type: ignore[union-attr]
+                data = event.data  # type: ignore[union-attr]
+                if event.chunk_start:  # type: ignore[union-attr]
+                    self.body_chunks += 1
+                    if self.body_chunks > _CHUNKS_FREE + self.body_bytes // _CHUNK_BYTES:
+                        return await self._refuse_body(
+                            400, "Bad Request: a chunked body of too many small chunks"
+                        )
+                self.body_bytes += len(data)
+                chunks.append(bytes(data))
             elif kind is h11.EndOfMessage:
                 self.body_done = True
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
