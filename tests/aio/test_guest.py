@@ -558,6 +558,29 @@ def test_a_handle_used_from_another_threads_loop_is_refused_and_changes_nothing(
     aio_run(main)
 
 
+def test_an_asyncio_handle_called_from_an_async_update_is_refused_and_not_made(
+    aio_run: RunAio[None],
+) -> None:
+    """The call was started, then failed to await in Trio with a TypeError: its
+    caller was told it failed, and it was committed all the same."""
+
+    async def main() -> None:
+        async with triact.aio.open_session_manager() as manager:
+            first, other = await manager.create_session(), await manager.create_session()
+
+            async def calls_the_other(state: triact.SessionState) -> triact.SessionState:
+                await other.update(bump)  # an asyncio awaitable, in Trio code
+                return bump(state)
+
+            with pytest.raises(RuntimeError, match="called from Trio code"):
+                await first.update(calls_the_other)
+            # (A call made anyway was queued first: calls start in the order made.)
+            assert (await other.snapshot()).version == 1
+            assert (await first.snapshot()).version == 1
+
+    aio_run(main)
+
+
 # A host that keeps Python's SIGINT handler (no asyncio.run), where Trio handles Ctrl-C.
 CTRL_C_HOST = """
 import asyncio, os, signal, sys

@@ -209,6 +209,15 @@ class GuestRun(Generic[T]):
         (unless ``shield``) and waited for: :class:`asyncio.CancelledError` is
         raised only if the call did not happen (see the module docstring).
         """
+        if trio.lowlevel.in_trio_task():
+            # The call would be started, then awaiting its asyncio future fail in
+            # Trio: it would take effect while its caller was told it failed.
+            raise RuntimeError(
+                "a triact.aio handle was called from Trio code (an async update "
+                "function, say), where its asyncio awaitables cannot be awaited; the "
+                "call was not made. Work on the state you are given, or make the call "
+                "from asyncio before or after the update"
+            )
         if _running_loop() is not self._loop:
             # Its futures and its queue of calls are the loop's: used from another
             # thread, the call would run and its caller be told it failed.
