@@ -12,6 +12,7 @@ import trio
 
 from triact.work import (
     GitError,
+    GitState,
     GitTimeoutError,
     NotAGitRepositoryError,
     WorkConfig,
@@ -53,6 +54,16 @@ async def test_dirty_paths_are_bounded_but_all_counted(repo: Path) -> None:
         (repo / f"f{i}").write_text("x")
     state = await _git(repo, WorkConfig(max_dirty_files=2)).state()
     assert (len(state.dirty), state.dirty_count) == (2, 6)
+
+
+def test_dirty_paths_are_bounded_in_bytes_and_listed_whole() -> None:
+    out = "".join(f"? {name}\0" for name in ["a" * 10, "b" * 30, "c", "\x01" * 2])
+    # Bytes of JSON, quotes and a comma included: 13, 33, 4, 15 (\u0001 takes 6).
+    assert parse_status(out, 10, 40) == GitState(True, None, None, ("a" * 10,), 4)  # not c
+    assert parse_status(out, 10, 50).dirty == ("a" * 10, "b" * 30, "c")
+    assert parse_status(out, 10, 64).dirty == ("a" * 10, "b" * 30, "c")
+    assert parse_status(out, 10, 65).dirty == ("a" * 10, "b" * 30, "c", "\x01" * 2)
+    assert parse_status(out, 2, 65).dirty == ("a" * 10, "b" * 30)
 
 
 async def test_a_subdirectory_of_a_repository_is_not_one(repo: Path) -> None:

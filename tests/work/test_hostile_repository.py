@@ -423,3 +423,28 @@ def test_a_git_of_the_repository_on_a_relative_path_entry_does_not_run(
         started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
         assert "not found on PATH" in started["report"]["git"]["error"]
     assert traps.fired() == []
+
+
+def test_a_repositorys_long_paths_do_not_fill_the_session(tmp_path: Path) -> None:
+    # Each checkpoint keeps its list of uncommitted paths in the session: bounded in
+    # bytes, so that long paths do not push the session past its size and fail every
+    # later checkpoint (after its commit was made).
+    repo = make_repo(tmp_path / "repo")
+    deep = repo.joinpath(*["d" * 200] * 4)
+    deep.mkdir(parents=True)
+    for i in range(40):
+        (deep / f"{i:02}{'f' * 200}").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "long paths")
+    with serving("--semantic", "off", "--max-state-bytes", "65536") as call:
+        started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
+        session = {"session_id": started["session_id"]}
+        for n in range(1, 9):
+            for path in deep.iterdir():
+                path.write_text(f"{n}\n")
+            point = call("session_checkpoint", {**session, "commit": n % 2 == 0})
+            assert point["isError"] is False, point["_meta"]
+        listed = point["structuredContent"]["checkpoint"]
+    assert listed["dirty_count"] == 40
+    assert 0 < len(listed["dirty"]) < 40
+    assert len(json.dumps(listed["dirty"])) <= 4096

@@ -106,6 +106,10 @@ class WorkConfig:
     max_note_chars: int = attrs.field(default=2000, validator=_at_least_one)
     #: Uncommitted paths listed in a git report or checkpoint (all are counted).
     max_dirty_files: int = attrs.field(default=200, validator=_at_least_one)
+    #: Bytes of JSON the uncommitted paths listed may take, all together: a path is
+    #: listed whole or not at all (all are counted). Checkpoints keep their list in the
+    #: session, whose size is bounded (``SessionConfig.max_state_bytes``).
+    max_dirty_bytes: int = attrs.field(default=4096, validator=_at_least_one)
     #: Operations one session (or client binding) may trust at once.
     max_trusted_operations: int = attrs.field(default=100, validator=_at_least_one)
     #: Longest reflection, in characters.

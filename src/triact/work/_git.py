@@ -17,6 +17,7 @@ directory in it. Checkpoint commits are in ``_gitcommit``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -304,7 +305,7 @@ class Git:
             return GitState.none()
         if status != 0:
             raise GitError(f"git status failed (exit {status}): {self._say(err)}")
-        return parse_status(out, self.config.max_dirty_files)
+        return parse_status(out, self.config.max_dirty_files, self.config.max_dirty_bytes)
 
     async def report(self) -> GitState:
         """:meth:`state`, with a failure reported in ``error`` rather than raised."""
@@ -327,11 +328,13 @@ class Git:
         return out
 
 
-def parse_status(out: str, max_dirty: int) -> GitState:
-    """Parse ``git status --porcelain=v2 --branch -z``."""
+def parse_status(out: str, max_dirty: int, max_bytes: int = 4096) -> GitState:
+    """Parse ``git status --porcelain=v2 --branch -z``: the first ``max_dirty`` paths
+    listed, as long as they take at most ``max_bytes`` of JSON together."""
     branch = head = None
     dirty: list[str] = []
     count = 0
+    room = max_bytes
     fields = iter(out.split("\0"))
     for entry in fields:
         if not entry:
@@ -351,8 +354,12 @@ def parse_status(out: str, max_dirty: int) -> GitState:
             if path is None:
                 continue
             count += 1
-            if len(dirty) < max_dirty:
+            size = len(json.dumps(path)) + 1  # at least its bytes in any JSON, and a comma
+            if len(dirty) < max_dirty and size <= room:
                 dirty.append(path)
+                room -= size
+            else:
+                room = 0  # the first paths only: none after one left out
     return GitState(True, branch, head, tuple(dirty), count)
 
 
