@@ -224,6 +224,12 @@ def test_serve_passes_the_work_options_to_the_work_tools(tmp_path: Path) -> None
         assert sorted(hit["content"] for hit in found["results"]) == ["note 1", "note 2"]
         too_long = call("reflection_store", {"content": "x" * 11, "tags": [], "project": "p"})
         assert too_long["_meta"]["triact/error"]["code"] == "invalid_arguments"
+        long_query = call("reflection_search", {"query": "note " * 401, "project": "p"})
+        error = long_query["_meta"]["triact/error"]
+        assert error["code"] == "invalid_arguments"
+        assert error["message"] == (
+            "a query has at most 2000 characters (WorkConfig.max_query_chars), got 2005"
+        )
 
 
 @pytest.mark.parametrize("allowed", [False, True])

@@ -123,6 +123,24 @@ async def test_size_and_tag_bounds(clock: Clock) -> None:
             await work.search_reflections("ok", limit=0)
 
 
+async def test_a_query_longer_than_max_query_chars_is_refused_unquoted(
+    any_work: WorkSessions,
+) -> None:
+    await any_work.store_reflection("deploy on fridays")
+    longest = "deploy " + "x" * 1993  # 2,000 characters: found
+    assert len((await any_work.search_reflections(longest)).hits) == 1
+    assert len((await any_work.search_conversations(longest)).hits) == 0
+    for search in (any_work.search_reflections, any_work.search_conversations):
+        with pytest.raises(WorkLimitError, match="max_query_chars") as caught:
+            await search(longest + "y")
+        assert "xxxxxxxx" not in str(caught.value)
+    # Nor is a long query without words quoted back whole.
+    with pytest.raises(ValueError, match="query of 1500 characters has no words"):
+        await any_work.search_reflections("?" * 1500)
+    with pytest.raises(ValueError, match="query must be a string"):
+        await any_work.search_reflections(b"deploy")  # type: ignore[arg-type]
+
+
 async def test_reflections_persist(clock: Clock, durable_store: StoreMaker) -> None:
     async with opened(clock, store=durable_store()) as (_, work):
         await work.store_reflection("remember the milk", tags=["home"])

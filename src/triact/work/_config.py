@@ -120,6 +120,8 @@ class WorkConfig:
     max_reflection_tags: int = attrs.field(default=16, validator=_at_least_one)
     #: Most results one search returns.
     max_search_limit: int = attrs.field(default=100, validator=_at_least_one)
+    #: Longest search query, in characters (searching by meaning embeds it whole).
+    max_query_chars: int = attrs.field(default=2000, validator=_at_least_one)
     #: Longest conversation excerpt, in characters.
     max_conversation_chars: int = attrs.field(default=20_000, validator=_at_least_one)
     #: Conversation excerpts kept per project (oldest dropped first).

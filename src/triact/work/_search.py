@@ -27,8 +27,23 @@ def query_terms(query: str) -> list[str]:
     """The distinct words of a query, in order; WorkArgumentError if it has none."""
     terms = list(dict.fromkeys(words(query)))[:MAX_TERMS]
     if not terms:
-        raise WorkArgumentError(f"query {query!r} has no words to search for")
+        shown = repr(query) if len(query) <= 100 else f"of {len(query)} characters"
+        raise WorkArgumentError(f"query {shown} has no words to search for")
     return terms
+
+
+def check_query(config: WorkConfig, query: str) -> list[str]:
+    """The words of a query (:func:`query_terms`); WorkArgumentError if it is not a
+    string or has no words, WorkLimitError if it is longer than
+    ``config.max_query_chars`` (it is not quoted back then)."""
+    if not isinstance(query, str):
+        raise WorkArgumentError(f"query must be a string, got {type(query).__name__}")
+    if len(query) > config.max_query_chars:
+        raise WorkLimitError(
+            f"a query has at most {config.max_query_chars} characters "
+            f"(WorkConfig.max_query_chars), got {len(query)}"
+        )
+    return query_terms(query)
 
 
 def check_reflection(

@@ -120,7 +120,7 @@ class ReflectionSearchArgs:
         Spec(
             "What to look for, in your own words: with search by meaning ('hybrid') one "
             "that says it differently is found too; by words alone, one matching more "
-            "(and rarer) of them ranks higher.",
+            "(and rarer) of them ranks higher. Up to 2000 characters.",
             minLength=1,
         ),
     ]

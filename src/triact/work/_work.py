@@ -477,7 +477,7 @@ class WorkSessions:
         limit: int,
         principal: str | None,
     ) -> tuple[SearchMethod, list[tuple[Reflection, float, float | None]]]:
-        terms = search.query_terms(query)
+        terms = search.check_query(self.config, query)
         clean_tags = search.check_tags(self.config, tags)
         project = search.check_project(project)
         limit = search.check_limit(self.config, limit)
