@@ -76,3 +76,65 @@ def test_redact_keeps_paths_inside_and_hides_the_rest() -> None:
     )
     assert redact("x" * 1000, directory).endswith("...")
     assert len(redact("x" * 1000, directory)) == 500
+
+
+@pytest.mark.parametrize(
+    "name", ["secret home", "o'secret home", "new\nsecret home", "a'b\nsecret"]
+)
+async def test_a_server_path_with_spaces_quotes_or_line_breaks_is_hidden_whole(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    home = tmp_path / name / "deep dir"
+    home.mkdir(parents=True)
+    (home / ".gitconfig").write_text("[core\nbroken")
+    monkeypatch.setenv("HOME", str(home))
+    async with opened() as (_, work):
+        report = (await work.start(repo)).report
+    assert report.git is not None
+    assert report.git.error == (
+        "git cannot read the repository's configuration: fatal: bad config line 1 in file <path>"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/srv/secret home/x",
+        "/srv/o'secret/x",
+        "/srv/o' secret/x",
+        '/srv/"secret"/x',
+        "/srv/new\nsecret/x",
+        "/srv/new' \nsecret/x",
+        "/srv/new':\n\nsecret",
+        "/srv/projects/alpha secret/x",
+        "/srv/projects/alphasecret",
+        "/srv/projects/alpha/../secret",
+    ],
+)
+def test_redact_hides_every_part_of_a_path_outside(path: str) -> None:
+    directory = "/srv/projects/alpha"
+    for text in (
+        f"fatal: bad config line 1 in file {path}\n",
+        f"error: could not open '{path}': Permission denied\nhint: see the manual\n",
+        f"warning: unable to access '{path}': denied\nfatal: 'src/a b' is outside\n",
+        f'error: "{path}" and `{path}` (and {path}), {path}\n',
+        f"fatal: detected dubious ownership in repository at '{path}'\n"
+        f"To add an exception for this directory, call:\n\n\tgit config --add {path}\n",
+    ):
+        said = redact(text, directory)
+        assert "secret" not in said, (text, said)
+        assert "<path>" in said
+    assert redact(f"error: could not open '{path}': denied\n", directory).startswith(
+        "error: could not open '<path>"
+    )
+
+
+def test_redact_keeps_what_follows_a_quoted_path_and_git_s_next_lines() -> None:
+    said = redact(
+        "error: could not open '/home/o'brien/.config/git/attributes': Permission denied\n"
+        "fatal: 'src/a b.txt' is in /srv/projects/alpha/sub dir\n",
+        "/srv/projects/alpha",
+    )
+    assert said == (
+        "error: could not open '<path>': Permission denied fatal: 'src/a b.txt' is in sub dir"
+    )

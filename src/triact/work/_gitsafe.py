@@ -111,13 +111,49 @@ def config_environment(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"`:,;()\[\]]*")
+#: Where a path the client must not see starts: an absolute one, or one going up
+#: (``../``), at the start of a word.
+_PATH_START = re.compile(r"(?<![^\s'\"`(=,:;])(?:/|\.\./)")
+#: How git starts a line of its own (what is not a path's continuation).
+_GIT_LINE = re.compile(r"(?:fatal|error|warning|hint|usage): ")
+_QUOTES = "'\"`"
+HIDDEN = "<path>"
 
 
 def redact(text: str, directory: str, limit: int = 500) -> str:
     """git's message, safe to show a client: paths in the working directory relative
-    to it, any other absolute path hidden, one paragraph, at most ``limit`` characters."""
-    text = text.replace(directory + os.sep, "").replace(directory, ".")
-    text = _ABSOLUTE_PATH.sub("<path>", text)
-    text = " ".join(text.split())
+    to it, any other path hidden whole, one paragraph, at most ``limit`` characters.
+
+    A path may hold spaces, quotes and line breaks, so where one ends is not known: an
+    unquoted one is hidden to the end of its line, a quoted one to the line's last such
+    quote (only if the next line is git's own), and the lines after a hidden one's end
+    up to the next line git starts (``fatal:``, ``error:``, ...) are left out."""
+    text = text.replace(directory + os.sep, "").rstrip("\n")
+    lines = text.split("\n")
+    said = []
+    hiding = False
+    for n, line in enumerate(lines):
+        if hiding and not _GIT_LINE.match(line):
+            continue  # may be more of the path hidden above
+        closes = n + 1 == len(lines) or _GIT_LINE.match(lines[n + 1]) is not None
+        line, hiding = _hide(line, closes)
+        said.append(line)
+    text = " ".join(" ".join(said).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hide(line: str, closes: bool) -> tuple[str, bool]:
+    """``line`` with its paths hidden, and whether the last runs on past its end.
+    A quoted path ends at the line's last quote of its kind if ``closes``."""
+    parts = []
+    position = 0
+    while (found := _PATH_START.search(line, position)) is not None:
+        start = found.start()
+        parts.append(line[position:start] + HIDDEN)
+        quote = line[start - 1] if start and line[start - 1] in _QUOTES else None
+        end = line.rfind(quote, start) if quote is not None and closes else -1
+        if end < 0:
+            return "".join(parts), True
+        position = end
+    parts.append(line[position:])
+    return "".join(parts), False
