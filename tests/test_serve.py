@@ -113,6 +113,15 @@ def test_a_key_file_that_cannot_be_created_fails_the_start_before_the_store(
         ("redis://:secret@127.0.0.1:{port}/x", "the path is the database number"),
         ("redis://:secret@127.0.0.1:{port}/0?prefx=a", "unknown option 'prefx'"),
         ("redis:/:secret@127.0.0.1:{port}/0", "or a redis:// (rediss://) URL"),
+        ("redis://127.0.0.1:{port}/0?password=secret", "the password goes before the host"),
+        ("redis://127.0.0.1:{port}/0?pasword=secret", "unknown option 'pasword'"),
+        ("redis://127.0.0.1:{port}/0#secret", "no #fragment"),
+        # A password holding an unencoded / ? or #: urllib takes part of it for the
+        # port, the path or the query, which the error must not quote either.
+        ("redis://:pw/secret@127.0.0.1:{port}/0", "must be percent-encoded"),
+        ("redis://user:4/secret@127.0.0.1:{port}/0", "must be percent-encoded"),
+        ("redis://user:4?secret@127.0.0.1:{port}/0", "must be percent-encoded"),
+        ("redis://user:secret#x@127.0.0.1:{port}/0", "must be percent-encoded"),
     ],
 )
 def test_a_redis_store_that_cannot_be_used_is_a_one_line_error_without_its_password(

@@ -13,6 +13,7 @@ PASSWORD_ENV = "TRIACT_REDIS_PASSWORD"
 DEFAULT_PREFIX = "triact:"
 DEFAULT_TIMEOUT = 5.0
 _OPTIONS = ("prefix", "timeout")
+_ENCODE = "a password holding / ? # or @ must be percent-encoded"
 
 
 @attrs.frozen(repr=False)
@@ -53,23 +54,35 @@ def parse_redis_url(
     ``prefix`` (if given) wins over the URL's. RedisUrlError says what is wrong."""
     if not isinstance(url, str):
         raise RedisUrlError(f"a Redis store URL must be a str, not {type(url).__name__}")
+    shown = _hidden(url)
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:  # a port that is no number or out of range
-        raise RedisUrlError(f"{_hidden(url)}: {exc}") from None
-    shown = _hidden(url)
+    except ValueError:  # a port that is no number or out of range
+        # Not urllib's message: it quotes the port's text, which is part of the
+        # password when the password holds an unencoded / ? or #.
+        raise RedisUrlError(
+            f"{shown}: the port must be a number from 0 to 65535 ({_ENCODE})"
+        ) from None
     if parts.scheme not in ("redis", "rediss"):
         raise RedisUrlError(f"{shown}: a Redis store URL starts with redis:// or rediss://")
     if not parts.hostname:
         raise RedisUrlError(f"{shown}: no host; e.g. redis://127.0.0.1:6379/0")
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    if "@" in parts.path or "@" in parts.fragment or any("@" in name for name in query):
+        # The user part held an unencoded / ? or #: what follows it is a password's.
+        raise RedisUrlError(f"{shown}: {_ENCODE}")
     path = parts.path.strip("/")
     if path and not (path.isdigit() and path.isascii()):
         raise RedisUrlError(f"{shown}: the path is the database number, e.g. /0; not {path!r}")
     if parts.fragment:
         raise RedisUrlError(f"{shown}: a Redis store URL has no #fragment")
-    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
     unknown = sorted(set(query) - set(_OPTIONS))
+    if "password" in unknown:
+        raise RedisUrlError(
+            f"{shown}: the password goes before the host (redis://:PASSWORD@HOST) or in "
+            f"{PASSWORD_ENV}, not in a ?password= option"
+        )
     if unknown:
         raise RedisUrlError(
             f"{shown}: unknown option {unknown[0]!r}; the options are {', '.join(_OPTIONS)}"
@@ -119,11 +132,12 @@ def _single(query: dict[str, list[str]], name: str, shown: str) -> str | None:
 
 
 def _hidden(url: str) -> str:
-    """``url`` with whatever sits between ``//`` and ``@`` (user and password) hidden."""
+    """``url`` fit to show: whatever sits between ``//`` and the last ``@`` (user and
+    password, even one holding an unencoded / ? or #) hidden, and without its query
+    and fragment (whose values are not shown: a ``?password=`` among them)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "the Redis store URL"
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{tail}"
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}://{rest.partition('?')[0].partition('#')[0]}"
