@@ -768,6 +768,30 @@ async def test_completed_requests_are_bounded_keeping_the_newest(
         assert state.request_counter == 4
 
 
+async def test_active_requests_are_bounded_and_the_one_past_it_begins_nothing(
+    open_manager: OpenManager,
+) -> None:
+    async with open_manager(max_active_requests=3) as manager:
+        session = await manager.create_session()
+        records = [await session.begin_request("c") for _ in range(3)]
+        before = await session.snapshot()
+        with pytest.raises(triact.SessionLimitError, match="max_active_requests") as caught:
+            await session.begin_request("c")
+        assert caught.value.code == "limit_exceeded"
+        after = await session.snapshot()
+        assert after.version == before.version
+        assert after.request_counter == 3
+        assert after.active_requests == before.active_requests
+        # Finishing one makes room for one more.
+        await session.fail_request(records[0].id, "gave up")
+        fourth = await session.begin_request("c")
+        state = await session.snapshot()
+        assert [r.id for r in state.active_requests] == [records[1].id, records[2].id, fourth.id]
+        assert state.request_counter == 4
+        stats = await session.stats()
+        assert (stats.active_requests, stats.completed_requests, stats.failed_requests) == (3, 0, 1)
+
+
 # -- stats --------------------------------------------------------------------------------
 
 

@@ -116,6 +116,9 @@ class SessionConfig:
     max_analyses: int = attrs.field(default=100, validator=_at_least_one)
     max_security_events: int = attrs.field(default=100, validator=_at_least_one)
     max_completed_requests: int = attrs.field(default=100, validator=_at_least_one)
+    #: Requests a session may track as active at once (begun, not completed or
+    #: failed): begin_request past it raises SessionLimitError and begins nothing.
+    max_active_requests: int = attrs.field(default=1000, validator=_at_least_one)
     #: Failed token checks within ``security_window`` seconds that lock a session
     #: until the window has passed.
     security_max_failures: int = attrs.field(default=5, validator=_at_least_one)

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._errors import RequestNotFoundError, SessionArgumentError
+from ._errors import RequestNotFoundError, SessionArgumentError, SessionLimitError
 from ._state import (
     AnalysisRecord,
     RequestRecord,
@@ -174,13 +174,23 @@ def record_analysis(
     return transform
 
 
-def begin_request(now: float, conversation_id: str, tool_name: str | None) -> Transform:
+def begin_request(
+    config: SessionConfig, now: float, conversation_id: str, tool_name: str | None
+) -> Transform:
     if not conversation_id or ":" in conversation_id:
         raise SessionArgumentError(
             f"conversation_id must be non-empty and contain no ':', got {conversation_id!r}"
         )
 
     def transform(state: SessionState) -> SessionState:
+        most = config.max_active_requests
+        if len(state.active_requests) >= most:
+            # (Unbounded, requests begun and never finished grew the state until every
+            # change failed past max_state_bytes.)
+            raise SessionLimitError(
+                f"session {state.id!r} tracks its limit of {most} active requests "
+                "(max_active_requests); complete or fail one first, nothing was begun"
+            )
         counter = state.request_counter + 1
         request_id = (
             f"{state.id}:{conversation_id}:{counter}:{int(now * 1000)}:{secrets.token_hex(4)}"

@@ -191,9 +191,10 @@ class Session:
         self, conversation_id: str = "default", tool_name: str | None = None
     ) -> RequestRecord:
         """Start tracking a request; its id is
-        ``session:conversation:counter:timestamp:random``."""
-        now = self._host.wall_clock()
-        state = await self.update(ops.begin_request(now, conversation_id, tool_name))
+        ``session:conversation:counter:timestamp:random``. Raises
+        :class:`SessionLimitError` if ``max_active_requests`` are active already."""
+        config, now = self._host.config, self._host.wall_clock()
+        state = await self.update(ops.begin_request(config, now, conversation_id, tool_name))
         return state.active_requests[-1]
 
     async def complete_request(self, request_id: str) -> SessionState:
