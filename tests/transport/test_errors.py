@@ -16,6 +16,7 @@ import triact
 from triact.transport import SESSION_TOOLS, Tool, ToolSet
 from triact.transport._tools import STORE_FAILED, STORE_FAILED_NOT_APPLIED, domain_error
 from triact.work import WorkStoreError
+from triact.work._errors import commit_kept
 
 from .conftest import connect
 
@@ -104,6 +105,24 @@ def test_a_store_error_that_may_have_been_applied_says_read_before_retrying() ->
     assert refused is not None
     assert refused.payload()["error"]["applied"] is False
     assert "nothing was saved" in refused.message
+
+
+def test_a_store_error_after_a_checkpoint_commit_names_the_commit() -> None:
+    cause = triact.SessionStoreError("refused by /srv/db", applied=False)
+    error = domain_error(commit_kept(cause, "ab12" * 10))
+    assert error is not None
+    assert error.payload()["error"] == {
+        "code": "store_error",
+        "message": f"the checkpoint commit {'ab12' * 10} was made in git and stays; in "
+        f"recording the checkpoint in the session, {STORE_FAILED_NOT_APPLIED}",
+        "applied": False,
+        "commit": "ab12" * 10,
+    }
+    maybe = domain_error(commit_kept(triact.SessionStoreError("timed out"), "ab12" * 10))
+    assert maybe is not None
+    assert maybe.payload()["error"]["commit"] == "ab12" * 10
+    assert maybe.message.endswith(STORE_FAILED)
+    assert "/srv" not in json.dumps(error.payload())
 
 
 def test_a_store_error_is_never_applied() -> None:

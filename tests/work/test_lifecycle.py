@@ -26,6 +26,7 @@ from triact.work import (
     work_record,
 )
 
+from .._serving import serving
 from .conftest import Clock, StoreMaker, git, opened
 
 
@@ -469,3 +470,60 @@ async def test_a_handoff_is_found_through_a_symlinked_directory(
     assert report.previous_handoff is not None
     assert report.previous_handoff.session_id == session.id
     assert report.previous_handoff.file == str(repo / ".triact-handoff.md")
+
+
+class FailingWrites(triact.SqliteStore):
+    """Once armed, fails every write, knowing that nothing was saved."""
+
+    armed = False
+
+    async def write(self, state: triact.SessionState, **kwargs: object) -> None:
+        if self.armed:
+            await trio.lowlevel.checkpoint()
+            raise triact.SessionStoreError("the disk is full", applied=False)
+        await super().write(state, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_checkpoint_not_recorded_after_its_commit_names_the_commit(
+    clock: Clock, repo: Path, tmp_path: Path
+) -> None:
+    store = FailingWrites(tmp_path / "sessions.db")
+    async with opened(clock, store=store) as (_, work):
+        session = (await work.start(repo)).session
+        store.armed = True
+        with pytest.raises(triact.SessionStoreError) as failed:
+            await work.checkpoint(session, "saved", commit=True)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    assert str(failed.value).startswith(f"the checkpoint commit {head} was made in git and stays")
+    assert failed.value.commit == head  # type: ignore[attr-defined]
+    assert failed.value.applied is False
+    assert isinstance(failed.value.__cause__, triact.SessionStoreError)
+
+
+async def test_a_checkpoint_over_the_size_limit_after_its_commit_names_the_commit(
+    clock: Clock, repo: Path
+) -> None:
+    async with opened(clock, max_state_bytes=2048) as (_, work):
+        session = (await work.start(repo)).session
+        with pytest.raises(triact.SessionLimitError) as failed:
+            await work.checkpoint(session, "n" * 1900, commit=True)
+        assert work_record(await session.snapshot()).checkpoint_count == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    said = str(failed.value)
+    assert said.startswith(f"the checkpoint commit {head} was made in git and stays")
+    assert "nothing was committed" not in said
+    assert "max_state_bytes" in said
+
+
+def test_a_checkpoint_not_recorded_after_its_commit_names_it_through_triact_serve(
+    repo: Path,
+) -> None:
+    with serving("--semantic", "off", "--max-state-bytes", "2048") as call:
+        started = call("session_start", {"working_directory": str(repo)})["structuredContent"]
+        arguments = {"session_id": started["session_id"], "note": "n" * 1900, "commit": True}
+        failed = call("session_checkpoint", arguments)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    error = failed["_meta"]["triact/error"]
+    assert (failed["isError"], error["code"], error["commit"]) == (True, "limit_exceeded", head)
+    assert error["message"].startswith(f"the checkpoint commit {head} was made in git")
+    assert "nothing was committed" not in error["message"]

@@ -242,12 +242,20 @@ def domain_error(exc: Exception) -> ToolError | None:
         return None
     # A store's error carries its file and its driver's error; a session's crash, the
     # repr of what crashed it.
+    # A work checkpoint's failure after its git commit was made names the commit.
+    commit = getattr(exc, "commit", None)
+    kept: dict[str, Any] = {"commit": commit} if type(commit) is str else {}
     if code == "store_error":
         logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
         # (SessionStoreError's, or the work layer's WorkStoreError's: always False.)
         applied = False if getattr(exc, "applied", None) is False else None
         message = STORE_FAILED if applied is None else STORE_FAILED_NOT_APPLIED
-        return ToolError(code, message, applied=applied)
+        if kept:
+            message = (
+                f"the checkpoint commit {commit} was made in git and stays; in recording "
+                f"the checkpoint in the session, {message}"
+            )
+        return ToolError(code, message, applied=applied, **kept)
     if isinstance(exc, SessionFailedError):
         logger.warning("a tool call failed (%s), reported without details: %r", code, exc)
         return ToolError(code, SESSION_FAILED)
@@ -256,7 +264,7 @@ def domain_error(exc: Exception) -> ToolError | None:
         details = {"expected_version": exc.expected, "actual_version": exc.actual}
     elif isinstance(exc, SessionRateLimitError | SessionThrottledError):
         details = {"retry_after": exc.retry_after}
-    return ToolError(code, str(exc), **details)
+    return ToolError(code, str(exc), **details, **kept)
 
 
 #: The ``_meta`` key of an error result that holds the error object: ``{"code",

@@ -71,3 +71,19 @@ class WorkStoreError(WorkError):
 
     code = "store_error"
     applied: bool | None = False
+
+
+def commit_kept(exc: Exception, commit: str) -> Exception:
+    """``exc``, a failure to record a checkpoint after its git commit was made, told
+    truthfully: a copy of it (same type and attributes, so the same code and
+    ``applied``) whose message says that the commit stays, with its hash in
+    ``commit``."""
+    said = str(exc).replace("nothing was committed", "the session was not changed")
+    told = type(exc).__new__(type(exc))  # no __init__: its arguments differ per type
+    told.__dict__.update(exc.__dict__)
+    told.args = (
+        f"the checkpoint commit {commit} was made in git and stays, but recording the "
+        f"checkpoint in the session failed: {said}",
+    )
+    told.commit = commit  # type: ignore[attr-defined]
+    return told

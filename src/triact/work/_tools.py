@@ -209,7 +209,9 @@ _TOOLS: tuple[Tool, ...] = (
         "uncommitted files. With commit: true, first commit every change in the working "
         "directory as a checkpoint commit. Errors: not_a_git_repository (commit: true "
         "outside a git repository), git_failed, git_timeout, invalid_arguments; nothing is "
-        "recorded then. " + _SESSION_ERRORS,
+        "recorded then. If the commit was made and recording the checkpoint then fails "
+        "(limit_exceeded, store_error, ...), the commit stays: the error says so and has "
+        "its hash in commit. " + _SESSION_ERRORS,
         CheckpointArgs,
         CheckpointResult,
         "required",

@@ -28,7 +28,7 @@ from . import _trust as trust
 from ._backend import MemoryWorkStore, WorkStore
 from ._config import WorkConfig
 from ._embedding import Embedder, semantic_installed
-from ._errors import WorkLimitError, WorkStoreError
+from ._errors import WorkLimitError, WorkStoreError, commit_kept
 from ._git import check_directory, checkpoint_git, report, resolve
 from ._handoff import hand_off
 from ._records import (
@@ -268,7 +268,11 @@ class WorkSessions:
         directory is not the top of a git repository; GitError / GitTimeoutError if
         git fails; WorkDirectoryError if the directory went away (or for ``commit``
         without one). Then nothing is recorded. If the call is cancelled after the
-        commit was made, the commit stays and the checkpoint is not recorded.
+        commit was made, the commit stays and the checkpoint is not recorded. If the
+        session then refuses or fails to record it (its size past ``max_state_bytes``,
+        the store failing, ...), the commit stays too: the error is the session's (its
+        type and code) with a message that says so and names the commit, whose hash
+        is in its ``commit`` attribute.
         """
         config = self.config
         if note is not None and len(note) > config.max_note_chars:
@@ -277,8 +281,10 @@ class WorkSessions:
                 "(WorkConfig.max_note_chars)"
             )
         clock = self.manager.wall_clock
+        made: str | None = None
 
         async def take(state: SessionState) -> SessionState:
+            nonlocal made
             record = work_record(state)  # refuse a malformed record before git runs
             number = record.checkpoint_count + 1
             git, made = await checkpoint_git(state, note, number, commit, config)
@@ -297,7 +303,12 @@ class WorkSessions:
             record = attrs.evolve(record, checkpoints=kept, checkpoint_count=number)
             return with_work_record(state, record)
 
-        state = await session.update(take)
+        try:
+            state = await session.update(take)
+        except Exception as exc:
+            if made is None:
+                raise
+            raise commit_kept(exc, made) from exc
         return work_record(state).checkpoints[-1]
 
     async def end(self, session: Session, *, write_handoff: bool = False) -> Ended:
