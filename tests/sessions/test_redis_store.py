@@ -369,6 +369,30 @@ async def test_calls_of_a_store_that_is_not_open_were_not_applied() -> None:
     assert info.value.applied is False
 
 
+async def test_a_hash_whose_numbers_are_not_numbers_is_a_data_error(
+    redis_place: RedisPlace,
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        for sid in ("a", "b", "c"):
+            await create(store, make_state(sid))
+        with redis_place.client() as client:
+            client.hset(f"{redis_place.prefix}{{a}}", "v", "abc")
+            client.hset(f"{redis_place.prefix}{{b}}", "u", "yesterday")
+        with pytest.raises(triact.SessionDataError, match=r"'a' in .* not a number") as info:
+            await store.version("a")
+        assert info.value.applied is False
+        # Listed without a token HMAC: the manager loads them to know, and leaves out
+        # those that do not load (where the listing failed with a ValueError).
+        entries = await store.page(None, 10)
+        assert [(e.id, e.token_hmac) for e in entries] == [("a", None), ("b", None), ("c", "")]
+        with redis_place.client() as client:
+            client.hset(f"{redis_place.prefix}{{c}}", "c", "x")
+        with pytest.raises(triact.SessionDataError, match=r"'c' .* creation time") as info:
+            await store.page(None, 10)
+        assert info.value.applied is False
+
+
 # -- keys, expiry and events --------------------------------------------------------
 
 

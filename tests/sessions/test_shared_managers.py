@@ -5,8 +5,9 @@ store decides. Every test runs on both stores."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,37 @@ async def test_usable_sessions_lists_every_managers_sessions(place: Place) -> No
             (bound.id, "bound", 1, True),
         ]
         assert [e.id for e in await b.usable_index()] == [open_one.id]
+
+
+def spoil(place: Place, session_id: str, field: str, value: str) -> None:
+    """Edit a session's stored record by hand: its state (``"state"``) or its version
+    (``"version"``), in its SQLite row or its Redis hash."""
+    if isinstance(place, RedisPlace):
+        with place.client() as client:
+            client.hset(
+                f"{place.prefix}{{{session_id}}}", {"state": "s", "version": "v"}[field], value
+            )
+        return
+    with closing(sqlite3.connect(place, isolation_level=None)) as conn:
+        conn.execute(f"UPDATE sessions SET {field} = ? WHERE id = ?", (value, session_id))
+
+
+@pytest.mark.parametrize(("field", "value"), [("state", "{not json"), ("version", "abc")])
+async def test_a_listing_leaves_out_a_record_spoilt_by_hand_and_lists_the_others(
+    place: Place, field: str, value: str
+) -> None:
+    async with managers(place) as (a, b):
+        first = await a.create_session(topic="first")
+        spoilt = await a.create_session(topic="spoilt")
+        last = await a.create_session(topic="last")
+        spoil(place, spoilt.id, field, value)
+        # Every manager, including one that never held the session, lists the others
+        # (one unreadable record failed the whole listing, for every client).
+        for manager in (a, b):
+            assert [e.id for e in await manager.usable_index()] == [first.id, last.id]
+        with pytest.raises(triact.SessionDataError):
+            await (await b.get_session(spoilt.id)).snapshot()
+        assert (await (await b.get_session(last.id)).snapshot()).topic == "last"
 
 
 async def test_concurrent_increments_from_every_manager_add_up(place: Place) -> None:

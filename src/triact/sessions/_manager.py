@@ -37,6 +37,7 @@ from ._actor import SessionActor
 from ._config import SessionConfig
 from ._errors import (
     SessionClosedError,
+    SessionDataError,
     SessionError,
     SessionLimitError,
     SessionNotFoundError,
@@ -566,7 +567,13 @@ class SessionManager:
             after = (page[-1].created_at, page[-1].id)
             for item in page:
                 if item.token_hmac is None:  # the store does not say: look
-                    state = await _load_to_list(store, item.id)
+                    try:
+                        state = await _load_to_list(store, item.id)
+                    except SessionDataError as exc:
+                        # One malformed record leaves the listing, not the listing
+                        # the store: a call to it says what is wrong.
+                        logger.warning("listing sessions: %s left out: %s", item.id, exc)
+                        continue
                     if state is None:
                         continue
                     item = _index_entry(state)

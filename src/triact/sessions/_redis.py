@@ -683,11 +683,19 @@ class RedisStore(SharedSessionStore):
         version, deadline, lease_until = reply
         if version is None:
             return None
-        if now is not None and deadline is not None:
-            server_now = self._server_time(now)
-            if float(deadline) <= server_now and float(lease_until or 0) <= server_now:
-                return None  # past its deadline, not yet swept
-        return int(version)
+        try:
+            number = int(version)
+            if now is not None and deadline is not None:
+                server_now = self._server_time(now)
+                if float(deadline) <= server_now and float(lease_until or 0) <= server_now:
+                    return None  # past its deadline, not yet swept
+        except ValueError:  # a hash written by something else than triact
+            raise SessionDataError(
+                f"session {session_id!r} in {self._address.shown} has a version, deadline "
+                "or lease that is not a number",
+                applied=False,
+            ) from None
+        return number
 
     async def renew(
         self, node: str, leases: dict[str, int], *, until: float, busy_until: float | None
@@ -817,10 +825,35 @@ class RedisStore(SharedSessionStore):
             lambda c: c.fcall_ro(function, keys=keys, arguments=args),
             writes=False,
         )
-        return [
-            IndexEntry(
+        return [self._entry(*row) for row in rows]
+
+    def _entry(
+        self,
+        sid: Any,
+        created: Any,
+        used: Any,
+        client: Any,
+        version: Any,
+        topic: Any,
+        token_hmac: Any,
+        principal: Any,
+    ) -> IndexEntry:
+        """An entry of a page. A hash written by something else than triact (a version
+        or last use that is no number) is listed without a token HMAC, so that the
+        manager loads it, which says what is wrong, and leaves it out; one without a
+        creation time is an error, since pages follow it."""
+        try:
+            created_at = float(created)
+        except (TypeError, ValueError):
+            raise SessionDataError(
+                f"session {_text(sid)!r} in {self._address.shown} has a creation time "
+                "that is not a number",
+                applied=False,
+            ) from None
+        try:
+            return IndexEntry(
                 _text(sid),
-                float(created),
+                created_at,
                 float(used),
                 _optional(client),
                 int(version),
@@ -828,8 +861,8 @@ class RedisStore(SharedSessionStore):
                 token_hmac=_optional(token_hmac),
                 principal=None if token_hmac is None else _optional(principal),
             )
-            for sid, created, used, client, version, topic, token_hmac, principal in rows
-        ]
+        except (TypeError, ValueError):
+            return IndexEntry(_text(sid), created_at, 0.0, None, 0, token_hmac=None)
 
     # -- records ---------------------------------------------------------------------
 

@@ -674,6 +674,8 @@ class SqliteStore(SharedSessionStore):
                 continue
             try:
                 job.value = job.run(conn)
+            except SessionDataError as exc:  # a malformed row: said as it is
+                job.error = exc
             except Exception as exc:
                 job.error = self._failure(job, "could not be read", exc, applied=False)
         if not changes:

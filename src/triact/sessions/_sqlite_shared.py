@@ -12,7 +12,12 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ._errors import SessionConcurrencyError, SessionFencedError, SessionLimitError
+from ._errors import (
+    SessionConcurrencyError,
+    SessionDataError,
+    SessionFencedError,
+    SessionLimitError,
+)
 from ._store import IndexEntry
 
 #: What layout 2 adds to layout 1's tables: indexes that keep expiry, listing and
@@ -221,7 +226,12 @@ def version(conn: sqlite3.Connection, *, session_id: str, now: float | None = No
     row = conn.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
     if row is None or (now is not None and _due(conn, session_id, now)):
         return None
-    return int(row[0])
+    if type(row[0]) is not int:  # a row edited by hand
+        raise SessionDataError(
+            f"session {session_id!r}'s row says version {row[0]!r:.40}, not an integer",
+            applied=False,
+        )
+    return row[0]
 
 
 def renew(
@@ -287,11 +297,16 @@ def count(conn: sqlite3.Connection) -> int:
 #: What a page tells of each session: its columns, and from the stored state (the
 #: codec's layout: ``{"schema": 1, "state": {...}}``) its topic, token HMAC and
 #: principal.
+#: A row edited by hand into one that is not a record (its state not JSON, its version
+#: not an integer) is listed without a token HMAC: the manager then loads it, which
+#: says what is wrong, and leaves it out, where json_extract failed the whole listing.
+_WELL_FORMED = "json_valid(state) AND typeof(version) = 'integer'"
 _PAGE = (
     "SELECT id, created_at, last_used, client_id, version, "
-    "json_extract(state, '$.state.topic'), "
-    "coalesce(json_extract(state, '$.state.client_binding.token_hmac'), ''), "
-    f"{_PRINCIPAL} FROM sessions"
+    f"CASE WHEN {_WELL_FORMED} THEN json_extract(state, '$.state.topic') END, "
+    f"CASE WHEN {_WELL_FORMED} THEN "
+    "coalesce(json_extract(state, '$.state.client_binding.token_hmac'), '') END, "
+    f"CASE WHEN {_WELL_FORMED} THEN {_PRINCIPAL} END FROM sessions"
 )
 
 
