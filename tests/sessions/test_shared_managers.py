@@ -540,3 +540,27 @@ async def test_events_are_followed_again_after_following_them_failed(
     assert len(said) == 2, said  # the loss once, the recovery once
     assert "failed" in said[0]
     assert "again" in said[1]
+
+
+async def test_a_removal_is_counted_once_though_a_handle_kept_from_before_finds_it_gone(
+    place: Place, shared_clock: trio.testing.MockClock
+) -> None:
+    """A drops a session it no longer uses from memory while B keeps it alive, then
+    removes it by id: a handle that A kept from before finds it removed, and A counts
+    one removal, not an expiry as well."""
+    async with managers(place, count=2, idle_ttl=3.0, lease=1.0) as (a, b):
+        session = await a.create_session()
+        other = await b.get_session(session.id)
+        for _ in range(6):  # B's reads keep it in the store; A drops it at 3 s
+            await trio.sleep(1.0)
+            await other.snapshot()
+        assert session.id not in a.session_ids()
+        events = a.subscribe()
+        assert await a.remove_session(session.id)
+        with pytest.raises(triact.SessionNotFoundError, match="removed"):
+            await session.snapshot()
+        stats = await a.stats()
+        events.close()
+        kinds = [event.kind async for event in events]
+    assert (stats.created, stats.removed, stats.expired, stats.sessions) == (1, 1, 0, 0)
+    assert kinds == ["removed"]

@@ -853,6 +853,12 @@ class SessionManager:
         if entry.gone is not None:
             return
         entry.gone = reason
+        forgotten = self._forgotten.get(entry.id)
+        if forgotten is not None:
+            # The record of a handle kept from before the session was dropped here
+            # (another record took its place): its next call finds it gone, where it
+            # looked it up anew, found it missing and counted it expired as well.
+            forgotten.gone = reason
         if self._sessions.get(entry.id) is entry:
             del self._sessions[entry.id]
             del self._index[entry.id]
