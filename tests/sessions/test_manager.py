@@ -199,6 +199,9 @@ async def test_get_session_of_an_unknown_id_names_it(open_manager: OpenManager) 
     async with open_manager() as manager:
         with pytest.raises(triact.SessionNotFoundError, match="'no-such-id'"):
             await manager.get_session("no-such-id")
+        with pytest.raises(triact.SessionNotFoundError) as long:
+            await manager.get_session("x" * 100_000)
+        assert str(long.value).startswith(f"no session {'x' * 40!r}... (100000 characters):")
 
 
 async def test_remove_session_returns_true_then_false(open_manager: OpenManager) -> None:

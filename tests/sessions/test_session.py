@@ -744,6 +744,9 @@ async def test_finishing_an_unknown_or_finished_request_raises(
         session = await manager.create_session()
         with pytest.raises(triact.RequestNotFoundError, match="'nope'"):
             await session.complete_request("nope")
+        with pytest.raises(triact.RequestNotFoundError) as long:
+            await session.complete_request("x" * 100_000)
+        assert str(long.value).endswith(f"request {'x' * 40!r}... (100000 characters)")
         record = await session.begin_request()
         await session.complete_request(record.id)
         with pytest.raises(triact.RequestNotFoundError, match=session.id):

@@ -20,11 +20,24 @@ class SessionNotFoundError(SessionError):
     code = "not_found"
 
 
+#: How many characters of a value a caller gave an error quotes.
+_QUOTED_CHARS = 40
+
+
+def quoted(value: str) -> str:
+    """``value`` (a caller's), as an error quotes it: its repr, only of its first
+    characters and with its length when it is longer (an error never echoes a
+    client's megabytes)."""
+    if len(value) <= _QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:_QUOTED_CHARS]!r}... ({len(value)} characters)"
+
+
 def no_session(session_id: str) -> SessionNotFoundError:
     """The error for a session id that names no session this caller may use: the same
     words whether there is none or it is another principal's."""
     return SessionNotFoundError(
-        f"no session {session_id!r}: it never existed, or it expired, ended or was "
+        f"no session {quoted(session_id)}: it never existed, or it expired, ended or was "
         "removed; create a new one"
     )
 

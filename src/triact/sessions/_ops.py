@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._errors import RequestNotFoundError, SessionArgumentError, SessionLimitError
+from ._errors import RequestNotFoundError, SessionArgumentError, SessionLimitError, quoted
 from ._state import (
     AnalysisRecord,
     RequestRecord,
@@ -213,7 +213,9 @@ def finish_request(
             if record.id == request_id:
                 break
         else:
-            raise RequestNotFoundError(f"session {state.id!r} has no active request {request_id!r}")
+            raise RequestNotFoundError(
+                f"session {state.id!r} has no active request {quoted(request_id)}"
+            )
         done = attrs.evolve(
             record,
             status="failed" if error is not None else "completed",

@@ -33,6 +33,7 @@ from ._jsonrpc import (
     error_line,
     internal_error,
     notification_line,
+    shown_name,
 )
 from ._lanes import Lanes, Turn
 from ._progress import ProgressReports
@@ -258,7 +259,7 @@ class ToolCalls:
         if named_tool is None:
             raise JsonRpcError(
                 INVALID_PARAMS,
-                f"Unknown tool: {name}",
+                f"Unknown tool: {shown_name(name)}",
                 {"known": list(self.tools.names)},
             )
         tool, direct = named_tool

@@ -29,6 +29,7 @@ from ._jsonrpc import (
     error_line,
     internal_error,
     result_line,
+    shown_name,
 )
 from ._prompts import PromptSet, advertised
 from ._prompts import answer as prompts_answer
@@ -150,14 +151,15 @@ class McpCore:
             if key in self.calls.in_flight:
                 raise JsonRpcError(
                     INVALID_REQUEST,
-                    f"Invalid Request: request id {request_id!r} is already in flight; "
+                    f"Invalid Request: request id {_shown_id(request_id)} is already in flight; "
                     "use a new id for every request",
                 )
             # (tools/call first: most requests are, and need no other look at the name)
             if method != "tools/call" and method.startswith("notifications/"):
                 raise JsonRpcError(
                     INVALID_REQUEST,
-                    f"Invalid Request: {method} is a notification; send it without an id",
+                    f"Invalid Request: {shown_name(method)} is a notification; "
+                    "send it without an id",
                 )
             ctx = protocol.context_for(method, params, peer.handshake)
             if method == "tools/call":
@@ -235,3 +237,8 @@ class McpCore:
                 len(self.calls),
                 grace,
             )
+
+
+def _shown_id(request_id: RequestId) -> str:
+    """A request id as a refusal quotes it (a long string cut short)."""
+    return repr(request_id) if len(str(request_id)) <= 40 else shown_name(str(request_id))

@@ -189,8 +189,9 @@ def decode_json(line: bytes, digits_checked: bool = False) -> Any:
     return _decoder.decode(line.decode("utf-8"))
 
 
-#: The longest value a refusal quotes back (as JSON); a longer one is named by its kind.
-_SHOWN_CHARS = 40
+#: The longest value a refusal quotes back (as JSON); a longer one is named by its kind
+#: (a name, by its first characters and its length: see shown_name).
+SHOWN_CHARS = 40
 
 
 def _shown(value: Any) -> str:
@@ -200,11 +201,20 @@ def _shown(value: Any) -> str:
     megabytes, nor a secret sent in the wrong member)."""
     if value is None or type(value) in (bool, int, float, str):
         text = json.dumps(value)
-        if len(text) <= _SHOWN_CHARS:
+        if len(text) <= SHOWN_CHARS:
             return text
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
     kinds |= {dict: "an object", list: "an array"}
     return kinds.get(type(value), "a value")
+
+
+def shown_name(name: str) -> str:
+    """A name a client sent (a method, a tool), as an error quotes it: as it is when
+    short and printable, as JSON when short, else as JSON of its first characters
+    followed by its length."""
+    if len(name) <= SHOWN_CHARS:
+        return name if name.isprintable() else json.dumps(name)
+    return f"{json.dumps(name[:SHOWN_CHARS])}... ({len(name)} characters)"
 
 
 def parse_line(line: bytes, digits_checked: bool = False) -> Message:

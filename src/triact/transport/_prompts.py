@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError
+from ._jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, SHOWN_CHARS, JsonRpcError, shown_name
 
 Role = Literal["user", "assistant"]
 
@@ -71,7 +71,7 @@ class Prompt:
             raise JsonRpcError(
                 INVALID_PARAMS,
                 f"Invalid params: prompt {self.name!r} takes no argument(s) "
-                f"{', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(known)) or 'none'}",
+                f"{_listed(unknown)}; it takes: {', '.join(sorted(known)) or 'none'}",
             )
         for name, value in arguments.items():
             if type(value) is not str:
@@ -188,3 +188,12 @@ def advertised(prompts: PromptSet | None, result: dict[str, Any]) -> dict[str, A
     if prompts is not None:
         result["capabilities"] = {**result["capabilities"], "prompts": PROMPTS_CAPABILITY}
     return result
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    """Names a client sent, as a refusal lists them: the first ``most``, each cut
+    short, and how many more there are."""
+    shown = ", ".join(
+        repr(name) if len(name) <= SHOWN_CHARS else shown_name(name) for name in names[:most]
+    )
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"

@@ -23,9 +23,11 @@ from .._version import __version__
 from ._jsonrpc import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
+    SHOWN_CHARS,
     UNSUPPORTED_PROTOCOL_VERSION,
     JsonRpcError,
     encode_json,
+    shown_name,
 )
 
 # Not 2025-03-26: it requires JSON-RPC batches, which this server does not take (the
@@ -153,7 +155,11 @@ def _progress_token(meta: dict[str, Any]) -> str | int | None:
 def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) -> RequestContext:
     """The era and revision a request is served under, or the JSON-RPC error to send."""
     if method not in KNOWN_METHODS:
-        raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}", {"method": method})
+        raise JsonRpcError(
+            METHOD_NOT_FOUND,
+            f"Method not found: {shown_name(method)}",
+            {"method": method[:SHOWN_CHARS]},  # the whole of it, unless it is long
+        )
     meta = params.get("_meta")
     if type(meta) is not dict:
         meta = _NO_META

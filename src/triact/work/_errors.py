@@ -14,6 +14,19 @@ class WorkError(Exception):
     code: ClassVar[str] = "work_error"
 
 
+#: How many characters of a path a client gave an error quotes.
+_QUOTED_CHARS = 100
+
+
+def quoted_path(path: str) -> str:
+    """``path`` (a client's), as an error quotes it: its repr, only of its first
+    characters and with its length when it is longer (an error never echoes a
+    client's megabytes)."""
+    if len(path) <= _QUOTED_CHARS:
+        return repr(path)
+    return f"{path[:_QUOTED_CHARS]!r}... ({len(path)} characters)"
+
+
 class WorkDirectoryError(WorkError, ValueError):
     """A working directory is refused: not absolute, missing, not a directory, outside
     the allowed roots, or the session has none."""

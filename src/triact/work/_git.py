@@ -31,7 +31,7 @@ from ..sessions import SessionState
 from . import _gitcommit as gitcommit
 from . import _gitsafe as gitsafe
 from ._config import WorkConfig
-from ._errors import GitError, GitTimeoutError, WorkDirectoryError
+from ._errors import GitError, GitTimeoutError, WorkDirectoryError, quoted_path
 from ._records import GitState
 
 _NOT_A_REPOSITORY = 128  # git's exit status outside a repository
@@ -46,18 +46,20 @@ def check_directory(
     says nothing about it. Touches the disk: run it in a thread."""
     text = os.fspath(path)
     if not isinstance(text, str) or not text or "\x00" in text:
-        raise WorkDirectoryError(f"{field} must be a path, got {text!r}")
+        raise WorkDirectoryError(f"{field} must be a path, got {quoted_path(text)}")
     if not os.path.isabs(text):
-        raise WorkDirectoryError(f"{field} must be an absolute path, got {text!r}")
+        raise WorkDirectoryError(f"{field} must be an absolute path, got {quoted_path(text)}")
     resolved = os.path.realpath(text)
     roots = config.allowed_roots
     if roots is not None and not any(_inside(resolved, root) for root in roots):
         raise WorkDirectoryError(
-            f"{field} {text!r} is outside the allowed roots of this server "
+            f"{field} {quoted_path(text)} is outside the allowed roots of this server "
             "(triact serve --allowed-root); use a directory inside one of them"
         )
     if not os.path.isdir(resolved):
-        raise WorkDirectoryError(f"{field} {text!r} does not exist or is not a directory")
+        raise WorkDirectoryError(
+            f"{field} {quoted_path(text)} does not exist or is not a directory"
+        )
     return resolved
 
 
