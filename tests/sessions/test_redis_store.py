@@ -369,6 +369,24 @@ async def test_calls_of_a_store_that_is_not_open_were_not_applied() -> None:
     assert info.value.applied is False
 
 
+async def test_a_session_key_of_another_type_is_a_data_error_and_others_are_served(
+    redis_place: RedisPlace,
+) -> None:
+    store = RedisStore(redis_place.url, prefix=redis_place.prefix, clock=lambda: NOW)
+    async with store.open():
+        for sid in ("a", "b"):
+            await create(store, make_state(sid))
+        with redis_place.client() as client:
+            client.set(f"{redis_place.prefix}{{a}}", "not a hash")
+        with pytest.raises(triact.SessionDataError, match="another type") as info:
+            await store.load("a")
+        assert info.value.applied is False  # a read
+        with pytest.raises(triact.SessionDataError, match="another type"):
+            await store.write(make_state("a", version=2), previous_version=1)
+        await store.write(make_state("b", version=2), previous_version=1)
+        assert await store.load("b") == make_state("b", version=2)
+
+
 async def test_a_hash_whose_numbers_are_not_numbers_is_a_data_error(
     redis_place: RedisPlace,
 ) -> None:

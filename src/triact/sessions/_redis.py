@@ -340,6 +340,13 @@ class RedisStore(SharedSessionStore):
             text = text.replace(password, "***")
         if "unknown command" in text.lower() and "function" in text.lower():
             text += " (RedisStore needs Redis 7 or later, or Valkey, for its functions)"
+        if "WRONGTYPE" in text:  # not worth retrying: a key holds what triact never wrote
+            return SessionDataError(
+                f"the Redis store at {self._address.shown} could not {what}: a key under "
+                f"its prefix {self._prefix!r} holds a value of another type than triact "
+                f"writes there (written by something else): {type(exc).__name__}: {text}",
+                applied=_applied(exc) if writes else False,
+            )
         return SessionStoreError(
             f"the Redis store at {self._address.shown} could not {what}: "
             f"{type(exc).__name__}: {text}",
