@@ -769,6 +769,9 @@ async def test_completed_requests_are_bounded_keeping_the_newest(
             state = await session.complete_request(record.id)
         assert [r.id for r in state.completed_requests] == ids[2:]
         assert state.request_counter == 4
+        # The stats count the records kept, as documented: not every request finished.
+        stats = await session.stats()
+        assert (stats.active_requests, stats.completed_requests, stats.failed_requests) == (0, 2, 0)
 
 
 async def test_active_requests_are_bounded_and_the_one_past_it_begins_nothing(
