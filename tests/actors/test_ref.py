@@ -524,6 +524,70 @@ async def test_tell_to_self_from_handler_is_queued() -> None:
         assert ref._actor.seen == [0, 1, 2, 3]  # type: ignore[attr-defined]
 
 
+class Tidy(Actor[str, str]):
+    """A plain handler that, asked "tell" or "stop", tells or stops its own actor."""
+
+    ref: Any = None
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.stopped = False
+
+    def receive(self, message: str) -> str:
+        self.seen.append(message)
+        if message == "tell":
+            self.ref.tell("told")
+        elif message == "stop":
+            self.ref.stop_soon()
+        return message
+
+    def on_stop(self) -> None:
+        self.stopped = True
+
+
+# The next three: an ask to an idle actor already started (its handler run in the
+# asker's task, then the actor let go there), each in one way its handler or the
+# actor's settings leave more to do than going idle.
+
+
+async def test_a_tell_to_self_from_a_plain_handler_of_an_idle_actor_is_handled() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Tidy)
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        assert await ref.ask("start") == "start"
+        assert not ref.busy
+        assert await ref.ask("tell") == "tell"
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref._actor.seen == ["start", "tell", "told"]  # type: ignore[attr-defined]
+        assert not ref.busy
+
+
+async def test_a_stop_from_a_plain_handler_of_an_idle_actor_stops_it() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Tidy, name="tidy")
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        assert await ref.ask("start") == "start"
+        actor = ref._actor
+        assert await ref.ask("stop") == "stop"
+        assert ref.stopped
+        assert actor.stopped  # type: ignore[attr-defined]
+        assert sup.get("tidy") is None
+
+
+async def test_an_ask_to_an_idle_actor_pushes_its_idle_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Recorder, idle_timeout=10.0)
+        assert await ref.ask("start") == 1  # idle from t = 0: a deadline at 10
+        await trio.sleep(9)
+        assert await ref.ask("again") == 2  # idle from t = 9: a deadline at 19
+        await trio.sleep(9.5)
+        assert not ref.stopped
+        await trio.sleep(1)
+        assert ref.stopped
+
+
 async def test_stop_handles_queued_messages_then_runs_on_stop() -> None:
     events: list[object] = []
 

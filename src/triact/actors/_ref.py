@@ -436,7 +436,14 @@ class ActorRef(Generic[M, R]):
                 raise
             if type(reply) is CoroutineType or type(reply) is SeeThrough:
                 return await self._handle(message, schedule_point=True, reply=reply)
-            self._release()
+            if self._mailbox is None and self._state == _OPEN and self._idle_timeout is None:
+                # _release's commonest case, spelled out (a frame less): the handler
+                # queued nothing (so it took nothing either: take_queued takes from
+                # the mailbox) and stopped nothing, and the actor has no idle deadline
+                # to arm. It goes idle.
+                self._holder = None
+            else:
+                self._release()
             crew = self._crew  # the schedule point, as in _handle
             now = perf_counter()
             if now - crew.yielded_at >= crew.slice:
