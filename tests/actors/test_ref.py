@@ -588,6 +588,57 @@ async def test_an_ask_to_an_idle_actor_pushes_its_idle_deadline(
         assert ref.stopped
 
 
+class Inward(Actor[str, object]):
+    """A plain handler that, asked "ask" or "see", replies with an ask of its own
+    actor to await (a coroutine, or one to see through), and, asked "take", takes
+    and answers the two messages it tells its own actor."""
+
+    ref: Any = None
+
+    def receive(self, message: str) -> object:
+        if message == "ask":
+            return self.ref.ask("inner")
+        if message == "see":
+            return see_through(self.ref.ask("inner"))
+        if message == "take":
+            self.ref.tell("a")
+            self.ref.tell("b")
+            taken = self.ref.take_queued(10)
+            for queued in taken:
+                queued.reply(None)
+            return [queued.message for queued in taken]
+        return message
+
+
+# An idle actor already started, asked: its plain handler runs in the asker's task,
+# which then holds the actor. The handler is its own (take_queued), and a reply to
+# await runs in that task (an ask of the actor's own from it cannot run).
+
+
+async def test_a_plain_handler_of_an_idle_actor_may_take_what_is_queued() -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Inward)
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        assert await ref.ask("start") == "start"
+        assert await ref.ask("take") == ["a", "b"]
+        assert not ref.busy
+        assert ref.errors == 0
+
+
+@pytest.mark.parametrize("message", ["ask", "see"])
+async def test_a_reply_to_await_from_a_plain_handler_of_an_idle_actor_runs_in_its_askers_task(
+    message: str,
+) -> None:
+    async with open_supervisor() as sup:
+        ref = sup.spawn(Inward, name="inward")
+        ref._actor.ref = ref  # type: ignore[attr-defined]
+        assert await ref.ask("start") == "start"
+        with trio.fail_after(5), pytest.raises(ReentrantCallError, match="'inward' asked itself"):
+            await ref.ask(message)
+        assert not ref.busy
+        assert await ref.ask("after") == "after"
+
+
 async def test_stop_handles_queued_messages_then_runs_on_stop() -> None:
     events: list[object] = []
 

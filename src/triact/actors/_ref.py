@@ -67,6 +67,10 @@ _STOPPED = 2  # gone
 
 # Marks the baton as taken by a runner task that has been started but not yet run.
 _RUNNER: Any = object()
+# Marks the baton as taken by the current task, which runs a plain handler in ask:
+# such a handler does not yield, so no other task runs until it returns (and ask
+# needs no current_task() for it; a reply to await takes the task itself).
+_PLAIN: Any = object()
 # What a queued asker is woken with when it is its turn to run its own message.
 _YOUR_TURN: Any = object()
 # No reply yet (see ActorRef._handle).
@@ -422,11 +426,12 @@ class ActorRef(Generic[M, R]):
         if self._holder is None and not self._mailbox and self._state == _OPEN:
             # An ask to an idle actor, the common case: it runs in this task.
             await checkpoint_if_cancelled()  # does not yield unless it raises
-            self._holder = current_task()
             if not self._started:
+                self._holder = current_task()
                 return await self._handle(message, schedule_point=True)
             # _handle's plain reply, spelled out: no coroutine of its own for the
             # commonest ask of all (an idle actor, a plain handler).
+            self._holder = _PLAIN
             try:
                 reply = self._actor.receive(message)
             except BaseException as exc:
@@ -435,6 +440,7 @@ class ActorRef(Generic[M, R]):
                 self._release(exc)
                 raise
             if type(reply) is CoroutineType or type(reply) is SeeThrough:
+                self._holder = current_task()
                 return await self._handle(message, schedule_point=True, reply=reply)
             if self._mailbox is None and self._state == _OPEN and self._idle_timeout is None:
                 # _release's commonest case, spelled out (a frame less): the handler
@@ -674,7 +680,8 @@ class ActorRef(Generic[M, R]):
         :class:`Queued`); they leave the mailbox in order, and their askers can no
         longer withdraw them by cancelling.
         """
-        if self._holder is not current_task():
+        holder = self._holder
+        if holder is not _PLAIN and holder is not current_task():
             raise ActorError(f"take_queued() on actor {self.name!r} outside its own handler")
         mailbox = self._mailbox
         taken: list[Queued[M, R]] = []
