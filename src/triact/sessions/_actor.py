@@ -205,16 +205,19 @@ class SessionActor(Actor[Op, Answer]):
             # its own). Every in-memory update comes this way, and pays for no step
             # that does nothing here.
             host = self._host
-            start = host.now()
+            # The clock and the update function are read into locals, then called:
+            # host.now() or op.transform() would look up a method that is no method
+            # (an attribute in a slot) at every call, where a slot read is quick.
+            clock = host.now
+            start = clock()
             try:
                 expected = op.expected_version  # type: ignore[union-attr]
                 if expected is not None:
                     _check_version(state, expected)
                 guard = self._guard
+                transform = op.transform  # type: ignore[union-attr]
                 # The security events not committed yet are committed with this change.
-                result = op.transform(  # type: ignore[union-attr]
-                    guard.with_events(state) if guard.pending else state
-                )
+                result = transform(guard.with_events(state) if guard.pending else state)
                 if type(result) is CoroutineType:
                     return self._change_async_now(result, start)
                 new = self._stamp(state, result)
@@ -232,7 +235,7 @@ class SessionActor(Actor[Op, Answer]):
                 raise
             # _account(start, failed=False) spelled out: a frame less for every update
             # (as in _change_async_now; keep the three alike).
-            now = host.now()
+            now = clock()
             entry.last_active = now
             latency = now - start
             operations = self.operations = self.operations + 1
@@ -387,7 +390,8 @@ class SessionActor(Actor[Op, Answer]):
         update: keep them alike.)
         """
         host = self._host
-        now = host.now()
+        clock = host.now  # (a slot read, then a call: see receive)
+        now = clock()
         # Idle time counts from the end of a call: set before the actor is released,
         # so that the reaper never sees a session that just finished as idle since
         # the call began.
@@ -450,7 +454,8 @@ class SessionActor(Actor[Op, Answer]):
             self._account(start, failed=True)
             raise
         # _account(start, failed=False) spelled out, as in receive.
-        now = host.now()
+        clock = host.now  # (a slot read, then a call: see receive)
+        now = clock()
         entry.last_active = now
         latency = now - start
         operations = self.operations = self.operations + 1
@@ -540,17 +545,23 @@ class SessionActor(Actor[Op, Answer]):
         # A state the update function made and let go of (the common case: it returned
         # state.with_data(...) or attrs.evolve(...)) is stamped in place: nothing else
         # can see it, so it is still a value nobody saw change (see _unshared_refs).
-        unshared = (
+        # (An if statement, not a boolean expression: CPython specialises the
+        # comparisons of ints only where a jump follows them.)
+        if (
             _UNSHARED_REFS is not None
             and type(result) is SessionState
             and getrefcount(result) == _UNSHARED_REFS
             and getweakrefcount(result) == 0
-        )
-        stamp = stamp_in_place if unshared else stamped_with
+        ):
+            stamp = stamp_in_place
+        else:
+            stamp = stamped_with
+        host = self._host
+        wall_clock = host.wall_clock  # (a slot read, not a lookup of a method)
         new = stamp(
             result,
             state.version + 1,
-            self._host.wall_clock(),
+            wall_clock(),
             # Counts the operation being committed, which _account adds once it ends.
             self.operations + 1,
             self.errors,
@@ -559,9 +570,9 @@ class SessionActor(Actor[Op, Answer]):
         )
         known = self._sizes if self._checked is state else None
         if derived:
-            sizes = check_with_data(new, state, self._host.config.max_state_bytes, known, entries)
+            sizes = check_with_data(new, state, host.config.max_state_bytes, known, entries)
         else:
-            sizes = check_state(new, state, self._host.config.max_state_bytes, known)
+            sizes = check_state(new, state, host.config.max_state_bytes, known)
         self._sizes = sizes
         self._checked = new
         return new
