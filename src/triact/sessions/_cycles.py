@@ -46,6 +46,10 @@ class Hold:
 #: The innermost update the current code runs inside (the others through its
 #: ``outer``); None outside every update.
 HOLDS: ContextVar[Hold | None] = ContextVar("triact_session_holds", default=None)
+#: ``HOLDS.get``, bound once. (Another module that imports ``HOLDS`` and calls
+#: ``HOLDS.get()`` looks the method up and binds it at every call: CPython 3.11 reads
+#: an attribute of an imported name as a module's, and makes the call no method call.)
+current_hold = HOLDS.get
 
 
 def hold(entry: Entry) -> Hold:

@@ -13,7 +13,7 @@ from ..actors import (
     ReentrantCallError,
 )
 from . import _ops as ops
-from ._cycles import HOLDS, done_waiting, wait_on
+from ._cycles import current_hold, done_waiting, wait_on
 from ._errors import (
     SessionBusyError,
     SessionFailedError,
@@ -75,7 +75,7 @@ class Session:
             op = ops.Authorized(op, *self._auth)  # type: ignore[arg-type]
         host = self._host
         entry = self._entry
-        holds = HOLDS.get()
+        holds = current_hold()
         # Called from inside an async update: SessionReentrancyError on a cycle.
         waiter = wait_on(entry, holds) if holds else None
         waits_on = entry
@@ -155,7 +155,7 @@ class Session:
             and self._auth is None
             and not entry.forgotten
             and ref.accepting
-            and not HOLDS.get()
+            and not current_hold()
         ):
             try:
                 return await ref.ask(op)  # type: ignore[no-any-return]
