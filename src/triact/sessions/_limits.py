@@ -411,7 +411,9 @@ def check_with_data(
     entry is not taken off), until it would pass the limit: then the data is walked
     whole, which makes it a fresh bound (and, if that is not enough either, the state
     is measured exactly, as for any change)."""
-    if known is not None and known[3] == 0:
+    # (``not known[3]`` rather than ``known[3] == 0``: CPython does not specialise a
+    # comparison followed by a jump as long as the one past the loop.)
+    if known is not None and not known[3]:
         bound, size, metadata_size, _ = known
         for key, value in entries.items() if entries else ():
             if type(key) is not str or not (key.isascii() or _string_problem(key) is None):
