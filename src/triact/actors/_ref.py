@@ -423,7 +423,8 @@ class ActorRef(Generic[M, R]):
                 return await self.ask(message)
         # Both branches spelled out in this one coroutine (no _ask below it): a
         # coroutine less to make, and to pass through when a queued asker wakes.
-        if self._holder is None and not self._mailbox and self._state == _OPEN:
+        # (_accepting is _state == _OPEN as a bool: a test without a comparison.)
+        if self._holder is None and not self._mailbox and self._accepting:
             # An ask to an idle actor, the common case: it runs in this task.
             await checkpoint_if_cancelled()  # does not yield unless it raises
             if not self._started:
@@ -439,10 +440,11 @@ class ActorRef(Generic[M, R]):
                     self._crash(exc)
                 self._release(exc)
                 raise
-            if type(reply) is CoroutineType or type(reply) is SeeThrough:
+            shape = type(reply)
+            if shape is CoroutineType or shape is SeeThrough:
                 self._holder = current_task()
                 return await self._handle(message, schedule_point=True, reply=reply)
-            if self._mailbox is None and self._state == _OPEN and self._idle_timeout is None:
+            if self._mailbox is None and self._accepting and self._idle_timeout is None:
                 # _release's commonest case, spelled out (a frame less): the handler
                 # queued nothing (so it took nothing either: take_queued takes from
                 # the mailbox) and stopped nothing, and the actor has no idle deadline
