@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -959,3 +960,31 @@ async def test_updates_yield_within_the_schedule_slice_only(open_manager: OpenMa
     # cancel point). No slice: each one yields.
     assert await turns_during_updates(open_manager, 1000.0) == 0
     assert await turns_during_updates(open_manager, 0.0) >= 19
+
+
+async def test_request_tracking_refuses_arguments_of_the_wrong_type_naming_them(
+    open_manager: OpenManager,
+) -> None:
+    async with open_manager() as manager:
+        session = await manager.create_session()
+        with pytest.raises(TypeError, match=r"^conversation_id must be a string, got int"):
+            await session.begin_request(5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^tool_name must be a string or None, got int"):
+            await session.begin_request("c", 7)  # type: ignore[arg-type]
+        with pytest.raises(triact.SessionArgumentError, match=r"\.\.\. \(100000 characters\)$"):
+            await session.begin_request(":" * 100_000)
+        with pytest.raises(TypeError, match=r"^request_id must be a string, got int"):
+            await session.complete_request(5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^request_id must be a string, got int"):
+            await session.fail_request(5, "boom")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^response_time must be a number of seconds"):
+            await session.record_analysis("p", ["a"], "3")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^response_time must be a number of seconds"):
+            await session.record_analysis("p", ["a"], True)
+        for bad in (-1, math.inf, math.nan):
+            with pytest.raises(triact.SessionArgumentError, match=r"^response_time must be >= 0"):
+                await session.record_analysis("p", ["a"], bad)
+        with pytest.raises(triact.SessionNotFoundError, match=r"^no session 5:"):
+            await manager.get_session(5)  # type: ignore[arg-type]
+        state = await session.snapshot()
+        assert (state.version, state.active_requests, state.analyses) == (1, (), ())

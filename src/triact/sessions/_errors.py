@@ -24,13 +24,14 @@ class SessionNotFoundError(SessionError):
 _QUOTED_CHARS = 40
 
 
-def quoted(value: str) -> str:
+def quoted(value: object) -> str:
     """``value`` (a caller's), as an error quotes it: its repr, only of its first
-    characters and with its length when it is longer (an error never echoes a
-    client's megabytes)."""
-    if len(value) <= _QUOTED_CHARS:
-        return repr(value)
-    return f"{value[:_QUOTED_CHARS]!r}... ({len(value)} characters)"
+    characters and with its length when it is a longer string, by its type when it
+    is another long value (an error never echoes a client's megabytes)."""
+    if isinstance(value, str) and len(value) > _QUOTED_CHARS:
+        return f"{value[:_QUOTED_CHARS]!r}... ({len(value)} characters)"
+    shown = repr(value)
+    return shown if len(shown) <= _QUOTED_CHARS + 2 else f"a {type(value).__name__}"
 
 
 def no_session(session_id: str) -> SessionNotFoundError:

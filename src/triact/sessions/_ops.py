@@ -7,6 +7,7 @@ version and commits it whole (I2, I3, docs/architecture.md).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -163,8 +164,16 @@ def record_analysis(
         raise TypeError(
             f"responses must be a mapping or a list of strings, got {type(responses).__name__}"
         )
-    if response_time is not None and not response_time >= 0:
-        raise SessionArgumentError(f"response_time must be >= 0 seconds, got {response_time!r}")
+    if response_time is not None:
+        if not isinstance(response_time, (int, float)) or isinstance(response_time, bool):
+            raise TypeError(
+                "response_time must be a number of seconds or None, "
+                f"got {type(response_time).__name__}"
+            )
+        if not 0 <= response_time < math.inf:
+            raise SessionArgumentError(
+                f"response_time must be >= 0 seconds and finite, got {response_time!r}"
+            )
     record = AnalysisRecord(str(prompt), by_name, now, response_time)
 
     def transform(state: SessionState) -> SessionState:
@@ -177,9 +186,13 @@ def record_analysis(
 def begin_request(
     config: SessionConfig, now: float, conversation_id: str, tool_name: str | None
 ) -> Transform:
+    if not isinstance(conversation_id, str):
+        raise TypeError(f"conversation_id must be a string, got {type(conversation_id).__name__}")
+    if tool_name is not None and not isinstance(tool_name, str):
+        raise TypeError(f"tool_name must be a string or None, got {type(tool_name).__name__}")
     if not conversation_id or ":" in conversation_id:
         raise SessionArgumentError(
-            f"conversation_id must be non-empty and contain no ':', got {conversation_id!r}"
+            f"conversation_id must be non-empty and contain no ':', got {quoted(conversation_id)}"
         )
 
     def transform(state: SessionState) -> SessionState:
@@ -208,6 +221,9 @@ def begin_request(
 def finish_request(
     config: SessionConfig, now: float, request_id: str, error: str | None
 ) -> Transform:
+    if not isinstance(request_id, str):
+        raise TypeError(f"request_id must be a string, got {type(request_id).__name__}")
+
     def transform(state: SessionState) -> SessionState:
         for record in state.active_requests:
             if record.id == request_id:

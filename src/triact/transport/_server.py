@@ -4,6 +4,7 @@ message to the protocol core (``_core``), writing answers, and shutting down."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -37,35 +38,51 @@ from ._tools import ToolSet
 logger = logging.getLogger("triact.transport")
 
 
-def _at_least(minimum: float) -> Any:
-    def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value >= minimum:
-            raise ValueError(f"ServerOptions.{attribute.name} must be >= {minimum}, got {value!r}")
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    return check
+
+def _count(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"ServerOptions.{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _seconds(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (_is_number(value) and value >= 0 and not math.isnan(value)):
+        raise ValueError(
+            f"ServerOptions.{attribute.name} must be a number of seconds >= 0, got {value!r}"
+        )
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 < value < float("inf"):
+    if not (_is_number(value) and 0 < value < math.inf):
         raise ValueError(f"ServerOptions.{attribute.name} must be > 0 and finite, got {value!r}")
+
+
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"ServerOptions.{attribute.name} must be True or False, got {type(value).__name__}"
+        )
 
 
 @attrs.frozen(kw_only=True)
 class ServerOptions:
-    """How an :class:`McpServer` serves its connection."""
+    """How an :class:`McpServer` serves its connection. Each field is checked when it
+    is made: ValueError (TypeError for ``default_session``) naming the field."""
 
     #: Longest message accepted, newline excluded; longer lines are refused.
-    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_at_least(1))
+    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_count)
     #: Seconds that calls in flight get to finish after input ends or stop() is called.
-    shutdown_grace: float = attrs.field(default=5.0, validator=_at_least(0))
+    shutdown_grace: float = attrs.field(default=5.0, validator=_seconds)
     #: Tool calls handled at once; beyond, calls are answered with code 'busy'.
-    max_in_flight: int = attrs.field(default=10_000, validator=_at_least(1))
+    max_in_flight: int = attrs.field(default=10_000, validator=_count)
     #: Let handshake-era calls leave out session_id to use a per-connection session.
-    default_session: bool = True
+    default_session: bool = attrs.field(default=True, validator=_flag)
     #: Output waiting to be written (bytes) past which the server stops reading input
     #: until the client has read enough of it: a client that never reads cannot make
     #: the server hold more than this, plus the answers to one read of input.
-    max_output_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_at_least(1))
+    max_output_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_count)
     #: Seconds a call that asked for progress (a progressToken) runs before its first
     #: notifications/progress, and between the next ones; a quicker call gets none.
     progress_interval: float = attrs.field(default=1.0, validator=_positive)
