@@ -4,6 +4,7 @@ only; a store file deleted while serving is reported, and changes are refused.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -138,6 +139,26 @@ def test_a_redis_store_that_cannot_be_used_is_a_one_line_error_without_its_passw
     )
     assert_one_line_error(done, says)
     assert "secret" not in done.stderr
+
+
+def test_a_malformed_handoff_is_reported_without_the_stores_path(tmp_path: Path) -> None:
+    path = tmp_path / "private-store-dir" / "s.db"
+    path.parent.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    options = ("--semantic", "off", "--allowed-root", str(tmp_path))
+    with serving(*options, store=f"sqlite:{path}") as call:
+        started = call("session_start", {"working_directory": str(project)})
+        session_id = started["structuredContent"]["session_id"]
+        assert not call("session_end", {"session_id": session_id}).get("isError")
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("UPDATE work_handoffs SET record = '{}'").rowcount == 1
+        again = call("session_start", {"working_directory": str(project)})
+    assert again["isError"]
+    text = again["content"][0]["text"]
+    assert text.startswith("data_error: the handoff of")
+    assert "is not a handoff record" in text
+    assert "private-store-dir" not in json.dumps(again)
 
 
 def test_the_store_and_key_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:

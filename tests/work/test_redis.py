@@ -268,8 +268,9 @@ async def test_a_malformed_directory_record_is_refused(
             await work.store.session_for(str(tmp_path))
         with redis_place.client() as client:
             client.hset(f"{redis_place.prefix}work:h:0:", str(tmp_path).encode(), b"{}")
-        with pytest.raises(triact.work.WorkDataError, match="is not a handoff record"):
+        with pytest.raises(triact.work.WorkDataError, match="is not a handoff record") as info:
             await work.store.handoff(str(tmp_path))
+        assert "redis://" not in str(info.value)  # said to clients: not the store's URL
 
 
 async def test_vectors_that_are_not_float32_are_refused(

@@ -246,7 +246,8 @@ class RedisWorkStore(WorkStore):
         found = await self.store.run("read a handoff", lambda client: client.hget(key, field))
         if found is None:
             return None
-        where = f"the handoff of {directory!r} in {self.store.url}"
+        # Said to the client (a WorkDataError): the store's file or URL is not its.
+        where = f"the handoff of {directory!r} in the store"
         try:
             raw = json.loads(found)
         except ValueError:

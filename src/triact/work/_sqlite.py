@@ -151,7 +151,8 @@ class SqliteWorkStore(WorkStore):
         text = await self.store.run(step, write=False)
         if text is None:
             return None
-        where = f"the handoff of {directory!r} in {self.store.path}"
+        # Said to the client (a WorkDataError): the store's file or URL is not its.
+        where = f"the handoff of {directory!r} in the store"
         try:
             raw = json.loads(text)
         except ValueError:
