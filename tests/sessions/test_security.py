@@ -651,3 +651,35 @@ async def test_a_rate_limited_update_changes_nothing(
         await trio.sleep(1.0)
         assert (await session.snapshot()).version == 2
     assert calls == [1]
+
+
+@STORES
+async def test_refused_tokens_cannot_keep_the_owner_from_changing_a_large_session(
+    open_manager: OpenManager, tmp_path: Path, kind: str
+) -> None:
+    """Events of refused tokens that would take a session past max_state_bytes are
+    left out of the owner's next change, which commits: whoever sends wrong tokens
+    could otherwise keep the owner from changing a session near its size at all."""
+    limit = 20_000
+    async with open_manager(store=a_store(kind, tmp_path), max_state_bytes=limit) as manager:
+        session = await manager.create_session(bind_client=True)
+        owner = session.authorized(session.token)
+        base = len(triact.encode_state(await owner.snapshot()).encode())
+        state = await owner.update(put("pad", "a" * (limit - base - 1_000)))
+        for _ in range(100):  # refused, then throttled: each one an event
+            with pytest.raises(triact.SessionSecurityError):
+                await session.authorized("wrong").snapshot()
+        assert len((await owner.snapshot()).security_events) == 100  # about 20 KB
+        state = await owner.update(put("k", 1))
+        assert (state.version, state.data["k"], state.security_events) == (3, 1, ())
+        assert len(triact.encode_state(state).encode()) <= limit
+        # A change too big by itself is refused still, and the events that fit are
+        # stored with the next change as before.
+        with pytest.raises(triact.SessionLimitError, match="max_state_bytes"):
+            await owner.update(put("more", "b" * 2_000))
+        with pytest.raises(triact.SessionSecurityError):
+            await session.validate_security("wrong", tool_name="later")
+        state = await owner.update(put("pad", "a"))
+        assert [e.tool_name for e in state.security_events] == ["later"]
+        assert state.version == 4
+        assert (await manager.stats()).security_failures == 101

@@ -36,6 +36,7 @@ from ._errors import (
     SessionContendedError,
     SessionError,
     SessionFencedError,
+    SessionLimitError,
     SessionNotFoundError,
     SessionRateLimitError,
     SessionSecurityError,
@@ -44,7 +45,7 @@ from ._errors import (
 )
 from ._limits import Sizes, check_state, check_with_data
 from ._ops import Authorized, Change, End, Op, Read, Validate
-from ._security import SessionGuard
+from ._security import SessionGuard, logger
 from ._state import (
     MADE,
     SessionMetrics,
@@ -569,10 +570,24 @@ class SessionActor(Actor[Op, Answer]):
             self.max_latency,
         )
         known = self._sizes if self._checked is state else None
-        if derived:
-            sizes = check_with_data(new, state, host.config.max_state_bytes, known, entries)
-        else:
-            sizes = check_state(new, state, host.config.max_state_bytes, known)
+        try:
+            if derived:
+                sizes = check_with_data(new, state, host.config.max_state_bytes, known, entries)
+            else:
+                sizes = check_state(new, state, host.config.max_state_bytes, known)
+        except SessionLimitError:
+            if not self._guard.pending or new.security_events is state.security_events:
+                raise
+            # Refused tokens' events not stored yet would take it past its size: the
+            # change is committed without them (else whoever sends wrong tokens could
+            # keep the owner of a large session from changing it at all).
+            new = attrs.evolve(new, security_events=state.security_events)
+            sizes = check_state(new, state, host.config.max_state_bytes, None)
+            logger.warning(
+                "session %r: the security events not stored yet would take it past "
+                "max_state_bytes; committed without them",
+                state.id,
+            )
         self._sizes = sizes
         self._checked = new
         return new
