@@ -564,3 +564,22 @@ async def test_a_removal_is_counted_once_though_a_handle_kept_from_before_finds_
         kinds = [event.kind async for event in events]
     assert (stats.created, stats.removed, stats.expired, stats.sessions) == (1, 1, 0, 0)
     assert kinds == ["removed"]
+
+
+async def test_removing_a_session_past_its_deadline_finds_none(
+    place: Place, shared_clock: trio.testing.MockClock
+) -> None:
+    """A session past its deadline is gone for every call before a sweep deletes it:
+    remove_session finds none there, as get_session does, and counts no removal (B's
+    clock is ahead, so the session A has just created is past its deadline for B)."""
+    async with managers(place, count=2, skews=(0.0, 10.0), idle_ttl=3.0) as (a, b):
+        session = await a.create_session()
+        events = b.subscribe()
+        with pytest.raises(triact.SessionNotFoundError):
+            await b.get_session(session.id)
+        assert not await b.remove_session(session.id)
+        stats = await b.stats()
+        events.close()
+        kinds = [event.kind async for event in events]
+    assert stats.removed == 0
+    assert "removed" not in kinds

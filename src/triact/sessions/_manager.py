@@ -595,7 +595,9 @@ class SessionManager:
             store = self.leases.store
             with trio.CancelScope(shield=True):
                 if entry is None:  # the event names the version removed
-                    version = await store.version(session_id)
+                    # (Past its deadline it is gone, as for get_session: a sweep
+                    # counts it expired.)
+                    version = await store.version(session_id, now=self.wall_clock())
                     if version is None:
                         return False
                     entry = self._adopt(session_id)
