@@ -332,6 +332,45 @@ async def test_temporary_session_is_removed_when_the_body_is_cancelled(
             await manager.get_session(tmp.id)
 
 
+async def test_a_temporary_sessions_body_error_wins_over_a_closed_managers_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Boom(Exception):
+        pass
+
+    path = tmp_path / "sessions.db"
+    ended: list[BaseException | None] = []
+    ids: list[str] = []
+
+    async def body(manager: triact.SessionManager, fail: bool) -> None:
+        try:
+            async with manager.session(topic="scratch") as tmp:
+                ids.append(tmp.id)
+                entered.set()
+                await closed.wait()
+                if fail:
+                    raise Boom
+        except BaseException as exc:
+            ended.append(exc)
+        else:
+            ended.append(None)
+
+    for fail in (True, False):
+        entered, closed = trio.Event(), trio.Event()
+        async with trio.open_nursery() as nursery:
+            config = triact.SessionConfig(store=triact.SqliteStore(path))
+            async with triact.open_session_manager(config) as manager:
+                nursery.start_soon(body, manager, fail)
+                await entered.wait()
+            closed.set()
+    assert type(ended[0]) is Boom  # not the removal's SessionClosedError
+    assert "was not removed" in caplog.text
+    assert type(ended[1]) is triact.SessionClosedError  # the block itself succeeded
+    config = triact.SessionConfig(store=triact.SqliteStore(path))
+    async with triact.open_session_manager(config) as manager:  # they stayed in the store
+        assert {(await manager.get_session(i)).id for i in ids} == set(ids)
+
+
 async def test_temporary_session_passes_its_arguments_on(
     open_manager: OpenManager, tmp_path: Path
 ) -> None:

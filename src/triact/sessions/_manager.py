@@ -628,13 +628,31 @@ class SessionManager:
 
     @asynccontextmanager
     async def session(self, topic: str | None = None, **kwargs: Any) -> AsyncIterator[Session]:
-        """A temporary session, removed on exit whatever happens inside."""
+        """A temporary session, removed on exit whatever happens inside.
+
+        An exception from the block propagates as it is; if the removal fails too,
+        that failure is logged. Without one, the removal's failure is raised: a
+        :class:`SessionClosedError` if the manager is shutting down by then (the
+        block ran in a task the manager's block did not wait for), and the session
+        is then not removed but closed with the others (in a durable store it stays
+        until its ``idle_ttl`` expires it); a :class:`SessionStoreError` if the store
+        failed to delete it (see :meth:`remove_session`)."""
         session = await self.create_session(topic, **kwargs)
         try:
             yield session
-        finally:
+        except BaseException:
             with trio.CancelScope(shield=True):
-                await self.remove_session(session.id)
+                try:
+                    await self.remove_session(session.id)
+                except SessionError as cleanup:
+                    logger.warning(
+                        "temporary session %r was not removed after its block raised: %s",
+                        session.id,
+                        cleanup,
+                    )
+            raise
+        with trio.CancelScope(shield=True):
+            await self.remove_session(session.id)
 
     def subscribe(self, buffer: int | None = None) -> Subscription:
         """A stream of lifecycle events (created, updated, expired, ended, removed).
