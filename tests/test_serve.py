@@ -141,7 +141,9 @@ def test_a_redis_store_that_cannot_be_used_is_a_one_line_error_without_its_passw
     assert "secret" not in done.stderr
 
 
-def test_a_malformed_handoff_is_reported_without_the_stores_path(tmp_path: Path) -> None:
+def test_a_malformed_handoff_is_reported_without_the_stores_path_and_the_start_goes_on(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "private-store-dir" / "s.db"
     path.parent.mkdir()
     project = tmp_path / "project"
@@ -153,12 +155,21 @@ def test_a_malformed_handoff_is_reported_without_the_stores_path(tmp_path: Path)
         assert not call("session_end", {"session_id": session_id}).get("isError")
         with sqlite3.connect(path) as conn:
             assert conn.execute("UPDATE work_handoffs SET record = '{}'").rowcount == 1
+        # The directory can still be worked in: the start reports why there is no
+        # handoff, and the next end's handoff replaces the record.
         again = call("session_start", {"working_directory": str(project)})
-    assert again["isError"]
-    text = again["content"][0]["text"]
-    assert text.startswith("data_error: the handoff of")
-    assert "is not a handoff record" in text
-    assert "private-store-dir" not in json.dumps(again)
+        assert not again.get("isError")
+        report = again["structuredContent"]["report"]
+        assert report["previous_handoff"] is None
+        assert report["handoff_error"].startswith("the handoff of")
+        assert "is not a handoff record" in report["handoff_error"]
+        assert "private-store-dir" not in json.dumps(again)
+        session_id = again["structuredContent"]["session_id"]
+        assert not call("session_end", {"session_id": session_id}).get("isError")
+        third = call("session_start", {"working_directory": str(project)})
+        report = third["structuredContent"]["report"]
+        assert report["handoff_error"] is None
+        assert report["previous_handoff"]["session_id"] == session_id
 
 
 def test_the_store_and_key_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:

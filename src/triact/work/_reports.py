@@ -34,6 +34,13 @@ class WorkReport:
     previous_handoff: Handoff | None = attrs.field(
         metadata={"description": "The handoff of the last session that ended in this directory."}
     )
+    handoff_error: str | None = attrs.field(
+        default=None,
+        metadata={
+            "description": "Why the stored handoff of this directory could not be read "
+            "(null: it was, or there is none); the next session_end replaces it."
+        },
+    )
 
 
 @attrs.frozen

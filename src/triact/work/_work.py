@@ -28,7 +28,7 @@ from . import _trust as trust
 from ._backend import MemoryWorkStore, WorkStore
 from ._config import WorkConfig
 from ._embedding import Embedder, semantic_installed
-from ._errors import WorkLimitError, WorkStoreError, commit_kept
+from ._errors import WorkDataError, WorkLimitError, WorkStoreError, commit_kept
 from ._git import check_directory, checkpoint_git, report, resolve
 from ._handoff import hand_off
 from ._records import (
@@ -234,12 +234,18 @@ class WorkSessions:
 
     async def _report(self, state: SessionState) -> WorkReport:
         record = work_record(state)
-        git = handoff = None
+        git = handoff = handoff_error = None
         directory = state.working_directory
         if directory is not None:
             resolved, problem = await resolve(directory, self.config)
             git = await report(resolved, problem, self.config)
-            handoff = await self.store.handoff(resolved or directory, principal=state.principal)
+            try:
+                handoff = await self.store.handoff(resolved or directory, principal=state.principal)
+            except WorkDataError as exc:
+                # Reported, as a git failure is: a record nobody can read must not keep
+                # every start in its directory failing (the next end replaces it).
+                handoff_error = str(exc)
+                logger.warning("session %s: %s", state.id, exc)
         return WorkReport(
             session_id=state.id,
             version=state.version,
@@ -254,6 +260,7 @@ class WorkSessions:
             last_checkpoint=record.checkpoints[-1] if record.checkpoints else None,
             trusted=trust.active_grants(state, self.manager.wall_clock()),
             previous_handoff=handoff,
+            handoff_error=handoff_error,
         )
 
     async def checkpoint(
