@@ -128,3 +128,19 @@ def test_the_interval_must_be_positive_and_finite() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="progress_interval must be > 0 and finite"):
             ServerOptions(progress_interval=bad)
+
+
+@pytest.mark.parametrize("token", [1.5, 7.0, True, None, [7], {"t": 7}])
+async def test_a_progress_token_that_is_not_a_string_or_an_integer_is_none(
+    manager: triact.SessionManager, autojump_clock: trio.testing.MockClock, token: Any
+) -> None:
+    async with connect(manager, initialize="2025-11-25", progress_interval=1.0) as peer:
+        session_id = (await peer.ok("session_create", {}))["session_id"]
+        async with holding(manager, session_id) as release:
+            message = _with_token(peer, "session_get", {"session_id": session_id}, token)
+            await peer.send(message)
+            await trio.sleep(3.5)
+            release.set()
+            response = await peer.response(message["id"])
+        assert response["result"]["isError"] is False
+    assert [n for n in peer.notifications if n["method"] == "notifications/progress"] == []

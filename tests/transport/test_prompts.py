@@ -100,6 +100,10 @@ async def test_list_and_get_in_both_eras(manager: triact.SessionManager) -> None
         ({"name": "greet", "arguments": {"name": "a", "x": "b"}}, "takes no argument(s) 'x'"),
         ({"name": "greet", "arguments": ["a"]}, "arguments must be an object"),
         ({"name": "greet", "arguments": {"name": "a" * 10_001}}, "more than 10000 characters"),
+        (
+            {"name": "greet", "arguments": {"name": "a", "mood": "a\udc80b"}},
+            "Invalid params: argument 'mood' holds a lone surrogate (U+DC80) at index 1",
+        ),
     ],
 )
 async def test_bad_gets_are_invalid_params(

@@ -84,6 +84,15 @@ class Prompt:
                     f"Invalid params: argument {name!r} has more than "
                     f"{MAX_ARGUMENT_CHARS} characters",
                 )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # it would reach the prompt's text
+                raise JsonRpcError(
+                    INVALID_PARAMS,
+                    f"Invalid params: argument {name!r} holds a lone surrogate "
+                    f"(U+{ord(value[exc.start]):04X}) at index {exc.start}, which is not "
+                    "valid Unicode",
+                ) from None
         missing = [a.name for a in self.arguments if a.required and not arguments.get(a.name)]
         if missing:
             raise JsonRpcError(

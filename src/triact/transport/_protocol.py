@@ -168,7 +168,7 @@ def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) 
     if method == "server/discover":
         raise JsonRpcError(
             INVALID_PARAMS,
-            f"server/discover needs params._meta with {PROTOCOL_VERSION_KEY!r} and "
+            f"Invalid params: server/discover needs params._meta with {PROTOCOL_VERSION_KEY!r} and "
             f"{CLIENT_CAPABILITIES_KEY!r}",
         )
     version = handshake.version
@@ -176,8 +176,8 @@ def context_for(method: str, params: dict[str, Any], handshake: HandshakeState) 
         if method not in ("initialize", "ping"):
             raise JsonRpcError(
                 INVALID_PARAMS,
-                f"{method} before initialization: send initialize first (protocol revisions "
-                f"{', '.join(HANDSHAKE_VERSIONS)}), or carry params._meta with "
+                f"Invalid params: {method} before initialization: send initialize first "
+                f"(protocol revisions {', '.join(HANDSHAKE_VERSIONS)}), or carry params._meta with "
                 f"{PROTOCOL_VERSION_KEY!r} (revision {', '.join(STATELESS_VERSIONS)})",
             )
         version = LATEST_HANDSHAKE_VERSION
@@ -208,12 +208,13 @@ def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:
     if missing:
         raise JsonRpcError(
             INVALID_PARAMS,
-            f"params._meta is missing the required key(s): {', '.join(missing)}",
+            f"Invalid params: params._meta is missing the required key(s): {', '.join(missing)}",
         )
     version = meta[PROTOCOL_VERSION_KEY]
     if type(version) is not str:
         raise JsonRpcError(
-            INVALID_PARAMS, f"params._meta[{PROTOCOL_VERSION_KEY!r}] must be a string"
+            INVALID_PARAMS,
+            f"Invalid params: params._meta[{PROTOCOL_VERSION_KEY!r}] must be a string",
         )
     if version not in STATELESS_VERSIONS:
         raise JsonRpcError(
@@ -223,13 +224,15 @@ def _stateless_context(method: str, meta: dict[str, Any]) -> RequestContext:
         )
     if type(meta[CLIENT_CAPABILITIES_KEY]) is not dict:
         raise JsonRpcError(
-            INVALID_PARAMS, f"params._meta[{CLIENT_CAPABILITIES_KEY!r}] must be an object"
+            INVALID_PARAMS,
+            f"Invalid params: params._meta[{CLIENT_CAPABILITIES_KEY!r}] must be an object",
         )
     log_level = meta.get(LOG_LEVEL_KEY)
     if log_level is not None and (type(log_level) is not str or log_level not in LOG_RANK):
         raise JsonRpcError(
             INVALID_PARAMS,
-            f"params._meta[{LOG_LEVEL_KEY!r}] must be one of {', '.join(LOG_LEVELS)}",
+            f"Invalid params: params._meta[{LOG_LEVEL_KEY!r}] must be one of "
+            f"{', '.join(LOG_LEVELS)}",
         )
     if method not in STATELESS_METHODS:
         raise JsonRpcError(
@@ -261,13 +264,18 @@ def initialize(params: dict[str, Any], handshake: HandshakeState) -> dict[str, A
     or our latest if there is none or the client's is newer."""
     requested = params.get("protocolVersion")
     if type(requested) is not str:
-        raise JsonRpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string)")
+        raise JsonRpcError(
+            INVALID_PARAMS, "Invalid params: initialize needs params.protocolVersion (a string)"
+        )
     if type(params.get("capabilities")) is not dict:
-        raise JsonRpcError(INVALID_PARAMS, "initialize needs params.capabilities (an object)")
+        raise JsonRpcError(
+            INVALID_PARAMS, "Invalid params: initialize needs params.capabilities (an object)"
+        )
     client_info = params.get("clientInfo")
     if type(client_info) is not dict or type(client_info.get("name")) is not str:
         raise JsonRpcError(
-            INVALID_PARAMS, "initialize needs params.clientInfo with a name and a version"
+            INVALID_PARAMS,
+            "Invalid params: initialize needs params.clientInfo with a name and a version",
         )
     version = _negotiate(requested)
     handshake.version = version
@@ -321,7 +329,8 @@ def set_level(params: dict[str, Any], handshake: HandshakeState) -> dict[str, An
     level = params.get("level")
     if type(level) is not str or level not in LOG_RANK:
         raise JsonRpcError(
-            INVALID_PARAMS, f"logging/setLevel needs params.level, one of {', '.join(LOG_LEVELS)}"
+            INVALID_PARAMS,
+            f"Invalid params: logging/setLevel needs params.level, one of {', '.join(LOG_LEVELS)}",
         )
     handshake.log_level = level
     return {}
