@@ -427,6 +427,26 @@ async def test_a_browser_page_of_an_allowed_origin_can_call_and_read_the_answers
     refused(options, 405, -32600)
 
 
+async def test_a_header_mismatch_quotes_a_long_body_value_cut_short(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    long = "x" * 30_000
+    body = stateless_call(long, {})
+    named = await client.post(
+        served.url, json=body, headers=stateless_headers("tools/call", "health_check")
+    )
+    said = refused(named, 400, -32020)
+    assert said.endswith(f'the body\'s "{"x" * 40}"... (30000 characters)')
+    older = {**body, "params": {**body["params"], "_meta": {**STATELESS_META}}}
+    older["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = [long]
+    version = await client.post(
+        served.url, json=older, headers=stateless_headers("tools/call", "health_check")
+    )
+    said = refused(version, 400, -32020)
+    assert said.endswith("a list")
+    assert len(named.text) + len(version.text) < 2_000
+
+
 async def test_stateless_requests_are_checked_against_their_headers(
     served: Served, client: httpx.AsyncClient
 ) -> None:

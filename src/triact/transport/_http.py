@@ -62,6 +62,7 @@ from ._jsonrpc import (
     RequestId,
     encode_json,
     parse_line,
+    shown_name,
 )
 from ._prompts import PromptSet
 from ._server import ServerOptions, core_for
@@ -603,7 +604,7 @@ class McpHttpApp:
                 400,
                 HEADER_MISMATCH,
                 f"Header mismatch: MCP-Protocol-Version {version!r} does not match "
-                f"params._meta[{protocol.PROTOCOL_VERSION_KEY!r}] {body_version!r}",
+                f"params._meta[{protocol.PROTOCOL_VERSION_KEY!r}] {_quoted(body_version)}",
                 request.id,
             )
         _check_header(headers, b"mcp-method", "Mcp-Method", request.method, request.id)
@@ -1433,9 +1434,20 @@ def _check_header(
         raise _Refused(
             400,
             HEADER_MISMATCH,
-            f"Header mismatch: {title} header value {shown} does not match the body's {expected!r}",
+            f"Header mismatch: {title} header value {shown} does not match the body's "
+            f"{_quoted(expected)}",
             request_id,
         )
+
+
+def _quoted(value: Any) -> str:
+    """A value of the request's body, as a refusal quotes it: a short one whole (its
+    repr), a long string by its first characters and its length, anything else
+    long by its type."""
+    if isinstance(value, str) and len(value) > 40:
+        return shown_name(value)
+    shown = repr(value)
+    return shown if len(shown) <= 42 else f"a {type(value).__name__}"
 
 
 def _unsupported(version: str, request_id: RequestId | None) -> _Refused:
