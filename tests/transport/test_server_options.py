@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from triact.transport import ServerOptions
+from triact.transport import HttpOptions, ServerOptions
+from triact.transport._h11server import HttpServerOptions
 
 
 @pytest.mark.parametrize(
@@ -51,3 +52,32 @@ def test_what_each_field_can_hold_is_taken() -> None:
     )
     assert (options.shutdown_grace, options.default_session) == (math.inf, False)
     assert ServerOptions(shutdown_grace=0).shutdown_grace == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "value"),
+    [
+        (HttpOptions, "max_body_bytes", math.inf),
+        (HttpOptions, "max_body_bytes", True),
+        (HttpOptions, "max_requests", 2.5),
+        (HttpOptions, "max_requests_per_principal", math.inf),
+        (HttpOptions, "max_buffered_bytes", "1"),
+        (HttpOptions, "max_mcp_sessions", True),
+        (HttpOptions, "body_timeout", True),
+        (HttpOptions, "body_timeout", math.nan),
+        (HttpOptions, "session_ttl", "60"),
+        (HttpServerOptions, "max_connections", math.inf),
+        (HttpServerOptions, "max_connections", True),
+        (HttpServerOptions, "max_head_bytes", 2048.0),
+        (HttpServerOptions, "shutdown_grace", True),
+        (HttpServerOptions, "keep_alive", True),
+        (HttpServerOptions, "send_timeout", "5"),
+    ],
+)
+def test_the_http_options_refuse_what_their_fields_cannot_hold(
+    make: Any, field: str, value: Any
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{make.__name__}\.{field} must be"):
+        make(**{field: value})
+    default = getattr(make(), field)
+    assert getattr(make(**{field: default or 1}), field) == (default or 1)

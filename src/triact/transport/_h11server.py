@@ -113,18 +113,23 @@ _SCHEME_AUTHORITY: Final = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://[^/?]*")
 _QUOTED: Final = re.compile(r"(?:bytearray\()?b['\"]")
 
 
-def _at_least(minimum: float) -> Any:
+def _at_least(minimum: float, *, integer: bool = True) -> Any:
+    """A validator of a count (an int, not a bool), or of seconds (a number, not a bool,
+    not NaN) without ``integer``, at least ``minimum``."""
+    kinds = (int,) if integer else (int, float)
+    what = "an int" if integer else "a number"
+
     def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value >= minimum:
+        if not (isinstance(value, kinds) and not isinstance(value, bool) and value >= minimum):
             raise ValueError(
-                f"HttpServerOptions.{attribute.name} must be >= {minimum}, got {value!r}"
+                f"HttpServerOptions.{attribute.name} must be {what} >= {minimum}, got {value!r}"
             )
 
     return check
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         raise ValueError(f"HttpServerOptions.{attribute.name} must be > 0, got {value!r}")
 
 
@@ -143,7 +148,7 @@ class HttpServerOptions:
     #: beyond, the connection is closed (the app sees it go away).
     send_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: Seconds the requests in flight get to finish once the server stops.
-    shutdown_grace: float = attrs.field(default=10.0, validator=_at_least(0))
+    shutdown_grace: float = attrs.field(default=10.0, validator=_at_least(0, integer=False))
 
 
 class _Clock:

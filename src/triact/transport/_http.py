@@ -128,10 +128,17 @@ _SSE = [
 ]
 
 
-def _at_least(minimum: float) -> Any:
+def _at_least(minimum: float, *, integer: bool = True) -> Any:
+    """A validator of a count (an int, not a bool), or of seconds (a number, not a bool,
+    not NaN) without ``integer``, at least ``minimum``."""
+    kinds = (int,) if integer else (int, float)
+    what = "an int" if integer else "a number"
+
     def check(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-        if not value >= minimum:
-            raise ValueError(f"HttpOptions.{attribute.name} must be >= {minimum}, got {value!r}")
+        if not (isinstance(value, kinds) and not isinstance(value, bool) and value >= minimum):
+            raise ValueError(
+                f"HttpOptions.{attribute.name} must be {what} >= {minimum}, got {value!r}"
+            )
 
     return check
 
@@ -152,13 +159,13 @@ class HttpOptions:
     #: Largest request body accepted, in bytes; beyond it, 413.
     max_body_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_at_least(1))
     #: Seconds a client gets to send a request's whole body; slower, 408.
-    body_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001))
+    body_timeout: float = attrs.field(default=30.0, validator=_at_least(0.001, integer=False))
     #: Origins a browser may send requests from (``scheme://host[:port]``), whose
     #: pages may read the answers (CORS); requests with any other ``Origin`` get 403.
     #: Loopback origins are always allowed.
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_origins)
     #: Seconds an MCP session (handshake era) lives after its last request.
-    session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1))
+    session_ttl: float = attrs.field(default=3600.0, validator=_at_least(1, integer=False))
     #: MCP sessions one principal (or, without tokens, all clients together) may have
     #: open through this process: opened here, neither ended nor expired; beyond,
     #: initialize gets 429 with Retry-After. Each keeps a record in the store.
