@@ -384,6 +384,24 @@ async def test_a_target_failing_deep_in_nurseries_is_said_in_one_line() -> None:
     assert out.getvalue() == ""
 
 
+@pytest.mark.parametrize("target", ["stdio", "http"])
+async def test_a_redis_password_reaches_the_server_in_its_environment(
+    target: Literal["stdio", "http"],
+) -> None:
+    # Not on its command line, which every user of the machine can read (ps), nor in
+    # an error quoting that command. The server here says what it got, and exits.
+    said = "import os, sys; sys.exit(f'{sys.argv[1:]} {os.environ[\"TRIACT_REDIS_PASSWORD\"]}')"
+    url = "redis://:s3cr%2Ft@127.0.0.1:1/0?prefix=p"
+    command = (sys.executable, "-c", said, "--store", url)
+    options = StressOptions(duration=1.0, target=target, server_command=command, seed=1)
+    err = io.StringIO()
+    assert await run_stress(options, out=io.StringIO(), err=err) == 2
+    shown = err.getvalue()
+    assert "['--store', 'redis://127.0.0.1:1/0?prefix=p'" in shown
+    assert "] s3cr/t" in shown  # (its environment, printed by the server itself)
+    assert "s3cr%2Ft" not in shown
+
+
 _NOT_MCP = """
 import http.server, sys
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -33,7 +33,7 @@ from ._http import (
 )
 from ._model import DataChange
 from ._spread import Routing, SpreadTarget, routed, run_spec
-from ._targets import StdioTarget, server_command
+from ._targets import StdioTarget, password_apart, server_command
 
 #: Seconds a call waits for its answer before its outcome is unknown.
 CALL_TIMEOUT = 2.0
@@ -66,13 +66,17 @@ class ClusterNode:
         """Start the process (on a free port the first time, on its port after) and
         wait until it listens."""
         self.ready = False
-        command = [*self.command, "--http", f"127.0.0.1:{self.port}"]
+        command, env = password_apart([*self.command, "--http", f"127.0.0.1:{self.port}"])
         path = self._logs / f"node{self.index + 1}-{len(self.logs) + 1}.log"
         self.logs.append(path)
         with path.open("w+b") as log:
             try:
                 self.process = await trio.lowlevel.open_process(
-                    command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=env,
                 )
             except OSError as exc:
                 raise HttpServerError(

@@ -24,7 +24,13 @@ import trio
 from .._version import __version__
 from ._history import Call
 from ._model import DataChange
-from ._targets import JsonRpcErrorReply, StdioServerError, StdioTarget, tool_outcome
+from ._targets import (
+    JsonRpcErrorReply,
+    StdioServerError,
+    StdioTarget,
+    password_apart,
+    tool_outcome,
+)
 
 #: The revisions the clients speak: the handshake era's newest, and the stateless one.
 HANDSHAKE = "2025-11-25"
@@ -393,12 +399,12 @@ async def open_http(command: list[str], clients: int, seed: str) -> AsyncIterato
     """Start ``command --http 127.0.0.1:0``, open ``clients`` MCP clients of it (at
     least two: the eras alternate), and on exit end their sessions and stop the
     server (SIGTERM, then SIGKILL)."""
-    command = http_command(command)
+    command, env = password_apart(http_command(command))
     _h11()
     with tempfile.TemporaryFile() as log:
         try:
             process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env
             )
         except OSError as exc:
             raise HttpServerError(

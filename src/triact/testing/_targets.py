@@ -4,6 +4,7 @@ subprocess spoken to over MCP on stdio."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import subprocess
@@ -12,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
 
@@ -379,13 +381,37 @@ def server_command(store: str) -> list[str]:
     ]
 
 
+def password_apart(command: list[str]) -> tuple[list[str], dict[str, str] | None]:
+    """``command`` with the password of the Redis URL after its ``--store`` taken out,
+    and the environment that gives it to the server instead (``TRIACT_REDIS_PASSWORD``;
+    None: this process's, unchanged): every user of the machine can read a process's
+    command line (``ps``), and an error quoting the command quotes what it holds."""
+    command = list(command)
+    for i, word in enumerate(command[:-1]):
+        url = command[i + 1]
+        if word != "--store" or not url.startswith(("redis://", "rediss://")):
+            continue
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue  # the server refuses it, without quoting its password
+        if parts.password is None:
+            continue
+        user, _, host = parts.netloc.rpartition("@")
+        user = user.partition(":")[0]
+        command[i + 1] = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+        return command, {**os.environ, "TRIACT_REDIS_PASSWORD": unquote(parts.password)}
+    return command, None
+
+
 @asynccontextmanager
 async def open_stdio(command: list[str]) -> AsyncIterator[StdioTarget]:
     """Start the server, shake hands, and stop it (end of input) on exit."""
+    command, env = password_apart(command)
     with tempfile.TemporaryFile() as log:
         try:
             process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env
             )
         except OSError as exc:
             raise StdioServerError(
