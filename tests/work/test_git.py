@@ -179,3 +179,24 @@ def test_parse_status_reads_every_kind_of_entry() -> None:
     state = parse_status(out, 10)
     assert (state.branch, state.head) == (None, "0123abcd")
     assert state.dirty == ("changed file.txt", "new name.txt", "conflict.txt", "untracked dir/")
+
+
+@pytest.mark.parametrize(
+    "name", ["form\x0cfeed", "line\u2028separator", "next\x85line", b"caf\xe9"]
+)
+async def test_a_repository_whose_path_is_odd_but_valid_is_used(
+    tmp_path: Path, name: str | bytes
+) -> None:
+    # git prints its directories one a line, as the file system has them: a path with
+    # a character Python also breaks lines at, or bytes that are not UTF-8, is still
+    # this repository (it was taken for one whose work tree is configured elsewhere).
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    config = WorkConfig(allowed_roots=(str(tmp_path),))
+    repo = make_repo(tmp_path / name)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    state = await _git(repo, config).state()
+    assert (state.repository, state.branch, state.error) == (True, "main", None)
+    (repo / "file").write_text("x")
+    made = await _git(repo, config).commit("checkpoint")
+    assert made == git(repo, "rev-parse", "HEAD").strip()

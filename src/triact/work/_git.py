@@ -206,16 +206,21 @@ class Git:
         return self._env
 
     async def run(
-        self, *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: bytes = b"",
+        paths: bool = False,
     ) -> tuple[int, str, str]:
         """``git args...`` (with ``env`` added to the environment): its exit status,
-        stdout and stderr (as text). GitError if git cannot be started,
-        GitTimeoutError if it takes longer than the timeout."""
+        stdout and stderr (as text; with ``paths``, stdout as the file system's paths
+        are, bytes that are not UTF-8 kept as in :func:`os.fsdecode`). GitError if git
+        cannot be started, GitTimeoutError if it takes longer than the timeout."""
         full = await self._environment()
-        return await self._spawn(args, {**full, **env} if env else full, stdin)
+        return await self._spawn(args, {**full, **env} if env else full, stdin, paths)
 
     async def _spawn(
-        self, args: tuple[str, ...], env: dict[str, str], stdin: bytes = b""
+        self, args: tuple[str, ...], env: dict[str, str], stdin: bytes = b"", paths: bool = False
     ) -> tuple[int, str, str]:
         if self._git is None:
             self._git = await trio.to_thread.run_sync(_executable, self.config.git)
@@ -246,7 +251,7 @@ class Git:
             )
         return (
             done.returncode,
-            done.stdout.decode("utf-8", "replace"),
+            os.fsdecode(done.stdout) if paths else done.stdout.decode("utf-8", "replace"),
             done.stderr.decode("utf-8", "replace"),
         )
 
@@ -269,12 +274,15 @@ class Git:
                 "--path-format=absolute",
                 "--git-common-dir",
                 "--show-toplevel",
+                paths=True,
             )
             if status == _NOT_A_REPOSITORY and "not a git repository" in err:
                 return None
             if status != 0:
                 raise GitError(f"git rev-parse failed (exit {status}): {self._say(err)}")
-            paths = await trio.to_thread.run_sync(_real_paths, out.splitlines())
+            # One path a line: only a line feed ends one (a path may hold \f, \x85, ...).
+            lines = out.removesuffix("\n").split("\n")
+            paths = await trio.to_thread.run_sync(_real_paths, lines)
             git_dir, common, top = paths[:3]
             if top != self.directory:
                 raise GitError(
