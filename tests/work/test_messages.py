@@ -138,3 +138,15 @@ def test_redact_keeps_what_follows_a_quoted_path_and_git_s_next_lines() -> None:
     assert said == (
         "error: could not open '<path>': Permission denied fatal: 'src/a b.txt' is in sub dir"
     )
+
+
+@pytest.mark.parametrize("around", ["[{}]", "<{}>", "{{{}}}", "|{}", "@{}", "*{}", "!{}"])
+def test_redact_hides_a_path_after_any_mark_but_a_word_s(around: str) -> None:
+    # Hidden before as after a space or a quote; a path in brackets came back whole.
+    text = "fatal: in " + around.format("/srv/secret/x") + "\n"
+    said = redact(text, "/srv/projects/alpha")
+    assert "secret" not in said
+    assert "<path>" in said
+    assert (
+        redact("error: src/x and a/../b and ~/.x", "/srv/p") == "error: src/x and a/../b and ~/.x"
+    )

@@ -111,9 +111,10 @@ def config_environment(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
-#: Where a path the client must not see starts: an absolute one, or one going up
-#: (``../``), at the start of a word.
-_PATH_START = re.compile(r"(?<![^\s'\"`(=,:;])(?:/|\.\./)")
+#: Where a path the client must not see starts: an absolute one, after anything but
+#: a word's character, ``.``, ``~`` or ``-`` (in brackets, ``<...>``, after ``|``...),
+#: or one going up (``../``) at the start of a word.
+_PATH_START = re.compile(r"(?<![\w.~-])/|(?<![^\s'\"`(=,:;])\.\./")
 #: How git starts a line of its own (what is not a path's continuation).
 _GIT_LINE = re.compile(r"(?:fatal|error|warning|hint|usage): ")
 _QUOTES = "'\"`"
