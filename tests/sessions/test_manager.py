@@ -716,6 +716,12 @@ async def test_list_sessions_refuses_a_page_it_cannot_mean(
         ("idle_ttl", "60"),
         # a deque's maxlen: it raised OverflowError at subscribe()
         ("event_buffer", 2**63),
+        # An int past the largest float: OverflowError, or (shutdown_grace) taken, to
+        # fail with OverflowError when the manager opened.
+        pytest.param("idle_ttl", 10**400, id="idle_ttl-10**400"),
+        pytest.param("lease", 10**400, id="lease-10**400"),
+        pytest.param("shutdown_grace", 10**400, id="shutdown_grace-10**400"),
+        pytest.param("schedule_slice", 10**400, id="schedule_slice-10**400"),
     ],
 )
 def test_config_refuses_bad_values(field: str, value: object) -> None:

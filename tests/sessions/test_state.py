@@ -151,8 +151,12 @@ def test_data_json_cannot_carry_is_refused(value: Any) -> None:
         {"last_used": math.inf},
         {"metrics": SessionMetrics(total_latency=math.nan)},
         {"threads": (Thread("t", 1.0, messages=(ThreadMessage("user", "hi", -math.inf),)),)},
+        # An int past the largest float: it raised OverflowError (encoded by json, it
+        # would not decode back into a float).
+        {"created_at": 10**400},
+        {"analyses": (AnalysisRecord("p", {}, 1.0, response_time=-(10**400)),)},
     ],
-    ids=repr,
+    ids=lambda change: repr(change)[:40],
 )
 def test_a_typed_float_that_is_not_finite_is_refused(change: dict[str, Any]) -> None:
     state = attrs.evolve(with_data(1), **change)

@@ -122,8 +122,12 @@ def _not_plain(value: Any) -> Any:
 
 
 def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int past the largest float: no store reads it back as one
+        finite = False
+    if not finite:
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r:.40}")
     return value
 
 

@@ -20,7 +20,9 @@ def _is_number(value: object) -> bool:
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (_is_number(value) and value > 0 and math.isfinite(value)):
+    # (<= the largest float rather than math.isfinite, which raises OverflowError for
+    # an int past it: a time no clock could add.)
+    if not (_is_number(value) and 0 < value <= sys.float_info.max):
         raise ValueError(f"SessionConfig.{attribute.name} must be > 0, got {value!r}")
 
 
@@ -37,12 +39,12 @@ def _a_size(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
 
 
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (_is_number(value) and value >= 0):
+    if not (_is_number(value) and (0 <= value <= sys.float_info.max or value == math.inf)):
         raise ValueError(f"SessionConfig.{attribute.name} must be >= 0, got {value!r}")
 
 
 def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not math.isfinite(value):
+    if not -sys.float_info.max <= value <= sys.float_info.max:
         raise ValueError(f"SessionConfig.{attribute.name} must be finite, got {value!r}")
 
 

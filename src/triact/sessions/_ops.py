@@ -7,9 +7,9 @@ version and commits it whole (I2, I3, docs/architecture.md).
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -170,7 +170,7 @@ def record_analysis(
                 "response_time must be a number of seconds or None, "
                 f"got {type(response_time).__name__}"
             )
-        if not 0 <= response_time < math.inf:
+        if not 0 <= response_time <= sys.float_info.max:  # (an int past it: no float)
             raise SessionArgumentError(
                 f"response_time must be >= 0 seconds and finite, got {response_time!r}"
             )
