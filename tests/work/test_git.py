@@ -4,7 +4,9 @@ with a timeout."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,37 @@ async def test_a_repository_whose_path_is_odd_but_valid_is_used(
     (repo / "file").write_text("x")
     made = await _git(repo, config).commit("checkpoint")
     assert made == git(repo, "rev-parse", "HEAD").strip()
+
+
+_OLD_GIT = """#!{python}
+# git before 2.31: rev-parse takes --path-format=absolute for a word, and prints it back.
+import os, subprocess, sys
+real, args = {real!r}, sys.argv[1:]
+if "rev-parse" in args:
+    at = args.index("rev-parse") + 1
+    for word in args[at:]:
+        if word == "--path-format=absolute":
+            print(word, flush=True)
+        elif subprocess.run([real, *args[:at], word]).returncode:
+            sys.exit(128)
+    sys.exit(0)
+os.execv(real, [real, *args])
+"""
+
+
+async def test_a_git_before_2_31_reads_the_repository(repo: Path, tmp_path: Path) -> None:
+    # Where its git directory is comes as git gives it, relative to the working
+    # directory, not through --path-format=absolute, which such a git prints back.
+    old = tmp_path / "old-git"
+    real = shutil.which("git")
+    assert real is not None
+    old.write_text(_OLD_GIT.format(python=sys.executable, real=real))
+    old.chmod(0o755)
+    config = WorkConfig(git=str(old))
+    state = await _git(repo, config).state()
+    assert (state.repository, state.branch, state.dirty) == (True, "main", ("README.md",))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "worktree", "add", "-q", str(tmp_path / "linked"), "-b", "side")
+    linked = await _git(tmp_path / "linked", config).state()
+    assert (linked.repository, linked.branch) == (True, "side")

@@ -123,8 +123,12 @@ def _executable(name: str) -> str:
     return os.path.abspath(found)
 
 
-def _real_paths(lines: list[str]) -> list[str]:
-    return [os.path.realpath(line) for line in lines] + ["", "", ""]
+def _real_paths(directory: str, lines: list[str]) -> list[str]:
+    """The paths git printed, resolved: a relative one is relative to ``directory``,
+    where git ran (``--git-common-dir`` prints one there; ``--path-format=absolute``
+    would make it absolute, but git before 2.31 does not know it, and takes it for a
+    word to print back)."""
+    return [os.path.realpath(os.path.join(directory, line)) for line in lines] + ["", "", ""]
 
 
 #: What git reads a repository's commits and branches from, and writes a commit to, in
@@ -271,7 +275,6 @@ class Git:
             status, out, err = await self.run(
                 "rev-parse",
                 "--absolute-git-dir",
-                "--path-format=absolute",
                 "--git-common-dir",
                 "--show-toplevel",
                 paths=True,
@@ -282,7 +285,7 @@ class Git:
                 raise GitError(f"git rev-parse failed (exit {status}): {self._say(err)}")
             # One path a line: only a line feed ends one (a path may hold \f, \x85, ...).
             lines = out.removesuffix("\n").split("\n")
-            paths = await trio.to_thread.run_sync(_real_paths, lines)
+            paths = await trio.to_thread.run_sync(_real_paths, self.directory, lines)
             git_dir, common, top = paths[:3]
             if top != self.directory:
                 raise GitError(
