@@ -583,3 +583,59 @@ async def test_removing_a_session_past_its_deadline_finds_none(
         kinds = [event.kind async for event in events]
     assert stats.removed == 0
     assert "removed" not in kinds
+
+
+async def test_a_session_removed_while_a_get_session_looked_it_up_is_not_found(
+    place: Place,
+) -> None:
+    """A get_session that found the session in the store before this process removed
+    it (its actor still loading it) hands out a record whose call finds it gone,
+    once that actor has gone, where the call failed with ValueError (an actor of that
+    name was still running)."""
+    async with managers(place, count=2) as (a, b):
+        created = await b.create_session()
+        store: Any = a.store
+        real_version, real_activate = store.version, store.activate
+        reached, found, loaded = trio.Event(), trio.Event(), trio.Event()
+        first = True
+
+        async def version(session_id: str, *, now: float | None = None) -> int | None:
+            nonlocal first
+            gated, first = first, False
+            answer = await real_version(session_id, now=now)
+            if gated:  # found before the removal, returned after it
+                reached.set()
+                await found.wait()
+            return answer  # type: ignore[no-any-return]
+
+        async def activate(session_id: str, **kwargs: Any) -> Any:
+            answer = await real_activate(session_id, **kwargs)
+            await loaded.wait()
+            return answer
+
+        store.version, store.activate = version, activate
+        late: list[triact.Session] = []
+        async with trio.open_nursery() as nursery:
+
+            async def late_get() -> None:
+                late.append(await a.get_session(created.id))
+
+            async def removed_meanwhile(session: triact.Session) -> None:
+                with pytest.raises(triact.SessionError):  # not found, or closed
+                    await session.update(increment())
+
+            async def late_call() -> None:
+                with pytest.raises(triact.SessionNotFoundError):
+                    await late[0].snapshot()
+
+            nursery.start_soon(late_get)
+            await reached.wait()
+            nursery.start_soon(removed_meanwhile, await a.get_session(created.id))
+            await trio.testing.wait_all_tasks_blocked()  # its actor loads it
+            assert await a.remove_session(created.id)
+            found.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert late
+            nursery.start_soon(late_call)
+            await trio.testing.wait_all_tasks_blocked()
+            loaded.set()

@@ -718,6 +718,14 @@ class SessionManager:
             if ref is not None and not ref.stopped:
                 await ref.stop()  # let the old actor finish going
                 continue
+            other = self._sup.get(entry.id)
+            if other is not None:
+                # Another record's actor of this session is still going: the session
+                # ended or was removed here while a get_session that had found it in
+                # a shared store made this record. Let it go first (spawning beside
+                # it raised ValueError), then this record's actor finds it gone.
+                await other.stop()
+                continue
             return self._spawn(entry)
 
     def _spawn(self, entry: Entry) -> ActorRef[ops.Op, Any]:
