@@ -234,8 +234,8 @@ class SessionActor(Actor[Op, Answer]):
             except Exception:
                 self._account(start, failed=True)
                 raise
-            # _account(start, failed=False) spelled out: a frame less for every update
-            # (as in _change_async_now; keep the three alike).
+            # _account(start, failed=False) spelled out: a frame less for every
+            # in-memory update (keep the two alike).
             now = clock()
             entry.last_active = now
             latency = now - start
@@ -386,9 +386,9 @@ class SessionActor(Actor[Op, Answer]):
         * :meth:`_commit_durably`, for each change it takes from the mailbox into a
           group commit (they never reach :meth:`receive`): once, as it is applied.
 
-        (:meth:`receive`'s change committed at once and :meth:`_change_async_now` count
-        a call that succeeded with this method's lines spelled out, a frame less per
-        update: keep them alike.)
+        (:meth:`receive`'s change committed at once counts a call that succeeded with
+        this method's lines spelled out, a frame less per in-memory update: keep the
+        two alike.)
         """
         host = self._host
         clock = host.now  # (a slot read, then a call: see receive)
@@ -454,25 +454,7 @@ class SessionActor(Actor[Op, Answer]):
         except Exception:  # counted as _finish counts (a cancelled update: not at all)
             self._account(start, failed=True)
             raise
-        # _account(start, failed=False) spelled out, as in receive.
-        clock = host.now  # (a slot read, then a call: see receive)
-        now = clock()
-        entry.last_active = now
-        latency = now - start
-        operations = self.operations = self.operations + 1
-        self.total_latency += latency
-        if latency > self.max_latency:
-            self.max_latency = latency
-        kept = self._latencies
-        if kept is None:
-            self._latencies = array("d", (latency,))
-        elif len(kept) < _LATENCIES_KEPT:
-            kept.append(latency)
-        else:
-            kept[operations % _LATENCIES_KEPT] = latency
-        tally = host.tally
-        tally.operations += 1
-        tally.latencies.append(latency)
+        self._account(start, failed=False)
         return new
 
     def _change(self, op: Change) -> SessionState | Pending:
